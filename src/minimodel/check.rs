@@ -1,0 +1,217 @@
+//! The correctness rule every timed configuration passes first (FlashAttention's, from its tests):
+//!
+//! `max|out - ref64| <= 2 * max|out_lowp - ref64| + 2 * floor(dtype)`
+//!
+//! where `ref64` is the `f64` reference, `out_lowp` the reference recomputed in the candidate's precision
+//! with another operation order ([`super::reference::attention_lowp`]), and `floor` the rounding error of
+//! adding and removing `0.3` in the dtype at the output's magnitudes (the Hopper tests' `fwd_atol`). A
+//! candidate may be as wrong as low-precision arithmetic is, with a factor of two of slack, and no more.
+//! The reference is computed from the candidate's own stored inputs (an `f16` tensor widened exactly), as
+//! FlashAttention's tests do: rounding the inputs to the storage type is not the kernel's error.
+//! For `f16` with unit-normal inputs the phase adds an absolute bar: `max|out - ref64| <= 1e-3`.
+
+use super::numeric::DType;
+use std::fmt;
+use thiserror::Error;
+
+/// The phase's absolute bar for `f16` outputs on unit-normal inputs.
+pub const FP16_BAR: f64 = 1e-3;
+
+/// Maximum and mean absolute error of one output against the reference.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ErrStats {
+    /// `max_i |x_i - ref_i|`.
+    pub max: f64,
+    /// `mean_i |x_i - ref_i|`.
+    pub mean: f64,
+}
+
+/// Errors of `out` against `reference` (equal lengths). A NaN anywhere makes `max` NaN.
+pub fn err_stats(out: &[f64], reference: &[f64]) -> ErrStats {
+    let mut max = 0.0f64;
+    let mut sum = 0.0;
+    for (x, r) in out.iter().zip(reference) {
+        let e = (x - r).abs();
+        if e.is_nan() || e > max {
+            max = if max.is_nan() { max } else { e };
+        }
+        sum += e;
+    }
+    ErrStats {
+        max,
+        mean: sum / reference.len().max(1) as f64,
+    }
+}
+
+/// The dtype's rounding floor at these outputs: `max_i |((r_i + 0.3) - 0.3) - r_i|`, each operation
+/// rounded to `dt`, with `r_i` the reference rounded to `dt`.
+pub fn rounding_floor(dt: DType, reference: &[f64]) -> f64 {
+    reference
+        .iter()
+        .map(|&x| {
+            let r = dt.round(x);
+            (dt.round(dt.round(r + 0.3) - 0.3) - r).abs()
+        })
+        .fold(0.0, f64::max)
+}
+
+/// Everything the rule looked at, for printing and for measurement records.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CloseReport {
+    /// What was checked (kernel and configuration).
+    pub name: String,
+    /// The candidate's dtype.
+    pub dtype: DType,
+    /// The candidate's error against `ref64`.
+    pub candidate: ErrStats,
+    /// The low-precision reference's error against `ref64`.
+    pub baseline: ErrStats,
+    /// [`rounding_floor`] at the reference's outputs.
+    pub floor: f64,
+    /// The allowed maximum error: `2 * baseline.max + 2 * floor`.
+    pub bound: f64,
+    /// The absolute bar applied too, if any.
+    pub bar: Option<f64>,
+}
+
+impl fmt::Display for CloseReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} [{}]: candidate max {:.3e} mean {:.3e} | low-precision reference max {:.3e} mean {:.3e} | \
+             allowed {:.3e}{}",
+            self.name,
+            self.dtype.name(),
+            self.candidate.max,
+            self.candidate.mean,
+            self.baseline.max,
+            self.baseline.mean,
+            self.bound,
+            match self.bar {
+                Some(b) => format!(" and bar {b:.0e}"),
+                None => String::new(),
+            }
+        )
+    }
+}
+
+/// Why a candidate failed the rule.
+#[derive(Debug, Clone, PartialEq, Error)]
+pub enum CloseError {
+    /// The candidate, reference and baseline do not have the same number of elements.
+    #[error("lengths differ: candidate {candidate}, low-precision {lowp}, reference {reference}")]
+    LengthMismatch {
+        /// Candidate elements.
+        candidate: usize,
+        /// Low-precision reference elements.
+        lowp: usize,
+        /// Reference elements.
+        reference: usize,
+    },
+    /// Some output is NaN or infinite (for example a poisoned output the kernel never wrote).
+    #[error("{0}: output {1} is not finite (left unwritten, or overflowed)")]
+    NotFinite(String, usize),
+    /// The candidate is further from the reference than the rule allows.
+    #[error("too far from the reference: {0}")]
+    TooFar(Box<CloseReport>),
+    /// The candidate passed the relative rule but not the absolute bar.
+    #[error("above the absolute bar: {0}")]
+    AboveBar(Box<CloseReport>),
+}
+
+// ANCHOR: attn_close
+/// Apply the rule. `out`, `lowp` and `reference` are the candidate, the low-precision reference and the
+/// `f64` reference, all widened to `f64`; `bar` adds an absolute limit (use [`FP16_BAR`] for `f16`
+/// outputs on unit-normal inputs).
+pub fn attn_close(
+    name: &str,
+    out: &[f64],
+    lowp: &[f64],
+    reference: &[f64],
+    dtype: DType,
+    bar: Option<f64>,
+) -> Result<CloseReport, CloseError> {
+    if out.len() != reference.len() || lowp.len() != reference.len() {
+        return Err(CloseError::LengthMismatch {
+            candidate: out.len(),
+            lowp: lowp.len(),
+            reference: reference.len(),
+        });
+    }
+    if let Some(i) = out.iter().position(|x| !x.is_finite()) {
+        return Err(CloseError::NotFinite(name.to_string(), i));
+    }
+    let candidate = err_stats(out, reference);
+    let baseline = err_stats(lowp, reference);
+    let floor = rounding_floor(dtype, reference);
+    let bound = 2.0 * baseline.max + 2.0 * floor; // FlashAttention's rule
+    let report = CloseReport {
+        name: name.to_string(),
+        dtype,
+        candidate,
+        baseline,
+        floor,
+        bound,
+        bar,
+    };
+    if candidate.max > bound {
+        return Err(CloseError::TooFar(Box::new(report)));
+    }
+    if bar.is_some_and(|b| candidate.max > b) {
+        return Err(CloseError::AboveBar(Box::new(report)));
+    }
+    Ok(report)
+}
+// ANCHOR_END: attn_close
+
+/// [`attn_close`] for tests: prints the errors of candidate and baseline, then panics on failure.
+#[track_caller]
+pub fn assert_attn_close(
+    name: &str,
+    out: &[f64],
+    lowp: &[f64],
+    reference: &[f64],
+    dtype: DType,
+    bar: Option<f64>,
+) -> CloseReport {
+    match attn_close(name, out, lowp, reference, dtype, bar) {
+        Ok(report) => {
+            println!("ok   {report}");
+            report
+        }
+        Err(e) => {
+            println!("FAIL {e}");
+            panic!("{e}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rule_accepts_and_rejects() {
+        let reference = vec![0.25, -0.5, 1.0];
+        let lowp: Vec<f64> = reference.iter().map(|x| x + 1e-3).collect();
+        let good: Vec<f64> = reference.iter().map(|x| x - 1.5e-3).collect();
+        let bad: Vec<f64> = reference.iter().map(|x| x + 5e-3).collect();
+        let r = attn_close("good", &good, &lowp, &reference, DType::F16, None).unwrap();
+        assert!((r.baseline.max - 1e-3).abs() < 1e-12);
+        assert!(matches!(
+            attn_close("bad", &bad, &lowp, &reference, DType::F16, None),
+            Err(CloseError::TooFar(_))
+        ));
+        assert!(matches!(
+            attn_close("bar", &good, &lowp, &reference, DType::F16, Some(FP16_BAR)),
+            Err(CloseError::AboveBar(_))
+        ));
+        let poisoned = vec![0.25, f64::NAN, 1.0];
+        assert!(matches!(
+            attn_close("nan", &poisoned, &lowp, &reference, DType::F16, None),
+            Err(CloseError::NotFinite(_, 1))
+        ));
+        assert!(rounding_floor(DType::F16, &reference) > 0.0);
+        assert_eq!(rounding_floor(DType::F64, &[0.0]), 0.0);
+    }
+}

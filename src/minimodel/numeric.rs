@@ -1,0 +1,133 @@
+//! The number types at the storage boundary, and what each one rounds away.
+//!
+//! Kernels store `f16`/`bf16` (or `f32`), accumulate in `f32`, and are judged against an `f64` reference.
+//! [`Element`] converts any of them to and from `f64`; [`DType`] names them and knows their rounding.
+
+use half::{bf16, f16};
+
+/// The storage types this book's kernels read and write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DType {
+    /// IEEE double: the reference's arithmetic.
+    F64,
+    /// IEEE single.
+    F32,
+    /// IEEE half: 10 explicit mantissa bits.
+    F16,
+    /// bfloat16: 7 explicit mantissa bits, the exponent range of f32.
+    BF16,
+}
+
+impl DType {
+    /// Bytes per element in slow memory.
+    pub const fn bytes(self) -> usize {
+        match self {
+            DType::F64 => 8,
+            DType::F32 => 4,
+            DType::F16 | DType::BF16 => 2,
+        }
+    }
+
+    /// Unit roundoff `u = 2^-(p)` where `p` counts the mantissa bits including the implicit one:
+    /// the largest relative error of rounding one value to nearest.
+    pub fn unit_roundoff(self) -> f64 {
+        match self {
+            DType::F64 => 2f64.powi(-53),
+            DType::F32 => 2f64.powi(-24),
+            DType::F16 => 2f64.powi(-11),
+            DType::BF16 => 2f64.powi(-8),
+        }
+    }
+
+    /// Round an `f64` to this type and back.
+    pub fn round(self, x: f64) -> f64 {
+        match self {
+            DType::F64 => x,
+            DType::F32 => x as f32 as f64,
+            DType::F16 => f16::from_f64(x).to_f64(),
+            DType::BF16 => bf16::from_f64(x).to_f64(),
+        }
+    }
+
+    /// The short name used in measurement records (`"f16"`, ...).
+    pub const fn name(self) -> &'static str {
+        match self {
+            DType::F64 => "f64",
+            DType::F32 => "f32",
+            DType::F16 => "f16",
+            DType::BF16 => "bf16",
+        }
+    }
+}
+
+/// A storage element: convertible to `f64` exactly, and from `f64` by rounding to nearest.
+pub trait Element: Copy + Send + Sync + 'static {
+    /// Which [`DType`] this is.
+    const DTYPE: DType;
+    /// Exact widening to `f64`.
+    fn to_f64(self) -> f64;
+    /// Rounding to nearest from `f64`.
+    fn from_f64(x: f64) -> Self;
+}
+
+impl Element for f64 {
+    const DTYPE: DType = DType::F64;
+    fn to_f64(self) -> f64 {
+        self
+    }
+    fn from_f64(x: f64) -> Self {
+        x
+    }
+}
+
+impl Element for f32 {
+    const DTYPE: DType = DType::F32;
+    fn to_f64(self) -> f64 {
+        self as f64
+    }
+    fn from_f64(x: f64) -> Self {
+        x as f32
+    }
+}
+
+impl Element for f16 {
+    const DTYPE: DType = DType::F16;
+    fn to_f64(self) -> f64 {
+        f16::to_f64(self)
+    }
+    fn from_f64(x: f64) -> Self {
+        f16::from_f64(x)
+    }
+}
+
+impl Element for bf16 {
+    const DTYPE: DType = DType::BF16;
+    fn to_f64(self) -> f64 {
+        bf16::to_f64(self)
+    }
+    fn from_f64(x: f64) -> Self {
+        bf16::from_f64(x)
+    }
+}
+
+/// Convert a whole slice (for example `f32` inputs to the `f16` a kernel stores).
+pub fn convert<A: Element, B: Element>(xs: &[A]) -> Vec<B> {
+    xs.iter().map(|&x| B::from_f64(x.to_f64())).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn roundoff_bounds_rounding() {
+        for dt in [DType::F32, DType::F16, DType::BF16] {
+            for x in [0.1, 1.0 / 3.0, 0.7, 1.9] {
+                let rel = (dt.round(x) - x).abs() / x;
+                assert!(rel <= dt.unit_roundoff(), "{dt:?} {x} {rel}");
+            }
+        }
+        assert_eq!(f16::from_f64(0.5).to_f64(), 0.5);
+        assert_eq!(DType::BF16.bytes(), 2);
+    }
+}

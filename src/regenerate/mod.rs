@@ -1,0 +1,68 @@
+//! The main job's renderers: every table (and later figure) the book includes from `book/generated/`.
+//!
+//! Each artifact is a pure function of the crate's code and the committed measurements, so rendering
+//! twice gives the same bytes; a test re-renders everything and fails if `book/generated/` differs.
+
+pub mod lab00;
+pub mod theory00;
+
+use std::fs;
+use std::io;
+use std::path::Path;
+
+/// One generated file: its name under `book/generated/` and its full contents.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Artifact {
+    /// File name, e.g. `t00_intensity.md`.
+    pub name: &'static str,
+    /// The file's contents.
+    pub contents: String,
+}
+
+/// Every artifact the book includes, in a fixed order.
+pub fn render_all() -> Vec<Artifact> {
+    let mut out = theory00::render();
+    out.extend(lab00::render());
+    out
+}
+
+/// Write every artifact into `dir`, creating it if needed. Returns the names written.
+pub fn write_all(dir: &Path, artifacts: &[Artifact]) -> io::Result<Vec<&'static str>> {
+    fs::create_dir_all(dir)?;
+    for a in artifacts {
+        fs::write(dir.join(a.name), &a.contents)?;
+    }
+    Ok(artifacts.iter().map(|a| a.name).collect())
+}
+
+/// Compare `dir` against freshly rendered artifacts: the names of files that are missing or differ,
+/// and of `.md`/`.svg` files in `dir` that nothing renders any more.
+pub fn stale(dir: &Path, artifacts: &[Artifact]) -> io::Result<Vec<String>> {
+    let mut bad = Vec::new();
+    for a in artifacts {
+        match fs::read_to_string(dir.join(a.name)) {
+            Ok(s) if s == a.contents => {}
+            Ok(_) => bad.push(format!("{} differs from what the code renders", a.name)),
+            Err(_) => bad.push(format!("{} is missing", a.name)),
+        }
+    }
+    if dir.exists() {
+        for entry in fs::read_dir(dir)? {
+            let name = entry?.file_name().to_string_lossy().into_owned();
+            if !artifacts.iter().any(|a| a.name == name) {
+                bad.push(format!("{name} is not rendered by anything"));
+            }
+        }
+    }
+    Ok(bad)
+}
+
+/// A markdown table from a header and rows.
+pub fn md_table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut s = format!("| {} |\n", header.join(" | "));
+    s += &format!("|{}\n", "---|".repeat(header.len()));
+    for r in rows {
+        s += &format!("| {} |\n", r.join(" | "));
+    }
+    s
+}
