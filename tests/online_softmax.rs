@@ -81,6 +81,7 @@ proptest! {
         }
     }
 
+    // ANCHOR: merge_property
     #[test]
     fn merge_is_associative_commutative_with_identity(
         a in prop::collection::vec(-50.0f64..50.0, 0..50),
@@ -100,6 +101,7 @@ proptest! {
         let whole: Vec<f64> = a.iter().chain(&b).chain(&c).copied().collect();
         prop_assert!(state_close(sa.merge(sb).merge(sc), OnlineSoftmax::from_stream(&whole).unwrap()));
     }
+    // ANCHOR_END: merge_property
 
     #[test]
     fn blocks_in_any_order(x in row(50.0, 300), block in 1usize..40, seed in any::<u64>()) {
@@ -138,6 +140,7 @@ proptest! {
     }
 }
 
+// ANCHOR: broken_rescale
 #[test]
 fn checker_catches_a_missing_rescale() {
     // The classic bug: forget to rescale l when the max grows.
@@ -154,6 +157,7 @@ fn checker_catches_a_missing_rescale() {
     assert!(agrees_with_batched(&broken(&x), &x, 1e-14).is_err());
     assert!(agrees_with_batched(&online_softmax(&x).unwrap(), &x, 1e-14).is_ok());
 }
+// ANCHOR_END: broken_rescale
 
 #[test]
 fn edge_cases_are_defined() {
