@@ -159,6 +159,7 @@ fn f16_candidate_passes_the_rule_and_the_bar() {
             &lowp,
             &reference,
             DType::F16,
+            n,
             Some(FP16_BAR),
         );
         assert!(
@@ -179,7 +180,7 @@ fn the_rule_rejects_a_wrong_scale() {
     let bad = attention_ref64(&q_bad, &k, &v, &s, Mask::CAUSAL).unwrap();
     let bad: Vec<f64> = bad.iter().map(|&x| DType::F16.round(x)).collect();
     assert!(matches!(
-        attn_close("1/D scale", &bad, &lowp, &reference, DType::F16, None),
+        attn_close("1/D scale", &bad, &lowp, &reference, DType::F16, 64, None),
         Err(CloseError::TooFar(_))
     ));
 }

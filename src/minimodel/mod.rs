@@ -3,6 +3,7 @@
 //! Shape convention for the whole module: `q: (B, Hq, Nq, D)`, `k, v: (B, Hkv, Nk, D)`, each a row-major
 //! contiguous slice described by an [`shape::AttnShape`]. Query head `h` reads kv head `h / (Hq / Hkv)`.
 
+pub mod attention_flash;
 pub mod check;
 pub mod config;
 pub mod corpus;

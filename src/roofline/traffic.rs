@@ -11,7 +11,7 @@
 //!   product over repeated heads does.
 
 use crate::minimodel::numeric::DType;
-use crate::minimodel::shape::AttnShape;
+use crate::minimodel::shape::{AttnShape, Mask};
 
 // ANCHOR: flops
 /// FLOPs of attention without a mask: `4 B Hq Nq Nk D`.
@@ -74,3 +74,75 @@ mod tests {
         assert_eq!(extra, 4.0 * 4.0 * (2 * 4 * 64 * 64) as f64);
     }
 }
+
+// ANCHOR: flash_model
+/// The keys query row `i` can see, as a half-open interval `[lo, hi)` (empty when `lo >= hi`): causal
+/// keeps `j <= p`, a window of `W` keeps `j > p - W`, with `p = i + Nk - Nq`.
+pub fn visible_keys(mask: Mask, i: usize, nq: usize, nk: usize) -> (i64, i64) {
+    let p = i as i64 + nk as i64 - nq as i64;
+    let hi = if mask.causal {
+        (p + 1).min(nk as i64)
+    } else {
+        nk as i64
+    };
+    let lo = match mask.window {
+        Some(w) => (p - w.get() as i64 + 1).max(0),
+        None => 0,
+    };
+    (lo, hi.max(0))
+}
+
+/// Slow-memory traffic of tiled FlashAttention with `Br x Bc` tiles.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FlashTraffic {
+    /// Bytes read: each Q tile once, each visible K and V tile once per query tile.
+    pub loaded: u64,
+    /// Bytes written: each O tile once.
+    pub stored: u64,
+    /// (Q tile, K/V tile) pairs computed.
+    pub computed: u64,
+    /// Pairs skipped because the mask hides every element.
+    pub skipped: u64,
+}
+
+/// The traffic model of tiled FlashAttention: `Q` and `O` move once, and a K/V tile is read once for
+/// every query tile that can see any of it. Without a mask this is the closed form
+/// `e B Hq (2 Nq D + 2 Tr Nk D)` with `Tr = ceil(Nq / Br)`: K and V are read `Tr` times.
+pub fn flash_traffic(s: &AttnShape, dt: DType, br: usize, bc: usize, mask: Mask) -> FlashTraffic {
+    let e = dt.bytes() as u64;
+    let (tr, tc) = (s.nq.div_ceil(br), s.nk.div_ceil(bc));
+    let heads = (s.b * s.hq) as u64;
+    let (mut kv_rows, mut computed) = (0u64, 0u64);
+    for t in 0..tr {
+        let (i0, i1) = (t * br, (t * br + br).min(s.nq));
+        // Visible keys of the tile's rows: the intervals slide monotonically, so their union is
+        // [lo(first row), hi(last row)); an empty last row means no row sees anything.
+        let (lo, _) = visible_keys(mask, i0, s.nq, s.nk);
+        let (_, hi) = visible_keys(mask, i1 - 1, s.nq, s.nk);
+        if hi <= lo {
+            continue; // causal with more queries than keys: these rows see nothing
+        }
+        for jt in 0..tc {
+            let (j0, j1) = ((jt * bc) as i64, ((jt * bc + bc).min(s.nk)) as i64);
+            if j0 < hi && lo < j1 {
+                computed += 1;
+                kv_rows += (j1 - j0) as u64;
+            }
+        }
+    }
+    let per_head_q = (s.nq * s.d) as u64;
+    FlashTraffic {
+        loaded: e * heads * (per_head_q + 2 * kv_rows * s.d as u64),
+        stored: e * heads * per_head_q,
+        computed: heads * computed,
+        skipped: heads * (tr * tc) as u64 - heads * computed,
+    }
+}
+
+/// FlashAttention's asymptotic count (Dao et al. 2022, Theorem 2): with on-chip memory of `M` elements
+/// and `Br ~ M / (4 D)`, slow-memory accesses are `Theta(N^2 D^2 / M)` per head. This is that
+/// expression's value, `Nq Nk D^2 / M` elements, per head, to set beside the concrete count.
+pub fn flash_theta_elements(nq: usize, nk: usize, d: usize, sram_elements: usize) -> f64 {
+    nq as f64 * nk as f64 * (d * d) as f64 / sram_elements as f64
+}
+// ANCHOR_END: flash_model

@@ -1,0 +1,524 @@
+//! FlashAttention forward on the CPU, as a numbered progression.
+//!
+//! Shapes: `q: (B, Hq, Nq, D)`, `k, v: (B, Hkv, Nk, D)`, `o: (B, Hq, Nq, D)`, row-major; inputs of any
+//! [`Element`] type (f32, f16, bf16), arithmetic in f32, output in the input's type. Query head `h` reads
+//! kv head `h / (Hq / Hkv)` by index: K and V are never copied per query head.
+//!
+//! Changelog (each version stays, and the benches time every one of them):
+//! * `v1_naive`: three passes with `S = Q K^T` materialised, `(B, Hq, Nq, Nk)` floats: the naive dot on
+//!   the roofline. Allocates O(N^2).
+//! * `v2_online`: one pass per query row with the online-softmax state `(m, l, o)`; no `S`, but every
+//!   query row re-reads all of K and V, one dot product at a time.
+//! * `v3_tiled`: FlashAttention proper. A tile of `Br` query rows against tiles of `Bc` keys: the two
+//!   products become small matrix products whose operands sit in cache, K and V are read once per query
+//!   tile (not per row), fully masked tiles are skipped, `O` is divided by `l` once at the end. The inner
+//!   loops (`kernels.rs`) are register-blocked and compiled for AVX-512, AVX2+FMA or portable code.
+//!   Parallel over (batch, head, query tile) with rayon.
+//!
+//! The timings of each version, and PyTorch's CPU SDPA beside them, are in the book's Lab 01 tables.
+
+pub mod kernels;
+
+use super::numeric::Element;
+use super::shape::{AttnShape, Mask, ShapeError};
+use kernels::Isa;
+use rayon::prelude::*;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use thiserror::Error;
+
+/// Why a forward pass was refused. Nothing was written to the output when one is returned.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum FlashError {
+    /// The inputs do not describe a valid attention call.
+    #[error(transparent)]
+    Shape(#[from] ShapeError),
+    /// The output slice does not have `B * Hq * Nq * D` elements.
+    #[error("output has {got} elements, the shape needs {expected}")]
+    OutputLength {
+        /// Elements the shape needs.
+        expected: usize,
+        /// Elements given.
+        got: usize,
+    },
+    /// An input holds a NaN or an infinity (checked before any work; the output is not touched).
+    #[error("input {tensor} holds a non-finite value at element {index}")]
+    NonFinite {
+        /// Which input (`"q"`, `"k"`, `"v"`).
+        tensor: &'static str,
+        /// Index of the first non-finite element.
+        index: usize,
+    },
+    /// A tile size of zero.
+    #[error("tile sizes must be at least 1 (got Br = {br}, Bc = {bc})")]
+    ZeroTile {
+        /// Query rows per tile.
+        br: usize,
+        /// Key rows per tile.
+        bc: usize,
+    },
+}
+
+// ANCHOR: tiles
+/// Tile sizes: `Br` query rows by `Bc` key rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tiles {
+    /// Query rows per tile.
+    pub br: usize,
+    /// Key/value rows per tile.
+    pub bc: usize,
+}
+
+impl Tiles {
+    /// Tiles sized from the cache, the CPU's analogue of FlashAttention's SRAM argument:
+    /// * the K and V tiles (`2 Bc D` floats) are re-read for every block of query rows, so they should
+    ///   stay in L1: `Bc` is the largest multiple of 16 with `2 Bc D * 4 <= L1 / 2`, between 16 and 128;
+    /// * the Q tile, the S tile and the O accumulators (`Br (2 D + Bc)` floats) are touched once per K/V
+    ///   tile, so they should stay in L2: `Br` is the largest multiple of 16 with
+    ///   `Br (2 D + Bc) * 4 <= L2 / 4`, between 16 and 128.
+    pub fn for_cache(d: usize, l1_bytes: usize, l2_bytes: usize) -> Tiles {
+        let d = d.max(1);
+        let bc = (l1_bytes / 2 / (2 * d * 4) / 16 * 16).clamp(16, 128);
+        let br = (l2_bytes / 4 / ((2 * d + bc) * 4) / 16 * 16).clamp(16, 128);
+        Tiles { br, bc }
+    }
+
+    /// [`Tiles::for_cache`] with this machine's per-core L1d and L2 sizes (Linux sysfs), or 32 KiB and
+    /// 1 MiB where they cannot be read.
+    pub fn for_this_machine(d: usize) -> Tiles {
+        let (l1, l2) = cache_sizes().unwrap_or((32 << 10, 1 << 20));
+        Self::for_cache(d, l1, l2)
+    }
+}
+// ANCHOR_END: tiles
+
+/// Per-core L1 data and L2 cache sizes from `/sys/devices/system/cpu/cpu0/cache`.
+pub fn cache_sizes() -> Option<(usize, usize)> {
+    let mut l1 = None;
+    let mut l2 = None;
+    for i in 0..8 {
+        let dir = format!("/sys/devices/system/cpu/cpu0/cache/index{i}");
+        let read = |f: &str| std::fs::read_to_string(format!("{dir}/{f}")).ok();
+        let (Some(level), Some(kind), Some(size)) = (read("level"), read("type"), read("size"))
+        else {
+            continue;
+        };
+        let size = size.trim();
+        let bytes = match size.strip_suffix('K') {
+            Some(k) => k.parse::<usize>().ok()? << 10,
+            None => match size.strip_suffix('M') {
+                Some(m) => m.parse::<usize>().ok()? << 20,
+                None => size.parse().ok()?,
+            },
+        };
+        match (level.trim(), kind.trim()) {
+            ("1", "Data") => l1 = Some(bytes),
+            ("2", _) => l2 = Some(bytes),
+            _ => {}
+        }
+    }
+    Some((l1?, l2?))
+}
+
+/// Where the slow-memory traffic of a run is tallied. [`NoCount`] compiles to nothing; [`Counter`]
+/// adds up every tile load and store, so tests can compare the run with the traffic model.
+pub trait Traffic: Sync {
+    /// `bytes` read from slow memory.
+    fn load(&self, bytes: usize);
+    /// `bytes` written to slow memory.
+    fn store(&self, bytes: usize);
+    /// One (Q tile, K/V tile) pair computed, or skipped because the mask hides all of it.
+    fn tile(&self, computed: bool);
+}
+
+/// No counting: the production path.
+pub struct NoCount;
+
+impl Traffic for NoCount {
+    #[inline(always)]
+    fn load(&self, _: usize) {}
+    #[inline(always)]
+    fn store(&self, _: usize) {}
+    #[inline(always)]
+    fn tile(&self, _: bool) {}
+}
+
+/// Counts bytes and tiles (atomically: workers run in parallel).
+#[derive(Debug, Default)]
+pub struct Counter {
+    /// Bytes read from slow memory (Q, K, V tiles).
+    pub loaded: AtomicU64,
+    /// Bytes written to slow memory (O tiles).
+    pub stored: AtomicU64,
+    /// Tile pairs computed.
+    pub computed: AtomicU64,
+    /// Tile pairs skipped as fully masked.
+    pub skipped: AtomicU64,
+}
+
+impl Traffic for Counter {
+    fn load(&self, bytes: usize) {
+        self.loaded.fetch_add(bytes as u64, Relaxed);
+    }
+    fn store(&self, bytes: usize) {
+        self.stored.fetch_add(bytes as u64, Relaxed);
+    }
+    fn tile(&self, computed: bool) {
+        if computed {
+            self.computed.fetch_add(1, Relaxed);
+        } else {
+            self.skipped.fetch_add(1, Relaxed);
+        }
+    }
+}
+
+impl Counter {
+    /// Total bytes moved, read plus written.
+    pub fn bytes(&self) -> u64 {
+        self.loaded.load(Relaxed) + self.stored.load(Relaxed)
+    }
+}
+
+/// Validate a call before any work: shapes, the output's length, and finite inputs (one cheap pass:
+/// `(Nq + 2 Nk) D` reads against `4 Nq Nk D` FLOPs).
+fn check<T: Element>(s: &AttnShape, q: &[T], k: &[T], v: &[T], o: usize) -> Result<(), FlashError> {
+    s.check_inputs(q.len(), k.len(), v.len())?;
+    if o != s.q_len() {
+        return Err(FlashError::OutputLength {
+            expected: s.q_len(),
+            got: o,
+        });
+    }
+    for (tensor, x) in [("q", q), ("k", k), ("v", v)] {
+        if let Some(index) = x.iter().position(|e| !e.to_f64().is_finite()) {
+            return Err(FlashError::NonFinite { tensor, index });
+        }
+    }
+    Ok(())
+}
+
+// ANCHOR: v1_naive
+/// Version 1, naive: `S = Q K^T / sqrt(D)` for all rows at once (allocated, `Nq * Nk` floats per head),
+/// then a softmax pass over `S` in place (it becomes `P`), then `O = P V`.
+pub fn v1_naive<T: Element>(
+    q: &[T],
+    k: &[T],
+    v: &[T],
+    s: &AttnShape,
+    mask: Mask,
+    o: &mut [T],
+) -> Result<(), FlashError> {
+    check(s, q, k, v, o.len())?;
+    let scale = 1.0 / (s.d as f32).sqrt();
+    let f = |x: &T| x.to_f64() as f32;
+    o.par_chunks_mut(s.nq * s.d)
+        .enumerate()
+        .for_each(|(bh, o_head)| {
+            let (b, h) = (bh / s.hq, bh % s.hq);
+            let hk = h / s.group();
+            let mut sm = vec![0.0f32; s.nq * s.nk]; // S, then P: the O(N^2) buffer
+            for i in 0..s.nq {
+                let qi = &q[s.q_row(b, h, i)..][..s.d];
+                for j in 0..s.nk {
+                    let kj = &k[s.kv_row(b, hk, j)..][..s.d];
+                    sm[i * s.nk + j] = if mask.visible(i, j, s.nq, s.nk) {
+                        qi.iter().zip(kj).map(|(a, b)| f(a) * f(b)).sum::<f32>() * scale
+                    } else {
+                        f32::NEG_INFINITY
+                    };
+                }
+            }
+            for row in sm.chunks_mut(s.nk) {
+                let m = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                if m == f32::NEG_INFINITY {
+                    row.fill(0.0); // fully masked row: zeros
+                    continue;
+                }
+                let mut l = 0.0;
+                for x in row.iter_mut() {
+                    *x = (*x - m).exp();
+                    l += *x;
+                }
+                row.iter_mut().for_each(|x| *x /= l);
+            }
+            let mut acc = vec![0.0f32; s.d];
+            for (i, oi) in o_head.chunks_mut(s.d).enumerate() {
+                acc.fill(0.0);
+                for j in 0..s.nk {
+                    let p = sm[i * s.nk + j];
+                    let vj = &v[s.kv_row(b, hk, j)..][..s.d];
+                    acc.iter_mut().zip(vj).for_each(|(a, x)| *a += p * f(x));
+                }
+                oi.iter_mut()
+                    .zip(&acc)
+                    .for_each(|(x, a)| *x = T::from_f64(*a as f64));
+            }
+        });
+    Ok(())
+}
+// ANCHOR_END: v1_naive
+
+// ANCHOR: v2_online
+/// Version 2, online: one pass over K and V per query row with the state `(m, l, o)`; no `S` is stored.
+pub fn v2_online<T: Element>(
+    q: &[T],
+    k: &[T],
+    v: &[T],
+    s: &AttnShape,
+    mask: Mask,
+    o: &mut [T],
+) -> Result<(), FlashError> {
+    check(s, q, k, v, o.len())?;
+    let scale = 1.0 / (s.d as f32).sqrt();
+    let f = |x: &T| x.to_f64() as f32;
+    o.par_chunks_mut(s.d).enumerate().for_each(|(row, oi)| {
+        let (bh, i) = (row / s.nq, row % s.nq);
+        let (b, h) = (bh / s.hq, bh % s.hq);
+        let hk = h / s.group();
+        let qi: Vec<f32> = q[s.q_row(b, h, i)..][..s.d].iter().map(f).collect();
+        let (mut m, mut l) = (f32::NEG_INFINITY, 0.0f32);
+        let mut acc = vec![0.0f32; s.d];
+        for j in (0..s.nk).filter(|&j| mask.visible(i, j, s.nq, s.nk)) {
+            let kj = &k[s.kv_row(b, hk, j)..][..s.d];
+            let sj = qi.iter().zip(kj).map(|(a, b)| a * f(b)).sum::<f32>() * scale;
+            let m_new = m.max(sj); // m' = max(m, s_j)
+            let alpha = (m - m_new).exp(); // e^(m - m'), 0 on the first key
+            let p = (sj - m_new).exp();
+            l = l * alpha + p; // l' = l e^(m - m') + e^(s_j - m')
+            let vj = &v[s.kv_row(b, hk, j)..][..s.d];
+            acc.iter_mut()
+                .zip(vj)
+                .for_each(|(a, x)| *a = *a * alpha + p * f(x)); // o' = o alpha + p v_j
+            m = m_new;
+        }
+        let inv = if l > 0.0 { 1.0 / l } else { 0.0 }; // fully masked row: zeros
+        oi.iter_mut()
+            .zip(&acc)
+            .for_each(|(x, a)| *x = T::from_f64((a * inv) as f64));
+    });
+    Ok(())
+}
+// ANCHOR_END: v2_online
+
+// ANCHOR: tile_range
+/// The key tiles `[first, last)` that query rows `[i0, i1)` can see at all under `mask`; every tile
+/// outside is fully masked and skipped. Inside, a tile is partially masked (per-element mask needed)
+/// unless every row sees every key of it.
+pub fn kv_tile_range(
+    mask: Mask,
+    i0: usize,
+    i1: usize,
+    nq: usize,
+    nk: usize,
+    bc: usize,
+) -> (usize, usize) {
+    let tc = nk.div_ceil(bc);
+    let p = |i: usize| i as i64 + nk as i64 - nq as i64; // absolute position of query row i
+    let mut last = tc;
+    if mask.causal {
+        // keys j <= p(i1 - 1) only: the tiles up to the one holding the last row's own position
+        let reach = (p(i1 - 1) + 1).max(0) as usize;
+        last = last.min(reach.div_ceil(bc));
+    }
+    let mut first = 0i64;
+    if let Some(w) = mask.window {
+        // keys j > p(i0) - W only: the first visible key is p(i0) - W + 1
+        first = (p(i0) - w.get() as i64 + 1).max(0) / bc as i64;
+    }
+    let first = (first.max(0) as usize).min(last);
+    (first, last)
+}
+
+/// Does every row of `[i0, i1)` see every key of `[j0, j1)`? Then the tile needs no mask.
+fn tile_fully_visible(
+    mask: Mask,
+    i0: usize,
+    i1: usize,
+    j0: usize,
+    j1: usize,
+    nq: usize,
+    nk: usize,
+) -> bool {
+    // Visibility is monotone along rows and keys, so the corners decide.
+    mask.visible(i0, j1 - 1, nq, nk) && mask.visible(i1 - 1, j0, nq, nk)
+}
+// ANCHOR_END: tile_range
+
+/// Version 3, tiled FlashAttention, with this machine's tile sizes and instruction set.
+pub fn v3_tiled<T: Element>(
+    q: &[T],
+    k: &[T],
+    v: &[T],
+    s: &AttnShape,
+    mask: Mask,
+    o: &mut [T],
+) -> Result<(), FlashError> {
+    tiled(
+        q,
+        k,
+        v,
+        s,
+        mask,
+        o,
+        Tiles::for_this_machine(s.d),
+        Isa::detect(),
+        &NoCount,
+    )
+}
+
+// ANCHOR: tiled
+/// Tiled FlashAttention forward with explicit tiles, instruction set and traffic counter.
+///
+/// For each (batch, head, query tile) in parallel:
+/// load the Q tile once (scaled by `log2(e) / sqrt(D)` so the kernels can use `2^x`); for each key tile
+/// the mask does not hide entirely, load K (transposed) and V, and run one step of the online softmax
+/// (`S = Q K^T`, `m, l, P`, `O = alpha O + P V`); finally `O / l`, stored once.
+#[allow(clippy::too_many_arguments)]
+pub fn tiled<T: Element, C: Traffic>(
+    q: &[T],
+    k: &[T],
+    v: &[T],
+    s: &AttnShape,
+    mask: Mask,
+    o: &mut [T],
+    tiles: Tiles,
+    isa: Isa,
+    traffic: &C,
+) -> Result<(), FlashError> {
+    check(s, q, k, v, o.len())?;
+    let Tiles { br, bc } = tiles;
+    if br == 0 || bc == 0 {
+        return Err(FlashError::ZeroTile { br, bc });
+    }
+    let (d, e) = (s.d, T::DTYPE.bytes());
+    let qscale = std::f32::consts::LOG2_E / (d as f32).sqrt();
+    let tr = s.nq.div_ceil(br);
+    // Work items: one per (batch, head, query tile); each owns a disjoint slice of `o`.
+    let mut items: Vec<(usize, usize, usize, &mut [T])> = Vec::with_capacity(s.b * s.hq * tr);
+    for (bh, o_head) in o.chunks_mut(s.nq * d).enumerate() {
+        for (t, o_tile) in o_head.chunks_mut(br * d).enumerate() {
+            items.push((bh / s.hq, bh % s.hq, t, o_tile));
+        }
+    }
+    items.into_par_iter().for_each(|(b, h, t, o_tile)| {
+        let hk = h / s.group();
+        let (i0, i1) = (t * br, (t * br + br).min(s.nq));
+        let rows = i1 - i0;
+        // Fast memory: this worker's tiles, all f32.
+        let mut qt = vec![0.0f32; rows * d];
+        let mut kt = vec![0.0f32; d * bc];
+        let mut vt = vec![0.0f32; bc * d];
+        let mut st = vec![0.0f32; rows * bc];
+        let mut acc = vec![0.0f32; rows * d];
+        let (mut m, mut l) = (vec![f32::NEG_INFINITY; rows], vec![0.0f32; rows]);
+        // Load Q tile: rows x D elements, once.
+        let qsrc = &q[s.q_row(b, h, i0)..][..rows * d];
+        qt.iter_mut()
+            .zip(qsrc)
+            .for_each(|(x, y)| *x = y.to_f64() as f32 * qscale);
+        traffic.load(rows * d * e);
+        let (first, last) = kv_tile_range(mask, i0, i1, s.nq, s.nk, bc);
+        let tc = s.nk.div_ceil(bc);
+        for _ in (0..first).chain(last..tc) {
+            traffic.tile(false);
+        }
+        for jt in first..last {
+            let (j0, j1) = (jt * bc, (jt * bc + bc).min(s.nk));
+            let cols = j1 - j0;
+            // Load K tile transposed (D x cols) and V tile (cols x D).
+            let ksrc = &k[s.kv_row(b, hk, j0)..][..cols * d];
+            for (c, krow) in ksrc.chunks_exact(d).enumerate() {
+                for (dd, x) in krow.iter().enumerate() {
+                    kt[dd * cols + c] = x.to_f64() as f32;
+                }
+            }
+            let vsrc = &v[s.kv_row(b, hk, j0)..][..cols * d];
+            vt[..cols * d]
+                .iter_mut()
+                .zip(vsrc)
+                .for_each(|(x, y)| *x = y.to_f64() as f32);
+            traffic.load(2 * cols * d * e);
+            traffic.tile(true);
+            let masked = !tile_fully_visible(mask, i0, i1, j0, j1, s.nq, s.nk);
+            let vis = |r: usize, c: usize| mask.visible(i0 + r, j0 + c, s.nq, s.nk);
+            kernels::step(
+                isa,
+                &qt,
+                &kt[..d * cols],
+                &vt[..cols * d],
+                &mut st[..rows * cols],
+                &mut m,
+                &mut l,
+                &mut acc,
+                &vis,
+                masked,
+                rows,
+                cols,
+                d,
+            );
+        }
+        // O = acc / l, once; a row that saw no key stays zero.
+        for (r, (orow, arow)) in o_tile.chunks_mut(d).zip(acc.chunks(d)).enumerate() {
+            let inv = if l[r] > 0.0 { 1.0 / l[r] } else { 0.0 };
+            orow.iter_mut()
+                .zip(arow)
+                .for_each(|(x, a)| *x = T::from_f64((a * inv) as f64));
+        }
+        traffic.store(rows * d * e);
+    });
+    Ok(())
+}
+// ANCHOR_END: tiled
+
+/// The progression, by name, for benches and harnesses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Version {
+    /// [`v1_naive`].
+    V1Naive,
+    /// [`v2_online`].
+    V2Online,
+    /// [`v3_tiled`].
+    V3Tiled,
+}
+
+impl Version {
+    /// Every version, in order.
+    pub const ALL: [Version; 3] = [Version::V1Naive, Version::V2Online, Version::V3Tiled];
+
+    /// The record name, `v1_naive` ...
+    pub fn name(self) -> &'static str {
+        match self {
+            Version::V1Naive => "v1_naive",
+            Version::V2Online => "v2_online",
+            Version::V3Tiled => "v3_tiled",
+        }
+    }
+
+    /// Run this version.
+    pub fn run<T: Element>(
+        self,
+        q: &[T],
+        k: &[T],
+        v: &[T],
+        s: &AttnShape,
+        mask: Mask,
+        o: &mut [T],
+    ) -> Result<(), FlashError> {
+        match self {
+            Version::V1Naive => v1_naive(q, k, v, s, mask, o),
+            Version::V2Online => v2_online(q, k, v, s, mask, o),
+            Version::V3Tiled => v3_tiled(q, k, v, s, mask, o),
+        }
+    }
+}
+
+/// The fastest version: the entry point the rest of the crate calls.
+pub fn flash_forward<T: Element>(
+    q: &[T],
+    k: &[T],
+    v: &[T],
+    s: &AttnShape,
+    mask: Mask,
+    o: &mut [T],
+) -> Result<(), FlashError> {
+    v3_tiled(q, k, v, s, mask, o)
+}
