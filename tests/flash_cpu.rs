@@ -241,21 +241,20 @@ fn tiles_from_cache_sizes() {
         (32, 32 << 10, 512 << 10),
     ] {
         let t = Tiles::for_cache(d, l1, l2);
-        // K and V tiles in half of L1; Q, S and O tiles in a quarter of L2; multiples of 16.
+        // Bc a multiple of the 32 register columns; Q, S and O tiles in an eighth of L2.
+        assert!(t.bc == 64 || t.bc == 32, "{t:?}");
+        assert!(t.br % 32 == 0 && (32..=256).contains(&t.br), "{t:?}");
+        assert!(t.br == 32 || t.br * (2 * d + t.bc) * 4 <= l2 / 8, "{t:?}");
         assert!(
-            t.bc % 16 == 0 && (16..=128).contains(&t.bc) && 2 * t.bc * d * 4 <= l1 / 2,
-            "{t:?}"
-        );
-        assert!(
-            t.br % 16 == 0 && (16..=128).contains(&t.br) && t.br * (2 * d + t.bc) * 4 <= l2 / 4,
-            "{t:?}"
-        );
-        assert!(
-            t.bc + 16 > 128 || 2 * (t.bc + 16) * d * 4 > l1 / 2,
-            "Bc is the largest that fits: {t:?}"
+            t.br == 256 || (t.br + 32) * (2 * d + t.bc) * 4 > l2 / 8,
+            "Br is the largest that fits: {t:?}"
         );
     }
-    assert_eq!(Tiles::for_cache(64, 0, 0), Tiles { br: 16, bc: 16 });
+    assert_eq!(
+        Tiles::for_cache(64, 48 << 10, 2 << 20),
+        Tiles { br: 256, bc: 64 }
+    );
+    assert_eq!(Tiles::for_cache(64, 0, 0), Tiles { br: 32, bc: 32 });
 }
 
 proptest! {

@@ -68,6 +68,10 @@ pub trait Element: Copy + Send + Sync + 'static {
     fn to_f64(self) -> f64;
     /// Rounding to nearest from `f64`.
     fn from_f64(x: f64) -> Self;
+    /// Widening to `f32` (exact for f32, f16 and bf16; rounding for f64): what kernels load.
+    fn to_f32(self) -> f32;
+    /// Rounding to nearest from `f32`: what kernels store.
+    fn from_f32(x: f32) -> Self;
 }
 
 impl Element for f64 {
@@ -77,6 +81,14 @@ impl Element for f64 {
     }
     fn from_f64(x: f64) -> Self {
         x
+    }
+    #[inline(always)]
+    fn to_f32(self) -> f32 {
+        self as f32
+    }
+    #[inline(always)]
+    fn from_f32(x: f32) -> Self {
+        x as f64
     }
 }
 
@@ -88,6 +100,14 @@ impl Element for f32 {
     fn from_f64(x: f64) -> Self {
         x as f32
     }
+    #[inline(always)]
+    fn to_f32(self) -> f32 {
+        self
+    }
+    #[inline(always)]
+    fn from_f32(x: f32) -> Self {
+        x
+    }
 }
 
 impl Element for f16 {
@@ -98,6 +118,14 @@ impl Element for f16 {
     fn from_f64(x: f64) -> Self {
         f16::from_f64(x)
     }
+    #[inline(always)]
+    fn to_f32(self) -> f32 {
+        f16::to_f32(self)
+    }
+    #[inline(always)]
+    fn from_f32(x: f32) -> Self {
+        f16::from_f32(x)
+    }
 }
 
 impl Element for bf16 {
@@ -107,6 +135,14 @@ impl Element for bf16 {
     }
     fn from_f64(x: f64) -> Self {
         bf16::from_f64(x)
+    }
+    #[inline(always)]
+    fn to_f32(self) -> f32 {
+        bf16::to_f32(self)
+    }
+    #[inline(always)]
+    fn from_f32(x: f32) -> Self {
+        bf16::from_f32(x)
     }
 }
 

@@ -83,10 +83,44 @@ pub fn exp2<const FUSED: bool>(x: f32) -> f32 {
 }
 // ANCHOR_END: exp2
 
-/// Rows of the S product handled together: their accumulators stay in registers.
+/// `max` of a row with `LANES` independent lanes, so the reduction vectorises (a single running max would
+/// be a chain of dependent operations). NaN never occurs here: inputs are checked finite.
+#[inline(always)]
+fn lanes_max(x: &[f32]) -> f32 {
+    let mut acc = [f32::NEG_INFINITY; LANES];
+    let chunks = x.chunks_exact(LANES);
+    let tail = chunks.remainder();
+    for c in chunks {
+        for (a, y) in acc.iter_mut().zip(c) {
+            *a = if *y > *a { *y } else { *a };
+        }
+    }
+    let m = tail
+        .iter()
+        .fold(f32::NEG_INFINITY, |a, &y| if y > a { y } else { a });
+    acc.iter().fold(m, |a, &y| if y > a { y } else { a })
+}
+
+/// Sum of a row with `LANES` independent lanes (a reordering of the additions, to let them vectorise).
+#[inline(always)]
+fn lanes_sum(x: &[f32]) -> f32 {
+    let mut acc = [0.0f32; LANES];
+    let chunks = x.chunks_exact(LANES);
+    let tail: f32 = chunks.remainder().iter().sum();
+    for c in chunks {
+        for (a, y) in acc.iter_mut().zip(c) {
+            *a += y;
+        }
+    }
+    acc.iter().sum::<f32>() + tail
+}
+
+/// Rows of the S product handled together: their accumulators stay in registers. With `CS` columns
+/// (32 for AVX-512: two registers a row; 16 for AVX2), that is 8 independent accumulators, enough to
+/// keep two FMA units busy through the FMA's 4-cycle latency.
 const RS: usize = 4;
-/// Columns of S per register block (one AVX-512 register, two AVX2 registers).
-const CS: usize = 16;
+/// Lanes of the row reductions.
+const LANES: usize = 16;
 /// Rows of the PV product handled together.
 const RO: usize = 4;
 
@@ -94,7 +128,14 @@ const RO: usize = 4;
 /// `s = q kt` for a `(br, d) x (d, bc)` tile pair: `RS` rows of `q` against `CS` columns of `kt` at a
 /// time, `RS * CS` accumulators kept in registers across the whole `d` loop.
 #[inline(always)]
-fn s_tile<const FUSED: bool>(q: &[f32], kt: &[f32], s: &mut [f32], br: usize, bc: usize, d: usize) {
+fn s_tile<const FUSED: bool, const CS: usize>(
+    q: &[f32],
+    kt: &[f32],
+    s: &mut [f32],
+    br: usize,
+    bc: usize,
+    d: usize,
+) {
     let mut r = 0;
     while r < br {
         let rows = RS.min(br - r);
@@ -103,12 +144,14 @@ fn s_tile<const FUSED: bool>(q: &[f32], kt: &[f32], s: &mut [f32], br: usize, bc
             let cols = CS.min(bc - c);
             let mut acc = [[0.0f32; CS]; RS];
             if rows == RS && cols == CS {
+                // The hot loop: per k, one CS-wide load of kt and RS broadcasts of q, RS x CS FMAs.
+                let qr: [&[f32]; RS] = std::array::from_fn(|i| &q[(r + i) * d..][..d]);
                 for k in 0..d {
                     let kv: &[f32; CS] = kt[k * bc + c..][..CS].try_into().expect("CS lanes");
-                    for (i, a) in acc.iter_mut().enumerate() {
-                        let qi = q[(r + i) * d + k]; // broadcast one element of q
+                    for (a, qi) in acc.iter_mut().zip(&qr) {
+                        let qik = qi[k]; // broadcast one element of q
                         for (x, y) in a.iter_mut().zip(kv) {
-                            *x = fma::<FUSED>(qi, *y, *x);
+                            *x = fma::<FUSED>(qik, *y, *x);
                         }
                     }
                 }
@@ -149,18 +192,16 @@ fn softmax_tile<const FUSED: bool>(
 ) {
     for r in 0..br {
         let row = &mut s[r * bc..][..bc];
-        let m_new = row.iter().copied().fold(m[r], f32::max);
+        let m_new = lanes_max(row).max(m[r]);
         if m_new == f32::NEG_INFINITY {
             row.fill(0.0); // nothing visible yet: contributes nothing
             continue;
         }
         let alpha = exp2::<FUSED>(m[r] - m_new); // 0 when m = -inf
-        let mut sum = 0.0;
         for x in row.iter_mut() {
-            *x = exp2::<FUSED>(*x - m_new);
-            sum += *x;
+            *x = exp2::<FUSED>(*x - m_new); // P = 2^(S - m'), vectorised: no reduction in this loop
         }
-        l[r] = fma::<FUSED>(l[r], alpha, sum);
+        l[r] = fma::<FUSED>(l[r], alpha, lanes_sum(row));
         m[r] = m_new;
         if alpha != 1.0 {
             for x in &mut o[r * d..][..d] {
@@ -172,25 +213,53 @@ fn softmax_tile<const FUSED: bool>(
 // ANCHOR_END: softmax_tile
 
 // ANCHOR: pv_tile
-/// `o += p v` for a `(br, bc) x (bc, d)` tile pair: `RO` rows at a time, each row of `v` loaded once per
-/// block of rows and reused across them.
+/// `o += p v` for a `(br, bc) x (bc, d)` tile pair, blocked like [`s_tile`]: `RO` rows of `p` against
+/// `CS` columns of `v` at a time, the `RO * CS` partial outputs kept in registers across the `bc` loop and
+/// added into `o` once.
 #[inline(always)]
-fn pv_tile<const FUSED: bool>(p: &[f32], v: &[f32], o: &mut [f32], br: usize, bc: usize, d: usize) {
+fn pv_tile<const FUSED: bool, const CS: usize>(
+    p: &[f32],
+    v: &[f32],
+    o: &mut [f32],
+    br: usize,
+    bc: usize,
+    d: usize,
+) {
     let mut r = 0;
     while r < br {
         let rows = RO.min(br - r);
-        let block = &mut o[r * d..(r + rows) * d];
-        for j in 0..bc {
-            let vj = &v[j * d..][..d];
-            for (i, oi) in block.chunks_exact_mut(d).enumerate() {
-                let pij = p[(r + i) * bc + j];
-                if pij == 0.0 {
-                    continue; // masked or underflowed: skip the row update
+        let mut c = 0;
+        while c < d {
+            let cols = CS.min(d - c);
+            let mut acc = [[0.0f32; CS]; RO];
+            if rows == RO && cols == CS {
+                // The hot loop: per key j, one CS-wide load of v and RO broadcasts of p.
+                let pr: [&[f32]; RO] = std::array::from_fn(|i| &p[(r + i) * bc..][..bc]);
+                for j in 0..bc {
+                    let vj: &[f32; CS] = v[j * d + c..][..CS].try_into().expect("CS lanes");
+                    for (a, pi) in acc.iter_mut().zip(&pr) {
+                        let pij = pi[j]; // broadcast one probability
+                        for (x, y) in a.iter_mut().zip(vj) {
+                            *x = fma::<FUSED>(pij, *y, *x);
+                        }
+                    }
                 }
-                for (x, y) in oi.iter_mut().zip(vj) {
-                    *x = fma::<FUSED>(pij, *y, *x);
+            } else {
+                for j in 0..bc {
+                    for (i, a) in acc.iter_mut().enumerate().take(rows) {
+                        let pij = p[(r + i) * bc + j];
+                        for (x, y) in a.iter_mut().zip(&v[j * d + c..][..cols]) {
+                            *x = fma::<FUSED>(pij, *y, *x);
+                        }
+                    }
                 }
             }
+            for (i, a) in acc.iter().enumerate().take(rows) {
+                for (x, y) in o[(r + i) * d + c..][..cols].iter_mut().zip(a) {
+                    *x += y;
+                }
+            }
+            c += CS;
         }
         r += RO;
     }
@@ -200,7 +269,7 @@ fn pv_tile<const FUSED: bool>(p: &[f32], v: &[f32], o: &mut [f32], br: usize, bc
 /// One step of the tiled loop on a (Q tile, K/V tile) pair: scores, online softmax, output update.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-fn tile_step<const FUSED: bool>(
+fn tile_step<const FUSED: bool, const CS: usize>(
     q: &[f32],
     kt: &[f32],
     v: &[f32],
@@ -214,7 +283,7 @@ fn tile_step<const FUSED: bool>(
     bc: usize,
     d: usize,
 ) {
-    s_tile::<FUSED>(q, kt, s, br, bc, d);
+    s_tile::<FUSED, CS>(q, kt, s, br, bc, d);
     if masked {
         for r in 0..br {
             for c in 0..bc {
@@ -225,7 +294,7 @@ fn tile_step<const FUSED: bool>(
         }
     }
     softmax_tile::<FUSED>(s, m, l, o, br, bc, d);
-    pv_tile::<FUSED>(s, v, o, br, bc, d);
+    pv_tile::<FUSED, CS>(s, v, o, br, bc, d);
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -245,7 +314,7 @@ unsafe fn tile_step_avx512(
     bc: usize,
     d: usize,
 ) {
-    tile_step::<true>(q, kt, v, s, m, l, o, mask, masked, br, bc, d)
+    tile_step::<true, 32>(q, kt, v, s, m, l, o, mask, masked, br, bc, d)
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -265,7 +334,7 @@ unsafe fn tile_step_avx2(
     bc: usize,
     d: usize,
 ) {
-    tile_step::<true>(q, kt, v, s, m, l, o, mask, masked, br, bc, d)
+    tile_step::<true, 16>(q, kt, v, s, m, l, o, mask, masked, br, bc, d)
 }
 
 /// Run one tile step with the inner loops compiled for `isa`. `isa` must come from [`Isa::detect`]
@@ -300,7 +369,7 @@ pub fn step(
         _ => {}
     }
     let _ = isa;
-    tile_step::<false>(q, kt, v, s, m, l, o, mask, masked, br, bc, d)
+    tile_step::<false, 8>(q, kt, v, s, m, l, o, mask, masked, br, bc, d)
 }
 
 #[cfg(test)]

@@ -70,15 +70,21 @@ pub struct Tiles {
 
 impl Tiles {
     /// Tiles sized from the cache, the CPU's analogue of FlashAttention's SRAM argument:
-    /// * the K and V tiles (`2 Bc D` floats) are re-read for every block of query rows, so they should
-    ///   stay in L1: `Bc` is the largest multiple of 16 with `2 Bc D * 4 <= L1 / 2`, between 16 and 128;
-    /// * the Q tile, the S tile and the O accumulators (`Br (2 D + Bc)` floats) are touched once per K/V
-    ///   tile, so they should stay in L2: `Br` is the largest multiple of 16 with
-    ///   `Br (2 D + Bc) * 4 <= L2 / 4`, between 16 and 128.
+    /// * `Bc` is a multiple of the micro-kernel's 32 register columns; it trades the per-tile cost of the
+    ///   softmax rescale (smaller `Bc`, more rescales) against the K and V tiles (`2 Bc D` floats, re-read
+    ///   for every block of query rows) leaving L1. `Bc = 64` when they fit in L1 for `D <= 64` and in two
+    ///   L1s for `D = 128` (measured best on the book's machine); `32` on a smaller L1.
+    /// * `Br` sets how often K and V are re-read (once per query tile: `Tr = Nq / Br` times), so it is as
+    ///   large as lets the Q tile, the S tile and the O accumulators (`Br (2 D + Bc)` floats) sit in an
+    ///   eighth of L2: the largest multiple of 32 with `Br (2 D + Bc) * 4 <= L2 / 8`, between 32 and 256.
     pub fn for_cache(d: usize, l1_bytes: usize, l2_bytes: usize) -> Tiles {
         let d = d.max(1);
-        let bc = (l1_bytes / 2 / (2 * d * 4) / 16 * 16).clamp(16, 128);
-        let br = (l2_bytes / 4 / ((2 * d + bc) * 4) / 16 * 16).clamp(16, 128);
+        let bc = if 2 * 64 * d * 4 <= 2 * l1_bytes.max(1) {
+            64
+        } else {
+            32
+        };
+        let br = (l2_bytes / 8 / ((2 * d + bc) * 4) / 32 * 32).clamp(32, 256);
         Tiles { br, bc }
     }
 
@@ -209,7 +215,7 @@ pub fn v1_naive<T: Element>(
 ) -> Result<(), FlashError> {
     check(s, q, k, v, o.len())?;
     let scale = 1.0 / (s.d as f32).sqrt();
-    let f = |x: &T| x.to_f64() as f32;
+    let f = |x: &T| x.to_f32();
     o.par_chunks_mut(s.nq * s.d)
         .enumerate()
         .for_each(|(bh, o_head)| {
@@ -250,7 +256,7 @@ pub fn v1_naive<T: Element>(
                 }
                 oi.iter_mut()
                     .zip(&acc)
-                    .for_each(|(x, a)| *x = T::from_f64(*a as f64));
+                    .for_each(|(x, a)| *x = T::from_f32(*a));
             }
         });
     Ok(())
@@ -269,7 +275,7 @@ pub fn v2_online<T: Element>(
 ) -> Result<(), FlashError> {
     check(s, q, k, v, o.len())?;
     let scale = 1.0 / (s.d as f32).sqrt();
-    let f = |x: &T| x.to_f64() as f32;
+    let f = |x: &T| x.to_f32();
     o.par_chunks_mut(s.d).enumerate().for_each(|(row, oi)| {
         let (bh, i) = (row / s.nq, row % s.nq);
         let (b, h) = (bh / s.hq, bh % s.hq);
@@ -293,7 +299,7 @@ pub fn v2_online<T: Element>(
         let inv = if l > 0.0 { 1.0 / l } else { 0.0 }; // fully masked row: zeros
         oi.iter_mut()
             .zip(&acc)
-            .for_each(|(x, a)| *x = T::from_f64((a * inv) as f64));
+            .for_each(|(x, a)| *x = T::from_f32(a * inv));
     });
     Ok(())
 }
@@ -414,7 +420,7 @@ pub fn tiled<T: Element, C: Traffic>(
         let qsrc = &q[s.q_row(b, h, i0)..][..rows * d];
         qt.iter_mut()
             .zip(qsrc)
-            .for_each(|(x, y)| *x = y.to_f64() as f32 * qscale);
+            .for_each(|(x, y)| *x = y.to_f32() * qscale);
         traffic.load(rows * d * e);
         let (first, last) = kv_tile_range(mask, i0, i1, s.nq, s.nk, bc);
         let tc = s.nk.div_ceil(bc);
@@ -428,14 +434,14 @@ pub fn tiled<T: Element, C: Traffic>(
             let ksrc = &k[s.kv_row(b, hk, j0)..][..cols * d];
             for (c, krow) in ksrc.chunks_exact(d).enumerate() {
                 for (dd, x) in krow.iter().enumerate() {
-                    kt[dd * cols + c] = x.to_f64() as f32;
+                    kt[dd * cols + c] = x.to_f32();
                 }
             }
             let vsrc = &v[s.kv_row(b, hk, j0)..][..cols * d];
             vt[..cols * d]
                 .iter_mut()
                 .zip(vsrc)
-                .for_each(|(x, y)| *x = y.to_f64() as f32);
+                .for_each(|(x, y)| *x = y.to_f32());
             traffic.load(2 * cols * d * e);
             traffic.tile(true);
             let masked = !tile_fully_visible(mask, i0, i1, j0, j1, s.nq, s.nk);
@@ -461,7 +467,7 @@ pub fn tiled<T: Element, C: Traffic>(
             let inv = if l[r] > 0.0 { 1.0 / l[r] } else { 0.0 };
             orow.iter_mut()
                 .zip(arow)
-                .for_each(|(x, a)| *x = T::from_f64((a * inv) as f64));
+                .for_each(|(x, a)| *x = T::from_f32(a * inv));
         }
         traffic.store(rows * d * e);
     });
