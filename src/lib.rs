@@ -11,6 +11,7 @@
 pub mod kernels {
     include!(concat!(env!("OUT_DIR"), "/kernels.rs"));
 }
+pub mod measure;
 pub mod minimodel;
 pub mod regenerate;
 pub mod roofline;

@@ -4,6 +4,7 @@
 //! twice gives the same bytes; a test re-renders everything and fails if `book/generated/` differs.
 
 pub mod lab00;
+pub mod lab01;
 pub mod theory00;
 
 use std::fs;
@@ -19,10 +20,15 @@ pub struct Artifact {
     pub contents: String,
 }
 
-/// Every artifact the book includes, in a fixed order.
+/// Every artifact the book includes, in a fixed order, from the code and the committed measurements
+/// (`measurements/*.json` in the repository).
 pub fn render_all() -> Vec<Artifact> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("measurements");
+    let files =
+        crate::measure::load_all(&dir).unwrap_or_else(|e| panic!("unreadable measurements: {e}"));
     let mut out = theory00::render();
     out.extend(lab00::render());
+    out.extend(lab01::render(&files));
     out
 }
 

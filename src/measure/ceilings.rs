@@ -1,0 +1,94 @@
+//! The machine's own roofs, measured: peak FMA throughput and copy bandwidth.
+//!
+//! * Peak: every thread runs `ACC` independent vector accumulators through `a = a * x + y` (enough of
+//!   them to cover the FMA latency on two FMA units), compiled for the widest instruction set the CPU has.
+//! * Bandwidth: every thread copies its share of a buffer far larger than the last-level cache;
+//!   bytes read plus bytes written, over the median of several passes.
+
+use crate::minimodel::attention_flash::kernels::Isa;
+use std::time::Instant;
+
+const ACC: usize = 12;
+const LANES: usize = 16;
+
+#[inline(always)]
+fn fma_loop<const FUSED: bool>(iters: usize, seed: f32) -> f32 {
+    let mut acc = [seed; ACC * LANES];
+    let (x, y) = (0.999_99f32, 1e-6f32);
+    for _ in 0..iters {
+        for v in acc.iter_mut() {
+            *v = if FUSED { v.mul_add(x, y) } else { *v * x + y };
+        }
+    }
+    acc.iter().sum()
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn fma_avx512(iters: usize, seed: f32) -> f32 {
+    fma_loop::<true>(iters, seed)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn fma_avx2(iters: usize, seed: f32) -> f32 {
+    fma_loop::<true>(iters, seed)
+}
+
+fn fma_run(isa: Isa, iters: usize, seed: f32) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    match isa {
+        // SAFETY: `isa` came from `Isa::detect`, re-checked here.
+        Isa::Avx512 if std::is_x86_feature_detected!("avx512f") => unsafe {
+            return fma_avx512(iters, seed);
+        },
+        Isa::Avx2Fma if std::is_x86_feature_detected!("fma") => unsafe {
+            return fma_avx2(iters, seed);
+        },
+        _ => {}
+    }
+    let _ = isa;
+    fma_loop::<false>(iters, seed)
+}
+
+/// Peak FLOP/s over `threads` threads (the best of three timed runs).
+pub fn peak_flops(threads: usize) -> f64 {
+    let isa = Isa::detect();
+    let iters = 2_000_000;
+    let mut best = 0.0f64;
+    for _ in 0..3 {
+        let t = Instant::now();
+        let sink: f32 = std::thread::scope(|sc| {
+            let hs: Vec<_> = (0..threads)
+                .map(|i| sc.spawn(move || fma_run(isa, iters, i as f32)))
+                .collect();
+            hs.into_iter().map(|h| h.join().unwrap_or(0.0)).sum()
+        });
+        let secs = t.elapsed().as_secs_f64();
+        std::hint::black_box(sink);
+        let flops = (threads * iters * ACC * LANES * 2) as f64;
+        best = best.max(flops / secs);
+    }
+    best
+}
+
+/// Copy bandwidth in bytes/s (read plus write) over `threads` threads, `bytes` per buffer.
+pub fn copy_bandwidth(threads: usize, bytes: usize) -> f64 {
+    let n = bytes / 4;
+    let src = vec![1.0f32; n];
+    let mut dst = vec![0.0f32; n];
+    let chunk = n.div_ceil(threads.max(1));
+    let mut times = Vec::new();
+    for _ in 0..5 {
+        let t = Instant::now();
+        std::thread::scope(|sc| {
+            for (d, s) in dst.chunks_mut(chunk).zip(src.chunks(chunk)) {
+                sc.spawn(move || d.copy_from_slice(s));
+            }
+        });
+        times.push(t.elapsed().as_secs_f64());
+    }
+    std::hint::black_box(&dst);
+    times.sort_by(f64::total_cmp);
+    (2 * n * 4) as f64 / times[times.len() / 2]
+}

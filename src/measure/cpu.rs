@@ -1,0 +1,237 @@
+//! The CPU harness: for every configuration of the grid, check each version against the f64 reference
+//! (the tolerance rule, on the first batch's first heads), then time it (one warm-up, then the median of
+//! at least five runs, outputs poisoned between runs), and write DESIGN's records.
+
+use super::{ceilings, fa_flops, Generated, Machine, MeasurementFile, Record};
+use crate::minimodel::attention_flash::{kernels::Isa, tiled, Counter, Tiles, Version};
+use crate::minimodel::check::{attn_close, FP16_BAR};
+use crate::minimodel::numeric::{convert, DType, Element};
+use crate::minimodel::reference::{attention_lowp, attention_ref64};
+use crate::minimodel::rng::Rng;
+use crate::minimodel::shape::{AttnShape, Mask};
+use crate::roofline::traffic::{bytes_naive, flash_traffic};
+use half::f16;
+use std::time::Instant;
+
+/// One configuration of the grid.
+#[derive(Debug, Clone, Copy)]
+pub struct Config {
+    /// Shape (B * N = 2048 tokens, 4 heads).
+    pub shape: AttnShape,
+    /// Mask.
+    pub mask: Mask,
+    /// Storage type.
+    pub dtype: DType,
+}
+
+/// The grid: N in {64, 512, 2048} (the anchors and one between), D in {64, 128}, f32 and f16, causal
+/// and not; `quick` keeps N in {64, 2048}, D = 64, f32.
+pub fn grid(quick: bool) -> Vec<Config> {
+    let mut out = Vec::new();
+    let ns: &[usize] = if quick { &[64, 2048] } else { &[64, 512, 2048] };
+    let ds: &[usize] = if quick { &[64] } else { &[64, 128] };
+    let dts: &[DType] = if quick {
+        &[DType::F32]
+    } else {
+        &[DType::F32, DType::F16]
+    };
+    for &dtype in dts {
+        for &d in ds {
+            for &n in ns {
+                for mask in [Mask::NONE, Mask::CAUSAL] {
+                    let shape =
+                        AttnShape::self_attention((2048 / n).max(1), 4, n, d).expect("grid shape");
+                    out.push(Config { shape, mask, dtype });
+                }
+            }
+        }
+    }
+    out
+}
+
+fn variant(v: Version) -> &'static str {
+    match v {
+        Version::V1Naive => "naive",
+        Version::V2Online => "online",
+        Version::V3Tiled => "flash",
+    }
+}
+
+/// Bytes of the row-at-a-time version: Q, O once, K and V once per query row.
+fn bytes_rowwise(s: &AttnShape, dt: DType) -> f64 {
+    let e = dt.bytes() as f64;
+    (s.b * s.hq) as f64 * e * (2.0 * (s.nq * s.d) as f64 + 2.0 * (s.nq * s.nk * s.d) as f64)
+}
+
+fn run_config<T: Element>(
+    c: &Config,
+    versions: &[Version],
+    log: &mut dyn FnMut(&str),
+) -> Vec<Record> {
+    let s = c.shape;
+    let mut rng = Rng::new(27 + s.nq as u64 + s.d as u64);
+    let q: Vec<T> = convert(&rng.normal_vec_f32(s.q_len()));
+    let k: Vec<T> = convert(&rng.normal_vec_f32(s.kv_len()));
+    let v: Vec<T> = convert(&rng.normal_vec_f32(s.kv_len()));
+    // The check covers batch 0, heads 0 and 1 (contiguous at the start of every tensor).
+    let heads = 2.min(s.hq);
+    let sub = AttnShape::new(1, heads, heads, s.nq, s.nk, s.d).expect("sub shape");
+    let reference = attention_ref64(
+        &q[..sub.q_len()],
+        &k[..sub.kv_len()],
+        &v[..sub.kv_len()],
+        &sub,
+        c.mask,
+    )
+    .expect("valid shape");
+    let lowp = attention_lowp(
+        &q[..sub.q_len()],
+        &k[..sub.kv_len()],
+        &v[..sub.kv_len()],
+        &sub,
+        c.mask,
+        T::DTYPE,
+    )
+    .expect("valid shape");
+    let mut out = Vec::new();
+    let mut o = vec![T::from_f32(f32::NAN); s.q_len()];
+    let flops = fa_flops(s.b, s.hq, s.nq, s.nk, s.d, c.mask.causal);
+    for &ver in versions {
+        o.fill(T::from_f32(f32::NAN)); // poisoned
+        ver.run(&q, &k, &v, &s, c.mask, &mut o).expect("valid call");
+        let got: Vec<f64> = o[..sub.q_len()].iter().map(|x| x.to_f64()).collect();
+        let bar = (T::DTYPE == DType::F16).then_some(FP16_BAR);
+        let name = format!("{} {:?}", ver.name(), (s.b, s.hq, s.nq, s.d));
+        let verdict = attn_close(&name, &got, &lowp, &reference, T::DTYPE, s.nk, bar);
+        let (checked, max_err) = match &verdict {
+            Ok(r) => (true, r.candidate.max),
+            Err(e) => {
+                log(&format!("FAILED CHECK {e}"));
+                (false, f64::NAN)
+            }
+        };
+        let mut times = Vec::new();
+        let budget = Instant::now();
+        while times.len() < 5 || (budget.elapsed().as_secs_f64() < 0.5 && times.len() < 30) {
+            o.fill(T::from_f32(f32::NAN));
+            let t = Instant::now();
+            ver.run(&q, &k, &v, &s, c.mask, &mut o).expect("valid call");
+            times.push(t.elapsed().as_secs_f64() * 1e3);
+        }
+        times.sort_by(f64::total_cmp);
+        let ms = times[times.len() / 2];
+        let (bytes_model, bytes_counted) = match ver {
+            Version::V1Naive => (bytes_naive(&s, T::DTYPE), None),
+            Version::V2Online => (bytes_rowwise(&s, T::DTYPE), None),
+            Version::V3Tiled => {
+                let t = Tiles::for_this_machine(s.d);
+                let m = flash_traffic(&s, T::DTYPE, t.br, t.bc, c.mask);
+                let counter = Counter::default();
+                tiled(&q, &k, &v, &s, c.mask, &mut o, t, Isa::detect(), &counter)
+                    .expect("valid call");
+                ((m.loaded + m.stored) as f64, Some(counter.bytes() as f64))
+            }
+        };
+        log(&format!(
+            "{:9} {:4} N={:5} D={:3} {:6}: {:9.3} ms {:7.1} GFLOP/s {}",
+            ver.name(),
+            T::DTYPE.name(),
+            s.nq,
+            s.d,
+            c.mask.name(),
+            ms,
+            flops / ms / 1e6,
+            if checked { "checked" } else { "NOT CHECKED" }
+        ));
+        out.push(Record {
+            variant: variant(ver).into(),
+            implementation: format!("ours/{}", ver.name()),
+            dtype: T::DTYPE.name().into(),
+            b: s.b,
+            hq: s.hq,
+            hkv: s.hkv,
+            nq: s.nq,
+            nk: s.nk,
+            d: s.d,
+            mask: c.mask.name(),
+            ms,
+            ms_min: times[0],
+            ms_max: *times.last().expect("at least five runs"),
+            tflops: flops / ms / 1e9,
+            gbps: bytes_model / ms / 1e6,
+            flops,
+            bytes_model,
+            bytes_counted,
+            dram_bytes: None,
+            max_err,
+            checked,
+        });
+    }
+    out
+}
+
+/// Measure this machine: ceilings, then the grid. `log` receives one line per timed configuration.
+pub fn measure(
+    quick: bool,
+    commit: &str,
+    date: &str,
+    rustc: &str,
+    log: &mut dyn FnMut(&str),
+) -> MeasurementFile {
+    let threads = rayon::current_num_threads();
+    log(&format!(
+        "ceilings: FMA peak and copy bandwidth over {threads} threads"
+    ));
+    let peak = ceilings::peak_flops(threads);
+    let bw = ceilings::copy_bandwidth(threads, 256 << 20);
+    log(&format!(
+        "  peak {:.1} GFLOP/s, copy {:.1} GB/s ({})",
+        peak / 1e9,
+        bw / 1e9,
+        Isa::detect().name()
+    ));
+    let mut records = Vec::new();
+    for c in grid(quick) {
+        // The naive and row-at-a-time versions take seconds at N = 2048 with f16 loads; time them in f32.
+        let versions: &[Version] = if c.dtype == DType::F16 {
+            &[Version::V3Tiled]
+        } else {
+            &Version::ALL
+        };
+        records.extend(match c.dtype {
+            DType::F16 => run_config::<f16>(&c, versions, log),
+            _ => run_config::<f32>(&c, versions, log),
+        });
+    }
+    MeasurementFile {
+        machine: Machine {
+            kind: "cpu".into(),
+            name: cpu_name(),
+            cores: threads,
+            driver: None,
+            cuda: None,
+            peak_gflops: peak / 1e9,
+            bandwidth_gbps: bw / 1e9,
+        },
+        generated: Generated {
+            date: date.into(),
+            commit: commit.into(),
+            rustc: rustc.into(),
+            threads,
+        },
+        records,
+    }
+}
+
+/// The CPU's model name from `/proc/cpuinfo`, or the architecture.
+pub fn cpu_name() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|s| s.trim().to_string())
+        })
+        .unwrap_or_else(|| std::env::consts::ARCH.to_string())
+}

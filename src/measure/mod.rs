@@ -1,0 +1,164 @@
+//! Measurements: the records every harness writes (`measurements/<machine>.json`, DESIGN's schema), the
+//! machine's measured ceilings, and the CPU harness that checks, then times, every version.
+
+pub mod ceilings;
+pub mod cpu;
+
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+/// The machine a file was measured on.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Machine {
+    /// `cpu` or `gpu`.
+    pub kind: String,
+    /// Model name, e.g. the CPU's `model name` or the GPU's name.
+    pub name: String,
+    /// Cores (threads) used.
+    pub cores: usize,
+    /// GPU driver version, when a GPU.
+    #[serde(default)]
+    pub driver: Option<String>,
+    /// CUDA version, when a GPU.
+    #[serde(default)]
+    pub cuda: Option<String>,
+    /// Measured peak arithmetic rate, GFLOP/s.
+    pub peak_gflops: f64,
+    /// Measured memory bandwidth (read plus write), GB/s.
+    pub bandwidth_gbps: f64,
+}
+
+/// When and from what a file was generated.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Generated {
+    /// `YYYY-MM-DD`.
+    pub date: String,
+    /// The crate's git commit.
+    pub commit: String,
+    /// `rustc --version`.
+    pub rustc: String,
+    /// Worker threads.
+    pub threads: usize,
+}
+
+/// One timed configuration of one implementation.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Record {
+    /// `naive`, `flash`, ...
+    pub variant: String,
+    /// `ours/<version>` or `torch/<backend>`.
+    #[serde(rename = "impl")]
+    pub implementation: String,
+    /// Storage type.
+    pub dtype: String,
+    /// Batch.
+    pub b: usize,
+    /// Query heads.
+    pub hq: usize,
+    /// Key/value heads.
+    pub hkv: usize,
+    /// Query rows.
+    pub nq: usize,
+    /// Key rows.
+    pub nk: usize,
+    /// Head size.
+    pub d: usize,
+    /// `none`, `causal`, `window:W`, ...
+    pub mask: String,
+    /// Median time, ms.
+    pub ms: f64,
+    /// Fastest run, ms.
+    pub ms_min: f64,
+    /// Slowest run, ms.
+    pub ms_max: f64,
+    /// Attained rate with FlashAttention's FLOP count (halved for causal), TFLOP/s.
+    pub tflops: f64,
+    /// Model bytes over median time, GB/s.
+    pub gbps: f64,
+    /// FLOPs counted.
+    pub flops: f64,
+    /// Bytes of the traffic model.
+    pub bytes_model: f64,
+    /// Bytes counted by an instrumented run, when there is one.
+    #[serde(default)]
+    pub bytes_counted: Option<f64>,
+    /// Bytes the hardware counted (GPU DRAM counters), when measured.
+    #[serde(default)]
+    pub dram_bytes: Option<f64>,
+    /// Max error against the f64 reference.
+    pub max_err: f64,
+    /// Whether the configuration passed the correctness rule before it was timed.
+    pub checked: bool,
+}
+
+/// A whole measurement file.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct MeasurementFile {
+    /// The machine.
+    pub machine: Machine,
+    /// Provenance.
+    pub generated: Generated,
+    /// The records.
+    pub records: Vec<Record>,
+}
+
+/// Read every `*.json` measurement file in `dir`, sorted by file name. Unreadable files are errors.
+pub fn load_all(dir: &Path) -> Result<Vec<(String, MeasurementFile)>, String> {
+    let mut out = Vec::new();
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return Ok(out);
+    };
+    let mut names: Vec<_> = rd
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .collect();
+    names.sort();
+    for p in names {
+        let text = std::fs::read_to_string(&p).map_err(|e| format!("{}: {e}", p.display()))?;
+        let f: MeasurementFile =
+            serde_json::from_str(&text).map_err(|e| format!("{}: {e}", p.display()))?;
+        out.push((
+            p.file_name()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .into_owned(),
+            f,
+        ));
+    }
+    Ok(out)
+}
+
+/// FlashAttention's FLOP count: `4 B Hq Nq Nk D`, halved for a causal mask (FA's benchmark convention).
+pub fn fa_flops(b: usize, hq: usize, nq: usize, nk: usize, d: usize, causal: bool) -> f64 {
+    4.0 * (b * hq) as f64 * nq as f64 * nk as f64 * d as f64 / if causal { 2.0 } else { 1.0 }
+}
+
+/// A lower-case slug of a machine name, for file names: `Intel(R) Xeon(R) Processor` -> `intel-xeon-processor`.
+pub fn slug(name: &str) -> String {
+    let cleaned = name.replace("(R)", "").replace("(TM)", "");
+    let mut s = String::new();
+    for c in cleaned.chars() {
+        if c.is_ascii_alphanumeric() {
+            s.push(c.to_ascii_lowercase());
+        } else if !s.ends_with('-') && !s.is_empty() {
+            s.push('-');
+        }
+    }
+    s.trim_end_matches('-').to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slugs_and_flops() {
+        assert_eq!(slug("Intel(R) Xeon(R) Processor"), "intel-xeon-processor");
+        assert_eq!(
+            slug("AMD EPYC 7B13 64-Core Processor"),
+            "amd-epyc-7b13-64-core-processor"
+        );
+        assert_eq!(fa_flops(1, 1, 2, 2, 4, true), 32.0);
+    }
+}
