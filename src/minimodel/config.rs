@@ -97,7 +97,7 @@ impl MiniGptConfig {
                 head_size: self.head_size,
             });
         }
-        if self.n_heads % self.n_kv_heads != 0 {
+        if !self.n_heads.is_multiple_of(self.n_kv_heads) {
             return Err(ConfigError::HeadsNotDivisible {
                 n_heads: self.n_heads,
                 n_kv_heads: self.n_kv_heads,

@@ -80,7 +80,7 @@ impl AttnShape {
                 return Err(ShapeError::ZeroDim { dim });
             }
         }
-        if hq % hkv != 0 {
+        if !hq.is_multiple_of(hkv) {
             return Err(ShapeError::HeadsNotDivisible { hq, hkv });
         }
         Ok(Self {

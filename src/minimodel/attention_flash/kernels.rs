@@ -74,7 +74,10 @@ pub fn exp2<const FUSED: bool>(x: f32) -> f32 {
     for c in C[..6].iter().rev() {
         p = fma::<FUSED>(p, f, *c);
     }
-    let scale = f32::from_bits(((n as i32 + 127) as u32) << 23);
+    // 2^n by building the float's bits: n + 127 is an integer in [1, 127]; adding 2^23 puts it in the
+    // low mantissa bits of a float (no float-to-int conversion, which vectorises poorly), and shifting
+    // left by 23 moves it into the exponent field (the 2^23's own bits fall off the top).
+    let scale = f32::from_bits((n + (8_388_608.0 + 127.0)).to_bits() << 23);
     if x < -126.0 {
         0.0
     } else {
@@ -146,6 +149,17 @@ fn s_tile<const FUSED: bool, const CS: usize>(
             if rows == RS && cols == CS {
                 // The hot loop: per k, one CS-wide load of kt and RS broadcasts of q, RS x CS FMAs.
                 let qr: [&[f32]; RS] = std::array::from_fn(|i| &q[(r + i) * d..][..d]);
+                #[cfg(target_arch = "x86_64")]
+                if CS == 32 {
+                    // SAFETY: CS == 32 only in `tile_step_avx512`, compiled for and run on AVX-512F; the
+                    // slices hold RS rows of d elements and d rows of at least c + 32 of kt (cols == CS).
+                    let block = unsafe { x86::s_block::<RS>(&qr, &kt[c..], bc, d) };
+                    for (i, row) in block.iter().enumerate() {
+                        s[(r + i) * bc + c..][..32].copy_from_slice(row);
+                    }
+                    c += CS;
+                    continue;
+                }
                 for k in 0..d {
                     let kv: &[f32; CS] = kt[k * bc + c..][..CS].try_into().expect("CS lanes");
                     for (a, qi) in acc.iter_mut().zip(&qr) {
@@ -235,6 +249,19 @@ fn pv_tile<const FUSED: bool, const CS: usize>(
             if rows == RO && cols == CS {
                 // The hot loop: per key j, one CS-wide load of v and RO broadcasts of p.
                 let pr: [&[f32]; RO] = std::array::from_fn(|i| &p[(r + i) * bc..][..bc]);
+                #[cfg(target_arch = "x86_64")]
+                if CS == 32 {
+                    // SAFETY: as in `s_tile`: AVX-512F present; RO rows of bc probabilities, bc rows of v
+                    // with at least c + 32 elements each (cols == CS).
+                    let block = unsafe { x86::pv_block::<RO>(&pr, &v[c..], bc, d) };
+                    for (i, row) in block.iter().enumerate() {
+                        for (x, y) in o[(r + i) * d + c..][..32].iter_mut().zip(row) {
+                            *x += y;
+                        }
+                    }
+                    c += CS;
+                    continue;
+                }
                 for j in 0..bc {
                     let vj: &[f32; CS] = v[j * d + c..][..CS].try_into().expect("CS lanes");
                     for (a, pi) in acc.iter_mut().zip(&pr) {
@@ -265,6 +292,83 @@ fn pv_tile<const FUSED: bool, const CS: usize>(
     }
 }
 // ANCHOR_END: pv_tile
+
+/// The AVX-512 register blocks, with explicit intrinsics: the compiler's auto-vectorised loops above
+/// spilled accumulators to the stack, and these two blocks are where nearly all the FLOPs are.
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use std::arch::x86_64::*;
+
+    // ANCHOR: s_block
+    /// `S[R x 32] = Q[R x d] Kt[d x 32]`: `2 R` accumulators (R rows x 2 registers of 16 lanes) live in
+    /// registers for the whole `d` loop; per `k`, 2 loads of `kt`, `R` broadcasts of `q`, `2 R` FMAs.
+    ///
+    /// # Safety
+    /// The CPU has AVX-512F; `q[i]` has `d` elements; `kt` has `(d - 1) * bc + 32` elements at least.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    pub unsafe fn s_block<const R: usize>(
+        q: &[&[f32]; R],
+        kt: &[f32],
+        bc: usize,
+        d: usize,
+    ) -> [[f32; 32]; R] {
+        assert!(q.iter().all(|r| r.len() >= d) && kt.len() >= (d - 1) * bc + 32);
+        let qp: [*const f32; R] = std::array::from_fn(|i| q[i].as_ptr());
+        let kp = kt.as_ptr();
+        let mut acc = [[_mm512_setzero_ps(); 2]; R];
+        for k in 0..d {
+            let k0 = _mm512_loadu_ps(kp.add(k * bc));
+            let k1 = _mm512_loadu_ps(kp.add(k * bc + 16));
+            for (a, p) in acc.iter_mut().zip(&qp) {
+                let b = _mm512_set1_ps(*p.add(k)); // broadcast q[i][k]
+                a[0] = _mm512_fmadd_ps(b, k0, a[0]);
+                a[1] = _mm512_fmadd_ps(b, k1, a[1]);
+            }
+        }
+        let mut out = [[0.0f32; 32]; R];
+        for (row, a) in out.iter_mut().zip(&acc) {
+            _mm512_storeu_ps(row.as_mut_ptr(), a[0]);
+            _mm512_storeu_ps(row.as_mut_ptr().add(16), a[1]);
+        }
+        out
+    }
+    // ANCHOR_END: s_block
+
+    /// `O[R x 32] = P[R x bc] V[bc x 32]` (a 32-wide column slice of `V`, row stride `d`): the same
+    /// register block as [`s_block`], looping over keys instead of head dimensions.
+    ///
+    /// # Safety
+    /// The CPU has AVX-512F; `p[i]` has `bc` elements; `v` has `(bc - 1) * d + 32` elements at least.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    pub unsafe fn pv_block<const R: usize>(
+        p: &[&[f32]; R],
+        v: &[f32],
+        bc: usize,
+        d: usize,
+    ) -> [[f32; 32]; R] {
+        assert!(p.iter().all(|r| r.len() >= bc) && v.len() >= (bc - 1) * d + 32);
+        let pp: [*const f32; R] = std::array::from_fn(|i| p[i].as_ptr());
+        let vp = v.as_ptr();
+        let mut acc = [[_mm512_setzero_ps(); 2]; R];
+        for j in 0..bc {
+            let v0 = _mm512_loadu_ps(vp.add(j * d));
+            let v1 = _mm512_loadu_ps(vp.add(j * d + 16));
+            for (a, p) in acc.iter_mut().zip(&pp) {
+                let b = _mm512_set1_ps(*p.add(j)); // broadcast p[i][j]
+                a[0] = _mm512_fmadd_ps(b, v0, a[0]);
+                a[1] = _mm512_fmadd_ps(b, v1, a[1]);
+            }
+        }
+        let mut out = [[0.0f32; 32]; R];
+        for (row, a) in out.iter_mut().zip(&acc) {
+            _mm512_storeu_ps(row.as_mut_ptr(), a[0]);
+            _mm512_storeu_ps(row.as_mut_ptr().add(16), a[1]);
+        }
+        out
+    }
+}
 
 /// One step of the tiled loop on a (Q tile, K/V tile) pair: scores, online softmax, output update.
 #[inline(always)]
