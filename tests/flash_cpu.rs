@@ -243,7 +243,10 @@ fn tiles_from_cache_sizes() {
         let t = Tiles::for_cache(d, l1, l2);
         // Bc a multiple of the 32 register columns; Q, S and O tiles in an eighth of L2.
         assert!(t.bc == 64 || t.bc == 32, "{t:?}");
-        assert!(t.br % 32 == 0 && (32..=256).contains(&t.br), "{t:?}");
+        assert!(
+            t.br.is_multiple_of(32) && (32..=256).contains(&t.br),
+            "{t:?}"
+        );
         assert!(t.br == 32 || t.br * (2 * d + t.bc) * 4 <= l2 / 8, "{t:?}");
         assert!(
             t.br == 256 || (t.br + 32) * (2 * d + t.bc) * 4 > l2 / 8,
