@@ -114,6 +114,21 @@ fn run() -> Result<(), String> {
         "render" => render(&root),
         "check" => check(&root),
         "book" => tools::build_book(&root),
+        "rss-probe" => {
+            use modern_attention::minimodel::attention_flash::Version;
+            let name = std::env::args().nth(2).unwrap_or_default();
+            let n: usize = std::env::args()
+                .nth(3)
+                .and_then(|x| x.parse().ok())
+                .unwrap_or(8192);
+            let ver = Version::ALL
+                .into_iter()
+                .find(|v| v.name() == name)
+                .ok_or_else(|| format!("unknown version `{name}`"))?;
+            let (ms, rss) = modern_attention::measure::cpu::rss_probe(ver, n)?;
+            println!("{ms} {rss}");
+            Ok(())
+        }
         "measure-cpu" => {
             let rest: Vec<String> = std::env::args().skip(2).collect();
             measure_cpu(&root, &rest)

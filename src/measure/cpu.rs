@@ -165,6 +165,7 @@ fn run_config<T: Element>(
             dram_bytes: None,
             max_err,
             checked,
+            peak_rss_bytes: None,
         });
     }
     out
@@ -203,6 +204,9 @@ pub fn measure(
             _ => run_config::<f32>(&c, versions, log),
         });
     }
+    if let Ok(exe) = std::env::current_exe() {
+        records.extend(rss_records(&exe, 8192, log));
+    }
     MeasurementFile {
         machine: Machine {
             kind: "cpu".into(),
@@ -221,6 +225,90 @@ pub fn measure(
         },
         records,
     }
+}
+
+/// The shape of the memory experiment: two heads (one per worker) at the stress scale's big brother.
+pub fn rss_shape(n: usize) -> AttnShape {
+    AttnShape::self_attention(1, 2, n, 64).expect("rss shape")
+}
+
+/// Run `version` once on [`rss_shape`] in this process and return (milliseconds, peak resident bytes
+/// from `/proc/self/status` `VmHWM`). Meant for a fresh child process, so the peak is this run's.
+pub fn rss_probe(version: Version, n: usize) -> Result<(f64, f64), String> {
+    let s = rss_shape(n);
+    let mut rng = Rng::new(8192);
+    let (q, k, v) = (
+        rng.normal_vec_f32(s.q_len()),
+        rng.normal_vec_f32(s.kv_len()),
+        rng.normal_vec_f32(s.kv_len()),
+    );
+    let mut o = vec![0.0f32; s.q_len()];
+    let t = Instant::now();
+    version
+        .run(&q, &k, &v, &s, Mask::NONE, &mut o)
+        .map_err(|e| e.to_string())?;
+    let ms = t.elapsed().as_secs_f64() * 1e3;
+    std::hint::black_box(&o);
+    let status = std::fs::read_to_string("/proc/self/status").map_err(|e| e.to_string())?;
+    let kb: f64 = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|x| x.parse().ok())
+        .ok_or("no VmHWM in /proc/self/status")?;
+    Ok((ms, kb * 1024.0))
+}
+
+/// Peak memory of naive and tiled at length `n`, each in a child process running `exe rss-probe`.
+pub fn rss_records(exe: &std::path::Path, n: usize, log: &mut dyn FnMut(&str)) -> Vec<Record> {
+    let s = rss_shape(n);
+    let mut out = Vec::new();
+    for ver in [Version::V1Naive, Version::V3Tiled] {
+        let res = std::process::Command::new(exe)
+            .args(["rss-probe", ver.name(), &n.to_string()])
+            .output();
+        let Ok(res) = res else { continue };
+        let text = String::from_utf8_lossy(&res.stdout);
+        let nums: Vec<f64> = text
+            .split_whitespace()
+            .filter_map(|x| x.parse().ok())
+            .collect();
+        let [ms, rss] = nums[..] else {
+            log(&format!("rss probe of {} failed: {text}", ver.name()));
+            continue;
+        };
+        log(&format!(
+            "peak RSS {:9} N={n}: {:.1} MB in {ms:.0} ms",
+            ver.name(),
+            rss / 1e6
+        ));
+        let flops = fa_flops(s.b, s.hq, s.nq, s.nk, s.d, false);
+        out.push(Record {
+            variant: "memory".into(),
+            implementation: format!("ours/{}", ver.name()),
+            dtype: "f32".into(),
+            b: s.b,
+            hq: s.hq,
+            hkv: s.hkv,
+            nq: s.nq,
+            nk: s.nk,
+            d: s.d,
+            mask: "none".into(),
+            ms,
+            ms_min: ms,
+            ms_max: ms,
+            tflops: flops / ms / 1e9,
+            gbps: 0.0,
+            flops,
+            bytes_model: 0.0,
+            bytes_counted: None,
+            dram_bytes: None,
+            max_err: 0.0,
+            checked: true,
+            peak_rss_bytes: Some(rss),
+        });
+    }
+    out
 }
 
 /// The CPU's model name from `/proc/cpuinfo`, or the architecture.

@@ -89,6 +89,9 @@ pub struct Record {
     pub max_err: f64,
     /// Whether the configuration passed the correctness rule before it was timed.
     pub checked: bool,
+    /// Peak resident memory of a process that ran only this configuration once (variant `memory`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peak_rss_bytes: Option<f64>,
 }
 
 /// A whole measurement file.

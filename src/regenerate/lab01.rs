@@ -27,7 +27,117 @@ pub fn render(files: &[(String, MeasurementFile)]) -> Vec<Artifact> {
             name: "lab01_cpu.md",
             contents: cpu_table(files),
         },
+        Artifact {
+            name: "lab01_sweep.svg",
+            contents: sweep_figure(),
+        },
+        Artifact {
+            name: "lab01_rss.md",
+            contents: rss_table(files),
+        },
     ]
+}
+
+/// Table 01.3: peak resident memory of naive and tiled, each alone in a fresh process.
+fn rss_table(files: &[(String, MeasurementFile)]) -> String {
+    let mut rows = Vec::new();
+    let mut caption = String::new();
+    for (name, f) in files.iter().filter(|(_, f)| f.machine.kind == "cpu") {
+        for r in f.records.iter().filter(|r| r.variant == "memory") {
+            let Some(rss) = r.peak_rss_bytes else {
+                continue;
+            };
+            let io = 4.0 * (r.b * r.hq * r.nq * r.d) as f64 * 4.0; // q, k, v, o in f32
+            let s_bytes = 4.0 * (r.nq * r.nk) as f64; // one head's score matrix
+            let workers = f.generated.threads.min(r.b * r.hq) as f64;
+            let predicted = if r.implementation.contains("naive") {
+                io + workers * s_bytes
+            } else {
+                io
+            };
+            rows.push(vec![
+                format!("`{}`", r.implementation),
+                format!("B={}, H={}, N={}, D={}", r.b, r.hq, r.nq, r.d),
+                si(rss) + "B",
+                si(predicted) + "B",
+                format!("{:.0}", r.ms),
+            ]);
+        }
+        caption = format!(
+            "{} ({} threads), commit {}, {}; from `measurements/{name}`",
+            f.machine.name, f.generated.threads, f.generated.commit, f.generated.date
+        );
+    }
+    if rows.is_empty() {
+        return "*No memory measurements are committed yet: run `cargo run --release -- measure-cpu`.*\n".into();
+    }
+    let mut out = md_table(
+        &[
+            "implementation",
+            "shape (f32)",
+            "peak resident memory",
+            "inputs, outputs and live score matrices",
+            "ms",
+        ],
+        &rows,
+    );
+    out += &format!(
+        "\n*Table 01.3. Each version run once in a fresh child process (`modern-attention rss-probe`), its peak \
+         resident set read from the kernel (`VmHWM`). The prediction counts Q, K, V and O, plus one N×N f32 \
+         score matrix per worker for naive; the rest is the program itself. {caption}.*\n"
+    );
+    out
+}
+
+/// Figure 01.1: bytes against N for naive, flash (two tilings) and the ideal, one head, D = 64, fp16.
+fn sweep_figure() -> String {
+    let d = 64;
+    let ns: Vec<usize> = (4..=14).map(|p| 1usize << p).collect();
+    let shape = |n| AttnShape::self_attention(1, 1, n, d).expect("sweep shape");
+    let mut series = vec![super::figures::Series {
+        name: "naive (S and P through slow memory)".into(),
+        rgb: (200, 40, 40),
+        points: ns
+            .iter()
+            .map(|&n| (n as f64, bytes_naive(&shape(n), DType::F16)))
+            .collect(),
+        markers: true,
+    }];
+    for (t, rgb) in TABLE_TILES.iter().zip([(40, 90, 200), (20, 150, 90)]) {
+        series.push(super::figures::Series {
+            name: format!("flash, {}x{} tiles", t.br, t.bc),
+            rgb,
+            points: ns
+                .iter()
+                .map(|&n| {
+                    let m = flash_traffic(&shape(n), DType::F16, t.br, t.bc, Mask::NONE);
+                    (n as f64, (m.loaded + m.stored) as f64)
+                })
+                .collect(),
+            markers: true,
+        });
+    }
+    series.push(super::figures::Series {
+        name: "ideal (each tensor once)".into(),
+        rgb: (90, 90, 90),
+        points: ns
+            .iter()
+            .map(|&n| (n as f64, bytes_fused(&shape(n), DType::F16)))
+            .collect(),
+        markers: false,
+    });
+    super::figures::loglog(
+        "Bytes through slow memory, one head, D = 64, fp16",
+        "sequence length N",
+        "bytes through slow memory",
+        "B",
+        &series,
+        &[
+            ("N=64 (verb sequence)", VERB_SEQ_LEN as f64),
+            ("N=2048 (stress)", STRESS_SEQ_LEN as f64),
+        ],
+    )
+    .unwrap_or_else(|e| format!("<svg xmlns=\"http://www.w3.org/2000/svg\"><text>{e}</text></svg>"))
 }
 
 fn hardware_bytes(

@@ -3,9 +3,11 @@
 //! Each artifact is a pure function of the crate's code and the committed measurements, so rendering
 //! twice gives the same bytes; a test re-renders everything and fails if `book/generated/` differs.
 
+pub mod figures;
 pub mod lab00;
 pub mod lab01;
 pub mod theory00;
+pub mod theory02;
 
 use std::fs;
 use std::io;
@@ -28,6 +30,7 @@ pub fn render_all() -> Vec<Artifact> {
         crate::measure::load_all(&dir).unwrap_or_else(|e| panic!("unreadable measurements: {e}"));
     let mut out = theory00::render();
     out.extend(lab00::render());
+    out.extend(theory02::render());
     out.extend(lab01::render(&files));
     out
 }

@@ -1,0 +1,99 @@
+//! Figures as SVG strings (plotters' SVG backend, no fonts needed): deterministic, so the freshness test
+//! can compare them byte for byte like the tables.
+
+use plotters::prelude::*;
+
+/// One line of a chart.
+pub struct Series {
+    /// Legend label.
+    pub name: String,
+    /// Colour as RGB.
+    pub rgb: (u8, u8, u8),
+    /// Points `(x, y)`, both positive (log axes).
+    pub points: Vec<(f64, f64)>,
+    /// Draw markers at the points.
+    pub markers: bool,
+}
+
+/// A log-log line chart with optional vertical marker lines `(label, x)`; `y_unit` follows the SI
+/// prefix on the y labels (`"B"` gives `1.00 MB`).
+pub fn loglog(
+    caption: &str,
+    x_desc: &str,
+    y_desc: &str,
+    y_unit: &str,
+    series: &[Series],
+    vlines: &[(&str, f64)],
+) -> Result<String, String> {
+    let all = series.iter().flat_map(|s| s.points.iter());
+    let (mut x0, mut x1, mut y0, mut y1) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
+    for &(x, y) in all {
+        x0 = x0.min(x);
+        x1 = x1.max(x);
+        y0 = y0.min(y);
+        y1 = y1.max(y);
+    }
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (820, 540)).into_drawing_area();
+        root.fill(&WHITE).map_err(|e| e.to_string())?;
+        let mut chart = ChartBuilder::on(&root)
+            .caption(caption, ("sans-serif", 20))
+            .margin(14)
+            .x_label_area_size(44)
+            .y_label_area_size(76)
+            .build_cartesian_2d(
+                (x0 / 1.3..x1 * 1.3).log_scale(),
+                (y0 / 2.0..y1 * 2.0).log_scale(),
+            )
+            .map_err(|e| e.to_string())?;
+        chart
+            .configure_mesh()
+            .x_desc(x_desc)
+            .y_desc(y_desc)
+            .x_label_formatter(&|v| format!("{v:.0}"))
+            .y_label_formatter(&|v| crate::roofline::si(*v) + y_unit)
+            .draw()
+            .map_err(|e| e.to_string())?;
+        for &(label, x) in vlines {
+            let grey = RGBColor(150, 150, 150);
+            chart
+                .draw_series(LineSeries::new(
+                    [(x, y0 / 2.0), (x, y1 * 2.0)],
+                    grey.stroke_width(1),
+                ))
+                .map_err(|e| e.to_string())?;
+            chart
+                .draw_series(std::iter::once(Text::new(
+                    label.to_string(),
+                    (x * 1.05, y1),
+                    ("sans-serif", 14),
+                )))
+                .map_err(|e| e.to_string())?;
+        }
+        for s in series {
+            let c = RGBColor(s.rgb.0, s.rgb.1, s.rgb.2);
+            chart
+                .draw_series(LineSeries::new(s.points.iter().copied(), c.stroke_width(2)))
+                .map_err(|e| e.to_string())?
+                .label(s.name.clone())
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(2))
+                });
+            if s.markers {
+                chart
+                    .draw_series(s.points.iter().map(|&p| Circle::new(p, 3, c.filled())))
+                    .map_err(|e| e.to_string())?;
+            }
+        }
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::LowerRight)
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK)
+            .draw()
+            .map_err(|e| e.to_string())?;
+        root.present().map_err(|e| e.to_string())?;
+    }
+    Ok(svg)
+}
