@@ -195,7 +195,9 @@ fn check<T: Element>(s: &AttnShape, q: &[T], k: &[T], v: &[T], o: usize) -> Resu
         });
     }
     for (tensor, x) in [("q", q), ("k", k), ("v", v)] {
-        if let Some(index) = x.iter().position(|e| !e.to_f64().is_finite()) {
+        // A branch-free pass first (it vectorises); the position only when something is wrong.
+        if !x.iter().fold(true, |ok, e| ok & e.to_f32().is_finite()) {
+            let index = x.iter().position(|e| !e.to_f32().is_finite()).unwrap_or(0);
             return Err(FlashError::NonFinite { tensor, index });
         }
     }
@@ -433,14 +435,14 @@ pub fn tiled<T: Element, C: Traffic>(
         let mut qt = vec![0.0f32; rows * d];
         let mut kt = vec![0.0f32; d * bc];
         let mut vt = vec![0.0f32; bc * d];
+        let mut krows = vec![0.0f32; bc * d]; // K tile widened, before the transpose
         let mut st = vec![0.0f32; rows * bc];
         let mut acc = vec![0.0f32; rows * d];
         let (mut m, mut l) = (vec![f32::NEG_INFINITY; rows], vec![0.0f32; rows]);
         // Load Q tile: rows x D elements, once.
         let qsrc = &q[s.q_row(b, h, i0)..][..rows * d];
-        qt.iter_mut()
-            .zip(qsrc)
-            .for_each(|(x, y)| *x = y.to_f32() * qscale);
+        T::widen_into(qsrc, &mut qt);
+        qt.iter_mut().for_each(|x| *x *= qscale);
         traffic.load(rows * d * e);
         let (first, last) = kv_tile_range(mask, i0, i1, s.nq, s.nk, bc);
         let tc = s.nk.div_ceil(bc);
@@ -452,16 +454,14 @@ pub fn tiled<T: Element, C: Traffic>(
             let cols = j1 - j0;
             // Load K tile transposed (D x cols) and V tile (cols x D).
             let ksrc = &k[s.kv_row(b, hk, j0)..][..cols * d];
-            for (c, krow) in ksrc.chunks_exact(d).enumerate() {
+            T::widen_into(ksrc, &mut krows[..cols * d]);
+            for (c, krow) in krows[..cols * d].chunks_exact(d).enumerate() {
                 for (dd, x) in krow.iter().enumerate() {
-                    kt[dd * cols + c] = x.to_f32();
+                    kt[dd * cols + c] = *x;
                 }
             }
             let vsrc = &v[s.kv_row(b, hk, j0)..][..cols * d];
-            vt[..cols * d]
-                .iter_mut()
-                .zip(vsrc)
-                .for_each(|(x, y)| *x = y.to_f32());
+            T::widen_into(vsrc, &mut vt[..cols * d]);
             traffic.load(2 * cols * d * e);
             traffic.tile(true);
             let masked = !tile_fully_visible(mask, i0, i1, j0, j1, s.nq, s.nk);
