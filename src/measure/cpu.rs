@@ -204,6 +204,7 @@ pub fn measure(
             _ => run_config::<f32>(&c, versions, log),
         });
     }
+    records.extend(super::decode::decode_records(quick, log));
     if let Ok(exe) = std::env::current_exe() {
         records.extend(rss_records(&exe, 8192, log));
     }

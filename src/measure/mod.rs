@@ -3,6 +3,7 @@
 
 pub mod ceilings;
 pub mod cpu;
+pub mod decode;
 
 use serde::{Deserialize, Serialize};
 use std::path::Path;

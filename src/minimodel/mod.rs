@@ -4,9 +4,12 @@
 //! contiguous slice described by an [`shape::AttnShape`]. Query head `h` reads kv head `h / (Hq / Hkv)`.
 
 pub mod attention_flash;
+pub mod attention_mqa_gqa;
 pub mod check;
 pub mod config;
 pub mod corpus;
+pub mod kv_cache;
+pub mod model;
 pub mod numeric;
 pub mod reference;
 pub mod rng;

@@ -1,0 +1,96 @@
+//! Decode attention timed for MHA, GQA and MQA across context lengths: one MiniGPT layer, one query
+//! token, the cache read through `decode_attention` (one thread). Each configuration is checked against
+//! the f64 reference first.
+
+use super::Record;
+use crate::minimodel::attention_mqa_gqa::decode_attention;
+use crate::minimodel::check::attn_close;
+use crate::minimodel::config::MiniGptConfig;
+use crate::minimodel::kv_cache::LayerCache;
+use crate::minimodel::numeric::DType;
+use crate::minimodel::reference::{attention_lowp, attention_ref64};
+use crate::minimodel::rng::Rng;
+use crate::minimodel::shape::{AttnShape, Mask};
+use std::time::Instant;
+
+/// Context lengths of the decode sweep: the verb sequence, the stress length, and two past the caches.
+pub const CONTEXTS: [usize; 4] = [64, 2048, 16384, 65536];
+
+/// Bytes one decode step of one layer reads and writes (f32): the cache `2 Hkv len D`, plus `q` and `o`.
+pub fn decode_bytes(hq: usize, hkv: usize, len: usize, d: usize) -> f64 {
+    4.0 * (2 * hkv * len * d + 2 * hq * d) as f64
+}
+
+/// Time decode attention for every kv-head count of MiniGPT at every context in [`CONTEXTS`].
+pub fn decode_records(quick: bool, log: &mut dyn FnMut(&str)) -> Vec<Record> {
+    let cfg = MiniGptConfig::MINIGPT;
+    let (hq, d) = (cfg.n_heads, cfg.head_size);
+    let contexts: &[usize] = if quick { &CONTEXTS[..2] } else { &CONTEXTS };
+    let mut out = Vec::new();
+    for &len in contexts {
+        for hkv in [8, 4, 2, 1] {
+            let mut rng = Rng::new((len * 10 + hkv) as u64);
+            let q = rng.normal_vec_f32(hq * d);
+            let k = rng.normal_vec_f32(hkv * len * d);
+            let v = rng.normal_vec_f32(hkv * len * d);
+            let lc = LayerCache { k, v };
+            let s = AttnShape::new(1, hq, hkv, 1, len, d).expect("decode shape");
+            // Check on the same data (cap = len, so the cache is already contiguous).
+            let got: Vec<f64> = decode_attention(&q, &lc, hq, hkv, len, len, d)
+                .iter()
+                .map(|&x| x as f64)
+                .collect();
+            let reference = attention_ref64(&q, &lc.k, &lc.v, &s, Mask::NONE).expect("shape");
+            let lowp = attention_lowp(&q, &lc.k, &lc.v, &s, Mask::NONE, DType::F32).expect("shape");
+            let verdict = attn_close("decode", &got, &lowp, &reference, DType::F32, len, None);
+            let (checked, max_err) = match &verdict {
+                Ok(r) => (true, r.candidate.max),
+                Err(e) => {
+                    log(&format!("FAILED CHECK {e}"));
+                    (false, f64::NAN)
+                }
+            };
+            let mut times = Vec::new();
+            let start = Instant::now();
+            while times.len() < 7 || (start.elapsed().as_secs_f64() < 0.3 && times.len() < 200) {
+                let t = Instant::now();
+                std::hint::black_box(decode_attention(&q, &lc, hq, hkv, len, len, d));
+                times.push(t.elapsed().as_secs_f64() * 1e3);
+            }
+            times.sort_by(f64::total_cmp);
+            let ms = times[times.len() / 2];
+            let flops = 4.0 * (hq * len * d) as f64;
+            let bytes = decode_bytes(hq, hkv, len, d);
+            log(&format!(
+                "decode Hkv={hkv} len={len:6}: {:9.1} µs {:6.1} GB/s",
+                ms * 1e3,
+                bytes / ms / 1e6
+            ));
+            out.push(Record {
+                variant: "decode".into(),
+                implementation: "ours/decode_attention".into(),
+                dtype: "f32".into(),
+                b: 1,
+                hq,
+                hkv,
+                nq: 1,
+                nk: len,
+                d,
+                mask: "none".into(),
+                ms,
+                ms_min: times[0],
+                ms_max: *times.last().expect("runs"),
+                tflops: flops / ms / 1e9,
+                gbps: bytes / ms / 1e6,
+                flops,
+                bytes_model: bytes,
+                bytes_counted: None,
+                dram_bytes: None,
+                max_err,
+                checked,
+                peak_rss_bytes: None,
+            });
+        }
+    }
+    out
+}

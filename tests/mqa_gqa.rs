@@ -1,0 +1,161 @@
+//! Lab 04's checks: one attention layer for MHA, GQA and MQA; the KV cache's bytes against the formula;
+//! cached decoding against recomputation; mean-pooling conversion; refusals that change nothing.
+
+use modern_attention::minimodel::attention_mqa_gqa::decode_attention;
+use modern_attention::minimodel::check::assert_attn_close;
+use modern_attention::minimodel::config::{MiniGptConfig, STRESS_SEQ_LEN, VERB_SEQ_LEN};
+use modern_attention::minimodel::corpus::verb_sequence;
+use modern_attention::minimodel::kv_cache::{CacheError, KvCache, LayerCache};
+use modern_attention::minimodel::model::{MiniGpt, ModelError};
+use modern_attention::minimodel::numeric::DType;
+use modern_attention::minimodel::reference::{attention_lowp, attention_ref64};
+use modern_attention::minimodel::rng::Rng;
+use modern_attention::minimodel::shape::{AttnShape, Mask};
+
+const KV_HEADS: [usize; 4] = [8, 4, 2, 1];
+
+#[test]
+fn cache_bytes_equal_the_formula_and_mqa_is_an_eighth() {
+    for n in [VERB_SEQ_LEN, STRESS_SEQ_LEN] {
+        let mha = KvCache::new(&MiniGptConfig::MINIGPT, n)
+            .unwrap()
+            .allocated_bytes();
+        for g in KV_HEADS {
+            let cfg = MiniGptConfig::MINIGPT.with_kv_heads(g).unwrap();
+            let c = KvCache::new(&cfg, n).unwrap();
+            assert_eq!(
+                c.allocated_bytes(),
+                KvCache::formula_bytes(&cfg, n, DType::F32)
+            );
+            assert_eq!(c.allocated_bytes() * (8 / g), mha);
+        }
+    }
+}
+
+#[test]
+fn cached_decoding_equals_recomputation() {
+    let tokens = verb_sequence();
+    for g in KV_HEADS {
+        let cfg = MiniGptConfig {
+            max_context: 128,
+            ..MiniGptConfig::MINIGPT
+        }
+        .with_kv_heads(g)
+        .unwrap();
+        let model = MiniGpt::seeded(cfg, 4).unwrap();
+        let full = model.forward(&tokens).unwrap();
+        let mut cache = KvCache::new(&cfg, tokens.len()).unwrap();
+        let mut got = model.step(&tokens[..16], &mut cache).unwrap(); // prefill
+        for &t in &tokens[16..] {
+            got.extend(model.step(&[t], &mut cache).unwrap()); // one token at a time
+        }
+        assert_eq!(cache.len(), tokens.len());
+        let scale = full.iter().fold(0.0f32, |a, x| a.max(x.abs()));
+        let err = full
+            .iter()
+            .zip(&got)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0f32, f32::max);
+        println!("kv_heads={g}: max |cached - recomputed| = {err:.2e} (logits up to {scale:.1})");
+        assert!(err <= 1e-4 * scale, "kv_heads={g}: {err} vs scale {scale}");
+    }
+}
+
+#[test]
+fn decode_attention_matches_the_reference() {
+    let mut rng = Rng::new(44);
+    for (hkv, len) in [(8, 1), (4, 17), (2, 64), (1, 113), (1, 2048), (2, 1000)] {
+        let (hq, d, cap) = (8, 32, len + 5);
+        let q = rng.normal_vec_f32(hq * d);
+        let k = rng.normal_vec_f32(hkv * cap * d);
+        let v = rng.normal_vec_f32(hkv * cap * d);
+        let lc = LayerCache {
+            k: k.clone(),
+            v: v.clone(),
+        };
+        let out: Vec<f64> = decode_attention(&q, &lc, hq, hkv, cap, len, d)
+            .iter()
+            .map(|&x| x as f64)
+            .collect();
+        // The reference on the same tokens, contiguous: (1, Hkv, len, D).
+        let take = |x: &[f32]| -> Vec<f32> {
+            (0..hkv)
+                .flat_map(|h| x[h * cap * d..][..len * d].to_vec())
+                .collect()
+        };
+        let s = AttnShape::new(1, hq, hkv, 1, len, d).unwrap();
+        let reference = attention_ref64(&q, &take(&k), &take(&v), &s, Mask::NONE).unwrap();
+        let lowp = attention_lowp(&q, &take(&k), &take(&v), &s, Mask::NONE, DType::F32).unwrap();
+        assert_attn_close(
+            &format!("decode Hkv={hkv} len={len}"),
+            &out,
+            &lowp,
+            &reference,
+            DType::F32,
+            len,
+            None,
+        );
+    }
+}
+
+#[test]
+fn mean_pooling_is_identity_at_g_equals_h_and_refuses_bad_groups() {
+    let model = MiniGpt::seeded(
+        MiniGptConfig {
+            max_context: 64,
+            ..MiniGptConfig::MINIGPT
+        },
+        5,
+    )
+    .unwrap();
+    assert_eq!(model.mean_pooled(8).unwrap(), model);
+    assert!(model.mean_pooled(3).is_err());
+    assert!(model.mean_pooled(0).is_err());
+    let gqa = model.mean_pooled(2).unwrap();
+    assert_eq!(gqa.cfg.n_kv_heads, 2);
+    assert_eq!(
+        gqa.blocks[0].attn.wk.len() * 4,
+        model.blocks[0].attn.wk.len()
+    );
+    assert!(gqa.mean_pooled(1).is_err(), "pooling starts from MHA");
+}
+
+#[test]
+fn refused_calls_change_nothing() {
+    let cfg = MiniGptConfig {
+        max_context: 64,
+        ..MiniGptConfig::MINIGPT
+    }
+    .with_kv_heads(2)
+    .unwrap();
+    let model = MiniGpt::seeded(cfg, 6).unwrap();
+    let mut cache = KvCache::new(&cfg, 8).unwrap();
+    model.step(&[104, 111, 108], &mut cache).unwrap();
+    let before = cache.clone();
+    assert!(matches!(
+        model.step(&[104, 300], &mut cache),
+        Err(ModelError::Token {
+            index: 1,
+            token: 300,
+            ..
+        })
+    ));
+    assert!(matches!(
+        model.step(&[1; 6], &mut cache),
+        Err(ModelError::Cache(CacheError::Full { .. }))
+    ));
+    assert!(matches!(
+        model.step(&[], &mut cache),
+        Err(ModelError::Empty)
+    ));
+    assert_eq!(cache, before);
+    assert!(MiniGptConfig::MINIGPT.with_kv_heads(0).is_err());
+    assert!(MiniGptConfig::MINIGPT.with_kv_heads(3).is_err());
+    // Past the model's context: refused before anything runs.
+    let mut long = KvCache::new(&cfg, 100).unwrap();
+    assert!(matches!(
+        model.step(&[1; 65], &mut long),
+        Err(ModelError::Context { .. })
+    ));
+    assert!(long.is_empty());
+}
