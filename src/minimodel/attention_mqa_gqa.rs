@@ -8,6 +8,7 @@
 //! Shapes: activations `x: (n, d_model)`; projections `W_q: (d_model, Hq D)`, `W_k, W_v: (d_model, Hkv D)`,
 //! `W_o: (Hq D, d_model)`, all row-major f32.
 
+use super::attention_flash::kernels::exp2;
 use super::attention_flash::{flash_forward, FlashError};
 use super::config::{ConfigError, MiniGptConfig};
 use super::kv_cache::{CacheError, KvCache, LayerCache};
@@ -258,7 +259,8 @@ pub fn decode_attention(
 ) -> Vec<f32> {
     const BLOCK: usize = 64; // keys per block: scores for the whole group, then one online-softmax step
     let g = hq / hkv;
-    let scale = 1.0 / (d as f32).sqrt();
+    // Scores in log2 units, so the vectorisable 2^x of the flash kernels serves here too.
+    let scale = std::f32::consts::LOG2_E / (d as f32).sqrt();
     let mut out = vec![0.0f32; hq * d];
     let mut s = vec![0.0f32; g * BLOCK];
     for kvh in 0..hkv {
@@ -269,21 +271,18 @@ pub fn decode_attention(
         let (mut m, mut l) = (vec![f32::NEG_INFINITY; g], vec![0.0f32; g]);
         for (kb, vb) in kh.chunks(BLOCK * d).zip(vh.chunks(BLOCK * d)) {
             let cols = kb.len() / d;
+            // Each key row is loaded once and used by all G query heads of the group.
             for (j, kj) in kb.chunks_exact(d).enumerate() {
                 for (gi, qi) in qg.chunks_exact(d).enumerate() {
-                    s[gi * BLOCK + j] = qi.iter().zip(kj).map(|(a, b)| a * b).sum::<f32>() * scale;
+                    s[gi * BLOCK + j] = dot8(qi, kj) * scale;
                 }
             }
             for gi in 0..g {
                 let row = &mut s[gi * BLOCK..gi * BLOCK + cols];
                 let m_new = row.iter().copied().fold(m[gi], f32::max);
-                let alpha = (m[gi] - m_new).exp(); // 0 on the first block
-                let mut sum = 0.0;
-                for x in row.iter_mut() {
-                    *x = (*x - m_new).exp();
-                    sum += *x;
-                }
-                l[gi] = l[gi] * alpha + sum;
+                let alpha = exp2::<false>(m[gi] - m_new); // 0 on the first block
+                row.iter_mut().for_each(|x| *x = exp2::<false>(*x - m_new));
+                l[gi] = l[gi] * alpha + row.iter().sum::<f32>();
                 m[gi] = m_new;
                 let oi = &mut og[gi * d..][..d];
                 oi.iter_mut().for_each(|x| *x *= alpha);
@@ -297,5 +296,24 @@ pub fn decode_attention(
         }
     }
     out
+}
+
+/// Dot product with 8 independent partial sums (vectorisable; a single sum is a dependent chain).
+#[inline]
+fn dot8(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0.0f32; 8];
+    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    let tail: f32 = ca
+        .remainder()
+        .iter()
+        .zip(cb.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
+    for (xa, xb) in ca.zip(cb) {
+        for ((s, x), y) in acc.iter_mut().zip(xa).zip(xb) {
+            *s += x * y;
+        }
+    }
+    acc.iter().sum::<f32>() + tail
 }
 // ANCHOR_END: decode_attention
