@@ -5,6 +5,8 @@
 //! modern-attention render     only write book/generated/ from the code and committed measurements
 //! modern-attention check      fail if book/generated/ differs from what the code renders
 //! modern-attention book       only render the book (installs mdbook and mdbook-katex if missing)
+//! modern-attention predict kind=flash hq=32 hkv=8 n=2048 d=128 dtype=f16 mask=causal machine=h100|cpu|gpu
+//!                              a variant's FLOPs, bytes, intensity, bound and time floor, before measuring
 //! modern-attention measure-cpu [--quick] [--peer FILE]
 //!                              check then time every CPU version on this machine, merge the peer's
 //!                              records (bench/peers/torch_cpu_sdpa.py) and write measurements/cpu-<name>.json
@@ -114,6 +116,28 @@ fn run() -> Result<(), String> {
         "render" => render(&root),
         "check" => check(&root),
         "book" => tools::build_book(&root),
+        "predict" => {
+            use modern_attention::roofline::predict::{machine_ceilings, parse, report};
+            let words: Vec<String> = std::env::args().skip(2).collect();
+            let (variant, machine) = parse(&words).map_err(|e| e.to_string())?;
+            let measured = match machine.as_str() {
+                "h100" => None,
+                kind @ ("cpu" | "gpu") => {
+                    let files = modern_attention::measure::load_all(&root.join("measurements"))?;
+                    let (_, f) = files
+                        .iter()
+                        .find(|(_, f)| f.machine.kind == kind)
+                        .ok_or_else(|| {
+                            format!("no committed {kind} measurements: run measure-{kind} first")
+                        })?;
+                    let name: &'static str = Box::leak(f.machine.name.clone().into_boxed_str());
+                    Some((name, f.machine.peak_gflops, f.machine.bandwidth_gbps))
+                }
+                other => return Err(format!("unknown machine `{other}`: h100, cpu or gpu")),
+            };
+            print!("{}", report(&variant, &machine_ceilings(measured)));
+            Ok(())
+        }
         "rss-probe" => {
             use modern_attention::minimodel::attention_flash::Version;
             let name = std::env::args().nth(2).unwrap_or_default();
@@ -134,7 +158,7 @@ fn run() -> Result<(), String> {
             measure_cpu(&root, &rest)
         }
         "-h" | "--help" | "help" => {
-            println!("usage: modern-attention [all|render|check|book|measure-cpu [--quick] [--peer FILE]]");
+            println!("usage: modern-attention [all|render|check|book|predict KEY=VALUE...|measure-cpu [--quick] [--peer FILE]]");
             Ok(())
         }
         other => Err(format!(

@@ -97,3 +97,92 @@ pub fn loglog(
     }
     Ok(svg)
 }
+
+/// One measured dot on a roofline.
+pub struct Dot {
+    /// Label drawn beside the dot.
+    pub label: String,
+    /// Arithmetic intensity, FLOP/byte.
+    pub intensity: f64,
+    /// Attained rate, FLOP/s.
+    pub flops: f64,
+    /// Colour.
+    pub rgb: (u8, u8, u8),
+    /// Filled circle (true) or hollow triangle (false): used for the two anchor lengths.
+    pub filled: bool,
+}
+
+/// A roofline: the roof `min(peak, I * bandwidth)` and the measured dots, log-log.
+pub fn roofline(caption: &str, peak: f64, bandwidth: f64, dots: &[Dot]) -> Result<String, String> {
+    let (mut x0, mut x1) = (peak / bandwidth / 50.0, peak / bandwidth * 20.0);
+    let (mut y0, y1) = (peak / 1e4, peak * 3.0);
+    for d in dots {
+        x0 = x0.min(d.intensity / 2.0);
+        x1 = x1.max(d.intensity * 8.0);
+        y0 = y0.min(d.flops / 3.0);
+    }
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (900, 600)).into_drawing_area();
+        root.fill(&WHITE).map_err(|e| e.to_string())?;
+        let mut chart = ChartBuilder::on(&root)
+            .caption(caption, ("sans-serif", 18))
+            .margin(14)
+            .x_label_area_size(44)
+            .y_label_area_size(80)
+            .build_cartesian_2d((x0..x1).log_scale(), (y0..y1).log_scale())
+            .map_err(|e| e.to_string())?;
+        chart
+            .configure_mesh()
+            .x_desc("arithmetic intensity (FLOP/byte, traffic model)")
+            .y_desc("attained FLOP/s")
+            .x_label_formatter(&|v| crate::roofline::si(*v))
+            .y_label_formatter(&|v| crate::roofline::si(*v) + "FLOP/s")
+            .draw()
+            .map_err(|e| e.to_string())?;
+        let steps = 200;
+        let roof = (0..=steps).map(|i| {
+            let x = x0 * (x1 / x0).powf(i as f64 / steps as f64);
+            (x, (x * bandwidth).min(peak))
+        });
+        chart
+            .draw_series(LineSeries::new(roof, BLACK.stroke_width(2)))
+            .map_err(|e| e.to_string())?
+            .label("roof: min(peak, intensity x bandwidth)")
+            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLACK.stroke_width(2)));
+        for d in dots {
+            let c = RGBColor(d.rgb.0, d.rgb.1, d.rgb.2);
+            let p = (d.intensity, d.flops);
+            if d.filled {
+                chart.draw_series(std::iter::once(Circle::new(p, 5, c.filled())))
+            } else {
+                chart.draw_series(std::iter::once(TriangleMarker::new(
+                    p,
+                    7,
+                    c.stroke_width(2),
+                )))
+            }
+            .map_err(|e| e.to_string())?;
+            chart
+                .draw_series(std::iter::once(Text::new(
+                    d.label.clone(),
+                    // N = 64 labels sit beside their dot, N = 2048 labels just below theirs.
+                    (
+                        d.intensity * 1.12,
+                        if d.filled { d.flops } else { d.flops * 0.78 },
+                    ),
+                    ("sans-serif", 12).into_font().color(&c),
+                )))
+                .map_err(|e| e.to_string())?;
+        }
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::LowerRight)
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK)
+            .draw()
+            .map_err(|e| e.to_string())?;
+        root.present().map_err(|e| e.to_string())?;
+    }
+    Ok(svg)
+}

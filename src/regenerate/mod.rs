@@ -7,6 +7,7 @@ pub mod figures;
 pub mod lab00;
 pub mod lab01;
 pub mod lab04;
+pub mod roofline_fig;
 pub mod theory00;
 pub mod theory02;
 
@@ -34,6 +35,7 @@ pub fn render_all() -> Vec<Artifact> {
     out.extend(theory02::render());
     out.extend(lab01::render(&files));
     out.extend(lab04::render(&files));
+    out.extend(roofline_fig::render(&files));
     out
 }
 

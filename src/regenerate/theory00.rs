@@ -24,7 +24,29 @@ pub fn render() -> Vec<Artifact> {
             name: "t00_worked.md",
             contents: worked_table(),
         },
+        Artifact {
+            name: "t00_predict.md",
+            contents: predict_examples(),
+        },
     ]
+}
+
+/// The output of `modern-attention predict` for two one-line descriptions, on the H100's datasheet.
+fn predict_examples() -> String {
+    use crate::roofline::predict::{parse, report};
+    let mut out = String::new();
+    for line in [
+        "kind=decode b=16 hq=32 hkv=8 n=65536 d=128 dtype=f16",
+        "kind=flash b=8 hq=16 n=2048 d=128 dtype=f16 mask=causal br=128 bc=64",
+    ] {
+        let words: Vec<String> = line.split_whitespace().map(String::from).collect();
+        let text = match parse(&words) {
+            Ok((v, _)) => report(&v, &H100_SXM_DATASHEET),
+            Err(e) => e.to_string(),
+        };
+        out += &format!("```text\n$ cargo run --release -- predict {line}\n{text}```\n\n");
+    }
+    out
 }
 
 fn intensity_table() -> String {

@@ -4,6 +4,7 @@
 //! Intensity `I = FLOPs / bytes` decides which: below the ridge point `peak / bandwidth` the kernel is
 //! memory-bound, above it compute-bound.
 
+pub mod predict;
 pub mod spec;
 pub mod traffic;
 

@@ -1,0 +1,120 @@
+//! The phase's Definition of Done: a roofline per machine with naive, Flash and decode (MHA and MQA)
+//! dots at both anchors, N = 64 (the verb sequence, filled circles) and N = 2048 (hollow triangles),
+//! from the committed measurements, with a table of predicted against measured for every dot.
+
+use super::figures::{roofline, Dot};
+use super::{md_table, Artifact};
+use crate::measure::{MeasurementFile, Record};
+use crate::minimodel::config::{STRESS_SEQ_LEN, VERB_SEQ_LEN};
+use crate::roofline::{si, sig3};
+
+/// Which records make dots, and how they are drawn: (label, colour, selector).
+type Pick = (&'static str, (u8, u8, u8), fn(&Record) -> bool);
+
+const CPU_PICKS: [Pick; 5] = [
+    ("naive", (200, 40, 40), |r| {
+        r.implementation == "ours/v1_naive" && r.dtype == "f32" && r.d == 64 && r.mask == "none"
+    }),
+    ("flash", (40, 90, 200), |r| {
+        r.implementation == "ours/v3_tiled" && r.dtype == "f32" && r.d == 64 && r.mask == "none"
+    }),
+    ("PyTorch SDPA", (120, 120, 120), |r| {
+        r.implementation == "torch/cpu" && r.dtype == "f32" && r.d == 64 && r.mask == "none"
+    }),
+    ("MHA decode", (200, 120, 20), |r| {
+        r.variant == "decode" && r.hkv == r.hq
+    }),
+    ("MQA decode", (20, 150, 90), |r| {
+        r.variant == "decode" && r.hkv == 1
+    }),
+];
+
+/// The CPU roofline figure and its table (from the first CPU measurement file).
+pub fn render(files: &[(String, MeasurementFile)]) -> Vec<Artifact> {
+    let cpu = files.iter().find(|(_, f)| f.machine.kind == "cpu");
+    let (svg, md) = match cpu {
+        Some((name, f)) => machine_roofline(name, f, &CPU_PICKS),
+        None => (
+            "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"400\" height=\"40\"><text x=\"4\" y=\"24\">no CPU measurements committed</text></svg>\n".into(),
+            "*No CPU measurements are committed yet.*\n".into(),
+        ),
+    };
+    vec![
+        Artifact {
+            name: "roofline_cpu.svg",
+            contents: svg,
+        },
+        Artifact {
+            name: "roofline_cpu.md",
+            contents: md,
+        },
+    ]
+}
+
+fn machine_roofline(name: &str, f: &MeasurementFile, picks: &[Pick]) -> (String, String) {
+    let (peak, bw) = (f.machine.peak_gflops * 1e9, f.machine.bandwidth_gbps * 1e9);
+    let mut dots = Vec::new();
+    let mut rows = Vec::new();
+    for &(label, rgb, pick) in picks {
+        for n in [VERB_SEQ_LEN, STRESS_SEQ_LEN] {
+            let Some(r) = f.records.iter().find(|r| pick(r) && r.nk == n && r.checked) else {
+                continue;
+            };
+            let intensity = r.flops / r.bytes_model;
+            let attained = r.flops / (r.ms * 1e-3);
+            let predicted = (intensity * bw).min(peak);
+            dots.push(Dot {
+                label: format!("{label}, N={n}"),
+                intensity,
+                flops: attained,
+                rgb,
+                filled: n == VERB_SEQ_LEN,
+            });
+            rows.push(vec![
+                format!("{label}, N={n}"),
+                format!("`{}`", r.implementation),
+                sig3(intensity),
+                si(predicted) + "FLOP/s",
+                si(attained) + "FLOP/s",
+                format!("{}%", sig3(100.0 * attained / predicted)),
+                if intensity * bw < peak {
+                    "memory"
+                } else {
+                    "compute"
+                }
+                .into(),
+            ]);
+        }
+    }
+    let caption = format!(
+        "{}, {} threads: peak {} GFLOP/s, copy {} GB/s ({}, commit {})",
+        f.machine.name,
+        f.generated.threads,
+        sig3(f.machine.peak_gflops),
+        sig3(f.machine.bandwidth_gbps),
+        f.generated.date,
+        f.generated.commit
+    );
+    let svg = roofline(&caption, peak, bw, &dots).unwrap_or_else(|e| {
+        format!("<svg xmlns=\"http://www.w3.org/2000/svg\"><text>{e}</text></svg>")
+    });
+    let mut md = md_table(
+        &[
+            "dot",
+            "implementation",
+            "FLOP/byte",
+            "roofline bound",
+            "measured",
+            "of the bound",
+            "bound by",
+        ],
+        &rows,
+    );
+    md += &format!(
+        "\n*Table R.1. Every dot of the roofline figure: intensity from the traffic model (FLOPs over model \
+         bytes), the roof's bound at that intensity (min(peak, intensity x bandwidth)), the measured rate, and \
+         the share of the bound it reaches. {caption}; from `measurements/{name}`. Naive and flash: f32, D = 64, \
+         B·N = 2048 tokens, 4 heads; decode: one MiniGPT layer, one thread.*\n"
+    );
+    (svg, md)
+}

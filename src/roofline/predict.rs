@@ -1,0 +1,291 @@
+//! `predict`: from a one-line description of an attention variant to its dot on a roofline, before
+//! anything is measured. `modern-attention predict kind=flash hq=32 hkv=8 n=2048 d=128 dtype=f16
+//! mask=causal machine=h100` prints its FLOPs, bytes, intensity, the bound it hits and the time it
+//! cannot beat.
+
+use super::spec::{Ceilings, H100_SXM_DATASHEET};
+use super::traffic::{bytes_fused, bytes_naive, flash_traffic, visible_keys};
+use super::{lower_bound_seconds, si, sig3, Bound};
+use crate::minimodel::numeric::DType;
+use crate::minimodel::shape::{AttnShape, Mask};
+use thiserror::Error;
+
+/// Why a description could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum PredictError {
+    /// A word that is not `key=value`, or an unknown key.
+    #[error("cannot read `{0}`: expected key=value with key one of kind, b, hq, hkv, n, nq, d, dtype, mask, br, bc, machine")]
+    Word(String),
+    /// A value that does not parse.
+    #[error("bad value for {key}: `{value}`")]
+    Value {
+        /// The key.
+        key: String,
+        /// The value given.
+        value: String,
+    },
+    /// The shape is not valid.
+    #[error("invalid shape: {0}")]
+    Shape(String),
+}
+
+/// What kind of attention.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// S and P through slow memory.
+    Naive,
+    /// Tiled FlashAttention with `Br x Bc` tiles.
+    Flash,
+    /// Every tensor moved exactly once (the fused ideal; decode kernels approach it).
+    Fused,
+}
+
+/// A parsed description.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Variant {
+    /// Algorithm.
+    pub kind: Kind,
+    /// Shape.
+    pub shape: AttnShape,
+    /// Storage type.
+    pub dtype: DType,
+    /// Mask.
+    pub mask: Mask,
+    /// Tiles for `flash`.
+    pub tiles: (usize, usize),
+}
+
+/// The prediction.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Prediction {
+    /// FLOPs executed (visible pairs for naive and fused, computed tiles for flash).
+    pub flops: f64,
+    /// Slow-memory bytes from the traffic model.
+    pub bytes: f64,
+    /// FLOP/byte.
+    pub intensity: f64,
+    /// The roofline's lower bound on time, seconds.
+    pub seconds: f64,
+    /// The ceiling that sets it.
+    pub bound: Bound,
+}
+
+/// Read `key=value` words. Defaults: `kind=flash b=1 hq=8 hkv=hq n=2048 nq=n d=64 dtype=f16 mask=none
+/// br=128 bc=64`; `decode` is `kind=fused nq=1`. Masks: `none`, `causal`, `window:W`, `causal+window:W`.
+pub fn parse(words: &[String]) -> Result<(Variant, String), PredictError> {
+    let (mut kind, mut b, mut hq, mut hkv, mut n, mut nq, mut d) =
+        (Kind::Flash, 1, 8, None, 2048, None, 64);
+    let (mut dtype, mut mask, mut br, mut bc, mut machine) =
+        (DType::F16, Mask::NONE, 128, 64, "h100".to_string());
+    for w in words {
+        let (k, v) = w
+            .split_once('=')
+            .ok_or_else(|| PredictError::Word(w.clone()))?;
+        let bad = || PredictError::Value {
+            key: k.into(),
+            value: v.into(),
+        };
+        let num = || v.parse::<usize>().map_err(|_| bad());
+        match k {
+            "kind" => {
+                kind = match v {
+                    "naive" => Kind::Naive,
+                    "flash" => Kind::Flash,
+                    "fused" => Kind::Fused,
+                    "decode" => {
+                        nq = Some(1);
+                        Kind::Fused
+                    }
+                    _ => return Err(bad()),
+                }
+            }
+            "b" => b = num()?,
+            "hq" => hq = num()?,
+            "hkv" => hkv = Some(num()?),
+            "n" => n = num()?,
+            "nq" => nq = Some(num()?),
+            "d" => d = num()?,
+            "br" => br = num()?,
+            "bc" => bc = num()?,
+            "dtype" => {
+                dtype = match v {
+                    "f16" => DType::F16,
+                    "bf16" => DType::BF16,
+                    "f32" => DType::F32,
+                    _ => return Err(bad()),
+                }
+            }
+            "mask" => {
+                let (causal, rest) = match v.strip_prefix("causal") {
+                    Some(r) => (true, r.trim_start_matches('+')),
+                    None => (false, v),
+                };
+                mask = match rest {
+                    "" | "none" => Mask {
+                        causal,
+                        window: None,
+                    },
+                    w => {
+                        let w = w
+                            .strip_prefix("window:")
+                            .ok_or_else(bad)?
+                            .parse()
+                            .map_err(|_| bad())?;
+                        Mask::sliding(w, causal).map_err(|e| PredictError::Shape(e.to_string()))?
+                    }
+                }
+            }
+            "machine" => machine = v.to_string(),
+            _ => return Err(PredictError::Word(w.clone())),
+        }
+    }
+    let shape = AttnShape::new(b, hq, hkv.unwrap_or(hq), nq.unwrap_or(n), n, d)
+        .map_err(|e| PredictError::Shape(e.to_string()))?;
+    if br == 0 || bc == 0 {
+        return Err(PredictError::Shape("tiles must be at least 1".into()));
+    }
+    Ok((
+        Variant {
+            kind,
+            shape,
+            dtype,
+            mask,
+            tiles: (br, bc),
+        },
+        machine,
+    ))
+}
+
+// ANCHOR: predict
+/// Place a variant on a machine's roofline.
+pub fn predict(v: &Variant, machine: &Ceilings) -> Prediction {
+    let s = &v.shape;
+    // Visible (query, key) pairs: 4 D FLOPs each, per query head.
+    let pairs: f64 = (0..s.nq)
+        .map(|i| {
+            let (lo, hi) = visible_keys(v.mask, i, s.nq, s.nk);
+            (hi - lo).max(0) as f64
+        })
+        .sum();
+    let useful = 4.0 * (s.b * s.hq) as f64 * pairs * s.d as f64;
+    let (flops, bytes) = match v.kind {
+        // Masked naive still materialises the whole S and P.
+        Kind::Naive => (useful, bytes_naive(s, v.dtype)),
+        Kind::Fused => (useful, bytes_fused(s, v.dtype)),
+        Kind::Flash => {
+            let t = flash_traffic(s, v.dtype, v.tiles.0, v.tiles.1, v.mask);
+            let executed = t.computed as f64 * 4.0 * (v.tiles.0 * v.tiles.1 * s.d) as f64;
+            (executed, (t.loaded + t.stored) as f64) // masked tiles cost whole tiles
+        }
+    };
+    let (seconds, bound) = lower_bound_seconds(flops, bytes, machine);
+    Prediction {
+        flops,
+        bytes,
+        intensity: flops / bytes,
+        seconds,
+        bound,
+    }
+}
+// ANCHOR_END: predict
+
+/// The report `predict` prints.
+pub fn report(v: &Variant, machine: &Ceilings) -> String {
+    let p = predict(v, machine);
+    format!(
+        "{kind:?} attention, B={b} Hq={hq} Hkv={hkv} Nq={nq} Nk={nk} D={d} {dt} mask={mask}{tiles}\n\
+         on {name}: peak {peak}FLOP/s, bandwidth {bw}B/s, ridge {ridge} FLOP/byte\n\
+         FLOPs      {flops}FLOP\n\
+         bytes      {bytes}B (traffic model)\n\
+         intensity  {int} FLOP/byte -> {bound}-bound\n\
+         time       >= {t}s (max of T_math = {tm}s and T_comms = {tc}s)\n",
+        kind = v.kind,
+        b = v.shape.b,
+        hq = v.shape.hq,
+        hkv = v.shape.hkv,
+        nq = v.shape.nq,
+        nk = v.shape.nk,
+        d = v.shape.d,
+        dt = v.dtype.name(),
+        mask = v.mask.name(),
+        tiles = if v.kind == Kind::Flash { format!(" tiles {}x{}", v.tiles.0, v.tiles.1) } else { String::new() },
+        name = machine.name,
+        peak = si(machine.peak_flops),
+        bw = si(machine.bandwidth),
+        ridge = sig3(machine.ridge()),
+        flops = si(p.flops),
+        bytes = si(p.bytes),
+        int = sig3(p.intensity),
+        bound = p.bound.name(),
+        t = si(p.seconds),
+        tm = si(p.flops / machine.peak_flops),
+        tc = si(p.bytes / machine.bandwidth),
+    )
+}
+
+/// The H100 datasheet, or a machine's measured ceilings given as `(name, GFLOP/s, GB/s)`.
+pub fn machine_ceilings(measured: Option<(&'static str, f64, f64)>) -> Ceilings {
+    match measured {
+        Some((name, gflops, gbps)) => Ceilings {
+            name,
+            peak_flops: gflops * 1e9,
+            bandwidth: gbps * 1e9,
+            source: "measured by this crate (measurements/)",
+        },
+        None => H100_SXM_DATASHEET,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn words(s: &str) -> Vec<String> {
+        s.split_whitespace().map(String::from).collect()
+    }
+
+    #[test]
+    fn decode_with_gqa_lands_at_the_group() {
+        let (v, m) = parse(&words("kind=decode hq=32 hkv=8 n=65536 d=128 dtype=f16")).unwrap();
+        assert_eq!(m, "h100");
+        let p = predict(&v, &H100_SXM_DATASHEET);
+        assert!((p.intensity - 4.0).abs() < 0.01, "{}", p.intensity); // G = 4
+        assert_eq!(p.bound, Bound::Memory);
+    }
+
+    #[test]
+    fn long_flash_prefill_is_compute_bound_and_causal_halves_flops() {
+        let (v, _) = parse(&words("kind=flash hq=16 n=8192 d=128 br=128 bc=128")).unwrap();
+        let full = predict(&v, &H100_SXM_DATASHEET);
+        let (vc, _) = parse(&words(
+            "kind=flash hq=16 n=8192 d=128 br=128 bc=128 mask=causal",
+        ))
+        .unwrap();
+        let causal = predict(&vc, &H100_SXM_DATASHEET);
+        assert!(causal.flops < 0.52 * full.flops && causal.flops > 0.5 * full.flops);
+        let (vn, _) = parse(&words("kind=naive hq=16 n=8192 d=128")).unwrap();
+        assert!(predict(&vn, &H100_SXM_DATASHEET).intensity < full.intensity);
+    }
+
+    #[test]
+    fn bad_words_are_refused() {
+        assert!(matches!(
+            parse(&words("kind=magic")),
+            Err(PredictError::Value { .. })
+        ));
+        assert!(matches!(
+            parse(&words("heads=8")),
+            Err(PredictError::Word(_))
+        ));
+        assert!(matches!(
+            parse(&words("hq=8 hkv=3")),
+            Err(PredictError::Shape(_))
+        ));
+        assert!(matches!(
+            parse(&words("mask=window:0")),
+            Err(PredictError::Shape(_))
+        ));
+        let (v, _) = parse(&words("mask=causal+window:256")).unwrap();
+        assert_eq!(v.mask, Mask::sliding(256, true).unwrap());
+    }
+}
