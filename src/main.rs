@@ -1,7 +1,8 @@
 //! `modern-attention`: the book's main job.
 //!
 //! ```text
-//! modern-attention            regenerate every table and figure, then render the book to HTML
+//! modern-attention [--quick]  measure this machine (and PyTorch beside it, when importable), render every
+//!                              table and figure, then the book to HTML (`--no-measure`: render only)
 //! modern-attention render     only write book/generated/ from the code and committed measurements
 //! modern-attention check      fail if book/generated/ differs from what the code renders
 //! modern-attention book       only render the book (installs mdbook and mdbook-katex if missing)
@@ -62,6 +63,31 @@ fn output_of(cmd: &str, args: &[&str]) -> String {
         .unwrap_or_else(|| "unknown".into())
 }
 
+/// Run the PyTorch CPU peer if `$PYTHON` (or `python3`) imports torch; the path of its records.
+fn torch_peer(root: &Path, quick: bool) -> Option<String> {
+    let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
+    let has_torch = std::process::Command::new(&python)
+        .args(["-c", "import torch"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !has_torch {
+        println!("[measure] no PyTorch in `{python}`: timing ours only (set PYTHON to a Python with torch)");
+        return None;
+    }
+    let out = std::env::temp_dir().join("modern-attention-torch-cpu.json");
+    let threads = rayon::current_num_threads().to_string();
+    let mut cmd = std::process::Command::new(&python);
+    cmd.arg(root.join("bench/peers/torch_cpu_sdpa.py"))
+        .args(["--threads", &threads, "--out"])
+        .arg(&out);
+    if quick {
+        cmd.arg("--quick");
+    }
+    println!("[measure] PyTorch CPU SDPA in the same run ({python})");
+    let ok = cmd.status().is_ok_and(|s| s.success());
+    ok.then(|| out.to_string_lossy().into_owned())
+}
+
 fn measure_cpu(root: &Path, args: &[String]) -> Result<(), String> {
     use modern_attention::measure::{cpu, slug, Record};
     let quick = args.iter().any(|a| a == "--quick");
@@ -110,6 +136,15 @@ fn run() -> Result<(), String> {
     let cmd = std::env::args().nth(1).unwrap_or_else(|| "all".into());
     match cmd.as_str() {
         "all" => {
+            // Measure this machine (with PyTorch beside it when this Python has torch), then render
+            // every table and figure from all committed measurements, then build the book.
+            let mut args: Vec<String> = std::env::args().skip(2).collect();
+            if !args.iter().any(|a| a == "--no-measure") {
+                if let Some(peer) = torch_peer(&root, args.iter().any(|a| a == "--quick")) {
+                    args.extend(["--peer".to_string(), peer]);
+                }
+                measure_cpu(&root, &args)?;
+            }
             render(&root)?;
             tools::build_book(&root)
         }
