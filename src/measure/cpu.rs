@@ -166,6 +166,8 @@ fn run_config<T: Element>(
             max_err,
             checked,
             peak_rss_bytes: None,
+            kv_cache_bytes: None,
+            kv_cache_bytes_formula: None,
         });
     }
     out
@@ -204,6 +206,7 @@ pub fn measure(
             _ => run_config::<f32>(&c, versions, log),
         });
     }
+    records.extend(super::decode::kv_cache_records());
     records.extend(super::decode::decode_records(quick, log));
     if let Ok(exe) = std::env::current_exe() {
         records.extend(rss_records(&exe, 8192, log));
@@ -307,6 +310,8 @@ pub fn rss_records(exe: &std::path::Path, n: usize, log: &mut dyn FnMut(&str)) -
             max_err: 0.0,
             checked: true,
             peak_rss_bytes: Some(rss),
+            kv_cache_bytes: None,
+            kv_cache_bytes_formula: None,
         });
     }
     out

@@ -21,6 +21,51 @@ pub fn decode_bytes(hq: usize, hkv: usize, len: usize, d: usize) -> f64 {
     4.0 * (2 * hkv * len * d + 2 * hq * d) as f64
 }
 
+/// The KV cache of MiniGPT for every kv-head count at the two anchors: bytes allocated by a real
+/// [`KvCache`] beside the formula's (variant `kv_cache`; no timing, so `ms` is 0).
+pub fn kv_cache_records() -> Vec<Record> {
+    use crate::minimodel::config::{STRESS_SEQ_LEN, VERB_SEQ_LEN};
+    use crate::minimodel::kv_cache::KvCache;
+    let mut out = Vec::new();
+    for n in [VERB_SEQ_LEN, STRESS_SEQ_LEN] {
+        for hkv in [8, 4, 2, 1] {
+            let Ok(cfg) = MiniGptConfig::MINIGPT.with_kv_heads(hkv) else {
+                continue;
+            };
+            let Ok(cache) = KvCache::new(&cfg, n) else {
+                continue;
+            };
+            out.push(Record {
+                variant: "kv_cache".into(),
+                implementation: "ours/kv_cache".into(),
+                dtype: "f32".into(),
+                b: 1,
+                hq: cfg.n_heads,
+                hkv,
+                nq: n,
+                nk: n,
+                d: cfg.head_size,
+                mask: "causal".into(),
+                ms: 0.0,
+                ms_min: 0.0,
+                ms_max: 0.0,
+                tflops: 0.0,
+                gbps: 0.0,
+                flops: 0.0,
+                bytes_model: KvCache::formula_bytes(&cfg, n, DType::F32) as f64,
+                bytes_counted: Some(cache.allocated_bytes() as f64),
+                dram_bytes: None,
+                max_err: 0.0,
+                checked: cache.allocated_bytes() == KvCache::formula_bytes(&cfg, n, DType::F32),
+                peak_rss_bytes: None,
+                kv_cache_bytes: Some(cache.allocated_bytes() as f64),
+                kv_cache_bytes_formula: Some(KvCache::formula_bytes(&cfg, n, DType::F32) as f64),
+            });
+        }
+    }
+    out
+}
+
 /// Time decode attention for every kv-head count of MiniGPT at every context in [`CONTEXTS`].
 pub fn decode_records(quick: bool, log: &mut dyn FnMut(&str)) -> Vec<Record> {
     let cfg = MiniGptConfig::MINIGPT;
@@ -89,6 +134,8 @@ pub fn decode_records(quick: bool, log: &mut dyn FnMut(&str)) -> Vec<Record> {
                 max_err,
                 checked,
                 peak_rss_bytes: None,
+                kv_cache_bytes: None,
+                kv_cache_bytes_formula: None,
             });
         }
     }

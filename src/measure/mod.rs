@@ -93,6 +93,12 @@ pub struct Record {
     /// Peak resident memory of a process that ran only this configuration once (variant `memory`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub peak_rss_bytes: Option<f64>,
+    /// Bytes a KV cache actually allocated (variant `kv_cache`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kv_cache_bytes: Option<f64>,
+    /// The formula's bytes for the same cache (variant `kv_cache`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kv_cache_bytes_formula: Option<f64>,
 }
 
 /// A whole measurement file.
