@@ -118,76 +118,78 @@ fn lanes_sum(x: &[f32]) -> f32 {
     acc.iter().sum::<f32>() + tail
 }
 
-/// Rows of the S product handled together: their accumulators stay in registers. With `CS` columns
+/// Rows of a tile product handled together: their accumulators stay in registers. With `CS` columns
 /// (32 for AVX-512: two registers a row; 16 for AVX2), that is 8 independent accumulators, enough to
 /// keep two FMA units busy through the FMA's 4-cycle latency.
 const RS: usize = 4;
 /// Lanes of the row reductions.
 const LANES: usize = 16;
-/// Rows of the PV product handled together.
-const RO: usize = 4;
 
-// ANCHOR: s_tile
-/// `s = q kt` for a `(br, d) x (d, bc)` tile pair: `RS` rows of `q` against `CS` columns of `kt` at a
-/// time, `RS * CS` accumulators kept in registers across the whole `d` loop.
+// ANCHOR: tile_gemm
+/// `c = a b` (or `c += a b` when `accumulate`) for one tile: `a: (m, k)`, `b: (k, n)`, `c: (m, n)`, all
+/// row-major. Both products of a tile step are this one kernel: `S = Q Kt` (`m = Br, k = D, n = Bc`)
+/// and `o += P V` (`m = Br, k = Bc, n = D`). A block of `RS` rows of `a` by `CS` columns of `b` is
+/// computed at a time, its `RS * CS` partial sums kept in registers for the whole `k` loop: per step
+/// of `k`, one `CS`-wide load of `b` and `RS` broadcasts of single elements of `a` feed `RS * CS`
+/// multiply-adds (an outer-product update).
 #[inline(always)]
-fn s_tile<const FUSED: bool, const CS: usize>(
-    q: &[f32],
-    kt: &[f32],
-    s: &mut [f32],
-    br: usize,
-    bc: usize,
-    d: usize,
+#[allow(clippy::too_many_arguments)]
+fn tile_gemm<const FUSED: bool, const CS: usize>(
+    a: &[f32],
+    b: &[f32],
+    c: &mut [f32],
+    m: usize,
+    k: usize,
+    n: usize,
+    accumulate: bool,
 ) {
     let mut r = 0;
-    while r < br {
-        let rows = RS.min(br - r);
-        let mut c = 0;
-        while c < bc {
-            let cols = CS.min(bc - c);
+    while r < m {
+        let rows = RS.min(m - r);
+        let ar: [&[f32]; RS] = std::array::from_fn(|i| &a[(r + i).min(m - 1) * k..][..k]);
+        let mut col = 0;
+        while col < n {
+            let cols = CS.min(n - col);
             let mut acc = [[0.0f32; CS]; RS];
-            if rows == RS && cols == CS {
-                // The hot loop: per k, one CS-wide load of kt and RS broadcasts of q, RS x CS FMAs.
-                let qr: [&[f32]; RS] = std::array::from_fn(|i| &q[(r + i) * d..][..d]);
-                #[cfg(target_arch = "x86_64")]
-                if CS == 32 {
-                    // SAFETY: CS == 32 only in `tile_step_avx512`, compiled for and run on AVX-512F; the
-                    // slices hold RS rows of d elements and d rows of at least c + 32 of kt (cols == CS).
-                    let block = unsafe { x86::s_block::<RS>(&qr, &kt[c..], bc, d) };
-                    for (i, row) in block.iter().enumerate() {
-                        s[(r + i) * bc + c..][..32].copy_from_slice(row);
-                    }
-                    c += CS;
-                    continue;
+            #[cfg(target_arch = "x86_64")]
+            let done = if CS == 32 && rows == RS && cols == CS {
+                // SAFETY: CS == 32 only in `tile_step_avx512`, compiled for and run on AVX-512F; each
+                // row of `ar` has k elements and `b[col..]` holds k rows of stride n with 32 to spare.
+                let block = unsafe { x86::block::<RS>(&ar, &b[col..], n, k) };
+                for (dst, src) in acc.iter_mut().zip(&block) {
+                    dst[..32].copy_from_slice(src);
                 }
-                for k in 0..d {
-                    let kv: &[f32; CS] = kt[k * bc + c..][..CS].try_into().expect("CS lanes");
-                    for (a, qi) in acc.iter_mut().zip(&qr) {
-                        let qik = qi[k]; // broadcast one element of q
-                        for (x, y) in a.iter_mut().zip(kv) {
-                            *x = fma::<FUSED>(qik, *y, *x);
-                        }
-                    }
-                }
+                true
             } else {
-                for k in 0..d {
-                    for (i, a) in acc.iter_mut().enumerate().take(rows) {
-                        let qi = q[(r + i) * d + k];
-                        for (x, y) in a.iter_mut().zip(&kt[k * bc + c..][..cols]) {
-                            *x = fma::<FUSED>(qi, *y, *x);
+                false
+            };
+            #[cfg(not(target_arch = "x86_64"))]
+            let done = false;
+            if !done {
+                for kk in 0..k {
+                    let bk = &b[kk * n + col..][..cols]; // one row of b, `cols` wide
+                    for (accr, arow) in acc.iter_mut().zip(&ar).take(rows) {
+                        let x = arow[kk]; // broadcast one element of a
+                        for (y, z) in accr.iter_mut().zip(bk) {
+                            *y = fma::<FUSED>(x, *z, *y);
                         }
                     }
                 }
             }
-            for (i, a) in acc.iter().enumerate().take(rows) {
-                s[(r + i) * bc + c..][..cols].copy_from_slice(&a[..cols]);
+            for (i, accr) in acc.iter().enumerate().take(rows) {
+                let dst = &mut c[(r + i) * n + col..][..cols];
+                if accumulate {
+                    dst.iter_mut().zip(accr).for_each(|(y, z)| *y += z);
+                } else {
+                    dst.copy_from_slice(&accr[..cols]);
+                }
             }
-            c += CS;
+            col += CS;
         }
         r += RS;
     }
 }
-// ANCHOR_END: s_tile
+// ANCHOR_END: tile_gemm
 
 // ANCHOR: softmax_tile
 /// The online-softmax step for a tile of scores, in place: for each row `r`,
@@ -226,148 +228,48 @@ fn softmax_tile<const FUSED: bool>(
 }
 // ANCHOR_END: softmax_tile
 
-// ANCHOR: pv_tile
-/// `o += p v` for a `(br, bc) x (bc, d)` tile pair, blocked like [`s_tile`]: `RO` rows of `p` against
-/// `CS` columns of `v` at a time, the `RO * CS` partial outputs kept in registers across the `bc` loop and
-/// added into `o` once.
-#[inline(always)]
-fn pv_tile<const FUSED: bool, const CS: usize>(
-    p: &[f32],
-    v: &[f32],
-    o: &mut [f32],
-    br: usize,
-    bc: usize,
-    d: usize,
-) {
-    let mut r = 0;
-    while r < br {
-        let rows = RO.min(br - r);
-        let mut c = 0;
-        while c < d {
-            let cols = CS.min(d - c);
-            let mut acc = [[0.0f32; CS]; RO];
-            if rows == RO && cols == CS {
-                // The hot loop: per key j, one CS-wide load of v and RO broadcasts of p.
-                let pr: [&[f32]; RO] = std::array::from_fn(|i| &p[(r + i) * bc..][..bc]);
-                #[cfg(target_arch = "x86_64")]
-                if CS == 32 {
-                    // SAFETY: as in `s_tile`: AVX-512F present; RO rows of bc probabilities, bc rows of v
-                    // with at least c + 32 elements each (cols == CS).
-                    let block = unsafe { x86::pv_block::<RO>(&pr, &v[c..], bc, d) };
-                    for (i, row) in block.iter().enumerate() {
-                        for (x, y) in o[(r + i) * d + c..][..32].iter_mut().zip(row) {
-                            *x += y;
-                        }
-                    }
-                    c += CS;
-                    continue;
-                }
-                for j in 0..bc {
-                    let vj: &[f32; CS] = v[j * d + c..][..CS].try_into().expect("CS lanes");
-                    for (a, pi) in acc.iter_mut().zip(&pr) {
-                        let pij = pi[j]; // broadcast one probability
-                        for (x, y) in a.iter_mut().zip(vj) {
-                            *x = fma::<FUSED>(pij, *y, *x);
-                        }
-                    }
-                }
-            } else {
-                for j in 0..bc {
-                    for (i, a) in acc.iter_mut().enumerate().take(rows) {
-                        let pij = p[(r + i) * bc + j];
-                        for (x, y) in a.iter_mut().zip(&v[j * d + c..][..cols]) {
-                            *x = fma::<FUSED>(pij, *y, *x);
-                        }
-                    }
-                }
-            }
-            for (i, a) in acc.iter().enumerate().take(rows) {
-                for (x, y) in o[(r + i) * d + c..][..cols].iter_mut().zip(a) {
-                    *x += y;
-                }
-            }
-            c += CS;
-        }
-        r += RO;
-    }
-}
-// ANCHOR_END: pv_tile
-
 /// The AVX-512 register blocks, with explicit intrinsics: the compiler's auto-vectorised loops above
 /// spilled accumulators to the stack, and these two blocks are where nearly all the FLOPs are.
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     use std::arch::x86_64::*;
 
-    // ANCHOR: s_block
-    /// `S[R x 32] = Q[R x d] Kt[d x 32]`: `2 R` accumulators (R rows x 2 registers of 16 lanes) live in
-    /// registers for the whole `d` loop; per `k`, 2 loads of `kt`, `R` broadcasts of `q`, `2 R` FMAs.
+    // ANCHOR: block
+    /// `C[R x 32] = A[R x k] B[k x 32]` (a 32-wide column slice of `B`, row stride `ldb`): `2 R`
+    /// accumulators (R rows x 2 registers of 16 lanes) live in registers for the whole `k` loop; per
+    /// step, 2 loads of `B`, `R` broadcasts of `A`, `2 R` FMAs.
     ///
     /// # Safety
-    /// The CPU has AVX-512F; `q[i]` has `d` elements; `kt` has `(d - 1) * bc + 32` elements at least.
+    /// The CPU has AVX-512F; `a[i]` has `k` elements; `b` has `(k - 1) * ldb + 32` elements at least.
     #[target_feature(enable = "avx512f")]
     #[inline]
-    pub unsafe fn s_block<const R: usize>(
-        q: &[&[f32]; R],
-        kt: &[f32],
-        bc: usize,
-        d: usize,
+    pub unsafe fn block<const R: usize>(
+        a: &[&[f32]; R],
+        b: &[f32],
+        ldb: usize,
+        k: usize,
     ) -> [[f32; 32]; R] {
-        assert!(q.iter().all(|r| r.len() >= d) && kt.len() >= (d - 1) * bc + 32);
-        let qp: [*const f32; R] = std::array::from_fn(|i| q[i].as_ptr());
-        let kp = kt.as_ptr();
+        assert!(k > 0 && a.iter().all(|r| r.len() >= k) && b.len() >= (k - 1) * ldb + 32);
+        let ap: [*const f32; R] = std::array::from_fn(|i| a[i].as_ptr());
+        let bp = b.as_ptr();
         let mut acc = [[_mm512_setzero_ps(); 2]; R];
-        for k in 0..d {
-            let k0 = _mm512_loadu_ps(kp.add(k * bc));
-            let k1 = _mm512_loadu_ps(kp.add(k * bc + 16));
-            for (a, p) in acc.iter_mut().zip(&qp) {
-                let b = _mm512_set1_ps(*p.add(k)); // broadcast q[i][k]
-                a[0] = _mm512_fmadd_ps(b, k0, a[0]);
-                a[1] = _mm512_fmadd_ps(b, k1, a[1]);
+        for kk in 0..k {
+            let b0 = _mm512_loadu_ps(bp.add(kk * ldb));
+            let b1 = _mm512_loadu_ps(bp.add(kk * ldb + 16));
+            for (acc_r, p) in acc.iter_mut().zip(&ap) {
+                let x = _mm512_set1_ps(*p.add(kk)); // broadcast a[i][kk]
+                acc_r[0] = _mm512_fmadd_ps(x, b0, acc_r[0]);
+                acc_r[1] = _mm512_fmadd_ps(x, b1, acc_r[1]);
             }
         }
         let mut out = [[0.0f32; 32]; R];
-        for (row, a) in out.iter_mut().zip(&acc) {
-            _mm512_storeu_ps(row.as_mut_ptr(), a[0]);
-            _mm512_storeu_ps(row.as_mut_ptr().add(16), a[1]);
+        for (row, acc_r) in out.iter_mut().zip(&acc) {
+            _mm512_storeu_ps(row.as_mut_ptr(), acc_r[0]);
+            _mm512_storeu_ps(row.as_mut_ptr().add(16), acc_r[1]);
         }
         out
     }
-    // ANCHOR_END: s_block
-
-    /// `O[R x 32] = P[R x bc] V[bc x 32]` (a 32-wide column slice of `V`, row stride `d`): the same
-    /// register block as [`s_block`], looping over keys instead of head dimensions.
-    ///
-    /// # Safety
-    /// The CPU has AVX-512F; `p[i]` has `bc` elements; `v` has `(bc - 1) * d + 32` elements at least.
-    #[target_feature(enable = "avx512f")]
-    #[inline]
-    pub unsafe fn pv_block<const R: usize>(
-        p: &[&[f32]; R],
-        v: &[f32],
-        bc: usize,
-        d: usize,
-    ) -> [[f32; 32]; R] {
-        assert!(p.iter().all(|r| r.len() >= bc) && v.len() >= (bc - 1) * d + 32);
-        let pp: [*const f32; R] = std::array::from_fn(|i| p[i].as_ptr());
-        let vp = v.as_ptr();
-        let mut acc = [[_mm512_setzero_ps(); 2]; R];
-        for j in 0..bc {
-            let v0 = _mm512_loadu_ps(vp.add(j * d));
-            let v1 = _mm512_loadu_ps(vp.add(j * d + 16));
-            for (a, p) in acc.iter_mut().zip(&pp) {
-                let b = _mm512_set1_ps(*p.add(j)); // broadcast p[i][j]
-                a[0] = _mm512_fmadd_ps(b, v0, a[0]);
-                a[1] = _mm512_fmadd_ps(b, v1, a[1]);
-            }
-        }
-        let mut out = [[0.0f32; 32]; R];
-        for (row, a) in out.iter_mut().zip(&acc) {
-            _mm512_storeu_ps(row.as_mut_ptr(), a[0]);
-            _mm512_storeu_ps(row.as_mut_ptr().add(16), a[1]);
-        }
-        out
-    }
+    // ANCHOR_END: block
 }
 
 /// One step of the tiled loop on a (Q tile, K/V tile) pair: scores, online softmax, output update.
@@ -387,7 +289,7 @@ fn tile_step<const FUSED: bool, const CS: usize>(
     bc: usize,
     d: usize,
 ) {
-    s_tile::<FUSED, CS>(q, kt, s, br, bc, d);
+    tile_gemm::<FUSED, CS>(q, kt, s, br, d, bc, false); // S = Q Kt
     if masked {
         for r in 0..br {
             for c in 0..bc {
@@ -398,7 +300,7 @@ fn tile_step<const FUSED: bool, const CS: usize>(
         }
     }
     softmax_tile::<FUSED>(s, m, l, o, br, bc, d);
-    pv_tile::<FUSED, CS>(s, v, o, br, bc, d);
+    tile_gemm::<FUSED, CS>(s, v, o, br, bc, d, true); // o += P V
 }
 
 #[cfg(target_arch = "x86_64")]
