@@ -8,6 +8,7 @@ pub mod check;
 pub mod config;
 pub mod corpus;
 pub mod numeric;
+pub mod paged;
 pub mod reference;
 pub mod rng;
 pub mod shape;
