@@ -6,6 +6,7 @@
 pub mod figures;
 pub mod lab00;
 pub mod lab01;
+pub mod lab03;
 pub mod theory00;
 pub mod theory02;
 
@@ -32,6 +33,7 @@ pub fn render_all() -> Vec<Artifact> {
     out.extend(lab00::render());
     out.extend(theory02::render());
     out.extend(lab01::render(&files));
+    out.extend(lab03::render());
     out
 }
 
