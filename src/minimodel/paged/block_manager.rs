@@ -492,9 +492,9 @@ pub fn chain_hash(prev: Option<u64>, tokens: &[Token]) -> u64 {
     h ^ (h >> 31)
 }
 
+// ANCHOR: alloc_status
 /// The admission rule (vLLM v0.6.3 `can_allocate`): `Never` iff `total - required < watermark`, `Ok` iff
 /// `free - required >= watermark`, else `Later`.
-// ANCHOR: alloc_status
 pub fn alloc_status(total: usize, free: usize, required: usize, watermark: usize) -> AllocStatus {
     if total < required + watermark {
         AllocStatus::Never // even an empty device would dip into the reserve
@@ -963,6 +963,7 @@ impl BlockManager {
         ))
     }
 
+    // ANCHOR: swap
     /// Move the blocks of `seqs` from `from` to `to` through one mapping, so a block shared by several of
     /// them is copied once and stays shared. Returns the `(src, dst)` copies, in first-seen order.
     fn swap(&mut self, seqs: &[SeqId], from: Device, to: Device) -> Vec<(BlockId, BlockId)> {
@@ -993,6 +994,7 @@ impl BlockManager {
         }
         pairs
     }
+    // ANCHOR_END: swap
 
     // ANCHOR: swap_out
     /// Preempt `seqs` by moving their blocks to the CPU. Returns the `(gpu, cpu)` block copies to run.
