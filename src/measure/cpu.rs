@@ -143,31 +143,18 @@ fn run_config<T: Element>(
             flops / ms / 1e6,
             if checked { "checked" } else { "NOT CHECKED" }
         ));
+        let rec = Record::new(
+            variant(ver),
+            &format!("ours/{}", ver.name()),
+            T::DTYPE.name(),
+            &s,
+            &c.mask.name(),
+        );
         out.push(Record {
-            variant: variant(ver).into(),
-            implementation: format!("ours/{}", ver.name()),
-            dtype: T::DTYPE.name().into(),
-            b: s.b,
-            hq: s.hq,
-            hkv: s.hkv,
-            nq: s.nq,
-            nk: s.nk,
-            d: s.d,
-            mask: c.mask.name(),
-            ms,
-            ms_min: times[0],
-            ms_max: *times.last().expect("at least five runs"),
-            tflops: flops / ms / 1e9,
-            gbps: bytes_model / ms / 1e6,
-            flops,
-            bytes_model,
             bytes_counted,
-            dram_bytes: None,
-            max_err,
-            checked,
-            peak_rss_bytes: None,
-            kv_cache_bytes: None,
-            kv_cache_bytes_formula: None,
+            ..rec
+                .timed(&times, flops, bytes_model)
+                .checked(checked, max_err)
         });
     }
     out
@@ -208,6 +195,8 @@ pub fn measure(
     }
     records.extend(super::decode::kv_cache_records());
     records.extend(super::decode::decode_records(quick, log));
+    records.extend(paged_decode_records::<f32>(log));
+    records.extend(paged_decode_records::<f16>(log));
     if let Ok(exe) = std::env::current_exe() {
         records.extend(rss_records(&exe, 8192, log));
     }
@@ -229,6 +218,123 @@ pub fn measure(
         },
         records,
     }
+}
+
+/// The paged-decode experiment's shape: 16 sequences of 2048 tokens, GQA 8/2, D = 128, blocks of 16.
+pub const PAGED_DECODE: (usize, usize, usize, usize, usize, usize) = (16, 8, 2, 2048, 128, 16);
+
+/// Decode through a shuffled block table (V1, and V2 with partitions of 512) against the same kernel on
+/// contiguous K and V holding the same data: each checked on sequence 0 against the f64 reference, then
+/// timed in interleaved rounds (one run of each per round, so a busy neighbour slows all three alike).
+/// Records: variant `paged_decode`, implementations `ours/contiguous`, `ours/paged-v1`, `ours/paged-v2`.
+pub fn paged_decode_records<T: Element>(log: &mut dyn FnMut(&str)) -> Vec<Record> {
+    use crate::minimodel::paged::paged_attention::{
+        contiguous_decode, paged_decode, paged_decode_partitioned, PagedBatch, PagedKv,
+    };
+    let (b, hq, hkv, n, d, bs) = PAGED_DECODE;
+    let s = AttnShape::new(b, hq, hkv, 1, n, d).expect("decode shape");
+    let mut rng = Rng::new(2309);
+    let q: Vec<T> = convert(&rng.normal_vec_f32(s.q_len()));
+    let k: Vec<T> = convert(&rng.normal_vec_f32(s.kv_len()));
+    let v: Vec<T> = convert(&rng.normal_vec_f32(s.kv_len()));
+    // Scatter every sequence's K and V into a pool through a shuffled table (all blocks used).
+    let per_seq = n / bs;
+    let num_blocks = b * per_seq;
+    let mut ids: Vec<usize> = (0..num_blocks).collect();
+    rng.shuffle(&mut ids);
+    let tables: Vec<Vec<usize>> = ids.chunks(per_seq).map(|c| c.to_vec()).collect();
+    let (mut kc, mut vc) = (k.clone(), v.clone());
+    for (seq, table) in tables.iter().enumerate() {
+        for h in 0..hkv {
+            for t in 0..n {
+                let at = ((table[t / bs] * hkv + h) * bs + t % bs) * d;
+                let src = s.kv_row(seq, h, t);
+                kc[at..at + d].copy_from_slice(&k[src..src + d]);
+                vc[at..at + d].copy_from_slice(&v[src..src + d]);
+            }
+        }
+    }
+    let kv = PagedKv::new(&kc, &vc, num_blocks, hkv, bs, d).expect("pool shape");
+    let lens = vec![n; b];
+    let batch = PagedBatch {
+        tables: &tables,
+        seq_lens: &lens,
+    };
+    let sub = AttnShape::new(1, hq, hkv, 1, n, d).expect("sub shape");
+    let (q0, k0, v0) = (&q[..sub.q_len()], &k[..sub.kv_len()], &v[..sub.kv_len()]);
+    let reference = attention_ref64(q0, k0, v0, &sub, Mask::NONE).expect("valid shape");
+    let lowp = attention_lowp(q0, k0, v0, &sub, Mask::NONE, T::DTYPE).expect("valid shape");
+    type Run<'a, T> = Box<dyn Fn(&mut [T]) + 'a>;
+    let runs: Vec<(&str, Run<T>)> = vec![
+        (
+            "contiguous",
+            Box::new(|o: &mut [T]| contiguous_decode(&q, &k, &v, &s, bs, o).expect("valid call")),
+        ),
+        (
+            "paged-v1",
+            Box::new(|o: &mut [T]| {
+                paged_decode(&q, hq, &kv, &batch, Mask::NONE, o).expect("valid call")
+            }),
+        ),
+        (
+            "paged-v2",
+            Box::new(|o: &mut [T]| {
+                paged_decode_partitioned(&q, hq, &kv, &batch, Mask::NONE, 512, o)
+                    .expect("valid call")
+            }),
+        ),
+    ];
+    let mut o = vec![T::from_f32(f32::NAN); s.q_len()];
+    let mut checked = Vec::new();
+    for (name, run) in &runs {
+        o.fill(T::from_f32(f32::NAN));
+        run(&mut o);
+        let got: Vec<f64> = o[..sub.q_len()].iter().map(|x| x.to_f64()).collect();
+        let bar = (T::DTYPE == DType::F16).then_some(FP16_BAR);
+        match attn_close(name, &got, &lowp, &reference, T::DTYPE, n, bar) {
+            Ok(r) => checked.push((true, r.candidate.max)),
+            Err(e) => {
+                log(&format!("FAILED CHECK {e}"));
+                checked.push((false, f64::NAN));
+            }
+        }
+    }
+    let mut times = vec![Vec::new(); runs.len()];
+    let budget = Instant::now();
+    while times[0].len() < 10 || (budget.elapsed().as_secs_f64() < 1.5 && times[0].len() < 60) {
+        for ((_, run), ts) in runs.iter().zip(times.iter_mut()) {
+            o.fill(T::from_f32(f32::NAN));
+            let t = Instant::now();
+            run(&mut o);
+            ts.push(t.elapsed().as_secs_f64() * 1e3);
+        }
+    }
+    let flops = fa_flops(b, hq, 1, n, d, false);
+    // Bytes: K and V once per kv head (the G query heads share each block), q and o once, the tables.
+    let e = T::DTYPE.bytes() as f64;
+    let bytes_model = e * (2.0 * s.kv_len() as f64 + 2.0 * s.q_len() as f64);
+    let mut out = Vec::new();
+    for (((name, _), mut ts), (ok, max_err)) in runs.iter().zip(times).zip(checked) {
+        ts.sort_by(f64::total_cmp);
+        let ms = ts[ts.len() / 2];
+        log(&format!(
+            "paged_decode {:10} {:4} B={b} Hq={hq} Hkv={hkv} N={n} D={d}: {ms:8.3} ms {:6.1} GB/s {}",
+            name,
+            T::DTYPE.name(),
+            bytes_model / ms / 1e6,
+            if ok { "checked" } else { "NOT CHECKED" }
+        ));
+        let shape = AttnShape::new(b, hq, hkv, 1, n, d).expect("paged decode shape");
+        let rec = Record::new(
+            "paged_decode",
+            &format!("ours/{name}"),
+            T::DTYPE.name(),
+            &shape,
+            "none",
+        );
+        out.push(rec.timed(&ts, flops, bytes_model).checked(ok, max_err));
+    }
+    out
 }
 
 /// The shape of the memory experiment: two heads (one per worker) at the stress scale's big brother.
@@ -287,31 +393,10 @@ pub fn rss_records(exe: &std::path::Path, n: usize, log: &mut dyn FnMut(&str)) -
             rss / 1e6
         ));
         let flops = fa_flops(s.b, s.hq, s.nq, s.nk, s.d, false);
+        let rec = Record::new("memory", &format!("ours/{}", ver.name()), "f32", &s, "none");
         out.push(Record {
-            variant: "memory".into(),
-            implementation: format!("ours/{}", ver.name()),
-            dtype: "f32".into(),
-            b: s.b,
-            hq: s.hq,
-            hkv: s.hkv,
-            nq: s.nq,
-            nk: s.nk,
-            d: s.d,
-            mask: "none".into(),
-            ms,
-            ms_min: ms,
-            ms_max: ms,
-            tflops: flops / ms / 1e9,
-            gbps: 0.0,
-            flops,
-            bytes_model: 0.0,
-            bytes_counted: None,
-            dram_bytes: None,
-            max_err: 0.0,
-            checked: true,
             peak_rss_bytes: Some(rss),
-            kv_cache_bytes: None,
-            kv_cache_bytes_formula: None,
+            ..rec.timed(&[ms], flops, 0.0).checked(true, 0.0)
         });
     }
     out

@@ -35,31 +35,19 @@ pub fn kv_cache_records() -> Vec<Record> {
             let Ok(cache) = KvCache::new(&cfg, n) else {
                 continue;
             };
+            let shape =
+                AttnShape::new(1, cfg.n_heads, hkv, n, n, cfg.head_size).expect("cache shape");
+            let (got, want) = (
+                cache.allocated_bytes() as f64,
+                KvCache::formula_bytes(&cfg, n, DType::F32) as f64,
+            );
             out.push(Record {
-                variant: "kv_cache".into(),
-                implementation: "ours/kv_cache".into(),
-                dtype: "f32".into(),
-                b: 1,
-                hq: cfg.n_heads,
-                hkv,
-                nq: n,
-                nk: n,
-                d: cfg.head_size,
-                mask: "causal".into(),
-                ms: 0.0,
-                ms_min: 0.0,
-                ms_max: 0.0,
-                tflops: 0.0,
-                gbps: 0.0,
-                flops: 0.0,
-                bytes_model: KvCache::formula_bytes(&cfg, n, DType::F32) as f64,
-                bytes_counted: Some(cache.allocated_bytes() as f64),
-                dram_bytes: None,
-                max_err: 0.0,
-                checked: cache.allocated_bytes() == KvCache::formula_bytes(&cfg, n, DType::F32),
-                peak_rss_bytes: None,
-                kv_cache_bytes: Some(cache.allocated_bytes() as f64),
-                kv_cache_bytes_formula: Some(KvCache::formula_bytes(&cfg, n, DType::F32) as f64),
+                bytes_model: want,
+                bytes_counted: Some(got),
+                kv_cache_bytes: Some(got),
+                kv_cache_bytes_formula: Some(want),
+                ..Record::new("kv_cache", "ours/kv_cache", "f32", &shape, "causal")
+                    .checked(got == want, 0.0)
             });
         }
     }
@@ -111,32 +99,8 @@ pub fn decode_records(quick: bool, log: &mut dyn FnMut(&str)) -> Vec<Record> {
                 ms * 1e3,
                 bytes / ms / 1e6
             ));
-            out.push(Record {
-                variant: "decode".into(),
-                implementation: "ours/decode_attention".into(),
-                dtype: "f32".into(),
-                b: 1,
-                hq,
-                hkv,
-                nq: 1,
-                nk: len,
-                d,
-                mask: "none".into(),
-                ms,
-                ms_min: times[0],
-                ms_max: *times.last().expect("runs"),
-                tflops: flops / ms / 1e9,
-                gbps: bytes / ms / 1e6,
-                flops,
-                bytes_model: bytes,
-                bytes_counted: None,
-                dram_bytes: None,
-                max_err,
-                checked,
-                peak_rss_bytes: None,
-                kv_cache_bytes: None,
-                kv_cache_bytes_formula: None,
-            });
+            let rec = Record::new("decode", "ours/decode_attention", "f32", &s, "none");
+            out.push(rec.timed(&times, flops, bytes).checked(checked, max_err));
         }
     }
     out

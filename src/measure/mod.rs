@@ -5,6 +5,7 @@ pub mod ceilings;
 pub mod cpu;
 pub mod decode;
 
+use crate::minimodel::shape::AttnShape;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
@@ -99,6 +100,68 @@ pub struct Record {
     /// The formula's bytes for the same cache (variant `kv_cache`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kv_cache_bytes_formula: Option<f64>,
+}
+
+impl Record {
+    /// A record of `shape` with every measured field zero or absent and `checked` false.
+    pub fn new(
+        variant: &str,
+        implementation: &str,
+        dtype: &str,
+        shape: &AttnShape,
+        mask: &str,
+    ) -> Self {
+        Self {
+            variant: variant.into(),
+            implementation: implementation.into(),
+            dtype: dtype.into(),
+            b: shape.b,
+            hq: shape.hq,
+            hkv: shape.hkv,
+            nq: shape.nq,
+            nk: shape.nk,
+            d: shape.d,
+            mask: mask.into(),
+            ms: 0.0,
+            ms_min: 0.0,
+            ms_max: 0.0,
+            tflops: 0.0,
+            gbps: 0.0,
+            flops: 0.0,
+            bytes_model: 0.0,
+            bytes_counted: None,
+            dram_bytes: None,
+            max_err: 0.0,
+            checked: false,
+            peak_rss_bytes: None,
+            kv_cache_bytes: None,
+            kv_cache_bytes_formula: None,
+        }
+    }
+
+    /// Fill the timing fields from run times in ms (any order, at least one), the FLOPs and the model's
+    /// bytes: the median, the fastest and slowest runs, and the rates at the median.
+    pub fn timed(mut self, times_ms: &[f64], flops: f64, bytes_model: f64) -> Self {
+        let mut t = times_ms.to_vec();
+        t.sort_by(f64::total_cmp);
+        if let (Some(&lo), Some(&hi)) = (t.first(), t.last()) {
+            self.ms = t[t.len() / 2];
+            self.ms_min = lo;
+            self.ms_max = hi;
+            self.tflops = flops / self.ms / 1e9;
+            self.gbps = bytes_model / self.ms / 1e6;
+        }
+        self.flops = flops;
+        self.bytes_model = bytes_model;
+        self
+    }
+
+    /// Set the correctness verdict.
+    pub fn checked(mut self, checked: bool, max_err: f64) -> Self {
+        self.checked = checked;
+        self.max_err = max_err;
+        self
+    }
 }
 
 /// A whole measurement file.

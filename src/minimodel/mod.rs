@@ -11,6 +11,7 @@ pub mod corpus;
 pub mod kv_cache;
 pub mod model;
 pub mod numeric;
+pub mod paged;
 pub mod reference;
 pub mod rng;
 pub mod shape;

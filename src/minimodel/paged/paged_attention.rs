@@ -1,0 +1,635 @@
+//! Paged attention on the CPU: attention whose K and V are read through a block table.
+//!
+//! Shapes: the cache is a pool of blocks, `k_cache, v_cache: (num_blocks, Hkv, B, D)` row-major (vLLM's V
+//! layout without its `x`-interleaving of K); sequence `s` has `seq_lens[s]` tokens, token `t` in block
+//! `tables[s][t / B]` at row `t % B`. Queries are `q: (S, Hq, Nq, D)` (`Nq = 1` for decode), output the same;
+//! query row `i` sits at position `i + len - Nq` (the last `Nq` tokens, as in [`crate::minimodel::shape`]),
+//! and masks apply as there. Query head `h` reads kv head `h / (Hq / Hkv)`; the `G = Hq / Hkv` heads of a
+//! group are computed together, so each K and V block is read once per group, not once per head.
+//!
+//! The structure is vLLM's kernel (`csrc/attention/attention_kernels.cuh` at v0.11.0, see the research
+//! note section 4), one CPU task where the GPU has one thread block: a task per (sequence, kv head)
+//! walks the sequence's blocks in logical order, `physical = table[i]`, and keeps the online-softmax
+//! state `(m, l, o)` of Theory 01 per query head, updated once per block. Only the first
+//! `ceil(len / B)` table entries are read, and only the `len % B` valid rows of the last block, so
+//! whatever sits in the rest of the pool (even NaN) never reaches the output.
+//!
+//! [`paged_decode_partitioned`] is PagedAttention V2: the keys are split into partitions of `P` tokens
+//! (a multiple of `B`; vLLM uses 512), each partition is an independent task that writes its normalised
+//! output with its `max_logit` and `exp_sum`, and a reduce merges them by the log-sum-exp, exactly
+//! [`crate::minimodel::softmax::AttentionRow::merge`]: `M = max_p m_p`, `w_p = l_p e^(m_p - M)`,
+//! `out = sum_p w_p out_p / sum_p w_p`.
+
+use super::block_manager::BlockId;
+use crate::minimodel::numeric::Element;
+use crate::minimodel::shape::{AttnShape, Mask, ShapeError};
+use crate::roofline::traffic::visible_keys;
+use rayon::prelude::*;
+use thiserror::Error;
+
+/// Why a paged attention call was refused. Nothing was written to the output when one is returned.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum PagedError {
+    /// Heads or head size are invalid.
+    #[error(transparent)]
+    Shape(#[from] ShapeError),
+    /// The pool's slices do not match `(num_blocks, Hkv, B, D)`.
+    #[error("{tensor} cache has {got} elements, (num_blocks={num_blocks}, Hkv={hkv}, B={block_size}, D={d}) needs {expected}")]
+    PoolLength {
+        /// `"k"` or `"v"`.
+        tensor: &'static str,
+        /// Blocks in the pool.
+        num_blocks: usize,
+        /// Key/value heads.
+        hkv: usize,
+        /// Tokens per block.
+        block_size: usize,
+        /// Head size.
+        d: usize,
+        /// Elements needed.
+        expected: usize,
+        /// Elements given.
+        got: usize,
+    },
+    /// A block size of zero.
+    #[error("the block size must be at least 1")]
+    ZeroBlockSize,
+    /// There must be one block table and one length per sequence, and at least one sequence.
+    #[error("{tables} block tables, {lens} sequence lengths: need the same number, at least one")]
+    BatchMismatch {
+        /// Tables given.
+        tables: usize,
+        /// Lengths given.
+        lens: usize,
+    },
+    /// A sequence with no tokens has nothing to attend to.
+    #[error("sequence {seq} has length 0")]
+    EmptySequence {
+        /// The sequence's index in the batch.
+        seq: usize,
+    },
+    /// A table with fewer entries than its sequence's length needs.
+    #[error("sequence {seq} has {len} tokens, needing {need} table entries; its table has {have}")]
+    TableTooShort {
+        /// The sequence's index.
+        seq: usize,
+        /// Its length.
+        len: usize,
+        /// Entries needed, `ceil(len / B)`.
+        need: usize,
+        /// Entries given.
+        have: usize,
+    },
+    /// A table entry past the end of the pool.
+    #[error("sequence {seq}'s table entry {index} names block {block}, the pool has {num_blocks}")]
+    BlockOutOfRange {
+        /// The sequence's index.
+        seq: usize,
+        /// The logical block.
+        index: usize,
+        /// The physical block named.
+        block: BlockId,
+        /// Blocks in the pool.
+        num_blocks: usize,
+    },
+    /// `q` or `o` does not have `S * Hq * Nq * D` elements.
+    #[error("{tensor} has {got} elements, (S, Hq, Nq, D) needs {expected}")]
+    QueryLength {
+        /// `"q"` or `"o"`.
+        tensor: &'static str,
+        /// Elements needed.
+        expected: usize,
+        /// Elements given.
+        got: usize,
+    },
+    /// A partition must hold a whole number of blocks (at least one).
+    #[error(
+        "partition size {partition} is not a positive multiple of the block size {block_size}"
+    )]
+    BadPartition {
+        /// Tokens per partition.
+        partition: usize,
+        /// Tokens per block.
+        block_size: usize,
+    },
+}
+
+/// A paged K/V pool: `k, v: (num_blocks, Hkv, B, D)`.
+#[derive(Debug, Clone, Copy)]
+pub struct PagedKv<'a, T> {
+    k: &'a [T],
+    v: &'a [T],
+    num_blocks: usize,
+    hkv: usize,
+    block_size: usize,
+    d: usize,
+}
+
+impl<'a, T: Element> PagedKv<'a, T> {
+    /// Check the slices against `(num_blocks, Hkv, B, D)`.
+    pub fn new(
+        k: &'a [T],
+        v: &'a [T],
+        num_blocks: usize,
+        hkv: usize,
+        block_size: usize,
+        d: usize,
+    ) -> Result<Self, PagedError> {
+        if block_size == 0 {
+            return Err(PagedError::ZeroBlockSize);
+        }
+        for (dim, x) in [("Hkv", hkv), ("D", d)] {
+            if x == 0 {
+                return Err(ShapeError::ZeroDim { dim }.into());
+            }
+        }
+        let expected = num_blocks * hkv * block_size * d;
+        for (tensor, got) in [("k", k.len()), ("v", v.len())] {
+            if got != expected {
+                return Err(PagedError::PoolLength {
+                    tensor,
+                    num_blocks,
+                    hkv,
+                    block_size,
+                    d,
+                    expected,
+                    got,
+                });
+            }
+        }
+        Ok(Self {
+            k,
+            v,
+            num_blocks,
+            hkv,
+            block_size,
+            d,
+        })
+    }
+
+    /// Blocks in the pool.
+    pub fn num_blocks(&self) -> usize {
+        self.num_blocks
+    }
+
+    /// Key/value heads.
+    pub fn hkv(&self) -> usize {
+        self.hkv
+    }
+
+    /// Tokens per block.
+    pub fn block_size(&self) -> usize {
+        self.block_size
+    }
+
+    /// Head size.
+    pub fn d(&self) -> usize {
+        self.d
+    }
+
+    /// Offset of row `row` of kv head `h` of physical block `block`.
+    pub fn offset(&self, block: BlockId, h: usize, row: usize) -> usize {
+        ((block * self.hkv + h) * self.block_size + row) * self.d
+    }
+}
+
+/// The sequences of a batch: one block table and one length each.
+#[derive(Debug, Clone, Copy)]
+pub struct PagedBatch<'a> {
+    /// Physical block of each logical block, per sequence.
+    pub tables: &'a [Vec<BlockId>],
+    /// Tokens per sequence.
+    pub seq_lens: &'a [usize],
+}
+
+/// Validate a call; returns the group size `G`.
+fn validate<T: Element>(
+    q: usize,
+    o: usize,
+    hq: usize,
+    nq: usize,
+    kv: &PagedKv<'_, T>,
+    batch: &PagedBatch<'_>,
+) -> Result<usize, PagedError> {
+    let (tables, lens) = (batch.tables, batch.seq_lens);
+    if tables.len() != lens.len() || tables.is_empty() {
+        return Err(PagedError::BatchMismatch {
+            tables: tables.len(),
+            lens: lens.len(),
+        });
+    }
+    // Reuse the shape checks (Hq, Hkv, Nq, D at least 1; Hkv divides Hq) with a stand-in Nk.
+    let s = AttnShape::new(lens.len(), hq, kv.hkv, nq, 1, kv.d)?;
+    for (tensor, got) in [("q", q), ("o", o)] {
+        if got != s.q_len() {
+            return Err(PagedError::QueryLength {
+                tensor,
+                expected: s.q_len(),
+                got,
+            });
+        }
+    }
+    for (seq, (table, &len)) in tables.iter().zip(lens).enumerate() {
+        if len == 0 {
+            return Err(PagedError::EmptySequence { seq });
+        }
+        let need = len.div_ceil(kv.block_size);
+        if table.len() < need {
+            return Err(PagedError::TableTooShort {
+                seq,
+                len,
+                need,
+                have: table.len(),
+            });
+        }
+        if let Some(index) = table[..need].iter().position(|&b| b >= kv.num_blocks) {
+            return Err(PagedError::BlockOutOfRange {
+                seq,
+                index,
+                block: table[index],
+                num_blocks: kv.num_blocks,
+            });
+        }
+    }
+    Ok(s.group())
+}
+
+/// The running state of `G` query rows (one per head of a group) against the keys seen so far.
+struct GroupState {
+    /// Queries, pre-scaled by `1/sqrt(D)`: `(G, D)`.
+    q: Vec<f32>,
+    /// Running max per row.
+    m: Vec<f32>,
+    /// Running normaliser per row.
+    l: Vec<f32>,
+    /// Un-normalised output per row: `(G, D)`.
+    acc: Vec<f32>,
+    /// Scores of one block: `(G, B)`.
+    s: Vec<f32>,
+    /// One block of K and V widened to f32: `(B, D)` each.
+    kf: Vec<f32>,
+    vf: Vec<f32>,
+}
+
+/// `sum_i a_i b_i` with eight independent partial sums, so the loop vectorises.
+#[inline(always)]
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut p = [0.0f32; 8];
+    let (ac, bc) = (a.chunks_exact(8), b.chunks_exact(8));
+    let tail: f32 = ac
+        .remainder()
+        .iter()
+        .zip(bc.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
+    for (x, y) in ac.zip(bc) {
+        for i in 0..8 {
+            p[i] += x[i] * y[i];
+        }
+    }
+    p.iter().sum::<f32>() + tail
+}
+
+impl GroupState {
+    fn new<T: Element>(q: &[T], g: usize, d: usize, bs: usize) -> Self {
+        let scale = 1.0 / (d as f32).sqrt();
+        Self {
+            q: q[..g * d].iter().map(|x| x.to_f32() * scale).collect(),
+            m: vec![f32::NEG_INFINITY; g],
+            l: vec![0.0; g],
+            acc: vec![0.0; g * d],
+            s: vec![0.0; g * bs],
+            kf: vec![0.0; bs * d],
+            vf: vec![0.0; bs * d],
+        }
+    }
+
+    // ANCHOR: block_update
+    /// Absorb `n` keys (rows of one block, already widened into `kf`, `vf`) for every row of the group:
+    /// `S = q K^T`; `m' = max(m, rowmax S)`; `l = e^(m - m') l + sum e^(S - m')`; `o = e^(m - m') o + P V`.
+    fn absorb(&mut self, n: usize, d: usize) {
+        let g = self.m.len();
+        let bs = self.s.len() / g;
+        for r in 0..g {
+            let qr = &self.q[r * d..][..d];
+            let s = &mut self.s[r * bs..][..n];
+            for (j, sj) in s.iter_mut().enumerate() {
+                *sj = dot(qr, &self.kf[j * d..][..d]);
+            }
+            let m_new = s.iter().copied().fold(self.m[r], f32::max);
+            let alpha = (self.m[r] - m_new).exp(); // e^(-inf) = 0 on the first block
+            let acc = &mut self.acc[r * d..][..d];
+            acc.iter_mut().for_each(|a| *a *= alpha);
+            let mut l = self.l[r] * alpha;
+            for (j, &sj) in s.iter().enumerate() {
+                let p = (sj - m_new).exp();
+                l += p;
+                for (a, &v) in acc.iter_mut().zip(&self.vf[j * d..][..d]) {
+                    *a += p * v;
+                }
+            }
+            self.l[r] = l;
+            self.m[r] = m_new;
+        }
+    }
+    // ANCHOR_END: block_update
+}
+
+// ANCHOR: paged_walk
+/// Attend the `G` rows of `st` to keys `[lo, hi)` of one sequence, walking its block table:
+/// logical block `i` is physical block `table[i]`, its kv head `h`'s rows at `kv.offset(table[i], h, 0)`.
+fn walk_table<T: Element>(
+    st: &mut GroupState,
+    kv: &PagedKv<'_, T>,
+    table: &[BlockId],
+    h: usize,
+    lo: usize,
+    hi: usize,
+) {
+    let (bs, d) = (kv.block_size, kv.d);
+    let mut t = lo;
+    while t < hi {
+        let (i, r0) = (t / bs, t % bs);
+        let n = (bs - r0).min(hi - t); // rows of this block inside [lo, hi)
+        let at = kv.offset(table[i], h, r0);
+        T::widen_into(&kv.k[at..at + n * d], &mut st.kf[..n * d]);
+        T::widen_into(&kv.v[at..at + n * d], &mut st.vf[..n * d]);
+        st.absorb(n, d);
+        t += n;
+    }
+}
+// ANCHOR_END: paged_walk
+
+/// The same walk over a contiguous `(Nk, D)` K and V of one (sequence, kv head), in chunks of `bs` rows:
+/// the baseline that paged decoding is timed against.
+fn walk_contiguous<T: Element>(
+    st: &mut GroupState,
+    k: &[T],
+    v: &[T],
+    bs: usize,
+    d: usize,
+    lo: usize,
+    hi: usize,
+) {
+    let mut t = lo;
+    while t < hi {
+        let n = (bs - t % bs).min(hi - t);
+        T::widen_into(&k[t * d..(t + n) * d], &mut st.kf[..n * d]);
+        T::widen_into(&v[t * d..(t + n) * d], &mut st.vf[..n * d]);
+        st.absorb(n, d);
+        t += n;
+    }
+}
+
+/// Write the finished rows `acc / l` (zeros where a row saw no key) into `o`, one row per head, at stride `stride`.
+fn finish<T: Element>(st: &GroupState, o: &mut [T], d: usize, stride: usize) {
+    for r in 0..st.m.len() {
+        let inv = if st.l[r] > 0.0 { 1.0 / st.l[r] } else { 0.0 };
+        for (x, a) in o[r * stride..][..d].iter_mut().zip(&st.acc[r * d..][..d]) {
+            *x = T::from_f32(a * inv);
+        }
+    }
+}
+
+/// The keys query row `i` of `nq` may see in a sequence of `len` tokens, as `[lo, hi)`.
+fn key_range(mask: Mask, i: usize, nq: usize, len: usize) -> (usize, usize) {
+    let (lo, hi) = visible_keys(mask, i, nq, len);
+    (lo.max(0) as usize, (hi.max(lo)) as usize)
+}
+
+// ANCHOR: paged_prefill
+/// Paged attention for `Nq` query rows per sequence (prefill, or chunked prefill): `q, o: (S, Hq, Nq, D)`.
+pub fn paged_attention<T: Element>(
+    q: &[T],
+    hq: usize,
+    nq: usize,
+    kv: &PagedKv<'_, T>,
+    batch: &PagedBatch<'_>,
+    mask: Mask,
+    o: &mut [T],
+) -> Result<(), PagedError> {
+    let g = validate(q.len(), o.len(), hq, nq, kv, batch)?;
+    let (d, bs, hkv) = (kv.d, kv.block_size, kv.hkv);
+    let head = nq * d; // one query head's rows
+                       // One task per (sequence, kv head): its G query heads are contiguous in q and o.
+    o.par_chunks_mut(g * head)
+        .zip(q.par_chunks(g * head))
+        .enumerate()
+        .for_each(|(task, (o, q))| {
+            let (seq, h) = (task / hkv, task % hkv);
+            let len = batch.seq_lens[seq];
+            let table = &batch.tables[seq];
+            let mut rows: Vec<T> = Vec::with_capacity(g * d);
+            for i in 0..nq {
+                rows.clear();
+                for r in 0..g {
+                    rows.extend_from_slice(&q[r * head + i * d..][..d]);
+                }
+                let mut st = GroupState::new(&rows, g, d, bs);
+                let (lo, hi) = key_range(mask, i, nq, len);
+                walk_table(&mut st, kv, table, h, lo, hi);
+                finish(&st, &mut o[i * d..], d, head);
+            }
+        });
+    Ok(())
+}
+// ANCHOR_END: paged_prefill
+
+// ANCHOR: paged_decode
+/// Paged decode (vLLM's PagedAttention V1): one query token per sequence, `q, o: (S, Hq, D)`, attending
+/// to every stored key of its sequence (or the last `W` under a window mask).
+pub fn paged_decode<T: Element>(
+    q: &[T],
+    hq: usize,
+    kv: &PagedKv<'_, T>,
+    batch: &PagedBatch<'_>,
+    mask: Mask,
+    o: &mut [T],
+) -> Result<(), PagedError> {
+    let g = validate(q.len(), o.len(), hq, 1, kv, batch)?;
+    let (d, bs, hkv) = (kv.d, kv.block_size, kv.hkv);
+    o.par_chunks_mut(g * d)
+        .zip(q.par_chunks(g * d))
+        .enumerate()
+        .for_each(|(task, (o, q))| {
+            let (seq, h) = (task / hkv, task % hkv);
+            let len = batch.seq_lens[seq];
+            let mut st = GroupState::new(q, g, d, bs);
+            let (lo, hi) = key_range(mask, 0, 1, len);
+            walk_table(&mut st, kv, &batch.tables[seq], h, lo, hi);
+            finish(&st, o, d, d);
+        });
+    Ok(())
+}
+// ANCHOR_END: paged_decode
+
+/// Contiguous decode with the same kernel: `q, o: (S, Hq, D)`, `k, v: (S, Hkv, Nk, D)` with `s.nq = 1`,
+/// every sequence `Nk` long. The baseline for the cost of the block table's indirection.
+pub fn contiguous_decode<T: Element>(
+    q: &[T],
+    k: &[T],
+    v: &[T],
+    s: &AttnShape,
+    bs: usize,
+    o: &mut [T],
+) -> Result<(), PagedError> {
+    s.check_inputs(q.len(), k.len(), v.len())?;
+    if s.nq != 1 || o.len() != s.q_len() {
+        return Err(PagedError::QueryLength {
+            tensor: if s.nq != 1 { "q" } else { "o" },
+            expected: s.b * s.hq * s.d,
+            got: if s.nq != 1 { q.len() } else { o.len() },
+        });
+    }
+    if bs == 0 {
+        return Err(PagedError::ZeroBlockSize);
+    }
+    let (g, d, n) = (s.group(), s.d, s.nk);
+    o.par_chunks_mut(g * d)
+        .zip(q.par_chunks(g * d))
+        .enumerate()
+        .for_each(|(task, (o, q))| {
+            let (b, h) = (task / s.hkv, task % s.hkv);
+            let at = s.kv_row(b, h, 0);
+            let mut st = GroupState::new(q, g, d, bs);
+            walk_contiguous(&mut st, &k[at..at + n * d], &v[at..at + n * d], bs, d, 0, n);
+            finish(&st, o, d, d);
+        });
+    Ok(())
+}
+
+/// One partition's result for one query head, as vLLM V2 stores it: the normalised partial output with
+/// its `max_logit` and `exp_sum` (an empty partition has `exp_sum = 0`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Partial {
+    /// `m_p`: the largest score in the partition.
+    pub max_logit: f32,
+    /// `l_p = sum_j e^(s_j - m_p)` over the partition.
+    pub exp_sum: f32,
+    /// `sum_j e^(s_j - m_p) v_j / l_p`: `(D,)`.
+    pub out: Vec<f32>,
+}
+
+// ANCHOR: v2_reduce
+/// vLLM's `paged_attention_v2_reduce_kernel`: merge the partitions of one row by the log-sum-exp,
+/// `M = max m_p`, `w_p = l_p e^(m_p - M)`, `out = sum_p w_p out_p / sum_p w_p` (zeros if all are empty).
+pub fn reduce_partitions(parts: &[Partial], out: &mut [f32]) {
+    out.fill(0.0);
+    let m = parts
+        .iter()
+        .filter(|p| p.exp_sum > 0.0)
+        .fold(f32::NEG_INFINITY, |a, p| a.max(p.max_logit));
+    if m == f32::NEG_INFINITY {
+        return; // no partition saw a key
+    }
+    let mut total = 0.0;
+    for p in parts.iter().filter(|p| p.exp_sum > 0.0) {
+        let w = p.exp_sum * (p.max_logit - m).exp(); // rescaled exp_sum
+        total += w;
+        for (x, y) in out.iter_mut().zip(&p.out) {
+            *x += w * y;
+        }
+    }
+    out.iter_mut().for_each(|x| *x /= total);
+}
+// ANCHOR_END: v2_reduce
+
+// ANCHOR: paged_decode_v2
+/// Partitioned paged decode (PagedAttention V2): the keys `[p P, (p + 1) P)` of each sequence form
+/// partition `p`, an independent task per (sequence, kv head, partition); then [`reduce_partitions`]
+/// merges them. `P` must be a positive multiple of the block size, so a partition owns whole blocks.
+pub fn paged_decode_partitioned<T: Element>(
+    q: &[T],
+    hq: usize,
+    kv: &PagedKv<'_, T>,
+    batch: &PagedBatch<'_>,
+    mask: Mask,
+    partition: usize,
+    o: &mut [T],
+) -> Result<(), PagedError> {
+    let g = validate(q.len(), o.len(), hq, 1, kv, batch)?;
+    let (d, bs, hkv) = (kv.d, kv.block_size, kv.hkv);
+    if partition == 0 || !partition.is_multiple_of(bs) {
+        return Err(PagedError::BadPartition {
+            partition,
+            block_size: bs,
+        });
+    }
+    let max_parts = batch
+        .seq_lens
+        .iter()
+        .map(|l| l.div_ceil(partition))
+        .max()
+        .unwrap_or(0);
+    // Phase 1 (vLLM's grid (heads, seqs, partitions)): each task writes G partials.
+    let tasks: Vec<(usize, usize, usize)> = (0..batch.seq_lens.len())
+        .flat_map(|s| (0..hkv).flat_map(move |h| (0..max_parts).map(move |p| (s, h, p))))
+        .collect();
+    let partials: Vec<Vec<Partial>> = tasks
+        .par_iter()
+        .map(|&(seq, h, p)| {
+            let len = batch.seq_lens[seq];
+            let (lo, hi) = key_range(mask, 0, 1, len);
+            let (lo, hi) = (lo.max(p * partition), hi.min((p + 1) * partition));
+            let q0 = (seq * hkv + h) * g * d;
+            let mut st = GroupState::new(&q[q0..q0 + g * d], g, d, bs);
+            if lo < hi {
+                walk_table(&mut st, kv, &batch.tables[seq], h, lo, hi); // else: exit early, empty
+            }
+            (0..g)
+                .map(|r| {
+                    let inv = if st.l[r] > 0.0 { 1.0 / st.l[r] } else { 0.0 };
+                    Partial {
+                        max_logit: st.m[r],
+                        exp_sum: st.l[r],
+                        out: st.acc[r * d..][..d].iter().map(|a| a * inv).collect(),
+                    }
+                })
+                .collect()
+        })
+        .collect();
+    // Phase 2 (the reduce kernel): per (sequence, query head), merge its partitions.
+    o.par_chunks_mut(d).enumerate().for_each(|(row, o)| {
+        let (seq, hq_idx) = (row / hq, row % hq);
+        let (h, r) = (hq_idx / g, hq_idx % g);
+        let parts: Vec<Partial> = (0..max_parts)
+            .map(|p| partials[(seq * hkv + h) * max_parts + p][r].clone())
+            .collect();
+        let mut out = vec![0.0f32; d];
+        reduce_partitions(&parts, &mut out);
+        for (x, y) in o.iter_mut().zip(out) {
+            *x = T::from_f32(y);
+        }
+    });
+    Ok(())
+}
+// ANCHOR_END: paged_decode_v2
+
+/// Gather one sequence's K and V from the pool into contiguous `(Hkv, len, D)` tensors: the "paged by
+/// gathering" path the tests compare against the f64 reference.
+pub fn gather<T: Element>(
+    kv: &PagedKv<'_, T>,
+    table: &[BlockId],
+    len: usize,
+) -> Result<(Vec<T>, Vec<T>), PagedError> {
+    let tables = [table.to_vec()];
+    let batch = PagedBatch {
+        tables: &tables,
+        seq_lens: &[len],
+    };
+    let row = kv.hkv * kv.d; // a stand-in query of one head per kv head
+    validate::<T>(row, row, kv.hkv, 1, kv, &batch)?;
+    let d = kv.d;
+    let (mut k, mut v) = (
+        Vec::with_capacity(kv.hkv * len * d),
+        Vec::with_capacity(kv.hkv * len * d),
+    );
+    for h in 0..kv.hkv {
+        for t in 0..len {
+            let at = kv.offset(table[t / kv.block_size], h, t % kv.block_size);
+            k.extend_from_slice(&kv.k[at..at + d]);
+            v.extend_from_slice(&kv.v[at..at + d]);
+        }
+    }
+    Ok((k, v))
+}

@@ -1,0 +1,314 @@
+//! Paged attention on the CPU against the f64 reference (P11 of the research note): K and V scattered into
+//! an oversized, NaN-poisoned pool through shuffled block tables, partial last blocks, GQA, masks; the
+//! partitioned (V2) decode against the reference and against V1; refused calls leave the output alone.
+
+use half::f16;
+use modern_attention::minimodel::check::{assert_attn_close, FP16_BAR};
+use modern_attention::minimodel::numeric::{convert, DType, Element};
+use modern_attention::minimodel::paged::paged_attention::{
+    contiguous_decode, gather, paged_attention, paged_decode, paged_decode_partitioned,
+    reduce_partitions, PagedBatch, PagedError, PagedKv, Partial,
+};
+use modern_attention::minimodel::reference::{attention_lowp, attention_ref64};
+use modern_attention::minimodel::rng::Rng;
+use modern_attention::minimodel::shape::{AttnShape, Mask};
+
+/// A batch of sequences stored in a shuffled pool with spare (poisoned) blocks.
+struct Setup<T> {
+    hkv: usize,
+    d: usize,
+    bs: usize,
+    num_blocks: usize,
+    k_cache: Vec<T>,
+    v_cache: Vec<T>,
+    tables: Vec<Vec<usize>>,
+    lens: Vec<usize>,
+    /// Each sequence's K and V contiguous, `(Hkv, len, D)`.
+    k: Vec<Vec<T>>,
+    v: Vec<Vec<T>>,
+}
+
+fn setup<T: Element>(lens: &[usize], hkv: usize, d: usize, bs: usize, seed: u64) -> Setup<T> {
+    let mut r = Rng::new(seed);
+    let need: usize = lens.iter().map(|l| l.div_ceil(bs)).sum();
+    let num_blocks = 2 * need + 3; // oversized: most blocks belong to nobody
+    let mut ids: Vec<usize> = (0..num_blocks).collect();
+    r.shuffle(&mut ids);
+    let mut ids = ids.into_iter();
+    let pool_len = num_blocks * hkv * bs * d;
+    let mut s = Setup {
+        hkv,
+        d,
+        bs,
+        num_blocks,
+        k_cache: vec![T::from_f64(f64::NAN); pool_len], // poisoned: only real tokens may be read
+        v_cache: vec![T::from_f64(f64::NAN); pool_len],
+        tables: Vec::new(),
+        lens: lens.to_vec(),
+        k: Vec::new(),
+        v: Vec::new(),
+    };
+    for &len in lens {
+        let table: Vec<usize> = ids.by_ref().take(len.div_ceil(bs)).collect();
+        let k: Vec<T> = convert(&r.normal_vec_f32(hkv * len * d));
+        let v: Vec<T> = convert(&r.normal_vec_f32(hkv * len * d));
+        for h in 0..hkv {
+            for t in 0..len {
+                let at = ((table[t / bs] * hkv + h) * bs + t % bs) * d;
+                let src = (h * len + t) * d;
+                s.k_cache[at..at + d].copy_from_slice(&k[src..src + d]);
+                s.v_cache[at..at + d].copy_from_slice(&v[src..src + d]);
+            }
+        }
+        s.tables.push(table);
+        s.k.push(k);
+        s.v.push(v);
+    }
+    s
+}
+
+impl<T: Element> Setup<T> {
+    fn kv(&self) -> PagedKv<'_, T> {
+        PagedKv::new(
+            &self.k_cache,
+            &self.v_cache,
+            self.num_blocks,
+            self.hkv,
+            self.bs,
+            self.d,
+        )
+        .unwrap()
+    }
+    fn batch(&self) -> PagedBatch<'_> {
+        PagedBatch {
+            tables: &self.tables,
+            seq_lens: &self.lens,
+        }
+    }
+    /// Check `o: (S, Hq, Nq, D)` sequence by sequence against the reference on the contiguous K and V.
+    fn check(&self, name: &str, q: &[T], o: &[T], hq: usize, nq: usize, mask: Mask) {
+        let row = hq * nq * self.d;
+        for (i, &len) in self.lens.iter().enumerate() {
+            let s = AttnShape::new(1, hq, self.hkv, nq, len, self.d).unwrap();
+            let qs = &q[i * row..(i + 1) * row];
+            let reference = attention_ref64(qs, &self.k[i], &self.v[i], &s, mask).unwrap();
+            let lowp = attention_lowp(qs, &self.k[i], &self.v[i], &s, mask, T::DTYPE).unwrap();
+            let out: Vec<f64> = o[i * row..(i + 1) * row]
+                .iter()
+                .map(|x| x.to_f64())
+                .collect();
+            let bar = (T::DTYPE == DType::F16).then_some(FP16_BAR);
+            let full = format!(
+                "{name} seq {i} len {len} (Hq={hq}, Hkv={}, Nq={nq}, D={}, B={}) {}",
+                self.hkv,
+                self.d,
+                self.bs,
+                mask.name()
+            );
+            assert_attn_close(&full, &out, &lowp, &reference, T::DTYPE, len, bar);
+        }
+    }
+}
+
+fn decode_grid<T: Element>() {
+    let mut seed = 300;
+    for (lens, bs) in [
+        (vec![1, 17, 64], 16),
+        (vec![113, 1023], 16),
+        (vec![5, 33, 40], 5),
+        (vec![9, 2], 1),
+    ] {
+        for d in [32, 64, 128] {
+            for (hq, hkv) in [(4, 4), (4, 2), (4, 1)] {
+                seed += 1;
+                let st = setup::<T>(&lens, hkv, d, bs, seed);
+                let mut r = Rng::new(seed + 1000);
+                let q: Vec<T> = convert(&r.normal_vec_f32(lens.len() * hq * d));
+                for mask in [Mask::NONE, Mask::sliding(20, true).unwrap()] {
+                    let mut o = vec![T::from_f64(f64::NAN); q.len()];
+                    paged_decode(&q, hq, &st.kv(), &st.batch(), mask, &mut o).unwrap();
+                    st.check("paged_decode", &q, &o, hq, 1, mask);
+                    for p in [bs, 3 * bs, 512 / bs * bs] {
+                        let mut o2 = vec![T::from_f64(f64::NAN); q.len()];
+                        paged_decode_partitioned(&q, hq, &st.kv(), &st.batch(), mask, p, &mut o2)
+                            .unwrap();
+                        st.check(&format!("paged_decode_v2 P={p}"), &q, &o2, hq, 1, mask);
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn decode_equals_dense_attention_f32() {
+    decode_grid::<f32>();
+}
+
+#[test]
+fn decode_equals_dense_attention_f16() {
+    decode_grid::<f16>();
+}
+
+#[test]
+fn prefill_equals_dense_attention() {
+    let masks = [
+        Mask::NONE,
+        Mask::CAUSAL,
+        Mask::sliding(7, false).unwrap(),
+        Mask::sliding(40, true).unwrap(),
+    ];
+    let mut seed = 900;
+    for (lens, nq) in [
+        (vec![17, 64], 17),
+        (vec![113, 40], 1),
+        (vec![113, 113], 113),
+        (vec![10, 3], 7),
+    ] {
+        for (hq, hkv, d, bs) in [(4, 2, 64, 16), (2, 1, 32, 3), (4, 4, 128, 16)] {
+            seed += 1;
+            let st = setup::<f16>(&lens, hkv, d, bs, seed);
+            let mut r = Rng::new(seed);
+            let q: Vec<f16> = convert(&r.normal_vec_f32(lens.len() * hq * nq * d));
+            for mask in masks {
+                let mut o = vec![f16::NAN; q.len()];
+                paged_attention(&q, hq, nq, &st.kv(), &st.batch(), mask, &mut o).unwrap();
+                st.check("paged_prefill", &q, &o, hq, nq, mask);
+            }
+        }
+    }
+}
+
+#[test]
+fn partitions_merge_to_the_unpartitioned_result() {
+    // V2 against V1, tighter than the reference rule: the merge is exact up to f32 rounding.
+    for (len, bs, p) in [
+        (1023, 16, 512),
+        (1024, 16, 256),
+        (100, 4, 8),
+        (7, 1, 1),
+        (2048, 16, 16),
+    ] {
+        let st = setup::<f32>(&[len, len / 2 + 1], 2, 64, bs, len as u64);
+        let q: Vec<f32> = Rng::new(5).normal_vec_f32(2 * 8 * 64);
+        let (mut o1, mut o2) = (vec![f32::NAN; q.len()], vec![f32::NAN; q.len()]);
+        paged_decode(&q, 8, &st.kv(), &st.batch(), Mask::NONE, &mut o1).unwrap();
+        paged_decode_partitioned(&q, 8, &st.kv(), &st.batch(), Mask::NONE, p, &mut o2).unwrap();
+        let max = o1
+            .iter()
+            .zip(&o2)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0f32, f32::max);
+        println!("len {len} B {bs} P {p}: max |v2 - v1| = {max:.2e}");
+        assert!(max < 1e-5, "{max}");
+    }
+    // The reduce of one partition is that partition; empty partitions contribute nothing.
+    let one = Partial {
+        max_logit: 3.0,
+        exp_sum: 2.0,
+        out: vec![1.0, -2.0],
+    };
+    let empty = Partial {
+        max_logit: f32::NEG_INFINITY,
+        exp_sum: 0.0,
+        out: vec![0.0, 0.0],
+    };
+    let mut out = vec![f32::NAN; 2];
+    reduce_partitions(&[empty.clone(), one.clone(), empty.clone()], &mut out);
+    assert_eq!(out, one.out);
+    reduce_partitions(&[empty], &mut out);
+    assert_eq!(out, vec![0.0, 0.0]);
+}
+
+#[test]
+fn contiguous_decode_and_gather_agree_with_the_paged_path() {
+    let (len, hq, hkv, d, bs) = (300, 8, 2, 64, 16);
+    let st = setup::<f32>(&[len, len], hkv, d, bs, 77);
+    let q: Vec<f32> = Rng::new(78).normal_vec_f32(2 * hq * d);
+    let mut k = Vec::new();
+    let mut v = Vec::new();
+    for i in 0..2 {
+        let (gk, gv) = gather(&st.kv(), &st.tables[i], len).unwrap();
+        assert_eq!((&gk, &gv), (&st.k[i], &st.v[i]));
+        k.extend(gk);
+        v.extend(gv);
+    }
+    let s = AttnShape::new(2, hq, hkv, 1, len, d).unwrap();
+    let (mut o1, mut o2) = (vec![f32::NAN; q.len()], vec![f32::NAN; q.len()]);
+    contiguous_decode(&q, &k, &v, &s, bs, &mut o1).unwrap();
+    paged_decode(&q, hq, &st.kv(), &st.batch(), Mask::NONE, &mut o2).unwrap();
+    assert_eq!(o1, o2, "same kernel, same order: bit-identical");
+}
+
+#[test]
+fn bad_tables_are_refused_and_the_output_untouched() {
+    let st = setup::<f32>(&[20, 5], 2, 8, 4, 1);
+    let q = vec![0.5f32; 2 * 4 * 8];
+    let mut o = vec![7.0f32; q.len()];
+    let kv = st.kv();
+    let short = vec![st.tables[0][..4].to_vec(), st.tables[1].clone()];
+    let mut wild = st.tables.clone();
+    wild[1][1] = st.num_blocks;
+    let try_batch = |tables: &[Vec<usize>], lens: &[usize], o: &mut [f32]| {
+        paged_decode(
+            &q,
+            4,
+            &kv,
+            &PagedBatch {
+                tables,
+                seq_lens: lens,
+            },
+            Mask::NONE,
+            o,
+        )
+    };
+    assert_eq!(
+        try_batch(&short, &st.lens, &mut o),
+        Err(PagedError::TableTooShort {
+            seq: 0,
+            len: 20,
+            need: 5,
+            have: 4
+        })
+    );
+    assert_eq!(
+        try_batch(&wild, &st.lens, &mut o),
+        Err(PagedError::BlockOutOfRange {
+            seq: 1,
+            index: 1,
+            block: st.num_blocks,
+            num_blocks: st.num_blocks
+        })
+    );
+    assert_eq!(
+        try_batch(&st.tables, &[20], &mut o),
+        Err(PagedError::BatchMismatch { tables: 2, lens: 1 })
+    );
+    assert_eq!(
+        try_batch(&st.tables, &[20, 0], &mut o),
+        Err(PagedError::EmptySequence { seq: 1 })
+    );
+    assert!(matches!(
+        try_batch(&st.tables, &st.lens, &mut o[1..]),
+        Err(PagedError::QueryLength { tensor: "o", .. })
+    ));
+    assert!(matches!(
+        paged_decode(&q, 3, &kv, &st.batch(), Mask::NONE, &mut o),
+        Err(PagedError::Shape(_))
+    ));
+    assert_eq!(
+        paged_decode_partitioned(&q, 4, &kv, &st.batch(), Mask::NONE, 6, &mut o),
+        Err(PagedError::BadPartition {
+            partition: 6,
+            block_size: 4
+        })
+    );
+    assert!(matches!(
+        PagedKv::new(&st.k_cache[1..], &st.v_cache, st.num_blocks, 2, 4, 8),
+        Err(PagedError::PoolLength { tensor: "k", .. })
+    ));
+    assert!(
+        o.iter().all(|&x| x == 7.0),
+        "a refused call wrote to the output"
+    );
+}
