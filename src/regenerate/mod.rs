@@ -6,6 +6,7 @@
 pub mod figures;
 pub mod lab00;
 pub mod lab01;
+pub mod lab02;
 pub mod lab03;
 pub mod lab04;
 pub mod roofline_fig;
@@ -38,6 +39,7 @@ pub fn render_all() -> Vec<Artifact> {
     out.extend(lab00::render());
     out.extend(theory02::render());
     out.extend(lab01::render(&files));
+    out.extend(lab02::render(&files));
     out.extend(lab03::render());
     out.extend(lab04::render(&files));
     out.extend(roofline_fig::render(&files));

@@ -29,23 +29,43 @@ const CPU_PICKS: [Pick; 5] = [
     }),
 ];
 
-/// The CPU roofline figure and its table (from the first CPU measurement file).
+const GPU_PICKS: [Pick; 4] = [
+    ("naive", (200, 40, 40), |r| r.implementation == "ours/v1_naive" && r.d == 64 && r.mask == "none"),
+    ("flash (ours)", (40, 90, 200), |r| r.implementation == "ours/v5_cp_async" && r.d == 64 && r.mask == "none"),
+    ("FA2 in PyTorch", (120, 120, 120), |r| r.implementation == "torch/flash" && r.d == 64 && r.mask == "none"),
+    ("cuDNN", (20, 150, 90), |r| r.implementation == "torch/cudnn" && r.d == 64 && r.mask == "none"),
+];
+
+/// The CPU and GPU roofline figures and their tables (from the first file of each kind).
 pub fn render(files: &[(String, MeasurementFile)]) -> Vec<Artifact> {
-    let cpu = files.iter().find(|(_, f)| f.machine.kind == "cpu");
-    let (svg, md) = match cpu {
-        Some((name, f)) => machine_roofline(name, f, &CPU_PICKS),
+    let mut out = render_kind(files, "cpu", &CPU_PICKS, "roofline_cpu.svg", "roofline_cpu.md");
+    out.extend(render_kind(files, "gpu", &GPU_PICKS, "roofline_gpu.svg", "roofline_gpu.md"));
+    out
+}
+
+fn render_kind(
+    files: &[(String, MeasurementFile)],
+    kind: &str,
+    picks: &[Pick],
+    svg_name: &'static str,
+    md_name: &'static str,
+) -> Vec<Artifact> {
+    let (svg, md) = match files.iter().find(|(_, f)| f.machine.kind == kind) {
+        Some((name, f)) => machine_roofline(name, f, picks),
         None => (
-            "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"400\" height=\"40\"><text x=\"4\" y=\"24\">no CPU measurements committed</text></svg>\n".into(),
-            "*No CPU measurements are committed yet.*\n".into(),
+            format!(
+                "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"400\" height=\"40\"><text x=\"4\" y=\"24\">no {kind} measurements committed</text></svg>\n"
+            ),
+            format!("*No {kind} measurements are committed yet.*\n"),
         ),
     };
     vec![
         Artifact {
-            name: "roofline_cpu.svg",
+            name: svg_name,
             contents: svg,
         },
         Artifact {
-            name: "roofline_cpu.md",
+            name: md_name,
             contents: md,
         },
     ]
@@ -113,8 +133,12 @@ fn machine_roofline(name: &str, f: &MeasurementFile, picks: &[Pick]) -> (String,
     md += &format!(
         "\n*Table R.1. Every dot of the roofline figure: intensity from the traffic model (FLOPs over model \
          bytes), the roof's bound at that intensity (min(peak, intensity x bandwidth)), the measured rate, and \
-         the share of the bound it reaches. {caption}; from `measurements/{name}`. Naive and flash: f32, D = 64, \
-         B·N = 2048 tokens, 4 heads; decode: one MiniGPT layer, one thread.*\n"
+         the share of the bound it reaches. {caption}; from `measurements/{name}`. {}*\n",
+        if f.machine.kind == "gpu" {
+            "fp16, D = 64, B·N = 16k tokens, H = 32."
+        } else {
+            "Naive and flash: f32, D = 64, B·N = 2048 tokens, 4 heads; decode: one MiniGPT layer, one thread."
+        }
     );
     (svg, md)
 }

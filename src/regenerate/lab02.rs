@@ -1,0 +1,150 @@
+//! Lab 02's tables: every GPU version and PyTorch's SDPA backends on the benchmark grid, and the DRAM
+//! bytes the hardware counted beside the model's, from the committed GPU measurements.
+
+use super::{md_table, Artifact};
+use crate::measure::{MeasurementFile, Record};
+use crate::roofline::{si, sig3};
+
+/// The column order of the speed tables: our progression, then PyTorch's backends.
+pub const IMPLS: [&str; 10] = [
+    "ours/v1_naive",
+    "ours/v2_online",
+    "ours/v3_tiled",
+    "ours/v4_tensor_cores",
+    "ours/v5_cp_async",
+    "ours/v5_cp_async_w8",
+    "torch/flash",
+    "torch/cudnn",
+    "torch/efficient",
+    "torch/math",
+];
+
+/// Lab 02's tables.
+pub fn render(files: &[(String, MeasurementFile)]) -> Vec<Artifact> {
+    let gpu = files.iter().find(|(_, f)| f.machine.kind == "gpu");
+    let (speed, bytes) = match gpu {
+        Some((name, f)) => (speed_tables(name, f), bytes_table(name, f)),
+        None => {
+            let none = "*No GPU measurements are committed yet: run the GPU harness on a machine with an \
+                        NVIDIA GPU (see this chapter's last section).*\n"
+                .to_string();
+            (none.clone(), none)
+        }
+    };
+    vec![
+        Artifact {
+            name: "lab02_gpu.md",
+            contents: speed,
+        },
+        Artifact {
+            name: "lab02_bytes.md",
+            contents: bytes,
+        },
+    ]
+}
+
+fn provenance(name: &str, f: &MeasurementFile) -> String {
+    format!(
+        "{} (driver {}, CUDA {}), measured peak {} TFLOP/s (fp16 matrix product) and copy {} GB/s; commit {}, {}; \
+         from `measurements/{name}`",
+        f.machine.name,
+        f.machine.driver.as_deref().unwrap_or("?"),
+        f.machine.cuda.as_deref().unwrap_or("?"),
+        sig3(f.machine.peak_gflops / 1e3),
+        sig3(f.machine.bandwidth_gbps),
+        f.generated.commit,
+        f.generated.date
+    )
+}
+
+fn speed_tables(name: &str, f: &MeasurementFile) -> String {
+    let present: Vec<&str> = IMPLS
+        .iter()
+        .copied()
+        .filter(|i| f.records.iter().any(|r| r.implementation == *i))
+        .collect();
+    let mut out = String::new();
+    let mut groups: Vec<(usize, String)> = Vec::new();
+    for r in &f.records {
+        let key = (r.d, r.mask.clone());
+        if !groups.contains(&key) {
+            groups.push(key);
+        }
+    }
+    groups.sort();
+    for (d, mask) in groups {
+        let mut ns: Vec<usize> = f.records.iter().filter(|r| r.d == d && r.mask == mask).map(|r| r.nq).collect();
+        ns.sort_unstable();
+        ns.dedup();
+        let find = |n: usize, imp: &str| -> Option<&Record> {
+            f.records
+                .iter()
+                .find(|r| r.d == d && r.mask == mask && r.nq == n && r.implementation == imp && r.checked)
+        };
+        let mut rows = Vec::new();
+        for n in ns {
+            let mut row = vec![format!("N={n}")];
+            for imp in &present {
+                row.push(find(n, imp).map_or("—".into(), |r| sig3(r.tflops)));
+            }
+            let best_ours = present
+                .iter()
+                .filter(|i| i.starts_with("ours/"))
+                .filter_map(|i| find(n, i))
+                .map(|r| r.tflops)
+                .fold(0.0f64, f64::max);
+            for peer in ["torch/flash", "torch/cudnn"] {
+                row.push(match find(n, peer) {
+                    Some(p) if best_ours > 0.0 => format!("{}x", sig3(best_ours / p.tflops)),
+                    _ => "—".into(),
+                });
+            }
+            rows.push(row);
+        }
+        let mut header: Vec<String> = vec!["length".into()];
+        header.extend(present.iter().map(|i| format!("`{i}`")));
+        header.push("best ours / FA2".into());
+        header.push("best ours / cuDNN".into());
+        let header: Vec<&str> = header.iter().map(String::as_str).collect();
+        out += &format!("**D = {d}, mask {mask}** (TFLOP/s)\n\n");
+        out += &md_table(&header, &rows);
+        out += "\n";
+    }
+    out += &format!(
+        "*Table 02.1. fp16 forward TFLOP/s (FLOPs = 4·B·H·N²·D, halved for causal) at FlashAttention's \
+         benchmark sizing (B·N = 16k tokens, H·D = 2048); every configuration checked against the f64 \
+         reference before timing, CUDA events, median of repeated runs with rotated inputs; a dash where a \
+         version was not timed at that size. `torch/flash` is FlashAttention-2 inside PyTorch. {}.*\n",
+        provenance(name, f)
+    );
+    out
+}
+
+fn bytes_table(name: &str, f: &MeasurementFile) -> String {
+    let mut rows = Vec::new();
+    for r in f.records.iter().filter(|r| r.dram_bytes.is_some()) {
+        let dram = r.dram_bytes.unwrap_or_default();
+        rows.push(vec![
+            format!("`{}`", r.implementation),
+            format!("B={}, H={}, N={}, D={}", r.b, r.hq, r.nq, r.d),
+            si(r.bytes_model) + "B",
+            si(dram) + "B",
+            format!("{}x", sig3(dram / r.bytes_model)),
+        ]);
+    }
+    if rows.is_empty() {
+        return "*No DRAM counters are committed yet.*\n".into();
+    }
+    let mut out = md_table(
+        &["kernel", "problem (fp16, no mask)", "model bytes", "DRAM bytes (ncu, read + write)", "DRAM / model"],
+        &rows,
+    );
+    out += &format!(
+        "\n*Table 02.2. `ncu --metrics dram__bytes_read.sum,dram__bytes_write.sum` over the whole launch(es), \
+         beside the traffic model's slow-memory bytes for the same problem. The model charges every re-read of \
+         K and V to slow memory; the 50 MB L2 serves many of them, so the counter can fall far below the model. \
+         {}.*\n",
+        provenance(name, f)
+    );
+    out
+}
