@@ -8,8 +8,15 @@
 //! modern-attention measure-cpu [--quick] [--peer FILE]
 //!                              check then time every CPU version on this machine, merge the peer's
 //!                              records (bench/peers/torch_cpu_sdpa.py) and write measurements/cpu-<name>.json
+//! modern-attention measure-gpu [--quick] [--peer FILE] [--dram FILE] [--out DIR] [--commit C] [--date D]
+//!                              check then time every GPU kernel version (lab 02), merge PyTorch SDPA's
+//!                              records (bench/peers/torch_sdpa.py) and ncu's DRAM bytes, and write
+//!                              measurements/gpu-<card>.json
+//! modern-attention gpu-probe sanitize | one VERSION N D [causal]
+//!                              small checked runs for compute-sanitizer; one launch for ncu
 //! ```
 
+mod gpu_cli;
 mod tools;
 
 use modern_attention::regenerate;
@@ -118,8 +125,29 @@ fn run() -> Result<(), String> {
             let rest: Vec<String> = std::env::args().skip(2).collect();
             measure_cpu(&root, &rest)
         }
+        "measure-gpu" => {
+            let rest: Vec<String> = std::env::args().skip(2).collect();
+            let commit = output_of(
+                "git",
+                &[
+                    "-C",
+                    &root.to_string_lossy(),
+                    "rev-parse",
+                    "--short=12",
+                    "HEAD",
+                ],
+            );
+            gpu_cli::measure_gpu(&root, &rest, commit, output_of("rustc", &["--version"]))
+        }
+        "gpu-probe" => {
+            let rest: Vec<String> = std::env::args().skip(2).collect();
+            gpu_cli::probe(&rest)
+        }
         "-h" | "--help" | "help" => {
-            println!("usage: modern-attention [all|render|check|book|measure-cpu [--quick] [--peer FILE]]");
+            println!(
+                "usage: modern-attention [all|render|check|book|measure-cpu [--quick] [--peer FILE]|\
+                 measure-gpu [--quick] [--peer FILE] [--dram FILE] [--out DIR]|gpu-probe ...]"
+            );
             Ok(())
         }
         other => Err(format!(

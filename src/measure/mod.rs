@@ -1,8 +1,9 @@
 //! Measurements: the records every harness writes (`measurements/<machine>.json`, DESIGN's schema), the
-//! machine's measured ceilings, and the CPU harness that checks, then times, every version.
+//! machine's measured ceilings, and the CPU and GPU harnesses that check, then time, every version.
 
 pub mod ceilings;
 pub mod cpu;
+pub mod gpu;
 
 use serde::{Deserialize, Serialize};
 use std::path::Path;
