@@ -159,11 +159,11 @@ fn every_version_matches_the_reference_on_the_edge_grid() {
             .collect();
         for c in &cases {
             let mut impls: Vec<(Version, usize)> = Version::ALL.iter().map(|&v| (v, 4)).collect();
-            let w = v5_warps(c.shape.d);
+            let w = v5_warps(c.shape.d, c.shape.nq);
             impls.retain(|&(v, _)| v != Version::V5CpAsync);
             impls.push((Version::V5CpAsync, w));
-            if w != 4 {
-                impls.push((Version::V5CpAsync, 4));
+            if c.shape.d >= 64 {
+                impls.push((Version::V5CpAsync, 12 - w)); // the other block size too
             }
             failures.extend(run_cases(&dev, std::slice::from_ref(c), &impls));
         }
@@ -192,7 +192,7 @@ fn bf16_tensor_core_versions_match() {
         .collect();
     let mut failures = Vec::new();
     for c in &cases {
-        let w = v5_warps(c.shape.d);
+        let w = v5_warps(c.shape.d, c.shape.nq);
         failures.extend(run_cases(
             &dev,
             std::slice::from_ref(c),

@@ -38,9 +38,9 @@ pub struct Impl {
 
 impl Impl {
     /// `ours/v5_cp_async`, or `ours/v5_cp_async_w4` for a non-default warp count.
-    pub fn name(&self, d: usize) -> String {
+    pub fn name(&self, d: usize, n: usize) -> String {
         match self.warps {
-            Some(w) if self.version == Version::V5CpAsync && w != flash::v5_warps(d) => {
+            Some(w) if self.version == Version::V5CpAsync && w != flash::v5_warps(d, n) => {
                 format!("ours/{}_w{w}", self.version.name())
             }
             _ => format!("ours/{}", self.version.name()),
@@ -71,7 +71,7 @@ pub fn impls_for(n: usize, d: usize) -> Vec<Impl> {
         // The other block size of v5, kept in the table so the choice is visible.
         out.push(Impl {
             version: Version::V5CpAsync,
-            warps: Some(12 - flash::v5_warps(d)),
+            warps: Some(12 - flash::v5_warps(d, n)),
         });
     }
     out
@@ -212,10 +212,10 @@ pub fn measure(
                 ));
                 for imp in impls_for(n, d) {
                     let warps = imp.warps.unwrap_or(match imp.version {
-                        Version::V5CpAsync => flash::v5_warps(d),
+                        Version::V5CpAsync => flash::v5_warps(d, n),
                         _ => 4,
                     });
-                    let name = imp.name(d);
+                    let name = imp.name(d, n);
                     sets[0].poison(dev)?;
                     flash::forward_with(dev, imp.version, &mut sets[0], mask, warps)?;
                     let (o, _) = sets[0].download(dev)?;
