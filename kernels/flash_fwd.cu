@@ -9,25 +9,33 @@
 // Compiled at run time by NVRTC (src/gpu/mod.rs), one module per (version, dtype): the host defines
 // FA_VERSION (1..5) and FA_BF16 (0 or 1) so that a process compiles only the kernels it launches.
 //
-// Changelog (numbers from measurements/gpu-*.json: H100 80GB HBM3, fp16, D = 128, N = 4096, B*N = 16k
-// tokens, H = 16, non-causal, unless said; torch/flash is FA2 through PyTorch SDPA, measured in the same
-// device call; see the lab 02 tables for every size):
-//   v0  PyTorch SDPA (flash, cuDNN, mem-efficient, math backends): the peers, bench/peers/torch_sdpa.py.
-//   v1  naive: three kernels, S = QK^T materialised in global memory as f32 (B*Hq*Nq*Nk floats), a
-//       row softmax in place, then P V. Timed only for N <= 2048 (S alone is 4 GB at N = 2048).
-//   v2  online softmax, one thread per query row: no S, but every row reads all of K and V from global
-//       memory (through L1/L2) one key at a time, two exp2 per key per row. Timed for N <= 2048.
-//   v3  tiled through shared memory (FlashAttention-1 on CUDA cores): a block of 64 rows loads each 64-key
-//       tile of K and V once, coalesced, and every thread streams it from shared memory; fully masked
-//       tiles are skipped. Still scalar FMAs, so it stays far under the tensor-core roof. N <= 4096.
-//   v4  tensor cores (FlashAttention-2 style): 4 warps, each owns 16 query rows; S = Q K^T and O += P V
-//       by mma.sync m16n8k16 (f32 accumulators) with operands from ldmatrix (.trans for V); P never
-//       leaves registers (the S accumulator fragment is the A fragment of P V); K/V tiles loaded
-//       synchronously, rows padded by 16 bytes so ldmatrix is bank-conflict free.
-//   v5  v4 plus cp.async double buffering: tile t+1 of K and V is in flight while tile t is computed;
-//       8 warps (128 query rows) for D >= 64, so every K/V tile feeds twice the rows.
-//   v6  Hopper wgmma + TMA: not written in this session (see the lab's Caveats).
-// Measured results are filled in below by the session that measured them.
+// Changelog. Measured on an NVIDIA H100 80GB HBM3 (driver 580.159, CUDA 13.0), 2026-11-27, fp16,
+// B*N = 16k tokens, H = 2048/D, non-causal unless said; TFLOP/s = 4 B H N^2 D / t (halved for causal).
+// PyTorch 2.11 SDPA ran in the same device call; every number is in measurements/gpu-*.json.
+//   v0  PyTorch SDPA. D=128 N=16384: flash (FA2) 336, cuDNN 563, mem-efficient 178 TFLOP/s; math
+//       (S materialised) 23 at N=4096. D=64 N=16384: flash 298, cuDNN 434, efficient 137.
+//   v1  naive: three kernels, S = QK^T materialised in global memory as f32 (B*Hq*Nq*Nk floats), a row
+//       softmax in place, then P V. 0.8-0.9 TFLOP/s at every size (timed to N = 2048; S is 4 GB there).
+//       ncu at D=64 N=2048: 24.3 GB of DRAM traffic against v5's 0.26 GB.
+//   v2  online softmax, one thread per query row: no S, but every row reads K and V through L1/L2 one
+//       key at a time, two exp2 per key. 9.6 TFLOP/s at D=64 N=2048, 4.5 at D=128 (255 registers and
+//       spills: q and the D accumulators live in registers). Timed to N = 2048.
+//   v3  tiled through shared memory, FlashAttention-1 on CUDA cores: 64 rows share each 64-key tile of
+//       K and V. 16-17 TFLOP/s at D=64, 6.9 at D=128 (spills again). Scalar FMAs cap it near the
+//       FP32 roof; timed to N = 4096.
+//   v4  tensor cores, FlashAttention-2 style: 4 warps x 16 query rows, mma.sync m16n8k16 (f32
+//       accumulators) fed by ldmatrix (.trans for V), P kept in registers (S's accumulator fragment is
+//       P V's A fragment). 193 TFLOP/s at D=128 N=16384, 206 at D=64: 28x v3.
+//   v5  v4 plus cp.async double buffering of K/V tiles (tile t+1 in flight while t is computed).
+//       231 TFLOP/s at D=128 N=16384 (0.69 of FA2, 0.41 of cuDNN), 230.6 causal (0.78 of FA2);
+//       209 at D=64 (0.70 of FA2). Barely pays at D=64 (+1-2%), +20% at D=128. THE FASTEST VERSION.
+//       Rounding P to fp16 before P V cost up to 2^-12 |v| in O, which with O's own rounding broke the
+//       1e-3 bar on short rows (18 of 896 checks, max 1.2e-3): tiles that carry more than a quarter of a
+//       row's weight now also add (P - fp16(P)) V. That cost about 20% at D=128 N=2048 (258 -> 210)
+//       and turned the best block size from 8 warps to 4: the 8-warp variant stays in the table
+//       (ours/v5_cp_async_w8, 209 at D=128 N=16384).
+//   v6  Hopper wgmma + TMA: not written in this session. The gap to cuDNN (about 2.4x at D=128) is
+//       what wgmma, warp specialisation and a cheaper exactness fix would have to close.
 
 #include <cuda_fp16.h>
 #include <cuda_bf16.h>
