@@ -12,8 +12,15 @@
 //!                              check then time every CPU version on this machine; with --with-torch,
 //!                              time PyTorch's CPU SDPA (bench/peers/torch_cpu_sdpa.py) before and after
 //!                              ours and keep its faster run; write measurements/cpu-<name>.json
+//! modern-attention measure-gpu [--quick] [--peer FILE] [--dram FILE] [--out DIR] [--commit C] [--date D]
+//!                              check then time every GPU kernel version (lab 02), merge PyTorch SDPA's
+//!                              records (bench/peers/torch_sdpa.py) and ncu's DRAM bytes, and write
+//!                              measurements/gpu-<card>.json
+//! modern-attention gpu-probe sanitize | one VERSION N D [causal]
+//!                              small checked runs for compute-sanitizer; one launch for ncu
 //! ```
 
+mod gpu_cli;
 mod tools;
 
 use modern_attention::regenerate;
@@ -214,8 +221,30 @@ fn run() -> Result<(), String> {
             let rest: Vec<String> = std::env::args().skip(2).collect();
             measure_cpu(&root, &rest)
         }
+        "measure-gpu" => {
+            let rest: Vec<String> = std::env::args().skip(2).collect();
+            let commit = output_of(
+                "git",
+                &[
+                    "-C",
+                    &root.to_string_lossy(),
+                    "rev-parse",
+                    "--short=12",
+                    "HEAD",
+                ],
+            );
+            gpu_cli::measure_gpu(&root, &rest, commit, output_of("rustc", &["--version"]))
+        }
+        "gpu-probe" => {
+            let rest: Vec<String> = std::env::args().skip(2).collect();
+            gpu_cli::probe(&rest)
+        }
         "-h" | "--help" | "help" => {
-            println!("usage: modern-attention [all|render|check|book|predict KEY=VALUE...|measure-cpu [--quick] [--with-torch] [--peer FILE]]");
+            println!(
+                "usage: modern-attention [all|render|check|book|predict KEY=VALUE...|\
+                 measure-cpu [--quick] [--with-torch] [--peer FILE]|\
+                 measure-gpu [--quick] [--peer FILE] [--dram FILE] [--out DIR]|gpu-probe ...]"
+            );
             Ok(())
         }
         other => Err(format!(

@@ -1,9 +1,10 @@
 //! Measurements: the records every harness writes (`measurements/<machine>.json`, DESIGN's schema), the
-//! machine's measured ceilings, and the CPU harness that checks, then times, every version.
+//! machine's measured ceilings, and the CPU and GPU harnesses that check, then time, every version.
 
 pub mod ceilings;
 pub mod cpu;
 pub mod decode;
+pub mod gpu;
 
 use crate::minimodel::shape::AttnShape;
 use serde::{Deserialize, Serialize};

@@ -25,9 +25,10 @@ pub fn render(files: &[(String, MeasurementFile)]) -> Vec<Artifact> {
     let (speed, bytes) = match gpu {
         Some((name, f)) => (speed_tables(name, f), bytes_table(name, f)),
         None => {
-            let none = "*No GPU measurements are committed yet: run the GPU harness on a machine with an \
+            let none =
+                "*No GPU measurements are committed yet: run the GPU harness on a machine with an \
                         NVIDIA GPU (see this chapter's last section).*\n"
-                .to_string();
+                    .to_string();
             (none.clone(), none)
         }
     };
@@ -73,13 +74,18 @@ fn speed_tables(name: &str, f: &MeasurementFile) -> String {
     }
     groups.sort();
     for (d, mask) in groups {
-        let mut ns: Vec<usize> = f.records.iter().filter(|r| r.d == d && r.mask == mask).map(|r| r.nq).collect();
+        let mut ns: Vec<usize> = f
+            .records
+            .iter()
+            .filter(|r| r.d == d && r.mask == mask)
+            .map(|r| r.nq)
+            .collect();
         ns.sort_unstable();
         ns.dedup();
         let find = |n: usize, imp: &str| -> Option<&Record> {
-            f.records
-                .iter()
-                .find(|r| r.d == d && r.mask == mask && r.nq == n && r.implementation == imp && r.checked)
+            f.records.iter().find(|r| {
+                r.d == d && r.mask == mask && r.nq == n && r.implementation == imp && r.checked
+            })
         };
         let mut rows = Vec::new();
         for n in ns {
@@ -136,7 +142,13 @@ fn bytes_table(name: &str, f: &MeasurementFile) -> String {
         return "*No DRAM counters are committed yet.*\n".into();
     }
     let mut out = md_table(
-        &["kernel", "problem (fp16, no mask)", "model bytes", "DRAM bytes (ncu, read + write)", "DRAM / model"],
+        &[
+            "kernel",
+            "problem (fp16, no mask)",
+            "model bytes",
+            "DRAM bytes (ncu, read + write)",
+            "DRAM / model",
+        ],
         &rows,
     );
     out += &format!(

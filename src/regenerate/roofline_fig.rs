@@ -30,16 +30,36 @@ const CPU_PICKS: [Pick; 5] = [
 ];
 
 const GPU_PICKS: [Pick; 4] = [
-    ("naive", (200, 40, 40), |r| r.implementation == "ours/v1_naive" && r.d == 64 && r.mask == "none"),
-    ("flash (ours)", (40, 90, 200), |r| r.implementation == "ours/v5_cp_async" && r.d == 64 && r.mask == "none"),
-    ("FA2 in PyTorch", (120, 120, 120), |r| r.implementation == "torch/flash" && r.d == 64 && r.mask == "none"),
-    ("cuDNN", (20, 150, 90), |r| r.implementation == "torch/cudnn" && r.d == 64 && r.mask == "none"),
+    ("naive", (200, 40, 40), |r| {
+        r.implementation == "ours/v1_naive" && r.d == 64 && r.mask == "none"
+    }),
+    ("flash (ours)", (40, 90, 200), |r| {
+        r.implementation == "ours/v5_cp_async" && r.d == 64 && r.mask == "none"
+    }),
+    ("FA2 in PyTorch", (120, 120, 120), |r| {
+        r.implementation == "torch/flash" && r.d == 64 && r.mask == "none"
+    }),
+    ("cuDNN", (20, 150, 90), |r| {
+        r.implementation == "torch/cudnn" && r.d == 64 && r.mask == "none"
+    }),
 ];
 
 /// The CPU and GPU roofline figures and their tables (from the first file of each kind).
 pub fn render(files: &[(String, MeasurementFile)]) -> Vec<Artifact> {
-    let mut out = render_kind(files, "cpu", &CPU_PICKS, "roofline_cpu.svg", "roofline_cpu.md");
-    out.extend(render_kind(files, "gpu", &GPU_PICKS, "roofline_gpu.svg", "roofline_gpu.md"));
+    let mut out = render_kind(
+        files,
+        "cpu",
+        &CPU_PICKS,
+        "roofline_cpu.svg",
+        "roofline_cpu.md",
+    );
+    out.extend(render_kind(
+        files,
+        "gpu",
+        &GPU_PICKS,
+        "roofline_gpu.svg",
+        "roofline_gpu.md",
+    ));
     out
 }
 

@@ -1,0 +1,88 @@
+#!/usr/bin/env bash
+# Lab 02 on a GPU machine that has no Rust: runs binaries built elsewhere by ../shared/device/bundle.sh.
+#
+#   bash bench/gpu.sh DIR OUT [phase ...]    phases: tests sanitize quick peer ncu measure (default: all but quick)
+#
+# DIR holds the bundle (bin/, tests/), this script, torch_sdpa.py and COMMIT; OUT receives the logs and
+# measurement files (at most a handful of files: the GPU tool brings back 8). Each phase has a time limit,
+# so one hung phase cannot eat the whole call.
+set -u
+W=$1
+OUT=$2
+shift 2
+phases=${*:-tests sanitize peer ncu measure}
+B=$W/bin/modern-attention
+export PYTHONUNBUFFERED=1
+log=$OUT/summary.log
+say() { echo "$@" | tee -a "$log"; }
+say "== $(date -u +%FT%TZ) commit $(cat "$W/COMMIT" 2>/dev/null) phases: $phases"
+nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm,power.draw,power.limit,temperature.gpu \
+  --format=csv 2>&1 | tee -a "$log"
+for phase in $phases; do
+  t0=$(date +%s)
+  case $phase in
+    tests)
+      t=$(ls "$W"/tests/test-flash_gpu-* | head -1)
+      REQUIRE_GPU=1 timeout 240 "$t" --test-threads=4 --nocapture > "$OUT/tests.log" 2>&1
+      say "tests rc=$? ok-lines=$(grep -c '^ok ' "$OUT/tests.log") fail-lines=$(grep -c '^FAIL' "$OUT/tests.log")"
+      grep -E '^FAIL|panicked|test result' "$OUT/tests.log" | head -20 | tee -a "$log"
+      ;;
+    sanitize)
+      for tool in memcheck racecheck; do
+        timeout 200 compute-sanitizer --tool $tool --error-exitcode 3 "$B" gpu-probe sanitize \
+          >> "$OUT/sanitize.log" 2>&1
+        say "compute-sanitizer $tool rc=$?: $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$OUT/sanitize.log" | tail -1)"
+      done
+      grep -E '^FAIL' "$OUT/sanitize.log" | head -5 | tee -a "$log"
+      ;;
+    quick)
+      timeout 200 "$B" measure-gpu --quick --out "$OUT" --commit "$(cat "$W/COMMIT")" --date "$(date -u +%F)" \
+        2>&1 | grep -v '^\[measure-gpu\] reference' | tee -a "$log"
+      ;;
+    peer)
+      timeout 300 python3 "$W/torch_sdpa.py" --out "$OUT/torch.json" 2>&1 | tee -a "$log"
+      ;;
+    ncu)
+      : > "$OUT/ncu.csv"
+      for v in v1 v5; do
+        for n in 64 2048; do
+          echo "# $v N=$n D=64" >> "$OUT/ncu.csv"
+          timeout 120 ncu --clock-control none --metrics dram__bytes_read.sum,dram__bytes_write.sum,lts__t_bytes.sum \
+            --csv --print-units base -k regex:flash_ "$B" gpu-probe one $v $n 64 >> "$OUT/ncu.csv" 2>&1
+        done
+      done
+      python3 - "$OUT/ncu.csv" "$OUT/dram.json" <<'PY' 2>&1 | tee -a "$log"
+import csv, json, sys
+rows, cur = [], None
+names = {"v1": "ours/v1_naive", "v5": "ours/v5_cp_async"}
+sums = {}
+for line in open(sys.argv[1]):
+    if line.startswith("# "):
+        v, n, _ = line[2:].split(); cur = (names[v], int(n[2:])); sums[cur] = {}; continue
+    if not line.startswith('"'):
+        continue
+    r = next(csv.reader([line]))
+    if r[0] == "ID":
+        header = r; continue
+    rec = dict(zip(header, r))
+    m = rec.get("Metric Name"); val = rec.get("Metric Value", "").replace(",", "")
+    try: sums[cur][m] = sums[cur].get(m, 0.0) + float(val)
+    except ValueError: pass
+for (imp, n), s in sums.items():
+    rd, wr = s.get("dram__bytes_read.sum", 0.0), s.get("dram__bytes_write.sum", 0.0)
+    print(f"ncu {imp} N={n} D=64: DRAM read {rd/1e6:.1f} MB write {wr/1e6:.1f} MB, L2 {s.get('lts__t_bytes.sum', 0)/1e6:.1f} MB")
+    rows.append(dict(impl=imp, n=n, d=64, mask="none", dram_bytes=rd + wr, dram_read=rd, dram_write=wr,
+                     l2_bytes=s.get("lts__t_bytes.sum")))
+json.dump(rows, open(sys.argv[2], "w"), indent=1)
+PY
+      ;;
+    measure)
+      extra=""
+      [ -f "$OUT/torch.json" ] && extra="$extra --peer $OUT/torch.json"
+      [ -f "$OUT/dram.json" ] && extra="$extra --dram $OUT/dram.json"
+      timeout 420 "$B" measure-gpu $extra --out "$OUT" --commit "$(cat "$W/COMMIT")" --date "$(date -u +%F)" \
+        2>&1 | grep -v '^\[measure-gpu\] reference' | tee -a "$log"
+      ;;
+  esac
+  say "-- phase $phase took $(( $(date +%s) - t0 )) s"
+done

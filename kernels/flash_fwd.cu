@@ -1,0 +1,602 @@
+// FlashAttention forward on the GPU: a numbered progression (lab 02).
+//
+// Shapes (row-major, contiguous): q, o: (B, Hq, Nq, D); k, v: (B, Hkv, Nk, D); lse: (B, Hq, Nq) f32.
+// Query head h reads kv head h / (Hq / Hkv) by index. Query row i sits at position p = i + Nk - Nq;
+// causal keeps keys j <= p, a window of W keeps j > p - W; a row that sees no key gets O = 0 and
+// lse = -inf. Storage is f16 or bf16, every sum is f32. PyTorch's line for all of it:
+//     o = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=..., enable_gqa=True)
+//
+// Compiled at run time by NVRTC (src/gpu/mod.rs), one module per (version, dtype): the host defines
+// FA_VERSION (1..5) and FA_BF16 (0 or 1) so that a process compiles only the kernels it launches.
+//
+// Changelog. Measured on an NVIDIA H100 80GB HBM3 (driver 580.159, CUDA 13.0), 2026-11-27, fp16,
+// B*N = 16k tokens, H = 2048/D, non-causal unless said; TFLOP/s = 4 B H N^2 D / t (halved for causal).
+// PyTorch 2.11 SDPA ran in the same device call; every number is in measurements/gpu-*.json.
+//   v0  PyTorch SDPA. D=128 N=16384: flash (FA2) 336, cuDNN 563, mem-efficient 178 TFLOP/s; math
+//       (S materialised) 23 at N=4096. D=64 N=16384: flash 298, cuDNN 434, efficient 137.
+//   v1  naive: three kernels, S = QK^T materialised in global memory as f32 (B*Hq*Nq*Nk floats), a row
+//       softmax in place, then P V. 0.8-0.9 TFLOP/s at every size (timed to N = 2048; S is 4 GB there).
+//       ncu at D=64 N=2048: 24.3 GB of DRAM traffic against v5's 0.26 GB.
+//   v2  online softmax, one thread per query row: no S, but every row reads K and V through L1/L2 one
+//       key at a time, two exp2 per key. 9.6 TFLOP/s at D=64 N=2048, 4.5 at D=128 (255 registers and
+//       spills: q and the D accumulators live in registers). Timed to N = 2048.
+//   v3  tiled through shared memory, FlashAttention-1 on CUDA cores: 64 rows share each 64-key tile of
+//       K and V. 16-17 TFLOP/s at D=64, 6.9 at D=128 (spills again). Scalar FMAs cap it near the
+//       FP32 roof; timed to N = 4096.
+//   v4  tensor cores, FlashAttention-2 style: 4 warps x 16 query rows, mma.sync m16n8k16 (f32
+//       accumulators) fed by ldmatrix (.trans for V), P kept in registers (S's accumulator fragment is
+//       P V's A fragment). 193 TFLOP/s at D=128 N=16384, 206 at D=64: 28x v3.
+//   v5  v4 plus cp.async double buffering of K/V tiles (tile t+1 in flight while t is computed).
+//       231 TFLOP/s at D=128 N=16384 (0.69 of FA2, 0.41 of cuDNN), 230.6 causal (0.78 of FA2);
+//       209 at D=64 (0.70 of FA2). Barely pays at D=64 (+1-2%), +20% at D=128. THE FASTEST VERSION.
+//       Rounding P to fp16 before P V cost up to 2^-12 |v| in O, which with O's own rounding broke the
+//       1e-3 bar on short rows (18 of 896 checks, max 1.2e-3): tiles that carry more than a quarter of a
+//       row's weight now also add (P - fp16(P)) V. That cost about 20% at D=128 N=2048 (258 -> 210)
+//       and turned the best block size from 8 warps to 4: the 8-warp variant stays in the table
+//       (ours/v5_cp_async_w8, 209 at D=128 N=16384).
+//   v6  Hopper wgmma + TMA: not written in this session. The gap to cuDNN (about 2.4x at D=128) is
+//       what wgmma, warp specialisation and a cheaper exactness fix would have to close.
+
+#include <cuda_fp16.h>
+#include <cuda_bf16.h>
+
+#ifndef FA_VERSION
+#define FA_VERSION 5
+#endif
+#ifndef FA_BF16
+#define FA_BF16 0
+#endif
+
+#if FA_BF16
+typedef __nv_bfloat16 elem_t;
+#else
+typedef __half elem_t;
+#endif
+
+// Mirrors `gpu::flash::Params` (repr(C)).
+struct Params {
+    int b, hq, hkv, nq, nk, d;
+    int causal;        // 1: key j visible only if j <= p
+    int window;        // 0: no window; W > 0: key j visible only if j > p - W
+    float scale;       // 1 / sqrt(D)
+    float scale_log2;  // scale * log2(e): softmax runs in base 2 (exp2 is one MUFU instruction)
+};
+
+#define NEG_INF (-__int_as_float(0x7f800000))
+#define LN2 0.69314718055994530942f
+
+// ---------------------------------------------------------------------------------------------------
+// Element helpers: f16 and bf16 behind one interface.
+
+__device__ __forceinline__ float to_f(__half x) { return __half2float(x); }
+__device__ __forceinline__ float to_f(__nv_bfloat16 x) { return __bfloat162float(x); }
+__device__ __forceinline__ void store_f(__half* p, float x) { *p = __float2half_rn(x); }
+__device__ __forceinline__ void store_f(__nv_bfloat16* p, float x) { *p = __float2bfloat16_rn(x); }
+__device__ __forceinline__ float2 to_f2(unsigned int u, __half) {
+    __half2 h = *reinterpret_cast<__half2*>(&u);
+    return __half22float2(h);
+}
+__device__ __forceinline__ float2 to_f2(unsigned int u, __nv_bfloat16) {
+    __nv_bfloat162 h = *reinterpret_cast<__nv_bfloat162*>(&u);
+    return __bfloat1622float2(h);
+}
+// Two floats rounded into one 32-bit register; `a` in the low half (the lower column index).
+__device__ __forceinline__ unsigned int pack2(float a, float b, __half) {
+    __half2 h = __floats2half2_rn(a, b);
+    return *reinterpret_cast<unsigned int*>(&h);
+}
+__device__ __forceinline__ unsigned int pack2(float a, float b, __nv_bfloat16) {
+    __nv_bfloat162 h = __floats2bfloat162_rn(a, b);
+    return *reinterpret_cast<unsigned int*>(&h);
+}
+
+__device__ __forceinline__ float ex2(float x) {  // 2^x; ex2(-inf) = +0
+    float y;
+    asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+    return y;
+}
+
+// Is key j visible to query row i? (shape.rs `Mask::visible`, bottom-right aligned)
+__device__ __forceinline__ bool visible(const Params& p, int i, int j) {
+    const int pos = i + p.nk - p.nq;
+    if (j >= p.nk) return false;
+    if (p.causal && j > pos) return false;
+    if (p.window && j <= pos - p.window) return false;
+    return true;
+}
+
+// The keys [lo, hi) that any of the query rows i0..i1 (inclusive) may see: tiles outside are skipped.
+__device__ __forceinline__ void key_range(const Params& p, int i0, int i1, int& lo, int& hi) {
+    const int off = p.nk - p.nq;
+    hi = p.causal ? min(p.nk, max(0, i1 + off + 1)) : p.nk;
+    lo = p.window ? max(0, i0 + off - p.window + 1) : 0;
+}
+
+__device__ __forceinline__ float warp_max(float x) {
+    for (int s = 16; s > 0; s >>= 1) x = fmaxf(x, __shfl_xor_sync(0xffffffffu, x, s));
+    return x;
+}
+__device__ __forceinline__ float warp_sum(float x) {
+    for (int s = 16; s > 0; s >>= 1) x += __shfl_xor_sync(0xffffffffu, x, s);
+    return x;
+}
+
+#if FA_VERSION == 1
+// ---------------------------------------------------------------------------------------------------
+// v1: naive. Three launches, S (B, Hq, Nq, Nk) f32 in global memory.
+
+// S_ij = q_i . k_j / sqrt(D), or -inf where masked. grid (ceil(Nk/128), Nq, B*Hq), block 128.
+template <typename T>
+__device__ void v1_scores(const T* q, const T* k, float* S, Params p) {
+    const int j = blockIdx.x * blockDim.x + threadIdx.x, i = blockIdx.y, bh = blockIdx.z;
+    if (j >= p.nk) return;
+    const int b = bh / p.hq, h = bh % p.hq, hk = h / (p.hq / p.hkv);
+    const T* qi = q + ((size_t)bh * p.nq + i) * p.d;
+    const T* kj = k + (((size_t)b * p.hkv + hk) * p.nk + j) * p.d;
+    float s = NEG_INF;
+    if (visible(p, i, j)) {
+        float acc = 0.f;
+        for (int c = 0; c < p.d; ++c) acc += to_f(qi[c]) * to_f(kj[c]);
+        s = acc * p.scale;
+    }
+    S[((size_t)bh * p.nq + i) * p.nk + j] = s;
+}
+
+// P_i = softmax(S_i) in place, lse_i = m + ln(l). One warp per row; block 128 (4 rows).
+__device__ void v1_softmax(float* S, float* lse, Params p) {
+    const size_t row = (size_t)blockIdx.x * 4 + threadIdx.x / 32;
+    const int lane = threadIdx.x % 32;
+    if (row >= (size_t)p.b * p.hq * p.nq) return;
+    float* s = S + row * p.nk;
+    float m = NEG_INF;
+    for (int j = lane; j < p.nk; j += 32) m = fmaxf(m, s[j]);
+    m = warp_max(m);
+    float l = 0.f;
+    if (m != NEG_INF)
+        for (int j = lane; j < p.nk; j += 32) l += expf(s[j] - m);
+    l = warp_sum(l);
+    const float inv = l > 0.f ? 1.f / l : 0.f;
+    for (int j = lane; j < p.nk; j += 32) s[j] = m == NEG_INF ? 0.f : expf(s[j] - m) * inv;
+    if (lane == 0) lse[row] = l > 0.f ? m + logf(l) : NEG_INF;
+}
+
+// O_i = sum_j P_ij v_j. grid (Nq, B*Hq), block D (one thread per output column: V reads coalesce).
+template <typename T>
+__device__ void v1_pv(const float* P, const T* v, T* o, Params p) {
+    const int c = threadIdx.x, i = blockIdx.x, bh = blockIdx.y;
+    const int b = bh / p.hq, h = bh % p.hq, hk = h / (p.hq / p.hkv);
+    const float* pi = P + ((size_t)bh * p.nq + i) * p.nk;
+    const T* vb = v + ((size_t)b * p.hkv + hk) * p.nk * p.d;
+    float acc = 0.f;
+    for (int j = 0; j < p.nk; ++j) acc += pi[j] * to_f(vb[(size_t)j * p.d + c]);
+    store_f(o + ((size_t)bh * p.nq + i) * p.d + c, acc);
+}
+
+extern "C" __global__ void __launch_bounds__(128) flash_v1_scores(const elem_t* q, const elem_t* k, float* S, Params p) {
+    v1_scores<elem_t>(q, k, S, p);
+}
+extern "C" __global__ void __launch_bounds__(128) flash_v1_softmax(float* S, float* lse, Params p) {
+    v1_softmax(S, lse, p);
+}
+extern "C" __global__ void __launch_bounds__(1024) flash_v1_pv(const float* P, const elem_t* v, elem_t* o, Params p) {
+    v1_pv<elem_t>(P, v, o, p);
+}
+#endif  // FA_VERSION == 1
+
+#if FA_VERSION == 2
+// ---------------------------------------------------------------------------------------------------
+// v2: one thread per query row, online softmax over every visible key. grid (ceil(Nq/128), B*Hq).
+template <typename T, int D>
+__device__ void v2_online(const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v,
+                          T* __restrict__ o, float* __restrict__ lse, Params p) {
+    const int i = blockIdx.x * blockDim.x + threadIdx.x, bh = blockIdx.y;
+    if (i >= p.nq) return;
+    const int b = bh / p.hq, h = bh % p.hq, hk = h / (p.hq / p.hkv);
+    const unsigned int* qi = reinterpret_cast<const unsigned int*>(q + ((size_t)bh * p.nq + i) * D);
+    const T* kb = k + ((size_t)b * p.hkv + hk) * p.nk * D;
+    const T* vb = v + ((size_t)b * p.hkv + hk) * p.nk * D;
+    unsigned int qr[D / 2];  // q_i as pairs, unscaled (the inputs exactly)
+#pragma unroll
+    for (int c = 0; c < D / 2; ++c) qr[c] = qi[c];
+    float acc[D];
+#pragma unroll
+    for (int c = 0; c < D; ++c) acc[c] = 0.f;
+    float m = NEG_INF, l = 0.f;  // running max (log2 units) and sum
+    int lo, hi;
+    key_range(p, i, i, lo, hi);  // for one row, exactly its visible keys
+    for (int j = lo; j < hi; ++j) {
+        const unsigned int* kj = reinterpret_cast<const unsigned int*>(kb + (size_t)j * D);
+        float s = 0.f;
+#pragma unroll
+        for (int c = 0; c < D / 2; ++c) {
+            const float2 a = to_f2(qr[c], T()), bb = to_f2(kj[c], T());
+            s += a.x * bb.x + a.y * bb.y;
+        }
+        s *= p.scale_log2;
+        const float m_new = fmaxf(m, s);   // m_new = max(m, s)
+        const float alpha = ex2(m - m_new);  // rescales the old state; 0 on the first key
+        const float pj = ex2(s - m_new);
+        l = l * alpha + pj;  // l = alpha l + p
+        const unsigned int* vj = reinterpret_cast<const unsigned int*>(vb + (size_t)j * D);
+#pragma unroll
+        for (int c = 0; c < D / 2; ++c) {
+            const float2 x = to_f2(vj[c], T());
+            acc[2 * c] = acc[2 * c] * alpha + pj * x.x;  // o = alpha o + p v_j
+            acc[2 * c + 1] = acc[2 * c + 1] * alpha + pj * x.y;
+        }
+        m = m_new;
+    }
+    const float inv = l > 0.f ? 1.f / l : 0.f;
+    T* oi = o + ((size_t)bh * p.nq + i) * D;
+#pragma unroll
+    for (int c = 0; c < D; ++c) store_f(oi + c, acc[c] * inv);
+    lse[(size_t)bh * p.nq + i] = l > 0.f ? (m + log2f(l)) * LN2 : NEG_INF;
+}
+
+#define V2(DD)                                                                                          \
+    extern "C" __global__ void __launch_bounds__(128) flash_v2_##DD(const elem_t* q, const elem_t* k,  \
+                                                                     const elem_t* v, elem_t* o,       \
+                                                                     float* lse, Params p) {           \
+        v2_online<elem_t, DD>(q, k, v, o, lse, p);                                                     \
+    }
+V2(32)
+V2(64)
+V2(128)
+#endif  // FA_VERSION == 2
+
+#if FA_VERSION == 3
+// ---------------------------------------------------------------------------------------------------
+// v3: Br = 64 query rows per block (one thread each) share Bc = 64-key tiles of K and V in shared
+// memory. grid (ceil(Nq/64), B*Hq), block 64.
+template <typename T, int D>
+__device__ void v3_tiled(const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v,
+                         T* __restrict__ o, float* __restrict__ lse, Params p) {
+    constexpr int BR = 64, BC = 64, CH = D / 8;  // CH: 16-byte chunks per row
+    __shared__ __align__(16) T Ks[BC * D];
+    __shared__ __align__(16) T Vs[BC * D];
+    const int tid = threadIdx.x, bh = blockIdx.y;
+    const int i0 = blockIdx.x * BR, i = i0 + tid;
+    const int b = bh / p.hq, h = bh % p.hq, hk = h / (p.hq / p.hkv);
+    const T* kb = k + ((size_t)b * p.hkv + hk) * p.nk * D;
+    const T* vb = v + ((size_t)b * p.hkv + hk) * p.nk * D;
+    unsigned int qr[D / 2];
+    const unsigned int* qi = reinterpret_cast<const unsigned int*>(q + ((size_t)bh * p.nq + min(i, p.nq - 1)) * D);
+#pragma unroll
+    for (int c = 0; c < D / 2; ++c) qr[c] = qi[c];
+    float acc[D];
+#pragma unroll
+    for (int c = 0; c < D; ++c) acc[c] = 0.f;
+    float m = NEG_INF, l = 0.f;
+    int lo, hi;
+    key_range(p, i0, min(i0 + BR, p.nq) - 1, lo, hi);
+    for (int j0 = (lo / BC) * BC; j0 < hi; j0 += BC) {  // fully masked tiles are never loaded
+        __syncthreads();                                // the previous tile is consumed
+        for (int e = tid; e < BC * CH; e += BR) {
+            const int r = e / CH, c = (e % CH) * 8, j = j0 + r;
+            const uint4 zero = make_uint4(0, 0, 0, 0);
+            *reinterpret_cast<uint4*>(&Ks[r * D + c]) = j < p.nk ? *reinterpret_cast<const uint4*>(kb + (size_t)j * D + c) : zero;
+            *reinterpret_cast<uint4*>(&Vs[r * D + c]) = j < p.nk ? *reinterpret_cast<const uint4*>(vb + (size_t)j * D + c) : zero;
+        }
+        __syncthreads();
+        for (int jc = 0; jc < BC; jc += 16) {  // 16 keys at a time: one rescale per 16 keys
+            float s[16];
+            float mc = m;
+#pragma unroll
+            for (int t = 0; t < 16; ++t) {
+                const unsigned int* kr = reinterpret_cast<const unsigned int*>(&Ks[(jc + t) * D]);
+                float x = 0.f;
+#pragma unroll
+                for (int c = 0; c < D / 2; ++c) {
+                    const float2 a = to_f2(qr[c], T()), bb = to_f2(kr[c], T());
+                    x += a.x * bb.x + a.y * bb.y;
+                }
+                s[t] = (i < p.nq && visible(p, i, j0 + jc + t)) ? x * p.scale_log2 : NEG_INF;
+                mc = fmaxf(mc, s[t]);
+            }
+            const float mu = mc == NEG_INF ? 0.f : mc;  // a row that saw nothing yet keeps p = 0
+            const float alpha = ex2(m - mu);
+            l *= alpha;
+#pragma unroll
+            for (int c = 0; c < D; ++c) acc[c] *= alpha;
+#pragma unroll
+            for (int t = 0; t < 16; ++t) {
+                const float pt = ex2(s[t] - mu);
+                l += pt;
+                const unsigned int* vr = reinterpret_cast<const unsigned int*>(&Vs[(jc + t) * D]);
+#pragma unroll
+                for (int c = 0; c < D / 2; ++c) {
+                    const float2 x = to_f2(vr[c], T());
+                    acc[2 * c] += pt * x.x;
+                    acc[2 * c + 1] += pt * x.y;
+                }
+            }
+            m = mc;
+        }
+    }
+    if (i >= p.nq) return;
+    const float inv = l > 0.f ? 1.f / l : 0.f;
+    T* oi = o + ((size_t)bh * p.nq + i) * D;
+#pragma unroll
+    for (int c = 0; c < D; ++c) store_f(oi + c, acc[c] * inv);
+    lse[(size_t)bh * p.nq + i] = l > 0.f ? (m + log2f(l)) * LN2 : NEG_INF;
+}
+
+#define V3(DD)                                                                                         \
+    extern "C" __global__ void __launch_bounds__(64) flash_v3_##DD(const elem_t* q, const elem_t* k,  \
+                                                                    const elem_t* v, elem_t* o,       \
+                                                                    float* lse, Params p) {           \
+        v3_tiled<elem_t, DD>(q, k, v, o, lse, p);                                                     \
+    }
+V3(32)
+V3(64)
+V3(128)
+#endif  // FA_VERSION == 3
+
+#if FA_VERSION == 4 || FA_VERSION == 5
+// ---------------------------------------------------------------------------------------------------
+// v4 / v5: tensor cores. Fragment layouts of mma.m16n8k16 (PTX ISA), lane = 4 g + t:
+//   A (16x16, row): a0 (g, 2t..2t+1), a1 (g+8, 2t..), a2 (g, 8+2t..), a3 (g+8, 8+2t..)
+//   B (16x8, col):  b0 (k 2t..2t+1, n g), b1 (k 8+2t.., n g)
+//   C (16x8 f32):   c0,c1 (g, 2t..2t+1), c2,c3 (g+8, 2t..2t+1)
+// The C fragments of two neighbouring 8-key tiles of S are exactly the A fragment of P for P V.
+
+__device__ __forceinline__ void mma16816(float* c, const unsigned int* a, unsigned int b0, unsigned int b1, __half) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+__device__ __forceinline__ void mma16816(float* c, const unsigned int* a, unsigned int b0, unsigned int b1, __nv_bfloat16) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+__device__ __forceinline__ unsigned int smem_addr(const void* p) {
+    return static_cast<unsigned int>(__cvta_generic_to_shared(p));
+}
+// Four 8x8 b16 matrices; lanes 8m..8m+7 give the row addresses of matrix m, register m receives it.
+__device__ __forceinline__ void ldsm_x4(unsigned int* r, const void* p) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(smem_addr(p)));
+}
+__device__ __forceinline__ void ldsm_x4_trans(unsigned int* r, const void* p) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(smem_addr(p)));
+}
+// 16 bytes global -> shared without a register round trip; src_bytes = 0 writes zeros.
+__device__ __forceinline__ void cp_async16(void* dst, const void* src, bool pred) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_addr(dst)), "l"(src),
+                 "r"(pred ? 16 : 0));
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+template <int N>
+__device__ __forceinline__ void cp_async_wait() {
+    asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
+}
+
+// One block: BR = 16 NW query rows of one (batch, head); warp w owns rows 16w..16w+15. Keys in tiles of
+// BC = 64. Shared memory: Q [BR][LD], K and V [STAGES][BC][LD], LD = D + 8 (16 bytes of padding per
+// row: the eight row addresses of one ldmatrix fall in eight different 4-bank groups).
+template <typename T, int D, int NW, bool ASYNC>
+__device__ void flash_tc(const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v,
+                         T* __restrict__ o, float* __restrict__ lse, Params p) {
+    constexpr int BR = 16 * NW, BC = 64, LD = D + 8, CH = D / 8, NT = NW * 32;
+    constexpr int STAGES = ASYNC ? 2 : 1;
+    extern __shared__ __align__(16) unsigned char smem_raw[];
+    T* Qs = reinterpret_cast<T*>(smem_raw);
+    T* Ks = Qs + BR * LD;
+    T* Vs = Ks + STAGES * BC * LD;
+
+    const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, g = lane >> 2, tg = lane & 3;
+    const int tile = gridDim.x - 1 - blockIdx.x;  // the longest (causal: last) query tiles start first
+    const int bh = blockIdx.y, b = bh / p.hq, h = bh % p.hq, hk = h / (p.hq / p.hkv);
+    const int i0 = tile * BR, off = p.nk - p.nq;
+    const T* qb = q + (size_t)bh * p.nq * D;
+    const T* kb = k + ((size_t)b * p.hkv + hk) * p.nk * D;
+    const T* vb = v + ((size_t)b * p.hkv + hk) * p.nk * D;
+    int lo, hi;
+    key_range(p, i0, min(i0 + BR, p.nq) - 1, lo, hi);
+    const int t_begin = lo / BC;
+    const int ntiles = hi > lo ? (hi + BC - 1) / BC - t_begin : 0;  // fully masked tiles: skipped
+
+    // Q tile -> shared (rows past Nq are zeros).
+    for (int e = tid; e < BR * CH; e += NT) {
+        const int r = e / CH, c = (e % CH) * 8, i = i0 + r;
+        if (ASYNC) {
+            cp_async16(&Qs[r * LD + c], qb + (size_t)min(i, p.nq - 1) * D + c, i < p.nq);
+        } else {
+            *reinterpret_cast<uint4*>(&Qs[r * LD + c]) =
+                i < p.nq ? *reinterpret_cast<const uint4*>(qb + (size_t)i * D + c) : make_uint4(0, 0, 0, 0);
+        }
+    }
+    // K and V tile starting at key j0 -> stage `st` (rows past Nk are zeros, so 0 * V stays finite).
+    auto load_kv = [&](int st, int j0) {
+        T* Kd = Ks + st * BC * LD;
+        T* Vd = Vs + st * BC * LD;
+        for (int e = tid; e < BC * CH; e += NT) {
+            const int r = e / CH, c = (e % CH) * 8, j = j0 + r;
+            const bool ok = j < p.nk;
+            const size_t src = (size_t)(ok ? j : 0) * D + c;
+            if (ASYNC) {
+                cp_async16(&Kd[r * LD + c], kb + src, ok);
+                cp_async16(&Vd[r * LD + c], vb + src, ok);
+            } else {
+                const uint4 zero = make_uint4(0, 0, 0, 0);
+                *reinterpret_cast<uint4*>(&Kd[r * LD + c]) = ok ? *reinterpret_cast<const uint4*>(kb + src) : zero;
+                *reinterpret_cast<uint4*>(&Vd[r * LD + c]) = ok ? *reinterpret_cast<const uint4*>(vb + src) : zero;
+            }
+        }
+    };
+    if (ASYNC) {
+        cp_async_commit();                              // group: Q
+        if (ntiles > 0) load_kv(0, t_begin * BC);
+        cp_async_commit();                              // group: K/V tile 0
+        cp_async_wait<1>();                             // Q has landed
+    }
+    __syncthreads();
+
+    // This warp's 16 rows of Q as A fragments, kept in registers for the whole loop.
+    unsigned int qf[D / 16][4];
+#pragma unroll
+    for (int kk = 0; kk < D / 16; ++kk)
+        ldsm_x4(qf[kk], &Qs[(warp * 16 + (lane & 15)) * LD + kk * 16 + (lane >> 4) * 8]);
+
+    float oacc[D / 8][4];  // O for rows g and g+8, 8 columns per fragment
+#pragma unroll
+    for (int dn = 0; dn < D / 8; ++dn) oacc[dn][0] = oacc[dn][1] = oacc[dn][2] = oacc[dn][3] = 0.f;
+    float m[2] = {NEG_INF, NEG_INF}, l[2] = {0.f, 0.f};  // raw-score max and row sum (whole row)
+    const int row_a = i0 + warp * 16 + g;               // this thread's rows: row_a and row_a + 8
+
+    for (int t = 0; t < ntiles; ++t) {
+        const int j0 = (t_begin + t) * BC;
+        const int st = ASYNC ? (t & 1) : 0;
+        if (ASYNC) {
+            if (t + 1 < ntiles) load_kv((t + 1) & 1, j0 + BC);  // the next tile flies during this one
+            cp_async_commit();
+            cp_async_wait<1>();  // everything but the newest group has landed: tile t
+            __syncthreads();
+        } else {
+            if (t > 0) __syncthreads();  // every warp is done with the previous tile
+            load_kv(0, j0);
+            __syncthreads();
+        }
+        const T* Kt = Ks + st * BC * LD;
+        const T* Vt = Vs + st * BC * LD;
+
+        // S = Q K^T for 16 rows x 64 keys: 8 n-tiles of 16x8.
+        float s[BC / 8][4];
+#pragma unroll
+        for (int nt = 0; nt < BC / 8; ++nt) s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = 0.f;
+#pragma unroll
+        for (int kk = 0; kk < D / 16; ++kk) {
+#pragma unroll
+            for (int nn = 0; nn < BC / 16; ++nn) {
+                // matrices: keys +0..7 | d +0..7, keys +0..7 | d +8, keys +8..15 | d +0, keys +8..15 | d +8
+                unsigned int kf[4];
+                const int mi = lane >> 3;
+                ldsm_x4(kf, &Kt[(nn * 16 + (mi >> 1) * 8 + (lane & 7)) * LD + kk * 16 + (mi & 1) * 8]);
+                mma16816(s[2 * nn], qf[kk], kf[0], kf[1], T());
+                mma16816(s[2 * nn + 1], qf[kk], kf[2], kf[3], T());
+            }
+        }
+        // Mask only the tiles that straddle a boundary (Nk, the causal diagonal, the window's edge).
+        const bool need_mask = j0 + BC > p.nk || (p.causal && j0 + BC - 1 > i0 + off) ||
+                               (p.window && j0 <= i0 + BR - 1 + off - p.window);
+        if (need_mask) {
+#pragma unroll
+            for (int nt = 0; nt < BC / 8; ++nt)
+#pragma unroll
+                for (int e = 0; e < 4; ++e)
+                    if (!visible(p, row_a + (e >> 1) * 8, j0 + nt * 8 + tg * 2 + (e & 1))) s[nt][e] = NEG_INF;
+        }
+        // Online softmax for rows g (r = 0) and g + 8 (r = 1); a row is spread over the 4 lanes of a quad.
+        float mx[2] = {m[0], m[1]};
+#pragma unroll
+        for (int nt = 0; nt < BC / 8; ++nt) {
+            mx[0] = fmaxf(mx[0], fmaxf(s[nt][0], s[nt][1]));
+            mx[1] = fmaxf(mx[1], fmaxf(s[nt][2], s[nt][3]));
+        }
+        float msc[2];
+#pragma unroll
+        for (int r = 0; r < 2; ++r) {
+            mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
+            mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
+            msc[r] = mx[r] == NEG_INF ? 0.f : mx[r] * p.scale_log2;  // m_new, in log2 units
+            const float alpha = ex2(m[r] * p.scale_log2 - msc[r]);    // 2^(m - m_new); 0 at the start
+            l[r] *= alpha;
+#pragma unroll
+            for (int dn = 0; dn < D / 8; ++dn) {
+                oacc[dn][2 * r] *= alpha;
+                oacc[dn][2 * r + 1] *= alpha;
+            }
+            m[r] = mx[r];
+        }
+        // P = 2^(S scale log2e - m_new), rounded to T straight into A fragments (pf), and what the
+        // rounding lost, rounded again (pl): P = pf + pl to about 22 bits.
+        unsigned int pf[BC / 16][4], pl[BC / 16][4];
+        float lt[2] = {0.f, 0.f};  // this tile's row sums
+#pragma unroll
+        for (int nt = 0; nt < BC / 8; ++nt) {
+            const float p0 = ex2(fmaf(s[nt][0], p.scale_log2, -msc[0]));
+            const float p1 = ex2(fmaf(s[nt][1], p.scale_log2, -msc[0]));
+            const float p2 = ex2(fmaf(s[nt][2], p.scale_log2, -msc[1]));
+            const float p3 = ex2(fmaf(s[nt][3], p.scale_log2, -msc[1]));
+            lt[0] += p0 + p1;
+            lt[1] += p2 + p3;
+            const unsigned int h01 = pack2(p0, p1, T()), h23 = pack2(p2, p3, T());
+            const float2 f01 = to_f2(h01, T()), f23 = to_f2(h23, T());
+            pf[nt / 2][(nt & 1) * 2 + 0] = h01;
+            pf[nt / 2][(nt & 1) * 2 + 1] = h23;
+            pl[nt / 2][(nt & 1) * 2 + 0] = pack2(p0 - f01.x, p1 - f01.y, T());
+            pl[nt / 2][(nt & 1) * 2 + 1] = pack2(p2 - f23.x, p3 - f23.y, T());
+        }
+        // l = alpha l + rowsum(P) over the quad. Rounding P to 16 bits costs up to 2^-12 |v| in O for a
+        // row whose weight sits in this tile (a short row: its first tile, or a new dominant key), which
+        // with O's own rounding can pass the fp16 bar of 1e-3: such tiles also add pl V (warp-uniform).
+        bool heavy = false;
+#pragma unroll
+        for (int r = 0; r < 2; ++r) {
+            lt[r] += __shfl_xor_sync(0xffffffffu, lt[r], 1);
+            lt[r] += __shfl_xor_sync(0xffffffffu, lt[r], 2);
+            l[r] += lt[r];
+            heavy |= lt[r] > 0.25f * l[r];
+        }
+        heavy = __any_sync(0xffffffffu, heavy);
+        // O += P V: V tile is [key][d] in shared, read transposed by ldmatrix.trans.
+#pragma unroll
+        for (int kt = 0; kt < BC / 16; ++kt) {
+#pragma unroll
+            for (int dp = 0; dp < D / 16; ++dp) {
+                // matrices: keys +0..7 | d +0..7, keys +8..15 | d +0, keys +0..7 | d +8, keys +8..15 | d +8
+                unsigned int vf[4];
+                const int mi = lane >> 3;
+                ldsm_x4_trans(vf, &Vt[(kt * 16 + (mi & 1) * 8 + (lane & 7)) * LD + dp * 16 + (mi >> 1) * 8]);
+                mma16816(oacc[2 * dp], pf[kt], vf[0], vf[1], T());
+                mma16816(oacc[2 * dp + 1], pf[kt], vf[2], vf[3], T());
+                if (heavy) {
+                    mma16816(oacc[2 * dp], pl[kt], vf[0], vf[1], T());
+                    mma16816(oacc[2 * dp + 1], pl[kt], vf[2], vf[3], T());
+                }
+            }
+        }
+        if (ASYNC) __syncthreads();  // every warp is done with stage st before it is refilled
+    }
+
+    // O /= l, lse = m scale + ln l; rows past Nq are not stored.
+    T* ob = o + (size_t)bh * p.nq * D;
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+        const int row = row_a + r * 8;
+        if (row >= p.nq) continue;
+        const float inv = l[r] > 0.f ? 1.f / l[r] : 0.f;
+#pragma unroll
+        for (int dn = 0; dn < D / 8; ++dn)
+            *reinterpret_cast<unsigned int*>(ob + (size_t)row * D + dn * 8 + tg * 2) =
+                pack2(oacc[dn][2 * r] * inv, oacc[dn][2 * r + 1] * inv, T());
+        if (tg == 0)
+            lse[(size_t)bh * p.nq + row] = l[r] > 0.f ? (m[r] * p.scale_log2 + log2f(l[r])) * LN2 : NEG_INF;
+    }
+}
+
+#define TC(V, ASYNC, DD, NW)                                                                            \
+    extern "C" __global__ void __launch_bounds__(NW * 32)                                              \
+        flash_v##V##_##DD##_w##NW(const elem_t* q, const elem_t* k, const elem_t* v, elem_t* o,        \
+                                  float* lse, Params p) {                                              \
+        flash_tc<elem_t, DD, NW, ASYNC>(q, k, v, o, lse, p);                                           \
+    }
+#if FA_VERSION == 4
+TC(4, false, 32, 4)
+TC(4, false, 64, 4)
+TC(4, false, 128, 4)
+#else
+TC(5, true, 32, 4)
+TC(5, true, 64, 4)
+TC(5, true, 128, 4)
+TC(5, true, 64, 8)
+TC(5, true, 128, 8)
+#endif
+#endif  // FA_VERSION == 4 || FA_VERSION == 5

@@ -1,0 +1,495 @@
+//! FlashAttention forward on the GPU: the launch wrappers of `kernels/flash_fwd.cu`'s numbered versions.
+//!
+//! Shapes: `q, o: (B, Hq, Nq, D)`, `k, v: (B, Hkv, Nk, D)`, `lse: (B, Hq, Nq)` (f32, natural log of each
+//! row's softmax denominator over the scaled scores; `-inf` for a row that sees no key). Storage is
+//! `f16` or `bf16`, arithmetic f32. Every wrapper validates the shape and the buffers before it launches.
+//!
+//! Versions (the changelog with measured numbers is at the top of `kernels/flash_fwd.cu`):
+//! * `v1_naive`: three kernels, `S` materialised in global memory.
+//! * `v2_online`: one thread per query row, online softmax, K and V read once per row.
+//! * `v3_tiled`: K/V tiles in shared memory shared by 64 rows, still on CUDA cores.
+//! * `v4_tensor_cores`: `mma.sync` m16n8k16 with `ldmatrix`, P kept in registers.
+//! * `v5_cp_async`: v4 plus `cp.async` double buffering of K/V tiles.
+
+use super::{Device, GpuError};
+use crate::minimodel::numeric::Element;
+use crate::minimodel::shape::{AttnShape, Mask};
+use cudarc::driver::{sys, CudaSlice, DeviceRepr, LaunchConfig, PushKernelArg, ValidAsZeroBits};
+use half::{bf16, f16};
+
+/// The numbered kernel versions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Version {
+    /// S materialised: scores, softmax, P V (three launches).
+    V1Naive,
+    /// Online softmax, one thread per query row.
+    V2Online,
+    /// Tiled through shared memory, CUDA cores.
+    V3Tiled,
+    /// Tensor cores (`mma.sync` + `ldmatrix`), synchronous tile loads.
+    V4TensorCores,
+    /// Tensor cores with `cp.async` double-buffered K/V tiles.
+    V5CpAsync,
+}
+
+impl Version {
+    /// Every version, slowest first.
+    pub const ALL: [Version; 5] = [
+        Version::V1Naive,
+        Version::V2Online,
+        Version::V3Tiled,
+        Version::V4TensorCores,
+        Version::V5CpAsync,
+    ];
+
+    /// The fastest version this crate has.
+    pub const FASTEST: Version = Version::V5CpAsync;
+
+    /// `v1_naive`, ...
+    pub const fn name(self) -> &'static str {
+        match self {
+            Version::V1Naive => "v1_naive",
+            Version::V2Online => "v2_online",
+            Version::V3Tiled => "v3_tiled",
+            Version::V4TensorCores => "v4_tensor_cores",
+            Version::V5CpAsync => "v5_cp_async",
+        }
+    }
+
+    /// The number in the progression (`FA_VERSION` of the kernel file).
+    pub const fn number(self) -> i64 {
+        match self {
+            Version::V1Naive => 1,
+            Version::V2Online => 2,
+            Version::V3Tiled => 3,
+            Version::V4TensorCores => 4,
+            Version::V5CpAsync => 5,
+        }
+    }
+
+    /// The head sizes the version is compiled for (v1 takes any `D <= 1024`).
+    pub const fn head_dims(self) -> &'static [usize] {
+        match self {
+            Version::V1Naive => &[],
+            _ => &[32, 64, 128],
+        }
+    }
+
+    /// Parse `v1`, `v1_naive`, `1`, ...
+    pub fn parse(s: &str) -> Option<Version> {
+        Version::ALL.into_iter().find(|v| {
+            v.name() == s || v.name().split('_').next() == Some(s) || v.number().to_string() == s
+        })
+    }
+}
+
+/// The kernels' parameter block (mirrors `struct Params` in `kernels/flash_fwd.cu`).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Params {
+    /// Batch.
+    pub b: i32,
+    /// Query heads.
+    pub hq: i32,
+    /// Key/value heads.
+    pub hkv: i32,
+    /// Query rows.
+    pub nq: i32,
+    /// Key rows.
+    pub nk: i32,
+    /// Head size.
+    pub d: i32,
+    /// 1 for causal.
+    pub causal: i32,
+    /// Window size `W`, 0 for none.
+    pub window: i32,
+    /// `1 / sqrt(D)`.
+    pub scale: f32,
+    /// `scale * log2(e)`.
+    pub scale_log2: f32,
+}
+
+// SAFETY: `Params` is `repr(C)`, plain data, and matches the kernels' struct field for field.
+unsafe impl DeviceRepr for Params {}
+
+/// A storage type the kernels take: `f16` or `bf16`.
+pub trait GpuElement: Element + DeviceRepr + ValidAsZeroBits {
+    /// `FA_BF16` for the module.
+    const BF16: bool;
+    /// The NaN used to poison outputs.
+    fn nan() -> Self;
+}
+impl GpuElement for f16 {
+    const BF16: bool = false;
+    fn nan() -> Self {
+        f16::NAN
+    }
+}
+impl GpuElement for bf16 {
+    const BF16: bool = true;
+    fn nan() -> Self {
+        bf16::NAN
+    }
+}
+
+/// Device buffers of one attention call, plus v1's `S` scratch (allocated on first use).
+pub struct Buffers<T: GpuElement> {
+    /// The shape they hold.
+    pub shape: AttnShape,
+    /// `(B, Hq, Nq, D)`.
+    pub q: CudaSlice<T>,
+    /// `(B, Hkv, Nk, D)`.
+    pub k: CudaSlice<T>,
+    /// `(B, Hkv, Nk, D)`.
+    pub v: CudaSlice<T>,
+    /// `(B, Hq, Nq, D)`.
+    pub o: CudaSlice<T>,
+    /// `(B, Hq, Nq)`.
+    pub lse: CudaSlice<f32>,
+    scratch: Option<CudaSlice<f32>>,
+}
+
+impl<T: GpuElement> Buffers<T> {
+    /// Upload `q, k, v` (checked against `shape`) and allocate `o` and `lse`, poisoned with NaN.
+    pub fn upload(
+        dev: &Device,
+        shape: AttnShape,
+        q: &[T],
+        k: &[T],
+        v: &[T],
+    ) -> Result<Self, GpuError> {
+        shape.check_inputs(q.len(), k.len(), v.len())?;
+        let st = dev.stream();
+        let mut b = Buffers {
+            shape,
+            q: st.clone_htod(q)?,
+            k: st.clone_htod(k)?,
+            v: st.clone_htod(v)?,
+            o: st.alloc_zeros::<T>(shape.q_len())?,
+            lse: st.alloc_zeros::<f32>(shape.b * shape.hq * shape.nq)?,
+            scratch: None,
+        };
+        b.poison(dev)?;
+        Ok(b)
+    }
+
+    /// Fill `o` and `lse` with NaN, so that an element a kernel leaves unwritten fails the check.
+    pub fn poison(&mut self, dev: &Device) -> Result<(), GpuError> {
+        let st = dev.stream();
+        st.memcpy_htod(&vec![T::nan(); self.o.len()], &mut self.o)?;
+        st.memcpy_htod(&vec![f32::NAN; self.lse.len()], &mut self.lse)?;
+        Ok(())
+    }
+
+    /// Copy `o` and `lse` back.
+    pub fn download(&self, dev: &Device) -> Result<(Vec<T>, Vec<f32>), GpuError> {
+        let st = dev.stream();
+        Ok((st.clone_dtoh(&self.o)?, st.clone_dtoh(&self.lse)?))
+    }
+
+    /// Bytes on the device (inputs and outputs, not the scratch).
+    pub fn bytes(&self) -> usize {
+        (self.q.len() + self.k.len() + self.v.len() + self.o.len()) * std::mem::size_of::<T>()
+            + self.lse.len() * 4
+    }
+}
+
+/// The warps per block v5 uses for head size `d` and `nq` query rows. 8 warps (128 query rows sharing
+/// each K/V tile) won at D = 128, N >= 2048 before P's rounding was compensated (258 against 242
+/// TFLOP/s on an H100); since, 4 warps win everywhere on the grid (D = 128, N = 16384: 233 against 212;
+/// D = 64: 213 against 171), so the other size stays only in the table (`ours/v5_cp_async_w8`).
+pub fn v5_warps(d: usize, nq: usize) -> usize {
+    let _ = (d, nq);
+    4
+}
+
+fn check_fits(what: &'static str, value: usize, limit: usize) -> Result<i32, GpuError> {
+    if value > limit {
+        return Err(GpuError::TooLarge { what, value, limit });
+    }
+    Ok(value as i32)
+}
+
+/// The parameter block for `s` and `mask`, checked against the kernels' 32-bit limits.
+pub fn params(s: &AttnShape, mask: Mask) -> Result<Params, GpuError> {
+    let max = i32::MAX as usize;
+    let scale = 1.0 / (s.d as f32).sqrt();
+    Ok(Params {
+        b: check_fits("B", s.b, max)?,
+        hq: check_fits("Hq", s.hq, max)?,
+        hkv: check_fits("Hkv", s.hkv, max)?,
+        nq: check_fits("Nq", s.nq, max)?,
+        nk: check_fits("Nk", s.nk, max)?,
+        d: check_fits("D", s.d, 1024)?,
+        causal: mask.causal as i32,
+        // A window wider than every position is no window; clamping keeps it in i32.
+        window: mask.window.map_or(0, |w| w.get().min(s.nq + s.nk + 1)) as i32,
+        scale,
+        scale_log2: scale * std::f32::consts::LOG2_E,
+    })
+}
+
+fn check_buffers<T: GpuElement>(b: &Buffers<T>) -> Result<(), GpuError> {
+    let s = &b.shape;
+    for (tensor, expected, got) in [
+        ("q", s.q_len(), b.q.len()),
+        ("k", s.kv_len(), b.k.len()),
+        ("v", s.kv_len(), b.v.len()),
+        ("o", s.q_len(), b.o.len()),
+        ("lse", s.b * s.hq * s.nq, b.lse.len()),
+    ] {
+        if expected != got {
+            return Err(GpuError::Length {
+                tensor,
+                expected,
+                got,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Run `version` on `bufs` with `mask`, writing `bufs.o` and `bufs.lse` (asynchronously: call
+/// [`Device::synchronize`] or download to wait). v5 uses [`v5_warps`] warps per block.
+pub fn forward<T: GpuElement>(
+    dev: &Device,
+    version: Version,
+    bufs: &mut Buffers<T>,
+    mask: Mask,
+) -> Result<(), GpuError> {
+    let warps = match version {
+        Version::V5CpAsync => v5_warps(bufs.shape.d, bufs.shape.nq),
+        _ => 4,
+    };
+    forward_with(dev, version, bufs, mask, warps)
+}
+
+/// [`forward`] with the warps per block of the tensor-core versions chosen (4, or 8 for v5 at D >= 64).
+pub fn forward_with<T: GpuElement>(
+    dev: &Device,
+    version: Version,
+    bufs: &mut Buffers<T>,
+    mask: Mask,
+    warps: usize,
+) -> Result<(), GpuError> {
+    check_buffers(bufs)?;
+    let s = bufs.shape;
+    let p = params(&s, mask)?;
+    let dims = version.head_dims();
+    if !dims.is_empty() && !dims.contains(&s.d) {
+        return Err(GpuError::HeadDim {
+            version: version.name(),
+            d: s.d,
+            supported: dims,
+        });
+    }
+    let bh = check_fits("B * Hq", s.b * s.hq, 65_535)? as u32; // grid y (z for v1)
+    let module = dev.module(
+        "flash_fwd.cu",
+        &[
+            ("FA_VERSION", version.number()),
+            ("FA_BF16", T::BF16 as i64),
+        ],
+    )?;
+    let st = dev.stream();
+    let nq = s.nq as u32;
+    match version {
+        Version::V1Naive => {
+            let need = s.b * s.hq * s.nq * s.nk;
+            if bufs.scratch.as_ref().is_none_or(|x| x.len() < need) {
+                bufs.scratch = None; // free the old one first
+                                     // SAFETY: every element of S the later kernels read is written by the scores kernel.
+                bufs.scratch = Some(unsafe { st.alloc::<f32>(need) }?);
+            }
+            check_fits("Nq (v1 grid)", s.nq, 65_535)?;
+            let scratch = bufs.scratch.as_mut().expect("allocated above");
+            let f = module.load_function("flash_v1_scores")?;
+            let cfg = LaunchConfig {
+                grid_dim: ((s.nk as u32).div_ceil(128), nq, bh),
+                block_dim: (128, 1, 1),
+                shared_mem_bytes: 0,
+            };
+            // SAFETY: argument types and order match the kernel; sizes were validated above.
+            unsafe {
+                st.launch_builder(&f)
+                    .arg(&bufs.q)
+                    .arg(&bufs.k)
+                    .arg(&mut *scratch)
+                    .arg(&p)
+                    .launch(cfg)
+            }?;
+            let rows = (s.b * s.hq * s.nq) as u32;
+            let f = module.load_function("flash_v1_softmax")?;
+            let cfg = LaunchConfig {
+                grid_dim: (rows.div_ceil(4), 1, 1),
+                block_dim: (128, 1, 1),
+                shared_mem_bytes: 0,
+            };
+            // SAFETY: as above.
+            unsafe {
+                st.launch_builder(&f)
+                    .arg(&mut *scratch)
+                    .arg(&mut bufs.lse)
+                    .arg(&p)
+                    .launch(cfg)
+            }?;
+            let f = module.load_function("flash_v1_pv")?;
+            let cfg = LaunchConfig {
+                grid_dim: (nq, bh, 1),
+                block_dim: (s.d as u32, 1, 1),
+                shared_mem_bytes: 0,
+            };
+            // SAFETY: as above.
+            unsafe {
+                st.launch_builder(&f)
+                    .arg(&*scratch)
+                    .arg(&bufs.v)
+                    .arg(&mut bufs.o)
+                    .arg(&p)
+                    .launch(cfg)
+            }?;
+        }
+        Version::V2Online | Version::V3Tiled => {
+            let (name, rows) = if version == Version::V2Online {
+                (format!("flash_v2_{}", s.d), 128u32)
+            } else {
+                (format!("flash_v3_{}", s.d), 64u32)
+            };
+            let f = module.load_function(&name)?;
+            let cfg = LaunchConfig {
+                grid_dim: (nq.div_ceil(rows), bh, 1),
+                block_dim: (rows, 1, 1),
+                shared_mem_bytes: 0,
+            };
+            // SAFETY: argument types and order match the kernel; sizes were validated above.
+            unsafe {
+                st.launch_builder(&f)
+                    .arg(&bufs.q)
+                    .arg(&bufs.k)
+                    .arg(&bufs.v)
+                    .arg(&mut bufs.o)
+                    .arg(&mut bufs.lse)
+                    .arg(&p)
+                    .launch(cfg)
+            }?;
+        }
+        Version::V4TensorCores | Version::V5CpAsync => {
+            let asynchronous = version == Version::V5CpAsync;
+            let warps = if asynchronous && s.d >= 64 && warps == 8 {
+                8
+            } else {
+                4
+            };
+            let name = format!("flash_v{}_{}_w{}", version.number(), s.d, warps);
+            let f = module.load_function(&name)?;
+            let br = 16 * warps;
+            let stages = if asynchronous { 2 } else { 1 };
+            let smem = ((br + 2 * stages * 64) * (s.d + 8) * 2) as u32;
+            f.set_attribute(
+                sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                smem as i32,
+            )?;
+            let cfg = LaunchConfig {
+                grid_dim: (nq.div_ceil(br as u32), bh, 1),
+                block_dim: (32 * warps as u32, 1, 1),
+                shared_mem_bytes: smem,
+            };
+            // SAFETY: argument types and order match the kernel; sizes were validated above.
+            unsafe {
+                st.launch_builder(&f)
+                    .arg(&bufs.q)
+                    .arg(&bufs.k)
+                    .arg(&bufs.v)
+                    .arg(&mut bufs.o)
+                    .arg(&mut bufs.lse)
+                    .arg(&p)
+                    .launch(cfg)
+            }?;
+        }
+    }
+    Ok(())
+}
+
+/// Time `runs` launches of `version` after `warmup` untimed ones, rotating over `sets` (run `i` uses
+/// `sets[i % sets.len()]`, so that with enough sets the timed inputs are not resident in L2). Each
+/// launch is bracketed by its own pair of CUDA events; returns the times in ms, in launch order.
+pub fn time_ms<T: GpuElement>(
+    dev: &Device,
+    version: Version,
+    warps: Option<usize>,
+    sets: &mut [Buffers<T>],
+    mask: Mask,
+    warmup: usize,
+    runs: usize,
+) -> Result<Vec<f64>, GpuError> {
+    let n = sets.len().max(1);
+    let go = |i: usize, sets: &mut [Buffers<T>]| match warps {
+        Some(w) => forward_with(dev, version, &mut sets[i % n], mask, w),
+        None => forward(dev, version, &mut sets[i % n], mask),
+    };
+    for i in 0..warmup {
+        go(i, sets)?;
+    }
+    let mut events = Vec::with_capacity(runs);
+    for i in 0..runs {
+        let start = dev.timing_event()?;
+        go(warmup + i, sets)?;
+        let end = dev.timing_event()?;
+        events.push((start, end));
+    }
+    dev.synchronize()?;
+    events
+        .iter()
+        .map(|(a, b)| Ok(a.elapsed_ms(b)? as f64))
+        .collect()
+}
+
+/// The log-sum-exp of every row in `f64`, `lse_i = ln sum_j exp(q_i . k_j / sqrt(D))` over the visible
+/// keys (`-inf` where none is): what the kernels return beside `O`. Inputs widened exactly.
+pub fn lse_ref64<T: Element>(q: &[T], k: &[T], s: &AttnShape, mask: Mask) -> Vec<f64> {
+    let scale = 1.0 / (s.d as f64).sqrt();
+    let mut out = Vec::with_capacity(s.b * s.hq * s.nq);
+    let mut scores = Vec::with_capacity(s.nk);
+    for b in 0..s.b {
+        for h in 0..s.hq {
+            for i in 0..s.nq {
+                let qi = &q[s.q_row(b, h, i)..][..s.d];
+                scores.clear();
+                for j in 0..s.nk {
+                    if mask.visible(i, j, s.nq, s.nk) {
+                        let kj = &k[s.kv_row(b, h / s.group(), j)..][..s.d];
+                        let dot: f64 = qi
+                            .iter()
+                            .zip(kj)
+                            .map(|(x, y)| x.to_f64() * y.to_f64())
+                            .sum();
+                        scores.push(dot * scale);
+                    }
+                }
+                let m = scores.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                out.push(if m == f64::NEG_INFINITY {
+                    m
+                } else {
+                    m + scores.iter().map(|x| (x - m).exp()).sum::<f64>().ln()
+                });
+            }
+        }
+    }
+    out
+}
+
+/// Largest `|lse - lse64|` over rows, treating two `-inf` as equal and any NaN (or a lone `-inf`) as
+/// infinitely far.
+pub fn lse_max_err(got: &[f32], want: &[f64]) -> f64 {
+    got.iter().zip(want).fold(0.0f64, |acc, (&g, &w)| {
+        let g = g as f64;
+        let e = if g == f64::NEG_INFINITY && w == f64::NEG_INFINITY {
+            0.0
+        } else if g.is_finite() && w.is_finite() {
+            (g - w).abs()
+        } else {
+            f64::INFINITY
+        };
+        acc.max(e)
+    })
+}

@@ -1,0 +1,240 @@
+//! The GPU side: a CUDA context through `cudarc`, the kernels of `kernels/` compiled at run time by
+//! NVRTC (once per process and module), launch wrappers that validate shapes, and CUDA-event timing.
+//!
+//! Nothing here needs CUDA at build time: `cudarc` loads `libcuda` and `libnvrtc` when first used, so
+//! [`Device::open`] asks whether they are there before touching them and answers `Ok(None)` on a
+//! machine without a driver or a device (the GPU tests then print `skipped: no CUDA device`).
+//!
+//! Shapes follow the crate: `q: (B, Hq, Nq, D)`, `k, v: (B, Hkv, Nk, D)`, row-major, contiguous.
+
+pub mod flash;
+
+use crate::minimodel::shape::ShapeError;
+use cudarc::driver::{sys, CudaContext, CudaModule, CudaStream, DriverError};
+use cudarc::nvrtc::{compile_ptx_with_opts, CompileError, CompileOptions, Ptx};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, OnceLock};
+use thiserror::Error;
+
+/// Why a GPU call failed. Validation errors are returned before anything is launched.
+#[derive(Debug, Error)]
+pub enum GpuError {
+    /// The CUDA driver refused a call (allocation, copy, launch, ...).
+    #[error("CUDA driver: {0}")]
+    Driver(#[from] DriverError),
+    /// NVRTC could not compile a kernel module; `log` is NVRTC's own log.
+    #[error("NVRTC could not compile {module} with {options:?}:\n{log}")]
+    Compile {
+        /// Which module (file and defines).
+        module: String,
+        /// The options NVRTC was given.
+        options: Vec<String>,
+        /// NVRTC's log.
+        log: String,
+    },
+    /// The shape itself is invalid.
+    #[error(transparent)]
+    Shape(#[from] ShapeError),
+    /// The kernel has no instantiation for this head size.
+    #[error("{version} is compiled for head sizes {supported:?}, not D = {d}")]
+    HeadDim {
+        /// The kernel version.
+        version: &'static str,
+        /// The head size asked for.
+        d: usize,
+        /// The head sizes it supports.
+        supported: &'static [usize],
+    },
+    /// A device buffer's length does not match the shape.
+    #[error("device tensor {tensor} holds {got} elements, the shape needs {expected}")]
+    Length {
+        /// `q`, `k`, `v`, `o` or `lse`.
+        tensor: &'static str,
+        /// Elements the shape needs.
+        expected: usize,
+        /// Elements the buffer holds.
+        got: usize,
+    },
+    /// A dimension past what the kernels index with 32-bit integers or launch as a grid.
+    #[error("{what} = {value} is past the kernels' limit {limit}")]
+    TooLarge {
+        /// Which quantity.
+        what: &'static str,
+        /// Its value.
+        value: usize,
+        /// The limit.
+        limit: usize,
+    },
+}
+
+/// An open CUDA device: its context, one stream every launch goes to, and its compiled modules.
+pub struct Device {
+    ctx: Arc<CudaContext>,
+    stream: Arc<CudaStream>,
+    arch: &'static str,
+    modules: Mutex<HashMap<String, Arc<CudaModule>>>,
+}
+
+/// PTX compiled in this process, keyed by (module defines, arch): NVRTC runs once per key.
+fn ptx_cache() -> &'static Mutex<HashMap<(String, &'static str), Ptx>> {
+    static CACHE: OnceLock<Mutex<HashMap<(String, &'static str), Ptx>>> = OnceLock::new();
+    CACHE.get_or_init(Default::default)
+}
+
+/// The CUDA toolkit's include directory, for `cuda_fp16.h`: `$CUDA_HOME/include`, `$CUDA_PATH/include`,
+/// else `/usr/local/cuda/include` (the first that holds `cuda_fp16.h`).
+pub fn cuda_include_dir() -> PathBuf {
+    let candidates = ["CUDA_HOME", "CUDA_PATH"]
+        .iter()
+        .filter_map(std::env::var_os)
+        .map(|p| PathBuf::from(p).join("include"))
+        .chain(std::iter::once(PathBuf::from("/usr/local/cuda/include")));
+    let all: Vec<PathBuf> = candidates.collect();
+    all.iter()
+        .find(|p| p.join("cuda_fp16.h").exists())
+        .cloned()
+        .unwrap_or_else(|| all.last().cloned().unwrap_or_default())
+}
+
+/// The embedded source of one file of `kernels/`.
+pub fn kernel_source(name: &str) -> Option<&'static str> {
+    crate::kernels::SOURCES
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, s)| *s)
+}
+
+impl Device {
+    /// Open device 0, or `Ok(None)` where there is no CUDA driver, no NVRTC or no device.
+    pub fn open() -> Result<Option<Device>, GpuError> {
+        // SAFETY: these only try to dlopen the libraries; with dynamic loading a missing library makes
+        // every other cudarc call panic, so they are asked first.
+        let present = unsafe {
+            cudarc::driver::sys::is_culib_present() && cudarc::nvrtc::sys::is_culib_present()
+        };
+        if !present {
+            return Ok(None);
+        }
+        match CudaContext::device_count() {
+            Ok(n) if n >= 1 => {}
+            _ => return Ok(None), // a driver with no device (or no usable one)
+        }
+        let ctx = CudaContext::new(0)?;
+        // One stream carries every launch, so cudarc's per-buffer event tracking only adds overhead.
+        // SAFETY: nothing of this context is used from another stream.
+        unsafe { ctx.disable_event_tracking() };
+        let stream = ctx.new_stream()?;
+        let (major, minor) = ctx.compute_capability()?;
+        // wgmma and setmaxnreg need the `a` target on Hopper; elsewhere the device's own capability.
+        let arch: &'static str = match (major, minor) {
+            (9, 0) => "sm_90a",
+            _ => Box::leak(format!("sm_{major}{minor}").into_boxed_str()),
+        };
+        Ok(Some(Device {
+            ctx,
+            stream,
+            arch,
+            modules: Mutex::new(HashMap::new()),
+        }))
+    }
+
+    /// The CUDA context.
+    pub fn context(&self) -> &Arc<CudaContext> {
+        &self.ctx
+    }
+
+    /// The stream every launch of this device goes to.
+    pub fn stream(&self) -> &Arc<CudaStream> {
+        &self.stream
+    }
+
+    /// The device's name, e.g. `NVIDIA H100 80GB HBM3`.
+    pub fn name(&self) -> Result<String, GpuError> {
+        Ok(self.ctx.name()?)
+    }
+
+    /// The NVRTC target, e.g. `sm_90a`.
+    pub fn arch(&self) -> &'static str {
+        self.arch
+    }
+
+    /// A device attribute (`CU_DEVICE_ATTRIBUTE_*`).
+    pub fn attribute(&self, a: sys::CUdevice_attribute) -> Result<i32, GpuError> {
+        Ok(self.ctx.attribute(a)?)
+    }
+
+    /// The CUDA version the driver supports, e.g. `13.0`.
+    pub fn driver_cuda_version(&self) -> Result<String, GpuError> {
+        let mut v: std::ffi::c_int = 0;
+        // SAFETY: a plain out-parameter call; the library is loaded (the context exists).
+        unsafe { sys::cuDriverGetVersion(&mut v) }.result()?;
+        Ok(format!("{}.{}", v / 1000, (v % 1000) / 10))
+    }
+
+    /// The module built from `file` of `kernels/` with `defines` (`-DNAME=VALUE` each), compiled by
+    /// NVRTC the first time a process asks for it and loaded once per device.
+    pub fn module(&self, file: &str, defines: &[(&str, i64)]) -> Result<Arc<CudaModule>, GpuError> {
+        let key = defines
+            .iter()
+            .fold(file.to_string(), |k, (n, v)| format!("{k} -D{n}={v}"));
+        let mut modules = self.modules.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(m) = modules.get(&key) {
+            return Ok(m.clone());
+        }
+        let ptx = {
+            let mut cache = ptx_cache().lock().unwrap_or_else(|e| e.into_inner());
+            match cache.get(&(key.clone(), self.arch)) {
+                Some(p) => p.clone(),
+                None => {
+                    let p = self.compile(file, defines, &key)?;
+                    cache.insert((key.clone(), self.arch), p.clone());
+                    p
+                }
+            }
+        };
+        let module = self.ctx.load_module(ptx)?;
+        modules.insert(key, module.clone());
+        Ok(module)
+    }
+
+    fn compile(&self, file: &str, defines: &[(&str, i64)], key: &str) -> Result<Ptx, GpuError> {
+        let src = kernel_source(file).ok_or_else(|| GpuError::Compile {
+            module: key.to_string(),
+            options: Vec::new(),
+            log: format!("no kernels/{file} embedded in the crate"),
+        })?;
+        let mut options: Vec<String> = defines.iter().map(|(n, v)| format!("-D{n}={v}")).collect();
+        options.push("--generate-line-info".into()); // source lines in sanitizer and ncu reports
+        let opts = CompileOptions {
+            arch: Some(self.arch),
+            include_paths: vec![cuda_include_dir().to_string_lossy().into_owned()],
+            options: options.clone(),
+            name: Some(file.to_string()),
+            ..Default::default()
+        };
+        compile_ptx_with_opts(src, opts).map_err(|e| {
+            let log = match &e {
+                CompileError::CompileError { log, .. } => log.to_string_lossy().into_owned(),
+                other => other.to_string(),
+            };
+            GpuError::Compile {
+                module: key.to_string(),
+                options,
+                log,
+            }
+        })
+    }
+
+    /// Record an event that can time (`CU_EVENT_DEFAULT`; cudarc's default event cannot).
+    pub fn timing_event(&self) -> Result<cudarc::driver::CudaEvent, GpuError> {
+        Ok(self
+            .stream
+            .record_event(Some(sys::CUevent_flags::CU_EVENT_DEFAULT))?)
+    }
+
+    /// Wait for everything launched so far.
+    pub fn synchronize(&self) -> Result<(), GpuError> {
+        Ok(self.stream.synchronize()?)
+    }
+}

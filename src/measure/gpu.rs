@@ -1,0 +1,284 @@
+//! The GPU harness (lab 02): for every configuration of the grid, check each kernel version against the
+//! f64 reference, then time it with CUDA events, and write DESIGN's records.
+//!
+//! Grid: fp16; D in {64, 128}; N in {64, 512, 1024, 2048, 4096, 8192, 16384} with `B N = 16k` tokens
+//! and `H = 2048 / D` heads (FlashAttention's benchmark sizing); causal and not. v1 and v2 are timed only
+//! for N <= 2048 and v3 for N <= 4096 (they take seconds beyond, and v1's `S` alone is 4 GB at N = 2048).
+//!
+//! Check: batch 0, heads 0 and Hq - 1, the last `min(Nq, 128)` query rows (every key visible to them)
+//! and, under a causal mask, the first 64 rows too (the fewest keys), against the f64 reference under
+//! [`attn_close`] with the fp16 bar. A version that fails is still timed, recorded with `checked: false`.
+//!
+//! Timing: 3 warm-up launches, then the median of at least 20 (more while under 0.3 s), each bracketed
+//! by CUDA events; inputs rotated over enough sets that one set's bytes times the number of sets
+//! exceeds twice the L2 (the timed data is not L2-resident). FLOPs `4 B H N^2 D`, halved for causal.
+
+use super::{fa_flops, Generated, Machine, MeasurementFile, Record};
+use crate::gpu::flash::{self, time_ms, Buffers, Version};
+use crate::gpu::{Device, GpuError};
+use crate::minimodel::check::{attn_close, CloseReport, FP16_BAR};
+use crate::minimodel::numeric::{convert, DType};
+use crate::minimodel::reference::{attention_lowp, attention_ref64};
+use crate::minimodel::rng::Rng;
+use crate::minimodel::shape::{AttnShape, Mask};
+use crate::roofline::traffic::{bytes_naive, flash_traffic};
+use cudarc::driver::sys::CUdevice_attribute;
+use half::f16;
+use rayon::prelude::*;
+use std::time::Instant;
+
+/// One timed implementation: a version, and for v5 optionally its warps per block.
+#[derive(Debug, Clone, Copy)]
+pub struct Impl {
+    /// The kernel version.
+    pub version: Version,
+    /// Warps per block (`None`: the version's default).
+    pub warps: Option<usize>,
+}
+
+impl Impl {
+    /// `ours/v5_cp_async`, or `ours/v5_cp_async_w4` for a non-default warp count.
+    pub fn name(&self, d: usize, n: usize) -> String {
+        match self.warps {
+            Some(w) if self.version == Version::V5CpAsync && w != flash::v5_warps(d, n) => {
+                format!("ours/{}_w{w}", self.version.name())
+            }
+            _ => format!("ours/{}", self.version.name()),
+        }
+    }
+}
+
+/// The sequence lengths of the grid.
+pub const NS: [usize; 7] = [64, 512, 1024, 2048, 4096, 8192, 16384];
+
+/// The implementations timed at length `n` (slow versions only on the shorter lengths).
+pub fn impls_for(n: usize, d: usize) -> Vec<Impl> {
+    let mut out = Vec::new();
+    for version in Version::ALL {
+        let limit = match version {
+            Version::V1Naive | Version::V2Online => 2048,
+            Version::V3Tiled => 4096,
+            _ => usize::MAX,
+        };
+        if n <= limit {
+            out.push(Impl {
+                version,
+                warps: None,
+            });
+        }
+    }
+    if d >= 64 {
+        // The other block size of v5, kept in the table so the choice is visible.
+        out.push(Impl {
+            version: Version::V5CpAsync,
+            warps: Some(12 - flash::v5_warps(d, n)),
+        });
+    }
+    out
+}
+
+fn head_rows(
+    x: &[f16],
+    s: &AttnShape,
+    h: usize,
+    rows: std::ops::Range<usize>,
+    kv: bool,
+) -> Vec<f16> {
+    let (n, start) = if kv {
+        (s.nk, s.kv_row(0, h, 0))
+    } else {
+        (s.nq, s.q_row(0, h, 0))
+    };
+    debug_assert!(rows.end <= n);
+    x[start + rows.start * s.d..start + rows.end * s.d].to_vec()
+}
+
+/// The check's sub-problems: (query head, query rows, key count) of batch 0, each an exact copy of
+/// what those rows see (positions preserved: a prefix of rows under a causal mask sees a prefix of keys).
+fn check_slices(s: &AttnShape, mask: Mask) -> Vec<(usize, std::ops::Range<usize>, usize)> {
+    let mut out = Vec::new();
+    for h in [0, s.hq - 1] {
+        let r = s.nq.min(128);
+        out.push((h, s.nq - r..s.nq, s.nk));
+        if mask.causal && s.nq > 128 && s.nk >= s.nq {
+            let r = 64;
+            out.push((h, 0..r, s.nk - (s.nq - r)));
+        }
+    }
+    out
+}
+
+/// Host copies of the inputs and what the check needs of the reference.
+struct Checker {
+    slices: Vec<(usize, std::ops::Range<usize>, usize)>,
+    refs: Vec<(Vec<f64>, Vec<f64>)>, // (ref64, lowp) per slice
+}
+
+impl Checker {
+    fn new(q: &[f16], k: &[f16], v: &[f16], s: &AttnShape, mask: Mask) -> Checker {
+        let slices = check_slices(s, mask);
+        let refs = slices
+            .par_iter()
+            .map(|(h, rows, nk)| {
+                let sub = AttnShape::new(1, 1, 1, rows.len(), *nk, s.d).expect("sub shape");
+                let hk = h / s.group();
+                let qs = head_rows(q, s, *h, rows.clone(), false);
+                let ks = head_rows(k, s, hk, 0..*nk, true);
+                let vs = head_rows(v, s, hk, 0..*nk, true);
+                let r64 = attention_ref64(&qs, &ks, &vs, &sub, mask).expect("sub shape");
+                let lowp =
+                    attention_lowp(&qs, &ks, &vs, &sub, mask, DType::F16).expect("sub shape");
+                (r64, lowp)
+            })
+            .collect();
+        Checker { slices, refs }
+    }
+
+    /// Apply the rule to each slice of `o`; the report with the largest error, or the first failure.
+    fn check(&self, name: &str, o: &[f16], s: &AttnShape) -> Result<CloseReport, String> {
+        let mut worst: Option<CloseReport> = None;
+        for ((h, rows, nk), (r64, lowp)) in self.slices.iter().zip(&self.refs) {
+            let got: Vec<f64> = head_rows(o, s, *h, rows.clone(), false)
+                .iter()
+                .map(|x| x.to_f64())
+                .collect();
+            let label = format!("{name} head {h} rows {rows:?}");
+            let r = attn_close(&label, &got, lowp, r64, DType::F16, *nk, Some(FP16_BAR))
+                .map_err(|e| e.to_string())?;
+            if worst
+                .as_ref()
+                .is_none_or(|w| r.candidate.max > w.candidate.max)
+            {
+                worst = Some(r);
+            }
+        }
+        worst.ok_or_else(|| "nothing checked".into())
+    }
+}
+
+/// Slow-memory bytes of the one-thread-per-row version: Q and O once, K and V once per query row.
+fn bytes_rowwise(s: &AttnShape, dt: DType) -> f64 {
+    let e = dt.bytes() as f64;
+    (s.b * s.hq) as f64 * e * (2.0 * (s.nq * s.d) as f64 + 2.0 * (s.nq * s.nk * s.d) as f64)
+}
+
+/// The traffic model's bytes for `version` (v3..v5 through the tile model with their own tiles).
+pub fn bytes_model(version: Version, warps: usize, s: &AttnShape, mask: Mask) -> f64 {
+    let dt = DType::F16;
+    let tiled = |br: usize| {
+        let t = flash_traffic(s, dt, br, 64, mask);
+        (t.loaded + t.stored) as f64
+    };
+    match version {
+        Version::V1Naive => bytes_naive(s, dt),
+        Version::V2Online => bytes_rowwise(s, dt),
+        Version::V3Tiled => tiled(64),
+        Version::V4TensorCores => tiled(64),
+        Version::V5CpAsync => tiled(16 * warps),
+    }
+}
+
+/// Measure the grid on `dev`. `log` receives one line per timed configuration.
+pub fn measure(
+    dev: &Device,
+    quick: bool,
+    log: &mut dyn FnMut(&str),
+) -> Result<Vec<Record>, GpuError> {
+    let l2 = dev.attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_L2_CACHE_SIZE)? as usize;
+    let ns: &[usize] = if quick { &[64, 2048] } else { &NS };
+    let mut records = Vec::new();
+    for d in [64usize, 128] {
+        for &n in ns {
+            let shape = AttnShape::self_attention((16384 / n).max(1), 2048 / d, n, d)?;
+            let mut rng = Rng::new(0x6a11 + n as u64 * 131 + d as u64);
+            let q: Vec<f16> = convert(&rng.normal_vec_f32(shape.q_len()));
+            let k: Vec<f16> = convert(&rng.normal_vec_f32(shape.kv_len()));
+            let v: Vec<f16> = convert(&rng.normal_vec_f32(shape.kv_len()));
+            let first = Buffers::upload(dev, shape, &q, &k, &v)?;
+            // Enough sets that the bytes cycled through are at least twice the L2.
+            let sets_needed = (2 * l2).div_ceil(first.bytes()).max(1) + 1;
+            let mut sets = vec![first];
+            while sets.len() < sets_needed {
+                // Same data in fresh buffers: the point is the addresses, not the values.
+                sets.push(Buffers::upload(dev, shape, &q, &k, &v)?);
+            }
+            for mask in [Mask::NONE, Mask::CAUSAL] {
+                let t = Instant::now();
+                let checker = Checker::new(&q, &k, &v, &shape, mask);
+                log(&format!(
+                    "reference for D={d} N={n} {} in {:.1?}",
+                    mask.name(),
+                    t.elapsed()
+                ));
+                for imp in impls_for(n, d) {
+                    let warps = imp.warps.unwrap_or(match imp.version {
+                        Version::V5CpAsync => flash::v5_warps(d, n),
+                        _ => 4,
+                    });
+                    let name = imp.name(d, n);
+                    sets[0].poison(dev)?;
+                    flash::forward_with(dev, imp.version, &mut sets[0], mask, warps)?;
+                    let (o, _) = sets[0].download(dev)?;
+                    let (checked, max_err) = match checker.check(&name, &o, &shape) {
+                        Ok(r) => (true, r.candidate.max),
+                        Err(e) => {
+                            log(&format!("FAILED CHECK {e}"));
+                            (false, f64::NAN)
+                        }
+                    };
+                    // At least 20 timed runs; more while the total stays under 0.3 s.
+                    let probe = time_ms(dev, imp.version, Some(warps), &mut sets, mask, 3, 1)?[0];
+                    let runs = ((300.0 / probe.max(1e-3)) as usize).clamp(20, 200);
+                    let mut times =
+                        time_ms(dev, imp.version, Some(warps), &mut sets, mask, 0, runs)?;
+                    times.sort_by(f64::total_cmp);
+                    let ms = times[times.len() / 2];
+                    let flops = fa_flops(shape.b, shape.hq, n, n, d, mask.causal);
+                    let bytes = bytes_model(imp.version, warps, &shape, mask);
+                    log(&format!(
+                        "{:22} D={d:3} N={n:5} {:6}: {:9.4} ms {:7.1} TFLOP/s {}",
+                        name,
+                        mask.name(),
+                        ms,
+                        flops / ms / 1e9,
+                        if checked { "checked" } else { "NOT CHECKED" }
+                    ));
+                    let variant = if imp.version == Version::V1Naive {
+                        "naive"
+                    } else {
+                        "flash"
+                    };
+                    let rec = Record::new(variant, &name, "f16", &shape, &mask.name());
+                    records.push(rec.timed(&times, flops, bytes).checked(checked, max_err));
+                }
+            }
+        }
+    }
+    Ok(records)
+}
+
+/// The machine and provenance for a GPU measurement file (`peak` and `bandwidth` in GFLOP/s and GB/s,
+/// measured by the peer script; `driver` from `nvidia-smi`).
+pub fn file(
+    dev: &Device,
+    records: Vec<Record>,
+    peak_gflops: f64,
+    bandwidth_gbps: f64,
+    driver: Option<String>,
+    generated: Generated,
+) -> Result<MeasurementFile, GpuError> {
+    let sms = dev.attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)? as usize;
+    Ok(MeasurementFile {
+        machine: Machine {
+            kind: "gpu".into(),
+            name: dev.name()?,
+            cores: sms,
+            driver,
+            cuda: Some(dev.driver_cuda_version()?),
+            peak_gflops,
+            bandwidth_gbps,
+        },
+        generated,
+        records,
+    })
+}

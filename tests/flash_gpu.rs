@@ -1,0 +1,237 @@
+//! Lab 02's checks: every GPU kernel version against the f64 reference on the edge grid.
+//!
+//! Skipped (with `skipped: no CUDA device` printed) where there is no CUDA driver or device; with
+//! `REQUIRE_GPU=1` a missing device fails instead. Outputs are poisoned with NaN before every launch, so
+//! an element a kernel forgets to write fails the check. The reference is computed from the f16 (or bf16)
+//! inputs themselves; f16 outputs on unit-normal inputs must also pass the absolute bar `1e-3`.
+
+use half::{bf16, f16};
+use modern_attention::gpu::flash::{
+    self, forward_with, lse_max_err, lse_ref64, v5_warps, Buffers, GpuElement, Version,
+};
+use modern_attention::gpu::{Device, GpuError};
+use modern_attention::minimodel::check::{attn_close, FP16_BAR};
+use modern_attention::minimodel::numeric::{convert, DType};
+use modern_attention::minimodel::reference::{attention_lowp, attention_ref64};
+use modern_attention::minimodel::rng::Rng;
+use modern_attention::minimodel::shape::{AttnShape, Mask};
+use rayon::prelude::*;
+
+fn device() -> Option<Device> {
+    match Device::open() {
+        Ok(Some(d)) => Some(d),
+        Ok(None) => {
+            if std::env::var("REQUIRE_GPU").is_ok_and(|v| v == "1") {
+                panic!("REQUIRE_GPU=1 but there is no CUDA device");
+            }
+            println!("skipped: no CUDA device");
+            None
+        }
+        Err(e) => panic!("a CUDA driver is present but unusable: {e}"),
+    }
+}
+
+/// The edge grid: lengths 1, 17, 64, 113, 1023, 2048 (square and Nq != Nk), D in {32, 64, 128},
+/// Hkv in {Hq, Hq/2, 1} and the four masks, combined so that every pair of (lengths, D) meets every mask
+/// and the kv-head counts rotate.
+fn edge_grid() -> Vec<(AttnShape, Mask)> {
+    let lengths = [
+        (1, 1),
+        (17, 17),
+        (64, 64),
+        (113, 113),
+        (1023, 1023),
+        (2048, 2048),
+        (17, 113),
+        (113, 17),
+        (1, 1023),
+        (1023, 64),
+    ];
+    let masks = [
+        Mask::NONE,
+        Mask::CAUSAL,
+        Mask::sliding(48, false).unwrap(),
+        Mask::sliding(100, true).unwrap(),
+    ];
+    let mut out = Vec::new();
+    let mut rot = 0usize;
+    for &(nq, nk) in &lengths {
+        for d in [32, 64, 128] {
+            for mask in masks {
+                let hq = 4;
+                let hkv = [4, 2, 1][rot % 3];
+                rot += 1;
+                let b = if nq.max(nk) >= 1023 { 1 } else { 2 };
+                out.push((AttnShape::new(b, hq, hkv, nq, nk, d).unwrap(), mask));
+            }
+        }
+    }
+    out
+}
+
+struct Case<T> {
+    shape: AttnShape,
+    mask: Mask,
+    q: Vec<T>,
+    k: Vec<T>,
+    v: Vec<T>,
+    ref64: Vec<f64>,
+    lowp: Vec<f64>,
+    lse64: Vec<f64>,
+}
+
+fn make_case<T: GpuElement>(shape: AttnShape, mask: Mask, seed: u64) -> Case<T> {
+    let mut rng = Rng::new(seed);
+    let q: Vec<T> = convert(&rng.normal_vec_f32(shape.q_len()));
+    let k: Vec<T> = convert(&rng.normal_vec_f32(shape.kv_len()));
+    let v: Vec<T> = convert(&rng.normal_vec_f32(shape.kv_len()));
+    let ref64 = attention_ref64(&q, &k, &v, &shape, mask).unwrap();
+    let lowp = attention_lowp(&q, &k, &v, &shape, mask, T::DTYPE).unwrap();
+    let lse64 = lse_ref64(&q, &k, &shape, mask);
+    Case {
+        shape,
+        mask,
+        q,
+        k,
+        v,
+        ref64,
+        lowp,
+        lse64,
+    }
+}
+
+/// Run `(version, warps)` on every case; print every verdict, return the failures.
+fn run_cases<T: GpuElement>(
+    dev: &Device,
+    cases: &[Case<T>],
+    impls: &[(Version, usize)],
+) -> Vec<String> {
+    let mut failures = Vec::new();
+    for c in cases {
+        let mut bufs = Buffers::upload(dev, c.shape, &c.q, &c.k, &c.v).unwrap();
+        for &(ver, warps) in impls {
+            bufs.poison(dev).unwrap(); // every launch starts from NaN
+            forward_with(dev, ver, &mut bufs, c.mask, warps).unwrap();
+            let (o, lse) = bufs.download(dev).unwrap();
+            let got: Vec<f64> = o.iter().map(|x| x.to_f64()).collect();
+            let name = format!(
+                "{}/w{warps} {} B={} Hq={} Hkv={} Nq={} Nk={} D={} {}",
+                ver.name(),
+                T::DTYPE.name(),
+                c.shape.b,
+                c.shape.hq,
+                c.shape.hkv,
+                c.shape.nq,
+                c.shape.nk,
+                c.shape.d,
+                c.mask.name()
+            );
+            let bar = (T::DTYPE == DType::F16).then_some(FP16_BAR);
+            let lse_err = lse_max_err(&lse, &c.lse64);
+            match attn_close(&name, &got, &c.lowp, &c.ref64, T::DTYPE, c.shape.nk, bar) {
+                Ok(r) if lse_err <= 1e-3 => println!("ok   {r} | lse err {lse_err:.2e}"),
+                Ok(r) => {
+                    println!("FAIL {r} | lse err {lse_err:.2e}");
+                    failures.push(format!("{name}: lse err {lse_err:.2e}"));
+                }
+                Err(e) => {
+                    println!("FAIL {e}");
+                    failures.push(e.to_string());
+                }
+            }
+        }
+    }
+    failures
+}
+
+/// Every version (and v5's other block size) on the whole edge grid in f16.
+#[test]
+fn every_version_matches_the_reference_on_the_edge_grid() {
+    let Some(dev) = device() else { return };
+    let grid = edge_grid();
+    let mut failures = Vec::new();
+    // References in parallel, a chunk at a time (they are the slow part), kernels one after another.
+    for (ci, chunk) in grid.chunks(24).enumerate() {
+        let cases: Vec<Case<f16>> = chunk
+            .par_iter()
+            .enumerate()
+            .map(|(i, &(s, m))| make_case(s, m, 1000 + (ci * 24 + i) as u64))
+            .collect();
+        for c in &cases {
+            let mut impls: Vec<(Version, usize)> = Version::ALL.iter().map(|&v| (v, 4)).collect();
+            let w = v5_warps(c.shape.d, c.shape.nq);
+            impls.retain(|&(v, _)| v != Version::V5CpAsync);
+            impls.push((Version::V5CpAsync, w));
+            if c.shape.d >= 64 {
+                impls.push((Version::V5CpAsync, 12 - w)); // the other block size too
+            }
+            failures.extend(run_cases(&dev, std::slice::from_ref(c), &impls));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} failures:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+    println!("All results match");
+}
+
+/// The tensor-core versions in bf16 on part of the grid (every length pair, D and mask; fewer sizes).
+#[test]
+fn bf16_tensor_core_versions_match() {
+    let Some(dev) = device() else { return };
+    let grid: Vec<_> = edge_grid()
+        .into_iter()
+        .filter(|(s, _)| s.nq.max(s.nk) <= 1023)
+        .collect();
+    let cases: Vec<Case<bf16>> = grid
+        .par_iter()
+        .enumerate()
+        .map(|(i, &(s, m))| make_case(s, m, 5000 + i as u64))
+        .collect();
+    let mut failures = Vec::new();
+    for c in &cases {
+        let w = v5_warps(c.shape.d, c.shape.nq);
+        failures.extend(run_cases(
+            &dev,
+            std::slice::from_ref(c),
+            &[(Version::V4TensorCores, 4), (Version::V5CpAsync, w)],
+        ));
+    }
+    assert!(
+        failures.is_empty(),
+        "{} failures:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
+
+/// Invalid calls come back as typed errors before anything is launched.
+#[test]
+fn refuses_invalid_calls() {
+    let Some(dev) = device() else { return };
+    let s = AttnShape::new(1, 2, 1, 8, 8, 48).unwrap();
+    let x = vec![f16::from_f32(0.5); s.q_len()];
+    let mut bufs = Buffers::upload(&dev, s, &x, &x[..s.kv_len()], &x[..s.kv_len()]).unwrap();
+    let err = flash::forward(&dev, Version::V4TensorCores, &mut bufs, Mask::NONE).unwrap_err();
+    assert!(matches!(err, GpuError::HeadDim { d: 48, .. }), "{err}");
+    // v1 takes any head size.
+    flash::forward(&dev, Version::V1Naive, &mut bufs, Mask::NONE).unwrap();
+    // Buffers that do not hold the shape they claim.
+    bufs.shape = AttnShape::new(1, 2, 2, 8, 8, 48).unwrap();
+    let err = flash::forward(&dev, Version::V3Tiled, &mut bufs, Mask::NONE).unwrap_err();
+    assert!(matches!(err, GpuError::Length { tensor: "k", .. }), "{err}");
+    // Host slices that do not match the shape.
+    let err = Buffers::upload(&dev, s, &x[1..], &x[..s.kv_len()], &x[..s.kv_len()]).err();
+    assert!(matches!(err, Some(GpuError::Shape(_))));
+}
+
+/// Without a driver `open` answers `Ok(None)` (never a panic); with one, it opens.
+#[test]
+fn open_never_panics() {
+    let d = Device::open().expect("open");
+    if let Some(d) = d {
+        println!("device: {} ({})", d.name().unwrap(), d.arch());
+    }
+}
