@@ -11,7 +11,7 @@ use crate::roofline::{si, sig3};
 /// Which records make dots, and how they are drawn: (label, colour, selector).
 type Pick = (&'static str, (u8, u8, u8), fn(&Record) -> bool);
 
-const CPU_PICKS: [Pick; 5] = [
+const CPU_PICKS: [Pick; 6] = [
     ("naive", (200, 40, 40), |r| {
         r.implementation == "ours/v1_naive" && r.dtype == "f32" && r.d == 64 && r.mask == "none"
     }),
@@ -26,6 +26,9 @@ const CPU_PICKS: [Pick; 5] = [
     }),
     ("MQA decode", (20, 150, 90), |r| {
         r.variant == "decode" && r.hkv == 1
+    }),
+    ("paged decode", (140, 60, 170), |r| {
+        r.implementation == "ours/paged-v1" && r.dtype == "f32"
     }),
 ];
 
@@ -157,7 +160,8 @@ fn machine_roofline(name: &str, f: &MeasurementFile, picks: &[Pick]) -> (String,
         if f.machine.kind == "gpu" {
             "fp16, D = 64, B·N = 16k tokens, H = 32."
         } else {
-            "Naive and flash: f32, D = 64, B·N = 2048 tokens, 4 heads; decode: one MiniGPT layer, one thread."
+            "Naive and flash: f32, D = 64, B·N = 2048 tokens, 4 heads; MHA/MQA decode: one MiniGPT layer, one thread; \
+             paged decode: 16 sequences, GQA 8/2, D = 128, block 16 (Lab 03)."
         }
     );
     (svg, md)
