@@ -9,11 +9,84 @@ use crate::roofline::sig3;
 pub const CAPACITY: usize = 4096 * 16;
 
 /// Lab 03's generated files.
-pub fn render() -> Vec<Artifact> {
-    vec![Artifact {
-        name: "lab03_memory.md",
-        contents: memory_table(),
-    }]
+pub fn render(files: &[(String, crate::measure::MeasurementFile)]) -> Vec<Artifact> {
+    vec![
+        Artifact {
+            name: "lab03_memory.md",
+            contents: memory_table(),
+        },
+        Artifact {
+            name: "lab03_decode.md",
+            contents: decode_table(files),
+        },
+    ]
+}
+
+/// Table 03.2: paged decode against contiguous decode on the same tokens, from the CPU measurements.
+fn decode_table(files: &[(String, crate::measure::MeasurementFile)]) -> String {
+    use crate::roofline::si;
+    let mut out = String::new();
+    for (name, f) in files.iter().filter(|(_, f)| f.machine.kind == "cpu") {
+        let recs: Vec<_> = f
+            .records
+            .iter()
+            .filter(|r| r.variant == "paged_decode" && r.checked)
+            .collect();
+        if recs.is_empty() {
+            continue;
+        }
+        let mut rows = Vec::new();
+        for dtype in ["f32", "f16"] {
+            let base = recs
+                .iter()
+                .find(|r| r.dtype == dtype && r.implementation == "ours/contiguous");
+            for r in recs.iter().filter(|r| r.dtype == dtype) {
+                rows.push(vec![
+                    dtype.to_string(),
+                    format!("`{}`", r.implementation),
+                    format!("{:.3}", r.ms),
+                    sig3(r.gbps),
+                    si(r.bytes_model) + "B",
+                    base.map_or("—".into(), |b| {
+                        format!("{:+.1}%", 100.0 * (r.ms / b.ms - 1.0))
+                    }),
+                ]);
+            }
+        }
+        let r0 = recs[0];
+        out += &md_table(
+            &[
+                "dtype",
+                "kernel",
+                "ms (median)",
+                "GB/s",
+                "bytes per step",
+                "vs contiguous",
+            ],
+            &rows,
+        );
+        out += &format!(
+            "\n*Table 03.2. One decode step of {} sequences of {} tokens, GQA {}/{} heads, D = {}, block size 16, on \
+             the same data for all three (paged tables shuffled); each checked against the f64 reference first; \
+             timed in interleaved rounds. {} ({} threads), copy bandwidth {} GB/s; commit {}, {}; from \
+             `measurements/{name}`.*\n",
+            r0.b,
+            r0.nk,
+            r0.hq,
+            r0.hkv,
+            r0.d,
+            f.machine.name,
+            f.generated.threads,
+            sig3(f.machine.bandwidth_gbps),
+            f.generated.commit,
+            f.generated.date
+        );
+        break;
+    }
+    if out.is_empty() {
+        out = "*No paged decode measurements are committed yet: run `cargo run --release -- measure-cpu`.*\n".into();
+    }
+    out
 }
 
 /// Mean, median and 99th percentile of `xs`.

@@ -40,7 +40,7 @@ pub fn render_all() -> Vec<Artifact> {
     out.extend(theory02::render());
     out.extend(lab01::render(&files));
     out.extend(lab02::render(&files));
-    out.extend(lab03::render());
+    out.extend(lab03::render(&files));
     out.extend(lab04::render(&files));
     out.extend(roofline_fig::render(&files));
     out
