@@ -16,8 +16,14 @@ import xml.etree.ElementTree as ET
 DEFAULT_PAGES = [
     "theory/00-motivation.html",
     "theory/01-online-softmax.html",
+    "theory/02-flash-attention.html",
+    "theory/03-paged-and-sliding.html",
+    "theory/04-gqa-mqa-mla.html",
     "lab/00-online-softmax.html",
     "lab/01-flash-bytes.html",
+    "lab/02-flash-gpu.html",
+    "lab/03-paged-attn-reading.html",
+    "lab/04-mqa-gqa.html",
 ]
 FLAGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",

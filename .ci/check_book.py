@@ -46,6 +46,10 @@ def main(root):
             problems.append(f"{rel}: an mdbook include or directive was not expanded")
         if "katex-error" in text or "ParseError" in text:
             problems.append(f"{rel}: math failed to render")
+        # Markdown emphasis inside a formula's TeX annotation breaks the HTML around the MathML (write
+        # ` _` inside such a formula so the underscores cannot pair).
+        if re.search(r'<annotation encoding="application/x-tex">[^<]*<(em|strong)>', text):
+            problems.append(f"{rel}: markdown emphasis inside a formula's TeX (underscores paired)")
         if re.search(r"/(work|root|home)/[\w.-]+/", text):
             problems.append(f"{rel}: a local file path appears in the page")
         for link in page.links:

@@ -9,6 +9,7 @@
 // Compiled at run time by NVRTC (src/gpu/mod.rs), one module per (version, dtype): the host defines
 // FA_VERSION (1..5) and FA_BF16 (0 or 1) so that a process compiles only the kernels it launches.
 //
+// ANCHOR: changelog
 // Changelog. Measured on an NVIDIA H100 80GB HBM3 (driver 580.159, CUDA 13.0), 2026-11-27, fp16,
 // B*N = 16k tokens, H = 2048/D, non-causal unless said; TFLOP/s = 4 B H N^2 D / t (halved for causal).
 // PyTorch 2.11 SDPA ran in the same device call; every number is in measurements/gpu-*.json.
@@ -36,6 +37,7 @@
 //       (ours/v5_cp_async_w8, 209 at D=128 N=16384).
 //   v6  Hopper wgmma + TMA: not written in this session. The gap to cuDNN (about 2.4x at D=128) is
 //       what wgmma, warp specialisation and a cheaper exactness fix would have to close.
+// ANCHOR_END: changelog
 
 #include <cuda_fp16.h>
 #include <cuda_bf16.h>
@@ -125,6 +127,7 @@ __device__ __forceinline__ float warp_sum(float x) {
 // ---------------------------------------------------------------------------------------------------
 // v1: naive. Three launches, S (B, Hq, Nq, Nk) f32 in global memory.
 
+// ANCHOR: v1_scores
 // S_ij = q_i . k_j / sqrt(D), or -inf where masked. grid (ceil(Nk/128), Nq, B*Hq), block 128.
 template <typename T>
 __device__ void v1_scores(const T* q, const T* k, float* S, Params p) {
@@ -141,7 +144,9 @@ __device__ void v1_scores(const T* q, const T* k, float* S, Params p) {
     }
     S[((size_t)bh * p.nq + i) * p.nk + j] = s;
 }
+// ANCHOR_END: v1_scores
 
+// ANCHOR: v1_softmax
 // P_i = softmax(S_i) in place, lse_i = m + ln(l). One warp per row; block 128 (4 rows).
 __device__ void v1_softmax(float* S, float* lse, Params p) {
     const size_t row = (size_t)blockIdx.x * 4 + threadIdx.x / 32;
@@ -159,6 +164,7 @@ __device__ void v1_softmax(float* S, float* lse, Params p) {
     for (int j = lane; j < p.nk; j += 32) s[j] = m == NEG_INF ? 0.f : expf(s[j] - m) * inv;
     if (lane == 0) lse[row] = l > 0.f ? m + logf(l) : NEG_INF;
 }
+// ANCHOR_END: v1_softmax
 
 // O_i = sum_j P_ij v_j. grid (Nq, B*Hq), block D (one thread per output column: V reads coalesce).
 template <typename T>
@@ -201,6 +207,7 @@ __device__ void v2_online(const T* __restrict__ q, const T* __restrict__ k, cons
     float acc[D];
 #pragma unroll
     for (int c = 0; c < D; ++c) acc[c] = 0.f;
+    // ANCHOR: v2_row_loop
     float m = NEG_INF, l = 0.f;  // running max (log2 units) and sum
     int lo, hi;
     key_range(p, i, i, lo, hi);  // for one row, exactly its visible keys
@@ -226,6 +233,7 @@ __device__ void v2_online(const T* __restrict__ q, const T* __restrict__ k, cons
         }
         m = m_new;
     }
+    // ANCHOR_END: v2_row_loop
     const float inv = l > 0.f ? 1.f / l : 0.f;
     T* oi = o + ((size_t)bh * p.nq + i) * D;
 #pragma unroll
@@ -266,6 +274,7 @@ __device__ void v3_tiled(const T* __restrict__ q, const T* __restrict__ k, const
     float acc[D];
 #pragma unroll
     for (int c = 0; c < D; ++c) acc[c] = 0.f;
+    // ANCHOR: v3_tile_loop
     float m = NEG_INF, l = 0.f;
     int lo, hi;
     key_range(p, i0, min(i0 + BR, p.nq) - 1, lo, hi);
@@ -313,6 +322,7 @@ __device__ void v3_tiled(const T* __restrict__ q, const T* __restrict__ k, const
             m = mc;
         }
     }
+    // ANCHOR_END: v3_tile_loop
     if (i >= p.nq) return;
     const float inv = l > 0.f ? 1.f / l : 0.f;
     T* oi = o + ((size_t)bh * p.nq + i) * D;
@@ -334,6 +344,7 @@ V3(128)
 
 #if FA_VERSION == 4 || FA_VERSION == 5
 // ---------------------------------------------------------------------------------------------------
+// ANCHOR: mma_fragments
 // v4 / v5: tensor cores. Fragment layouts of mma.m16n8k16 (PTX ISA), lane = 4 g + t:
 //   A (16x16, row): a0 (g, 2t..2t+1), a1 (g+8, 2t..), a2 (g, 8+2t..), a3 (g+8, 8+2t..)
 //   B (16x8, col):  b0 (k 2t..2t+1, n g), b1 (k 8+2t.., n g)
@@ -346,6 +357,7 @@ __device__ __forceinline__ void mma16816(float* c, const unsigned int* a, unsign
         : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
         : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
+// ANCHOR_END: mma_fragments
 __device__ __forceinline__ void mma16816(float* c, const unsigned int* a, unsigned int b0, unsigned int b1, __nv_bfloat16) {
     asm volatile(
         "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
@@ -356,6 +368,7 @@ __device__ __forceinline__ void mma16816(float* c, const unsigned int* a, unsign
 __device__ __forceinline__ unsigned int smem_addr(const void* p) {
     return static_cast<unsigned int>(__cvta_generic_to_shared(p));
 }
+// ANCHOR: ldmatrix
 // Four 8x8 b16 matrices; lanes 8m..8m+7 give the row addresses of matrix m, register m receives it.
 __device__ __forceinline__ void ldsm_x4(unsigned int* r, const void* p) {
     asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
@@ -367,6 +380,8 @@ __device__ __forceinline__ void ldsm_x4_trans(unsigned int* r, const void* p) {
                  : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
                  : "r"(smem_addr(p)));
 }
+// ANCHOR_END: ldmatrix
+// ANCHOR: cp_async
 // 16 bytes global -> shared without a register round trip; src_bytes = 0 writes zeros.
 __device__ __forceinline__ void cp_async16(void* dst, const void* src, bool pred) {
     asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_addr(dst)), "l"(src),
@@ -377,7 +392,9 @@ template <int N>
 __device__ __forceinline__ void cp_async_wait() {
     asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
 }
+// ANCHOR_END: cp_async
 
+// ANCHOR: tc_block
 // One block: BR = 16 NW query rows of one (batch, head); warp w owns rows 16w..16w+15. Keys in tiles of
 // BC = 64. Shared memory: Q [BR][LD], K and V [STAGES][BC][LD], LD = D + 8 (16 bytes of padding per
 // row: the eight row addresses of one ldmatrix fall in eight different 4-bank groups).
@@ -390,6 +407,7 @@ __device__ void flash_tc(const T* __restrict__ q, const T* __restrict__ k, const
     T* Qs = reinterpret_cast<T*>(smem_raw);
     T* Ks = Qs + BR * LD;
     T* Vs = Ks + STAGES * BC * LD;
+    // ANCHOR_END: tc_block
 
     const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, g = lane >> 2, tg = lane & 3;
     const int tile = gridDim.x - 1 - blockIdx.x;  // the longest (causal: last) query tiles start first
@@ -413,6 +431,7 @@ __device__ void flash_tc(const T* __restrict__ q, const T* __restrict__ k, const
                 i < p.nq ? *reinterpret_cast<const uint4*>(qb + (size_t)i * D + c) : make_uint4(0, 0, 0, 0);
         }
     }
+    // ANCHOR: load_kv
     // K and V tile starting at key j0 -> stage `st` (rows past Nk are zeros, so 0 * V stays finite).
     auto load_kv = [&](int st, int j0) {
         T* Kd = Ks + st * BC * LD;
@@ -431,6 +450,8 @@ __device__ void flash_tc(const T* __restrict__ q, const T* __restrict__ k, const
             }
         }
     };
+    // ANCHOR_END: load_kv
+    // ANCHOR: v5_prologue
     if (ASYNC) {
         cp_async_commit();                              // group: Q
         if (ntiles > 0) load_kv(0, t_begin * BC);
@@ -438,7 +459,9 @@ __device__ void flash_tc(const T* __restrict__ q, const T* __restrict__ k, const
         cp_async_wait<1>();                             // Q has landed
     }
     __syncthreads();
+    // ANCHOR_END: v5_prologue
 
+    // ANCHOR: q_fragments
     // This warp's 16 rows of Q as A fragments, kept in registers for the whole loop.
     unsigned int qf[D / 16][4];
 #pragma unroll
@@ -450,7 +473,9 @@ __device__ void flash_tc(const T* __restrict__ q, const T* __restrict__ k, const
     for (int dn = 0; dn < D / 8; ++dn) oacc[dn][0] = oacc[dn][1] = oacc[dn][2] = oacc[dn][3] = 0.f;
     float m[2] = {NEG_INF, NEG_INF}, l[2] = {0.f, 0.f};  // raw-score max and row sum (whole row)
     const int row_a = i0 + warp * 16 + g;               // this thread's rows: row_a and row_a + 8
+    // ANCHOR_END: q_fragments
 
+    // ANCHOR: tile_loop_top
     for (int t = 0; t < ntiles; ++t) {
         const int j0 = (t_begin + t) * BC;
         const int st = ASYNC ? (t & 1) : 0;
@@ -466,7 +491,9 @@ __device__ void flash_tc(const T* __restrict__ q, const T* __restrict__ k, const
         }
         const T* Kt = Ks + st * BC * LD;
         const T* Vt = Vs + st * BC * LD;
+        // ANCHOR_END: tile_loop_top
 
+        // ANCHOR: qk_mma
         // S = Q K^T for 16 rows x 64 keys: 8 n-tiles of 16x8.
         float s[BC / 8][4];
 #pragma unroll
@@ -483,6 +510,8 @@ __device__ void flash_tc(const T* __restrict__ q, const T* __restrict__ k, const
                 mma16816(s[2 * nn + 1], qf[kk], kf[2], kf[3], T());
             }
         }
+        // ANCHOR_END: qk_mma
+        // ANCHOR: softmax_fragments
         // Mask only the tiles that straddle a boundary (Nk, the causal diagonal, the window's edge).
         const bool need_mask = j0 + BC > p.nk || (p.causal && j0 + BC - 1 > i0 + off) ||
                                (p.window && j0 <= i0 + BR - 1 + off - p.window);
@@ -515,6 +544,8 @@ __device__ void flash_tc(const T* __restrict__ q, const T* __restrict__ k, const
             }
             m[r] = mx[r];
         }
+        // ANCHOR_END: softmax_fragments
+        // ANCHOR: p_fragments
         // P = 2^(S scale log2e - m_new), rounded to T straight into A fragments (pf), and what the
         // rounding lost, rounded again (pl): P = pf + pl to about 22 bits.
         unsigned int pf[BC / 16][4], pl[BC / 16][4];
@@ -534,6 +565,8 @@ __device__ void flash_tc(const T* __restrict__ q, const T* __restrict__ k, const
             pl[nt / 2][(nt & 1) * 2 + 0] = pack2(p0 - f01.x, p1 - f01.y, T());
             pl[nt / 2][(nt & 1) * 2 + 1] = pack2(p2 - f23.x, p3 - f23.y, T());
         }
+        // ANCHOR_END: p_fragments
+        // ANCHOR: heavy_tile
         // l = alpha l + rowsum(P) over the quad. Rounding P to 16 bits costs up to 2^-12 |v| in O for a
         // row whose weight sits in this tile (a short row: its first tile, or a new dominant key), which
         // with O's own rounding can pass the fp16 bar of 1e-3: such tiles also add pl V (warp-uniform).
@@ -546,6 +579,8 @@ __device__ void flash_tc(const T* __restrict__ q, const T* __restrict__ k, const
             heavy |= lt[r] > 0.25f * l[r];
         }
         heavy = __any_sync(0xffffffffu, heavy);
+        // ANCHOR_END: heavy_tile
+        // ANCHOR: pv_mma
         // O += P V: V tile is [key][d] in shared, read transposed by ldmatrix.trans.
 #pragma unroll
         for (int kt = 0; kt < BC / 16; ++kt) {
@@ -564,6 +599,7 @@ __device__ void flash_tc(const T* __restrict__ q, const T* __restrict__ k, const
             }
         }
         if (ASYNC) __syncthreads();  // every warp is done with stage st before it is refilled
+        // ANCHOR_END: pv_mma
     }
 
     // O /= l, lse = m scale + ln l; rows past Nq are not stored.

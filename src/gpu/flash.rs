@@ -264,6 +264,7 @@ pub fn forward<T: GpuElement>(
     forward_with(dev, version, bufs, mask, warps)
 }
 
+// ANCHOR: forward_checks
 /// [`forward`] with the warps per block of the tensor-core versions chosen (4, or 8 for v5 at D >= 64).
 pub fn forward_with<T: GpuElement>(
     dev: &Device,
@@ -291,6 +292,7 @@ pub fn forward_with<T: GpuElement>(
             ("FA_BF16", T::BF16 as i64),
         ],
     )?;
+    // ANCHOR_END: forward_checks
     let st = dev.stream();
     let nq = s.nq as u32;
     match version {
@@ -373,6 +375,7 @@ pub fn forward_with<T: GpuElement>(
                     .launch(cfg)
             }?;
         }
+        // ANCHOR: tc_launch
         Version::V4TensorCores | Version::V5CpAsync => {
             let asynchronous = version == Version::V5CpAsync;
             let warps = if asynchronous && s.d >= 64 && warps == 8 {
@@ -406,10 +409,12 @@ pub fn forward_with<T: GpuElement>(
                     .launch(cfg)
             }?;
         }
+        // ANCHOR_END: tc_launch
     }
     Ok(())
 }
 
+// ANCHOR: time_ms
 /// Time `runs` launches of `version` after `warmup` untimed ones, rotating over `sets` (run `i` uses
 /// `sets[i % sets.len()]`, so that with enough sets the timed inputs are not resident in L2). Each
 /// launch is bracketed by its own pair of CUDA events; returns the times in ms, in launch order.
@@ -443,6 +448,7 @@ pub fn time_ms<T: GpuElement>(
         .map(|(a, b)| Ok(a.elapsed_ms(b)? as f64))
         .collect()
 }
+// ANCHOR_END: time_ms
 
 /// The log-sum-exp of every row in `f64`, `lse_i = ln sum_j exp(q_i . k_j / sqrt(D))` over the visible
 /// keys (`-inf` where none is): what the kernels return beside `O`. Inputs widened exactly.

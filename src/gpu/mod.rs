@@ -106,6 +106,7 @@ pub fn kernel_source(name: &str) -> Option<&'static str> {
 }
 
 impl Device {
+    // ANCHOR: device_open
     /// Open device 0, or `Ok(None)` where there is no CUDA driver, no NVRTC or no device.
     pub fn open() -> Result<Option<Device>, GpuError> {
         // SAFETY: these only try to dlopen the libraries; with dynamic loading a missing library makes
@@ -138,6 +139,7 @@ impl Device {
             modules: Mutex::new(HashMap::new()),
         }))
     }
+    // ANCHOR_END: device_open
 
     /// The CUDA context.
     pub fn context(&self) -> &Arc<CudaContext> {
@@ -198,6 +200,7 @@ impl Device {
         Ok(module)
     }
 
+    // ANCHOR: nvrtc_compile
     fn compile(&self, file: &str, defines: &[(&str, i64)], key: &str) -> Result<Ptx, GpuError> {
         let src = kernel_source(file).ok_or_else(|| GpuError::Compile {
             module: key.to_string(),
@@ -225,13 +228,16 @@ impl Device {
             }
         })
     }
+    // ANCHOR_END: nvrtc_compile
 
+    // ANCHOR: timing_event
     /// Record an event that can time (`CU_EVENT_DEFAULT`; cudarc's default event cannot).
     pub fn timing_event(&self) -> Result<cudarc::driver::CudaEvent, GpuError> {
         Ok(self
             .stream
             .record_event(Some(sys::CUevent_flags::CU_EVENT_DEFAULT))?)
     }
+    // ANCHOR_END: timing_event
 
     /// Wait for everything launched so far.
     pub fn synchronize(&self) -> Result<(), GpuError> {
