@@ -408,8 +408,8 @@ pub fn forward_with<T: GpuElement>(
                     .arg(&p)
                     .launch(cfg)
             }?;
+            // ANCHOR_END: tc_launch
         }
-        // ANCHOR_END: tc_launch
     }
     Ok(())
 }
