@@ -8,7 +8,7 @@
 //! modern-attention book       only render the book (installs mdbook and mdbook-katex if missing)
 //! modern-attention predict kind=flash hq=32 hkv=8 n=2048 d=128 dtype=f16 mask=causal machine=h100|cpu|gpu
 //!                              a variant's FLOPs, bytes, intensity, bound and time floor, before measuring
-//! modern-attention measure-cpu [--quick] [--with-torch] [--peer FILE]...
+//! modern-attention measure-cpu [--quick] [--only flash|decode|paged|memory] [--with-torch] [--peer FILE]...
 //!                              check then time every CPU version on this machine; with --with-torch,
 //!                              time PyTorch's CPU SDPA (bench/peers/torch_cpu_sdpa.py) before and after
 //!                              ours and keep its faster run; write measurements/cpu-<name>.json
@@ -99,6 +99,17 @@ fn torch_peer(root: &Path, quick: bool, round: usize) -> Option<String> {
 fn measure_cpu(root: &Path, args: &[String]) -> Result<(), String> {
     use modern_attention::measure::{cpu, slug, Record};
     let quick = args.iter().any(|a| a == "--quick");
+    let only = args
+        .iter()
+        .position(|a| a == "--only")
+        .and_then(|i| args.get(i + 1))
+        .map(String::as_str);
+    if let Some(o) = only {
+        if !cpu::SECTIONS.iter().any(|(name, _)| *name == o) {
+            let names: Vec<&str> = cpu::SECTIONS.iter().map(|(n, _)| *n).collect();
+            return Err(format!("--only takes one of {}", names.join(", ")));
+        }
+    }
     let mut peers: Vec<String> = args
         .iter()
         .enumerate()
@@ -108,6 +119,7 @@ fn measure_cpu(root: &Path, args: &[String]) -> Result<(), String> {
     // PyTorch before and after ours: a slow phase of a shared machine then hurts both sides, and the
     // faster of PyTorch's two medians is kept (the conservative choice for our ratios).
     let with_torch = args.iter().any(|a| a == "--with-torch");
+    let with_torch = with_torch && only.is_none_or(|o| o == "flash");
     if with_torch {
         peers.extend(torch_peer(root, quick, 0));
     }
@@ -124,7 +136,7 @@ fn measure_cpu(root: &Path, args: &[String]) -> Result<(), String> {
     let date = output_of("date", &["-u", "+%Y-%m-%d"]);
     let rustc = output_of("rustc", &["--version"]);
     let t = Instant::now();
-    let mut file = cpu::measure(quick, &commit, &date, &rustc, &mut |line| {
+    let mut file = cpu::measure(quick, only, &commit, &date, &rustc, &mut |line| {
         println!("[measure] {line}")
     });
     if with_torch {
@@ -151,6 +163,26 @@ fn measure_cpu(root: &Path, args: &[String]) -> Result<(), String> {
     let path = root
         .join("measurements")
         .join(format!("cpu-{}.json", slug(&file.machine.name)));
+    // `--only`: keep the previous file's records of the other sections (from its own run).
+    if let (Some(o), Ok(text)) = (only, std::fs::read_to_string(&path)) {
+        if let Ok(old) = serde_json::from_str::<modern_attention::measure::MeasurementFile>(&text) {
+            let (_, variants) = cpu::SECTIONS
+                .iter()
+                .find(|(n, _)| *n == o)
+                .copied()
+                .unwrap_or(("", &[]));
+            let kept: Vec<Record> = old
+                .records
+                .into_iter()
+                .filter(|r| !variants.contains(&r.variant.as_str()))
+                .collect();
+            println!(
+                "[measure] --only {o}: kept {} records of other sections from the previous run",
+                kept.len()
+            );
+            file.records.extend(kept);
+        }
+    }
     let json = serde_json::to_string_pretty(&file).map_err(|e| e.to_string())? + "\n";
     std::fs::write(&path, json).map_err(|e| format!("{}: {e}", path.display()))?;
     println!(

@@ -160,9 +160,18 @@ fn run_config<T: Element>(
     out
 }
 
-/// Measure this machine: ceilings, then the grid. `log` receives one line per timed configuration.
+/// The sections `--only` can pick, and the record variants each one writes.
+pub const SECTIONS: [(&str, &[&str]); 4] = [
+    ("flash", &["naive", "online", "flash"]),
+    ("decode", &["kv_cache", "decode"]),
+    ("paged", &["paged_decode"]),
+    ("memory", &["memory"]),
+];
+
+/// Measure this machine: ceilings, then the grid (or only one section of [`SECTIONS`]). `log` receives one line per timed configuration.
 pub fn measure(
     quick: bool,
+    only: Option<&str>,
     commit: &str,
     date: &str,
     rustc: &str,
@@ -181,7 +190,8 @@ pub fn measure(
         Isa::detect().name()
     ));
     let mut records = Vec::new();
-    for c in grid(quick) {
+    let wanted = |section: &str| only.is_none_or(|o| o == section);
+    for c in grid(quick).into_iter().filter(|_| wanted("flash")) {
         // The naive and row-at-a-time versions take seconds at N = 2048 with f16 loads; time them in f32.
         let versions: &[Version] = if c.dtype == DType::F16 {
             &[Version::V3Tiled]
@@ -193,11 +203,15 @@ pub fn measure(
             _ => run_config::<f32>(&c, versions, log),
         });
     }
-    records.extend(super::decode::kv_cache_records());
-    records.extend(super::decode::decode_records(quick, log));
-    records.extend(paged_decode_records::<f32>(log));
-    records.extend(paged_decode_records::<f16>(log));
-    if let Ok(exe) = std::env::current_exe() {
+    if wanted("decode") {
+        records.extend(super::decode::kv_cache_records());
+        records.extend(super::decode::decode_records(quick, log));
+    }
+    if wanted("paged") {
+        records.extend(paged_decode_records::<f32>(log));
+        records.extend(paged_decode_records::<f16>(log));
+    }
+    if let (true, Ok(exe)) = (wanted("memory"), std::env::current_exe()) {
         records.extend(rss_records(&exe, 8192, log));
     }
     MeasurementFile {
