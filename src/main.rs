@@ -71,6 +71,20 @@ fn output_of(cmd: &str, args: &[&str]) -> String {
         .unwrap_or_else(|| "unknown".into())
 }
 
+/// The checkout's commit, as measurement files record it.
+fn git_commit(root: &Path) -> String {
+    output_of(
+        "git",
+        &[
+            "-C",
+            &root.to_string_lossy(),
+            "rev-parse",
+            "--short=12",
+            "HEAD",
+        ],
+    )
+}
+
 /// Run the PyTorch CPU peer if `$PYTHON` (or `python3`) imports torch; the path of its records.
 fn torch_peer(root: &Path, quick: bool, round: usize) -> Option<String> {
     let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
@@ -123,16 +137,7 @@ fn measure_cpu(root: &Path, args: &[String]) -> Result<(), String> {
     if with_torch {
         peers.extend(torch_peer(root, quick, 0));
     }
-    let commit = output_of(
-        "git",
-        &[
-            "-C",
-            &root.to_string_lossy(),
-            "rev-parse",
-            "--short=12",
-            "HEAD",
-        ],
-    );
+    let commit = git_commit(root);
     let date = output_of("date", &["-u", "+%Y-%m-%d"]);
     let rustc = output_of("rustc", &["--version"]);
     let t = Instant::now();
@@ -255,16 +260,7 @@ fn run() -> Result<(), String> {
         }
         "measure-gpu" => {
             let rest: Vec<String> = std::env::args().skip(2).collect();
-            let commit = output_of(
-                "git",
-                &[
-                    "-C",
-                    &root.to_string_lossy(),
-                    "rev-parse",
-                    "--short=12",
-                    "HEAD",
-                ],
-            );
+            let commit = git_commit(&root);
             gpu_cli::measure_gpu(&root, &rest, commit, output_of("rustc", &["--version"]))
         }
         "gpu-probe" => {

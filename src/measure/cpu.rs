@@ -103,13 +103,7 @@ fn run_config<T: Element>(
         let bar = (T::DTYPE == DType::F16).then_some(FP16_BAR);
         let name = format!("{} {:?}", ver.name(), (s.b, s.hq, s.nq, s.d));
         let verdict = attn_close(&name, &got, &lowp, &reference, T::DTYPE, s.nk, bar);
-        let (checked, max_err) = match &verdict {
-            Ok(r) => (true, r.candidate.max),
-            Err(e) => {
-                log(&format!("FAILED CHECK {e}"));
-                (false, f64::NAN)
-            }
-        };
+        let (checked, max_err) = crate::minimodel::check::verdict(&verdict, log);
         let mut times = Vec::new();
         let budget = Instant::now();
         while times.len() < 5 || (budget.elapsed().as_secs_f64() < 0.5 && times.len() < 30) {
@@ -305,13 +299,8 @@ pub fn paged_decode_records<T: Element>(log: &mut dyn FnMut(&str)) -> Vec<Record
         run(&mut o);
         let got: Vec<f64> = o[..sub.q_len()].iter().map(|x| x.to_f64()).collect();
         let bar = (T::DTYPE == DType::F16).then_some(FP16_BAR);
-        match attn_close(name, &got, &lowp, &reference, T::DTYPE, n, bar) {
-            Ok(r) => checked.push((true, r.candidate.max)),
-            Err(e) => {
-                log(&format!("FAILED CHECK {e}"));
-                checked.push((false, f64::NAN));
-            }
-        }
+        let result = attn_close(name, &got, &lowp, &reference, T::DTYPE, n, bar);
+        checked.push(crate::minimodel::check::verdict(&result, log));
     }
     let mut times = vec![Vec::new(); runs.len()];
     let budget = Instant::now();

@@ -76,13 +76,7 @@ pub fn decode_records(quick: bool, log: &mut dyn FnMut(&str)) -> Vec<Record> {
             let reference = attention_ref64(&q, &lc.k, &lc.v, &s, Mask::NONE).expect("shape");
             let lowp = attention_lowp(&q, &lc.k, &lc.v, &s, Mask::NONE, DType::F32).expect("shape");
             let verdict = attn_close("decode", &got, &lowp, &reference, DType::F32, len, None);
-            let (checked, max_err) = match &verdict {
-                Ok(r) => (true, r.candidate.max),
-                Err(e) => {
-                    log(&format!("FAILED CHECK {e}"));
-                    (false, f64::NAN)
-                }
-            };
+            let (checked, max_err) = crate::minimodel::check::verdict(&verdict, log);
             let mut times = Vec::new();
             let start = Instant::now();
             while times.len() < 7 || (start.elapsed().as_secs_f64() < 0.3 && times.len() < 200) {

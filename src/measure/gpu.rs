@@ -219,13 +219,8 @@ pub fn measure(
                     sets[0].poison(dev)?;
                     flash::forward_with(dev, imp.version, &mut sets[0], mask, warps)?;
                     let (o, _) = sets[0].download(dev)?;
-                    let (checked, max_err) = match checker.check(&name, &o, &shape) {
-                        Ok(r) => (true, r.candidate.max),
-                        Err(e) => {
-                            log(&format!("FAILED CHECK {e}"));
-                            (false, f64::NAN)
-                        }
-                    };
+                    let (checked, max_err) =
+                        crate::minimodel::check::verdict(&checker.check(&name, &o, &shape), log);
                     // At least 20 timed runs; more while the total stays under 0.3 s.
                     let probe = time_ms(dev, imp.version, Some(warps), &mut sets, mask, 3, 1)?[0];
                     let runs = ((300.0 / probe.max(1e-3)) as usize).clamp(20, 200);

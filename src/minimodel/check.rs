@@ -178,6 +178,21 @@ pub fn attn_close(
 }
 // ANCHOR_END: attn_close
 
+/// For harnesses: `(passed, candidate max error)`, logging the failure when there is one (the max error
+/// is NaN then, and the configuration is recorded as unchecked).
+pub fn verdict<E: fmt::Display>(
+    result: &Result<CloseReport, E>,
+    log: &mut dyn FnMut(&str),
+) -> (bool, f64) {
+    match result {
+        Ok(r) => (true, r.candidate.max),
+        Err(e) => {
+            log(&format!("FAILED CHECK {e}"));
+            (false, f64::NAN)
+        }
+    }
+}
+
 /// [`attn_close`] for tests: prints the errors of candidate and baseline, then panics on failure.
 #[track_caller]
 pub fn assert_attn_close(
