@@ -19,17 +19,20 @@ pub const IMPLS: [&str; 10] = [
     "torch/math",
 ];
 
-/// Lab 02's tables.
+/// Lab 02's tables and speed figure.
 pub fn render(files: &[(String, MeasurementFile)]) -> Vec<Artifact> {
     let gpu = files.iter().find(|(_, f)| f.machine.kind == "gpu");
-    let (speed, bytes) = match gpu {
-        Some((name, f)) => (speed_tables(name, f), bytes_table(name, f)),
+    let (speed, bytes, figure) = match gpu {
+        Some((name, f)) => (speed_tables(name, f), bytes_table(name, f), speed_figure(f)),
         None => {
             let none =
                 "*No GPU measurements are committed yet: run the GPU harness on a machine with an \
                         NVIDIA GPU (see this chapter's last section).*\n"
                     .to_string();
-            (none.clone(), none)
+            let svg = "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"400\" height=\"40\"><text x=\"4\" \
+                       y=\"24\">no GPU measurements committed</text></svg>\n"
+                .to_string();
+            (none.clone(), none, svg)
         }
     };
     vec![
@@ -41,7 +44,60 @@ pub fn render(files: &[(String, MeasurementFile)]) -> Vec<Artifact> {
             name: "lab02_bytes.md",
             contents: bytes,
         },
+        Artifact {
+            name: "lab02_speed.svg",
+            contents: figure,
+        },
     ]
+}
+
+/// TFLOP/s against N for every implementation at D = 128, no mask (log-log).
+fn speed_figure(f: &MeasurementFile) -> String {
+    use super::figures::{loglog, Series};
+    let colours = [
+        (200, 40, 40),
+        (230, 140, 30),
+        (180, 160, 20),
+        (120, 60, 170),
+        (40, 90, 200),
+        (90, 150, 230),
+        (60, 60, 60),
+        (20, 150, 90),
+        (150, 150, 150),
+        (200, 120, 170),
+    ];
+    let series: Vec<Series> = IMPLS
+        .iter()
+        .zip(colours)
+        .filter_map(|(imp, rgb)| {
+            let mut points: Vec<(f64, f64)> = f
+                .records
+                .iter()
+                .filter(|r| r.implementation == *imp && r.d == 128 && r.mask == "none" && r.checked)
+                .map(|r| (r.nq as f64, r.tflops * 1e12))
+                .collect();
+            points.sort_by(|a, b| a.0.total_cmp(&b.0));
+            (!points.is_empty()).then(|| Series {
+                name: imp.to_string(),
+                rgb,
+                points,
+                markers: true,
+            })
+        })
+        .collect();
+    let caption = format!(
+        "{}: fp16 forward, D = 128, no mask ({}, commit {})",
+        f.machine.name, f.generated.date, f.generated.commit
+    );
+    loglog(
+        &caption,
+        "sequence length N",
+        "attained FLOP/s",
+        "FLOP/s",
+        &series,
+        &[],
+    )
+    .unwrap_or_else(|e| format!("<svg xmlns=\"http://www.w3.org/2000/svg\"><text>{e}</text></svg>"))
 }
 
 fn provenance(name: &str, f: &MeasurementFile) -> String {
