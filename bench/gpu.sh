@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# Lab 02 on a GPU machine that has no Rust: runs binaries built elsewhere by ../shared/device/bundle.sh.
+# Lab 02 on a GPU machine that has no Rust: runs binaries built elsewhere (on any x86-64 Linux box:
+# `cargo test --release --no-run` and `cargo build --release`, with the test executables copied to
+# DIR/tests and the `modern-attention` binary to DIR/bin; cudarc loads the CUDA libraries at run time).
 #
 #   bash bench/gpu.sh DIR OUT [phase ...]    phases: tests sanitize quick peer ncu measure (default: all but quick)
 #
 # DIR holds the bundle (bin/, tests/), this script, torch_sdpa.py and COMMIT; OUT receives the logs and
-# measurement files (at most a handful of files: the GPU tool brings back 8). Each phase has a time limit,
+# measurement files (kept to a handful of files). Each phase has a time limit,
 # so one hung phase cannot eat the whole call.
 set -u
 W=$1
