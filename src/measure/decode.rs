@@ -11,15 +11,11 @@ use crate::minimodel::numeric::DType;
 use crate::minimodel::reference::{attention_lowp, attention_ref64};
 use crate::minimodel::rng::Rng;
 use crate::minimodel::shape::{AttnShape, Mask};
+use crate::roofline::traffic::bytes_fused;
 use std::time::Instant;
 
 /// Context lengths of the decode sweep: the verb sequence, the stress length, and two past the caches.
 pub const CONTEXTS: [usize; 4] = [64, 2048, 16384, 65536];
-
-/// Bytes one decode step of one layer reads and writes (f32): the cache `2 Hkv len D`, plus `q` and `o`.
-pub fn decode_bytes(hq: usize, hkv: usize, len: usize, d: usize) -> f64 {
-    4.0 * (2 * hkv * len * d + 2 * hq * d) as f64
-}
 
 /// The KV cache of MiniGPT for every kv-head count at the two anchors: bytes allocated by a real
 /// [`KvCache`] beside the formula's (variant `kv_cache`; no timing, so `ms` is 0).
@@ -87,7 +83,7 @@ pub fn decode_records(quick: bool, log: &mut dyn FnMut(&str)) -> Vec<Record> {
             times.sort_by(f64::total_cmp);
             let ms = times[times.len() / 2];
             let flops = 4.0 * (hq * len * d) as f64;
-            let bytes = decode_bytes(hq, hkv, len, d);
+            let bytes = bytes_fused(&s, DType::F32); // the cache, plus q and o, each moved once
             log(&format!(
                 "decode Hkv={hkv} len={len:6}: {:9.1} µs {:6.1} GB/s",
                 ms * 1e3,

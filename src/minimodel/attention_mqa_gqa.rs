@@ -8,7 +8,7 @@
 //! Shapes: activations `x: (n, d_model)`; projections `W_q: (d_model, Hq D)`, `W_k, W_v: (d_model, Hkv D)`,
 //! `W_o: (Hq D, d_model)`, all row-major f32.
 
-use super::attention_flash::kernels::exp2;
+use super::attention_flash::kernels::{dot, exp2};
 use super::attention_flash::{flash_forward, FlashError};
 use super::config::{ConfigError, MiniGptConfig};
 use super::kv_cache::{CacheError, KvCache, LayerCache};
@@ -274,7 +274,7 @@ pub fn decode_attention(
             // Each key row is loaded once and used by all G query heads of the group.
             for (j, kj) in kb.chunks_exact(d).enumerate() {
                 for (gi, qi) in qg.chunks_exact(d).enumerate() {
-                    s[gi * BLOCK + j] = dot8(qi, kj) * scale;
+                    s[gi * BLOCK + j] = dot(qi, kj) * scale;
                 }
             }
             for gi in 0..g {
@@ -298,22 +298,4 @@ pub fn decode_attention(
     out
 }
 
-/// Dot product with 8 independent partial sums (vectorisable; a single sum is a dependent chain).
-#[inline]
-fn dot8(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0.0f32; 8];
-    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
-    let tail: f32 = ca
-        .remainder()
-        .iter()
-        .zip(cb.remainder())
-        .map(|(x, y)| x * y)
-        .sum();
-    for (xa, xb) in ca.zip(cb) {
-        for ((s, x), y) in acc.iter_mut().zip(xa).zip(xb) {
-            *s += x * y;
-        }
-    }
-    acc.iter().sum::<f32>() + tail
-}
 // ANCHOR_END: decode_attention

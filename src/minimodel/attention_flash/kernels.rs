@@ -118,6 +118,26 @@ fn lanes_sum(x: &[f32]) -> f32 {
     acc.iter().sum::<f32>() + tail
 }
 
+/// `sum_i a_i b_i` with eight independent partial sums, so the loop vectorises (a single running sum
+/// is a chain of dependent additions the compiler must not reorder). Shared by the decode kernels.
+#[inline(always)]
+pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut p = [0.0f32; 8];
+    let (ac, bc) = (a.chunks_exact(8), b.chunks_exact(8));
+    let tail: f32 = ac
+        .remainder()
+        .iter()
+        .zip(bc.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
+    for (x, y) in ac.zip(bc) {
+        for ((s, xi), yi) in p.iter_mut().zip(x).zip(y) {
+            *s += xi * yi;
+        }
+    }
+    p.iter().sum::<f32>() + tail
+}
+
 /// Rows of a tile product handled together: their accumulators stay in registers. With `CS` columns
 /// (32 for AVX-512: two registers a row; 16 for AVX2), that is 8 independent accumulators, enough to
 /// keep two FMA units busy through the FMA's 4-cycle latency.
@@ -272,110 +292,84 @@ mod x86 {
     // ANCHOR_END: block
 }
 
+/// One (Q tile, K/V tile) pair in fast memory, all f32: `q: (br, d)` (pre-scaled), `kt: (d, bc)`,
+/// `v: (bc, d)`, the score scratch `s: (br, bc)`, and the query rows' running state `m, l: (br)`,
+/// `o: (br, d)`.
+pub struct Tile<'a> {
+    /// The Q tile.
+    pub q: &'a [f32],
+    /// The K tile, transposed.
+    pub kt: &'a [f32],
+    /// The V tile.
+    pub v: &'a [f32],
+    /// Scores, then probabilities.
+    pub s: &'a mut [f32],
+    /// Running row maxima.
+    pub m: &'a mut [f32],
+    /// Running row normalisers.
+    pub l: &'a mut [f32],
+    /// Running un-normalised outputs.
+    pub o: &'a mut [f32],
+    /// Query rows in the tile.
+    pub br: usize,
+    /// Keys in the tile.
+    pub bc: usize,
+    /// Head size.
+    pub d: usize,
+}
+
 /// One step of the tiled loop on a (Q tile, K/V tile) pair: scores, online softmax, output update.
+/// `mask`, for a partially masked tile, says whether key `c` is visible to row `r` of the tile.
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
 fn tile_step<const FUSED: bool, const CS: usize>(
-    q: &[f32],
-    kt: &[f32],
-    v: &[f32],
-    s: &mut [f32],
-    m: &mut [f32],
-    l: &mut [f32],
-    o: &mut [f32],
-    mask: &dyn Fn(usize, usize) -> bool,
-    masked: bool,
-    br: usize,
-    bc: usize,
-    d: usize,
+    t: &mut Tile,
+    mask: Option<&dyn Fn(usize, usize) -> bool>,
 ) {
-    tile_gemm::<FUSED, CS>(q, kt, s, br, d, bc, false); // S = Q Kt
-    if masked {
+    let (br, bc, d) = (t.br, t.bc, t.d);
+    tile_gemm::<FUSED, CS>(t.q, t.kt, t.s, br, d, bc, false); // S = Q Kt
+    if let Some(visible) = mask {
         for r in 0..br {
             for c in 0..bc {
-                if !mask(r, c) {
-                    s[r * bc + c] = f32::NEG_INFINITY;
+                if !visible(r, c) {
+                    t.s[r * bc + c] = f32::NEG_INFINITY;
                 }
             }
         }
     }
-    softmax_tile::<FUSED>(s, m, l, o, br, bc, d);
-    tile_gemm::<FUSED, CS>(s, v, o, br, bc, d, true); // o += P V
+    softmax_tile::<FUSED>(t.s, t.m, t.l, t.o, br, bc, d);
+    tile_gemm::<FUSED, CS>(t.s, t.v, t.o, br, bc, d, true); // o += P V
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx2,fma")]
-#[allow(clippy::too_many_arguments)]
-unsafe fn tile_step_avx512(
-    q: &[f32],
-    kt: &[f32],
-    v: &[f32],
-    s: &mut [f32],
-    m: &mut [f32],
-    l: &mut [f32],
-    o: &mut [f32],
-    mask: &dyn Fn(usize, usize) -> bool,
-    masked: bool,
-    br: usize,
-    bc: usize,
-    d: usize,
-) {
-    tile_step::<true, 32>(q, kt, v, s, m, l, o, mask, masked, br, bc, d)
+unsafe fn tile_step_avx512(t: &mut Tile, mask: Option<&dyn Fn(usize, usize) -> bool>) {
+    tile_step::<true, 32>(t, mask)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-#[allow(clippy::too_many_arguments)]
-unsafe fn tile_step_avx2(
-    q: &[f32],
-    kt: &[f32],
-    v: &[f32],
-    s: &mut [f32],
-    m: &mut [f32],
-    l: &mut [f32],
-    o: &mut [f32],
-    mask: &dyn Fn(usize, usize) -> bool,
-    masked: bool,
-    br: usize,
-    bc: usize,
-    d: usize,
-) {
-    tile_step::<true, 16>(q, kt, v, s, m, l, o, mask, masked, br, bc, d)
+unsafe fn tile_step_avx2(t: &mut Tile, mask: Option<&dyn Fn(usize, usize) -> bool>) {
+    tile_step::<true, 16>(t, mask)
 }
 
 /// Run one tile step with the inner loops compiled for `isa`. `isa` must come from [`Isa::detect`]
 /// (or be [`Isa::Portable`]): asking for an instruction set the CPU lacks falls back to portable code.
-#[allow(clippy::too_many_arguments)]
-pub fn step(
-    isa: Isa,
-    q: &[f32],
-    kt: &[f32],
-    v: &[f32],
-    s: &mut [f32],
-    m: &mut [f32],
-    l: &mut [f32],
-    o: &mut [f32],
-    mask: &dyn Fn(usize, usize) -> bool,
-    masked: bool,
-    br: usize,
-    bc: usize,
-    d: usize,
-) {
+pub fn step(isa: Isa, t: &mut Tile, mask: Option<&dyn Fn(usize, usize) -> bool>) {
     #[cfg(target_arch = "x86_64")]
     match isa {
         // SAFETY: the CPU has the features: `detect` found them (re-checked here, cheaply cached).
         Isa::Avx512 if std::is_x86_feature_detected!("avx512f") => unsafe {
-            return tile_step_avx512(q, kt, v, s, m, l, o, mask, masked, br, bc, d);
+            return tile_step_avx512(t, mask);
         },
         Isa::Avx2Fma
             if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") =>
         unsafe {
-            return tile_step_avx2(q, kt, v, s, m, l, o, mask, masked, br, bc, d);
+            return tile_step_avx2(t, mask);
         },
         _ => {}
     }
     let _ = isa;
-    tile_step::<false, 8>(q, kt, v, s, m, l, o, mask, masked, br, bc, d)
+    tile_step::<false, 8>(t, mask)
 }
 
 #[cfg(test)]

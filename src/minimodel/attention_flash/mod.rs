@@ -464,22 +464,24 @@ pub fn tiled<T: Element, C: Traffic>(
             T::widen_into(vsrc, &mut vt[..cols * d]);
             traffic.load(2 * cols * d * e);
             traffic.tile(true);
-            let masked = !tile_fully_visible(mask, i0, i1, j0, j1, s.nq, s.nk);
             let vis = |r: usize, c: usize| mask.visible(i0 + r, j0 + c, s.nq, s.nk);
+            let partial = !tile_fully_visible(mask, i0, i1, j0, j1, s.nq, s.nk);
+            let mut tile = kernels::Tile {
+                q: &qt,
+                kt: &kt[..d * cols],
+                v: &vt[..cols * d],
+                s: &mut st[..rows * cols],
+                m: &mut m,
+                l: &mut l,
+                o: &mut acc,
+                br: rows,
+                bc: cols,
+                d,
+            };
             kernels::step(
                 isa,
-                &qt,
-                &kt[..d * cols],
-                &vt[..cols * d],
-                &mut st[..rows * cols],
-                &mut m,
-                &mut l,
-                &mut acc,
-                &vis,
-                masked,
-                rows,
-                cols,
-                d,
+                &mut tile,
+                partial.then_some(&vis as &dyn Fn(usize, usize) -> bool),
             );
         }
         // O = acc / l, once; a row that saw no key stays zero.

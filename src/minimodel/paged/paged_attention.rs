@@ -21,6 +21,7 @@
 //! `out = sum_p w_p out_p / sum_p w_p`.
 
 use super::block_manager::BlockId;
+use crate::minimodel::attention_flash::kernels::dot;
 use crate::minimodel::numeric::Element;
 use crate::minimodel::shape::{AttnShape, Mask, ShapeError};
 use crate::roofline::traffic::visible_keys;
@@ -269,25 +270,6 @@ struct GroupState {
     /// One block of K and V widened to f32: `(B, D)` each.
     kf: Vec<f32>,
     vf: Vec<f32>,
-}
-
-/// `sum_i a_i b_i` with eight independent partial sums, so the loop vectorises.
-#[inline(always)]
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut p = [0.0f32; 8];
-    let (ac, bc) = (a.chunks_exact(8), b.chunks_exact(8));
-    let tail: f32 = ac
-        .remainder()
-        .iter()
-        .zip(bc.remainder())
-        .map(|(x, y)| x * y)
-        .sum();
-    for (x, y) in ac.zip(bc) {
-        for i in 0..8 {
-            p[i] += x[i] * y[i];
-        }
-    }
-    p.iter().sum::<f32>() + tail
 }
 
 impl GroupState {
