@@ -3,10 +3,12 @@
 # `cargo test --release --no-run` and `cargo build --release`, with the test executables copied to
 # DIR/tests and the `modern-attention` binary to DIR/bin; cudarc loads the CUDA libraries at run time).
 #
-#   bash bench/gpu.sh DIR OUT [phase ...]    phases: tests sanitize quick peer ncu measure (default: all but quick)
+#   bash bench/gpu.sh DIR OUT [phase ...]
+#   phases: tests sanitize quick peer ncu measure (lab 02, the default: all but quick), and
+#           ptests dpeer paged (lab 03: paged decode tests, PyTorch decode peer, measure-gpu --only paged)
 #
-# DIR holds the bundle (bin/, tests/), this script, torch_sdpa.py and COMMIT; OUT receives the logs and
-# measurement files (kept to a handful of files). Each phase has a time limit,
+# DIR holds the bundle (bin/, tests/) and COMMIT; the peer scripts are read from this script's peers/.
+# OUT receives the logs and measurement files (kept to a handful of files). Each phase has a time limit,
 # so one hung phase cannot eat the whole call.
 set -u
 W=$1
@@ -14,6 +16,7 @@ OUT=$2
 shift 2
 phases=${*:-tests sanitize peer ncu measure}
 B=$W/bin/modern-attention
+PEERS=$(cd "$(dirname "$0")" && pwd)/peers
 export PYTHONUNBUFFERED=1
 log=$OUT/summary.log
 say() { echo "$@" | tee -a "$log"; }
@@ -29,6 +32,21 @@ for phase in $phases; do
       say "tests rc=$? ok-lines=$(grep -c '^ok ' "$OUT/tests.log") fail-lines=$(grep -c '^FAIL' "$OUT/tests.log")"
       grep -E '^FAIL|panicked|test result' "$OUT/tests.log" | head -20 | tee -a "$log"
       ;;
+    ptests)
+      t=$(ls "$W"/tests/test-paged_gpu-* | head -1)
+      REQUIRE_GPU=1 timeout 240 "$t" --test-threads=2 --nocapture > "$OUT/ptests.log" 2>&1
+      say "paged tests rc=$?"
+      grep -E 'panicked|test result|configurations checked|^test ' "$OUT/ptests.log" | head -20 | tee -a "$log"
+      ;;
+    dpeer)
+      timeout 300 python3 "$PEERS/torch_decode.py" --out "$OUT/torch_decode.json" 2>&1 | tee -a "$log"
+      ;;
+    paged)
+      extra=""
+      [ -f "$OUT/torch_decode.json" ] && extra="--peer-decode $OUT/torch_decode.json"
+      timeout 400 "$B" measure-gpu --only paged $extra --out "$OUT" --commit "$(cat "$W/COMMIT")" \
+        --date "$(date -u +%F)" --rustc "$(cat "$W/RUSTC" 2>/dev/null || echo unknown)" 2>&1 | tee -a "$log"
+      ;;
     sanitize)
       for tool in memcheck racecheck; do
         timeout 200 compute-sanitizer --tool $tool --error-exitcode 3 "$B" gpu-probe sanitize \
@@ -42,7 +60,7 @@ for phase in $phases; do
         2>&1 | grep -v '^\[measure-gpu\] reference' | tee -a "$log"
       ;;
     peer)
-      timeout 300 python3 "$W/torch_sdpa.py" --out "$OUT/torch.json" 2>&1 | tee -a "$log"
+      timeout 300 python3 "$PEERS/torch_sdpa.py" --out "$OUT/torch.json" 2>&1 | tee -a "$log"
       ;;
     ncu)
       : > "$OUT/ncu.csv"
@@ -82,7 +100,9 @@ PY
       extra=""
       [ -f "$OUT/torch.json" ] && extra="$extra --peer $OUT/torch.json"
       [ -f "$OUT/dram.json" ] && extra="$extra --dram $OUT/dram.json"
+      [ -f "$OUT/torch_decode.json" ] && extra="$extra --peer-decode $OUT/torch_decode.json"
       timeout 420 "$B" measure-gpu $extra --out "$OUT" --commit "$(cat "$W/COMMIT")" --date "$(date -u +%F)" \
+        --rustc "$(cat "$W/RUSTC" 2>/dev/null || echo unknown)" \
         2>&1 | grep -v '^\[measure-gpu\] reference' | tee -a "$log"
       ;;
   esac

@@ -4,7 +4,7 @@
 use half::{bf16, f16};
 use modern_attention::gpu::flash::{self, lse_max_err, lse_ref64, Buffers, GpuElement, Version};
 use modern_attention::gpu::Device;
-use modern_attention::measure::{gpu, slug, Generated, Record};
+use modern_attention::measure::{gpu, gpu_paged, slug, Generated, MeasurementFile, Record};
 use modern_attention::minimodel::check::{attn_close, FP16_BAR};
 use modern_attention::minimodel::numeric::{convert, DType};
 use modern_attention::minimodel::reference::{attention_lowp, attention_ref64};
@@ -52,7 +52,18 @@ struct DramRow {
     dram_bytes: f64,
 }
 
-/// `measure-gpu [--quick] [--peer FILE] [--dram FILE] [--out DIR] [--commit C] [--rustc R]`
+fn read_peer(p: &str) -> Result<PeerFile, String> {
+    let text = std::fs::read_to_string(p).map_err(|e| format!("{p}: {e}"))?;
+    serde_json::from_str(&text).map_err(|e| format!("{p}: {e}"))
+}
+
+/// `measure-gpu [--quick] [--only flash|paged] [--peer FILE] [--peer-decode FILE] [--dram FILE]
+/// [--out DIR] [--commit C] [--date D] [--rustc R]`
+///
+/// Without `--only`, measures lab 02's flash grid and lab 03's paged decode and writes a whole file.
+/// With `--only paged`, re-measures the paged decode alone and merges it into the committed file for
+/// this card (`measurements/gpu-<card>.json`), replacing that file's `paged_decode` records and marking
+/// the new ones with their own commit and date (`measured`).
 pub fn measure_gpu(
     root: &Path,
     args: &[String],
@@ -61,13 +72,27 @@ pub fn measure_gpu(
 ) -> Result<(), String> {
     let dev = open()?;
     let quick = args.iter().any(|a| a == "--quick");
+    let only = flag(args, "--only").map(String::as_str);
+    if only.is_some_and(|o| o != "flash" && o != "paged") {
+        return Err(format!("--only takes flash or paged, not {only:?}"));
+    }
+    let date = flag(args, "--date").cloned().unwrap_or_default();
+    let commit = flag(args, "--commit").cloned().unwrap_or(commit);
     let t = Instant::now();
-    let mut records = gpu::measure(&dev, quick, &mut |line| println!("[measure-gpu] {line}"))
-        .map_err(|e| e.to_string())?;
+    let mut log = |line: &str| println!("[measure-gpu] {line}");
+    let mut records = Vec::new();
+    if only != Some("paged") {
+        records.extend(gpu::measure(&dev, quick, &mut log).map_err(|e| e.to_string())?);
+    }
+    let mut read_gbps = None;
+    if only != Some("flash") {
+        let (r, read) = gpu_paged::measure(&dev, quick, &mut log).map_err(|e| e.to_string())?;
+        records.extend(r);
+        read_gbps = Some(read);
+    }
     let (mut peak, mut bw, mut driver) = (0.0, 0.0, None);
     if let Some(p) = flag(args, "--peer") {
-        let text = std::fs::read_to_string(p).map_err(|e| format!("{p}: {e}"))?;
-        let peer: PeerFile = serde_json::from_str(&text).map_err(|e| format!("{p}: {e}"))?;
+        let peer = read_peer(p)?;
         println!(
             "[measure-gpu] merged {} peer records from {p}",
             peer.records.len()
@@ -75,6 +100,15 @@ pub fn measure_gpu(
         peak = peer.machine.peak_tflops * 1e3;
         bw = peer.machine.copy_gbps;
         driver = peer.machine.driver;
+        records.extend(peer.records);
+    }
+    if let Some(p) = flag(args, "--peer-decode") {
+        let peer = read_peer(p)?;
+        println!(
+            "[measure-gpu] merged {} decode peer records from {p}",
+            peer.records.len()
+        );
+        driver = driver.or(peer.machine.driver);
         records.extend(peer.records);
     }
     if let Some(p) = flag(args, "--dram") {
@@ -96,18 +130,35 @@ pub fn measure_gpu(
             }
         }
     }
-    let date = flag(args, "--date").cloned().unwrap_or_default();
     let generated = Generated {
-        date,
-        commit: flag(args, "--commit").cloned().unwrap_or(commit),
+        date: date.clone(),
+        commit: commit.clone(),
         rustc: flag(args, "--rustc").cloned().unwrap_or(rustc),
         threads: 1,
     };
-    let file = gpu::file(&dev, records, peak, bw, driver, generated).map_err(|e| e.to_string())?;
+    let mut file =
+        gpu::file(&dev, records, peak, bw, driver, generated).map_err(|e| e.to_string())?;
+    file.machine.read_gbps = read_gbps;
+    let name = format!("gpu-{}.json", slug(&file.machine.name));
+    if only == Some("paged") {
+        // Merge into the committed file: its flash records and provenance stay, ours replace its paged ones.
+        let committed = root.join("measurements").join(&name);
+        if let Ok(text) = std::fs::read_to_string(&committed) {
+            let mut base: MeasurementFile =
+                serde_json::from_str(&text).map_err(|e| format!("{}: {e}", committed.display()))?;
+            base.records.retain(|r| r.variant != "paged_decode");
+            for mut r in file.records {
+                r.measured = Some(format!("commit {commit}, {date}"));
+                base.records.push(r);
+            }
+            base.machine.read_gbps = read_gbps;
+            file = base;
+        }
+    }
     let dir = flag(args, "--out")
         .map(PathBuf::from)
         .unwrap_or_else(|| root.join("measurements"));
-    let path = dir.join(format!("gpu-{}.json", slug(&file.machine.name)));
+    let path = dir.join(name);
     let json = serde_json::to_string_pretty(&file).map_err(|e| e.to_string())? + "\n";
     std::fs::write(&path, json).map_err(|e| format!("{}: {e}", path.display()))?;
     println!(
@@ -172,6 +223,75 @@ fn probe_one<T: GpuElement>(
     }
 }
 
+/// Paged decode on small batches (partial last blocks, a window, one and several partitions, and the
+/// contiguous twin), each checked against the f64 reference.
+fn probe_paged(dev: &Device) -> Result<bool, String> {
+    use modern_attention::gpu::paged::{decode, DecodeBuffers};
+    use modern_attention::minimodel::paged::paged_attention::{PagedBatch, PagedKv};
+    let (b, hq, hkv, d, bs, nk) = (3, 8, 2, 64, 16, 320);
+    let s = AttnShape::new(b, hq, hkv, 1, nk, d).map_err(|e| e.to_string())?;
+    let q = gpu_paged::normal_f16(s.q_len(), 1);
+    let k = gpu_paged::normal_f16(s.kv_len(), 2);
+    let v = gpu_paged::normal_f16(s.kv_len(), 3);
+    let per = nk / bs;
+    let mut ids: Vec<usize> = (0..b * per).collect();
+    Rng::new(4).shuffle(&mut ids);
+    let tables: Vec<Vec<usize>> = ids.chunks(per).map(<[usize]>::to_vec).collect();
+    let (kp, vp) = (
+        gpu_paged::scatter(&k, &s, &tables, bs),
+        gpu_paged::scatter(&v, &s, &tables, bs),
+    );
+    let lens = [1, 200, 317];
+    let kv = PagedKv::new(&kp, &vp, b * per, hkv, bs, d).map_err(|e| e.to_string())?;
+    let batch = PagedBatch {
+        tables: &tables,
+        seq_lens: &lens,
+    };
+    let err = |e: modern_attention::gpu::GpuError| e.to_string();
+    let mut paged = DecodeBuffers::upload_paged(dev, &q, hq, &kv, &batch).map_err(err)?;
+    let mut flat = DecodeBuffers::upload_contiguous(dev, &s, &q, &k, &v, &lens).map_err(err)?;
+    let mut ok = true;
+    for mask in [
+        Mask::NONE,
+        Mask::sliding(50, true).map_err(|e| e.to_string())?,
+    ] {
+        for partition in [None, Some(64)] {
+            for (name, bufs) in [("paged", &mut paged), ("contiguous", &mut flat)] {
+                bufs.poison(dev).map_err(err)?;
+                decode(dev, bufs, mask, partition).map_err(err)?;
+                let (o, _) = bufs.download(dev).map_err(err)?;
+                for (seq, &len) in lens.iter().enumerate() {
+                    let sub = AttnShape::new(1, hq, hkv, 1, len, d).map_err(|e| e.to_string())?;
+                    let (mut ks, mut vs) = (Vec::new(), Vec::new());
+                    for h in 0..hkv {
+                        let at = s.kv_row(seq, h, 0);
+                        ks.extend_from_slice(&k[at..at + len * d]);
+                        vs.extend_from_slice(&v[at..at + len * d]);
+                    }
+                    let qs = &q[seq * hq * d..][..hq * d];
+                    let r64 =
+                        attention_ref64(qs, &ks, &vs, &sub, mask).map_err(|e| e.to_string())?;
+                    let lowp = attention_lowp(qs, &ks, &vs, &sub, mask, DType::F16)
+                        .map_err(|e| e.to_string())?;
+                    let got: Vec<f64> = o[seq * hq * d..][..hq * d]
+                        .iter()
+                        .map(|x| x.to_f64())
+                        .collect();
+                    let label = format!("{name} decode {partition:?} {} seq {seq}", mask.name());
+                    match attn_close(&label, &got, &lowp, &r64, DType::F16, len, Some(FP16_BAR)) {
+                        Ok(r) => println!("ok   {r}"),
+                        Err(e) => {
+                            println!("FAIL {e}");
+                            ok = false;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    Ok(ok)
+}
+
 /// `gpu-probe sanitize` (every version on small edge cases, checked; for compute-sanitizer) or
 /// `gpu-probe one VERSION N D [causal]` (one launch on the harness's shape for N and D; for ncu).
 pub fn probe(args: &[String]) -> Result<(), String> {
@@ -187,6 +307,7 @@ pub fn probe(args: &[String]) -> Result<(), String> {
                     ok &= probe_one::<bf16>(&dev, ver, s, mask, 200 + i as u64)?;
                 }
             }
+            ok &= probe_paged(&dev)?;
             if ok {
                 println!("All results match");
                 Ok(())

@@ -8,6 +8,7 @@
 //! Shapes follow the crate: `q: (B, Hq, Nq, D)`, `k, v: (B, Hkv, Nk, D)`, row-major, contiguous.
 
 pub mod flash;
+pub mod paged;
 
 use crate::minimodel::shape::ShapeError;
 use cudarc::driver::{sys, CudaContext, CudaModule, CudaStream, DriverError};
@@ -33,6 +34,9 @@ pub enum GpuError {
         /// NVRTC's log.
         log: String,
     },
+    /// A paged batch was refused (tables, lengths, partition): nothing was uploaded or launched.
+    #[error(transparent)]
+    Paged(#[from] crate::minimodel::paged::paged_attention::PagedError),
     /// The shape itself is invalid.
     #[error(transparent)]
     Shape(#[from] ShapeError),

@@ -217,6 +217,7 @@ pub fn measure(
             cuda: None,
             peak_gflops: peak / 1e9,
             bandwidth_gbps: bw / 1e9,
+            read_gbps: None,
         },
         generated: Generated {
             date: date.into(),

@@ -272,6 +272,7 @@ pub fn file(
             cuda: Some(dev.driver_cuda_version()?),
             peak_gflops,
             bandwidth_gbps,
+            read_gbps: None,
         },
         generated,
         records,

@@ -5,6 +5,7 @@ pub mod ceilings;
 pub mod cpu;
 pub mod decode;
 pub mod gpu;
+pub mod gpu_paged;
 
 use crate::minimodel::shape::AttnShape;
 use serde::{Deserialize, Serialize};
@@ -29,6 +30,9 @@ pub struct Machine {
     pub peak_gflops: f64,
     /// Measured memory bandwidth (read plus write), GB/s.
     pub bandwidth_gbps: f64,
+    /// Measured read-only memory bandwidth, GB/s (the roof of decode), when measured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_gbps: Option<f64>,
 }
 
 /// When and from what a file was generated.
@@ -101,6 +105,10 @@ pub struct Record {
     /// The formula's bytes for the same cache (variant `kv_cache`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kv_cache_bytes_formula: Option<f64>,
+    /// `commit C, date D` for a record measured in a later run than the file's `generated` says
+    /// (a section re-measured alone, e.g. `measure-gpu --only paged`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub measured: Option<String>,
 }
 
 impl Record {
@@ -137,6 +145,7 @@ impl Record {
             peak_rss_bytes: None,
             kv_cache_bytes: None,
             kv_cache_bytes_formula: None,
+            measured: None,
         }
     }
 

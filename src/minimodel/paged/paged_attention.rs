@@ -168,6 +168,16 @@ impl<'a, T: Element> PagedKv<'a, T> {
         })
     }
 
+    /// The K pool, `(num_blocks, Hkv, B, D)`.
+    pub fn k(&self) -> &'a [T] {
+        self.k
+    }
+
+    /// The V pool, `(num_blocks, Hkv, B, D)`.
+    pub fn v(&self) -> &'a [T] {
+        self.v
+    }
+
     /// Blocks in the pool.
     pub fn num_blocks(&self) -> usize {
         self.num_blocks
@@ -230,11 +240,33 @@ fn validate<T: Element>(
             });
         }
     }
+    check_tables(kv.num_blocks, kv.block_size, batch)?;
+    Ok(s.group())
+}
+
+/// Check a batch's tables against a pool of `num_blocks` blocks of `block_size` tokens: one table and
+/// one non-zero length per sequence, at least `ceil(len / B)` entries each, every entry read in range.
+/// The GPU wrappers call it before uploading a table, so a kernel never follows a bad entry.
+pub fn check_tables(
+    num_blocks: usize,
+    block_size: usize,
+    batch: &PagedBatch<'_>,
+) -> Result<(), PagedError> {
+    let (tables, lens) = (batch.tables, batch.seq_lens);
+    if block_size == 0 {
+        return Err(PagedError::ZeroBlockSize);
+    }
+    if tables.len() != lens.len() || tables.is_empty() {
+        return Err(PagedError::BatchMismatch {
+            tables: tables.len(),
+            lens: lens.len(),
+        });
+    }
     for (seq, (table, &len)) in tables.iter().zip(lens).enumerate() {
         if len == 0 {
             return Err(PagedError::EmptySequence { seq });
         }
-        let need = len.div_ceil(kv.block_size);
+        let need = len.div_ceil(block_size);
         if table.len() < need {
             return Err(PagedError::TableTooShort {
                 seq,
@@ -243,16 +275,16 @@ fn validate<T: Element>(
                 have: table.len(),
             });
         }
-        if let Some(index) = table[..need].iter().position(|&b| b >= kv.num_blocks) {
+        if let Some(index) = table[..need].iter().position(|&b| b >= num_blocks) {
             return Err(PagedError::BlockOutOfRange {
                 seq,
                 index,
                 block: table[index],
-                num_blocks: kv.num_blocks,
+                num_blocks,
             });
         }
     }
-    Ok(s.group())
+    Ok(())
 }
 
 /// The running state of `G` query rows (one per head of a group) against the keys seen so far.

@@ -1,0 +1,129 @@
+#!/usr/bin/env python3
+"""PyTorch SDPA decode on lab 03's shapes, as measurement records (the peer of `measure-gpu --only paged`).
+
+One query token per sequence against a contiguous KV cache: q (16, 32, 1, 128), k and v (16, 8, N, 128),
+fp16, GQA 32/8, N in {64, 2048, 4096, 16384, 65536}, the shapes `modern-attention measure-gpu` times its
+paged and contiguous decode kernels on. Each SDPA backend (flash = FlashAttention-2, cuDNN,
+mem-efficient, math, and the default dispatcher) is asked for the call with enable_gqa=True; a backend
+that refuses GQA is timed again on K and V repeated to 32 heads (`-repeat-kv`: what a user of that
+backend must do, reading 4x the bytes). Each is first checked against a float64 reference on sequence 0
+(every head; max error <= 1e-3), then timed with CUDA events: 3 warm-ups, the median of at least 20.
+Bytes in the records use the kernels' model (K and V rows, q, o, one f32 per row), so GB/s compare.
+
+    python3 bench/peers/torch_decode.py --out /tmp/torch_decode.json [--quick]
+    modern-attention measure-gpu --only paged --peer-decode /tmp/torch_decode.json
+"""
+import argparse
+import contextlib
+import json
+import subprocess
+
+import torch
+import torch.nn.functional as F
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+S, HQ, HKV, D = 16, 32, 8, 128
+CONTEXTS = [64, 2048, 4096, 16384, 65536]
+BACKENDS = [
+    ("torch/flash", [SDPBackend.FLASH_ATTENTION]),
+    ("torch/cudnn", [SDPBackend.CUDNN_ATTENTION]),
+    ("torch/efficient", [SDPBackend.EFFICIENT_ATTENTION]),
+    ("torch/math", [SDPBackend.MATH]),
+    ("torch/sdpa", None),  # the default dispatcher: what a plain call gets
+]
+
+
+def time_ms(fn, runs, warmup=3):
+    for _ in range(warmup):
+        fn()
+    torch.cuda.synchronize()
+    pairs = []
+    for _ in range(runs):
+        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        a.record()
+        fn()
+        b.record()
+        pairs.append((a, b))
+    torch.cuda.synchronize()
+    return sorted(a.elapsed_time(b) for a, b in pairs)
+
+
+def read_bandwidth():
+    x = torch.empty(1 << 29, device="cuda", dtype=torch.float32).normal_()  # 2 GiB
+    t = time_ms(lambda: x.sum(), 20)
+    gbps = x.numel() * 4 / (t[len(t) // 2] * 1e-3) / 1e9
+    del x
+    torch.cuda.empty_cache()
+    return gbps
+
+
+def run(backends, q, k, v, gqa):
+    """Check-call once, then time; the backend is forced around the whole loop (no per-call overhead)."""
+    def call():
+        return F.scaled_dot_product_attention(q, k, v, enable_gqa=gqa)
+    with (sdpa_kernel(backends) if backends is not None else contextlib.nullcontext()):
+        out = call()
+        probe = time_ms(call, 1)[0]
+        runs = int(min(200, max(20, 300 / max(probe, 1e-3))))
+        return out, time_ms(call, runs, warmup=0)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--quick", action="store_true")
+    a = ap.parse_args()
+    torch.manual_seed(27)
+    dev = torch.cuda.get_device_properties(0)
+    read = read_bandwidth()
+    print(f"torch {torch.__version__} on {dev.name}: read bandwidth (x.sum) {read:.0f} GB/s", flush=True)
+    records = []
+    for n in ([64, 4096] if a.quick else CONTEXTS):
+        q = torch.randn(S, HQ, 1, D, device="cuda", dtype=torch.float16)
+        k, v = (torch.randn(S, HKV, n, D, device="cuda", dtype=torch.float16) for _ in range(2))
+        g = HQ // HKV
+        kr, vr = (x[:1].double().repeat_interleave(g, 1) for x in (k, v))
+        ref = torch.softmax(q[:1].double() @ kr.transpose(-1, -2) / D**0.5, -1) @ vr
+        del kr, vr
+        flops = 4.0 * S * HQ * n * D
+        bytes_model = 2.0 * (2 * S * HKV * n * D) + 2.0 * (2 * S * HQ * D) + 4.0 * S * HQ
+        for name, backends in BACKENDS:
+            for gqa in (True, False):
+                label = name if gqa else name + "-repeat-kv"
+                try:
+                    if gqa:
+                        out, t = run(backends, q, k, v, True)
+                    else:
+                        kk, vv = (x.repeat_interleave(g, 1) for x in (k, v))
+                        out, t = run(backends, q, kk, vv, False)
+                        del kk, vv
+                except (RuntimeError, torch.OutOfMemoryError) as e:
+                    print(f"{label:26} N={n:6}: skipped ({str(e).splitlines()[0][:90]})", flush=True)
+                    torch.cuda.empty_cache()
+                    continue
+                err = (out[:1].double() - ref).abs().max().item()
+                ms = t[len(t) // 2]
+                print(f"{label:26} N={n:6}: {ms:8.4f} ms {bytes_model / ms / 1e6:6.0f} GB/s "
+                      f"({100 * bytes_model / ms / 1e6 / read:4.1f}% of read) err {err:.1e}", flush=True)
+                records.append(dict(variant="paged_decode", impl=label, dtype="f16", b=S, hq=HQ, hkv=HKV, nq=1,
+                                    nk=n, d=D, mask="none", ms=ms, ms_min=t[0], ms_max=t[-1],
+                                    tflops=flops / ms / 1e9, gbps=bytes_model / ms / 1e6, flops=flops,
+                                    bytes_model=bytes_model, bytes_counted=None, dram_bytes=None,
+                                    max_err=err, checked=err <= 1e-3, torch=torch.__version__))
+                if gqa:
+                    break  # the backend takes GQA: no need for the repeated copy
+        del q, k, v
+        torch.cuda.empty_cache()
+    try:
+        driver = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                                capture_output=True, text=True).stdout.strip().splitlines()[0]
+    except (OSError, IndexError):
+        driver = None
+    machine = dict(name=dev.name, driver=driver, cuda=torch.version.cuda, torch=torch.__version__,
+                   read_gbps_torch_sum=read)
+    with open(a.out, "w") as f:
+        json.dump(dict(machine=machine, records=records), f, indent=1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,341 @@
+// Paged decode attention on the GPU (lab 03): one query token per sequence, K and V read through a
+// block table, GQA by index, split over the keys into partitions merged by their log-sum-exp.
+//
+// Shapes (row-major, contiguous):
+//   q, o:      (S, Hq, D)                   one query token per sequence
+//   k, v pool: (num_blocks, Hkv, BLOCK, D)  token t of sequence s: block tables[s * table_stride + t / BLOCK],
+//                                           row t % BLOCK (the CPU module's layout, src/minimodel/paged)
+//   contiguous twin: k, v: (S, Hkv, nk_stride, D), token t of sequence s at row t
+//   seq_lens:  (S,) int; lse: (S, Hq) f32, natural log of each row's softmax denominator.
+// Query head h reads kv head h / G, G = Hq / Hkv. Sequence s attends to its keys [lo, len) with lo = 0,
+// or len - W under a window of W. PyTorch's line for the contiguous twin:
+//     o = F.scaled_dot_product_attention(q[:, :, None], k, v, enable_gqa=True)
+//
+// The structure is PagedAttention V2 (vLLM, csrc/attention/attention_kernels.cuh): a grid of
+// (partition, query-head chunk, sequence) thread blocks, each attending its query heads to one
+// partition of P keys and writing a normalised partial output with its running max and sum; a second
+// kernel merges a row's partials by the log-sum-exp (Theory 01's merge). What is ours:
+//   * GQA: a block computes PA_GC query heads of one kv head together, so each K/V row it loads
+//     serves PA_GC heads (vLLM's V1/V2 kernels give each query head its own block; K/V reuse across
+//     a group then comes from L2).
+//   * No `x`-interleaved K layout: a token's D values are contiguous, and TPT = D / 8 lanes read them as
+//     16-byte vectors, so a warp reads 32 consecutive 16-byte words per pass.
+//   * Each warp owns chunks of CHUNK = 8 passes of tokens, issues all their K and V loads before any
+//     arithmetic (16 independent 16-byte loads per lane in flight), then updates its online-softmax
+//     state once per chunk.
+//
+// Compiled at run time by NVRTC with PA_D (head size), PA_GC (query heads per block), PA_BLOCK (tokens
+// per block) and PA_BF16 defined by the host (src/gpu/paged.rs).
+
+#include <cuda_fp16.h>
+#include <cuda_bf16.h>
+
+#ifndef PA_D
+#define PA_D 128
+#endif
+#ifndef PA_GC
+#define PA_GC 4
+#endif
+#ifndef PA_BLOCK
+#define PA_BLOCK 16
+#endif
+#ifndef PA_BF16
+#define PA_BF16 0
+#endif
+
+#if PA_BF16
+typedef __nv_bfloat16 elem_t;
+typedef __nv_bfloat162 elem2_t;
+__device__ __forceinline__ float2 to_f2(unsigned int u) {
+    return __bfloat1622float2(*reinterpret_cast<elem2_t*>(&u));
+}
+__device__ __forceinline__ elem_t from_f(float x) { return __float2bfloat16_rn(x); }
+#else
+typedef __half elem_t;
+typedef __half2 elem2_t;
+__device__ __forceinline__ float2 to_f2(unsigned int u) {
+    return __half22float2(*reinterpret_cast<elem2_t*>(&u));
+}
+__device__ __forceinline__ elem_t from_f(float x) { return __float2half_rn(x); }
+#endif
+
+#define NEG_INF (-__int_as_float(0x7f800000))
+#define LN2 0.69314718055994530942f
+
+__device__ __forceinline__ float ex2(float x) {  // 2^x in one MUFU instruction; ex2(-inf) = +0
+    float y;
+    asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+    return y;
+}
+
+#define WARPS 4                    // warps per thread block
+#define TPT (PA_D / 8)             // lanes per token: each reads 8 elements (16 bytes)
+#define TOK (32 / TPT)             // tokens per warp pass
+#define PASSES 8                   // passes per chunk: 16 loads of 16 bytes in flight per lane
+#define CHUNK (TOK * PASSES)       // tokens per warp chunk
+#define MAX_TABLE 1024             // table entries of one partition held in shared memory
+
+// Mirrors `gpu::paged::PagedParams` (repr(C)).
+struct PagedParams {
+    int num_seqs, hq, hkv;
+    int num_blocks;     // blocks in the pool (the host checked every table entry against it)
+    int table_stride;   // entries per sequence in `tables`
+    int nk_stride;      // rows per (sequence, kv head) in the contiguous twin
+    int partition;      // keys per partition, a multiple of PA_BLOCK
+    int num_parts;      // partitions of the longest sequence
+    int window;         // 0: none; W > 0: the last W keys
+    float scale_log2;   // log2(e) / sqrt(D): scores in base 2
+};
+
+// ANCHOR: paged_partition
+// One thread block: query heads [h0, h0 + PA_GC) of sequence `seq`, keys of partition `part`.
+template <bool PAGED>
+__device__ __forceinline__ void partition_body(const elem_t* __restrict__ q,
+                                               const elem_t* __restrict__ k,
+                                               const elem_t* __restrict__ v,
+                                               const int* __restrict__ tables,
+                                               const int* __restrict__ seq_lens,
+                                               float* __restrict__ part_out,
+                                               float* __restrict__ part_ml,
+                                               elem_t* __restrict__ o, float* __restrict__ lse,
+                                               const PagedParams p) {
+    __shared__ int s_table[MAX_TABLE];
+    __shared__ float s_m[WARPS][PA_GC], s_l[WARPS][PA_GC];
+    __shared__ float s_acc[WARPS][PA_GC][PA_D];
+
+    const int part = blockIdx.x, seq = blockIdx.z;
+    const int h0 = blockIdx.y * PA_GC;
+    const int kvh = h0 / (p.hq / p.hkv);
+    const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
+    const int slice = lane % TPT, tok = lane / TPT;  // which 8 elements, which token of a pass
+
+    const int len = seq_lens[seq];
+    const int lo = p.window > 0 ? max(0, len - p.window) : 0;
+    const int p_lo = max(lo, part * p.partition), p_hi = min(len, (part + 1) * p.partition);
+
+    if (PAGED) {  // this partition's table entries, once per block
+        const int first = part * (p.partition / PA_BLOCK);
+        const int count = p_hi > p_lo ? (p_hi - 1) / PA_BLOCK - first + 1 : 0;
+        for (int i = tid; i < count; i += WARPS * 32)
+            s_table[i] = tables[(size_t)seq * p.table_stride + first + i];
+        __syncthreads();
+    }
+
+    // This lane's slice of each query head, pre-scaled into base-2 scores.
+    float qr[PA_GC][8];
+#pragma unroll
+    for (int g = 0; g < PA_GC; ++g) {
+        const uint4 u = *reinterpret_cast<const uint4*>(q + ((size_t)seq * p.hq + h0 + g) * PA_D + slice * 8);
+        const unsigned int w[4] = {u.x, u.y, u.z, u.w};
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+            const float2 f = to_f2(w[e]);
+            qr[g][2 * e] = f.x * p.scale_log2;
+            qr[g][2 * e + 1] = f.y * p.scale_log2;
+        }
+    }
+
+    float m[PA_GC], l[PA_GC], acc[PA_GC][8];
+#pragma unroll
+    for (int g = 0; g < PA_GC; ++g) {
+        m[g] = NEG_INF;
+        l[g] = 0.f;
+#pragma unroll
+        for (int e = 0; e < 8; ++e) acc[g][e] = 0.f;
+    }
+
+    for (int c0 = p_lo + warp * CHUNK; c0 < p_hi; c0 += WARPS * CHUNK) {
+        // 1. Every load of the chunk first: K and V rows of PASSES tokens, 16 bytes each per lane.
+        uint4 kr[PASSES], vr[PASSES];
+#pragma unroll
+        for (int i = 0; i < PASSES; ++i) {
+            const int t = c0 + i * TOK + tok;
+            if (t < p_hi) {
+                size_t row;
+                if (PAGED) {
+                    const int blk = s_table[t / PA_BLOCK - part * (p.partition / PA_BLOCK)];
+                    row = ((size_t)blk * p.hkv + kvh) * PA_BLOCK + t % PA_BLOCK;
+                } else {
+                    row = ((size_t)seq * p.hkv + kvh) * p.nk_stride + t;
+                }
+                kr[i] = __ldg(reinterpret_cast<const uint4*>(k + row * PA_D + slice * 8));
+                vr[i] = __ldg(reinterpret_cast<const uint4*>(v + row * PA_D + slice * 8));
+            } else {
+                kr[i] = make_uint4(0, 0, 0, 0);
+                vr[i] = make_uint4(0, 0, 0, 0);
+            }
+        }
+        // 2. Scores: a partial dot over this lane's 8 elements, summed over the token's TPT lanes.
+        float s[PASSES][PA_GC];
+#pragma unroll
+        for (int i = 0; i < PASSES; ++i) {
+            const unsigned int w[4] = {kr[i].x, kr[i].y, kr[i].z, kr[i].w};
+            float kf[8];
+#pragma unroll
+            for (int e = 0; e < 4; ++e) {
+                const float2 f = to_f2(w[e]);
+                kf[2 * e] = f.x;
+                kf[2 * e + 1] = f.y;
+            }
+#pragma unroll
+            for (int g = 0; g < PA_GC; ++g) {
+                float d = 0.f;
+#pragma unroll
+                for (int e = 0; e < 8; ++e) d = fmaf(qr[g][e], kf[e], d);
+#pragma unroll
+                for (int off = TPT / 2; off > 0; off /= 2) d += __shfl_xor_sync(0xffffffffu, d, off);
+                s[i][g] = (c0 + i * TOK + tok < p_hi) ? d : NEG_INF;
+            }
+        }
+        // 3. Online softmax, once per chunk: new max over the chunk's tokens (all lanes of the warp).
+#pragma unroll
+        for (int g = 0; g < PA_GC; ++g) {
+            float cm = s[0][g];
+#pragma unroll
+            for (int i = 1; i < PASSES; ++i) cm = fmaxf(cm, s[i][g]);
+#pragma unroll
+            for (int off = TPT; off < 32; off *= 2) cm = fmaxf(cm, __shfl_xor_sync(0xffffffffu, cm, off));
+            const float m_new = fmaxf(m[g], cm);  // finite: the chunk holds at least one key
+            const float alpha = ex2(m[g] - m_new);
+            l[g] *= alpha;
+#pragma unroll
+            for (int e = 0; e < 8; ++e) acc[g][e] *= alpha;
+            m[g] = m_new;
+        }
+        // 4. o += P V with this lane's tokens (the TOK token groups of a warp are summed at the end).
+#pragma unroll
+        for (int i = 0; i < PASSES; ++i) {
+            const unsigned int w[4] = {vr[i].x, vr[i].y, vr[i].z, vr[i].w};
+            float vf[8];
+#pragma unroll
+            for (int e = 0; e < 4; ++e) {
+                const float2 f = to_f2(w[e]);
+                vf[2 * e] = f.x;
+                vf[2 * e + 1] = f.y;
+            }
+#pragma unroll
+            for (int g = 0; g < PA_GC; ++g) {
+                const float pr = ex2(s[i][g] - m[g]);  // 0 for a key past the end
+                l[g] += pr;
+#pragma unroll
+                for (int e = 0; e < 8; ++e) acc[g][e] = fmaf(pr, vf[e], acc[g][e]);
+            }
+        }
+    }
+
+    // 5. Sum the token groups of each warp (same m across the warp), then merge the warps.
+#pragma unroll
+    for (int g = 0; g < PA_GC; ++g) {
+#pragma unroll
+        for (int off = TPT; off < 32; off *= 2) {
+            l[g] += __shfl_xor_sync(0xffffffffu, l[g], off);
+#pragma unroll
+            for (int e = 0; e < 8; ++e) acc[g][e] += __shfl_xor_sync(0xffffffffu, acc[g][e], off);
+        }
+        if (tok == 0) {
+#pragma unroll
+            for (int e = 0; e < 8; ++e) s_acc[warp][g][slice * 8 + e] = acc[g][e];
+        }
+        if (lane == 0) {
+            s_m[warp][g] = m[g];
+            s_l[warp][g] = l[g];  // every lane now holds the warp's sum over its tokens
+        }
+    }
+    __syncthreads();
+    for (int x = tid; x < PA_GC * PA_D; x += WARPS * 32) {
+        const int g = x / PA_D, e = x % PA_D;
+        float mm = NEG_INF;
+#pragma unroll
+        for (int w = 0; w < WARPS; ++w) mm = fmaxf(mm, s_m[w][g]);
+        float ll = 0.f, oo = 0.f;
+        if (mm != NEG_INF) {
+#pragma unroll
+            for (int w = 0; w < WARPS; ++w) {
+                const float a = ex2(s_m[w][g] - mm);  // 0 for a warp that saw no key
+                ll += a * s_l[w][g];
+                oo += a * s_acc[w][g][e];
+            }
+        }
+        const float out = ll > 0.f ? oo / ll : 0.f;
+        const size_t row = (size_t)seq * p.hq + h0 + g;
+        if (p.num_parts == 1) {  // one partition: this is the answer
+            o[row * PA_D + e] = from_f(out);
+            if (e == 0) lse[row] = ll > 0.f ? (mm + log2f(ll)) * LN2 : NEG_INF;
+        } else {
+            part_out[(row * p.num_parts + part) * PA_D + e] = out;
+            if (e == 0) {
+                part_ml[(row * p.num_parts + part) * 2] = mm;  // base-2 max (-inf: empty partition)
+                part_ml[(row * p.num_parts + part) * 2 + 1] = ll;
+            }
+        }
+    }
+}
+// ANCHOR_END: paged_partition
+
+extern "C" __global__ void __launch_bounds__(WARPS * 32)
+    paged_decode_partition(const elem_t* __restrict__ q, const elem_t* __restrict__ k_pool,
+                           const elem_t* __restrict__ v_pool, const int* __restrict__ tables,
+                           const int* __restrict__ seq_lens, float* __restrict__ part_out,
+                           float* __restrict__ part_ml, elem_t* __restrict__ o, float* __restrict__ lse,
+                           const PagedParams p) {
+    partition_body<true>(q, k_pool, v_pool, tables, seq_lens, part_out, part_ml, o, lse, p);
+}
+
+extern "C" __global__ void __launch_bounds__(WARPS * 32)
+    contiguous_decode_partition(const elem_t* __restrict__ q, const elem_t* __restrict__ k,
+                                const elem_t* __restrict__ v, const int* __restrict__ tables,
+                                const int* __restrict__ seq_lens, float* __restrict__ part_out,
+                                float* __restrict__ part_ml, elem_t* __restrict__ o,
+                                float* __restrict__ lse, const PagedParams p) {
+    partition_body<false>(q, k, v, tables, seq_lens, part_out, part_ml, o, lse, p);
+}
+
+// ANCHOR: paged_reduce
+// Merge a row's partitions (grid (Hq, S), PA_D threads): M = max m_p, w_p = l_p 2^(m_p - M),
+// o = sum_p w_p out_p / sum_p w_p; lse = ln 2 (M + log2 sum_p w_p).
+extern "C" __global__ void paged_decode_reduce(const float* __restrict__ part_out,
+                                               const float* __restrict__ part_ml,
+                                               const int* __restrict__ seq_lens,
+                                               elem_t* __restrict__ o, float* __restrict__ lse,
+                                               const PagedParams p) {
+    const int h = blockIdx.x, seq = blockIdx.y, e = threadIdx.x;
+    const size_t row = (size_t)seq * p.hq + h;
+    const int parts = min(p.num_parts, (seq_lens[seq] + p.partition - 1) / p.partition);
+    const float* ml = part_ml + row * p.num_parts * 2;
+    float mm = NEG_INF;
+    for (int i = 0; i < parts; ++i) mm = fmaxf(mm, ml[2 * i]);
+    float ll = 0.f, oo = 0.f;
+    if (mm != NEG_INF) {
+        for (int i = 0; i < parts; ++i) {
+            const float w = ml[2 * i + 1] * ex2(ml[2 * i] - mm);  // 0 for an empty partition
+            ll += w;
+            oo += w * part_out[(row * p.num_parts + i) * PA_D + e];
+        }
+    }
+    o[row * PA_D + e] = from_f(ll > 0.f ? oo / ll : 0.f);
+    if (e == 0) lse[row] = ll > 0.f ? (mm + log2f(ll)) * LN2 : NEG_INF;
+}
+// ANCHOR_END: paged_reduce
+
+// ANCHOR: read_bandwidth
+// The roof decode is measured against: HBM read bandwidth. Each thread reads 16-byte words with a
+// grid stride and folds them into one word, written once per thread so the loads cannot be dropped.
+extern "C" __global__ void read_bandwidth(const uint4* __restrict__ x, size_t n, uint4* __restrict__ sink) {
+    uint4 a = make_uint4(0, 0, 0, 0);
+    const size_t stride = (size_t)gridDim.x * blockDim.x;
+    size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    for (; i + 3 * stride < n; i += 4 * stride) {  // four loads in flight per thread
+        const uint4 b0 = __ldg(x + i), b1 = __ldg(x + i + stride);
+        const uint4 b2 = __ldg(x + i + 2 * stride), b3 = __ldg(x + i + 3 * stride);
+        a.x ^= b0.x ^ b1.x ^ b2.x ^ b3.x;
+        a.y ^= b0.y ^ b1.y ^ b2.y ^ b3.y;
+        a.z ^= b0.z ^ b1.z ^ b2.z ^ b3.z;
+        a.w ^= b0.w ^ b1.w ^ b2.w ^ b3.w;
+    }
+    for (; i < n; i += stride) {
+        const uint4 b = __ldg(x + i);
+        a.x ^= b.x; a.y ^= b.y; a.z ^= b.z; a.w ^= b.w;
+    }
+    sink[(size_t)blockIdx.x * blockDim.x + threadIdx.x] = a;
+}
+// ANCHOR_END: read_bandwidth

@@ -1,0 +1,545 @@
+//! Paged decode on the GPU: the launch wrappers of `kernels/paged_attention.cu`.
+//!
+//! One query token per sequence, `q, o: (S, Hq, D)`; the K/V pool is the CPU module's
+//! `(num_blocks, Hkv, B, D)` ([`crate::minimodel::paged::paged_attention`]) and sequence `s` reads its
+//! token `t` from block `tables[s][t / B]`, row `t % B`. The same kernel also reads a contiguous
+//! `(S, Hkv, Nk, D)` twin of the data ([`Layout::Contiguous`]), so the table's cost is measured against
+//! the identical kernel without it.
+//!
+//! The keys of each sequence are split into partitions of `P` tokens ([`partition_for`]); one thread
+//! block attends a chunk of a kv head's query heads to one partition, and a reduce kernel merges the
+//! partitions of each row by the log-sum-exp (PagedAttention V2's structure, with GQA heads sharing
+//! every K/V load). Every table entry is checked on the host before the table is uploaded
+//! ([`check_tables`]), and the device buffers cannot be swapped afterwards, so a kernel never follows an
+//! entry past the pool.
+
+use super::flash::GpuElement;
+use super::{Device, GpuError};
+use crate::minimodel::paged::paged_attention::{check_tables, PagedBatch, PagedError, PagedKv};
+use crate::minimodel::shape::{AttnShape, Mask};
+use cudarc::driver::{CudaSlice, DeviceRepr, LaunchConfig, PushKernelArg};
+
+/// The kernels' parameter block (mirrors `struct PagedParams` in `kernels/paged_attention.cu`).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PagedParams {
+    /// Sequences.
+    pub num_seqs: i32,
+    /// Query heads.
+    pub hq: i32,
+    /// Key/value heads.
+    pub hkv: i32,
+    /// Blocks in the pool.
+    pub num_blocks: i32,
+    /// Entries per sequence in the flattened table.
+    pub table_stride: i32,
+    /// Rows per (sequence, kv head) of the contiguous twin.
+    pub nk_stride: i32,
+    /// Keys per partition.
+    pub partition: i32,
+    /// Partitions of the longest sequence.
+    pub num_parts: i32,
+    /// Window `W`, 0 for none.
+    pub window: i32,
+    /// `log2(e) / sqrt(D)`.
+    pub scale_log2: f32,
+}
+
+// SAFETY: `PagedParams` is `repr(C)`, plain data, and matches the kernels' struct field for field.
+unsafe impl DeviceRepr for PagedParams {}
+
+/// Head sizes the kernel is compiled for (`TPT = D / 8` lanes per token must divide a warp).
+pub const HEAD_DIMS: &[usize] = &[32, 64, 128, 256];
+/// Table entries of one partition the kernel holds in shared memory (`MAX_TABLE`).
+pub const MAX_TABLE: usize = 1024;
+/// Tokens one warp loads per step (`CHUNK = 8 * 32 / (D / 8)`): a partition shorter than four warps'
+/// chunks leaves warps idle, so [`partition_for`] never goes below it.
+pub fn chunk(d: usize) -> usize {
+    8 * 32 / (d / 8)
+}
+
+/// Where K and V live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layout {
+    /// A pool of blocks read through the tables.
+    Paged {
+        /// Tokens per block.
+        block_size: usize,
+        /// Blocks in the pool.
+        num_blocks: usize,
+    },
+    /// `(S, Hkv, nk, D)`, sequence `s`'s token `t` at row `t`.
+    Contiguous {
+        /// Rows per (sequence, kv head).
+        nk: usize,
+    },
+}
+
+/// Device buffers of one decode batch.
+pub struct DecodeBuffers<T: GpuElement> {
+    /// Where K and V live.
+    pub layout: Layout,
+    /// Query heads.
+    pub hq: usize,
+    /// Key/value heads.
+    pub hkv: usize,
+    /// Head size.
+    pub d: usize,
+    seq_lens: Vec<usize>,
+    table_stride: usize,
+    q: CudaSlice<T>,
+    k: CudaSlice<T>,
+    v: CudaSlice<T>,
+    tables: CudaSlice<i32>,
+    lens: CudaSlice<i32>,
+    /// `(S, Hq, D)`.
+    pub o: CudaSlice<T>,
+    /// `(S, Hq)`, natural log.
+    pub lse: CudaSlice<f32>,
+    part_out: Option<CudaSlice<f32>>,
+    part_ml: Option<CudaSlice<f32>>,
+}
+
+fn fits(what: &'static str, value: usize) -> Result<i32, GpuError> {
+    i32::try_from(value).map_err(|_| GpuError::TooLarge {
+        what,
+        value,
+        limit: i32::MAX as usize,
+    })
+}
+
+impl<T: GpuElement> DecodeBuffers<T> {
+    /// Upload a paged batch: `q: (S, Hq, D)`, the pool and the tables (checked first: a refused batch
+    /// uploads nothing). `o` and `lse` start poisoned with NaN.
+    pub fn upload_paged(
+        dev: &Device,
+        q: &[T],
+        hq: usize,
+        kv: &PagedKv<'_, T>,
+        batch: &PagedBatch<'_>,
+    ) -> Result<Self, GpuError> {
+        let (bs, nb) = (kv.block_size(), kv.num_blocks());
+        check_tables(nb, bs, batch)?;
+        fits("blocks in the pool", nb)?;
+        let stride = batch.tables.iter().map(Vec::len).max().unwrap_or(0).max(1);
+        let mut flat = vec![0i32; batch.tables.len() * stride];
+        for (row, t) in flat.chunks_mut(stride).zip(batch.tables) {
+            for (x, &b) in row.iter_mut().zip(t) {
+                *x = b as i32; // < num_blocks <= i32::MAX, checked above
+            }
+        }
+        let layout = Layout::Paged {
+            block_size: bs,
+            num_blocks: nb,
+        };
+        Self::upload(
+            dev,
+            q,
+            hq,
+            kv.hkv(),
+            kv.d(),
+            layout,
+            kv.k(),
+            kv.v(),
+            batch.seq_lens,
+            &flat,
+            stride,
+        )
+    }
+
+    /// Upload a contiguous batch: `q: (S, Hq, D)`, `k, v: (S, Hkv, Nk, D)` of `shape` (`Nq = 1`), every
+    /// sequence using its first `seq_lens[s] <= Nk` rows.
+    pub fn upload_contiguous(
+        dev: &Device,
+        shape: &AttnShape,
+        q: &[T],
+        k: &[T],
+        v: &[T],
+        seq_lens: &[usize],
+    ) -> Result<Self, GpuError> {
+        shape.check_inputs(q.len(), k.len(), v.len())?;
+        if shape.nq != 1 {
+            return Err(PagedError::QueryLength {
+                tensor: "q",
+                expected: shape.b * shape.hq * shape.d,
+                got: q.len(),
+            }
+            .into());
+        }
+        if seq_lens.len() != shape.b {
+            return Err(PagedError::BatchMismatch {
+                tables: shape.b,
+                lens: seq_lens.len(),
+            }
+            .into());
+        }
+        for (seq, &len) in seq_lens.iter().enumerate() {
+            if len == 0 {
+                return Err(PagedError::EmptySequence { seq }.into());
+            }
+            if len > shape.nk {
+                return Err(PagedError::TableTooShort {
+                    seq,
+                    len,
+                    need: len,
+                    have: shape.nk,
+                }
+                .into());
+            }
+        }
+        Self::upload(
+            dev,
+            q,
+            shape.hq,
+            shape.hkv,
+            shape.d,
+            Layout::Contiguous { nk: shape.nk },
+            k,
+            v,
+            seq_lens,
+            &[0],
+            1,
+        )
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn upload(
+        dev: &Device,
+        q: &[T],
+        hq: usize,
+        hkv: usize,
+        d: usize,
+        layout: Layout,
+        k: &[T],
+        v: &[T],
+        seq_lens: &[usize],
+        tables: &[i32],
+        table_stride: usize,
+    ) -> Result<Self, GpuError> {
+        let s = seq_lens.len();
+        // Heads and head size through the crate's shape checks (Hkv divides Hq, nothing zero).
+        let shape = AttnShape::new(s, hq, hkv, 1, 1, d)?;
+        if q.len() != shape.q_len() {
+            return Err(PagedError::QueryLength {
+                tensor: "q",
+                expected: shape.q_len(),
+                got: q.len(),
+            }
+            .into());
+        }
+        if !HEAD_DIMS.contains(&d) {
+            return Err(GpuError::HeadDim {
+                version: "paged_decode",
+                d,
+                supported: HEAD_DIMS,
+            });
+        }
+        let lens = seq_lens
+            .iter()
+            .map(|&l| fits("sequence length", l))
+            .collect::<Result<Vec<i32>, _>>()?;
+        fits("S * Hq * D", shape.q_len())?;
+        fits("pool rows", k.len() / d)?;
+        let st = dev.stream();
+        let mut b = DecodeBuffers {
+            layout,
+            hq,
+            hkv,
+            d,
+            seq_lens: seq_lens.to_vec(),
+            table_stride,
+            q: st.clone_htod(q)?,
+            k: st.clone_htod(k)?,
+            v: st.clone_htod(v)?,
+            tables: st.clone_htod(tables)?,
+            lens: st.clone_htod(&lens)?,
+            o: st.alloc_zeros::<T>(shape.q_len())?,
+            lse: st.alloc_zeros::<f32>(s * hq)?,
+            part_out: None,
+            part_ml: None,
+        };
+        b.poison(dev)?;
+        Ok(b)
+    }
+
+    /// Sequences in the batch.
+    pub fn num_seqs(&self) -> usize {
+        self.seq_lens.len()
+    }
+
+    /// Each sequence's length.
+    pub fn seq_lens(&self) -> &[usize] {
+        &self.seq_lens
+    }
+
+    /// Fill `o` and `lse` with NaN, so that an element a kernel leaves unwritten fails the check.
+    pub fn poison(&mut self, dev: &Device) -> Result<(), GpuError> {
+        let st = dev.stream();
+        st.memcpy_htod(&vec![T::nan(); self.o.len()], &mut self.o)?;
+        st.memcpy_htod(&vec![f32::NAN; self.lse.len()], &mut self.lse)?;
+        Ok(())
+    }
+
+    /// Copy `o` and `lse` back.
+    pub fn download(&self, dev: &Device) -> Result<(Vec<T>, Vec<f32>), GpuError> {
+        let st = dev.stream();
+        Ok((st.clone_dtoh(&self.o)?, st.clone_dtoh(&self.lse)?))
+    }
+
+    /// Bytes a decode step must read or write at least: the K and V rows it attends to, `q`, `o`, `lse`
+    /// and (paged) the table entries it follows.
+    pub fn bytes(&self, mask: Mask) -> f64 {
+        let e = std::mem::size_of::<T>() as f64;
+        let keys: usize = self.seq_lens.iter().map(|&l| visible(mask, l)).sum();
+        let kv = 2.0 * (keys * self.hkv * self.d) as f64 * e;
+        let io = (2 * self.num_seqs() * self.hq * self.d) as f64 * e
+            + (self.num_seqs() * self.hq) as f64 * 4.0;
+        let table = match self.layout {
+            Layout::Paged { block_size, .. } => {
+                self.seq_lens
+                    .iter()
+                    .map(|&l| l.div_ceil(block_size))
+                    .sum::<usize>() as f64
+                    * 4.0
+            }
+            Layout::Contiguous { .. } => 0.0,
+        };
+        kv + io + table
+    }
+}
+
+/// Keys a decode query sees in a sequence of `len` tokens.
+fn visible(mask: Mask, len: usize) -> usize {
+    mask.window.map_or(len, |w| w.get().min(len))
+}
+
+// ANCHOR: partition_for
+/// The partition size: the largest of 2048, 1024, 512, 256 keys that still gives at least 16 thread
+/// blocks per SM (the grid must fill the GPU several times over, or the last wave leaves SMs idle), and
+/// never shorter than four warps' chunks; a multiple of the block size.
+pub fn partition_for(
+    max_len: usize,
+    num_seqs: usize,
+    hq: usize,
+    group_chunk: usize,
+    sms: usize,
+    d: usize,
+    block_size: usize,
+) -> usize {
+    let blocks_per_part = num_seqs * (hq / group_chunk);
+    let mut p = 2048;
+    while p > 256 && blocks_per_part * max_len.div_ceil(p) < 16 * sms {
+        p /= 2;
+    }
+    let p = p.max(4 * chunk(d));
+    p.div_ceil(block_size) * block_size
+}
+// ANCHOR_END: partition_for
+
+/// Query heads one thread block computes: the largest of 4, 3, 2, 1 that divides the group `G`
+/// (4 heads' queries, scores and accumulators fit in registers beside 16 loads in flight).
+pub fn group_chunk(g: usize) -> usize {
+    (1..=4).rev().find(|c| g.is_multiple_of(*c)).unwrap_or(1)
+}
+
+/// Run the decode on `bufs` with `mask` (causal is no mask for the last token; a window keeps the last
+/// `W` keys) and partitions of `partition` keys (`None`: [`partition_for`]). Asynchronous: download or
+/// synchronize to wait. Returns the partition size used.
+pub fn decode<T: GpuElement>(
+    dev: &Device,
+    bufs: &mut DecodeBuffers<T>,
+    mask: Mask,
+    partition: Option<usize>,
+) -> Result<usize, GpuError> {
+    let (s, hq, d) = (bufs.num_seqs(), bufs.hq, bufs.d);
+    let g = hq / bufs.hkv;
+    let gc = group_chunk(g);
+    let bs = match bufs.layout {
+        Layout::Paged { block_size, .. } => block_size,
+        Layout::Contiguous { .. } => 16, // only the partition's granularity
+    };
+    let max_len = bufs.seq_lens.iter().copied().max().unwrap_or(1);
+    let sms = dev.attribute(
+        cudarc::driver::sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT,
+    )? as usize;
+    let partition = partition.unwrap_or_else(|| partition_for(max_len, s, hq, gc, sms, d, bs));
+    if partition == 0 || !partition.is_multiple_of(bs) || partition / bs > MAX_TABLE {
+        return Err(PagedError::BadPartition {
+            partition,
+            block_size: bs,
+        }
+        .into());
+    }
+    let num_parts = max_len.div_ceil(partition);
+    let grid_y = hq / gc;
+    if s > 65_535 || grid_y > 65_535 {
+        return Err(GpuError::TooLarge {
+            what: "S or Hq / heads per block (grid)",
+            value: s.max(grid_y),
+            limit: 65_535,
+        });
+    }
+    let p = PagedParams {
+        num_seqs: s as i32,
+        hq: hq as i32,
+        hkv: bufs.hkv as i32,
+        num_blocks: match bufs.layout {
+            Layout::Paged { num_blocks, .. } => num_blocks as i32,
+            Layout::Contiguous { .. } => 0,
+        },
+        table_stride: fits("table stride", bufs.table_stride)?,
+        nk_stride: match bufs.layout {
+            Layout::Paged { .. } => 0,
+            Layout::Contiguous { nk } => fits("Nk", nk)?,
+        },
+        partition: fits("partition", partition)?,
+        num_parts: fits("partitions", num_parts)?,
+        window: mask.window.map_or(0, |w| w.get().min(max_len + 1)) as i32,
+        scale_log2: std::f32::consts::LOG2_E / (d as f32).sqrt(),
+    };
+    let module = dev.module(
+        "paged_attention.cu",
+        &[
+            ("PA_D", d as i64),
+            ("PA_GC", gc as i64),
+            ("PA_BLOCK", bs as i64),
+            ("PA_BF16", T::BF16 as i64),
+        ],
+    )?;
+    let st = dev.stream();
+    let rows = s * hq;
+    // The partials' workspace (one element when a single partition writes `o` directly).
+    let need = if num_parts > 1 { rows * num_parts } else { 1 };
+    if bufs.part_out.as_ref().is_none_or(|x| x.len() < need * d) {
+        bufs.part_out = None;
+        bufs.part_ml = None;
+        // SAFETY: the reduce reads only partitions the partition kernel wrote in the launch before it
+        // (`min(num_parts, ceil(len / P))` of each row, every one written, empty ones included).
+        bufs.part_out = Some(unsafe { st.alloc::<f32>(need * d) }?);
+        bufs.part_ml = Some(unsafe { st.alloc::<f32>(need * 2) }?);
+    }
+    let name = match bufs.layout {
+        Layout::Paged { .. } => "paged_decode_partition",
+        Layout::Contiguous { .. } => "contiguous_decode_partition",
+    };
+    let f = module.load_function(name)?;
+    let cfg = LaunchConfig {
+        grid_dim: (num_parts as u32, grid_y as u32, s as u32),
+        block_dim: (128, 1, 1),
+        shared_mem_bytes: 0,
+    };
+    let (po, pm) = (
+        bufs.part_out.as_mut().expect("allocated above"),
+        bufs.part_ml.as_mut().expect("allocated above"),
+    );
+    // SAFETY: argument types and order match the kernel; every index it forms was validated (table
+    // entries < num_blocks, lengths within the tables and the pool, partition <= MAX_TABLE blocks,
+    // 32-bit quantities checked above).
+    unsafe {
+        st.launch_builder(&f)
+            .arg(&bufs.q)
+            .arg(&bufs.k)
+            .arg(&bufs.v)
+            .arg(&bufs.tables)
+            .arg(&bufs.lens)
+            .arg(po)
+            .arg(pm)
+            .arg(&mut bufs.o)
+            .arg(&mut bufs.lse)
+            .arg(&p)
+            .launch(cfg)
+    }?;
+    if num_parts > 1 {
+        let f = module.load_function("paged_decode_reduce")?;
+        let cfg = LaunchConfig {
+            grid_dim: (hq as u32, s as u32, 1),
+            block_dim: (d as u32, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        let (po, pm) = (
+            bufs.part_out.as_ref().expect("allocated above"),
+            bufs.part_ml.as_ref().expect("allocated above"),
+        );
+        // SAFETY: as above; the partials were written by the launch before on the same stream.
+        unsafe {
+            st.launch_builder(&f)
+                .arg(po)
+                .arg(pm)
+                .arg(&bufs.lens)
+                .arg(&mut bufs.o)
+                .arg(&mut bufs.lse)
+                .arg(&p)
+                .launch(cfg)
+        }?;
+    }
+    Ok(partition)
+}
+
+/// Time `runs` decodes after `warmup` untimed ones, each between its own pair of CUDA events (ms).
+pub fn time_ms<T: GpuElement>(
+    dev: &Device,
+    bufs: &mut DecodeBuffers<T>,
+    mask: Mask,
+    partition: Option<usize>,
+    warmup: usize,
+    runs: usize,
+) -> Result<Vec<f64>, GpuError> {
+    for _ in 0..warmup {
+        decode(dev, bufs, mask, partition)?;
+    }
+    let mut events = Vec::with_capacity(runs);
+    for _ in 0..runs {
+        let a = dev.timing_event()?;
+        decode(dev, bufs, mask, partition)?;
+        let b = dev.timing_event()?;
+        events.push((a, b));
+    }
+    dev.synchronize()?;
+    events
+        .iter()
+        .map(|(a, b)| Ok(a.elapsed_ms(b)? as f64))
+        .collect()
+}
+
+/// The card's HBM read bandwidth in GB/s: the `read_bandwidth` kernel over `bytes` bytes (median of 20).
+pub fn read_bandwidth_gbps(dev: &Device, bytes: usize) -> Result<f64, GpuError> {
+    let words = bytes / 16;
+    let st = dev.stream();
+    let x = st.alloc_zeros::<u8>(words * 16)?;
+    let sms = dev.attribute(
+        cudarc::driver::sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT,
+    )? as usize;
+    let (blocks, threads) = (sms * 8, 256usize);
+    let mut sink = st.alloc_zeros::<u8>(blocks * threads * 16)?;
+    let module = dev.module("paged_attention.cu", &[])?;
+    let f = module.load_function("read_bandwidth")?;
+    let cfg = LaunchConfig {
+        grid_dim: (blocks as u32, 1, 1),
+        block_dim: (threads as u32, 1, 1),
+        shared_mem_bytes: 0,
+    };
+    let n = words as u64;
+    let mut times = Vec::new();
+    for i in 0..23 {
+        let a = dev.timing_event()?;
+        // SAFETY: `x` holds `words` 16-byte words and `sink` one per thread of the grid.
+        unsafe {
+            st.launch_builder(&f)
+                .arg(&x)
+                .arg(&n)
+                .arg(&mut sink)
+                .launch(cfg)
+        }?;
+        let b = dev.timing_event()?;
+        if i >= 3 {
+            times.push((a, b));
+        }
+    }
+    dev.synchronize()?;
+    let mut ms: Vec<f64> = times
+        .iter()
+        .map(|(a, b)| Ok(a.elapsed_ms(b)? as f64))
+        .collect::<Result<_, GpuError>>()?;
+    ms.sort_by(f64::total_cmp);
+    Ok((words * 16) as f64 / ms[ms.len() / 2] / 1e6)
+}

@@ -1,0 +1,177 @@
+//! Lab 03's GPU harness: paged decode against the same kernel on contiguous K/V, each checked against
+//! the f64 reference, then timed with CUDA events; PyTorch's SDPA on the same shapes comes from
+//! `bench/peers/torch_decode.py` in the same device call.
+//!
+//! Shape (the issue's): 16 sequences, 32 query heads over 8 kv heads (GQA), D = 128, fp16, blocks of 16
+//! tokens, every sequence `N` tokens long for `N` in [`CONTEXTS`] (N = 64 and 2048 are the book's anchor
+//! sizes; 4k to 64k the serving range). The pool holds exactly the batch's blocks, in a shuffled order.
+//! At N = 64 the whole cache (4 MB) sits in L2 for every implementation alike.
+//!
+//! Bytes: the K and V rows read, `q`, `o`, `lse` and the table entries ([`DecodeBuffers::bytes`]); the
+//! attained GB/s is compared with the card's HBM read bandwidth measured by [`read_bandwidth_gbps`].
+
+use super::{fa_flops, Record};
+use crate::gpu::paged::{decode, read_bandwidth_gbps, time_ms, DecodeBuffers};
+use crate::gpu::{Device, GpuError};
+use crate::minimodel::check::{attn_close, verdict, FP16_BAR};
+use crate::minimodel::numeric::DType;
+use crate::minimodel::paged::paged_attention::{PagedBatch, PagedKv};
+use crate::minimodel::reference::{attention_lowp, attention_ref64};
+use crate::minimodel::rng::Rng;
+use crate::minimodel::shape::{AttnShape, Mask};
+use half::f16;
+use rayon::prelude::*;
+
+/// `(S, Hq, Hkv, D, block size)` of the experiment.
+pub const SHAPE: (usize, usize, usize, usize, usize) = (16, 32, 8, 128, 16);
+/// Context lengths timed.
+pub const CONTEXTS: [usize; 5] = [64, 2048, 4096, 16384, 65536];
+/// Partition sizes of the sweep (at [`SWEEP_CONTEXT`]), beside the heuristic's choice.
+pub const SWEEP: [usize; 4] = [256, 512, 1024, 2048];
+/// The context of the partition sweep.
+pub const SWEEP_CONTEXT: usize = 16384;
+
+/// Unit-normal f16 values, `n` of them, generated in parallel chunks each seeded from `seed` and its index.
+pub fn normal_f16(n: usize, seed: u64) -> Vec<f16> {
+    const CHUNK: usize = 1 << 16;
+    let mut out = vec![f16::ZERO; n];
+    out.par_chunks_mut(CHUNK).enumerate().for_each(|(i, c)| {
+        let mut r = Rng::new(seed ^ (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        c.iter_mut()
+            .for_each(|x| *x = f16::from_f32(r.normal() as f32));
+    });
+    out
+}
+
+/// The contiguous `(S, Hkv, N, D)` K or V (`N` a multiple of `bs`) scattered into a pool
+/// `(num_blocks, Hkv, B, D)` by `tables` (a permutation of the blocks, `N / bs` per sequence).
+pub fn scatter(x: &[f16], s: &AttnShape, tables: &[Vec<usize>], bs: usize) -> Vec<f16> {
+    let num_blocks = tables.iter().map(Vec::len).sum::<usize>();
+    // Which (sequence, logical block) each physical block holds.
+    let mut owner = vec![(0usize, 0usize); num_blocks];
+    for (seq, t) in tables.iter().enumerate() {
+        for (i, &b) in t.iter().enumerate() {
+            owner[b] = (seq, i);
+        }
+    }
+    let block = s.hkv * bs * s.d;
+    let mut pool = vec![f16::ZERO; num_blocks * block];
+    pool.par_chunks_mut(block)
+        .zip(&owner)
+        .for_each(|(dst, &(seq, i))| {
+            for h in 0..s.hkv {
+                let src = s.kv_row(seq, h, i * bs);
+                dst[h * bs * s.d..][..bs * s.d].copy_from_slice(&x[src..src + bs * s.d]);
+            }
+        });
+    pool
+}
+
+fn median_times(
+    dev: &Device,
+    bufs: &mut DecodeBuffers<f16>,
+    partition: Option<usize>,
+) -> Result<Vec<f64>, GpuError> {
+    let probe = time_ms(dev, bufs, Mask::NONE, partition, 3, 1)?[0];
+    let runs = ((300.0 / probe.max(1e-3)) as usize).clamp(20, 200);
+    time_ms(dev, bufs, Mask::NONE, partition, 0, runs)
+}
+
+/// Measure every context of [`CONTEXTS`] (only 64 and 4096 when `quick`); returns the records and the
+/// measured HBM read bandwidth (GB/s).
+pub fn measure(
+    dev: &Device,
+    quick: bool,
+    log: &mut dyn FnMut(&str),
+) -> Result<(Vec<Record>, f64), GpuError> {
+    let read_gbps = read_bandwidth_gbps(dev, 2 << 30)?;
+    log(&format!(
+        "HBM read bandwidth {read_gbps:.0} GB/s (2 GiB read)"
+    ));
+    let (b, hq, hkv, d, bs) = SHAPE;
+    let contexts: &[usize] = if quick { &[64, 4096] } else { &CONTEXTS };
+    let mut records = Vec::new();
+    for &n in contexts {
+        let s = AttnShape::new(b, hq, hkv, 1, n, d)?;
+        let seed = 0x9a9e + n as u64;
+        let q = normal_f16(s.q_len(), seed);
+        let k = normal_f16(s.kv_len(), seed + 1);
+        let v = normal_f16(s.kv_len(), seed + 2);
+        let per_seq = n.div_ceil(bs);
+        let mut ids: Vec<usize> = (0..b * per_seq).collect();
+        Rng::new(seed + 3).shuffle(&mut ids);
+        let tables: Vec<Vec<usize>> = ids.chunks(per_seq).map(<[usize]>::to_vec).collect();
+        let (kp, vp) = (scatter(&k, &s, &tables, bs), scatter(&v, &s, &tables, bs));
+        let lens = vec![n; b];
+        let kv = PagedKv::new(&kp, &vp, b * per_seq, hkv, bs, d).expect("pool shape");
+        let batch = PagedBatch {
+            tables: &tables,
+            seq_lens: &lens,
+        };
+        let mut paged = DecodeBuffers::upload_paged(dev, &q, hq, &kv, &batch)?;
+        drop((kp, vp));
+        let mut flat = DecodeBuffers::upload_contiguous(dev, &s, &q, &k, &v, &lens)?;
+        // The reference for the first and the last sequence, every head.
+        let checks: Vec<(usize, Vec<f64>, Vec<f64>)> = [0, b - 1]
+            .par_iter()
+            .map(|&seq| {
+                let sub = AttnShape::new(1, hq, hkv, 1, n, d).expect("sub shape");
+                let qs = &q[seq * hq * d..][..hq * d];
+                let at = s.kv_row(seq, 0, 0);
+                let (ks, vs) = (&k[at..][..sub.kv_len()], &v[at..][..sub.kv_len()]);
+                let r = attention_ref64(qs, ks, vs, &sub, Mask::NONE).expect("shape");
+                let l = attention_lowp(qs, ks, vs, &sub, Mask::NONE, DType::F16).expect("shape");
+                (seq, r, l)
+            })
+            .collect();
+        let flops = fa_flops(b, hq, 1, n, d, false);
+        let run = |name: &str,
+                   bufs: &mut DecodeBuffers<f16>,
+                   partition: Option<usize>,
+                   log: &mut dyn FnMut(&str)|
+         -> Result<Record, GpuError> {
+            bufs.poison(dev)?;
+            let p = decode(dev, bufs, Mask::NONE, partition)?;
+            let (o, _) = bufs.download(dev)?;
+            let mut worst = (true, 0.0f64);
+            for (seq, r, l) in &checks {
+                let got: Vec<f64> = o[seq * hq * d..][..hq * d]
+                    .iter()
+                    .map(|x| x.to_f64())
+                    .collect();
+                let label = format!("{name} N={n} seq {seq}");
+                let (ok, err) = verdict(
+                    &attn_close(&label, &got, l, r, DType::F16, n, Some(FP16_BAR)),
+                    log,
+                );
+                worst = (worst.0 && ok, if ok { worst.1.max(err) } else { f64::NAN });
+            }
+            let times = median_times(dev, bufs, partition)?;
+            let bytes = bufs.bytes(Mask::NONE);
+            let rec = Record::new("paged_decode", name, "f16", &s, "none")
+                .timed(&times, flops, bytes)
+                .checked(worst.0, worst.1);
+            log(&format!(
+                "{name:24} N={n:6} P={p:5}: {:8.4} ms {:6.0} GB/s ({:4.1}% of read) {}",
+                rec.ms,
+                rec.gbps,
+                100.0 * rec.gbps / read_gbps,
+                if worst.0 { "checked" } else { "NOT CHECKED" }
+            ));
+            Ok(rec)
+        };
+        records.push(run("ours/gpu-contiguous", &mut flat, None, log)?);
+        records.push(run("ours/gpu-paged", &mut paged, None, log)?);
+        if n == SWEEP_CONTEXT && !quick {
+            for p in SWEEP {
+                records.push(run(
+                    &format!("ours/gpu-paged-p{p}"),
+                    &mut paged,
+                    Some(p),
+                    log,
+                )?);
+            }
+        }
+    }
+    Ok((records, read_gbps))
+}

@@ -1,0 +1,190 @@
+//! Lab 03's GPU checks: the paged decode kernel against the f64 reference, K and V scattered into an
+//! oversized NaN-poisoned pool through shuffled tables (a kernel that reads one row it should not fails),
+//! partial last blocks, GQA groups of 1 to 8, windows, one and many partitions, f16 and bf16; the
+//! contiguous twin bit-identical to the paged path; refused calls typed and launch nothing.
+//!
+//! Skipped (with `skipped: no CUDA device` printed) without a CUDA device; `REQUIRE_GPU=1` fails instead.
+
+use half::{bf16, f16};
+use modern_attention::gpu::flash::{lse_max_err, lse_ref64, GpuElement};
+use modern_attention::gpu::paged::{decode, DecodeBuffers};
+use modern_attention::gpu::{Device, GpuError};
+use modern_attention::minimodel::numeric::convert;
+use modern_attention::minimodel::paged::paged_attention::{PagedBatch, PagedError};
+use modern_attention::minimodel::rng::Rng;
+use modern_attention::minimodel::shape::{AttnShape, Mask};
+
+mod common;
+use common::setup;
+
+fn device() -> Option<Device> {
+    match Device::open() {
+        Ok(Some(d)) => Some(d),
+        Ok(None) => {
+            if std::env::var("REQUIRE_GPU").is_ok_and(|v| v == "1") {
+                panic!("REQUIRE_GPU=1 but there is no CUDA device");
+            }
+            println!("skipped: no CUDA device");
+            None
+        }
+        Err(e) => panic!("a CUDA driver is present but unusable: {e}"),
+    }
+}
+
+fn grid<T: GpuElement>(dev: &Device) {
+    let masks = [
+        Mask::NONE,
+        Mask::CAUSAL,
+        Mask::sliding(100, true).unwrap(),
+        Mask::sliding(1, false).unwrap(),
+    ];
+    let mut seed = 700;
+    let mut checks = 0;
+    for (lens, bs) in [
+        (vec![1, 17, 64, 113], 16),
+        (vec![1023, 2048, 5000], 16),
+        (vec![33, 300], 8),
+        (vec![77, 1], 32),
+    ] {
+        for d in [32, 64, 128] {
+            for (hq, hkv) in [(4, 4), (8, 2), (8, 1), (6, 2)] {
+                seed += 1;
+                let st = setup::<T>(&lens, hkv, d, bs, seed);
+                let q: Vec<T> = convert(&Rng::new(seed + 9).normal_vec_f32(lens.len() * hq * d));
+                let mut bufs =
+                    DecodeBuffers::upload_paged(dev, &q, hq, &st.kv(), &st.batch()).unwrap();
+                for mask in masks {
+                    // The heuristic's partition (one partition for short batches), then forced small
+                    // ones so that every batch also takes the reduce path.
+                    for partition in [None, Some(4 * bs), Some(bs * (256 / bs).max(1))] {
+                        bufs.poison(dev).unwrap();
+                        let p = decode(dev, &mut bufs, mask, partition).unwrap();
+                        let (o, lse) = bufs.download(dev).unwrap();
+                        let name = format!("gpu paged P={p}");
+                        st.check(&name, &q, &o, hq, 1, mask);
+                        for (i, &len) in lens.iter().enumerate() {
+                            let s = AttnShape::new(1, hq, hkv, 1, len, d).unwrap();
+                            let qs = &q[i * hq * d..(i + 1) * hq * d];
+                            let want = lse_ref64(qs, &st.k[i], &s, mask);
+                            let err = lse_max_err(&lse[i * hq..(i + 1) * hq], &want);
+                            assert!(err < 2e-3, "{name} seq {i} len {len}: lse error {err}");
+                        }
+                        checks += 1;
+                    }
+                }
+            }
+        }
+    }
+    println!(
+        "{checks} paged decode configurations checked ({})",
+        T::DTYPE.name()
+    );
+}
+
+#[test]
+fn paged_decode_matches_the_reference_f16() {
+    if let Some(dev) = device() {
+        grid::<f16>(&dev);
+    }
+}
+
+#[test]
+fn paged_decode_matches_the_reference_bf16() {
+    if let Some(dev) = device() {
+        grid::<bf16>(&dev);
+    }
+}
+
+#[test]
+fn contiguous_twin_is_bit_identical() {
+    let Some(dev) = device() else { return };
+    let (lens, hq, hkv, d, bs) = (vec![3000, 1200, 17], 16, 4, 128, 16);
+    let st = setup::<f16>(&lens, hkv, d, bs, 31);
+    let q: Vec<f16> = convert(&Rng::new(32).normal_vec_f32(lens.len() * hq * d));
+    // The contiguous copy: (S, Hkv, Nk, D) with Nk the longest length, the rest of each row zero.
+    let nk = 3000;
+    let s = AttnShape::new(lens.len(), hq, hkv, 1, nk, d).unwrap();
+    let mut k = vec![f16::ZERO; s.kv_len()];
+    let mut v = k.clone();
+    for (i, &len) in lens.iter().enumerate() {
+        for h in 0..hkv {
+            let (src, dst) = (h * len * d, s.kv_row(i, h, 0));
+            k[dst..dst + len * d].copy_from_slice(&st.k[i][src..src + len * d]);
+            v[dst..dst + len * d].copy_from_slice(&st.v[i][src..src + len * d]);
+        }
+    }
+    let mut paged = DecodeBuffers::upload_paged(&dev, &q, hq, &st.kv(), &st.batch()).unwrap();
+    let mut flat = DecodeBuffers::upload_contiguous(&dev, &s, &q, &k, &v, &lens).unwrap();
+    for partition in [Some(256), Some(1024)] {
+        decode(&dev, &mut paged, Mask::NONE, partition).unwrap();
+        decode(&dev, &mut flat, Mask::NONE, partition).unwrap();
+        let (a, la) = paged.download(&dev).unwrap();
+        let (b, lb) = flat.download(&dev).unwrap();
+        assert!(
+            a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits()) && la == lb,
+            "same kernel body, same order: the table must change addresses only"
+        );
+    }
+}
+
+#[test]
+fn bad_batches_are_refused_before_anything_runs() {
+    let Some(dev) = device() else { return };
+    let st = setup::<f16>(&[40, 20], 2, 64, 16, 5);
+    let q = vec![f16::ONE; 2 * 4 * 64];
+    let kv = st.kv();
+    let refuse = |tables: &[Vec<usize>], lens: &[usize]| {
+        DecodeBuffers::upload_paged(
+            &dev,
+            &q,
+            4,
+            &kv,
+            &PagedBatch {
+                tables,
+                seq_lens: lens,
+            },
+        )
+        .err()
+        .expect("refused")
+    };
+    let mut wild = st.tables.clone();
+    wild[1][0] = st.num_blocks;
+    assert!(matches!(
+        refuse(&wild, &st.lens),
+        GpuError::Paged(PagedError::BlockOutOfRange { seq: 1, .. })
+    ));
+    let short = vec![st.tables[0][..2].to_vec(), st.tables[1].clone()];
+    assert!(matches!(
+        refuse(&short, &st.lens),
+        GpuError::Paged(PagedError::TableTooShort { seq: 0, .. })
+    ));
+    assert!(matches!(
+        refuse(&st.tables, &[40, 0]),
+        GpuError::Paged(PagedError::EmptySequence { seq: 1 })
+    ));
+    assert!(matches!(
+        refuse(&st.tables, &[40]),
+        GpuError::Paged(PagedError::BatchMismatch { .. })
+    ));
+    // Heads not divisible, and a head size with no kernel.
+    let e = DecodeBuffers::upload_paged(&dev, &q[..2 * 3 * 64], 3, &kv, &st.batch()).err();
+    assert!(
+        matches!(e, Some(GpuError::Paged(PagedError::Shape(_)))),
+        "{e:?}"
+    );
+    let st48 = setup::<f16>(&[40, 20], 2, 48, 16, 6);
+    let e = DecodeBuffers::upload_paged(&dev, &q[..2 * 4 * 48], 4, &st48.kv(), &st48.batch()).err();
+    assert!(matches!(e, Some(GpuError::HeadDim { d: 48, .. })), "{e:?}");
+    // A partition that is not a whole number of blocks: refused, and the output keeps its poison.
+    let mut bufs = DecodeBuffers::upload_paged(&dev, &q, 4, &kv, &st.batch()).unwrap();
+    let e = decode(&dev, &mut bufs, Mask::NONE, Some(24)).err();
+    assert!(
+        matches!(e, Some(GpuError::Paged(PagedError::BadPartition { .. }))),
+        "{e:?}"
+    );
+    let (o, _) = bufs.download(&dev).unwrap();
+    assert!(
+        o.iter().all(|x| x.is_nan()),
+        "a refused call wrote the output"
+    );
+}
