@@ -42,6 +42,15 @@
 #ifndef PA_BF16
 #define PA_BF16 0
 #endif
+#ifndef PA_WARPS
+#define PA_WARPS 4  // warps per thread block
+#endif
+#ifndef PA_FUSED
+#define PA_FUSED 1  // 1: the last block of a row merges the partitions (no second launch)
+#endif
+#ifndef PA_HINT
+#define PA_HINT 1   // 1: K/V loads skip L1 and ask L2 for whole 256-byte lines
+#endif
 
 #if PA_BF16
 typedef __nv_bfloat16 elem_t;
@@ -68,7 +77,21 @@ __device__ __forceinline__ float ex2(float x) {  // 2^x in one MUFU instruction;
     return y;
 }
 
-#define WARPS 4                    // warps per thread block
+// A K or V load of 16 bytes that is read once: read-only path, no L1 allocation, and (PA_HINT) an L2
+// prefetch of the surrounding 256 bytes, which a block's next rows will want.
+__device__ __forceinline__ uint4 load_once(const void* ptr) {
+#if PA_HINT
+    uint4 r;
+    asm("ld.global.nc.L1::no_allocate.L2::256B.v4.u32 {%0, %1, %2, %3}, [%4];"
+        : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w)
+        : "l"(ptr));
+    return r;
+#else
+    return __ldg(reinterpret_cast<const uint4*>(ptr));
+#endif
+}
+
+#define WARPS PA_WARPS
 #define TPT (PA_D / 8)             // lanes per token: each reads 8 elements (16 bytes)
 #define TOK (32 / TPT)             // tokens per warp pass
 #define PASSES 8                   // passes per chunk: 16 loads of 16 bytes in flight per lane
@@ -87,6 +110,28 @@ struct PagedParams {
     float scale_log2;   // log2(e) / sqrt(D): scores in base 2
 };
 
+// ANCHOR: paged_merge
+// Merge the partitions [0, parts) of one row for element e: M = max m_p, w_p = l_p 2^(m_p - M),
+// o = sum_p w_p out_p / sum_p w_p; lse = ln 2 (M + log2 sum_p w_p). Loads go through L2 (`__ldcg`):
+// the partials were written by other thread blocks, and L1 is not coherent across SMs.
+__device__ __forceinline__ float merge_row(const float* part_out, const float* part_ml, size_t row,
+                                           int parts, int e, const PagedParams& p, float* lse_out) {
+    const float* ml = part_ml + row * p.num_parts * 2;
+    float mm = NEG_INF;
+    for (int i = 0; i < parts; ++i) mm = fmaxf(mm, __ldcg(ml + 2 * i));
+    float ll = 0.f, oo = 0.f;
+    if (mm != NEG_INF) {
+        for (int i = 0; i < parts; ++i) {
+            const float w = __ldcg(ml + 2 * i + 1) * ex2(__ldcg(ml + 2 * i) - mm);  // 0 if empty
+            ll += w;
+            oo += w * __ldcg(part_out + (row * p.num_parts + i) * PA_D + e);
+        }
+    }
+    *lse_out = ll > 0.f ? (mm + log2f(ll)) * LN2 : NEG_INF;
+    return ll > 0.f ? oo / ll : 0.f;
+}
+// ANCHOR_END: paged_merge
+
 // ANCHOR: paged_partition
 // One thread block: query heads [h0, h0 + PA_GC) of sequence `seq`, keys of partition `part`.
 template <bool PAGED>
@@ -98,8 +143,9 @@ __device__ __forceinline__ void partition_body(const elem_t* __restrict__ q,
                                                float* __restrict__ part_out,
                                                float* __restrict__ part_ml,
                                                elem_t* __restrict__ o, float* __restrict__ lse,
-                                               const PagedParams p) {
+                                               int* __restrict__ counters, const PagedParams p) {
     __shared__ int s_table[MAX_TABLE];
+    __shared__ int s_last;
     __shared__ float s_m[WARPS][PA_GC], s_l[WARPS][PA_GC];
     __shared__ float s_acc[WARPS][PA_GC][PA_D];
 
@@ -158,8 +204,8 @@ __device__ __forceinline__ void partition_body(const elem_t* __restrict__ q,
                 } else {
                     row = ((size_t)seq * p.hkv + kvh) * p.nk_stride + t;
                 }
-                kr[i] = __ldg(reinterpret_cast<const uint4*>(k + row * PA_D + slice * 8));
-                vr[i] = __ldg(reinterpret_cast<const uint4*>(v + row * PA_D + slice * 8));
+                kr[i] = load_once(k + row * PA_D + slice * 8);
+                vr[i] = load_once(v + row * PA_D + slice * 8);
             } else {
                 kr[i] = make_uint4(0, 0, 0, 0);
                 vr[i] = make_uint4(0, 0, 0, 0);
@@ -269,6 +315,31 @@ __device__ __forceinline__ void partition_body(const elem_t* __restrict__ q,
             }
         }
     }
+#if PA_FUSED
+    // 6. The last block of these heads to finish merges every partition (threadFenceReduction's
+    //    pattern): publish the partials, take a ticket, and the holder of the last ticket reduces.
+    if (p.num_parts > 1) {
+        __threadfence();
+        __syncthreads();
+        if (tid == 0) {
+            const int slot = seq * gridDim.y + blockIdx.y;
+            s_last = atomicAdd(&counters[slot], 1) == (int)gridDim.x - 1;
+            if (s_last) counters[slot] = 0;  // every block has arrived: reset for the next launch
+        }
+        __syncthreads();
+        if (s_last) {
+            __threadfence();
+            const int parts = min(p.num_parts, (len + p.partition - 1) / p.partition);
+            for (int x = tid; x < PA_GC * PA_D; x += WARPS * 32) {
+                const int g = x / PA_D, e = x % PA_D;
+                const size_t row = (size_t)seq * p.hq + h0 + g;
+                float l2;
+                o[row * PA_D + e] = from_f(merge_row(part_out, part_ml, row, parts, e, p, &l2));
+                if (e == 0) lse[row] = l2;
+            }
+        }
+    }
+#endif
 }
 // ANCHOR_END: paged_partition
 
@@ -277,8 +348,8 @@ extern "C" __global__ void __launch_bounds__(WARPS * 32)
                            const elem_t* __restrict__ v_pool, const int* __restrict__ tables,
                            const int* __restrict__ seq_lens, float* __restrict__ part_out,
                            float* __restrict__ part_ml, elem_t* __restrict__ o, float* __restrict__ lse,
-                           const PagedParams p) {
-    partition_body<true>(q, k_pool, v_pool, tables, seq_lens, part_out, part_ml, o, lse, p);
+                           int* __restrict__ counters, const PagedParams p) {
+    partition_body<true>(q, k_pool, v_pool, tables, seq_lens, part_out, part_ml, o, lse, counters, p);
 }
 
 extern "C" __global__ void __launch_bounds__(WARPS * 32)
@@ -286,13 +357,13 @@ extern "C" __global__ void __launch_bounds__(WARPS * 32)
                                 const elem_t* __restrict__ v, const int* __restrict__ tables,
                                 const int* __restrict__ seq_lens, float* __restrict__ part_out,
                                 float* __restrict__ part_ml, elem_t* __restrict__ o,
-                                float* __restrict__ lse, const PagedParams p) {
-    partition_body<false>(q, k, v, tables, seq_lens, part_out, part_ml, o, lse, p);
+                                float* __restrict__ lse, int* __restrict__ counters,
+                                const PagedParams p) {
+    partition_body<false>(q, k, v, tables, seq_lens, part_out, part_ml, o, lse, counters, p);
 }
 
 // ANCHOR: paged_reduce
-// Merge a row's partitions (grid (Hq, S), PA_D threads): M = max m_p, w_p = l_p 2^(m_p - M),
-// o = sum_p w_p out_p / sum_p w_p; lse = ln 2 (M + log2 sum_p w_p).
+// The unfused merge (PA_FUSED 0): a second launch, grid (Hq, S), PA_D threads, one row per block.
 extern "C" __global__ void paged_decode_reduce(const float* __restrict__ part_out,
                                                const float* __restrict__ part_ml,
                                                const int* __restrict__ seq_lens,
@@ -301,39 +372,31 @@ extern "C" __global__ void paged_decode_reduce(const float* __restrict__ part_ou
     const int h = blockIdx.x, seq = blockIdx.y, e = threadIdx.x;
     const size_t row = (size_t)seq * p.hq + h;
     const int parts = min(p.num_parts, (seq_lens[seq] + p.partition - 1) / p.partition);
-    const float* ml = part_ml + row * p.num_parts * 2;
-    float mm = NEG_INF;
-    for (int i = 0; i < parts; ++i) mm = fmaxf(mm, ml[2 * i]);
-    float ll = 0.f, oo = 0.f;
-    if (mm != NEG_INF) {
-        for (int i = 0; i < parts; ++i) {
-            const float w = ml[2 * i + 1] * ex2(ml[2 * i] - mm);  // 0 for an empty partition
-            ll += w;
-            oo += w * part_out[(row * p.num_parts + i) * PA_D + e];
-        }
-    }
-    o[row * PA_D + e] = from_f(ll > 0.f ? oo / ll : 0.f);
-    if (e == 0) lse[row] = ll > 0.f ? (mm + log2f(ll)) * LN2 : NEG_INF;
+    float l2;
+    o[row * PA_D + e] = from_f(merge_row(part_out, part_ml, row, parts, e, p, &l2));
+    if (e == 0) lse[row] = l2;
 }
 // ANCHOR_END: paged_reduce
 
 // ANCHOR: read_bandwidth
 // The roof decode is measured against: HBM read bandwidth. Each thread reads 16-byte words with a
-// grid stride and folds them into one word, written once per thread so the loads cannot be dropped.
+// grid stride, eight loads in flight, through the same load as the decode kernel, and folds them into
+// one word written once per thread so that the loads cannot be dropped.
 extern "C" __global__ void read_bandwidth(const uint4* __restrict__ x, size_t n, uint4* __restrict__ sink) {
     uint4 a = make_uint4(0, 0, 0, 0);
     const size_t stride = (size_t)gridDim.x * blockDim.x;
     size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
-    for (; i + 3 * stride < n; i += 4 * stride) {  // four loads in flight per thread
-        const uint4 b0 = __ldg(x + i), b1 = __ldg(x + i + stride);
-        const uint4 b2 = __ldg(x + i + 2 * stride), b3 = __ldg(x + i + 3 * stride);
-        a.x ^= b0.x ^ b1.x ^ b2.x ^ b3.x;
-        a.y ^= b0.y ^ b1.y ^ b2.y ^ b3.y;
-        a.z ^= b0.z ^ b1.z ^ b2.z ^ b3.z;
-        a.w ^= b0.w ^ b1.w ^ b2.w ^ b3.w;
+    for (; i + 7 * stride < n; i += 8 * stride) {
+        uint4 b[8];
+#pragma unroll
+        for (int j = 0; j < 8; ++j) b[j] = load_once(x + i + j * stride);
+#pragma unroll
+        for (int j = 0; j < 8; ++j) {
+            a.x ^= b[j].x; a.y ^= b[j].y; a.z ^= b[j].z; a.w ^= b[j].w;
+        }
     }
     for (; i < n; i += stride) {
-        const uint4 b = __ldg(x + i);
+        const uint4 b = load_once(x + i);
         a.x ^= b.x; a.y ^= b.y; a.z ^= b.z; a.w ^= b.w;
     }
     sink[(size_t)blockIdx.x * blockDim.x + threadIdx.x] = a;

@@ -98,6 +98,8 @@ pub struct DecodeBuffers<T: GpuElement> {
     pub lse: CudaSlice<f32>,
     part_out: Option<CudaSlice<f32>>,
     part_ml: Option<CudaSlice<f32>>,
+    /// One arrival counter per (sequence, head chunk) for the fused merge; zero between launches.
+    counters: Option<CudaSlice<i32>>,
 }
 
 fn fits(what: &'static str, value: usize) -> Result<i32, GpuError> {
@@ -257,6 +259,7 @@ impl<T: GpuElement> DecodeBuffers<T> {
             lse: st.alloc_zeros::<f32>(s * hq)?,
             part_out: None,
             part_ml: None,
+            counters: None,
         };
         b.poison(dev)?;
         Ok(b)
@@ -313,10 +316,54 @@ fn visible(mask: Mask, len: usize) -> usize {
     mask.window.map_or(len, |w| w.get().min(len))
 }
 
+/// The kernel's compile-time choices, swept by the harness (`paged_decode_sweep` records).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tuning {
+    /// Warps per thread block (4 or 8).
+    pub warps: usize,
+    /// The last thread block of a row merges the partitions (no second launch).
+    pub fused: bool,
+    /// K/V loads skip L1 and ask L2 for 256-byte lines.
+    pub hint: bool,
+}
+
+impl Tuning {
+    /// What [`decode`] uses.
+    pub const DEFAULT: Tuning = Tuning {
+        warps: 4,
+        fused: true,
+        hint: true,
+    };
+
+    /// Every combination the harness sweeps.
+    pub fn all() -> Vec<Tuning> {
+        let mut out = Vec::new();
+        for warps in [4, 8] {
+            for fused in [false, true] {
+                for hint in [false, true] {
+                    out.push(Tuning { warps, fused, hint });
+                }
+            }
+        }
+        out
+    }
+
+    /// `w4-fused-hint`, `w8`, ...
+    pub fn name(&self) -> String {
+        format!(
+            "w{}{}{}",
+            self.warps,
+            if self.fused { "-fused" } else { "" },
+            if self.hint { "-hint" } else { "" }
+        )
+    }
+}
+
 // ANCHOR: partition_for
 /// The partition size: the largest of 2048, 1024, 512, 256 keys that still gives at least 16 thread
 /// blocks per SM (the grid must fill the GPU several times over, or the last wave leaves SMs idle), and
 /// never shorter than four warps' chunks; a multiple of the block size.
+#[allow(clippy::too_many_arguments)]
 pub fn partition_for(
     max_len: usize,
     num_seqs: usize,
@@ -325,13 +372,14 @@ pub fn partition_for(
     sms: usize,
     d: usize,
     block_size: usize,
+    warps: usize,
 ) -> usize {
     let blocks_per_part = num_seqs * (hq / group_chunk);
     let mut p = 2048;
     while p > 256 && blocks_per_part * max_len.div_ceil(p) < 16 * sms {
         p /= 2;
     }
-    let p = p.max(4 * chunk(d));
+    let p = p.max(warps * chunk(d));
     p.div_ceil(block_size) * block_size
 }
 // ANCHOR_END: partition_for
@@ -351,6 +399,24 @@ pub fn decode<T: GpuElement>(
     mask: Mask,
     partition: Option<usize>,
 ) -> Result<usize, GpuError> {
+    decode_tuned(dev, bufs, mask, partition, Tuning::DEFAULT)
+}
+
+/// [`decode`] with the kernel's compile-time choices given.
+pub fn decode_tuned<T: GpuElement>(
+    dev: &Device,
+    bufs: &mut DecodeBuffers<T>,
+    mask: Mask,
+    partition: Option<usize>,
+    tuning: Tuning,
+) -> Result<usize, GpuError> {
+    if tuning.warps != 4 && tuning.warps != 8 {
+        return Err(GpuError::TooLarge {
+            what: "warps per block (4 or 8)",
+            value: tuning.warps,
+            limit: 8,
+        });
+    }
     let (s, hq, d) = (bufs.num_seqs(), bufs.hq, bufs.d);
     let g = hq / bufs.hkv;
     let gc = group_chunk(g);
@@ -362,7 +428,8 @@ pub fn decode<T: GpuElement>(
     let sms = dev.attribute(
         cudarc::driver::sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT,
     )? as usize;
-    let partition = partition.unwrap_or_else(|| partition_for(max_len, s, hq, gc, sms, d, bs));
+    let partition =
+        partition.unwrap_or_else(|| partition_for(max_len, s, hq, gc, sms, d, bs, tuning.warps));
     if partition == 0 || !partition.is_multiple_of(bs) || partition / bs > MAX_TABLE {
         return Err(PagedError::BadPartition {
             partition,
@@ -404,6 +471,9 @@ pub fn decode<T: GpuElement>(
             ("PA_GC", gc as i64),
             ("PA_BLOCK", bs as i64),
             ("PA_BF16", T::BF16 as i64),
+            ("PA_WARPS", tuning.warps as i64),
+            ("PA_FUSED", tuning.fused as i64),
+            ("PA_HINT", tuning.hint as i64),
         ],
     )?;
     let st = dev.stream();
@@ -418,6 +488,9 @@ pub fn decode<T: GpuElement>(
         bufs.part_out = Some(unsafe { st.alloc::<f32>(need * d) }?);
         bufs.part_ml = Some(unsafe { st.alloc::<f32>(need * 2) }?);
     }
+    if bufs.counters.is_none() {
+        bufs.counters = Some(st.alloc_zeros::<i32>(s * grid_y)?);
+    }
     let name = match bufs.layout {
         Layout::Paged { .. } => "paged_decode_partition",
         Layout::Contiguous { .. } => "contiguous_decode_partition",
@@ -425,12 +498,13 @@ pub fn decode<T: GpuElement>(
     let f = module.load_function(name)?;
     let cfg = LaunchConfig {
         grid_dim: (num_parts as u32, grid_y as u32, s as u32),
-        block_dim: (128, 1, 1),
+        block_dim: (32 * tuning.warps as u32, 1, 1),
         shared_mem_bytes: 0,
     };
-    let (po, pm) = (
+    let (po, pm, counters) = (
         bufs.part_out.as_mut().expect("allocated above"),
         bufs.part_ml.as_mut().expect("allocated above"),
+        bufs.counters.as_mut().expect("allocated above"),
     );
     // SAFETY: argument types and order match the kernel; every index it forms was validated (table
     // entries < num_blocks, lengths within the tables and the pool, partition <= MAX_TABLE blocks,
@@ -446,10 +520,11 @@ pub fn decode<T: GpuElement>(
             .arg(pm)
             .arg(&mut bufs.o)
             .arg(&mut bufs.lse)
+            .arg(counters)
             .arg(&p)
             .launch(cfg)
     }?;
-    if num_parts > 1 {
+    if num_parts > 1 && !tuning.fused {
         let f = module.load_function("paged_decode_reduce")?;
         let cfg = LaunchConfig {
             grid_dim: (hq as u32, s as u32, 1),
@@ -481,16 +556,17 @@ pub fn time_ms<T: GpuElement>(
     bufs: &mut DecodeBuffers<T>,
     mask: Mask,
     partition: Option<usize>,
+    tuning: Tuning,
     warmup: usize,
     runs: usize,
 ) -> Result<Vec<f64>, GpuError> {
     for _ in 0..warmup {
-        decode(dev, bufs, mask, partition)?;
+        decode_tuned(dev, bufs, mask, partition, tuning)?;
     }
     let mut events = Vec::with_capacity(runs);
     for _ in 0..runs {
         let a = dev.timing_event()?;
-        decode(dev, bufs, mask, partition)?;
+        decode_tuned(dev, bufs, mask, partition, tuning)?;
         let b = dev.timing_event()?;
         events.push((a, b));
     }
@@ -501,7 +577,31 @@ pub fn time_ms<T: GpuElement>(
         .collect()
 }
 
-/// The card's HBM read bandwidth in GB/s: the `read_bandwidth` kernel over `bytes` bytes (median of 20).
+/// Registers per thread of the partition kernel for head size `d`, group `g`, block size `bs`.
+pub fn registers(
+    dev: &Device,
+    d: usize,
+    g: usize,
+    bs: usize,
+    tuning: Tuning,
+) -> Result<i32, GpuError> {
+    let module = dev.module(
+        "paged_attention.cu",
+        &[
+            ("PA_D", d as i64),
+            ("PA_GC", group_chunk(g) as i64),
+            ("PA_BLOCK", bs as i64),
+            ("PA_BF16", 0),
+            ("PA_WARPS", tuning.warps as i64),
+            ("PA_FUSED", tuning.fused as i64),
+            ("PA_HINT", tuning.hint as i64),
+        ],
+    )?;
+    Ok(module.load_function("paged_decode_partition")?.num_regs()?)
+}
+
+/// The card's HBM read bandwidth in GB/s: the `read_bandwidth` kernel over `bytes` bytes, with and
+/// without the L2 line hint (median of 20 launches each); the faster of the two.
 pub fn read_bandwidth_gbps(dev: &Device, bytes: usize) -> Result<f64, GpuError> {
     let words = bytes / 16;
     let st = dev.stream();
@@ -511,35 +611,39 @@ pub fn read_bandwidth_gbps(dev: &Device, bytes: usize) -> Result<f64, GpuError> 
     )? as usize;
     let (blocks, threads) = (sms * 8, 256usize);
     let mut sink = st.alloc_zeros::<u8>(blocks * threads * 16)?;
-    let module = dev.module("paged_attention.cu", &[])?;
-    let f = module.load_function("read_bandwidth")?;
-    let cfg = LaunchConfig {
-        grid_dim: (blocks as u32, 1, 1),
-        block_dim: (threads as u32, 1, 1),
-        shared_mem_bytes: 0,
-    };
-    let n = words as u64;
-    let mut times = Vec::new();
-    for i in 0..23 {
-        let a = dev.timing_event()?;
-        // SAFETY: `x` holds `words` 16-byte words and `sink` one per thread of the grid.
-        unsafe {
-            st.launch_builder(&f)
-                .arg(&x)
-                .arg(&n)
-                .arg(&mut sink)
-                .launch(cfg)
-        }?;
-        let b = dev.timing_event()?;
-        if i >= 3 {
-            times.push((a, b));
+    let mut best = 0.0f64;
+    for hint in [0, 1] {
+        let module = dev.module("paged_attention.cu", &[("PA_HINT", hint)])?;
+        let f = module.load_function("read_bandwidth")?;
+        let cfg = LaunchConfig {
+            grid_dim: (blocks as u32, 1, 1),
+            block_dim: (threads as u32, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        let n = words as u64;
+        let mut times = Vec::new();
+        for i in 0..23 {
+            let a = dev.timing_event()?;
+            // SAFETY: `x` holds `words` 16-byte words and `sink` one per thread of the grid.
+            unsafe {
+                st.launch_builder(&f)
+                    .arg(&x)
+                    .arg(&n)
+                    .arg(&mut sink)
+                    .launch(cfg)
+            }?;
+            let b = dev.timing_event()?;
+            if i >= 3 {
+                times.push((a, b));
+            }
         }
+        dev.synchronize()?;
+        let mut ms: Vec<f64> = times
+            .iter()
+            .map(|(a, b)| Ok(a.elapsed_ms(b)? as f64))
+            .collect::<Result<_, GpuError>>()?;
+        ms.sort_by(f64::total_cmp);
+        best = best.max((words * 16) as f64 / ms[ms.len() / 2] / 1e6);
     }
-    dev.synchronize()?;
-    let mut ms: Vec<f64> = times
-        .iter()
-        .map(|(a, b)| Ok(a.elapsed_ms(b)? as f64))
-        .collect::<Result<_, GpuError>>()?;
-    ms.sort_by(f64::total_cmp);
-    Ok((words * 16) as f64 / ms[ms.len() / 2] / 1e6)
+    Ok(best)
 }

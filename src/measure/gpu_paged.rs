@@ -11,7 +11,9 @@
 //! attained GB/s is compared with the card's HBM read bandwidth measured by [`read_bandwidth_gbps`].
 
 use super::{fa_flops, Record};
-use crate::gpu::paged::{decode, read_bandwidth_gbps, time_ms, DecodeBuffers};
+use crate::gpu::paged::{
+    decode_tuned, read_bandwidth_gbps, registers, time_ms, DecodeBuffers, Tuning,
+};
 use crate::gpu::{Device, GpuError};
 use crate::minimodel::check::{attn_close, verdict, FP16_BAR};
 use crate::minimodel::numeric::DType;
@@ -26,10 +28,10 @@ use rayon::prelude::*;
 pub const SHAPE: (usize, usize, usize, usize, usize) = (16, 32, 8, 128, 16);
 /// Context lengths timed.
 pub const CONTEXTS: [usize; 5] = [64, 2048, 4096, 16384, 65536];
-/// Partition sizes of the sweep (at [`SWEEP_CONTEXT`]), beside the heuristic's choice.
+/// Partition sizes of the sweep (at [`SWEEP_CONTEXTS`]), beside the heuristic's choice.
 pub const SWEEP: [usize; 4] = [256, 512, 1024, 2048];
-/// The context of the partition sweep.
-pub const SWEEP_CONTEXT: usize = 16384;
+/// The contexts of the tuning and partition sweeps.
+pub const SWEEP_CONTEXTS: [usize; 3] = [2048, 4096, 65536];
 
 /// Unit-normal f16 values, `n` of them, generated in parallel chunks each seeded from `seed` and its index.
 pub fn normal_f16(n: usize, seed: u64) -> Vec<f16> {
@@ -71,10 +73,11 @@ fn median_times(
     dev: &Device,
     bufs: &mut DecodeBuffers<f16>,
     partition: Option<usize>,
+    tuning: Tuning,
 ) -> Result<Vec<f64>, GpuError> {
-    let probe = time_ms(dev, bufs, Mask::NONE, partition, 3, 1)?[0];
+    let probe = time_ms(dev, bufs, Mask::NONE, partition, tuning, 3, 1)?[0];
     let runs = ((300.0 / probe.max(1e-3)) as usize).clamp(20, 200);
-    time_ms(dev, bufs, Mask::NONE, partition, 0, runs)
+    time_ms(dev, bufs, Mask::NONE, partition, tuning, 0, runs)
 }
 
 /// Measure every context of [`CONTEXTS`] (only 64 and 4096 when `quick`); returns the records and the
@@ -88,6 +91,13 @@ pub fn measure(
     log(&format!(
         "HBM read bandwidth {read_gbps:.0} GB/s (2 GiB read)"
     ));
+    for t in Tuning::all() {
+        log(&format!(
+            "partition kernel {}: {} registers per thread",
+            t.name(),
+            registers(dev, SHAPE.3, SHAPE.1 / SHAPE.2, SHAPE.4, t)?
+        ));
+    }
     let (b, hq, hkv, d, bs) = SHAPE;
     let contexts: &[usize] = if quick { &[64, 4096] } else { &CONTEXTS };
     let mut records = Vec::new();
@@ -125,13 +135,15 @@ pub fn measure(
             })
             .collect();
         let flops = fa_flops(b, hq, 1, n, d, false);
-        let run = |name: &str,
+        let run = |variant: &str,
+                   name: &str,
                    bufs: &mut DecodeBuffers<f16>,
                    partition: Option<usize>,
+                   tuning: Tuning,
                    log: &mut dyn FnMut(&str)|
          -> Result<Record, GpuError> {
             bufs.poison(dev)?;
-            let p = decode(dev, bufs, Mask::NONE, partition)?;
+            let p = decode_tuned(dev, bufs, Mask::NONE, partition, tuning)?;
             let (o, _) = bufs.download(dev)?;
             let mut worst = (true, 0.0f64);
             for (seq, r, l) in &checks {
@@ -146,13 +158,13 @@ pub fn measure(
                 );
                 worst = (worst.0 && ok, if ok { worst.1.max(err) } else { f64::NAN });
             }
-            let times = median_times(dev, bufs, partition)?;
+            let times = median_times(dev, bufs, partition, tuning)?;
             let bytes = bufs.bytes(Mask::NONE);
-            let rec = Record::new("paged_decode", name, "f16", &s, "none")
+            let rec = Record::new(variant, name, "f16", &s, "none")
                 .timed(&times, flops, bytes)
                 .checked(worst.0, worst.1);
             log(&format!(
-                "{name:24} N={n:6} P={p:5}: {:8.4} ms {:6.0} GB/s ({:4.1}% of read) {}",
+                "{name:36} N={n:6} P={p:5}: {:8.4} ms {:6.0} GB/s ({:4.1}% of read) {}",
                 rec.ms,
                 rec.gbps,
                 100.0 * rec.gbps / read_gbps,
@@ -160,14 +172,27 @@ pub fn measure(
             ));
             Ok(rec)
         };
-        records.push(run("ours/gpu-contiguous", &mut flat, None, log)?);
-        records.push(run("ours/gpu-paged", &mut paged, None, log)?);
-        if n == SWEEP_CONTEXT && !quick {
-            for p in SWEEP {
+        let (main, def) = ("paged_decode", Tuning::DEFAULT);
+        records.push(run(main, "ours/gpu-contiguous", &mut flat, None, def, log)?);
+        records.push(run(main, "ours/gpu-paged", &mut paged, None, def, log)?);
+        if quick {
+            continue;
+        }
+        // The sweeps behind the defaults: every tuning at the heuristic's partition, and partition
+        // sizes with the default tuning (variant `paged_decode_sweep`).
+        if SWEEP_CONTEXTS.contains(&n) {
+            for t in Tuning::all() {
+                let name = format!("ours/gpu-paged-{}", t.name());
+                records.push(run("paged_decode_sweep", &name, &mut paged, None, t, log)?);
+            }
+            for p in SWEEP.into_iter().filter(|&p| p <= n) {
+                let name = format!("ours/gpu-paged-p{p}");
                 records.push(run(
-                    &format!("ours/gpu-paged-p{p}"),
+                    "paged_decode_sweep",
+                    &name,
                     &mut paged,
                     Some(p),
+                    def,
                     log,
                 )?);
             }
