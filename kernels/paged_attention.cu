@@ -20,9 +20,11 @@
 //     a group then comes from L2).
 //   * No `x`-interleaved K layout: a token's D values are contiguous, and TPT = D / 8 lanes read them as
 //     16-byte vectors, so a warp reads 32 consecutive 16-byte words per pass.
-//   * Each warp owns chunks of CHUNK = 8 passes of tokens, issues all their K and V loads before any
-//     arithmetic (16 independent 16-byte loads per lane in flight), then updates its online-softmax
-//     state once per chunk.
+//   * Each warp owns chunks of CHUNK = PA_PASSES passes of tokens, issues all their K and V loads before
+//     any arithmetic (2 PA_PASSES independent 16-byte loads per lane in flight), then updates its
+//     online-softmax state once per chunk.
+//   * The partition size is chosen so that the grid is one full wave of resident thread blocks
+//     (src/gpu/paged.rs, partition_for): at 4k tokens a last partial wave cost more than any load trick.
 //
 // Compiled at run time by NVRTC with PA_D (head size), PA_GC (query heads per block), PA_BLOCK (tokens
 // per block) and PA_BF16 defined by the host (src/gpu/paged.rs).
@@ -45,11 +47,14 @@
 #ifndef PA_WARPS
 #define PA_WARPS 4  // warps per thread block
 #endif
+#ifndef PA_PASSES
+#define PA_PASSES 8  // token passes per warp chunk: 2 * PA_PASSES loads of 16 bytes in flight per lane
+#endif
 #ifndef PA_FUSED
-#define PA_FUSED 1  // 1: the last block of a row merges the partitions (no second launch)
+#define PA_FUSED 0  // 1: the last block of a row merges the partitions (no second launch)
 #endif
 #ifndef PA_HINT
-#define PA_HINT 1   // 1: K/V loads skip L1 and ask L2 for whole 256-byte lines
+#define PA_HINT 0   // 1: K/V loads skip L1 and ask L2 for whole 256-byte lines
 #endif
 
 #if PA_BF16
@@ -94,9 +99,9 @@ __device__ __forceinline__ uint4 load_once(const void* ptr) {
 #define WARPS PA_WARPS
 #define TPT (PA_D / 8)             // lanes per token: each reads 8 elements (16 bytes)
 #define TOK (32 / TPT)             // tokens per warp pass
-#define PASSES 8                   // passes per chunk: 16 loads of 16 bytes in flight per lane
+#define PASSES PA_PASSES
 #define CHUNK (TOK * PASSES)       // tokens per warp chunk
-#define MAX_TABLE 1024             // table entries of one partition held in shared memory
+#define MAX_TABLE 2048             // table entries of one partition held in shared memory
 
 // Mirrors `gpu::paged::PagedParams` (repr(C)).
 struct PagedParams {
@@ -159,14 +164,6 @@ __device__ __forceinline__ void partition_body(const elem_t* __restrict__ q,
     const int lo = p.window > 0 ? max(0, len - p.window) : 0;
     const int p_lo = max(lo, part * p.partition), p_hi = min(len, (part + 1) * p.partition);
 
-    if (PAGED) {  // this partition's table entries, once per block
-        const int first = part * (p.partition / PA_BLOCK);
-        const int count = p_hi > p_lo ? (p_hi - 1) / PA_BLOCK - first + 1 : 0;
-        for (int i = tid; i < count; i += WARPS * 32)
-            s_table[i] = tables[(size_t)seq * p.table_stride + first + i];
-        __syncthreads();
-    }
-
     // This lane's slice of each query head, pre-scaled into base-2 scores.
     float qr[PA_GC][8];
 #pragma unroll
@@ -179,6 +176,14 @@ __device__ __forceinline__ void partition_body(const elem_t* __restrict__ q,
             qr[g][2 * e] = f.x * p.scale_log2;
             qr[g][2 * e + 1] = f.y * p.scale_log2;
         }
+    }
+
+    if (PAGED) {  // this partition's table entries, once per block (while the q loads are in flight)
+        const int first = part * (p.partition / PA_BLOCK);
+        const int count = p_hi > p_lo ? (p_hi - 1) / PA_BLOCK - first + 1 : 0;
+        for (int i = tid; i < count; i += WARPS * 32)
+            s_table[i] = tables[(size_t)seq * p.table_stride + first + i];
+        __syncthreads();
     }
 
     float m[PA_GC], l[PA_GC], acc[PA_GC][8];

@@ -102,7 +102,7 @@ fn every_tuning_matches_the_reference() {
     let st = setup::<f16>(&lens, hkv, d, bs, 41);
     let q: Vec<f16> = convert(&Rng::new(42).normal_vec_f32(lens.len() * hq * d));
     let mut bufs = DecodeBuffers::upload_paged(&dev, &q, hq, &st.kv(), &st.batch()).unwrap();
-    for t in Tuning::all() {
+    for t in Tuning::sweep() {
         for (partition, mask) in [
             (None, Mask::NONE),
             (Some(256), Mask::NONE),
@@ -113,7 +113,14 @@ fn every_tuning_matches_the_reference() {
                 bufs.poison(&dev).unwrap();
                 let p = decode_tuned(&dev, &mut bufs, mask, partition, t).unwrap();
                 let (o, _) = bufs.download(&dev).unwrap();
-                st.check(&format!("{} P={p} round {round}", t.name()), &q, &o, hq, 1, mask);
+                st.check(
+                    &format!("{} P={p} round {round}", t.name()),
+                    &q,
+                    &o,
+                    hq,
+                    1,
+                    mask,
+                );
             }
         }
     }

@@ -51,11 +51,11 @@ unsafe impl DeviceRepr for PagedParams {}
 /// Head sizes the kernel is compiled for (`TPT = D / 8` lanes per token must divide a warp).
 pub const HEAD_DIMS: &[usize] = &[32, 64, 128, 256];
 /// Table entries of one partition the kernel holds in shared memory (`MAX_TABLE`).
-pub const MAX_TABLE: usize = 1024;
-/// Tokens one warp loads per step (`CHUNK = 8 * 32 / (D / 8)`): a partition shorter than four warps'
-/// chunks leaves warps idle, so [`partition_for`] never goes below it.
-pub fn chunk(d: usize) -> usize {
-    8 * 32 / (d / 8)
+pub const MAX_TABLE: usize = 2048;
+/// Tokens one warp loads per step (`CHUNK = passes * 32 / (D / 8)`): a partition shorter than the
+/// block's warps' chunks leaves warps idle, so [`partition_for`] never goes below it.
+pub fn chunk(d: usize, passes: usize) -> usize {
+    passes * 32 / (d / 8)
 }
 
 /// Where K and V live.
@@ -321,66 +321,84 @@ fn visible(mask: Mask, len: usize) -> usize {
 pub struct Tuning {
     /// Warps per thread block (4 or 8).
     pub warps: usize,
+    /// Token passes per warp chunk (4 or 8): `2 * passes` 16-byte loads in flight per lane.
+    pub passes: usize,
     /// The last thread block of a row merges the partitions (no second launch).
     pub fused: bool,
     /// K/V loads skip L1 and ask L2 for 256-byte lines.
     pub hint: bool,
+    /// Thread blocks per resident slot the partitions aim for ([`partition_for`]).
+    pub waves: usize,
 }
 
 impl Tuning {
     /// What [`decode`] uses.
     pub const DEFAULT: Tuning = Tuning {
         warps: 4,
-        fused: true,
-        hint: true,
+        passes: 8,
+        fused: false,
+        hint: false,
+        waves: 1,
     };
 
-    /// Every combination the harness sweeps.
-    pub fn all() -> Vec<Tuning> {
-        let mut out = Vec::new();
-        for warps in [4, 8] {
-            for fused in [false, true] {
-                for hint in [false, true] {
-                    out.push(Tuning { warps, fused, hint });
-                }
-            }
-        }
-        out
+    /// The tunings the harness sweeps: the default, then one change at a time.
+    pub fn sweep() -> Vec<Tuning> {
+        let d = Tuning::DEFAULT;
+        vec![
+            d,
+            Tuning { hint: true, ..d },
+            Tuning { fused: true, ..d },
+            Tuning { passes: 4, ..d },
+            Tuning {
+                warps: 8,
+                passes: 4,
+                ..d
+            },
+            Tuning { waves: 2, ..d },
+            Tuning { waves: 4, ..d },
+        ]
     }
 
-    /// `w4-fused-hint`, `w8`, ...
+    /// `w4-p8-x1`, `w4-p8-x1-fused-hint`, ...
     pub fn name(&self) -> String {
         format!(
-            "w{}{}{}",
+            "w{}-p{}-x{}{}{}",
             self.warps,
+            self.passes,
+            self.waves,
             if self.fused { "-fused" } else { "" },
             if self.hint { "-hint" } else { "" }
         )
     }
+
+    fn defines(&self) -> [(&'static str, i64); 4] {
+        [
+            ("PA_WARPS", self.warps as i64),
+            ("PA_PASSES", self.passes as i64),
+            ("PA_FUSED", self.fused as i64),
+            ("PA_HINT", self.hint as i64),
+        ]
+    }
 }
 
 // ANCHOR: partition_for
-/// The partition size: the largest of 2048, 1024, 512, 256 keys that still gives at least 16 thread
-/// blocks per SM (the grid must fill the GPU several times over, or the last wave leaves SMs idle), and
-/// never shorter than four warps' chunks; a multiple of the block size.
-#[allow(clippy::too_many_arguments)]
+/// The partition size `P` (keys), from the number of thread blocks the GPU holds at once (`slots` =
+/// SMs x resident blocks per SM, from the occupancy calculator): the `groups = S * Hq / heads-per-block`
+/// rows of thread blocks get `parts = max(1, waves * slots / groups)` partitions each, so the grid is
+/// `waves` full waves and no SM idles through a last, partial one; `P = ceil(max_len / parts)`, rounded
+/// up to whole blocks, at least one chunk per warp, and at most the kernel's table of `MAX_TABLE` blocks.
 pub fn partition_for(
     max_len: usize,
-    num_seqs: usize,
-    hq: usize,
-    group_chunk: usize,
-    sms: usize,
-    d: usize,
+    groups: usize,
+    slots: usize,
+    waves: usize,
+    min_tokens: usize,
     block_size: usize,
-    warps: usize,
 ) -> usize {
-    let blocks_per_part = num_seqs * (hq / group_chunk);
-    let mut p = 2048;
-    while p > 256 && blocks_per_part * max_len.div_ceil(p) < 16 * sms {
-        p /= 2;
-    }
-    let p = p.max(warps * chunk(d));
-    p.div_ceil(block_size) * block_size
+    let parts = (waves * slots / groups.max(1)).max(1);
+    let p = max_len.div_ceil(parts).max(min_tokens);
+    let p = p.div_ceil(block_size) * block_size;
+    p.min(MAX_TABLE * block_size)
 }
 // ANCHOR_END: partition_for
 
@@ -410,10 +428,10 @@ pub fn decode_tuned<T: GpuElement>(
     partition: Option<usize>,
     tuning: Tuning,
 ) -> Result<usize, GpuError> {
-    if tuning.warps != 4 && tuning.warps != 8 {
+    if ![4, 8].contains(&tuning.warps) || ![4, 8].contains(&tuning.passes) || tuning.waves == 0 {
         return Err(GpuError::TooLarge {
-            what: "warps per block (4 or 8)",
-            value: tuning.warps,
+            what: "tuning (warps and passes 4 or 8, waves at least 1)",
+            value: tuning.warps.max(tuning.passes),
             limit: 8,
         });
     }
@@ -425,11 +443,31 @@ pub fn decode_tuned<T: GpuElement>(
         Layout::Contiguous { .. } => 16, // only the partition's granularity
     };
     let max_len = bufs.seq_lens.iter().copied().max().unwrap_or(1);
-    let sms = dev.attribute(
-        cudarc::driver::sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT,
-    )? as usize;
-    let partition =
-        partition.unwrap_or_else(|| partition_for(max_len, s, hq, gc, sms, d, bs, tuning.warps));
+    let module = module_for::<T>(dev, d, gc, bs, tuning)?;
+    let name = match bufs.layout {
+        Layout::Paged { .. } => "paged_decode_partition",
+        Layout::Contiguous { .. } => "contiguous_decode_partition",
+    };
+    let f = module.load_function(name)?;
+    let threads = 32 * tuning.warps as u32;
+    let partition = match partition {
+        Some(p) => p,
+        None => {
+            let sms = dev.attribute(
+                cudarc::driver::sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT,
+            )? as usize;
+            let per_sm = f.occupancy_max_active_blocks_per_multiprocessor(threads, 0, None)?;
+            let min_tokens = tuning.warps * chunk(d, tuning.passes);
+            partition_for(
+                max_len,
+                s * (hq / gc),
+                sms * per_sm.max(1) as usize,
+                tuning.waves,
+                min_tokens,
+                bs,
+            )
+        }
+    };
     if partition == 0 || !partition.is_multiple_of(bs) || partition / bs > MAX_TABLE {
         return Err(PagedError::BadPartition {
             partition,
@@ -464,18 +502,6 @@ pub fn decode_tuned<T: GpuElement>(
         window: mask.window.map_or(0, |w| w.get().min(max_len + 1)) as i32,
         scale_log2: std::f32::consts::LOG2_E / (d as f32).sqrt(),
     };
-    let module = dev.module(
-        "paged_attention.cu",
-        &[
-            ("PA_D", d as i64),
-            ("PA_GC", gc as i64),
-            ("PA_BLOCK", bs as i64),
-            ("PA_BF16", T::BF16 as i64),
-            ("PA_WARPS", tuning.warps as i64),
-            ("PA_FUSED", tuning.fused as i64),
-            ("PA_HINT", tuning.hint as i64),
-        ],
-    )?;
     let st = dev.stream();
     let rows = s * hq;
     // The partials' workspace (one element when a single partition writes `o` directly).
@@ -491,14 +517,9 @@ pub fn decode_tuned<T: GpuElement>(
     if bufs.counters.is_none() {
         bufs.counters = Some(st.alloc_zeros::<i32>(s * grid_y)?);
     }
-    let name = match bufs.layout {
-        Layout::Paged { .. } => "paged_decode_partition",
-        Layout::Contiguous { .. } => "contiguous_decode_partition",
-    };
-    let f = module.load_function(name)?;
     let cfg = LaunchConfig {
         grid_dim: (num_parts as u32, grid_y as u32, s as u32),
-        block_dim: (32 * tuning.warps as u32, 1, 1),
+        block_dim: (threads, 1, 1),
         shared_mem_bytes: 0,
     };
     let (po, pm, counters) = (
@@ -577,6 +598,24 @@ pub fn time_ms<T: GpuElement>(
         .collect()
 }
 
+/// The compiled module for head size `d`, `gc` heads per block, block size `bs` and `tuning`.
+fn module_for<T: GpuElement>(
+    dev: &Device,
+    d: usize,
+    gc: usize,
+    bs: usize,
+    tuning: Tuning,
+) -> Result<std::sync::Arc<cudarc::driver::CudaModule>, GpuError> {
+    let mut defines = vec![
+        ("PA_D", d as i64),
+        ("PA_GC", gc as i64),
+        ("PA_BLOCK", bs as i64),
+        ("PA_BF16", T::BF16 as i64),
+    ];
+    defines.extend(tuning.defines());
+    dev.module("paged_attention.cu", &defines)
+}
+
 /// Registers per thread of the partition kernel for head size `d`, group `g`, block size `bs`.
 pub fn registers(
     dev: &Device,
@@ -585,18 +624,7 @@ pub fn registers(
     bs: usize,
     tuning: Tuning,
 ) -> Result<i32, GpuError> {
-    let module = dev.module(
-        "paged_attention.cu",
-        &[
-            ("PA_D", d as i64),
-            ("PA_GC", group_chunk(g) as i64),
-            ("PA_BLOCK", bs as i64),
-            ("PA_BF16", 0),
-            ("PA_WARPS", tuning.warps as i64),
-            ("PA_FUSED", tuning.fused as i64),
-            ("PA_HINT", tuning.hint as i64),
-        ],
-    )?;
+    let module = module_for::<half::f16>(dev, d, group_chunk(g), bs, tuning)?;
     Ok(module.load_function("paged_decode_partition")?.num_regs()?)
 }
 

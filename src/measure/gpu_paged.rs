@@ -31,7 +31,7 @@ pub const CONTEXTS: [usize; 5] = [64, 2048, 4096, 16384, 65536];
 /// Partition sizes of the sweep (at [`SWEEP_CONTEXTS`]), beside the heuristic's choice.
 pub const SWEEP: [usize; 4] = [256, 512, 1024, 2048];
 /// The contexts of the tuning and partition sweeps.
-pub const SWEEP_CONTEXTS: [usize; 3] = [2048, 4096, 65536];
+pub const SWEEP_CONTEXTS: [usize; 4] = [2048, 4096, 16384, 65536];
 
 /// Unit-normal f16 values, `n` of them, generated in parallel chunks each seeded from `seed` and its index.
 pub fn normal_f16(n: usize, seed: u64) -> Vec<f16> {
@@ -91,7 +91,7 @@ pub fn measure(
     log(&format!(
         "HBM read bandwidth {read_gbps:.0} GB/s (2 GiB read)"
     ));
-    for t in Tuning::all() {
+    for t in Tuning::sweep() {
         log(&format!(
             "partition kernel {}: {} registers per thread",
             t.name(),
@@ -181,7 +181,7 @@ pub fn measure(
         // The sweeps behind the defaults: every tuning at the heuristic's partition, and partition
         // sizes with the default tuning (variant `paged_decode_sweep`).
         if SWEEP_CONTEXTS.contains(&n) {
-            for t in Tuning::all() {
+            for t in Tuning::sweep() {
                 let name = format!("ours/gpu-paged-{}", t.name());
                 records.push(run("paged_decode_sweep", &name, &mut paged, None, t, log)?);
             }
