@@ -50,6 +50,12 @@
 #ifndef PA_PASSES
 #define PA_PASSES 8  // token passes per warp chunk: 2 * PA_PASSES loads of 16 bytes in flight per lane
 #endif
+#ifndef PA_BULK
+#define PA_BULK 0    // 1 (Hopper): K/V chunks arrive in shared memory by bulk asynchronous copies
+#endif
+#ifndef PA_STAGES
+#define PA_STAGES 3  // PA_BULK: chunks in flight per warp
+#endif
 #ifndef PA_FUSED
 #define PA_FUSED 0  // 1: the last block of a row merges the partitions (no second launch)
 #endif
@@ -95,6 +101,42 @@ __device__ __forceinline__ uint4 load_once(const void* ptr) {
     return __ldg(reinterpret_cast<const uint4*>(ptr));
 #endif
 }
+
+#if PA_BULK
+// ANCHOR: bulk_helpers
+// Hopper's bulk asynchronous copy (the non-tensor form of TMA): one thread asks the copy engine for
+// `bytes` contiguous bytes global -> shared; their arrival is counted on an mbarrier in shared memory,
+// which the consumers wait on by phase parity.
+__device__ __forceinline__ unsigned smem_u32(const void* p) {
+    return static_cast<unsigned>(__cvta_generic_to_shared(p));
+}
+__device__ __forceinline__ void mbar_init(unsigned long long* bar) {
+    asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;" ::"r"(smem_u32(bar)));
+}
+__device__ __forceinline__ void mbar_expect(unsigned long long* bar, unsigned bytes) {
+    asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(smem_u32(bar)), "r"(bytes)
+                 : "memory");
+}
+__device__ __forceinline__ void mbar_wait(unsigned long long* bar, unsigned parity) {
+    unsigned done = 0;
+    while (!done) {
+        asm volatile(
+            "{\n .reg .pred p;\n mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n"
+            " selp.u32 %0, 1, 0, p;\n}"
+            : "=r"(done)
+            : "r"(smem_u32(bar)), "r"(parity)
+            : "memory");
+    }
+}
+__device__ __forceinline__ void bulk_copy(void* dst, const void* src, unsigned bytes, unsigned long long* bar) {
+    asm volatile(
+        "cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];" ::"r"(
+            smem_u32(dst)),
+        "l"(src), "r"(bytes), "r"(smem_u32(bar))
+        : "memory");
+}
+// ANCHOR_END: bulk_helpers
+#endif
 
 #define WARPS PA_WARPS
 #define TPT (PA_D / 8)             // lanes per token: each reads 8 elements (16 bytes)
@@ -195,20 +237,72 @@ __device__ __forceinline__ void partition_body(const elem_t* __restrict__ q,
         for (int e = 0; e < 8; ++e) acc[g][e] = 0.f;
     }
 
-    for (int c0 = p_lo + warp * CHUNK; c0 < p_hi; c0 += WARPS * CHUNK) {
+    // Row of token t in k/v (the pool through the table, or the contiguous twin).
+    auto row_of = [&](int t) -> size_t {
+        if (PAGED) {
+            const int blk = s_table[t / PA_BLOCK - part * (p.partition / PA_BLOCK)];
+            return ((size_t)blk * p.hkv + kvh) * PA_BLOCK + t % PA_BLOCK;
+        }
+        return ((size_t)seq * p.hkv + kvh) * p.nk_stride + t;
+    };
+    const int stride = WARPS * CHUNK;
+    const int n_chunks = p_hi - p_lo > warp * CHUNK ? (p_hi - p_lo - warp * CHUNK + stride - 1) / stride : 0;
+
+#if PA_BULK
+    // This warp's ring of PA_STAGES chunk buffers (K then V, CHUNK rows each) and their barriers.
+    extern __shared__ __align__(128) unsigned char dyn_smem[];
+    elem_t* ring = reinterpret_cast<elem_t*>(dyn_smem) + (size_t)warp * PA_STAGES * 2 * CHUNK * PA_D;
+    __shared__ __align__(8) unsigned long long bars[WARPS][PA_STAGES];
+    // Lane 0 asks for chunk c: one bulk copy per run of rows contiguous in memory (a block's rows).
+    auto issue = [&](int c) {
+        const int t0 = p_lo + warp * CHUNK + c * stride, t1 = min(t0 + CHUNK, p_hi);
+        elem_t* kd = ring + (size_t)(c % PA_STAGES) * 2 * CHUNK * PA_D;
+        elem_t* vd = kd + CHUNK * PA_D;
+        unsigned long long* bar = &bars[warp][c % PA_STAGES];
+        mbar_expect(bar, (unsigned)(t1 - t0) * PA_D * 2 * sizeof(elem_t));
+        for (int a = t0; a < t1;) {
+            const int b = PAGED ? min(t1, (a / PA_BLOCK + 1) * PA_BLOCK) : t1;
+            const size_t r = row_of(a);
+            const unsigned bytes = (unsigned)(b - a) * PA_D * sizeof(elem_t);
+            bulk_copy(kd + (size_t)(a - t0) * PA_D, k + r * PA_D, bytes, bar);
+            bulk_copy(vd + (size_t)(a - t0) * PA_D, v + r * PA_D, bytes, bar);
+            a = b;
+        }
+    };
+    if (lane == 0) {
+        for (int i = 0; i < PA_STAGES; ++i) mbar_init(&bars[warp][i]);
+        asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+        for (int c = 0; c < min(PA_STAGES, n_chunks); ++c) issue(c);
+    }
+    __syncwarp();
+#endif
+
+    for (int c = 0; c < n_chunks; ++c) {
+        const int c0 = p_lo + warp * CHUNK + c * stride;
         // 1. Every load of the chunk first: K and V rows of PASSES tokens, 16 bytes each per lane.
         uint4 kr[PASSES], vr[PASSES];
+#if PA_BULK
+        mbar_wait(&bars[warp][c % PA_STAGES], (c / PA_STAGES) & 1);
+        const elem_t* ks = ring + (size_t)(c % PA_STAGES) * 2 * CHUNK * PA_D;
+#pragma unroll
+        for (int i = 0; i < PASSES; ++i) {
+            const int j = i * TOK + tok;  // row within the chunk
+            const bool ok = c0 + j < p_hi;
+            kr[i] = ok ? *reinterpret_cast<const uint4*>(ks + j * PA_D + slice * 8) : make_uint4(0, 0, 0, 0);
+            vr[i] = ok ? *reinterpret_cast<const uint4*>(ks + (CHUNK + j) * PA_D + slice * 8)
+                       : make_uint4(0, 0, 0, 0);
+        }
+        __syncwarp();  // every lane has read this stage: lane 0 may refill it
+        if (lane == 0 && c + PA_STAGES < n_chunks) {
+            asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
+            issue(c + PA_STAGES);
+        }
+#else
 #pragma unroll
         for (int i = 0; i < PASSES; ++i) {
             const int t = c0 + i * TOK + tok;
             if (t < p_hi) {
-                size_t row;
-                if (PAGED) {
-                    const int blk = s_table[t / PA_BLOCK - part * (p.partition / PA_BLOCK)];
-                    row = ((size_t)blk * p.hkv + kvh) * PA_BLOCK + t % PA_BLOCK;
-                } else {
-                    row = ((size_t)seq * p.hkv + kvh) * p.nk_stride + t;
-                }
+                const size_t row = row_of(t);
                 kr[i] = load_once(k + row * PA_D + slice * 8);
                 vr[i] = load_once(v + row * PA_D + slice * 8);
             } else {
@@ -216,6 +310,7 @@ __device__ __forceinline__ void partition_body(const elem_t* __restrict__ q,
                 vr[i] = make_uint4(0, 0, 0, 0);
             }
         }
+#endif
         // 2. Scores: a partial dot over this lane's 8 elements, summed over the token's TPT lanes.
         float s[PASSES][PA_GC];
 #pragma unroll

@@ -226,7 +226,7 @@ fn probe_one<T: GpuElement>(
 /// Paged decode on small batches (partial last blocks, a window, one and several partitions, and the
 /// contiguous twin), each checked against the f64 reference.
 fn probe_paged(dev: &Device) -> Result<bool, String> {
-    use modern_attention::gpu::paged::{decode, DecodeBuffers};
+    use modern_attention::gpu::paged::{decode_tuned, DecodeBuffers, Tuning};
     use modern_attention::minimodel::paged::paged_attention::{PagedBatch, PagedKv};
     let (b, hq, hkv, d, bs, nk) = (3, 8, 2, 64, 16, 320);
     let s = AttnShape::new(b, hq, hkv, 1, nk, d).map_err(|e| e.to_string())?;
@@ -255,10 +255,22 @@ fn probe_paged(dev: &Device) -> Result<bool, String> {
         Mask::NONE,
         Mask::sliding(50, true).map_err(|e| e.to_string())?,
     ] {
-        for partition in [None, Some(64)] {
+        let bulk = Tuning {
+            bulk: true,
+            ..Tuning::DEFAULT
+        };
+        let tunings: &[Tuning] = if dev.arch().starts_with("sm_9") {
+            &[Tuning::DEFAULT, bulk]
+        } else {
+            &[Tuning::DEFAULT]
+        };
+        for (partition, &t) in [None, Some(64)]
+            .into_iter()
+            .flat_map(|p| tunings.iter().map(move |t| (p, t)))
+        {
             for (name, bufs) in [("paged", &mut paged), ("contiguous", &mut flat)] {
                 bufs.poison(dev).map_err(err)?;
-                decode(dev, bufs, mask, partition).map_err(err)?;
+                decode_tuned(dev, bufs, mask, partition, t).map_err(err)?;
                 let (o, _) = bufs.download(dev).map_err(err)?;
                 for (seq, &len) in lens.iter().enumerate() {
                     let sub = AttnShape::new(1, hq, hkv, 1, len, d).map_err(|e| e.to_string())?;
@@ -277,7 +289,11 @@ fn probe_paged(dev: &Device) -> Result<bool, String> {
                         .iter()
                         .map(|x| x.to_f64())
                         .collect();
-                    let label = format!("{name} decode {partition:?} {} seq {seq}", mask.name());
+                    let label = format!(
+                        "{name} decode {} {partition:?} {} seq {seq}",
+                        t.name(),
+                        mask.name()
+                    );
                     match attn_close(&label, &got, &lowp, &r64, DType::F16, len, Some(FP16_BAR)) {
                         Ok(r) => println!("ok   {r}"),
                         Err(e) => {

@@ -37,6 +37,14 @@ pub enum GpuError {
     /// A paged batch was refused (tables, lengths, partition): nothing was uploaded or launched.
     #[error(transparent)]
     Paged(#[from] crate::minimodel::paged::paged_attention::PagedError),
+    /// This device cannot run what was asked (e.g. Hopper's bulk copies on an older GPU).
+    #[error("not supported on this device ({arch}): {what}")]
+    NotSupported {
+        /// What was asked.
+        what: &'static str,
+        /// The device's NVRTC target.
+        arch: &'static str,
+    },
     /// The shape itself is invalid.
     #[error(transparent)]
     Shape(#[from] ShapeError),

@@ -329,6 +329,11 @@ pub struct Tuning {
     pub hint: bool,
     /// Thread blocks per resident slot the partitions aim for ([`partition_for`]).
     pub waves: usize,
+    /// K/V chunks arrive in shared memory by bulk asynchronous copies (Hopper's copy engine), with
+    /// `stages` chunks in flight per warp; `false`: 16-byte loads into registers.
+    pub bulk: bool,
+    /// Chunks in flight per warp when `bulk`.
+    pub stages: usize,
 }
 
 impl Tuning {
@@ -339,6 +344,8 @@ impl Tuning {
         fused: false,
         hint: false,
         waves: 1,
+        bulk: false,
+        stages: 3,
     };
 
     /// The tunings the harness sweeps: the default, then one change at a time.
@@ -356,28 +363,61 @@ impl Tuning {
             },
             Tuning { waves: 2, ..d },
             Tuning { waves: 4, ..d },
+            Tuning {
+                bulk: true,
+                stages: 2,
+                ..d
+            },
+            Tuning { bulk: true, ..d },
+            Tuning {
+                bulk: true,
+                stages: 4,
+                ..d
+            },
+            Tuning {
+                bulk: true,
+                passes: 4,
+                stages: 4,
+                ..d
+            },
         ]
     }
 
-    /// `w4-p8-x1`, `w4-p8-x1-fused-hint`, ...
+    /// `w4-p8-x1`, `w4-p8-x1-fused-hint`, `w4-p8-x1-bulk3`, ...
     pub fn name(&self) -> String {
         format!(
-            "w{}-p{}-x{}{}{}",
+            "w{}-p{}-x{}{}{}{}",
             self.warps,
             self.passes,
             self.waves,
             if self.fused { "-fused" } else { "" },
-            if self.hint { "-hint" } else { "" }
+            if self.hint { "-hint" } else { "" },
+            if self.bulk {
+                format!("-bulk{}", self.stages)
+            } else {
+                String::new()
+            }
         )
     }
 
-    fn defines(&self) -> [(&'static str, i64); 4] {
+    fn defines(&self) -> [(&'static str, i64); 6] {
         [
             ("PA_WARPS", self.warps as i64),
             ("PA_PASSES", self.passes as i64),
             ("PA_FUSED", self.fused as i64),
             ("PA_HINT", self.hint as i64),
+            ("PA_BULK", self.bulk as i64),
+            ("PA_STAGES", self.stages as i64),
         ]
+    }
+
+    /// Dynamic shared memory of the partition kernel: the warps' rings of chunks when `bulk`.
+    pub fn shared_bytes(&self, d: usize, elem: usize) -> usize {
+        if self.bulk {
+            self.warps * self.stages * 2 * chunk(d, self.passes) * d * elem
+        } else {
+            0
+        }
     }
 }
 
@@ -428,11 +468,21 @@ pub fn decode_tuned<T: GpuElement>(
     partition: Option<usize>,
     tuning: Tuning,
 ) -> Result<usize, GpuError> {
-    if ![4, 8].contains(&tuning.warps) || ![4, 8].contains(&tuning.passes) || tuning.waves == 0 {
+    if ![4, 8].contains(&tuning.warps)
+        || ![4, 8].contains(&tuning.passes)
+        || tuning.waves == 0
+        || !(1..=4).contains(&tuning.stages)
+    {
         return Err(GpuError::TooLarge {
-            what: "tuning (warps and passes 4 or 8, waves at least 1)",
+            what: "tuning (warps and passes 4 or 8, waves at least 1, stages 1 to 4)",
             value: tuning.warps.max(tuning.passes),
             limit: 8,
+        });
+    }
+    if tuning.bulk && !dev.arch().starts_with("sm_9") && !dev.arch().starts_with("sm_1") {
+        return Err(GpuError::NotSupported {
+            what: "bulk asynchronous copies (sm_90 or newer)",
+            arch: dev.arch(),
         });
     }
     let (s, hq, d) = (bufs.num_seqs(), bufs.hq, bufs.d);
@@ -450,13 +500,20 @@ pub fn decode_tuned<T: GpuElement>(
     };
     let f = module.load_function(name)?;
     let threads = 32 * tuning.warps as u32;
+    let smem = tuning.shared_bytes(d, std::mem::size_of::<T>());
+    if smem > 48 << 10 {
+        f.set_attribute(
+            cudarc::driver::sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+            smem as i32,
+        )?;
+    }
     let partition = match partition {
         Some(p) => p,
         None => {
             let sms = dev.attribute(
                 cudarc::driver::sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT,
             )? as usize;
-            let per_sm = f.occupancy_max_active_blocks_per_multiprocessor(threads, 0, None)?;
+            let per_sm = f.occupancy_max_active_blocks_per_multiprocessor(threads, smem, None)?;
             let min_tokens = tuning.warps * chunk(d, tuning.passes);
             partition_for(
                 max_len,
@@ -520,7 +577,7 @@ pub fn decode_tuned<T: GpuElement>(
     let cfg = LaunchConfig {
         grid_dim: (num_parts as u32, grid_y as u32, s as u32),
         block_dim: (threads, 1, 1),
-        shared_mem_bytes: 0,
+        shared_mem_bytes: smem as u32,
     };
     let (po, pm, counters) = (
         bufs.part_out.as_mut().expect("allocated above"),
