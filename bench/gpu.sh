@@ -6,6 +6,7 @@
 #   bash bench/gpu.sh DIR OUT [phase ...]
 #   phases: tests sanitize quick peer ncu measure (lab 02, the default: all but quick), and
 #           ptests dpeer paged (lab 03: paged decode tests, PyTorch decode peer, measure-gpu --only paged)
+#           xcheck (our output vs PyTorch's math backend on the same saved inputs; merged by paged/measure)
 #
 # DIR holds the bundle (bin/, tests/) and COMMIT; the peer scripts are read from this script's peers/.
 # OUT receives the logs and measurement files (kept to a handful of files). Each phase has a time limit,
@@ -41,9 +42,15 @@ for phase in $phases; do
     dpeer)
       timeout 300 python3 "$PEERS/torch_decode.py" --out "$OUT/torch_decode.json" 2>&1 | tee -a "$log"
       ;;
+    xcheck)
+      timeout 120 "$B" gpu-probe save-check "$OUT/xcheck" 2>&1 | tee -a "$log"
+      timeout 120 python3 "$PEERS/torch_check.py" "$OUT/xcheck" --out "$OUT/crosscheck.json" 2>&1 | tee -a "$log"
+      rm -rf "$OUT/xcheck"
+      ;;
     paged)
       extra=""
       [ -f "$OUT/torch_decode.json" ] && extra="--peer-decode $OUT/torch_decode.json"
+      [ -f "$OUT/crosscheck.json" ] && extra="$extra --peer-check $OUT/crosscheck.json"
       timeout 400 "$B" measure-gpu --only paged $extra --out "$OUT" --commit "$(cat "$W/COMMIT")" \
         --date "$(date -u +%F)" --rustc "$(cat "$W/RUSTC" 2>/dev/null || echo unknown)" 2>&1 | tee -a "$log"
       ;;
@@ -101,6 +108,7 @@ PY
       [ -f "$OUT/torch.json" ] && extra="$extra --peer $OUT/torch.json"
       [ -f "$OUT/dram.json" ] && extra="$extra --dram $OUT/dram.json"
       [ -f "$OUT/torch_decode.json" ] && extra="$extra --peer-decode $OUT/torch_decode.json"
+      [ -f "$OUT/crosscheck.json" ] && extra="$extra --peer-check $OUT/crosscheck.json"
       timeout 420 "$B" measure-gpu $extra --out "$OUT" --commit "$(cat "$W/COMMIT")" --date "$(date -u +%F)" \
         --rustc "$(cat "$W/RUSTC" 2>/dev/null || echo unknown)" \
         2>&1 | grep -v '^\[measure-gpu\] reference' | tee -a "$log"

@@ -57,12 +57,13 @@ fn read_peer(p: &str) -> Result<PeerFile, String> {
     serde_json::from_str(&text).map_err(|e| format!("{p}: {e}"))
 }
 
-/// `measure-gpu [--quick] [--only flash|paged] [--peer FILE] [--peer-decode FILE] [--dram FILE]
+/// `measure-gpu [--quick] [--only flash|paged] [--peer FILE] [--peer-decode FILE] [--peer-check FILE] [--dram FILE]
 /// [--out DIR] [--commit C] [--date D] [--rustc R]`
 ///
 /// Without `--only`, measures lab 02's flash grid and lab 03's paged decode and writes a whole file.
 /// With `--only paged`, re-measures the paged decode alone and merges it into the committed file for
-/// this card (`measurements/gpu-<card>.json`), replacing that file's `paged_decode` records and marking
+/// this card (`measurements/gpu-<card>.json`), replacing that file's records of every variant measured
+/// now (`paged_decode`, `paged_decode_sweep`, and `crosscheck` from `--peer-check FILE`) and marking
 /// the new ones with their own commit and date (`measured`).
 pub fn measure_gpu(
     root: &Path,
@@ -100,6 +101,18 @@ pub fn measure_gpu(
         peak = peer.machine.peak_tflops * 1e3;
         bw = peer.machine.copy_gbps;
         driver = peer.machine.driver;
+        records.extend(peer.records);
+    }
+    for p in args
+        .windows(2)
+        .filter(|w| w[0] == "--peer-check")
+        .map(|w| &w[1])
+    {
+        let peer = read_peer(p)?;
+        println!(
+            "[measure-gpu] merged {} cross-check records from {p}",
+            peer.records.len()
+        );
         records.extend(peer.records);
     }
     if let Some(p) = flag(args, "--peer-decode") {
@@ -146,7 +159,9 @@ pub fn measure_gpu(
         if let Ok(text) = std::fs::read_to_string(&committed) {
             let mut base: MeasurementFile =
                 serde_json::from_str(&text).map_err(|e| format!("{}: {e}", committed.display()))?;
-            base.records.retain(|r| r.variant != "paged_decode");
+            let fresh: std::collections::HashSet<String> =
+                file.records.iter().map(|r| r.variant.clone()).collect();
+            base.records.retain(|r| !fresh.contains(&r.variant));
             for mut r in file.records {
                 r.measured = Some(format!("commit {commit}, {date}"));
                 base.records.push(r);
@@ -308,6 +323,48 @@ fn probe_paged(dev: &Device) -> Result<bool, String> {
     Ok(ok)
 }
 
+/// The shape of the saved cross-check sets: GQA 4/2 heads, 512 rows, as PyTorch would be called on it.
+const CHECK_SHAPE: (usize, usize, usize, usize) = (1, 4, 2, 512);
+
+/// `gpu-probe save-check DIR`: for D in {64, 128} and masks none/causal, run the fastest version on
+/// unit-normal inputs and write `q, k, v, o` (raw little-endian f16) with a `manifest.json`, for
+/// `bench/peers/torch_check.py` to compare against PyTorch's math backend on the same inputs.
+fn save_check(dev: &Device, dir: &Path) -> Result<(), String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let (b, hq, hkv, n) = CHECK_SHAPE;
+    let mut sets = Vec::new();
+    for d in [64usize, 128] {
+        for mask in [Mask::NONE, Mask::CAUSAL] {
+            let s = AttnShape::new(b, hq, hkv, n, n, d).map_err(|e| e.to_string())?;
+            let mut rng = Rng::new(0xc4ec + d as u64 + mask.causal as u64);
+            let q: Vec<f16> = convert(&rng.normal_vec_f32(s.q_len()));
+            let k: Vec<f16> = convert(&rng.normal_vec_f32(s.kv_len()));
+            let v: Vec<f16> = convert(&rng.normal_vec_f32(s.kv_len()));
+            let mut bufs = Buffers::upload(dev, s, &q, &k, &v).map_err(|e| e.to_string())?;
+            flash::forward(dev, Version::FASTEST, &mut bufs, mask).map_err(|e| e.to_string())?;
+            let (o, _) = bufs.download(dev).map_err(|e| e.to_string())?;
+            let stem = format!("d{d}-{}", mask.name());
+            for (t, x) in [("q", &q), ("k", &k), ("v", &v), ("o", &o)] {
+                let bytes: Vec<u8> = x.iter().flat_map(|h| h.to_le_bytes()).collect();
+                let path = dir.join(format!("{stem}-{t}.f16"));
+                std::fs::write(&path, bytes).map_err(|e| format!("{}: {e}", path.display()))?;
+            }
+            sets.push(serde_json::json!({
+                "stem": stem, "impl": format!("ours/{}", Version::FASTEST.name()),
+                "b": b, "hq": hq, "hkv": hkv, "n": n, "d": d, "causal": mask.causal,
+            }));
+        }
+    }
+    let manifest = dir.join("manifest.json");
+    std::fs::write(
+        &manifest,
+        serde_json::to_string_pretty(&sets).map_err(|e| e.to_string())?,
+    )
+    .map_err(|e| format!("{}: {e}", manifest.display()))?;
+    println!("saved {} cross-check sets in {}", sets.len(), dir.display());
+    Ok(())
+}
+
 /// `gpu-probe sanitize` (every version on small edge cases, checked; for compute-sanitizer) or
 /// `gpu-probe one VERSION N D [causal]` (one launch on the harness's shape for N and D; for ncu).
 pub fn probe(args: &[String]) -> Result<(), String> {
@@ -354,6 +411,13 @@ pub fn probe(args: &[String]) -> Result<(), String> {
             println!("ran {} on {s:?} {}", ver.name(), mask.name());
             Ok(())
         }
-        _ => Err("usage: gpu-probe sanitize | gpu-probe one VERSION N D [causal]".into()),
+        Some("save-check") => {
+            let dir = PathBuf::from(args.get(1).ok_or("gpu-probe save-check DIR")?);
+            save_check(&dev, &dir)
+        }
+        _ => Err(
+            "usage: gpu-probe sanitize | gpu-probe one VERSION N D [causal] | gpu-probe save-check DIR"
+                .into(),
+        ),
     }
 }

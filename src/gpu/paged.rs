@@ -340,7 +340,7 @@ impl Tuning {
     /// What [`decode`] uses.
     pub const DEFAULT: Tuning = Tuning {
         warps: 4,
-        passes: 8,
+        passes: 4,
         fused: false,
         hint: false,
         waves: 1,
@@ -355,12 +355,8 @@ impl Tuning {
             d,
             Tuning { hint: true, ..d },
             Tuning { fused: true, ..d },
-            Tuning { passes: 4, ..d },
-            Tuning {
-                warps: 8,
-                passes: 4,
-                ..d
-            },
+            Tuning { passes: 8, ..d },
+            Tuning { warps: 8, ..d },
             Tuning { waves: 2, ..d },
             Tuning { waves: 4, ..d },
             Tuning {
@@ -376,7 +372,7 @@ impl Tuning {
             },
             Tuning {
                 bulk: true,
-                passes: 4,
+                passes: 8,
                 stages: 4,
                 ..d
             },

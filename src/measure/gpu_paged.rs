@@ -33,6 +33,12 @@ pub const SWEEP: [usize; 4] = [256, 512, 1024, 2048];
 /// The contexts of the tuning and partition sweeps.
 pub const SWEEP_CONTEXTS: [usize; 4] = [2048, 4096, 16384, 65536];
 
+/// Kv heads of the MHA/GQA/MQA decode comparison (32 query heads: MHA, GQA-8, GQA-4, MQA), variant
+/// `decode_heads`, at [`HEADS_CONTEXT`] tokens: lab 04's claim (bytes, hence time, scale with Hkv) on the GPU.
+pub const HEADS: [usize; 4] = [32, 8, 4, 1];
+/// The context of the kv-heads comparison.
+pub const HEADS_CONTEXT: usize = 16384;
+
 /// Unit-normal f16 values, `n` of them, generated in parallel chunks each seeded from `seed` and its index.
 pub fn normal_f16(n: usize, seed: u64) -> Vec<f16> {
     const CHUNK: usize = 1 << 16;
@@ -98,10 +104,18 @@ pub fn measure(
             registers(dev, SHAPE.3, SHAPE.1 / SHAPE.2, SHAPE.4, t)?
         ));
     }
-    let (b, hq, hkv, d, bs) = SHAPE;
+    let (b, hq, _, d, bs) = SHAPE;
     let contexts: &[usize] = if quick { &[64, 4096] } else { &CONTEXTS };
+    // (kv heads, context, variant): the paged experiment, then MHA/GQA/MQA at one context.
+    let mut configs: Vec<(usize, usize, &str)> = contexts
+        .iter()
+        .map(|&n| (SHAPE.2, n, "paged_decode"))
+        .collect();
+    if !quick {
+        configs.extend(HEADS.iter().map(|&h| (h, HEADS_CONTEXT, "decode_heads")));
+    }
     let mut records = Vec::new();
-    for &n in contexts {
+    for (hkv, n, variant) in configs {
         let s = AttnShape::new(b, hq, hkv, 1, n, d)?;
         let seed = 0x9a9e + n as u64;
         let q = normal_f16(s.q_len(), seed);
@@ -172,9 +186,19 @@ pub fn measure(
             ));
             Ok(rec)
         };
-        let (main, def) = ("paged_decode", Tuning::DEFAULT);
-        records.push(run(main, "ours/gpu-contiguous", &mut flat, None, def, log)?);
-        records.push(run(main, "ours/gpu-paged", &mut paged, None, def, log)?);
+        let def = Tuning::DEFAULT;
+        records.push(run(
+            variant,
+            "ours/gpu-contiguous",
+            &mut flat,
+            None,
+            def,
+            log,
+        )?);
+        if variant == "decode_heads" {
+            continue; // only the bytes of K/V change with the heads: the contiguous kernel shows it
+        }
+        records.push(run(variant, "ours/gpu-paged", &mut paged, None, def, log)?);
         if quick {
             continue;
         }

@@ -105,6 +105,13 @@ pub struct Record {
     /// The formula's bytes for the same cache (variant `kv_cache`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kv_cache_bytes_formula: Option<f64>,
+    /// Variant `crosscheck`: our output's max error against the f64 reference (`max_err` is against
+    /// PyTorch's math backend on the same inputs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub err_vs_f64: Option<f64>,
+    /// Variant `crosscheck`: PyTorch's math backend's max error against the f64 reference.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub torch_math_err_vs_f64: Option<f64>,
     /// `commit C, date D` for a record measured in a later run than the file's `generated` says
     /// (a section re-measured alone, e.g. `measure-gpu --only paged`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -145,6 +152,8 @@ impl Record {
             peak_rss_bytes: None,
             kv_cache_bytes: None,
             kv_cache_bytes_formula: None,
+            err_vs_f64: None,
+            torch_math_err_vs_f64: None,
             measured: None,
         }
     }
