@@ -497,7 +497,8 @@ pub fn decode_tuned<T: GpuElement>(
     let f = module.load_function(name)?;
     let threads = 32 * tuning.warps as u32;
     let smem = tuning.shared_bytes(d, std::mem::size_of::<T>());
-    if smem > 48 << 10 {
+    if smem > 0 {
+        // Dynamic beside the static shared memory may pass the 48 KB a launch gets by default.
         f.set_attribute(
             cudarc::driver::sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
             smem as i32,
