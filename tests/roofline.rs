@@ -22,7 +22,16 @@ fn every_dot_is_under_the_physical_roof() {
             .iter()
             .filter(|r| r.checked && r.ms > 0.0 && r.flops > 0.0)
         {
-            if !["naive", "online", "flash", "decode", "paged_decode"].contains(&r.variant.as_str())
+            if ![
+                "naive",
+                "online",
+                "flash",
+                "decode",
+                "paged_decode",
+                "paged_decode_sweep",
+                "decode_heads",
+            ]
+            .contains(&r.variant.as_str())
             {
                 continue;
             }

@@ -22,7 +22,18 @@ pub const IMPLS: [&str; 10] = [
 /// Lab 02's tables and speed figure.
 pub fn render(files: &[(String, MeasurementFile)]) -> Vec<Artifact> {
     let gpu = files.iter().find(|(_, f)| f.machine.kind == "gpu");
-    let (speed, bytes, figure) = match gpu {
+    // The flash grid only: the same file also holds lab 03's decode records.
+    let flash = gpu.map(|(name, f)| {
+        let mut f = f.clone();
+        f.records
+            .retain(|r| r.variant == "flash" || r.variant == "naive");
+        (name, f)
+    });
+    let check = gpu.map_or_else(
+        || "*No GPU measurements are committed yet.*\n".to_string(),
+        |(name, f)| crosscheck_table(name, f),
+    );
+    let (speed, bytes, figure) = match &flash {
         Some((name, f)) => (speed_tables(name, f), bytes_table(name, f), speed_figure(f)),
         None => {
             let none =
@@ -48,7 +59,66 @@ pub fn render(files: &[(String, MeasurementFile)]) -> Vec<Artifact> {
             name: "lab02_speed.svg",
             contents: figure,
         },
+        Artifact {
+            name: "lab02_crosscheck.md",
+            contents: check,
+        },
     ]
+}
+
+/// Table 02.3: our fastest kernel's output against PyTorch's math backend on the same saved inputs.
+fn crosscheck_table(name: &str, f: &MeasurementFile) -> String {
+    let recs: Vec<&Record> = f
+        .records
+        .iter()
+        .filter(|r| r.variant == "crosscheck")
+        .collect();
+    if recs.is_empty() {
+        return "*No cross-check against PyTorch is committed yet (`bench/gpu.sh ... xcheck`).*\n"
+            .into();
+    }
+    let e = |x: Option<f64>| x.map_or("—".into(), |v| format!("{v:.2e}"));
+    let rows: Vec<Vec<String>> = recs
+        .iter()
+        .map(|r| {
+            vec![
+                format!("`{}`", r.implementation),
+                format!(
+                    "B={}, Hq={}, Hkv={}, N={}, D={}",
+                    r.b, r.hq, r.hkv, r.nq, r.d
+                ),
+                r.mask.clone(),
+                format!("{:.2e}", r.max_err),
+                e(r.err_vs_f64),
+                e(r.torch_math_err_vs_f64),
+                if r.checked { "yes" } else { "NO" }.into(),
+            ]
+        })
+        .collect();
+    let when = recs[0]
+        .measured
+        .clone()
+        .unwrap_or_else(|| format!("commit {}, {}", f.generated.commit, f.generated.date));
+    let mut out = md_table(
+        &[
+            "ours",
+            "inputs (fp16, unit normal)",
+            "mask",
+            "max error, ours vs PyTorch math",
+            "ours vs f64",
+            "PyTorch math vs f64",
+            "<= 1e-3",
+        ],
+        &rows,
+    );
+    out += &format!(
+        "\n*Table 02.3. The Definition of Done's \"matches PyTorch reference attention\": our kernel ran on saved \
+         inputs (`gpu-probe save-check`), and `bench/peers/torch_check.py` ran `scaled_dot_product_attention` \
+         with the math backend (`enable_gqa`, `is_causal`) on the very same q, k, v, plus a float64 reference. \
+         {} ({}); from `measurements/{name}`.*\n",
+        f.machine.name, when
+    );
+    out
 }
 
 /// TFLOP/s against N for every implementation at D = 128, no mask (log-log).

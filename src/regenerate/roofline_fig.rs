@@ -32,7 +32,7 @@ const CPU_PICKS: [Pick; 6] = [
     }),
 ];
 
-const GPU_PICKS: [Pick; 4] = [
+const GPU_PICKS: [Pick; 6] = [
     ("naive", (200, 40, 40), |r| {
         r.implementation == "ours/v1_naive" && r.d == 64 && r.mask == "none"
     }),
@@ -40,10 +40,16 @@ const GPU_PICKS: [Pick; 4] = [
         r.implementation == "ours/v5_cp_async" && r.d == 64 && r.mask == "none"
     }),
     ("FA2 in PyTorch", (120, 120, 120), |r| {
-        r.implementation == "torch/flash" && r.d == 64 && r.mask == "none"
+        r.variant == "flash" && r.implementation == "torch/flash" && r.d == 64 && r.mask == "none"
     }),
     ("cuDNN", (20, 150, 90), |r| {
-        r.implementation == "torch/cudnn" && r.d == 64 && r.mask == "none"
+        r.variant == "flash" && r.implementation == "torch/cudnn" && r.d == 64 && r.mask == "none"
+    }),
+    ("paged decode (ours)", (140, 60, 170), |r| {
+        r.variant == "paged_decode" && r.implementation == "ours/gpu-paged"
+    }),
+    ("cuDNN decode", (200, 120, 20), |r| {
+        r.variant == "paged_decode" && r.implementation == "torch/cudnn"
     }),
 ];
 
@@ -129,14 +135,29 @@ fn machine_roofline(name: &str, f: &MeasurementFile, picks: &[Pick]) -> (String,
             ]);
         }
     }
+    // Records re-measured after the file's main run carry their own commit and date.
+    let later: Vec<String> = picks
+        .iter()
+        .filter_map(|&(label, _, pick)| {
+            f.records
+                .iter()
+                .find(|r| pick(r) && r.checked)
+                .and_then(|r| r.measured.as_ref().map(|m| format!("{label}: {m}")))
+        })
+        .collect();
     let caption = format!(
-        "{}, {} threads: peak {} GFLOP/s, copy {} GB/s ({}, commit {})",
+        "{}, {} threads: peak {} GFLOP/s, copy {} GB/s ({}, commit {}{})",
         f.machine.name,
         f.generated.threads,
         sig3(f.machine.peak_gflops),
         sig3(f.machine.bandwidth_gbps),
         f.generated.date,
-        f.generated.commit
+        f.generated.commit,
+        if later.is_empty() {
+            String::new()
+        } else {
+            format!("; {}", later.join("; "))
+        }
     );
     let svg = roofline(&caption, peak, bw, &dots).unwrap_or_else(|e| {
         format!("<svg xmlns=\"http://www.w3.org/2000/svg\"><text>{e}</text></svg>")
@@ -158,7 +179,8 @@ fn machine_roofline(name: &str, f: &MeasurementFile, picks: &[Pick]) -> (String,
          bytes), the roof's bound at that intensity (min(peak, intensity x bandwidth)), the measured rate, and \
          the share of the bound it reaches. {caption}; from `measurements/{name}`. {}*\n",
         if f.machine.kind == "gpu" {
-            "fp16, D = 64, B·N = 16k tokens, H = 32."
+            "Naive and flash: fp16, D = 64, B·N = 16k tokens, H = 32; paged and cuDNN decode: one step of 16 \
+             sequences of N tokens, GQA 32/8, D = 128, fp16 (Lab 03)."
         } else {
             "Naive and flash: f32, D = 64, B·N = 2048 tokens, 4 heads; MHA/MQA decode: one MiniGPT layer, one thread; \
              paged decode: 16 sequences, GQA 8/2, D = 128, block 16 (Lab 03)."
