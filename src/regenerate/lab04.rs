@@ -51,7 +51,7 @@ fn gpu_heads_table(files: &[(String, MeasurementFile)]) -> String {
         .iter()
         .filter(|r| r.variant == "decode_heads" && r.checked)
         .collect();
-    recs.sort_by(|a, b| b.hkv.cmp(&a.hkv));
+    recs.sort_by_key(|r| std::cmp::Reverse(r.hkv));
     let Some(mha) = recs.iter().find(|r| r.hkv == r.hq).copied() else {
         return "*No GPU kv-heads comparison is committed yet (`bench/gpu.sh ... paged`).*\n"
             .into();
