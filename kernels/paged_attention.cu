@@ -27,7 +27,19 @@
 //     (src/gpu/paged.rs, partition_for): at 4k tokens a last partial wave cost more than any load trick.
 //
 // Compiled at run time by NVRTC with PA_D (head size), PA_GC (query heads per block), PA_BLOCK (tokens
-// per block) and PA_BF16 defined by the host (src/gpu/paged.rs).
+// per block), PA_BF16 and the tuning (PA_WARPS, PA_PASSES, PA_FUSED, PA_HINT, PA_BULK, PA_STAGES)
+// defined by the host (src/gpu/paged.rs).
+//
+// Changelog (H100, measured with bench/gpu.sh; the numbers are in measurements/gpu-*.json, variants
+// paged_decode and paged_decode_sweep, and in Lab 03's tables 03.3 and 03.4):
+//   1. Fixed partitions of 256-2048 keys, 8 passes, separate merge launch: near the read roof at 64k
+//      tokens, far from it at 2k-4k, where the last partial wave of blocks left SMs idle.
+//   2. Partitions sized to one full wave of resident blocks (occupancy calculator): the largest gain at
+//      2k-4k tokens.
+//   3. Tried and kept as switches, not defaults: the fused last-block merge, L2::256B load hints, 8 warps,
+//      Hopper bulk copies into per-warp shared-memory rings. None paid on this shape.
+//   4. 4 passes per chunk (128 instead of 168 registers: more resident blocks): the default.
+// cuDNN's decode (PyTorch's default dispatch on this card) stays a few percent ahead at 4k-64k tokens.
 
 #include <cuda_fp16.h>
 #include <cuda_bf16.h>
@@ -220,6 +232,7 @@ __device__ __forceinline__ void partition_body(const elem_t* __restrict__ q,
         }
     }
 
+    // ANCHOR: paged_address
     if (PAGED) {  // this partition's table entries, once per block (while the q loads are in flight)
         const int first = part * (p.partition / PA_BLOCK);
         const int count = p_hi > p_lo ? (p_hi - 1) / PA_BLOCK - first + 1 : 0;
@@ -245,6 +258,7 @@ __device__ __forceinline__ void partition_body(const elem_t* __restrict__ q,
         }
         return ((size_t)seq * p.hkv + kvh) * p.nk_stride + t;
     };
+    // ANCHOR_END: paged_address
     const int stride = WARPS * CHUNK;
     const int n_chunks = p_hi - p_lo > warp * CHUNK ? (p_hi - p_lo - warp * CHUNK + stride - 1) / stride : 0;
 
@@ -311,6 +325,7 @@ __device__ __forceinline__ void partition_body(const elem_t* __restrict__ q,
             }
         }
 #endif
+        // ANCHOR: paged_chunk_math
         // 2. Scores: a partial dot over this lane's 8 elements, summed over the token's TPT lanes.
         float s[PASSES][PA_GC];
 #pragma unroll
@@ -368,6 +383,7 @@ __device__ __forceinline__ void partition_body(const elem_t* __restrict__ q,
             }
         }
     }
+    // ANCHOR_END: paged_chunk_math
 
     // 5. Sum the token groups of each warp (same m across the warp), then merge the warps.
 #pragma unroll
