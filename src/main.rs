@@ -168,24 +168,28 @@ fn measure_cpu(root: &Path, args: &[String]) -> Result<(), String> {
     let path = root
         .join("measurements")
         .join(format!("cpu-{}.json", slug(&file.machine.name)));
-    // `--only`: keep the previous file's records of the other sections (from its own run).
+    // `--only`: keep the previous file (its machine, provenance and the other sections' records) and
+    // replace that section's records, each marked with this run's commit and date.
     if let (Some(o), Ok(text)) = (only, std::fs::read_to_string(&path)) {
-        if let Ok(old) = serde_json::from_str::<modern_attention::measure::MeasurementFile>(&text) {
+        if let Ok(mut old) =
+            serde_json::from_str::<modern_attention::measure::MeasurementFile>(&text)
+        {
             let (_, variants) = cpu::SECTIONS
                 .iter()
                 .find(|(n, _)| *n == o)
                 .copied()
                 .unwrap_or(("", &[]));
-            let kept: Vec<Record> = old
-                .records
-                .into_iter()
-                .filter(|r| !variants.contains(&r.variant.as_str()))
-                .collect();
+            old.records
+                .retain(|r| !variants.contains(&r.variant.as_str()));
             println!(
                 "[measure] --only {o}: kept {} records of other sections from the previous run",
-                kept.len()
+                old.records.len()
             );
-            file.records.extend(kept);
+            for mut r in std::mem::take(&mut file.records) {
+                r.measured = Some(format!("commit {commit}, {date}"));
+                old.records.push(r);
+            }
+            file = old;
         }
     }
     let json = serde_json::to_string_pretty(&file).map_err(|e| e.to_string())? + "\n";
