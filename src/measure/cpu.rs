@@ -305,7 +305,7 @@ pub fn paged_decode_records<T: Element>(log: &mut dyn FnMut(&str)) -> Vec<Record
     }
     let mut times = vec![Vec::new(); runs.len()];
     let budget = Instant::now();
-    while times[0].len() < 10 || (budget.elapsed().as_secs_f64() < 1.5 && times[0].len() < 60) {
+    while times[0].len() < 10 || (budget.elapsed().as_secs_f64() < 4.0 && times[0].len() < 150) {
         for ((_, run), ts) in runs.iter().zip(times.iter_mut()) {
             o.fill(T::from_f32(f32::NAN));
             let t = Instant::now();
