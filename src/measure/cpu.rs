@@ -305,13 +305,18 @@ pub fn paged_decode_records<T: Element>(log: &mut dyn FnMut(&str)) -> Vec<Record
     }
     let mut times = vec![Vec::new(); runs.len()];
     let budget = Instant::now();
+    // Interleaved rounds, each starting with a different kernel, so that neither a slow phase of the
+    // machine nor a position in the round favours one of them.
+    let mut round = 0;
     while times[0].len() < 10 || (budget.elapsed().as_secs_f64() < 4.0 && times[0].len() < 150) {
-        for ((_, run), ts) in runs.iter().zip(times.iter_mut()) {
+        for j in 0..runs.len() {
+            let i = (round + j) % runs.len();
             o.fill(T::from_f32(f32::NAN));
             let t = Instant::now();
-            run(&mut o);
-            ts.push(t.elapsed().as_secs_f64() * 1e3);
+            (runs[i].1)(&mut o);
+            times[i].push(t.elapsed().as_secs_f64() * 1e3);
         }
+        round += 1;
     }
     let flops = fa_flops(b, hq, 1, n, d, false);
     // Bytes: K and V once per kv head (the G query heads share each block), q and o once, the tables.
