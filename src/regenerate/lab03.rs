@@ -223,7 +223,7 @@ fn decode_table(files: &[(String, crate::measure::MeasurementFile)]) -> String {
         out += &format!(
             "\n*Table 03.2. One decode step of {} sequences of {} tokens, GQA {}/{} heads, D = {}, block size 16, on \
              the same data for all three (paged tables shuffled); each checked against the f64 reference first; \
-             timed in interleaved rounds. {} ({} threads), copy bandwidth {} GB/s; commit {}, {}; from \
+             timed in interleaved rounds. {} ({} threads), copy bandwidth {} GB/s; {}; from \
              `measurements/{name}`.*\n",
             r0.b,
             r0.nk,
@@ -233,8 +233,7 @@ fn decode_table(files: &[(String, crate::measure::MeasurementFile)]) -> String {
             f.machine.name,
             f.generated.threads,
             sig3(f.machine.bandwidth_gbps),
-            f.generated.commit,
-            f.generated.date
+            when(r0, f),
         );
         break;
     }
