@@ -141,9 +141,34 @@ fn measure_cpu(root: &Path, args: &[String]) -> Result<(), String> {
     let date = output_of("date", &["-u", "+%Y-%m-%d"]);
     let rustc = output_of("rustc", &["--version"]);
     let t = Instant::now();
-    let mut file = cpu::measure(quick, only, &commit, &date, &rustc, &mut |line| {
-        println!("[measure] {line}")
-    });
+    // One bar over the run's steps (drawn on a terminal only; the log lines print above it).
+    let bar = indicatif::ProgressBar::new(cpu::planned_steps(quick, only) as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "[measure] {elapsed_precise} [{bar:32}] {pos}/{len} {msg}",
+        )
+        .map_err(|e| e.to_string())?
+        .progress_chars("=> "),
+    );
+    let mut file = cpu::measure(
+        quick,
+        only,
+        &commit,
+        &date,
+        &rustc,
+        &mut |line| {
+            if bar.is_hidden() {
+                println!("[measure] {line}"); // not a terminal: indicatif would drop the line
+            } else {
+                bar.println(format!("[measure] {line}"));
+            }
+        },
+        &mut |label| {
+            bar.set_message(label.to_string());
+            bar.inc(1);
+        },
+    );
+    bar.finish_and_clear();
     if with_torch {
         peers.extend(torch_peer(root, quick, 1));
     }
@@ -205,18 +230,44 @@ fn measure_cpu(root: &Path, args: &[String]) -> Result<(), String> {
 
 fn run() -> Result<(), String> {
     let root = root();
-    let cmd = std::env::args().nth(1).unwrap_or_else(|| "all".into());
+    // No command, or only flags (`--quick`, `--no-measure`, `--only S`): the main job.
+    let first = std::env::args().nth(1);
+    let (cmd, skip) = match first.as_deref() {
+        None => ("all".to_string(), 2),
+        Some(a) if a.starts_with("--") && a != "--help" => ("all".to_string(), 1),
+        Some(a) => (a.to_string(), 2),
+    };
     match cmd.as_str() {
         "all" => {
             // Measure this machine (with PyTorch beside it when this Python has torch), then render
             // every table and figure from all committed measurements, then build the book.
-            let mut args: Vec<String> = std::env::args().skip(2).collect();
-            if !args.iter().any(|a| a == "--no-measure") {
+            let mut args: Vec<String> = std::env::args().skip(skip).collect();
+            let t = Instant::now();
+            let measured = !args.iter().any(|a| a == "--no-measure");
+            if measured {
                 args.push("--with-torch".into());
                 measure_cpu(&root, &args)?;
             }
+            let t_measure = t.elapsed();
             render(&root)?;
-            tools::build_book(&root)
+            let t_render = t.elapsed() - t_measure;
+            tools::build_book(&root)?;
+            let t_book = t.elapsed() - t_measure - t_render;
+            println!(
+                "[done] {:.1?} in all: measure {}, render {:.1?}, book {:.1?}. Open {} \
+                 (or `mdbook serve`); the measurements are in measurements/, the tables and figures in \
+                 book/generated/.",
+                t.elapsed(),
+                if measured {
+                    format!("{t_measure:.1?}")
+                } else {
+                    "skipped".into()
+                },
+                t_render,
+                t_book,
+                root.join("target/book/index.html").display()
+            );
+            Ok(())
         }
         "render" => render(&root),
         "check" => check(&root),

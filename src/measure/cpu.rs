@@ -162,7 +162,21 @@ pub const SECTIONS: [(&str, &[&str]); 4] = [
     ("memory", &["memory"]),
 ];
 
-/// Measure this machine: ceilings, then the grid (or only one section of [`SECTIONS`]). `log` receives one line per timed configuration.
+/// The steps [`measure`] reports through its `step` callback: the ceilings, one per flash configuration
+/// of [`grid`], then one per other section picked.
+pub fn planned_steps(quick: bool, only: Option<&str>) -> usize {
+    let wanted = |section: &str| only.is_none_or(|o| o == section);
+    1 + if wanted("flash") {
+        grid(quick).len()
+    } else {
+        0
+    } + usize::from(wanted("decode"))
+        + 2 * usize::from(wanted("paged"))
+        + usize::from(wanted("memory"))
+}
+
+/// Measure this machine: ceilings, then the grid (or only one section of [`SECTIONS`]). `log` receives
+/// one line per timed configuration; `step` is called once per step of [`planned_steps`], with a label.
 pub fn measure(
     quick: bool,
     only: Option<&str>,
@@ -170,6 +184,7 @@ pub fn measure(
     date: &str,
     rustc: &str,
     log: &mut dyn FnMut(&str),
+    step: &mut dyn FnMut(&str),
 ) -> MeasurementFile {
     let threads = rayon::current_num_threads();
     log(&format!(
@@ -183,6 +198,7 @@ pub fn measure(
         bw / 1e9,
         Isa::detect().name()
     ));
+    step("ceilings");
     let mut records = Vec::new();
     let wanted = |section: &str| only.is_none_or(|o| o == section);
     for c in grid(quick).into_iter().filter(|_| wanted("flash")) {
@@ -196,17 +212,30 @@ pub fn measure(
             DType::F16 => run_config::<f16>(&c, versions, log),
             _ => run_config::<f32>(&c, versions, log),
         });
+        step(&format!(
+            "flash N={} D={} {} {}",
+            c.shape.nq,
+            c.shape.d,
+            c.dtype.name(),
+            c.mask.name()
+        ));
     }
     if wanted("decode") {
         records.extend(super::decode::kv_cache_records());
         records.extend(super::decode::decode_records(quick, log));
+        step("decode");
     }
     if wanted("paged") {
         records.extend(paged_decode_records::<f32>(log));
+        step("paged decode f32");
         records.extend(paged_decode_records::<f16>(log));
+        step("paged decode f16");
     }
-    if let (true, Ok(exe)) = (wanted("memory"), std::env::current_exe()) {
-        records.extend(rss_records(&exe, 8192, log));
+    if wanted("memory") {
+        if let Ok(exe) = std::env::current_exe() {
+            records.extend(rss_records(&exe, 8192, log));
+        }
+        step("peak memory");
     }
     MeasurementFile {
         machine: Machine {
