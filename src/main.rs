@@ -12,12 +12,15 @@
 //!                              check then time every CPU version on this machine; with --with-torch,
 //!                              time PyTorch's CPU SDPA (bench/peers/torch_cpu_sdpa.py) before and after
 //!                              ours and keep its faster run; write measurements/cpu-<name>.json
-//! modern-attention measure-gpu [--quick] [--peer FILE] [--dram FILE] [--out DIR] [--commit C] [--date D]
-//!                              check then time every GPU kernel version (lab 02), merge PyTorch SDPA's
-//!                              records (bench/peers/torch_sdpa.py) and ncu's DRAM bytes, and write
-//!                              measurements/gpu-<card>.json
-//! modern-attention gpu-probe sanitize | one VERSION N D [causal]
-//!                              small checked runs for compute-sanitizer; one launch for ncu
+//! modern-attention measure-gpu [--quick] [--only flash|paged] [--peer FILE] [--peer-decode FILE]
+//!                              [--peer-check FILE] [--dram FILE] [--out DIR] [--commit C] [--date D]
+//!                              check then time every GPU kernel version (lab 02) and the paged decode
+//!                              (lab 03), merge PyTorch's records (bench/peers/torch_sdpa.py,
+//!                              torch_decode.py, torch_check.py) and ncu's DRAM bytes, and write
+//!                              measurements/gpu-<card>.json (`--only paged`: merged into the committed file)
+//! modern-attention gpu-probe sanitize | one VERSION N D [causal] | save-check DIR
+//!                              small checked runs for compute-sanitizer; one launch for ncu; saved
+//!                              inputs and outputs for the check against PyTorch's math backend
 //! ```
 
 mod gpu_cli;
@@ -326,7 +329,8 @@ fn run() -> Result<(), String> {
             println!(
                 "usage: modern-attention [all|render|check|book|predict KEY=VALUE...|\
                  measure-cpu [--quick] [--with-torch] [--peer FILE]|\
-                 measure-gpu [--quick] [--peer FILE] [--dram FILE] [--out DIR]|gpu-probe ...]"
+                 measure-gpu [--quick] [--only flash|paged] [--peer FILE] [--peer-decode FILE] \
+                 [--peer-check FILE] [--dram FILE] [--out DIR]|gpu-probe ...]"
             );
             Ok(())
         }
