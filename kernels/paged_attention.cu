@@ -218,19 +218,12 @@ __device__ __forceinline__ void partition_body(const elem_t* __restrict__ q,
     const int lo = p.window > 0 ? max(0, len - p.window) : 0;
     const int p_lo = max(lo, part * p.partition), p_hi = min(len, (part + 1) * p.partition);
 
-    // This lane's slice of each query head, pre-scaled into base-2 scores.
-    float qr[PA_GC][8];
+    // This lane's slice of each query head: loaded now, used after the table is in (the two loads
+    // overlap instead of following each other).
+    uint4 qraw[PA_GC];
 #pragma unroll
-    for (int g = 0; g < PA_GC; ++g) {
-        const uint4 u = *reinterpret_cast<const uint4*>(q + ((size_t)seq * p.hq + h0 + g) * PA_D + slice * 8);
-        const unsigned int w[4] = {u.x, u.y, u.z, u.w};
-#pragma unroll
-        for (int e = 0; e < 4; ++e) {
-            const float2 f = to_f2(w[e]);
-            qr[g][2 * e] = f.x * p.scale_log2;
-            qr[g][2 * e + 1] = f.y * p.scale_log2;
-        }
-    }
+    for (int g = 0; g < PA_GC; ++g)
+        qraw[g] = *reinterpret_cast<const uint4*>(q + ((size_t)seq * p.hq + h0 + g) * PA_D + slice * 8);
 
     // ANCHOR: paged_address
     if (PAGED) {  // this partition's table entries, once per block (while the q loads are in flight)
@@ -239,6 +232,19 @@ __device__ __forceinline__ void partition_body(const elem_t* __restrict__ q,
         for (int i = tid; i < count; i += WARPS * 32)
             s_table[i] = tables[(size_t)seq * p.table_stride + first + i];
         __syncthreads();
+    }
+
+    // The query slices, pre-scaled into base-2 scores.
+    float qr[PA_GC][8];
+#pragma unroll
+    for (int g = 0; g < PA_GC; ++g) {
+        const unsigned int w[4] = {qraw[g].x, qraw[g].y, qraw[g].z, qraw[g].w};
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+            const float2 f = to_f2(w[e]);
+            qr[g][2 * e] = f.x * p.scale_log2;
+            qr[g][2 * e + 1] = f.y * p.scale_log2;
+        }
     }
 
     float m[PA_GC], l[PA_GC], acc[PA_GC][8];

@@ -319,7 +319,7 @@ fn visible(mask: Mask, len: usize) -> usize {
 /// The kernel's compile-time choices, swept by the harness (`paged_decode_sweep` records).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Tuning {
-    /// Warps per thread block (4 or 8).
+    /// Warps per thread block (4, 8 or 16).
     pub warps: usize,
     /// Token passes per warp chunk (4 or 8): `2 * passes` 16-byte loads in flight per lane.
     pub passes: usize,
@@ -357,6 +357,7 @@ impl Tuning {
             Tuning { fused: true, ..d },
             Tuning { passes: 8, ..d },
             Tuning { warps: 8, ..d },
+            Tuning { warps: 16, ..d },
             Tuning { waves: 2, ..d },
             Tuning { waves: 4, ..d },
             Tuning {
@@ -464,13 +465,13 @@ pub fn decode_tuned<T: GpuElement>(
     partition: Option<usize>,
     tuning: Tuning,
 ) -> Result<usize, GpuError> {
-    if ![4, 8].contains(&tuning.warps)
+    if ![4, 8, 16].contains(&tuning.warps)
         || ![4, 8].contains(&tuning.passes)
         || tuning.waves == 0
         || !(1..=4).contains(&tuning.stages)
     {
         return Err(GpuError::TooLarge {
-            what: "tuning (warps and passes 4 or 8, waves at least 1, stages 1 to 4)",
+            what: "tuning (warps 4, 8 or 16, passes 4 or 8, waves at least 1, stages 1 to 4)",
             value: tuning.warps.max(tuning.passes),
             limit: 8,
         });
