@@ -38,7 +38,9 @@
 //      2k-4k tokens.
 //   3. Tried and kept as switches, not defaults: the fused last-block merge, L2::256B load hints, 8 warps,
 //      Hopper bulk copies into per-warp shared-memory rings. None paid on this shape.
-//   4. 4 passes per chunk (128 instead of 168 registers: more resident blocks): the default.
+//   4. 4 passes per chunk (128 instead of 168 registers: more resident blocks).
+//   5. 16 warps per block, one block per SM: one partition per row up to 16k tokens, so no merge
+//      launch; the default.
 // cuDNN's decode (PyTorch's default dispatch on this card) stays a few percent ahead at 4k-64k tokens.
 
 #include <cuda_fp16.h>

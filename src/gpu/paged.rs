@@ -339,7 +339,7 @@ pub struct Tuning {
 impl Tuning {
     /// What [`decode`] uses.
     pub const DEFAULT: Tuning = Tuning {
-        warps: 4,
+        warps: 16,
         passes: 4,
         fused: false,
         hint: false,
@@ -356,22 +356,30 @@ impl Tuning {
             Tuning { hint: true, ..d },
             Tuning { fused: true, ..d },
             Tuning { passes: 8, ..d },
+            Tuning { warps: 4, ..d },
             Tuning { warps: 8, ..d },
-            Tuning { warps: 16, ..d },
             Tuning { waves: 2, ..d },
             Tuning { waves: 4, ..d },
+            // The bulk path's shared-memory rings are per warp: with 4 warps they fit beside the rest.
             Tuning {
+                warps: 4,
                 bulk: true,
                 stages: 2,
                 ..d
             },
-            Tuning { bulk: true, ..d },
             Tuning {
+                warps: 4,
+                bulk: true,
+                ..d
+            },
+            Tuning {
+                warps: 4,
                 bulk: true,
                 stages: 4,
                 ..d
             },
             Tuning {
+                warps: 4,
                 bulk: true,
                 passes: 8,
                 stages: 4,

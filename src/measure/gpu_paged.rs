@@ -210,7 +210,7 @@ pub fn measure(
                 records.push(run("paged_decode_sweep", &name, &mut paged, None, t, log)?);
             }
             for p in SWEEP.into_iter().filter(|&p| p <= n) {
-                let name = format!("ours/gpu-paged-p{p}");
+                let name = format!("ours/gpu-paged-{}-P{p}", def.name());
                 records.push(run(
                     "paged_decode_sweep",
                     &name,

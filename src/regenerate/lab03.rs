@@ -169,8 +169,8 @@ fn gpu_sweep_table(files: &[(String, crate::measure::MeasurementFile)]) -> Strin
          `wW-pP-xX`: W warps per block, P token passes per warp chunk (2P loads of 16 bytes in flight per lane), \
          partitions sized for X waves of resident blocks; `-hint`: loads that skip L1 and ask L2 for 256-byte \
          lines; `-fused`: the last block of a row merges the partitions instead of a second launch; `-bulkS`: \
-         chunks arrive in shared memory by Hopper's bulk asynchronous copies, S per warp in flight; `pN`: a fixed \
-         partition of N keys with the default tuning (`w4-p4-x1`). {}, {}; from `measurements/{name}`.*\n",
+         chunks arrive in shared memory by Hopper's bulk asynchronous copies, S per warp in flight; `...-PN`: a fixed \
+         partition of N keys with the tuning named before it. {}, {}; from `measurements/{name}`.*\n",
         f.machine.name,
         when(recs[0], f),
     );
