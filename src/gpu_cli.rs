@@ -271,6 +271,7 @@ fn probe_paged(dev: &Device) -> Result<bool, String> {
         Mask::sliding(50, true).map_err(|e| e.to_string())?,
     ] {
         let bulk = Tuning {
+            warps: 4, // the bulk path's per-warp rings fit in shared memory with 4 warps
             bulk: true,
             ..Tuning::DEFAULT
         };
