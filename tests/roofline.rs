@@ -26,6 +26,8 @@ fn every_dot_is_under_the_physical_roof() {
                 "naive",
                 "online",
                 "flash",
+                "flash_window",
+                "flash_gqa",
                 "decode",
                 "paged_decode",
                 "paged_decode_sweep",

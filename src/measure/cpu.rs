@@ -57,6 +57,52 @@ fn variant(v: Version) -> &'static str {
     }
 }
 
+/// FLOPs of attention under `mask`: FlashAttention's convention (`4 B H N^2 D`, halved for causal), and
+/// for a sliding window the pairs it keeps, `4 B H D` per visible (query, key) pair.
+pub fn mask_flops(s: &AttnShape, mask: Mask) -> f64 {
+    if mask.window.is_none() {
+        return fa_flops(s.b, s.hq, s.nq, s.nk, s.d, mask.causal);
+    }
+    let pairs: i64 = (0..s.nq)
+        .map(|i| {
+            let (lo, hi) = crate::roofline::traffic::visible_keys(mask, i, s.nq, s.nk);
+            (hi - lo).max(0)
+        })
+        .sum();
+    4.0 * (s.b * s.hq * s.d) as f64 * pairs as f64
+}
+
+/// The variants beside the progression (section `variants`): sliding-window flash (a causal window of
+/// `N / 8` keys) and GQA flash (8 query heads over 2 kv heads), f32, D = 64, at both anchors, B N = 2048
+/// tokens. Each pair is (record variant, configuration).
+pub fn variant_configs() -> Vec<(&'static str, Config)> {
+    let mut out = Vec::new();
+    for n in [
+        crate::minimodel::config::VERB_SEQ_LEN,
+        crate::minimodel::config::STRESS_SEQ_LEN,
+    ] {
+        let b = (2048 / n).max(1);
+        let window = Mask::sliding(n / 8, true).expect("non-zero window");
+        out.push((
+            "flash_window",
+            Config {
+                shape: AttnShape::self_attention(b, 4, n, 64).expect("shape"),
+                mask: window,
+                dtype: DType::F32,
+            },
+        ));
+        out.push((
+            "flash_gqa",
+            Config {
+                shape: AttnShape::new(b, 8, 2, n, n, 64).expect("shape"),
+                mask: Mask::NONE,
+                dtype: DType::F32,
+            },
+        ));
+    }
+    out
+}
+
 /// Bytes of the row-at-a-time version: Q, O once, K and V once per query row.
 fn bytes_rowwise(s: &AttnShape, dt: DType) -> f64 {
     let e = dt.bytes() as f64;
@@ -73,9 +119,11 @@ fn run_config<T: Element>(
     let q: Vec<T> = convert(&rng.normal_vec_f32(s.q_len()));
     let k: Vec<T> = convert(&rng.normal_vec_f32(s.kv_len()));
     let v: Vec<T> = convert(&rng.normal_vec_f32(s.kv_len()));
-    // The check covers batch 0, heads 0 and 1 (contiguous at the start of every tensor).
-    let heads = 2.min(s.hq);
-    let sub = AttnShape::new(1, heads, heads, s.nq, s.nk, s.d).expect("sub shape");
+    // The check covers batch 0's first kv heads (up to 2) and their query heads (contiguous at the start
+    // of every tensor: query head h reads kv head h / G).
+    let kv_heads = 2.min(s.hkv);
+    let sub =
+        AttnShape::new(1, kv_heads * s.group(), kv_heads, s.nq, s.nk, s.d).expect("sub shape");
     let reference = attention_ref64(
         &q[..sub.q_len()],
         &k[..sub.kv_len()],
@@ -95,7 +143,7 @@ fn run_config<T: Element>(
     .expect("valid shape");
     let mut out = Vec::new();
     let mut o = vec![T::from_f32(f32::NAN); s.q_len()];
-    let flops = fa_flops(s.b, s.hq, s.nq, s.nk, s.d, c.mask.causal);
+    let flops = mask_flops(&s, c.mask);
     for &ver in versions {
         o.fill(T::from_f32(f32::NAN)); // poisoned
         ver.run(&q, &k, &v, &s, c.mask, &mut o).expect("valid call");
@@ -155,8 +203,9 @@ fn run_config<T: Element>(
 }
 
 /// The sections `--only` can pick, and the record variants each one writes.
-pub const SECTIONS: [(&str, &[&str]); 4] = [
+pub const SECTIONS: [(&str, &[&str]); 5] = [
     ("flash", &["naive", "online", "flash"]),
+    ("variants", &["flash_window", "flash_gqa"]),
     ("decode", &["kv_cache", "decode"]),
     ("paged", &["paged_decode"]),
     ("memory", &["memory"]),
@@ -168,6 +217,10 @@ pub fn planned_steps(quick: bool, only: Option<&str>) -> usize {
     let wanted = |section: &str| only.is_none_or(|o| o == section);
     1 + if wanted("flash") {
         grid(quick).len()
+    } else {
+        0
+    } + if wanted("variants") {
+        variant_configs().len()
     } else {
         0
     } + usize::from(wanted("decode"))
@@ -219,6 +272,13 @@ pub fn measure(
             c.dtype.name(),
             c.mask.name()
         ));
+    }
+    for (name, c) in variant_configs().into_iter().filter(|_| wanted("variants")) {
+        for mut r in run_config::<f32>(&c, &[Version::V3Tiled], log) {
+            r.variant = name.into();
+            records.push(r);
+        }
+        step(&format!("{name} N={}", c.shape.nq));
     }
     if wanted("decode") {
         records.extend(super::decode::kv_cache_records());

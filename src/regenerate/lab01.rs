@@ -2,7 +2,7 @@
 //! CPU timings of every version beside PyTorch's, from the committed measurements.
 
 use super::{md_table, Artifact};
-use crate::measure::MeasurementFile;
+use crate::measure::{MeasurementFile, Record};
 use crate::minimodel::attention_flash::{kernels::Isa, tiled, Counter, Tiles};
 use crate::minimodel::config::{STRESS_SEQ_LEN, VERB_SEQ_LEN};
 use crate::minimodel::numeric::DType;
@@ -260,8 +260,9 @@ fn cpu_table(files: &[(String, MeasurementFile)]) -> String {
     for (name, f) in cpu {
         let peak = f.machine.peak_gflops;
         let mut configs: Vec<(String, usize, usize, String)> = Vec::new();
-        // Lab 03 reports the paged-decode records; this table is the flash progression's.
-        for r in f.records.iter().filter(|r| r.variant != "paged_decode") {
+        // This table is the flash progression's (and PyTorch's beside it); the other variants have their own.
+        let progression = |r: &&Record| ["naive", "online", "flash"].contains(&r.variant.as_str());
+        for r in f.records.iter().filter(progression) {
             let key = (r.dtype.clone(), r.nq, r.d, r.mask.clone());
             if !configs.contains(&key) {
                 configs.push(key);
@@ -272,6 +273,7 @@ fn cpu_table(files: &[(String, MeasurementFile)]) -> String {
             let mut recs: Vec<_> = f
                 .records
                 .iter()
+                .filter(progression)
                 .filter(|r| {
                     &r.dtype == dtype && r.nq == *n && r.d == *d && &r.mask == mask && r.checked
                 })

@@ -11,13 +11,17 @@ use crate::roofline::{si, sig3};
 /// Which records make dots, and how they are drawn: (label, colour, selector).
 type Pick = (&'static str, (u8, u8, u8), fn(&Record) -> bool);
 
-const CPU_PICKS: [Pick; 6] = [
+const CPU_PICKS: [Pick; 8] = [
     ("naive", (200, 40, 40), |r| {
         r.implementation == "ours/v1_naive" && r.dtype == "f32" && r.d == 64 && r.mask == "none"
     }),
     ("flash", (40, 90, 200), |r| {
         r.implementation == "ours/v3_tiled" && r.dtype == "f32" && r.d == 64 && r.mask == "none"
     }),
+    ("sliding-window flash", (90, 160, 220), |r| {
+        r.variant == "flash_window"
+    }),
+    ("GQA flash", (20, 40, 120), |r| r.variant == "flash_gqa"),
     ("PyTorch SDPA", (120, 120, 120), |r| {
         r.implementation == "torch/cpu" && r.dtype == "f32" && r.d == 64 && r.mask == "none"
     }),
@@ -182,8 +186,9 @@ fn machine_roofline(name: &str, f: &MeasurementFile, picks: &[Pick]) -> (String,
             "Naive and flash: fp16, D = 64, B·N = 16k tokens, H = 32; paged and cuDNN decode: one step of 16 \
              sequences of N tokens, GQA 32/8, D = 128, fp16 (Lab 03)."
         } else {
-            "Naive and flash: f32, D = 64, B·N = 2048 tokens, 4 heads; MHA/MQA decode: one MiniGPT layer, one thread; \
-             paged decode: 16 sequences, GQA 8/2, D = 128, block 16 (Lab 03)."
+            "Naive and flash: f32, D = 64, B·N = 2048 tokens, 4 heads; sliding-window flash: the same with a causal \
+             window of N/8 keys; GQA flash: 8 query heads over 2 kv heads; MHA/MQA decode: one MiniGPT layer, one \
+             thread; paged decode: 16 sequences, GQA 8/2, D = 128, block 16 (Lab 03)."
         }
     );
     (svg, md)
