@@ -245,11 +245,18 @@ pub fn measure(
     ));
     let peak = ceilings::peak_flops(threads);
     let bw = ceilings::copy_bandwidth(threads, 256 << 20);
+    // One thread's roof, for the kernels timed on one thread (the decode experiment).
+    let (peak1, bw1) = (
+        ceilings::peak_flops(1),
+        ceilings::copy_bandwidth(1, 256 << 20),
+    );
     log(&format!(
-        "  peak {:.1} GFLOP/s, copy {:.1} GB/s ({})",
+        "  peak {:.1} GFLOP/s, copy {:.1} GB/s ({}); one thread: {:.1} GFLOP/s, {:.1} GB/s",
         peak / 1e9,
         bw / 1e9,
-        Isa::detect().name()
+        Isa::detect().name(),
+        peak1 / 1e9,
+        bw1 / 1e9
     ));
     step("ceilings");
     let mut records = Vec::new();
@@ -307,6 +314,8 @@ pub fn measure(
             peak_gflops: peak / 1e9,
             bandwidth_gbps: bw / 1e9,
             read_gbps: None,
+            peak_gflops_1t: Some(peak1 / 1e9),
+            bandwidth_gbps_1t: Some(bw1 / 1e9),
         },
         generated: Generated {
             date: date.into(),

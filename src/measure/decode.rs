@@ -89,7 +89,8 @@ pub fn decode_records(quick: bool, log: &mut dyn FnMut(&str)) -> Vec<Record> {
                 ms * 1e3,
                 bytes / ms / 1e6
             ));
-            let rec = Record::new("decode", "ours/decode_attention", "f32", &s, "none");
+            let mut rec = Record::new("decode", "ours/decode_attention", "f32", &s, "none");
+            rec.threads = Some(1);
             out.push(rec.timed(&times, flops, bytes).checked(checked, max_err));
         }
     }

@@ -273,6 +273,8 @@ pub fn file(
             peak_gflops,
             bandwidth_gbps,
             read_gbps: None,
+            peak_gflops_1t: None,
+            bandwidth_gbps_1t: None,
         },
         generated,
         records,

@@ -30,6 +30,12 @@ pub struct Machine {
     pub peak_gflops: f64,
     /// Measured memory bandwidth (read plus write), GB/s.
     pub bandwidth_gbps: f64,
+    /// Peak arithmetic rate of one thread, GFLOP/s (the roof of a single-threaded kernel), when measured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peak_gflops_1t: Option<f64>,
+    /// Copy bandwidth one thread draws, GB/s, when measured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bandwidth_gbps_1t: Option<f64>,
     /// Measured read-only memory bandwidth, GB/s (the roof of decode), when measured.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub read_gbps: Option<f64>,
@@ -105,6 +111,9 @@ pub struct Record {
     /// The formula's bytes for the same cache (variant `kv_cache`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kv_cache_bytes_formula: Option<f64>,
+    /// Threads the timed kernel ran on, when it is not the file's (e.g. 1 for the decode experiment).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub threads: Option<usize>,
     /// Variant `crosscheck`: our output's max error against the f64 reference (`max_err` is against
     /// PyTorch's math backend on the same inputs).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -152,6 +161,7 @@ impl Record {
             peak_rss_bytes: None,
             kv_cache_bytes: None,
             kv_cache_bytes_formula: None,
+            threads: None,
             err_vs_f64: None,
             torch_math_err_vs_f64: None,
             measured: None,

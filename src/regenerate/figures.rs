@@ -113,7 +113,13 @@ pub struct Dot {
 }
 
 /// A roofline: the roof `min(peak, I * bandwidth)` and the measured dots, log-log.
-pub fn roofline(caption: &str, peak: f64, bandwidth: f64, dots: &[Dot]) -> Result<String, String> {
+pub fn roofline(
+    caption: &str,
+    peak: f64,
+    bandwidth: f64,
+    second: Option<(&str, f64, f64)>,
+    dots: &[Dot],
+) -> Result<String, String> {
     let (mut x0, mut x1) = (peak / bandwidth / 50.0, peak / bandwidth * 20.0);
     let (mut y0, y1) = (peak / 1e4, peak * 3.0);
     for d in dots {
@@ -150,6 +156,21 @@ pub fn roofline(caption: &str, peak: f64, bandwidth: f64, dots: &[Dot]) -> Resul
             .map_err(|e| e.to_string())?
             .label("roof: min(peak, intensity x bandwidth)")
             .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLACK.stroke_width(2)));
+        if let Some((label, peak2, bw2)) = second {
+            // A lower roof (e.g. one thread's), drawn thin and grey.
+            let grey = RGBColor(150, 150, 150);
+            let roof2 = (0..=steps).map(|i| {
+                let x = x0 * (x1 / x0).powf(i as f64 / steps as f64);
+                (x, (x * bw2).min(peak2))
+            });
+            chart
+                .draw_series(LineSeries::new(roof2, grey.stroke_width(1)))
+                .map_err(|e| e.to_string())?
+                .label(label.to_string())
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 20, y)], grey.stroke_width(1))
+                });
+        }
         for d in dots {
             let c = RGBColor(d.rgb.0, d.rgb.1, d.rgb.2);
             let p = (d.intensity, d.flops);

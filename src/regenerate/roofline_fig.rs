@@ -108,6 +108,12 @@ fn machine_roofline(name: &str, f: &MeasurementFile, picks: &[Pick]) -> (String,
     let (peak, bw) = (f.machine.peak_gflops * 1e9, f.machine.bandwidth_gbps * 1e9);
     let mut dots = Vec::new();
     let mut rows = Vec::new();
+    // One thread's roof, for the dots of kernels that ran on one thread.
+    let one = match (f.machine.peak_gflops_1t, f.machine.bandwidth_gbps_1t) {
+        (Some(p1), Some(b1)) => Some((p1 * 1e9, b1 * 1e9)),
+        _ => None,
+    };
+    let mut uses_one = false;
     for &(label, rgb, pick) in picks {
         for n in [VERB_SEQ_LEN, STRESS_SEQ_LEN] {
             let Some(r) = f.records.iter().find(|r| pick(r) && r.nk == n && r.checked) else {
@@ -115,6 +121,13 @@ fn machine_roofline(name: &str, f: &MeasurementFile, picks: &[Pick]) -> (String,
             };
             let intensity = r.flops / r.bytes_model;
             let attained = r.flops / (r.ms * 1e-3);
+            let (peak, bw, roof) = match (r.threads, one) {
+                (Some(1), Some((p1, b1))) => {
+                    uses_one = true;
+                    (p1, b1, "one thread")
+                }
+                _ => (peak, bw, "all threads"),
+            };
             let predicted = (intensity * bw).min(peak);
             dots.push(Dot {
                 label: format!("{label}, N={n}"),
@@ -126,6 +139,7 @@ fn machine_roofline(name: &str, f: &MeasurementFile, picks: &[Pick]) -> (String,
             rows.push(vec![
                 format!("{label}, N={n}"),
                 format!("`{}`", r.implementation),
+                roof.into(),
                 sig3(intensity),
                 si(predicted) + "FLOP/s",
                 si(attained) + "FLOP/s",
@@ -163,13 +177,17 @@ fn machine_roofline(name: &str, f: &MeasurementFile, picks: &[Pick]) -> (String,
             format!("; {}", later.join("; "))
         }
     );
-    let svg = roofline(&caption, peak, bw, &dots).unwrap_or_else(|e| {
+    let second = one
+        .filter(|_| uses_one)
+        .map(|(p1, b1)| ("one thread's roof", p1, b1));
+    let svg = roofline(&caption, peak, bw, second, &dots).unwrap_or_else(|e| {
         format!("<svg xmlns=\"http://www.w3.org/2000/svg\"><text>{e}</text></svg>")
     });
     let mut md = md_table(
         &[
             "dot",
             "implementation",
+            "roof",
             "FLOP/byte",
             "roofline bound",
             "measured",
@@ -181,7 +199,8 @@ fn machine_roofline(name: &str, f: &MeasurementFile, picks: &[Pick]) -> (String,
     md += &format!(
         "\n*Table R.1. Every dot of the roofline figure: intensity from the traffic model (FLOPs over model \
          bytes), the roof's bound at that intensity (min(peak, intensity x bandwidth)), the measured rate, and \
-         the share of the bound it reaches. {caption}; from `measurements/{name}`. {}*\n",
+         the share of the bound it reaches. A kernel timed on one thread is judged against one thread's \
+         measured peak and copy bandwidth (the grey roof, where drawn), the others against all threads'. {caption}; from `measurements/{name}`. {}*\n",
         if f.machine.kind == "gpu" {
             "Naive and flash: fp16, D = 64, B·N = 16k tokens, H = 32; paged and cuDNN decode: one step of 16 \
              sequences of N tokens, GQA 32/8, D = 128, fp16 (Lab 03)."
