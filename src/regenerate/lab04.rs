@@ -337,15 +337,21 @@ fn decode_table(files: &[(String, MeasurementFile)]) -> String {
             ],
             &rows,
         );
+        let one = f
+            .machine
+            .bandwidth_gbps_1t
+            .map_or(String::new(), |b| format!(", {} GB/s on one", sig3(b)));
+        let when = recs[0]
+            .measured
+            .clone()
+            .unwrap_or_else(|| format!("commit {}, {}", f.generated.commit, f.generated.date));
         out += &format!(
             "\n*Table 04.4. One MiniGPT layer's decode attention (8 query heads of size 32, f32, one thread) on {} \
-             (copy bandwidth {} GB/s over {} threads), commit {}, {}; every configuration checked against the f64 \
+             (copy bandwidth {} GB/s over {} threads{one}), {when}; every configuration checked against the f64 \
              reference first; median of repeated runs. From `measurements/{name}`.*\n\n",
             f.machine.name,
             sig3(f.machine.bandwidth_gbps),
             f.generated.threads,
-            f.generated.commit,
-            f.generated.date
         );
     }
     if out.is_empty() {
