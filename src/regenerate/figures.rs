@@ -171,6 +171,9 @@ pub fn roofline(
                     PathElement::new(vec![(x, y), (x + 20, y)], grey.stroke_width(1))
                 });
         }
+        // Label positions already used, to nudge a label down when it would overprint another
+        // (dots at the same intensity and nearly the same height, e.g. GQA flash beside flash).
+        let mut placed: Vec<(f64, f64)> = Vec::new();
         for d in dots {
             let c = RGBColor(d.rgb.0, d.rgb.1, d.rgb.2);
             let p = (d.intensity, d.flops);
@@ -184,14 +187,20 @@ pub fn roofline(
                 )))
             }
             .map_err(|e| e.to_string())?;
+            // N = 64 labels sit beside their dot, N = 2048 labels just below theirs.
+            let x = d.intensity * 1.12;
+            let mut y = if d.filled { d.flops } else { d.flops * 0.78 };
+            while placed
+                .iter()
+                .any(|&(px, py)| (x / px).ln().abs() < 0.9 && (y / py).ln().abs() < 0.2)
+            {
+                y *= 0.8;
+            }
+            placed.push((x, y));
             chart
                 .draw_series(std::iter::once(Text::new(
                     d.label.clone(),
-                    // N = 64 labels sit beside their dot, N = 2048 labels just below theirs.
-                    (
-                        d.intensity * 1.12,
-                        if d.filled { d.flops } else { d.flops * 0.78 },
-                    ),
+                    (x, y),
                     ("sans-serif", 12).into_font().color(&c),
                 )))
                 .map_err(|e| e.to_string())?;

@@ -163,20 +163,38 @@ fn machine_roofline(name: &str, f: &MeasurementFile, picks: &[Pick]) -> (String,
                 .and_then(|r| r.measured.as_ref().map(|m| format!("{label}: {m}")))
         })
         .collect();
+    // The figure's caption stays one line; the table's carries every dot's provenance.
+    let units = if f.machine.kind == "gpu" {
+        format!("{} SMs", f.machine.cores)
+    } else {
+        format!("{} threads", f.generated.threads)
+    };
     let caption = format!(
-        "{}, {} threads: peak {} GFLOP/s, copy {} GB/s ({}, commit {}{})",
+        "{}, {units}: peak {} GFLOP/s, copy {} GB/s ({}, commit {}{})",
         f.machine.name,
-        f.generated.threads,
         sig3(f.machine.peak_gflops),
         sig3(f.machine.bandwidth_gbps),
         f.generated.date,
         f.generated.commit,
         if later.is_empty() {
-            String::new()
+            ""
         } else {
-            format!("; {}", later.join("; "))
+            "; later dots: Table R.1"
         }
     );
+    let provenance = if later.is_empty() {
+        caption.clone()
+    } else {
+        format!(
+            "{}, {units}: peak {} GFLOP/s, copy {} GB/s ({}, commit {}; {})",
+            f.machine.name,
+            sig3(f.machine.peak_gflops),
+            sig3(f.machine.bandwidth_gbps),
+            f.generated.date,
+            f.generated.commit,
+            later.join("; ")
+        )
+    };
     let second = one
         .filter(|_| uses_one)
         .map(|(p1, b1)| ("one thread's roof", p1, b1));
@@ -200,7 +218,7 @@ fn machine_roofline(name: &str, f: &MeasurementFile, picks: &[Pick]) -> (String,
         "\n*Table R.1. Every dot of the roofline figure: intensity from the traffic model (FLOPs over model \
          bytes), the roof's bound at that intensity (min(peak, intensity x bandwidth)), the measured rate, and \
          the share of the bound it reaches. A kernel timed on one thread is judged against one thread's \
-         measured peak and copy bandwidth (the grey roof, where drawn), the others against all threads'. {caption}; from `measurements/{name}`. {}*\n",
+         measured peak and copy bandwidth (the grey roof, where drawn), the others against all threads'. {provenance}; from `measurements/{name}`. {}*\n",
         if f.machine.kind == "gpu" {
             "Naive and flash: fp16, D = 64, B·N = 16k tokens, H = 32; paged and cuDNN decode: one step of 16 \
              sequences of N tokens, GQA 32/8, D = 128, fp16 (Lab 03)."
