@@ -7,7 +7,9 @@
 //! modern-attention check      fail if book/generated/ differs from what the code renders
 //! modern-attention book       only render the book (installs mdbook and mdbook-katex if missing)
 //! modern-attention predict kind=flash hq=32 hkv=8 n=2048 d=128 dtype=f16 mask=causal machine=h100|cpu|gpu
+//!                              [threads=1]
 //!                              a variant's FLOPs, bytes, intensity, bound and time floor, before measuring
+//!                              (threads=1: against one thread's measured roof)
 //! modern-attention measure-cpu [--quick] [--only flash|decode|paged|memory] [--with-torch] [--peer FILE]...
 //!                              check then time every CPU version on this machine; with --with-torch,
 //!                              time PyTorch's CPU SDPA (bench/peers/torch_cpu_sdpa.py) before and after
@@ -283,10 +285,19 @@ fn run() -> Result<(), String> {
         "book" => tools::build_book(&root),
         "predict" => {
             use modern_attention::roofline::predict::{machine_ceilings, parse, report};
-            let words: Vec<String> = std::env::args().skip(2).collect();
+            let mut words: Vec<String> = std::env::args().skip(2).collect();
+            // `threads=1`: judge a single-threaded kernel against one thread's measured roof (CPU).
+            let one_thread = match words.iter().position(|w| w.starts_with("threads=")) {
+                Some(i) => match words.remove(i).as_str() {
+                    "threads=1" => true,
+                    "threads=all" => false,
+                    w => return Err(format!("cannot read `{w}`: threads=1 or threads=all")),
+                },
+                None => false,
+            };
             let (variant, machine) = parse(&words).map_err(|e| e.to_string())?;
             let measured = match machine.as_str() {
-                "h100" => None,
+                "h100" if !one_thread => None,
                 kind @ ("cpu" | "gpu") => {
                     let files = modern_attention::measure::load_all(&root.join("measurements"))?;
                     let (_, f) = files
@@ -295,9 +306,22 @@ fn run() -> Result<(), String> {
                         .ok_or_else(|| {
                             format!("no committed {kind} measurements: run measure-{kind} first")
                         })?;
-                    let name: &'static str = Box::leak(f.machine.name.clone().into_boxed_str());
-                    Some((name, f.machine.peak_gflops, f.machine.bandwidth_gbps))
+                    let m = &f.machine;
+                    if one_thread {
+                        let (Some(p1), Some(b1)) = (m.peak_gflops_1t, m.bandwidth_gbps_1t) else {
+                            return Err(format!(
+                                "no one-thread roof measured for {}: run measure-cpu",
+                                m.name
+                            ));
+                        };
+                        let name = format!("{}, one thread", m.name);
+                        Some((&*Box::leak(name.into_boxed_str()), p1, b1))
+                    } else {
+                        let name: &'static str = Box::leak(m.name.clone().into_boxed_str());
+                        Some((name, m.peak_gflops, m.bandwidth_gbps))
+                    }
                 }
+                "h100" => return Err("threads=1 needs a measured machine: machine=cpu".into()),
                 other => return Err(format!("unknown machine `{other}`: h100, cpu or gpu")),
             };
             print!("{}", report(&variant, &machine_ceilings(measured)));
