@@ -93,6 +93,17 @@ __device__ __forceinline__ float2 to_f2(unsigned int u) {
 __device__ __forceinline__ elem_t from_f(float x) { return __float2half_rn(x); }
 #endif
 
+// Eight 16-bit elements (one 16-byte load) widened to f32.
+__device__ __forceinline__ void unpack8(const uint4 u, float out[8]) {
+    const unsigned int w[4] = {u.x, u.y, u.z, u.w};
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+        const float2 f = to_f2(w[e]);
+        out[2 * e] = f.x;
+        out[2 * e + 1] = f.y;
+    }
+}
+
 #define NEG_INF (-__int_as_float(0x7f800000))
 #define LN2 0.69314718055994530942f
 
@@ -240,13 +251,9 @@ __device__ __forceinline__ void partition_body(const elem_t* __restrict__ q,
     float qr[PA_GC][8];
 #pragma unroll
     for (int g = 0; g < PA_GC; ++g) {
-        const unsigned int w[4] = {qraw[g].x, qraw[g].y, qraw[g].z, qraw[g].w};
+        unpack8(qraw[g], qr[g]);
 #pragma unroll
-        for (int e = 0; e < 4; ++e) {
-            const float2 f = to_f2(w[e]);
-            qr[g][2 * e] = f.x * p.scale_log2;
-            qr[g][2 * e + 1] = f.y * p.scale_log2;
-        }
+        for (int e = 0; e < 8; ++e) qr[g][e] *= p.scale_log2;
     }
 
     float m[PA_GC], l[PA_GC], acc[PA_GC][8];
@@ -338,14 +345,8 @@ __device__ __forceinline__ void partition_body(const elem_t* __restrict__ q,
         float s[PASSES][PA_GC];
 #pragma unroll
         for (int i = 0; i < PASSES; ++i) {
-            const unsigned int w[4] = {kr[i].x, kr[i].y, kr[i].z, kr[i].w};
             float kf[8];
-#pragma unroll
-            for (int e = 0; e < 4; ++e) {
-                const float2 f = to_f2(w[e]);
-                kf[2 * e] = f.x;
-                kf[2 * e + 1] = f.y;
-            }
+            unpack8(kr[i], kf);
 #pragma unroll
             for (int g = 0; g < PA_GC; ++g) {
                 float d = 0.f;
@@ -374,14 +375,8 @@ __device__ __forceinline__ void partition_body(const elem_t* __restrict__ q,
         // 4. o += P V with this lane's tokens (the TOK token groups of a warp are summed at the end).
 #pragma unroll
         for (int i = 0; i < PASSES; ++i) {
-            const unsigned int w[4] = {vr[i].x, vr[i].y, vr[i].z, vr[i].w};
             float vf[8];
-#pragma unroll
-            for (int e = 0; e < 4; ++e) {
-                const float2 f = to_f2(w[e]);
-                vf[2 * e] = f.x;
-                vf[2 * e + 1] = f.y;
-            }
+            unpack8(vr[i], vf);
 #pragma unroll
             for (int g = 0; g < PA_GC; ++g) {
                 const float pr = ex2(s[i][g] - m[g]);  // 0 for a key past the end

@@ -17,19 +17,8 @@ use modern_attention::minimodel::rng::Rng;
 use modern_attention::minimodel::shape::{AttnShape, Mask};
 use rayon::prelude::*;
 
-fn device() -> Option<Device> {
-    match Device::open() {
-        Ok(Some(d)) => Some(d),
-        Ok(None) => {
-            if std::env::var("REQUIRE_GPU").is_ok_and(|v| v == "1") {
-                panic!("REQUIRE_GPU=1 but there is no CUDA device");
-            }
-            println!("skipped: no CUDA device");
-            None
-        }
-        Err(e) => panic!("a CUDA driver is present but unusable: {e}"),
-    }
-}
+mod common;
+use common::device;
 
 /// The edge grid: lengths 1, 17, 64, 113, 1023, 2048 (square and Nq != Nk), D in {32, 64, 128},
 /// Hkv in {Hq, Hq/2, 1} and the four masks, combined so that every pair of (lengths, D) meets every mask

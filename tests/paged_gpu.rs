@@ -15,21 +15,7 @@ use modern_attention::minimodel::rng::Rng;
 use modern_attention::minimodel::shape::{AttnShape, Mask};
 
 mod common;
-use common::setup;
-
-fn device() -> Option<Device> {
-    match Device::open() {
-        Ok(Some(d)) => Some(d),
-        Ok(None) => {
-            if std::env::var("REQUIRE_GPU").is_ok_and(|v| v == "1") {
-                panic!("REQUIRE_GPU=1 but there is no CUDA device");
-            }
-            println!("skipped: no CUDA device");
-            None
-        }
-        Err(e) => panic!("a CUDA driver is present but unusable: {e}"),
-    }
-}
+use common::{device, setup};
 
 fn grid<T: GpuElement>(dev: &Device) {
     let masks = [

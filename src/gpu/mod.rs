@@ -11,7 +11,7 @@ pub mod flash;
 pub mod paged;
 
 use crate::minimodel::shape::ShapeError;
-use cudarc::driver::{sys, CudaContext, CudaModule, CudaStream, DriverError};
+use cudarc::driver::{sys, CudaContext, CudaModule, CudaSlice, CudaStream, DriverError};
 use cudarc::nvrtc::{compile_ptx_with_opts, CompileError, CompileOptions, Ptx};
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -78,6 +78,28 @@ pub enum GpuError {
         /// The limit.
         limit: usize,
     },
+}
+
+/// Fill a kernel's outputs `o` and `lse` with NaN, so that an element it leaves unwritten fails the check.
+pub fn poison_outputs<T: flash::GpuElement>(
+    dev: &Device,
+    o: &mut CudaSlice<T>,
+    lse: &mut CudaSlice<f32>,
+) -> Result<(), GpuError> {
+    let st = dev.stream();
+    st.memcpy_htod(&vec![T::nan(); o.len()], o)?;
+    st.memcpy_htod(&vec![f32::NAN; lse.len()], lse)?;
+    Ok(())
+}
+
+/// Copy a kernel's outputs `o` and `lse` back to the host.
+pub fn download_outputs<T: flash::GpuElement>(
+    dev: &Device,
+    o: &CudaSlice<T>,
+    lse: &CudaSlice<f32>,
+) -> Result<(Vec<T>, Vec<f32>), GpuError> {
+    let st = dev.stream();
+    Ok((st.clone_dtoh(o)?, st.clone_dtoh(lse)?))
 }
 
 /// An open CUDA device: its context, one stream every launch goes to, and its compiled modules.

@@ -277,16 +277,12 @@ impl<T: GpuElement> DecodeBuffers<T> {
 
     /// Fill `o` and `lse` with NaN, so that an element a kernel leaves unwritten fails the check.
     pub fn poison(&mut self, dev: &Device) -> Result<(), GpuError> {
-        let st = dev.stream();
-        st.memcpy_htod(&vec![T::nan(); self.o.len()], &mut self.o)?;
-        st.memcpy_htod(&vec![f32::NAN; self.lse.len()], &mut self.lse)?;
-        Ok(())
+        super::poison_outputs(dev, &mut self.o, &mut self.lse)
     }
 
     /// Copy `o` and `lse` back.
     pub fn download(&self, dev: &Device) -> Result<(Vec<T>, Vec<f32>), GpuError> {
-        let st = dev.stream();
-        Ok((st.clone_dtoh(&self.o)?, st.clone_dtoh(&self.lse)?))
+        super::download_outputs(dev, &self.o, &self.lse)
     }
 
     /// Bytes a decode step must read or write at least: the K and V rows it attends to, `q`, `o`, `lse`

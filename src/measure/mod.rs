@@ -204,6 +204,16 @@ pub struct MeasurementFile {
     pub records: Vec<Record>,
 }
 
+impl MeasurementFile {
+    /// `commit C, date` a record was measured at: its own `measured` when a later run re-measured it,
+    /// else the file's.
+    pub fn when(&self, r: &Record) -> String {
+        r.measured
+            .clone()
+            .unwrap_or_else(|| format!("commit {}, {}", self.generated.commit, self.generated.date))
+    }
+}
+
 /// Read every `*.json` measurement file in `dir`, sorted by file name. Unreadable files are errors.
 pub fn load_all(dir: &Path) -> Result<Vec<(String, MeasurementFile)>, String> {
     let mut out = Vec::new();

@@ -95,10 +95,7 @@ fn crosscheck_table(name: &str, f: &MeasurementFile) -> String {
             ]
         })
         .collect();
-    let when = recs[0]
-        .measured
-        .clone()
-        .unwrap_or_else(|| format!("commit {}, {}", f.generated.commit, f.generated.date));
+    let when = f.when(recs[0]);
     let mut out = md_table(
         &[
             "ours",

@@ -37,13 +37,6 @@ fn gpu_file(
     files.iter().find(|(_, f)| f.machine.kind == "gpu")
 }
 
-/// `commit C, date` of a GPU decode record (its own when it was measured after the file's flash grid).
-fn when(r: &crate::measure::Record, f: &crate::measure::MeasurementFile) -> String {
-    r.measured
-        .clone()
-        .unwrap_or_else(|| format!("commit {}, {}", f.generated.commit, f.generated.date))
-}
-
 /// Table 03.3: GPU decode per context: our paged and contiguous kernels against PyTorch's SDPA backends
 /// on the same shapes, in the same device call.
 fn gpu_decode_table(files: &[(String, crate::measure::MeasurementFile)]) -> String {
@@ -116,7 +109,7 @@ fn gpu_decode_table(files: &[(String, crate::measure::MeasurementFile)]) -> Stri
         sig3(read),
         f.machine.name,
         f.machine.driver.as_deref().unwrap_or("?"),
-        when(r0, f),
+        f.when(r0),
     );
     out
 }
@@ -172,7 +165,7 @@ fn gpu_sweep_table(files: &[(String, crate::measure::MeasurementFile)]) -> Strin
          chunks arrive in shared memory by Hopper's bulk asynchronous copies, S per warp in flight; `...-PN`: a fixed \
          partition of N keys with the tuning named before it. {}, {}; from `measurements/{name}`.*\n",
         f.machine.name,
-        when(recs[0], f),
+        f.when(recs[0]),
     );
     out
 }
@@ -233,7 +226,7 @@ fn decode_table(files: &[(String, crate::measure::MeasurementFile)]) -> String {
             f.machine.name,
             f.generated.threads,
             sig3(f.machine.bandwidth_gbps),
-            when(r0, f),
+            f.when(r0),
         );
         break;
     }

@@ -90,10 +90,7 @@ fn gpu_heads_table(files: &[(String, MeasurementFile)]) -> String {
         ],
         &rows,
     );
-    let when = mha
-        .measured
-        .clone()
-        .unwrap_or_else(|| format!("commit {}, {}", f.generated.commit, f.generated.date));
+    let when = f.when(mha);
     out += &format!(
         "\n*Table 04.5. One decode step on the GPU: {} sequences of {} tokens, {} query heads, D = {}, fp16, \
          contiguous K/V; lab 03's decode kernel (a thread block computes up to 4 query heads of one kv head, \
@@ -341,10 +338,7 @@ fn decode_table(files: &[(String, MeasurementFile)]) -> String {
             .machine
             .bandwidth_gbps_1t
             .map_or(String::new(), |b| format!(", {} GB/s on one", sig3(b)));
-        let when = recs[0]
-            .measured
-            .clone()
-            .unwrap_or_else(|| format!("commit {}, {}", f.generated.commit, f.generated.date));
+        let when = f.when(recs[0]);
         out += &format!(
             "\n*Table 04.4. One MiniGPT layer's decode attention (8 query heads of size 32, f32, one thread) on {} \
              (copy bandwidth {} GB/s over {} threads{one}), {when}; every configuration checked against the f64 \

@@ -169,30 +169,20 @@ fn machine_roofline(name: &str, f: &MeasurementFile, picks: &[Pick]) -> (String,
     } else {
         format!("{} threads", f.generated.threads)
     };
-    let caption = format!(
-        "{}, {units}: peak {} GFLOP/s, copy {} GB/s ({}, commit {}{})",
+    let head = format!(
+        "{}, {units}: peak {} GFLOP/s, copy {} GB/s ({}, commit {}",
         f.machine.name,
         sig3(f.machine.peak_gflops),
         sig3(f.machine.bandwidth_gbps),
         f.generated.date,
         f.generated.commit,
-        if later.is_empty() {
-            ""
-        } else {
-            "; later dots: Table R.1"
-        }
     );
-    let provenance = if later.is_empty() {
-        caption.clone()
+    let (caption, provenance) = if later.is_empty() {
+        (format!("{head})"), format!("{head})"))
     } else {
-        format!(
-            "{}, {units}: peak {} GFLOP/s, copy {} GB/s ({}, commit {}; {})",
-            f.machine.name,
-            sig3(f.machine.peak_gflops),
-            sig3(f.machine.bandwidth_gbps),
-            f.generated.date,
-            f.generated.commit,
-            later.join("; ")
+        (
+            format!("{head}; later dots: Table R.1)"),
+            format!("{head}; {})", later.join("; ")),
         )
     };
     let second = one

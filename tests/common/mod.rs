@@ -1,13 +1,31 @@
-//! Shared by the paged-attention tests (CPU and GPU): a batch of sequences scattered into an oversized,
-//! NaN-poisoned pool through shuffled block tables, and the check of an output against the f64 reference.
+//! Shared by the tests: the GPU tests' device (skip, or fail under `REQUIRE_GPU=1`), and for the
+//! paged-attention tests (CPU and GPU) a batch of sequences scattered into an oversized, NaN-poisoned pool
+//! through shuffled block tables, with the check of an output against the f64 reference.
 #![allow(dead_code)] // each test file uses its own part of it
 
+use modern_attention::gpu::Device;
 use modern_attention::minimodel::check::{assert_attn_close, FP16_BAR};
 use modern_attention::minimodel::numeric::{convert, DType, Element};
 use modern_attention::minimodel::paged::paged_attention::{PagedBatch, PagedKv};
 use modern_attention::minimodel::reference::{attention_lowp, attention_ref64};
 use modern_attention::minimodel::rng::Rng;
 use modern_attention::minimodel::shape::{AttnShape, Mask};
+
+/// The CUDA device, or `None` with `skipped: no CUDA device` printed; with `REQUIRE_GPU=1` a missing
+/// device panics instead.
+pub fn device() -> Option<Device> {
+    match Device::open() {
+        Ok(Some(d)) => Some(d),
+        Ok(None) => {
+            if std::env::var("REQUIRE_GPU").is_ok_and(|v| v == "1") {
+                panic!("REQUIRE_GPU=1 but there is no CUDA device");
+            }
+            println!("skipped: no CUDA device");
+            None
+        }
+        Err(e) => panic!("a CUDA driver is present but unusable: {e}"),
+    }
+}
 
 /// A batch of sequences stored in a shuffled pool with spare (poisoned) blocks.
 pub struct Setup<T> {
