@@ -30,32 +30,49 @@ pub fn render(files: &[(String, crate::measure::MeasurementFile)]) -> Vec<Artifa
     ]
 }
 
-/// The GPU file, if one is committed.
-fn gpu_file(
-    files: &[(String, crate::measure::MeasurementFile)],
-) -> Option<&(String, crate::measure::MeasurementFile)> {
-    files.iter().find(|(_, f)| f.machine.kind == "gpu")
+type Gpu<'a> = (
+    &'a str,
+    &'a crate::measure::MeasurementFile,
+    Vec<&'a crate::measure::Record>,
+    Vec<usize>,
+);
+
+/// The committed GPU file's checked records of `variant` and their contexts (sorted), or the note a
+/// table shows instead (`missing` when the file has none of them).
+fn gpu_records<'a>(
+    files: &'a [(String, crate::measure::MeasurementFile)],
+    variant: &str,
+    missing: &str,
+) -> Result<Gpu<'a>, String> {
+    let Some((name, f)) = files.iter().find(|(_, f)| f.machine.kind == "gpu") else {
+        return Err("*No GPU measurements are committed yet.*\n".into());
+    };
+    let recs: Vec<_> = f
+        .records
+        .iter()
+        .filter(|r| r.variant == variant && r.checked)
+        .collect();
+    if recs.is_empty() {
+        return Err(missing.into());
+    }
+    let mut ns: Vec<usize> = recs.iter().map(|r| r.nk).collect();
+    ns.sort_unstable();
+    ns.dedup();
+    Ok((name, f, recs, ns))
 }
 
 /// Table 03.3: GPU decode per context: our paged and contiguous kernels against PyTorch's SDPA backends
 /// on the same shapes, in the same device call.
 fn gpu_decode_table(files: &[(String, crate::measure::MeasurementFile)]) -> String {
-    let Some((name, f)) = gpu_file(files) else {
-        return "*No GPU measurements are committed yet.*\n".into();
+    let (name, f, recs, ns) = match gpu_records(
+        files,
+        "paged_decode",
+        "*No GPU paged-decode measurements are committed yet (`bench/gpu.sh ... dpeer paged`).*\n",
+    ) {
+        Ok(g) => g,
+        Err(note) => return note,
     };
-    let recs: Vec<_> = f
-        .records
-        .iter()
-        .filter(|r| r.variant == "paged_decode" && r.checked)
-        .collect();
-    if recs.is_empty() {
-        return "*No GPU paged-decode measurements are committed yet (`bench/gpu.sh ... dpeer paged`).*\n"
-            .into();
-    }
     let read = f.machine.read_gbps.unwrap_or(f.machine.bandwidth_gbps);
-    let mut ns: Vec<usize> = recs.iter().map(|r| r.nk).collect();
-    ns.sort_unstable();
-    ns.dedup();
     let cols = [
         "ours/gpu-paged",
         "ours/gpu-contiguous",
@@ -116,20 +133,14 @@ fn gpu_decode_table(files: &[(String, crate::measure::MeasurementFile)]) -> Stri
 
 /// Table 03.4: the tunings and partition sizes behind the paged kernel's defaults.
 fn gpu_sweep_table(files: &[(String, crate::measure::MeasurementFile)]) -> String {
-    let Some((name, f)) = gpu_file(files) else {
-        return "*No GPU measurements are committed yet.*\n".into();
+    let (name, f, recs, ns) = match gpu_records(
+        files,
+        "paged_decode_sweep",
+        "*No GPU tuning sweep is committed yet.*\n",
+    ) {
+        Ok(g) => g,
+        Err(note) => return note,
     };
-    let recs: Vec<_> = f
-        .records
-        .iter()
-        .filter(|r| r.variant == "paged_decode_sweep" && r.checked)
-        .collect();
-    if recs.is_empty() {
-        return "*No GPU tuning sweep is committed yet.*\n".into();
-    }
-    let mut ns: Vec<usize> = recs.iter().map(|r| r.nk).collect();
-    ns.sort_unstable();
-    ns.dedup();
     let mut imps: Vec<&str> = Vec::new();
     for r in &recs {
         if !imps.contains(&r.implementation.as_str()) {
