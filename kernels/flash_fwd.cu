@@ -7,7 +7,7 @@
 //     o = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=..., enable_gqa=True)
 //
 // Compiled at run time by NVRTC (src/gpu/mod.rs), one module per (version, dtype): the host defines
-// FA_VERSION (1..5) and FA_BF16 (0 or 1) so that a process compiles only the kernels it launches.
+// FA_VERSION (1..6) and FA_BF16 (0 or 1) so that a process compiles only the kernels it launches.
 //
 // ANCHOR: changelog
 // Changelog. Measured on an NVIDIA H100 80GB HBM3 (driver 580.159, CUDA 13.0), 2026-11-27, fp16,
@@ -342,10 +342,10 @@ V3(64)
 V3(128)
 #endif  // FA_VERSION == 3
 
-#if FA_VERSION == 4 || FA_VERSION == 5
+#if FA_VERSION >= 4
 // ---------------------------------------------------------------------------------------------------
 // ANCHOR: mma_fragments
-// v4 / v5: tensor cores. Fragment layouts of mma.m16n8k16 (PTX ISA), lane = 4 g + t:
+// v4 - v6: tensor cores. Fragment layouts of mma.m16n8k16 (PTX ISA), lane = 4 g + t:
 //   A (16x16, row): a0 (g, 2t..2t+1), a1 (g+8, 2t..), a2 (g, 8+2t..), a3 (g+8, 8+2t..)
 //   B (16x8, col):  b0 (k 2t..2t+1, n g), b1 (k 8+2t.., n g)
 //   C (16x8 f32):   c0,c1 (g, 2t..2t+1), c2,c3 (g+8, 2t..2t+1)
@@ -394,6 +394,7 @@ __device__ __forceinline__ void cp_async_wait() {
 }
 // ANCHOR_END: cp_async
 
+#if FA_VERSION == 4 || FA_VERSION == 5
 // ANCHOR: tc_block
 // One block: BR = 16 NW query rows of one (batch, head); warp w owns rows 16w..16w+15. Keys in tiles of
 // BC = 64. Shared memory: Q [BR][LD], K and V [STAGES][BC][LD], LD = D + 8 (16 bytes of padding per
@@ -636,3 +637,305 @@ TC(5, true, 64, 8)
 TC(5, true, 128, 8)
 #endif
 #endif  // FA_VERSION == 4 || FA_VERSION == 5
+
+#if FA_VERSION == 6
+// ---------------------------------------------------------------------------------------------------
+// ANCHOR: wgmma_intro
+// v6 (Hopper, sm_90a): warpgroup matrix multiply. A warpgroup is 4 consecutive warps (128 threads);
+// one `wgmma.mma_async` computes a 64 x N x 16 product for all of them, B (and here A of S = Q K^T)
+// read by the tensor cores straight from shared memory through a 64-bit matrix descriptor, the f32
+// accumulator spread over the warpgroup's registers: warp w of the group holds rows 16w..16w+15 in
+// exactly mma.m16n8's C layout, one 8-column fragment after another. So S's accumulator is still
+// P V's A fragment (now passed in registers to the second wgmma), and v5's softmax code carries over.
+//
+// Shared-memory operands use the no-swizzle canonical layout: the tile is cut into "core matrices"
+// of 8 rows x 16 bytes, each stored as 128 contiguous bytes. A tile of R rows x D columns (16-bit)
+// keeps core matrix (row group r/8, column chunk c) at byte ((r/8) (D/8) + c) 128, so a thread that
+// copies 16-byte chunk number e of the tile (in that order) writes shared byte 16 e: the cp.async
+// stores are linear, and each core matrix is 32 consecutive banks (conflict-free). A descriptor gives
+// the start address and two strides: LBO between core matrices adjacent along K (the reduction
+// dimension), SBO between core matrices adjacent along M or N.
+//   Q (A, K-major: D contiguous):  LBO = 128 bytes (next 8 columns), SBO = 16 D (next 8 rows)
+//   K (B, K-major, N = keys):      the same
+//   V (B, N = D contiguous, "MN-major", transpose bit set): LBO = 16 D (next 8 keys), SBO = 128
+// ANCHOR_END: wgmma_intro
+#if FA_BF16
+#define WG_TYPES ".f32.bf16.bf16"
+#else
+#define WG_TYPES ".f32.f16.f16"
+#endif
+
+__device__ __forceinline__ unsigned long long sdesc(const void* p, unsigned lbo, unsigned sbo) {
+    return (unsigned long long)((smem_addr(p) & 0x3FFFF) >> 4) | ((unsigned long long)(lbo >> 4) << 16) |
+           ((unsigned long long)(sbo >> 4) << 32);  // layout type 0 (no swizzle), base offset 0
+}
+__device__ __forceinline__ void wg_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
+__device__ __forceinline__ void wg_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
+template <int N>
+__device__ __forceinline__ void wg_wait() {
+    asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(N) : "memory");
+}
+// Shared memory written by ordinary (generic-proxy) stores, cp.async included, and read next by the
+// tensor cores (the async proxy) needs this fence in every writing thread before the barrier.
+__device__ __forceinline__ void fence_proxy_async() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
+
+// ANCHOR: wgmma_ops
+// D (64 x N, f32) = or += A B for one k-step of 16. `ss`: A and B from shared memory (descriptors);
+// `rs`: A from registers (the P fragment), B from shared memory read transposed (V is [key][d]).
+__device__ __forceinline__ void wgmma_ss_n128(float (&d)[64], unsigned long long da,
+                                                 unsigned long long db, int accumulate) {
+    asm volatile(
+        "{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n"
+        "wgmma.mma_async.sync.aligned.m64n128k16" WG_TYPES " {"
+        "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
+        "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, "
+        "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, "
+        "%48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, "
+        "%64, %65, p, 1, 1, 0, 0;\n}\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
+          "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),
+          "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
+          "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]),
+          "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]),
+          "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]),
+          "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]),
+          "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
+        : "l"(da), "l"(db), "r"(accumulate));
+}
+__device__ __forceinline__ void wgmma_rs_n32(float (&d)[16], const unsigned int (&a)[4],
+                                                 unsigned long long db) {
+    asm volatile(
+        "{\n.reg .pred p;\nsetp.ne.b32 p, %21, 0;\n"
+        "wgmma.mma_async.sync.aligned.m64n32k16" WG_TYPES " {"
+        "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15}, "
+        "{%16, %17, %18, %19}, %20, p, 1, 1, 1;\n}\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
+          "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db), "r"(1));
+}
+__device__ __forceinline__ void wgmma_rs_n64(float (&d)[32], const unsigned int (&a)[4],
+                                                 unsigned long long db) {
+    asm volatile(
+        "{\n.reg .pred p;\nsetp.ne.b32 p, %37, 0;\n"
+        "wgmma.mma_async.sync.aligned.m64n64k16" WG_TYPES " {"
+        "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
+        "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, "
+        "{%32, %33, %34, %35}, %36, p, 1, 1, 1;\n}\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
+          "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),
+          "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
+          "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db), "r"(1));
+}
+__device__ __forceinline__ void wgmma_rs_n128(float (&d)[64], const unsigned int (&a)[4],
+                                                 unsigned long long db) {
+    asm volatile(
+        "{\n.reg .pred p;\nsetp.ne.b32 p, %69, 0;\n"
+        "wgmma.mma_async.sync.aligned.m64n128k16" WG_TYPES " {"
+        "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
+        "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, "
+        "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, "
+        "%48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, "
+        "{%64, %65, %66, %67}, %68, p, 1, 1, 1;\n}\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
+          "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),
+          "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
+          "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]),
+          "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]),
+          "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]),
+          "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]),
+          "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db), "r"(1));
+}
+// ANCHOR_END: wgmma_ops
+__device__ __forceinline__ void wgmma_rs(float (&d)[16], const unsigned int (&a)[4], unsigned long long b) {
+    wgmma_rs_n32(d, a, b);
+}
+__device__ __forceinline__ void wgmma_rs(float (&d)[32], const unsigned int (&a)[4], unsigned long long b) {
+    wgmma_rs_n64(d, a, b);
+}
+__device__ __forceinline__ void wgmma_rs(float (&d)[64], const unsigned int (&a)[4], unsigned long long b) {
+    wgmma_rs_n128(d, a, b);
+}
+
+// ANCHOR: wg_block
+// One block: two warpgroups (256 threads), BR = 128 query rows of one (batch, head); warpgroup w owns
+// rows 64w..64w+63. Keys in tiles of BC = 128, double-buffered by cp.async. Shared memory: Q (BR x D),
+// then two stages of K and V (BC x D each), all 16-bit: 160 KB at D = 128, so one block per SM.
+template <typename T, int D>
+__device__ void flash_wg(const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v,
+                         T* __restrict__ o, float* __restrict__ lse, Params p) {
+    constexpr int BR = 128, BC = 128, CH = D / 8, NT = 256;
+    extern __shared__ __align__(128) unsigned char smem_raw[];
+    T* Qs = reinterpret_cast<T*>(smem_raw);
+    T* Ks = Qs + BR * D;  // stage st: K at Ks + 2 st BC D, V right after it
+    // ANCHOR_END: wg_block
+
+    const int tid = threadIdx.x, wg = tid / 128, warp = (tid / 32) % 4, lane = tid % 32;
+    const int g = lane >> 2, tg = lane & 3;
+    const int tile = gridDim.x - 1 - blockIdx.x;  // the longest (causal: last) query tiles start first
+    const int bh = blockIdx.y, b = bh / p.hq, h = bh % p.hq, hk = h / (p.hq / p.hkv);
+    const int i0 = tile * BR, off = p.nk - p.nq, iw = i0 + wg * 64;  // iw: this warpgroup's first row
+    const T* qb = q + (size_t)bh * p.nq * D;
+    const T* kb = k + ((size_t)b * p.hkv + hk) * p.nk * D;
+    const T* vb = v + ((size_t)b * p.hkv + hk) * p.nk * D;
+    int lo, hi;
+    key_range(p, i0, min(i0 + BR, p.nq) - 1, lo, hi);
+    const int t_begin = lo / BC;
+    const int ntiles = hi > lo ? (hi + BC - 1) / BC - t_begin : 0;  // fully masked tiles: skipped
+
+    // ANCHOR: wg_copy
+    // Rows [r0, r0 + rows) of a (n x D) matrix into the core-matrix layout: 16-byte chunk e goes to
+    // shared byte 16 e and comes from row 8 (e / 8 CH) + e % 8, column chunk (e / 8) % CH. Rows past n
+    // are zeros.
+    auto copy_tile = [&](T* dst, const T* src, int r0, int n, int rows) {
+        for (int e = tid; e < rows * CH; e += NT) {
+            const int r = r0 + (e / (8 * CH)) * 8 + e % 8, c = (e / 8) % CH;
+            cp_async16(dst + e * 8, src + (size_t)(r < n ? r : 0) * D + c * 8, r < n);
+        }
+    };
+    // ANCHOR_END: wg_copy
+    auto load_kv = [&](int st, int j0) {
+        T* Kd = Ks + st * 2 * BC * D;
+        copy_tile(Kd, kb, j0, p.nk, BC);
+        copy_tile(Kd + BC * D, vb, j0, p.nk, BC);
+    };
+    copy_tile(Qs, qb, i0, p.nq, BR);
+    cp_async_commit();  // group: Q
+    if (ntiles > 0) load_kv(0, t_begin * BC);
+    cp_async_commit();  // group: K/V tile 0
+
+    float oacc[D / 2];  // O, 8-column fragments of rows g and g + 8 of this warp: [4 dn + 2 r + c]
+#pragma unroll
+    for (int x = 0; x < D / 2; ++x) oacc[x] = 0.f;
+    float m[2] = {NEG_INF, NEG_INF}, l[2] = {0.f, 0.f};  // raw-score max and row sum (whole row)
+    const int row_a = iw + warp * 16 + g;               // this thread's rows: row_a and row_a + 8
+    const T* Qw = Qs + wg * 64 * D;                     // this warpgroup's 64 rows of Q
+
+    for (int t = 0; t < ntiles; ++t) {
+        const int j0 = (t_begin + t) * BC, st = t & 1;
+        if (t + 1 < ntiles) load_kv(st ^ 1, j0 + BC);  // the next tile flies during this one
+        cp_async_commit();
+        cp_async_wait<1>();  // everything but the newest group has landed: Q and tile t
+        fence_proxy_async();
+        __syncthreads();
+        const T* Kt = Ks + st * 2 * BC * D;
+        const T* Vt = Kt + BC * D;
+
+        // ANCHOR: wg_qk
+        // S = Q K^T, 64 rows x 128 keys per warpgroup: D / 16 wgmma k-steps, each 2 core matrices
+        // (256 bytes) further along D in both operands.
+        float s[BC / 2];
+        wg_fence();
+#pragma unroll
+        for (int kk = 0; kk < D / 16; ++kk)
+            wgmma_ss_n128(s, sdesc(Qw + kk * 128, 128, 16 * D), sdesc(Kt + kk * 128, 128, 16 * D), kk);
+        wg_commit();
+        wg_wait<0>();
+        // ANCHOR_END: wg_qk
+
+        // Mask only the tiles that straddle a boundary for this warpgroup's rows.
+        const bool need_mask = j0 + BC > p.nk || (p.causal && j0 + BC - 1 > iw + off) ||
+                               (p.window && j0 <= iw + 63 + off - p.window);
+        if (need_mask) {
+#pragma unroll
+            for (int nt = 0; nt < BC / 8; ++nt)
+#pragma unroll
+                for (int e = 0; e < 4; ++e)
+                    if (!visible(p, row_a + (e >> 1) * 8, j0 + nt * 8 + tg * 2 + (e & 1))) s[4 * nt + e] = NEG_INF;
+        }
+        // Online softmax, exactly v5's (a row is spread over the 4 lanes of a quad).
+        float mx[2] = {m[0], m[1]};
+#pragma unroll
+        for (int nt = 0; nt < BC / 8; ++nt) {
+            mx[0] = fmaxf(mx[0], fmaxf(s[4 * nt], s[4 * nt + 1]));
+            mx[1] = fmaxf(mx[1], fmaxf(s[4 * nt + 2], s[4 * nt + 3]));
+        }
+        float msc[2];
+#pragma unroll
+        for (int r = 0; r < 2; ++r) {
+            mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
+            mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
+            msc[r] = mx[r] == NEG_INF ? 0.f : mx[r] * p.scale_log2;
+            const float alpha = ex2(m[r] * p.scale_log2 - msc[r]);
+            l[r] *= alpha;
+#pragma unroll
+            for (int dn = 0; dn < D / 8; ++dn) {
+                oacc[4 * dn + 2 * r] *= alpha;
+                oacc[4 * dn + 2 * r + 1] *= alpha;
+            }
+            m[r] = mx[r];
+        }
+        unsigned int pf[BC / 16][4], pl[BC / 16][4];
+        float lt[2] = {0.f, 0.f};
+#pragma unroll
+        for (int nt = 0; nt < BC / 8; ++nt) {
+            const float p0 = ex2(fmaf(s[4 * nt], p.scale_log2, -msc[0]));
+            const float p1 = ex2(fmaf(s[4 * nt + 1], p.scale_log2, -msc[0]));
+            const float p2 = ex2(fmaf(s[4 * nt + 2], p.scale_log2, -msc[1]));
+            const float p3 = ex2(fmaf(s[4 * nt + 3], p.scale_log2, -msc[1]));
+            lt[0] += p0 + p1;
+            lt[1] += p2 + p3;
+            const unsigned int h01 = pack2(p0, p1, T()), h23 = pack2(p2, p3, T());
+            const float2 f01 = to_f2(h01, T()), f23 = to_f2(h23, T());
+            pf[nt / 2][(nt & 1) * 2 + 0] = h01;
+            pf[nt / 2][(nt & 1) * 2 + 1] = h23;
+            pl[nt / 2][(nt & 1) * 2 + 0] = pack2(p0 - f01.x, p1 - f01.y, T());
+            pl[nt / 2][(nt & 1) * 2 + 1] = pack2(p2 - f23.x, p3 - f23.y, T());
+        }
+        // ANCHOR: wg_first_tile
+        // v5 adds (P - fp16(P)) V on any tile that carries over a quarter of a row's weight; a branch on
+        // data around wgmma makes the compiler serialise every wgmma of the kernel (ptxas C7520), so v6
+        // corrects the block's first tile only, a branch on the loop counter. The first tile is where
+        // a short row has all its weight (the rows that broke the 1e-3 bar in v5).
+#pragma unroll
+        for (int r = 0; r < 2; ++r) {
+            lt[r] += __shfl_xor_sync(0xffffffffu, lt[r], 1);
+            lt[r] += __shfl_xor_sync(0xffffffffu, lt[r], 2);
+            l[r] += lt[r];
+        }
+        const bool heavy = t == 0;
+        // ANCHOR_END: wg_first_tile
+
+        // ANCHOR: wg_pv
+        // O += P V: A = P from registers, B = V from shared memory, k-steps of 16 keys (2 core-matrix
+        // rows, 16 D elements further on).
+        wg_fence();
+#pragma unroll
+        for (int kt = 0; kt < BC / 16; ++kt) wgmma_rs(oacc, pf[kt], sdesc(Vt + kt * 16 * D, 16 * D, 128));
+        if (heavy) {
+#pragma unroll
+            for (int kt = 0; kt < BC / 16; ++kt) wgmma_rs(oacc, pl[kt], sdesc(Vt + kt * 16 * D, 16 * D, 128));
+        }
+        wg_commit();
+        wg_wait<0>();
+        __syncthreads();  // both warpgroups are done with stage st before it is refilled
+        // ANCHOR_END: wg_pv
+    }
+
+    // O /= l, lse = m scale + ln l; rows past Nq are not stored.
+    T* ob = o + (size_t)bh * p.nq * D;
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+        const int row = row_a + r * 8;
+        if (row >= p.nq) continue;
+        const float inv = l[r] > 0.f ? 1.f / l[r] : 0.f;
+#pragma unroll
+        for (int dn = 0; dn < D / 8; ++dn)
+            *reinterpret_cast<unsigned int*>(ob + (size_t)row * D + dn * 8 + tg * 2) =
+                pack2(oacc[4 * dn + 2 * r] * inv, oacc[4 * dn + 2 * r + 1] * inv, T());
+        if (tg == 0)
+            lse[(size_t)bh * p.nq + row] = l[r] > 0.f ? (m[r] * p.scale_log2 + log2f(l[r])) * LN2 : NEG_INF;
+    }
+}
+
+#define WG(DD)                                                                                          \
+    extern "C" __global__ void __launch_bounds__(256, 1)                                               \
+        flash_v6_##DD(const elem_t* q, const elem_t* k, const elem_t* v, elem_t* o, float* lse, Params p) { \
+        flash_wg<elem_t, DD>(q, k, v, o, lse, p);                                                      \
+    }
+WG(32)
+WG(64)
+WG(128)
+#endif  // FA_VERSION == 6
+#endif  // FA_VERSION >= 4

@@ -61,10 +61,10 @@ fn read_peer(p: &str) -> Result<PeerFile, String> {
 /// [--out DIR] [--commit C] [--date D] [--rustc R]`
 ///
 /// Without `--only`, measures lab 02's flash grid and lab 03's paged decode and writes a whole file.
-/// With `--only paged`, re-measures the paged decode alone and merges it into the committed file for
-/// this card (`measurements/gpu-<card>.json`), replacing that file's records of every variant measured
-/// now (`paged_decode`, `paged_decode_sweep`, and `crosscheck` from `--peer-check FILE`) and marking
-/// the new ones with their own commit and date (`measured`).
+/// With `--only paged` (or `flash`), re-measures that part alone and merges it into the committed file
+/// for this card (`measurements/gpu-<card>.json`), replacing that file's records of every variant
+/// measured now (e.g. `paged_decode`, `paged_decode_sweep`, and `crosscheck` from `--peer-check FILE`)
+/// and marking the new ones with their own commit and date (`measured`).
 pub fn measure_gpu(
     root: &Path,
     args: &[String],
@@ -153,8 +153,9 @@ pub fn measure_gpu(
         gpu::file(&dev, records, peak, bw, driver, generated).map_err(|e| e.to_string())?;
     file.machine.read_gbps = read_gbps;
     let name = format!("gpu-{}.json", slug(&file.machine.name));
-    if only == Some("paged") {
-        // Merge into the committed file: its flash records and provenance stay, ours replace its paged ones.
+    if only.is_some() {
+        // Merge into the committed file: its other records and provenance stay, ours replace its
+        // records of every variant measured now; ceilings measured now replace the file's.
         let committed = root.join("measurements").join(&name);
         if let Ok(text) = std::fs::read_to_string(&committed) {
             let mut base: MeasurementFile =
@@ -166,7 +167,14 @@ pub fn measure_gpu(
                 r.measured = Some(format!("commit {commit}, {date}"));
                 base.records.push(r);
             }
-            base.machine.read_gbps = read_gbps;
+            if read_gbps.is_some() {
+                base.machine.read_gbps = read_gbps;
+            }
+            if peak > 0.0 {
+                base.machine.peak_gflops = peak;
+                base.machine.bandwidth_gbps = bw;
+            }
+            base.machine.driver = file.machine.driver.or(base.machine.driver);
             file = base;
         }
     }
@@ -377,7 +385,7 @@ pub fn probe(args: &[String]) -> Result<(), String> {
                 for ver in Version::ALL {
                     ok &= probe_one::<f16>(&dev, ver, s, mask, 100 + i as u64)?;
                 }
-                for ver in [Version::V4TensorCores, Version::V5CpAsync] {
+                for ver in [Version::V4TensorCores, Version::V5CpAsync, Version::V6Wgmma] {
                     ok &= probe_one::<bf16>(&dev, ver, s, mask, 200 + i as u64)?;
                 }
             }

@@ -185,7 +185,11 @@ fn bf16_tensor_core_versions_match() {
         failures.extend(run_cases(
             &dev,
             std::slice::from_ref(c),
-            &[(Version::V4TensorCores, 4), (Version::V5CpAsync, w)],
+            &[
+                (Version::V4TensorCores, 4),
+                (Version::V5CpAsync, w),
+                (Version::V6Wgmma, 8),
+            ],
         ));
     }
     assert!(

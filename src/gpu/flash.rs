@@ -10,6 +10,8 @@
 //! * `v3_tiled`: K/V tiles in shared memory shared by 64 rows, still on CUDA cores.
 //! * `v4_tensor_cores`: `mma.sync` m16n8k16 with `ldmatrix`, P kept in registers.
 //! * `v5_cp_async`: v4 plus `cp.async` double buffering of K/V tiles.
+//! * `v6_wgmma`: Hopper's warpgroup MMA (`wgmma.mma_async`, operands from shared memory through matrix
+//!   descriptors), two warpgroups of 64 query rows sharing 128-key tiles (sm_90a only).
 
 use super::{Device, GpuError};
 use crate::minimodel::numeric::Element;
@@ -30,16 +32,19 @@ pub enum Version {
     V4TensorCores,
     /// Tensor cores with `cp.async` double-buffered K/V tiles.
     V5CpAsync,
+    /// Hopper's warpgroup MMA (`wgmma`), 128-row blocks of two warpgroups, 128-key tiles.
+    V6Wgmma,
 }
 
 impl Version {
     /// Every version, slowest first.
-    pub const ALL: [Version; 5] = [
+    pub const ALL: [Version; 6] = [
         Version::V1Naive,
         Version::V2Online,
         Version::V3Tiled,
         Version::V4TensorCores,
         Version::V5CpAsync,
+        Version::V6Wgmma,
     ];
 
     /// The fastest version this crate has.
@@ -53,6 +58,7 @@ impl Version {
             Version::V3Tiled => "v3_tiled",
             Version::V4TensorCores => "v4_tensor_cores",
             Version::V5CpAsync => "v5_cp_async",
+            Version::V6Wgmma => "v6_wgmma",
         }
     }
 
@@ -64,6 +70,7 @@ impl Version {
             Version::V3Tiled => 3,
             Version::V4TensorCores => 4,
             Version::V5CpAsync => 5,
+            Version::V6Wgmma => 6,
         }
     }
 
@@ -405,6 +412,39 @@ pub fn forward_with<T: GpuElement>(
                     .launch(cfg)
             }?;
             // ANCHOR_END: tc_launch
+        }
+        // ANCHOR: wg_launch
+        Version::V6Wgmma => {
+            if dev.arch() != "sm_90a" {
+                return Err(GpuError::NotSupported {
+                    what: "v6_wgmma needs Hopper's warpgroup MMA (sm_90a)",
+                    arch: dev.arch(),
+                });
+            }
+            let f = module.load_function(&format!("flash_v6_{}", s.d))?;
+            let (br, bc) = (128, 128);
+            let smem = ((br + 4 * bc) * s.d * 2) as u32; // Q, then two stages of K and V
+            f.set_attribute(
+                sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                smem as i32,
+            )?;
+            let cfg = LaunchConfig {
+                grid_dim: (nq.div_ceil(br as u32), bh, 1),
+                block_dim: (256, 1, 1),
+                shared_mem_bytes: smem,
+            };
+            // SAFETY: argument types and order match the kernel; sizes were validated above.
+            unsafe {
+                st.launch_builder(&f)
+                    .arg(&bufs.q)
+                    .arg(&bufs.k)
+                    .arg(&bufs.v)
+                    .arg(&mut bufs.o)
+                    .arg(&mut bufs.lse)
+                    .arg(&p)
+                    .launch(cfg)
+            }?;
+            // ANCHOR_END: wg_launch
         }
     }
     Ok(())

@@ -175,6 +175,10 @@ pub fn bytes_model(version: Version, warps: usize, s: &AttnShape, mask: Mask) ->
         Version::V3Tiled => tiled(64),
         Version::V4TensorCores => tiled(64),
         Version::V5CpAsync => tiled(16 * warps),
+        Version::V6Wgmma => {
+            let t = flash_traffic(s, dt, 128, 128, mask);
+            (t.loaded + t.stored) as f64
+        }
     }
 }
 
