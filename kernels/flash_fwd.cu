@@ -702,6 +702,26 @@ __device__ __forceinline__ void wgmma_ss_n128(float (&d)[64], unsigned long long
           "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
         : "l"(da), "l"(db), "r"(accumulate));
 }
+__device__ __forceinline__ void wgmma_ss_n128_first(float (&d)[64], unsigned long long da,
+                                                       unsigned long long db) {
+    asm volatile(
+        "{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n"
+        "wgmma.mma_async.sync.aligned.m64n128k16" WG_TYPES " {"
+        "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
+        "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, "
+        "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, "
+        "%48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, "
+        "%64, %65, p, 1, 1, 0, 0;\n}\n"
+        : "=f"(d[0]), "=f"(d[1]), "=f"(d[2]), "=f"(d[3]), "=f"(d[4]), "=f"(d[5]), "=f"(d[6]), "=f"(d[7]),
+          "=f"(d[8]), "=f"(d[9]), "=f"(d[10]), "=f"(d[11]), "=f"(d[12]), "=f"(d[13]), "=f"(d[14]), "=f"(d[15]),
+          "=f"(d[16]), "=f"(d[17]), "=f"(d[18]), "=f"(d[19]), "=f"(d[20]), "=f"(d[21]), "=f"(d[22]), "=f"(d[23]),
+          "=f"(d[24]), "=f"(d[25]), "=f"(d[26]), "=f"(d[27]), "=f"(d[28]), "=f"(d[29]), "=f"(d[30]), "=f"(d[31]),
+          "=f"(d[32]), "=f"(d[33]), "=f"(d[34]), "=f"(d[35]), "=f"(d[36]), "=f"(d[37]), "=f"(d[38]), "=f"(d[39]),
+          "=f"(d[40]), "=f"(d[41]), "=f"(d[42]), "=f"(d[43]), "=f"(d[44]), "=f"(d[45]), "=f"(d[46]), "=f"(d[47]),
+          "=f"(d[48]), "=f"(d[49]), "=f"(d[50]), "=f"(d[51]), "=f"(d[52]), "=f"(d[53]), "=f"(d[54]), "=f"(d[55]),
+          "=f"(d[56]), "=f"(d[57]), "=f"(d[58]), "=f"(d[59]), "=f"(d[60]), "=f"(d[61]), "=f"(d[62]), "=f"(d[63])
+        : "l"(da), "l"(db), "r"(0));
+}
 __device__ __forceinline__ void wgmma_rs_n32(float (&d)[16], const unsigned int (&a)[4],
                                                  unsigned long long db) {
     asm volatile(
@@ -760,8 +780,11 @@ __device__ __forceinline__ void wgmma_rs(float (&d)[64], const unsigned int (&a)
 
 // ANCHOR: wg_block
 // One block: two warpgroups (256 threads), BR = 128 query rows of one (batch, head); warpgroup w owns
-// rows 64w..64w+63. Keys in tiles of BC = 128, double-buffered by cp.async. Shared memory: Q (BR x D),
-// then two stages of K and V (BC x D each), all 16-bit: 160 KB at D = 128, so one block per SM.
+// rows 64w..64w+63. Keys in tiles of BC = 128, two stages filled by cp.async: the copies of tile t + 1
+// are issued right after S of tile t (the tensor cores work meanwhile) into the stage tile t - 1 used,
+// which every warpgroup finished before the barrier at the top of tile t. Shared memory: Q (BR x D),
+// then two stages of K and V (BC x D each), all 16-bit: 160 KB at D = 128. 233 registers a thread:
+// one block per SM.
 template <typename T, int D>
 __device__ void flash_wg(const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v,
                          T* __restrict__ o, float* __restrict__ lse, Params p) {
@@ -812,13 +835,12 @@ __device__ void flash_wg(const T* __restrict__ q, const T* __restrict__ k, const
     const int row_a = iw + warp * 16 + g;               // this thread's rows: row_a and row_a + 8
     const T* Qw = Qs + wg * 64 * D;                     // this warpgroup's 64 rows of Q
 
+    // ANCHOR: wg_loop
     for (int t = 0; t < ntiles; ++t) {
         const int j0 = (t_begin + t) * BC, st = t & 1;
-        if (t + 1 < ntiles) load_kv(st ^ 1, j0 + BC);  // the next tile flies during this one
-        cp_async_commit();
-        cp_async_wait<1>();  // everything but the newest group has landed: Q and tile t
+        cp_async_wait<0>();  // this thread's copies of tile t (and Q) have landed
         fence_proxy_async();
-        __syncthreads();
+        __syncthreads();  // everyone's have; and both warpgroups are done with tile t - 1
         const T* Kt = Ks + st * 2 * BC * D;
         const T* Vt = Kt + BC * D;
 
@@ -827,10 +849,14 @@ __device__ void flash_wg(const T* __restrict__ q, const T* __restrict__ k, const
         // (256 bytes) further along D in both operands.
         float s[BC / 2];
         wg_fence();
+        wgmma_ss_n128_first(s, sdesc(Qw, 128, 16 * D), sdesc(Kt, 128, 16 * D));  // S = Q K^T over d 0..15
 #pragma unroll
-        for (int kk = 0; kk < D / 16; ++kk)
-            wgmma_ss_n128(s, sdesc(Qw + kk * 128, 128, 16 * D), sdesc(Kt + kk * 128, 128, 16 * D), kk);
+        for (int kk = 1; kk < D / 16; ++kk)
+            wgmma_ss_n128(s, sdesc(Qw + kk * 128, 128, 16 * D), sdesc(Kt + kk * 128, 128, 16 * D), 1);
         wg_commit();
+        // While the tensor cores work: the copies of tile t + 1 into the stage tile t - 1 used.
+        if (t + 1 < ntiles) load_kv(st ^ 1, j0 + BC);
+        cp_async_commit();
         wg_wait<0>();
         // ANCHOR_END: wg_qk
 
@@ -907,11 +933,13 @@ __device__ void flash_wg(const T* __restrict__ q, const T* __restrict__ k, const
 #pragma unroll
             for (int kt = 0; kt < BC / 16; ++kt) wgmma_rs(oacc, pl[kt], sdesc(Vt + kt * 16 * D, 16 * D, 128));
         }
+        // Waited for here: leaving it in flight across the loop's back edge made ptxas serialise
+        // every wgmma (C7515, accumulator registers copied at the back edge).
         wg_commit();
         wg_wait<0>();
-        __syncthreads();  // both warpgroups are done with stage st before it is refilled
         // ANCHOR_END: wg_pv
     }
+    // ANCHOR_END: wg_loop
 
     // O /= l, lse = m scale + ln l; rows past Nq are not stored.
     T* ob = o + (size_t)bh * p.nq * D;
