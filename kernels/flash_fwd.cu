@@ -649,17 +649,15 @@ TC(5, true, 128, 8)
 // P V's A fragment (now passed in registers to the second wgmma), and v5's softmax code carries over.
 //
 // Shared-memory operands use the no-swizzle canonical layout: the tile is cut into "core matrices"
-// of 8 rows x 16 bytes, each stored as 128 contiguous bytes (32 banks: read without conflicts). A
-// descriptor gives the start address and two strides: LBO between core matrices adjacent along K
-// (the reduction dimension), SBO between core matrices adjacent along M or N. Ours: the core
-// matrices of a row group (8 rows) follow each other every 144 bytes (CM), row groups every
-// (D / 8) 144 bytes (RG):
-//   Q (A, K-major: D contiguous):  LBO = 144 bytes (next 8 columns), SBO = RG bytes (next 8 rows)
+// of 8 rows x 16 bytes, each stored as 128 contiguous bytes. A tile of R rows x D columns (16-bit)
+// keeps core matrix (row group r/8, column chunk c) at byte ((r/8) (D/8) + c) 128, so a thread that
+// copies 16-byte chunk number e of the tile (in that order) writes shared byte 16 e: the cp.async
+// stores are linear, and each core matrix is 32 consecutive banks (conflict-free). A descriptor gives
+// the start address and two strides: LBO between core matrices adjacent along K (the reduction
+// dimension), SBO between core matrices adjacent along M or N.
+//   Q (A, K-major: D contiguous):  LBO = 128 bytes (next 8 columns), SBO = 16 D (next 8 rows)
 //   K (B, K-major, N = keys):      the same
-//   V (B, N = D contiguous, "MN-major", transpose bit set): LBO = RG bytes (next 8 keys), SBO = 144
-// Measured on the way (D = 128, N = 2048, H100): packed at 128 bytes, a warp's copies had to cover
-// 8 rows x 64 bytes to keep the stores conflict-free, twice the L2 requests of whole rows, and ncu
-// showed L2 at 89% of its throughput with the tensor pipe at 26%: 245 TFLOP/s.
+//   V (B, N = D contiguous, "MN-major", transpose bit set): LBO = 16 D (next 8 keys), SBO = 128
 // ANCHOR_END: wgmma_intro
 #if FA_BF16
 #define WG_TYPES ".f32.bf16.bf16"
@@ -791,12 +789,9 @@ template <typename T, int D>
 __device__ void flash_wg(const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v,
                          T* __restrict__ o, float* __restrict__ lse, Params p) {
     constexpr int BR = 128, BC = 128, CH = D / 8, NT = 256;
-    // Core matrices of a row group sit CM = 72 elements (144 bytes) apart, not 128: the 16 spare bytes
-    // turn the eight 16-byte chunks of one row into eight different bank groups (see wg_copy).
-    constexpr int CM = 72, RG = CH * CM;  // RG: elements per row group (8 rows)
     extern __shared__ __align__(128) unsigned char smem_raw[];
     T* Qs = reinterpret_cast<T*>(smem_raw);
-    T* Ks = Qs + BR / 8 * RG;  // stage st: K at Ks + 2 st (BC / 8) RG, V right after it
+    T* Ks = Qs + BR * D;  // stage st: K at Ks + 2 st BC D, V right after it
     // ANCHOR_END: wg_block
 
     const int tid = threadIdx.x, wg = tid / 128, warp = (tid / 32) % 4, lane = tid % 32;
@@ -813,22 +808,20 @@ __device__ void flash_wg(const T* __restrict__ q, const T* __restrict__ k, const
     const int ntiles = hi > lo ? (hi + BC - 1) / BC - t_begin : 0;  // fully masked tiles: skipped
 
     // ANCHOR: wg_copy
-    // Rows [r0, r0 + rows) of a (n x D) matrix into the core-matrix layout. Thread e copies chunk
-    // e % CH of row e / CH (a warp reads whole rows: full 128-byte lines from L2), to core matrix
-    // (row group, chunk) at RG (row / 8) + CM chunk, row (row % 8) in it. Eight threads of a quarter
-    // warp write the chunks of one row: 144 bytes apart, they land in eight different bank groups.
-    // Rows past n are zeros.
+    // Rows [r0, r0 + rows) of a (n x D) matrix into the core-matrix layout: 16-byte chunk e goes to
+    // shared byte 16 e and comes from row 8 (e / 8 CH) + e % 8, column chunk (e / 8) % CH. Rows past n
+    // are zeros.
     auto copy_tile = [&](T* dst, const T* src, int r0, int n, int rows) {
         for (int e = tid; e < rows * CH; e += NT) {
-            const int i = e / CH, c = e % CH, r = r0 + i;
-            cp_async16(dst + (i / 8) * RG + c * CM + (i % 8) * 8, src + (size_t)(r < n ? r : 0) * D + c * 8, r < n);
+            const int r = r0 + (e / (8 * CH)) * 8 + e % 8, c = (e / 8) % CH;
+            cp_async16(dst + e * 8, src + (size_t)(r < n ? r : 0) * D + c * 8, r < n);
         }
     };
     // ANCHOR_END: wg_copy
     auto load_kv = [&](int st, int j0) {
-        T* Kd = Ks + st * 2 * (BC / 8) * RG;
+        T* Kd = Ks + st * 2 * BC * D;
         copy_tile(Kd, kb, j0, p.nk, BC);
-        copy_tile(Kd + (BC / 8) * RG, vb, j0, p.nk, BC);
+        copy_tile(Kd + BC * D, vb, j0, p.nk, BC);
     };
     copy_tile(Qs, qb, i0, p.nq, BR);
     cp_async_commit();  // group: Q
@@ -840,7 +833,7 @@ __device__ void flash_wg(const T* __restrict__ q, const T* __restrict__ k, const
     for (int x = 0; x < D / 2; ++x) oacc[x] = 0.f;
     float m[2] = {NEG_INF, NEG_INF}, l[2] = {0.f, 0.f};  // raw-score max and row sum (whole row)
     const int row_a = iw + warp * 16 + g;               // this thread's rows: row_a and row_a + 8
-    const T* Qw = Qs + wg * 8 * RG;                     // this warpgroup's 64 rows of Q
+    const T* Qw = Qs + wg * 64 * D;                     // this warpgroup's 64 rows of Q
 
     // ANCHOR: wg_loop
     for (int t = 0; t < ntiles; ++t) {
@@ -848,18 +841,18 @@ __device__ void flash_wg(const T* __restrict__ q, const T* __restrict__ k, const
         cp_async_wait<0>();  // this thread's copies of tile t (and Q) have landed
         fence_proxy_async();
         __syncthreads();  // everyone's have; and both warpgroups are done with tile t - 1
-        const T* Kt = Ks + st * 2 * (BC / 8) * RG;
-        const T* Vt = Kt + (BC / 8) * RG;
+        const T* Kt = Ks + st * 2 * BC * D;
+        const T* Vt = Kt + BC * D;
 
         // ANCHOR: wg_qk
         // S = Q K^T, 64 rows x 128 keys per warpgroup: D / 16 wgmma k-steps, each 2 core matrices
-        // further along D in both operands (LBO = 2 CM bytes, SBO = 2 RG bytes).
+        // (256 bytes) further along D in both operands.
         float s[BC / 2];
         wg_fence();
-        wgmma_ss_n128_first(s, sdesc(Qw, 2 * CM, 2 * RG), sdesc(Kt, 2 * CM, 2 * RG));  // d 0..15
+        wgmma_ss_n128_first(s, sdesc(Qw, 128, 16 * D), sdesc(Kt, 128, 16 * D));  // S = Q K^T over d 0..15
 #pragma unroll
         for (int kk = 1; kk < D / 16; ++kk)
-            wgmma_ss_n128(s, sdesc(Qw + kk * 2 * CM, 2 * CM, 2 * RG), sdesc(Kt + kk * 2 * CM, 2 * CM, 2 * RG), 1);
+            wgmma_ss_n128(s, sdesc(Qw + kk * 128, 128, 16 * D), sdesc(Kt + kk * 128, 128, 16 * D), 1);
         wg_commit();
         // While the tensor cores work: the copies of tile t + 1 into the stage tile t - 1 used.
         if (t + 1 < ntiles) load_kv(st ^ 1, j0 + BC);
@@ -931,14 +924,14 @@ __device__ void flash_wg(const T* __restrict__ q, const T* __restrict__ k, const
         // ANCHOR_END: wg_first_tile
 
         // ANCHOR: wg_pv
-        // O += P V: A = P from registers, B = V from shared memory, k-steps of 16 keys (2 row groups
-        // further on; LBO = 2 RG bytes along the keys, SBO = 2 CM bytes along d).
+        // O += P V: A = P from registers, B = V from shared memory, k-steps of 16 keys (2 core-matrix
+        // rows, 16 D elements further on).
         wg_fence();
 #pragma unroll
-        for (int kt = 0; kt < BC / 16; ++kt) wgmma_rs(oacc, pf[kt], sdesc(Vt + kt * 2 * RG, 2 * RG, 2 * CM));
+        for (int kt = 0; kt < BC / 16; ++kt) wgmma_rs(oacc, pf[kt], sdesc(Vt + kt * 16 * D, 16 * D, 128));
         if (heavy) {
 #pragma unroll
-            for (int kt = 0; kt < BC / 16; ++kt) wgmma_rs(oacc, pl[kt], sdesc(Vt + kt * 2 * RG, 2 * RG, 2 * CM));
+            for (int kt = 0; kt < BC / 16; ++kt) wgmma_rs(oacc, pl[kt], sdesc(Vt + kt * 16 * D, 16 * D, 128));
         }
         // Waited for here: leaving it in flight across the loop's back edge made ptxas serialise
         // every wgmma (C7515, accumulator registers copied at the back edge).

@@ -423,8 +423,7 @@ pub fn forward_with<T: GpuElement>(
             }
             let f = module.load_function(&format!("flash_v6_{}", s.d))?;
             let (br, bc) = (128, 128);
-            // Q, then two stages of K and V; core matrices 144 bytes apart instead of 128.
-            let smem = ((br + 4 * bc) * s.d * 2 * 9 / 8) as u32;
+            let smem = ((br + 4 * bc) * s.d * 2) as u32; // Q, then two stages of K and V
             f.set_attribute(
                 sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
                 smem as i32,
