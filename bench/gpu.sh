@@ -7,6 +7,7 @@
 #   phases: tests sanitize quick peer ncu measure (lab 02, the default: all but quick), and
 #           ptests dpeer paged (lab 03: paged decode tests, PyTorch decode peer, measure-gpu --only paged)
 #           xcheck (our output vs PyTorch's math backend on the same saved inputs; merged by paged/measure)
+#           fmeasure (lab 02's grid alone, merged into the committed file with peer and ncu rows)
 #
 # DIR holds the bundle (bin/, tests/) and COMMIT; the peer scripts are read from this script's peers/.
 # OUT receives the logs and measurement files (kept to a handful of files). Each phase has a time limit,
@@ -102,6 +103,14 @@ for (imp, n), s in sums.items():
                      l2_bytes=s.get("lts__t_bytes.sum")))
 json.dump(rows, open(sys.argv[2], "w"), indent=1)
 PY
+      ;;
+    fmeasure)
+      extra=""
+      [ -f "$OUT/torch.json" ] && extra="$extra --peer $OUT/torch.json"
+      [ -f "$OUT/dram.json" ] && extra="$extra --dram $OUT/dram.json"
+      timeout 420 "$B" measure-gpu --only flash $extra --out "$OUT" --commit "$(cat "$W/COMMIT")" \
+        --date "$(date -u +%F)" --rustc "$(cat "$W/RUSTC" 2>/dev/null || echo unknown)" \
+        2>&1 | grep -v '^\[measure-gpu\] reference' | tee -a "$log"
       ;;
     measure)
       extra=""

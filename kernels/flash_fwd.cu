@@ -648,16 +648,20 @@ TC(5, true, 128, 8)
 // exactly mma.m16n8's C layout, one 8-column fragment after another. So S's accumulator is still
 // P V's A fragment (now passed in registers to the second wgmma), and v5's softmax code carries over.
 //
-// Shared-memory operands use the no-swizzle canonical layout: the tile is cut into "core matrices"
-// of 8 rows x 16 bytes, each stored as 128 contiguous bytes. A tile of R rows x D columns (16-bit)
-// keeps core matrix (row group r/8, column chunk c) at byte ((r/8) (D/8) + c) 128, so a thread that
-// copies 16-byte chunk number e of the tile (in that order) writes shared byte 16 e: the cp.async
-// stores are linear, and each core matrix is 32 consecutive banks (conflict-free). A descriptor gives
-// the start address and two strides: LBO between core matrices adjacent along K (the reduction
-// dimension), SBO between core matrices adjacent along M or N.
-//   Q (A, K-major: D contiguous):  LBO = 128 bytes (next 8 columns), SBO = 16 D (next 8 rows)
-//   K (B, K-major, N = keys):      the same
-//   V (B, N = D contiguous, "MN-major", transpose bit set): LBO = 16 D (next 8 keys), SBO = 128
+// Shared-memory operands: a descriptor gives the start address, a layout type and two strides, LBO
+// and SBO, between the 8-row x 16-byte "core matrices" the tensor cores read (wg_layout below). For
+// D = 64 and 128 the tiles use the 128-byte swizzle, the layout Hopper's copy engine also writes:
+// each row of a 64-column block is 128 contiguous bytes with its 16-byte chunks permuted by the row
+// index, so that a warp copies whole rows (full 128-byte lines, four sectors per L2 request) into
+// shared memory without bank conflicts. How it got there (D = 128, N = 2048, H100, one ncu run each):
+//   * packed core matrices (no swizzle), copies of 8 rows x 64 bytes per warp to keep the stores
+//     conflict-free: every L2 request carried one 32-byte sector for a 16-byte copy, L2 at 89% of
+//     its request throughput, the tensor pipe at 26%: 245 TFLOP/s;
+//   * the same with whole-row copies (core matrices 144 bytes apart, or packed with conflicts):
+//     still one sector per request: the copy's shared-memory side must be contiguous too;
+//   * 128-byte swizzle: four sectors per request, L2 at 22%: 335 TFLOP/s.
+// For V, read transposed, LBO is the stride between 64-column blocks of d and SBO the stride between
+// 8-key groups (the opposite reading fails the reference check).
 // ANCHOR_END: wgmma_intro
 #if FA_BF16
 #define WG_TYPES ".f32.bf16.bf16"
@@ -678,6 +682,37 @@ __device__ __forceinline__ void wg_wait() {
 // Shared memory written by ordinary (generic-proxy) stores, cp.async included, and read next by the
 // tensor cores (the async proxy) needs this fence in every writing thread before the barrier.
 __device__ __forceinline__ void fence_proxy_async() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
+
+// ANCHOR: wg_layout
+// Where chunk c (16 bytes: columns 8c..8c+7) of row i of an R-row tile lives, in elements.
+// D a multiple of 64: the 128-byte swizzle. Column blocks of 64 (128 bytes a row) one after the other,
+// R rows each; in a block, row i is 128 bytes at 128 i, its chunk c at position c ^ (i % 8). Eight rows
+// make a 1024-byte atom; the XOR spreads the same chunk of eight rows over all 32 banks.
+// Otherwise (D = 32): no swizzle, core matrices of 8 rows x 16 bytes packed row group by row group.
+template <int D>
+__device__ __forceinline__ int tile_off(int i, int c, int R) {
+    if constexpr (D % 64 == 0) return (c / 8) * (R * 64) + i * 64 + ((c % 8) ^ (i % 8)) * 8;
+    else return ((i / 8) * (D / 8) + c) * 64 + (i % 8) * 8;
+}
+#define SW128 (1ull << 62)  // descriptor layout type 1: 128-byte swizzle
+// Q or K (K-major, d contiguous), wgmma k-step kk (columns 16kk..16kk+15).
+//   swizzled: start 32 bytes further per step inside a 64-column block (the hardware applies the XOR
+//   to the address it forms), SBO = 1024 (next 8 rows), LBO unused;
+//   packed:   LBO = 128 (next 8 columns), SBO = 16 D (next 8 rows).
+template <int D, typename T>
+__device__ __forceinline__ unsigned long long kmajor_desc(const T* base, int kk, int R) {
+    if constexpr (D % 64 == 0) return sdesc(base + (kk / 4) * R * 64 + (kk % 4) * 16, 16, 1024) | SW128;
+    else return sdesc(base + kk * 128, 128, 16 * D);
+}
+// V (N = d contiguous: "MN-major", read with the transpose bit), k-step kt (keys 16kt..16kt+15).
+//   swizzled: LBO = 128 R (next 64 columns of d), SBO = 1024 (next 8 keys);
+//   packed:   LBO = 16 D (next 8 keys), SBO = 128 (next 8 columns).
+template <int D, typename T>
+__device__ __forceinline__ unsigned long long vt_desc(const T* base, int kt, int R) {
+    if constexpr (D % 64 == 0) return sdesc(base + kt * 16 * 64, 128 * R, 1024) | SW128;
+    else return sdesc(base + kt * 16 * D, 16 * D, 128);
+}
+// ANCHOR_END: wg_layout
 
 // ANCHOR: wgmma_ops
 // D (64 x N, f32) = or += A B for one k-step of 16. `ss`: A and B from shared memory (descriptors);
@@ -789,8 +824,9 @@ template <typename T, int D>
 __device__ void flash_wg(const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v,
                          T* __restrict__ o, float* __restrict__ lse, Params p) {
     constexpr int BR = 128, BC = 128, CH = D / 8, NT = 256;
-    extern __shared__ __align__(128) unsigned char smem_raw[];
-    T* Qs = reinterpret_cast<T*>(smem_raw);
+    extern __shared__ __align__(1024) unsigned char smem_raw[];
+    // Swizzled tiles must start on 1024 bytes (the XOR reads address bits 7..9): the host adds 1 KB.
+    T* Qs = reinterpret_cast<T*>(smem_raw + ((1024 - (smem_addr(smem_raw) & 1023)) & 1023));
     T* Ks = Qs + BR * D;  // stage st: K at Ks + 2 st BC D, V right after it
     // ANCHOR_END: wg_block
 
@@ -808,13 +844,13 @@ __device__ void flash_wg(const T* __restrict__ q, const T* __restrict__ k, const
     const int ntiles = hi > lo ? (hi + BC - 1) / BC - t_begin : 0;  // fully masked tiles: skipped
 
     // ANCHOR: wg_copy
-    // Rows [r0, r0 + rows) of a (n x D) matrix into the core-matrix layout: 16-byte chunk e goes to
-    // shared byte 16 e and comes from row 8 (e / 8 CH) + e % 8, column chunk (e / 8) % CH. Rows past n
-    // are zeros.
-    auto copy_tile = [&](T* dst, const T* src, int r0, int n, int rows) {
-        for (int e = tid; e < rows * CH; e += NT) {
-            const int r = r0 + (e / (8 * CH)) * 8 + e % 8, c = (e / 8) % CH;
-            cp_async16(dst + e * 8, src + (size_t)(r < n ? r : 0) * D + c * 8, r < n);
+    // Rows [r0, r0 + R) of a (n x D) matrix into a tile: thread e copies chunk e % CH of row e / CH,
+    // so a warp reads whole rows (full 128-byte lines) and writes them to tile_off. Rows past n are
+    // zeros.
+    auto copy_tile = [&](T* dst, const T* src, int r0, int n, int R) {
+        for (int e = tid; e < R * CH; e += NT) {
+            const int i = e / CH, c = e % CH, r = r0 + i;
+            cp_async16(dst + tile_off<D>(i, c, R), src + (size_t)(r < n ? r : 0) * D + c * 8, r < n);
         }
     };
     // ANCHOR_END: wg_copy
@@ -833,7 +869,7 @@ __device__ void flash_wg(const T* __restrict__ q, const T* __restrict__ k, const
     for (int x = 0; x < D / 2; ++x) oacc[x] = 0.f;
     float m[2] = {NEG_INF, NEG_INF}, l[2] = {0.f, 0.f};  // raw-score max and row sum (whole row)
     const int row_a = iw + warp * 16 + g;               // this thread's rows: row_a and row_a + 8
-    const T* Qw = Qs + wg * 64 * D;                     // this warpgroup's 64 rows of Q
+    const T* Qw = Qs + tile_off<D>(64 * wg, 0, BR);    // this warpgroup's 64 rows of Q
 
     // ANCHOR: wg_loop
     for (int t = 0; t < ntiles; ++t) {
@@ -845,14 +881,13 @@ __device__ void flash_wg(const T* __restrict__ q, const T* __restrict__ k, const
         const T* Vt = Kt + BC * D;
 
         // ANCHOR: wg_qk
-        // S = Q K^T, 64 rows x 128 keys per warpgroup: D / 16 wgmma k-steps, each 2 core matrices
-        // (256 bytes) further along D in both operands.
+        // S = Q K^T, 64 rows x 128 keys per warpgroup: D / 16 wgmma k-steps of 16 columns of d.
         float s[BC / 2];
         wg_fence();
-        wgmma_ss_n128_first(s, sdesc(Qw, 128, 16 * D), sdesc(Kt, 128, 16 * D));  // S = Q K^T over d 0..15
+        wgmma_ss_n128_first(s, kmajor_desc<D>(Qw, 0, BR), kmajor_desc<D>(Kt, 0, BC));
 #pragma unroll
         for (int kk = 1; kk < D / 16; ++kk)
-            wgmma_ss_n128(s, sdesc(Qw + kk * 128, 128, 16 * D), sdesc(Kt + kk * 128, 128, 16 * D), 1);
+            wgmma_ss_n128(s, kmajor_desc<D>(Qw, kk, BR), kmajor_desc<D>(Kt, kk, BC), 1);
         wg_commit();
         // While the tensor cores work: the copies of tile t + 1 into the stage tile t - 1 used.
         if (t + 1 < ntiles) load_kv(st ^ 1, j0 + BC);
@@ -928,10 +963,10 @@ __device__ void flash_wg(const T* __restrict__ q, const T* __restrict__ k, const
         // rows, 16 D elements further on).
         wg_fence();
 #pragma unroll
-        for (int kt = 0; kt < BC / 16; ++kt) wgmma_rs(oacc, pf[kt], sdesc(Vt + kt * 16 * D, 16 * D, 128));
+        for (int kt = 0; kt < BC / 16; ++kt) wgmma_rs(oacc, pf[kt], vt_desc<D>(Vt, kt, BC));
         if (heavy) {
 #pragma unroll
-            for (int kt = 0; kt < BC / 16; ++kt) wgmma_rs(oacc, pl[kt], sdesc(Vt + kt * 16 * D, 16 * D, 128));
+            for (int kt = 0; kt < BC / 16; ++kt) wgmma_rs(oacc, pl[kt], vt_desc<D>(Vt, kt, BC));
         }
         // Waited for here: leaving it in flight across the loop's back edge made ptxas serialise
         // every wgmma (C7515, accumulator registers copied at the back edge).

@@ -156,7 +156,14 @@ pub fn measure_gpu(
     if only.is_some() {
         // Merge into the committed file: its other records and provenance stay, ours replace its
         // records of every variant measured now; ceilings measured now replace the file's.
-        let committed = root.join("measurements").join(&name);
+        // The checkout it runs in (a GPU machine's copy), else the one it was built in.
+        let committed = [
+            Path::new("measurements").join(&name),
+            root.join("measurements").join(&name),
+        ]
+        .into_iter()
+        .find(|p| p.exists())
+        .unwrap_or_default();
         if let Ok(text) = std::fs::read_to_string(&committed) {
             let mut base: MeasurementFile =
                 serde_json::from_str(&text).map_err(|e| format!("{}: {e}", committed.display()))?;
@@ -396,6 +403,39 @@ pub fn probe(args: &[String]) -> Result<(), String> {
             } else {
                 Err("some probe failed its check".into())
             }
+        }
+        Some("time") => {
+            let ver = args
+                .get(1)
+                .and_then(|v| Version::parse(v))
+                .ok_or("gpu-probe time VERSION N D [causal]")?;
+            let n: usize = args.get(2).and_then(|x| x.parse().ok()).ok_or("N")?;
+            let d: usize = args.get(3).and_then(|x| x.parse().ok()).ok_or("D")?;
+            let causal = args.get(4).is_some_and(|a| a == "causal");
+            let mask = if causal { Mask::CAUSAL } else { Mask::NONE };
+            let s = AttnShape::self_attention((16384 / n).max(1), 2048 / d, n, d)
+                .map_err(|e| e.to_string())?;
+            let mut rng = Rng::new(7);
+            let q: Vec<f16> = convert(&rng.normal_vec_f32(s.q_len()));
+            let mut sets = Vec::new();
+            for _ in 0..4 {
+                sets.push(
+                    Buffers::upload(&dev, s, &q, &q[..s.kv_len()], &q[..s.kv_len()])
+                        .map_err(|e| e.to_string())?,
+                );
+            }
+            let mut t = flash::time_ms(&dev, ver, None, &mut sets, mask, 5, 40)
+                .map_err(|e| e.to_string())?;
+            t.sort_by(f64::total_cmp);
+            let flops = 4.0 * (s.b * s.hq * n * n * d) as f64 / if causal { 2.0 } else { 1.0 };
+            println!(
+                "time {} N={n} D={d} {}: {:.4} ms {:.1} TFLOP/s",
+                ver.name(),
+                mask.name(),
+                t[20],
+                flops / t[20] / 1e9
+            );
+            Ok(())
         }
         Some("one") => {
             let ver = args

@@ -48,7 +48,7 @@ impl Version {
     ];
 
     /// The fastest version this crate has.
-    pub const FASTEST: Version = Version::V5CpAsync;
+    pub const FASTEST: Version = Version::V6Wgmma;
 
     /// `v1_naive`, ...
     pub const fn name(self) -> &'static str {
@@ -423,7 +423,8 @@ pub fn forward_with<T: GpuElement>(
             }
             let f = module.load_function(&format!("flash_v6_{}", s.d))?;
             let (br, bc) = (128, 128);
-            let smem = ((br + 4 * bc) * s.d * 2) as u32; // Q, then two stages of K and V
+            // Q, then two stages of K and V, and 1 KB to align the first tile on 1024 bytes.
+            let smem = ((br + 4 * bc) * s.d * 2 + 1024) as u32;
             f.set_attribute(
                 sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
                 smem as i32,
