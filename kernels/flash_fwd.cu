@@ -29,14 +29,29 @@
 //       P V's A fragment). 193 TFLOP/s at D=128 N=16384, 206 at D=64: 28x v3.
 //   v5  v4 plus cp.async double buffering of K/V tiles (tile t+1 in flight while t is computed).
 //       231 TFLOP/s at D=128 N=16384 (0.69 of FA2, 0.41 of cuDNN), 230.6 causal (0.78 of FA2);
-//       209 at D=64 (0.70 of FA2). Barely pays at D=64 (+1-2%), +20% at D=128. THE FASTEST VERSION.
+//       209 at D=64 (0.70 of FA2). Barely pays at D=64 (+1-2%), +20% at D=128.
 //       Rounding P to fp16 before P V cost up to 2^-12 |v| in O, which with O's own rounding broke the
 //       1e-3 bar on short rows (18 of 896 checks, max 1.2e-3): tiles that carry more than a quarter of a
 //       row's weight now also add (P - fp16(P)) V. That cost about 20% at D=128 N=2048 (258 -> 210)
 //       and turned the best block size from 8 warps to 4: the 8-warp variant stays in the table
 //       (ours/v5_cp_async_w8, 209 at D=128 N=16384).
-//   v6  Hopper wgmma + TMA: not written in this session. The gap to cuDNN (about 2.4x at D=128) is
-//       what wgmma, warp specialisation and a cheaper exactness fix would have to close.
+//   v6  Hopper warpgroup MMA (sm_90a), 2026-11-28, commit 4a77dae: two warpgroups of 64 query rows
+//       share 128-key tiles; S = Q K^T and O += P V are wgmma.mma_async (Q, K, V read by the tensor
+//       cores from shared memory through descriptors, P passed in registers); cp.async copies,
+//       issued behind S's wgmma. Steps on the way, at D=128 N=2048:
+//         a. packed (unswizzled) core matrices: 224 TFLOP/s, barely above v5; a data-dependent branch
+//            around the correction wgmma made ptxas serialise every wgmma (C7520), so only each
+//            block's first tile is corrected;
+//         b. next tile's copies issued behind S's wgmma: 245; leaving P V in flight across the loop's
+//            back edge serialised the wgmmas again (C7515), so it is waited for;
+//         c. 128-byte swizzled tiles: 339. ncu had shown one 32-byte sector per L2 request and L2 at
+//            89% of its throughput; swizzled, four sectors per request and L2 at 22%.
+//       D=128: 1.01-1.20x FA2 from N=2048 on (370 TFLOP/s at N=16384, 0.66 of cuDNN), 0.83-0.93x at
+//       N=512-1024; D=64: 0.75-0.94x FA2 (1.03x causal at 16384). At N=64 v6 is 2-3x slower than v5
+//       (one 160 KB, 256-thread block per SM; half of each 128x128 tile is padding there).
+//       THE FASTEST VERSION from N=1024 on (v5 stays ahead at N=64, and at N=512 causal, D=64).
+//       Next: TMA and a producer warp (the copies leave the
+//       consumers), two warpgroups ping-ponging so one's softmax hides under the other's wgmma.
 // ANCHOR_END: changelog
 
 #include <cuda_fp16.h>

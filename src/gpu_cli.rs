@@ -170,6 +170,11 @@ pub fn measure_gpu(
             let fresh: std::collections::HashSet<String> =
                 file.records.iter().map(|r| r.variant.clone()).collect();
             base.records.retain(|r| !fresh.contains(&r.variant));
+            // Records kept keep their own provenance once the file's header moves on.
+            let old = format!("commit {}, {}", base.generated.commit, base.generated.date);
+            for r in &mut base.records {
+                r.measured.get_or_insert_with(|| old.clone());
+            }
             for mut r in file.records {
                 r.measured = Some(format!("commit {commit}, {date}"));
                 base.records.push(r);
@@ -178,8 +183,10 @@ pub fn measure_gpu(
                 base.machine.read_gbps = read_gbps;
             }
             if peak > 0.0 {
+                // The ceilings were measured now: the header says when.
                 base.machine.peak_gflops = peak;
                 base.machine.bandwidth_gbps = bw;
+                base.generated = file.generated;
             }
             base.machine.driver = file.machine.driver.or(base.machine.driver);
             file = base;

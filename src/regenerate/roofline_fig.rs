@@ -36,12 +36,18 @@ const CPU_PICKS: [Pick; 8] = [
     }),
 ];
 
-const GPU_PICKS: [Pick; 6] = [
+const GPU_PICKS: [Pick; 7] = [
     ("naive", (200, 40, 40), |r| {
         r.implementation == "ours/v1_naive" && r.d == 64 && r.mask == "none"
     }),
-    ("flash (ours)", (40, 90, 200), |r| {
-        r.implementation == "ours/v5_cp_async" && r.d == 64 && r.mask == "none"
+    ("flash v5 (ours)", (40, 90, 200), |r| {
+        r.variant == "flash"
+            && r.implementation == "ours/v5_cp_async"
+            && r.d == 64
+            && r.mask == "none"
+    }),
+    ("flash v6 (ours)", (0, 160, 200), |r| {
+        r.variant == "flash" && r.implementation == "ours/v6_wgmma" && r.d == 64 && r.mask == "none"
     }),
     ("FA2 in PyTorch", (120, 120, 120), |r| {
         r.variant == "flash" && r.implementation == "torch/flash" && r.d == 64 && r.mask == "none"
