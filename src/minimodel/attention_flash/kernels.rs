@@ -163,36 +163,32 @@ fn tile_gemm<const FUSED: bool, const CS: usize>(
     n: usize,
     accumulate: bool,
 ) {
+    // AVX-512 (CS == 32 only in `tile_step_avx512`): register blocks for every column but the last
+    // n % 32, which the portable loop below finishes.
+    #[cfg(target_arch = "x86_64")]
+    let col0 = if CS == 32 && k > 0 {
+        // SAFETY: CS == 32 only in `tile_step_avx512`, compiled for and run on AVX-512F; the slices
+        // have the shapes `gemm` asks for (checked by its blocks' asserts).
+        unsafe { x86::gemm(a, b, c, m, k, n, accumulate) }
+    } else {
+        0
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let col0 = 0;
     let mut r = 0;
     while r < m {
         let rows = RS.min(m - r);
         let ar: [&[f32]; RS] = std::array::from_fn(|i| &a[(r + i).min(m - 1) * k..][..k]);
-        let mut col = 0;
+        let mut col = col0;
         while col < n {
             let cols = CS.min(n - col);
             let mut acc = [[0.0f32; CS]; RS];
-            #[cfg(target_arch = "x86_64")]
-            let done = if CS == 32 && rows == RS && cols == CS {
-                // SAFETY: CS == 32 only in `tile_step_avx512`, compiled for and run on AVX-512F; each
-                // row of `ar` has k elements and `b[col..]` holds k rows of stride n with 32 to spare.
-                let block = unsafe { x86::block::<RS>(&ar, &b[col..], n, k) };
-                for (dst, src) in acc.iter_mut().zip(&block) {
-                    dst[..32].copy_from_slice(src);
-                }
-                true
-            } else {
-                false
-            };
-            #[cfg(not(target_arch = "x86_64"))]
-            let done = false;
-            if !done {
-                for kk in 0..k {
-                    let bk = &b[kk * n + col..][..cols]; // one row of b, `cols` wide
-                    for (accr, arow) in acc.iter_mut().zip(&ar).take(rows) {
-                        let x = arow[kk]; // broadcast one element of a
-                        for (y, z) in accr.iter_mut().zip(bk) {
-                            *y = fma::<FUSED>(x, *z, *y);
-                        }
+            for kk in 0..k {
+                let bk = &b[kk * n + col..][..cols]; // one row of b, `cols` wide
+                for (accr, arow) in acc.iter_mut().zip(&ar).take(rows) {
+                    let x = arow[kk]; // broadcast one element of a
+                    for (y, z) in accr.iter_mut().zip(bk) {
+                        *y = fma::<FUSED>(x, *z, *y);
                     }
                 }
             }
@@ -255,40 +251,209 @@ mod x86 {
     use std::arch::x86_64::*;
 
     // ANCHOR: block
-    /// `C[R x 32] = A[R x k] B[k x 32]` (a 32-wide column slice of `B`, row stride `ldb`): `2 R`
-    /// accumulators (R rows x 2 registers of 16 lanes) live in registers for the whole `k` loop; per
-    /// step, 2 loads of `B`, `R` broadcasts of `A`, `2 R` FMAs.
+    /// `C[R x 16 V] (+)= A[R x k] B[k x 16 V]` (a `16 V`-wide column slice of `B`, row stride `ldb`):
+    /// `R V` accumulators (R rows x V registers of 16 lanes) live in registers for the whole `k` loop;
+    /// per step, `V` loads of `B`, `R` broadcasts of `A`, `R V` FMAs. With `accumulate` the
+    /// accumulators start from `C` instead of zero; they end stored to `C` (row stride `ldc`).
     ///
     /// # Safety
-    /// The CPU has AVX-512F; `a[i]` has `k` elements; `b` has `(k - 1) * ldb + 32` elements at least.
+    /// The CPU has AVX-512F; `a[i]` has `k` elements; `b` has `(k - 1) * ldb + 16 V` elements at
+    /// least; `c` has `(R - 1) * ldc + 16 V`.
     #[target_feature(enable = "avx512f")]
     #[inline]
-    pub unsafe fn block<const R: usize>(
-        a: &[&[f32]; R],
+    pub unsafe fn block<const R: usize, const V: usize>(
+        a: [&[f32]; R],
         b: &[f32],
         ldb: usize,
         k: usize,
-    ) -> [[f32; 32]; R] {
-        assert!(k > 0 && a.iter().all(|r| r.len() >= k) && b.len() >= (k - 1) * ldb + 32);
+        c: &mut [f32],
+        ldc: usize,
+        accumulate: bool,
+    ) {
+        assert!(k > 0 && a.iter().all(|r| r.len() >= k) && b.len() >= (k - 1) * ldb + 16 * V);
+        assert!(c.len() >= (R - 1) * ldc + 16 * V);
         let ap: [*const f32; R] = std::array::from_fn(|i| a[i].as_ptr());
-        let bp = b.as_ptr();
-        let mut acc = [[_mm512_setzero_ps(); 2]; R];
-        for kk in 0..k {
-            let b0 = _mm512_loadu_ps(bp.add(kk * ldb));
-            let b1 = _mm512_loadu_ps(bp.add(kk * ldb + 16));
-            for (acc_r, p) in acc.iter_mut().zip(&ap) {
-                let x = _mm512_set1_ps(*p.add(kk)); // broadcast a[i][kk]
-                acc_r[0] = _mm512_fmadd_ps(x, b0, acc_r[0]);
-                acc_r[1] = _mm512_fmadd_ps(x, b1, acc_r[1]);
+        let (bp, cp) = (b.as_ptr(), c.as_mut_ptr());
+        let mut acc = [[_mm512_setzero_ps(); V]; R];
+        if accumulate {
+            for (i, acc_r) in acc.iter_mut().enumerate() {
+                for (j, x) in acc_r.iter_mut().enumerate() {
+                    *x = _mm512_loadu_ps(cp.add(i * ldc + 16 * j));
+                }
             }
         }
-        let mut out = [[0.0f32; 32]; R];
-        for (row, acc_r) in out.iter_mut().zip(&acc) {
-            _mm512_storeu_ps(row.as_mut_ptr(), acc_r[0]);
-            _mm512_storeu_ps(row.as_mut_ptr().add(16), acc_r[1]);
+        for kk in 0..k {
+            let bv: [__m512; V] =
+                std::array::from_fn(|j| _mm512_loadu_ps(bp.add(kk * ldb + 16 * j)));
+            for (acc_r, p) in acc.iter_mut().zip(&ap) {
+                let x = _mm512_set1_ps(*p.add(kk)); // broadcast a[i][kk]
+                for (y, bj) in acc_r.iter_mut().zip(&bv) {
+                    *y = _mm512_fmadd_ps(x, *bj, *y);
+                }
+            }
         }
-        out
+        for (i, acc_r) in acc.iter().enumerate() {
+            for (j, x) in acc_r.iter().enumerate() {
+                _mm512_storeu_ps(cp.add(i * ldc + 16 * j), *x);
+            }
+        }
     }
+    // ANCHOR_END: block
+
+    // ANCHOR: softmax_avx512
+    /// `2^x` on 16 lanes: [`super::exp2`]'s steps, one instruction each (bit-identical to it).
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    unsafe fn exp2v(x: __m512) -> __m512 {
+        const C: [f32; 7] = [
+            1.0,
+            std::f32::consts::LN_2,
+            0.240_226_5,
+            0.055_504_11,
+            0.009_618_129,
+            0.001_333_355_8,
+            0.000_154_035_3,
+        ];
+        let xc = _mm512_max_ps(x, _mm512_set1_ps(-126.0));
+        let n = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC }>(
+            _mm512_add_ps(xc, _mm512_set1_ps(0.5)),
+        );
+        let f = _mm512_sub_ps(xc, n);
+        let mut p = _mm512_set1_ps(C[6]);
+        for c in C[..6].iter().rev() {
+            p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(*c));
+        }
+        let bits = _mm512_castps_si512(_mm512_add_ps(n, _mm512_set1_ps(8_388_608.0 + 127.0)));
+        let scale = _mm512_castsi512_ps(_mm512_slli_epi32::<23>(bits));
+        let keep = _mm512_cmp_ps_mask::<_CMP_GE_OQ>(x, _mm512_set1_ps(-126.0));
+        _mm512_maskz_mov_ps(keep, _mm512_mul_ps(p, scale))
+    }
+
+    /// [`super::softmax_tile`] on 16 lanes at a time, for `bc` and `d` multiples of 16: the row's max
+    /// and sum are one vector each, folded across lanes once per row (the portable version's 16-lane
+    /// arrays compile to a scalar fold per row, which cost as much as the exponentials).
+    ///
+    /// # Safety
+    /// The CPU has AVX-512F; `s: (br, bc)`, `o: (br, d)`, `m, l: (br)`.
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn softmax_tile(
+        s: &mut [f32],
+        m: &mut [f32],
+        l: &mut [f32],
+        o: &mut [f32],
+        br: usize,
+        bc: usize,
+        d: usize,
+    ) {
+        assert!(
+            bc.is_multiple_of(16)
+                && d.is_multiple_of(16)
+                && s.len() >= br * bc
+                && o.len() >= br * d
+        );
+        assert!(m.len() >= br && l.len() >= br);
+        // Rows in groups of 16: the maxima first, then the 16 rescale factors 2^(m - m') in one
+        // vector exp2 (one scalar exp2 a row was a chain of dependent FMAs the rows waited on).
+        for r0 in (0..br).step_by(16) {
+            let rows = 16.min(br - r0);
+            let mut mnew = [f32::NEG_INFINITY; 16];
+            let mut mold = [f32::NEG_INFINITY; 16];
+            for (i, (mn, mo)) in mnew.iter_mut().zip(mold.iter_mut()).enumerate().take(rows) {
+                let row = s[(r0 + i) * bc..][..bc].as_ptr();
+                let mut mx = _mm512_set1_ps(f32::NEG_INFINITY);
+                for j in (0..bc).step_by(16) {
+                    mx = _mm512_max_ps(mx, _mm512_loadu_ps(row.add(j)));
+                }
+                *mo = m[r0 + i];
+                *mn = _mm512_reduce_max_ps(mx).max(*mo);
+            }
+            // 2^(m - m'): 0 when m = -inf; a row with m' = -inf is skipped below.
+            let mut alphas = [0.0f32; 16];
+            let diff = _mm512_sub_ps(
+                _mm512_loadu_ps(mold.as_ptr()),
+                _mm512_loadu_ps(mnew.as_ptr()),
+            );
+            _mm512_storeu_ps(alphas.as_mut_ptr(), exp2v(diff));
+            for i in 0..rows {
+                let (r, m_new, alpha) = (r0 + i, mnew[i], alphas[i]);
+                if m_new == f32::NEG_INFINITY {
+                    s[r * bc..][..bc].fill(0.0); // nothing visible yet: contributes nothing
+                    continue;
+                }
+                let row = s[r * bc..][..bc].as_mut_ptr();
+                let (mv, mut sum) = (_mm512_set1_ps(m_new), _mm512_setzero_ps());
+                for j in (0..bc).step_by(16) {
+                    let p = exp2v(_mm512_sub_ps(_mm512_loadu_ps(row.add(j)), mv));
+                    _mm512_storeu_ps(row.add(j), p);
+                    sum = _mm512_add_ps(sum, p);
+                }
+                l[r] = l[r].mul_add(alpha, _mm512_reduce_add_ps(sum));
+                m[r] = m_new;
+                if alpha != 1.0 {
+                    let (orow, av) = (o[r * d..][..d].as_mut_ptr(), _mm512_set1_ps(alpha));
+                    for j in (0..d).step_by(16) {
+                        _mm512_storeu_ps(
+                            orow.add(j),
+                            _mm512_mul_ps(av, _mm512_loadu_ps(orow.add(j))),
+                        );
+                    }
+                }
+            }
+        }
+    }
+    // ANCHOR_END: softmax_avx512
+
+    // ANCHOR: gemm
+    /// [`super::tile_gemm`]'s columns `[0, n - n % 32)` in register blocks: 6 rows (then 4, 2, 1 for
+    /// the last) by 64 columns (then 32). 6 x 64 holds 24 accumulators, 4 registers of `B` and a
+    /// broadcast: 29 of the 32 vector registers, 24 FMAs for every 10 loads, enough independent sums
+    /// to keep both FMA units busy through their latency. Returns the columns covered.
+    ///
+    /// # Safety
+    /// The CPU has AVX-512F; `a: (m, k)`, `b: (k, n)`, `c: (m, n)` row-major, `k > 0`.
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn gemm(
+        a: &[f32],
+        b: &[f32],
+        c: &mut [f32],
+        m: usize,
+        k: usize,
+        n: usize,
+        acc: bool,
+    ) -> usize {
+        fn rows<const R: usize>(a: &[f32], r: usize, k: usize) -> [&[f32]; R] {
+            std::array::from_fn(|i| &a[(r + i) * k..][..k])
+        }
+        let n32 = n - n % 32;
+        let mut r = 0;
+        while r < m {
+            let step = match m - r {
+                6.. => 6,
+                4 | 5 => 4,
+                2 | 3 => 2,
+                _ => 1,
+            };
+            let mut col = 0;
+            while col < n32 {
+                let wide = n32 - col >= 64;
+                let (bs, cs) = (&b[col..], &mut c[r * n + col..]);
+                match (step, wide) {
+                    (6, true) => block::<6, 4>(rows(a, r, k), bs, n, k, cs, n, acc),
+                    (6, false) => block::<6, 2>(rows(a, r, k), bs, n, k, cs, n, acc),
+                    (4, true) => block::<4, 4>(rows(a, r, k), bs, n, k, cs, n, acc),
+                    (4, false) => block::<4, 2>(rows(a, r, k), bs, n, k, cs, n, acc),
+                    (2, true) => block::<2, 4>(rows(a, r, k), bs, n, k, cs, n, acc),
+                    (2, false) => block::<2, 2>(rows(a, r, k), bs, n, k, cs, n, acc),
+                    (_, true) => block::<1, 4>(rows(a, r, k), bs, n, k, cs, n, acc),
+                    (_, false) => block::<1, 2>(rows(a, r, k), bs, n, k, cs, n, acc),
+                }
+                col += if wide { 64 } else { 32 };
+            }
+            r += step;
+        }
+        n32
+    }
+    // ANCHOR_END: gemm
     // ANCHOR_END: block
 }
 
@@ -336,7 +501,20 @@ fn tile_step<const FUSED: bool, const CS: usize>(
             }
         }
     }
-    softmax_tile::<FUSED>(t.s, t.m, t.l, t.o, br, bc, d);
+    #[cfg(target_arch = "x86_64")]
+    let fast = CS == 32 && bc.is_multiple_of(16) && d.is_multiple_of(16);
+    #[cfg(not(target_arch = "x86_64"))]
+    let fast = false;
+    if fast {
+        // SAFETY: CS == 32 only in `tile_step_avx512`, compiled for and run on AVX-512F; the tile's
+        // slices have the shapes asked for (checked by the asserts inside).
+        #[cfg(target_arch = "x86_64")]
+        unsafe {
+            x86::softmax_tile(t.s, t.m, t.l, t.o, br, bc, d)
+        };
+    } else {
+        softmax_tile::<FUSED>(t.s, t.m, t.l, t.o, br, bc, d);
+    }
     tile_gemm::<FUSED, CS>(t.s, t.v, t.o, br, bc, d, true); // o += P V
 }
 
