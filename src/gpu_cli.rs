@@ -389,7 +389,8 @@ fn save_check(dev: &Device, dir: &Path) -> Result<(), String> {
 }
 
 /// `gpu-probe sanitize` (every version on small edge cases, checked; for compute-sanitizer) or
-/// `gpu-probe one VERSION N D [causal]` (one launch on the harness's shape for N and D; for ncu).
+/// `gpu-probe one VERSION N D [causal]` (one launch on the harness's shape for N and D; for ncu),
+/// `gpu-probe time VERSION N D [causal]` (its median time over 40 launches, for tuning).
 pub fn probe(args: &[String]) -> Result<(), String> {
     let dev = open()?;
     match args.first().map(String::as_str) {
@@ -411,11 +412,11 @@ pub fn probe(args: &[String]) -> Result<(), String> {
                 Err("some probe failed its check".into())
             }
         }
-        Some("time") => {
-            let ver = args
-                .get(1)
-                .and_then(|v| Version::parse(v))
-                .ok_or("gpu-probe time VERSION N D [causal]")?;
+        Some(cmd @ ("one" | "time")) => {
+            // One configuration of the harness's grid: `one` launches it once (for ncu), `time`
+            // times it over four rotated input sets (no check: the tests and the harness do that).
+            let usage = format!("gpu-probe {cmd} VERSION N D [causal]");
+            let ver = args.get(1).and_then(|v| Version::parse(v)).ok_or(usage)?;
             let n: usize = args.get(2).and_then(|x| x.parse().ok()).ok_or("N")?;
             let d: usize = args.get(3).and_then(|x| x.parse().ok()).ok_or("D")?;
             let causal = args.get(4).is_some_and(|a| a == "causal");
@@ -424,12 +425,16 @@ pub fn probe(args: &[String]) -> Result<(), String> {
                 .map_err(|e| e.to_string())?;
             let mut rng = Rng::new(7);
             let q: Vec<f16> = convert(&rng.normal_vec_f32(s.q_len()));
-            let mut sets = Vec::new();
-            for _ in 0..4 {
-                sets.push(
-                    Buffers::upload(&dev, s, &q, &q[..s.kv_len()], &q[..s.kv_len()])
-                        .map_err(|e| e.to_string())?,
-                );
+            let copies = if cmd == "time" { 4 } else { 1 };
+            let mut sets = (0..copies)
+                .map(|_| Buffers::upload(&dev, s, &q, &q[..s.kv_len()], &q[..s.kv_len()]))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| e.to_string())?;
+            if cmd == "one" {
+                flash::forward(&dev, ver, &mut sets[0], mask).map_err(|e| e.to_string())?;
+                dev.synchronize().map_err(|e| e.to_string())?;
+                println!("ran {} on {s:?} {}", ver.name(), mask.name());
+                return Ok(());
             }
             let mut t = flash::time_ms(&dev, ver, None, &mut sets, mask, 5, 40)
                 .map_err(|e| e.to_string())?;
@@ -444,35 +449,12 @@ pub fn probe(args: &[String]) -> Result<(), String> {
             );
             Ok(())
         }
-        Some("one") => {
-            let ver = args
-                .get(1)
-                .and_then(|v| Version::parse(v))
-                .ok_or("gpu-probe one VERSION N D [causal]")?;
-            let n: usize = args.get(2).and_then(|x| x.parse().ok()).ok_or("N")?;
-            let d: usize = args.get(3).and_then(|x| x.parse().ok()).ok_or("D")?;
-            let mask = if args.get(4).is_some_and(|a| a == "causal") {
-                Mask::CAUSAL
-            } else {
-                Mask::NONE
-            };
-            let s = AttnShape::self_attention((16384 / n).max(1), 2048 / d, n, d)
-                .map_err(|e| e.to_string())?;
-            let mut rng = Rng::new(7);
-            let q: Vec<f16> = convert(&rng.normal_vec_f32(s.q_len()));
-            let mut bufs = Buffers::upload(&dev, s, &q, &q[..s.kv_len()], &q[..s.kv_len()])
-                .map_err(|e| e.to_string())?;
-            flash::forward(&dev, ver, &mut bufs, mask).map_err(|e| e.to_string())?;
-            dev.synchronize().map_err(|e| e.to_string())?;
-            println!("ran {} on {s:?} {}", ver.name(), mask.name());
-            Ok(())
-        }
         Some("save-check") => {
             let dir = PathBuf::from(args.get(1).ok_or("gpu-probe save-check DIR")?);
             save_check(&dev, &dir)
         }
         _ => Err(
-            "usage: gpu-probe sanitize | gpu-probe one VERSION N D [causal] | gpu-probe save-check DIR"
+            "usage: gpu-probe sanitize | gpu-probe one|time VERSION N D [causal] | gpu-probe save-check DIR"
                 .into(),
         ),
     }

@@ -366,17 +366,7 @@ pub fn forward_with<T: GpuElement>(
                 block_dim: (rows, 1, 1),
                 shared_mem_bytes: 0,
             };
-            // SAFETY: argument types and order match the kernel; sizes were validated above.
-            unsafe {
-                st.launch_builder(&f)
-                    .arg(&bufs.q)
-                    .arg(&bufs.k)
-                    .arg(&bufs.v)
-                    .arg(&mut bufs.o)
-                    .arg(&mut bufs.lse)
-                    .arg(&p)
-                    .launch(cfg)
-            }?;
+            launch_qkv(dev, &f, cfg, bufs, &p)?;
         }
         // ANCHOR: tc_launch
         Version::V4TensorCores | Version::V5CpAsync => {
@@ -391,26 +381,13 @@ pub fn forward_with<T: GpuElement>(
             let br = 16 * warps;
             let stages = if asynchronous { 2 } else { 1 };
             let smem = ((br + 2 * stages * 64) * (s.d + 8) * 2) as u32;
-            f.set_attribute(
-                sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
-                smem as i32,
-            )?;
+            f.set_attribute(MAX_DYNAMIC_SMEM, smem as i32)?;
             let cfg = LaunchConfig {
                 grid_dim: (nq.div_ceil(br as u32), bh, 1),
                 block_dim: (32 * warps as u32, 1, 1),
                 shared_mem_bytes: smem,
             };
-            // SAFETY: argument types and order match the kernel; sizes were validated above.
-            unsafe {
-                st.launch_builder(&f)
-                    .arg(&bufs.q)
-                    .arg(&bufs.k)
-                    .arg(&bufs.v)
-                    .arg(&mut bufs.o)
-                    .arg(&mut bufs.lse)
-                    .arg(&p)
-                    .launch(cfg)
-            }?;
+            launch_qkv(dev, &f, cfg, bufs, &p)?;
             // ANCHOR_END: tc_launch
         }
         // ANCHOR: wg_launch
@@ -425,29 +402,44 @@ pub fn forward_with<T: GpuElement>(
             let (br, bc) = (128, 128);
             // Q, then two stages of K and V, and 1 KB to align the first tile on 1024 bytes.
             let smem = ((br + 4 * bc) * s.d * 2 + 1024) as u32;
-            f.set_attribute(
-                sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
-                smem as i32,
-            )?;
+            f.set_attribute(MAX_DYNAMIC_SMEM, smem as i32)?;
             let cfg = LaunchConfig {
                 grid_dim: (nq.div_ceil(br as u32), bh, 1),
                 block_dim: (256, 1, 1),
                 shared_mem_bytes: smem,
             };
-            // SAFETY: argument types and order match the kernel; sizes were validated above.
-            unsafe {
-                st.launch_builder(&f)
-                    .arg(&bufs.q)
-                    .arg(&bufs.k)
-                    .arg(&bufs.v)
-                    .arg(&mut bufs.o)
-                    .arg(&mut bufs.lse)
-                    .arg(&p)
-                    .launch(cfg)
-            }?;
+            launch_qkv(dev, &f, cfg, bufs, &p)?;
             // ANCHOR_END: wg_launch
         }
     }
+    Ok(())
+}
+
+/// Raise a kernel's dynamic shared memory limit (more than 48 KB must be asked for).
+const MAX_DYNAMIC_SMEM: sys::CUfunction_attribute =
+    sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES;
+
+/// Launch `f` with the argument list every fused version takes: q, k, v, o, lse, params.
+fn launch_qkv<T: GpuElement>(
+    dev: &Device,
+    f: &cudarc::driver::CudaFunction,
+    cfg: LaunchConfig,
+    bufs: &mut Buffers<T>,
+    p: &Params,
+) -> Result<(), GpuError> {
+    // SAFETY: the fused kernels take exactly (q, k, v, o, lse, Params); the callers validated the
+    // buffers' lengths against the shape the parameters describe.
+    unsafe {
+        dev.stream()
+            .launch_builder(f)
+            .arg(&bufs.q)
+            .arg(&bufs.k)
+            .arg(&bufs.v)
+            .arg(&mut bufs.o)
+            .arg(&mut bufs.lse)
+            .arg(p)
+            .launch(cfg)
+    }?;
     Ok(())
 }
 

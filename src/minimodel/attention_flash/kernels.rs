@@ -53,20 +53,23 @@ fn fma<const FUSED: bool>(a: f32, b: f32, c: f32) -> f32 {
 }
 
 // ANCHOR: exp2
+/// The Taylor coefficients of `2^f = e^(f ln 2)`, lowest degree first (shared with the AVX-512 copy).
+const EXP2_C: [f32; 7] = [
+    1.0,
+    std::f32::consts::LN_2,
+    0.240_226_5,   // ln2^2 / 2
+    0.055_504_11,  // ln2^3 / 6
+    0.009_618_129, // ln2^4 / 24
+    0.001_333_355_8,
+    0.000_154_035_3,
+];
+
 /// `2^x` for `x <= 0`, to about 2 ulp, in a form that vectorises: split `x = n + f` with `n` an integer
 /// and `f` in `[-0.5, 0.5)`, evaluate `2^f` by its Taylor polynomial (degree 6: error below `1.2e-7`
 /// relative), and put `n` straight into the exponent bits. Inputs below `-126` (and `-inf`) give exactly 0.
 #[inline(always)]
 pub fn exp2<const FUSED: bool>(x: f32) -> f32 {
-    const C: [f32; 7] = [
-        1.0,
-        std::f32::consts::LN_2,
-        0.240_226_5,   // ln2^2 / 2
-        0.055_504_11,  // ln2^3 / 6
-        0.009_618_129, // ln2^4 / 24
-        0.001_333_355_8,
-        0.000_154_035_3,
-    ];
+    const C: [f32; 7] = EXP2_C;
     let xc = x.max(-126.0);
     let n = (xc + 0.5).floor();
     let f = xc - n;
@@ -305,15 +308,7 @@ mod x86 {
     #[target_feature(enable = "avx512f")]
     #[inline]
     unsafe fn exp2v(x: __m512) -> __m512 {
-        const C: [f32; 7] = [
-            1.0,
-            std::f32::consts::LN_2,
-            0.240_226_5,
-            0.055_504_11,
-            0.009_618_129,
-            0.001_333_355_8,
-            0.000_154_035_3,
-        ];
+        const C: [f32; 7] = super::EXP2_C;
         let xc = _mm512_max_ps(x, _mm512_set1_ps(-126.0));
         let n = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC }>(
             _mm512_add_ps(xc, _mm512_set1_ps(0.5)),
