@@ -307,7 +307,7 @@ mod x86 {
     /// `2^x` on 16 lanes: [`super::exp2`]'s steps, one instruction each (bit-identical to it).
     #[target_feature(enable = "avx512f")]
     #[inline]
-    unsafe fn exp2v(x: __m512) -> __m512 {
+    pub(super) unsafe fn exp2v(x: __m512) -> __m512 {
         const C: [f32; 7] = super::EXP2_C;
         let xc = _mm512_max_ps(x, _mm512_set1_ps(-126.0));
         let n = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC }>(
@@ -564,5 +564,57 @@ mod tests {
         assert_eq!(exp2::<true>(0.0), 1.0);
         assert_eq!(exp2::<true>(f32::NEG_INFINITY), 0.0);
         assert_eq!(exp2::<false>(-200.0), 0.0);
+    }
+
+    /// The AVX-512 exponential is the scalar one, lane for lane, bit for bit (so the two softmax paths
+    /// differ only in the order of the row sums), and the AVX-512 softmax matches the portable one.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn avx512_softmax_matches_the_portable_one() {
+        if !std::arch::is_x86_feature_detected!("avx512f") {
+            println!("skipped: no AVX-512 on this CPU");
+            return;
+        }
+        let mut xs: Vec<f32> = (0..4000).map(|i| -40.0 + i as f32 * 0.01).collect();
+        xs.extend([0.0, -0.5, -125.9, -126.0, -126.1, -300.0, f32::NEG_INFINITY]);
+        xs.resize(xs.len().div_ceil(16) * 16, -1.0);
+        for chunk in xs.chunks_exact(16) {
+            let mut got = [0.0f32; 16];
+            // SAFETY: AVX-512F was detected above; `chunk` and `got` hold 16 floats.
+            unsafe {
+                use std::arch::x86_64::*;
+                _mm512_storeu_ps(
+                    got.as_mut_ptr(),
+                    x86::exp2v(_mm512_loadu_ps(chunk.as_ptr())),
+                );
+            }
+            for (g, x) in got.iter().zip(chunk) {
+                assert_eq!(g.to_bits(), exp2::<true>(*x).to_bits(), "2^{x}");
+            }
+        }
+        // A 20 x 32 tile: every third row starts at -inf (nothing seen yet); rows 5 and 6 fully masked.
+        let (br, bc, d) = (20, 32, 16);
+        let mut rng = crate::minimodel::rng::Rng::new(3);
+        let mut s0 = rng.normal_vec_f32(br * bc);
+        s0[5 * bc..7 * bc].fill(f32::NEG_INFINITY); // row 6 also starts at -inf: stays empty
+        let o0 = rng.normal_vec_f32(br * d);
+        let m0: Vec<f32> = (0..br)
+            .map(|r| if r % 3 == 0 { f32::NEG_INFINITY } else { 0.5 })
+            .collect();
+        let l0: Vec<f32> = m0
+            .iter()
+            .map(|m| if m.is_finite() { 2.0 } else { 0.0 })
+            .collect();
+        let (mut s1, mut m1, mut l1, mut o1) = (s0.clone(), m0.clone(), l0.clone(), o0.clone());
+        softmax_tile::<true>(&mut s1, &mut m1, &mut l1, &mut o1, br, bc, d);
+        let (mut s2, mut m2, mut l2, mut o2) = (s0, m0, l0, o0);
+        // SAFETY: AVX-512F was detected above; the slices have the shapes passed.
+        unsafe { x86::softmax_tile(&mut s2, &mut m2, &mut l2, &mut o2, br, bc, d) };
+        assert_eq!(s1, s2);
+        assert_eq!(m1, m2);
+        assert_eq!(o1, o2);
+        for (a, b) in l1.iter().zip(&l2) {
+            assert!((a - b).abs() <= 1e-6 * a.abs(), "row sums {a} and {b}");
+        }
     }
 }
