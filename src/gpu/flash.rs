@@ -457,25 +457,10 @@ pub fn time_ms<T: GpuElement>(
     runs: usize,
 ) -> Result<Vec<f64>, GpuError> {
     let n = sets.len().max(1);
-    let go = |i: usize, sets: &mut [Buffers<T>]| match warps {
+    dev.time_each(warmup, runs, |i| match warps {
         Some(w) => forward_with(dev, version, &mut sets[i % n], mask, w),
         None => forward(dev, version, &mut sets[i % n], mask),
-    };
-    for i in 0..warmup {
-        go(i, sets)?;
-    }
-    let mut events = Vec::with_capacity(runs);
-    for i in 0..runs {
-        let start = dev.timing_event()?;
-        go(warmup + i, sets)?;
-        let end = dev.timing_event()?;
-        events.push((start, end));
-    }
-    dev.synchronize()?;
-    events
-        .iter()
-        .map(|(a, b)| Ok(a.elapsed_ms(b)? as f64))
-        .collect()
+    })
 }
 // ANCHOR_END: time_ms
 

@@ -271,6 +271,31 @@ impl Device {
             .stream
             .record_event(Some(sys::CUevent_flags::CU_EVENT_DEFAULT))?)
     }
+
+    /// Time `runs` calls of `launch(i)` (for `i` from `warmup` on) after `warmup` untimed ones, each
+    /// between its own pair of events; the times in ms, in launch order.
+    pub fn time_each(
+        &self,
+        warmup: usize,
+        runs: usize,
+        mut launch: impl FnMut(usize) -> Result<(), GpuError>,
+    ) -> Result<Vec<f64>, GpuError> {
+        for i in 0..warmup {
+            launch(i)?;
+        }
+        let mut events = Vec::with_capacity(runs);
+        for i in 0..runs {
+            let start = self.timing_event()?;
+            launch(warmup + i)?;
+            let end = self.timing_event()?;
+            events.push((start, end));
+        }
+        self.synchronize()?;
+        events
+            .iter()
+            .map(|(a, b)| Ok(a.elapsed_ms(b)? as f64))
+            .collect()
+    }
     // ANCHOR_END: timing_event
 
     /// Wait for everything launched so far.

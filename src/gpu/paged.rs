@@ -640,21 +640,9 @@ pub fn time_ms<T: GpuElement>(
     warmup: usize,
     runs: usize,
 ) -> Result<Vec<f64>, GpuError> {
-    for _ in 0..warmup {
-        decode_tuned(dev, bufs, mask, partition, tuning)?;
-    }
-    let mut events = Vec::with_capacity(runs);
-    for _ in 0..runs {
-        let a = dev.timing_event()?;
-        decode_tuned(dev, bufs, mask, partition, tuning)?;
-        let b = dev.timing_event()?;
-        events.push((a, b));
-    }
-    dev.synchronize()?;
-    events
-        .iter()
-        .map(|(a, b)| Ok(a.elapsed_ms(b)? as f64))
-        .collect()
+    dev.time_each(warmup, runs, |_| {
+        decode_tuned(dev, bufs, mask, partition, tuning).map(|_| ())
+    })
 }
 
 /// The compiled module for head size `d`, `gc` heads per block, block size `bs` and `tuning`.
@@ -708,9 +696,7 @@ pub fn read_bandwidth_gbps(dev: &Device, bytes: usize) -> Result<f64, GpuError> 
             shared_mem_bytes: 0,
         };
         let n = words as u64;
-        let mut times = Vec::new();
-        for i in 0..23 {
-            let a = dev.timing_event()?;
+        let mut ms = dev.time_each(3, 20, |_| {
             // SAFETY: `x` holds `words` 16-byte words and `sink` one per thread of the grid.
             unsafe {
                 st.launch_builder(&f)
@@ -719,16 +705,8 @@ pub fn read_bandwidth_gbps(dev: &Device, bytes: usize) -> Result<f64, GpuError> 
                     .arg(&mut sink)
                     .launch(cfg)
             }?;
-            let b = dev.timing_event()?;
-            if i >= 3 {
-                times.push((a, b));
-            }
-        }
-        dev.synchronize()?;
-        let mut ms: Vec<f64> = times
-            .iter()
-            .map(|(a, b)| Ok(a.elapsed_ms(b)? as f64))
-            .collect::<Result<_, GpuError>>()?;
+            Ok(())
+        })?;
         ms.sort_by(f64::total_cmp);
         best = best.max((words * 16) as f64 / ms[ms.len() / 2] / 1e6);
     }

@@ -162,23 +162,20 @@ fn bytes_rowwise(s: &AttnShape, dt: DType) -> f64 {
     (s.b * s.hq) as f64 * e * (2.0 * (s.nq * s.d) as f64 + 2.0 * (s.nq * s.nk * s.d) as f64)
 }
 
-/// The traffic model's bytes for `version` (v3..v5 through the tile model with their own tiles).
+/// The traffic model's bytes for `version` (v3..v6 through the tile model with their own tiles).
 pub fn bytes_model(version: Version, warps: usize, s: &AttnShape, mask: Mask) -> f64 {
     let dt = DType::F16;
-    let tiled = |br: usize| {
-        let t = flash_traffic(s, dt, br, 64, mask);
+    let tiled = |br: usize, bc: usize| {
+        let t = flash_traffic(s, dt, br, bc, mask);
         (t.loaded + t.stored) as f64
     };
     match version {
         Version::V1Naive => bytes_naive(s, dt),
         Version::V2Online => bytes_rowwise(s, dt),
-        Version::V3Tiled => tiled(64),
-        Version::V4TensorCores => tiled(64),
-        Version::V5CpAsync => tiled(16 * warps),
-        Version::V6Wgmma => {
-            let t = flash_traffic(s, dt, 128, 128, mask);
-            (t.loaded + t.stored) as f64
-        }
+        Version::V3Tiled => tiled(64, 64),
+        Version::V4TensorCores => tiled(64, 64),
+        Version::V5CpAsync => tiled(16 * warps, 64),
+        Version::V6Wgmma => tiled(128, 128),
     }
 }
 

@@ -141,9 +141,10 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     p.iter().sum::<f32>() + tail
 }
 
-/// Rows of a tile product handled together: their accumulators stay in registers. With `CS` columns
-/// (32 for AVX-512: two registers a row; 16 for AVX2), that is 8 independent accumulators, enough to
-/// keep two FMA units busy through the FMA's 4-cycle latency.
+/// Rows of a tile product handled together by the portable loop: their accumulators stay in registers.
+/// With `CS` columns (16 for AVX2: two registers a row), that is 8 independent accumulators, enough to
+/// keep two FMA units busy through the FMA's 4-cycle latency. (AVX-512 uses `x86::gemm`'s larger
+/// blocks and leaves this loop only the last `n % 32` columns.)
 const RS: usize = 4;
 /// Lanes of the row reductions.
 const LANES: usize = 16;
