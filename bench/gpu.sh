@@ -72,7 +72,7 @@ for phase in $phases; do
       ;;
     ncu)
       : > "$OUT/ncu.csv"
-      for v in v1 v5 v6; do
+      for v in v1 v5 v6 v7; do
         for n in 64 2048; do
           echo "# $v N=$n D=64" >> "$OUT/ncu.csv"
           timeout 120 ncu --clock-control none --metrics dram__bytes_read.sum,dram__bytes_write.sum,lts__t_bytes.sum \
@@ -82,7 +82,7 @@ for phase in $phases; do
       python3 - "$OUT/ncu.csv" "$OUT/dram.json" <<'PY' 2>&1 | tee -a "$log"
 import csv, json, sys
 rows, cur = [], None
-names = {"v1": "ours/v1_naive", "v5": "ours/v5_cp_async", "v6": "ours/v6_wgmma"}
+names = {"v1": "ours/v1_naive", "v5": "ours/v5_cp_async", "v6": "ours/v6_wgmma", "v7": "ours/v7_overlap"}
 sums = {}
 for line in open(sys.argv[1]):
     if line.startswith("# "):

@@ -7,7 +7,7 @@
 //     o = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=..., enable_gqa=True)
 //
 // Compiled at run time by NVRTC (src/gpu/mod.rs), one module per (version, dtype): the host defines
-// FA_VERSION (1..6) and FA_BF16 (0 or 1) so that a process compiles only the kernels it launches.
+// FA_VERSION (1..7) and FA_BF16 (0 or 1) so that a process compiles only the kernels it launches.
 //
 // ANCHOR: changelog
 // Changelog. Measured on an NVIDIA H100 80GB HBM3 (driver 580.159, CUDA 13.0), 2026-11-27, fp16,
@@ -402,6 +402,9 @@ __device__ __forceinline__ void cp_async16(void* dst, const void* src, bool pred
     asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_addr(dst)), "l"(src),
                  "r"(pred ? 16 : 0));
 }
+__device__ __forceinline__ void cp_async16(void* dst, const void* src) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(smem_addr(dst)), "l"(src));
+}
 __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
 template <int N>
 __device__ __forceinline__ void cp_async_wait() {
@@ -653,7 +656,7 @@ TC(5, true, 128, 8)
 #endif
 #endif  // FA_VERSION == 4 || FA_VERSION == 5
 
-#if FA_VERSION == 6
+#if FA_VERSION >= 6
 // ---------------------------------------------------------------------------------------------------
 // ANCHOR: wgmma_intro
 // v6 (Hopper, sm_90a): warpgroup matrix multiply. A warpgroup is 4 consecutive warps (128 threads);
@@ -714,18 +717,20 @@ __device__ __forceinline__ int tile_off(int i, int c, int R) {
 //   swizzled: start 32 bytes further per step inside a 64-column block (the hardware applies the XOR
 //   to the address it forms), SBO = 1024 (next 8 rows), LBO unused;
 //   packed:   LBO = 128 (next 8 columns), SBO = 16 D (next 8 rows).
+// The address field is linear (bytes / 16 in the low bits), so a k-step's descriptor is the tile's
+// plus a constant: one descriptor computed per tile, not one per wgmma.
 template <int D, typename T>
 __device__ __forceinline__ unsigned long long kmajor_desc(const T* base, int kk, int R) {
-    if constexpr (D % 64 == 0) return sdesc(base + (kk / 4) * R * 64 + (kk % 4) * 16, 16, 1024) | SW128;
-    else return sdesc(base + kk * 128, 128, 16 * D);
+    if constexpr (D % 64 == 0) return (sdesc(base, 16, 1024) | SW128) + (((kk / 4) * R * 64 + (kk % 4) * 16) * 2 >> 4);
+    else return sdesc(base, 128, 16 * D) + (kk * 128 * 2 >> 4);
 }
 // V (N = d contiguous: "MN-major", read with the transpose bit), k-step kt (keys 16kt..16kt+15).
 //   swizzled: LBO = 128 R (next 64 columns of d), SBO = 1024 (next 8 keys);
 //   packed:   LBO = 16 D (next 8 keys), SBO = 128 (next 8 columns).
 template <int D, typename T>
 __device__ __forceinline__ unsigned long long vt_desc(const T* base, int kt, int R) {
-    if constexpr (D % 64 == 0) return sdesc(base + kt * 16 * 64, 128 * R, 1024) | SW128;
-    else return sdesc(base + kt * 16 * D, 16 * D, 128);
+    if constexpr (D % 64 == 0) return (sdesc(base, 128 * R, 1024) | SW128) + (kt * 16 * 64 * 2 >> 4);
+    else return sdesc(base, 16 * D, 128) + (kt * 16 * D * 2 >> 4);
 }
 // ANCHOR_END: wg_layout
 
@@ -828,6 +833,68 @@ __device__ __forceinline__ void wgmma_rs(float (&d)[64], const unsigned int (&a)
     wgmma_rs_n128(d, a, b);
 }
 
+// ANCHOR: wg_softmax
+// The online softmax of one warpgroup's 64 x BC tile of S, exactly v5's (a row is spread over the 4
+// lanes of a quad); only tiles that straddle a boundary for this warpgroup's rows are masked. Returns
+// P packed as P V's A fragments, with LOW also the rounding residual P - fp16(P), and in alpha the
+// factor O must be scaled by before this tile's P V is added; m and l are updated.
+template <typename T, int BC, bool LOW>
+__device__ __forceinline__ void wg_softmax(float (&s)[BC / 2], const Params& p, int j0, int iw, int row_a,
+                                          int tg, float (&m)[2], float (&l)[2], float (&alpha)[2],
+                                          unsigned int (&pf)[BC / 16][4], unsigned int (&pl)[BC / 16][4]) {
+    const int off = p.nk - p.nq;
+    const bool need_mask = j0 + BC > p.nk || (p.causal && j0 + BC - 1 > iw + off) ||
+                           (p.window && j0 <= iw + 63 + off - p.window);
+    if (need_mask) {
+#pragma unroll
+        for (int nt = 0; nt < BC / 8; ++nt)
+#pragma unroll
+            for (int e = 0; e < 4; ++e)
+                if (!visible(p, row_a + (e >> 1) * 8, j0 + nt * 8 + tg * 2 + (e & 1))) s[4 * nt + e] = NEG_INF;
+    }
+    float mx[2] = {m[0], m[1]};
+#pragma unroll
+    for (int nt = 0; nt < BC / 8; ++nt) {
+        mx[0] = fmaxf(mx[0], fmaxf(s[4 * nt], s[4 * nt + 1]));
+        mx[1] = fmaxf(mx[1], fmaxf(s[4 * nt + 2], s[4 * nt + 3]));
+    }
+    float msc[2];
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+        mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
+        mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
+        msc[r] = mx[r] == NEG_INF ? 0.f : mx[r] * p.scale_log2;
+        alpha[r] = ex2(m[r] * p.scale_log2 - msc[r]);
+        l[r] *= alpha[r];
+        m[r] = mx[r];
+    }
+    float lt[2] = {0.f, 0.f};
+#pragma unroll
+    for (int nt = 0; nt < BC / 8; ++nt) {
+        const float p0 = ex2(fmaf(s[4 * nt], p.scale_log2, -msc[0]));
+        const float p1 = ex2(fmaf(s[4 * nt + 1], p.scale_log2, -msc[0]));
+        const float p2 = ex2(fmaf(s[4 * nt + 2], p.scale_log2, -msc[1]));
+        const float p3 = ex2(fmaf(s[4 * nt + 3], p.scale_log2, -msc[1]));
+        lt[0] += p0 + p1;
+        lt[1] += p2 + p3;
+        const unsigned int h01 = pack2(p0, p1, T()), h23 = pack2(p2, p3, T());
+        pf[nt / 2][(nt & 1) * 2 + 0] = h01;
+        pf[nt / 2][(nt & 1) * 2 + 1] = h23;
+        if constexpr (LOW) {
+            const float2 f01 = to_f2(h01, T()), f23 = to_f2(h23, T());
+            pl[nt / 2][(nt & 1) * 2 + 0] = pack2(p0 - f01.x, p1 - f01.y, T());
+            pl[nt / 2][(nt & 1) * 2 + 1] = pack2(p2 - f23.x, p3 - f23.y, T());
+        }
+    }
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+        lt[r] += __shfl_xor_sync(0xffffffffu, lt[r], 1);
+        lt[r] += __shfl_xor_sync(0xffffffffu, lt[r], 2);
+        l[r] += lt[r];
+    }
+}
+// ANCHOR_END: wg_softmax
+
 // ANCHOR: wg_block
 // One block: two warpgroups (256 threads), BR = 128 query rows of one (batch, head); warpgroup w owns
 // rows 64w..64w+63. Keys in tiles of BC = 128, two stages filled by cp.async: the copies of tile t + 1
@@ -835,7 +902,7 @@ __device__ __forceinline__ void wgmma_rs(float (&d)[64], const unsigned int (&a)
 // which every warpgroup finished before the barrier at the top of tile t. Shared memory: Q (BR x D),
 // then two stages of K and V (BC x D each), all 16-bit: 160 KB at D = 128. 233 registers a thread:
 // one block per SM.
-template <typename T, int D>
+template <typename T, int D, bool OVERLAP>
 __device__ void flash_wg(const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v,
                          T* __restrict__ o, float* __restrict__ lse, Params p) {
     constexpr int BR = 128, BC = 128, CH = D / 8, NT = 256;
@@ -849,7 +916,7 @@ __device__ void flash_wg(const T* __restrict__ q, const T* __restrict__ k, const
     const int g = lane >> 2, tg = lane & 3;
     const int tile = gridDim.x - 1 - blockIdx.x;  // the longest (causal: last) query tiles start first
     const int bh = blockIdx.y, b = bh / p.hq, h = bh % p.hq, hk = h / (p.hq / p.hkv);
-    const int i0 = tile * BR, off = p.nk - p.nq, iw = i0 + wg * 64;  // iw: this warpgroup's first row
+    const int i0 = tile * BR, iw = i0 + wg * 64;  // iw: this warpgroup's first row
     const T* qb = q + (size_t)bh * p.nq * D;
     const T* kb = k + ((size_t)b * p.hkv + hk) * p.nk * D;
     const T* vb = v + ((size_t)b * p.hkv + hk) * p.nk * D;
@@ -859,25 +926,44 @@ __device__ void flash_wg(const T* __restrict__ q, const T* __restrict__ k, const
     const int ntiles = hi > lo ? (hi + BC - 1) / BC - t_begin : 0;  // fully masked tiles: skipped
 
     // ANCHOR: wg_copy
-    // Rows [r0, r0 + R) of a (n x D) matrix into a tile: thread e copies chunk e % CH of row e / CH,
-    // so a warp reads whole rows (full 128-byte lines) and writes them to tile_off. Rows past n are
-    // zeros.
-    auto copy_tile = [&](T* dst, const T* src, int r0, int n, int R) {
-        for (int e = tid; e < R * CH; e += NT) {
-            const int i = e / CH, c = e % CH, r = r0 + i;
-            cp_async16(dst + tile_off<D>(i, c, R), src + (size_t)(r < n ? r : 0) * D + c * 8, r < n);
+    // Rows [r0, r0 + 128) of an (n x D) matrix into a tile (Q's, K's and V's tiles all have 128 rows).
+    // Thread tid copies chunk cc = tid % CH of rows ci, ci + RS, ci + 2 RS, ...: a warp reads whole
+    // rows (full 128-byte lines), and since RS is a multiple of 8 a thread's rows share their swizzle
+    // (i % 8), so the shared and the global offsets both advance by constants: computed once here, not
+    // for every chunk (the per-chunk arithmetic was a quarter of the loop's instructions). Rows past n
+    // are zeros; only a matrix's last tile takes that path.
+    constexpr int RS = NT / CH, SSTEP = D % 64 == 0 ? RS * 64 : RS * D;
+    const int cc = tid % CH, ci = tid / CH, soff = tile_off<D>(ci, cc, 128);
+    auto copy_tile = [&](T* dst, const T* src, int r0, int n) {
+        T* d = dst + soff;
+        const T* g = src + (size_t)(r0 + ci) * D + cc * 8;
+        if (r0 + 128 <= n) {
+#pragma unroll
+            for (int k = 0; k < 128 / RS; ++k) cp_async16(d + k * SSTEP, g + k * RS * D);
+        } else {
+#pragma unroll
+            for (int k = 0; k < 128 / RS; ++k) {
+                const bool in = r0 + ci + k * RS < n;
+                cp_async16(d + k * SSTEP, in ? g + k * RS * D : src, in);
+            }
         }
     };
     // ANCHOR_END: wg_copy
     auto load_kv = [&](int st, int j0) {
         T* Kd = Ks + st * 2 * BC * D;
-        copy_tile(Kd, kb, j0, p.nk, BC);
-        copy_tile(Kd + BC * D, vb, j0, p.nk, BC);
+        copy_tile(Kd, kb, j0, p.nk);
+        copy_tile(Kd + BC * D, vb, j0, p.nk);
     };
-    copy_tile(Qs, qb, i0, p.nq, BR);
-    cp_async_commit();  // group: Q
-    if (ntiles > 0) load_kv(0, t_begin * BC);
-    cp_async_commit();  // group: K/V tile 0
+    if constexpr (!OVERLAP) {
+        copy_tile(Qs, qb, i0, p.nq);
+        cp_async_commit();  // group: Q
+        if (ntiles > 0) load_kv(0, t_begin * BC);
+        cp_async_commit();  // group: K/V tile 0
+    } else if (ntiles > 0) {
+        copy_tile(Qs, qb, i0, p.nq);
+        copy_tile(Ks, kb, t_begin * BC, p.nk);
+        cp_async_commit();  // group: Q and K_0
+    }
 
     float oacc[D / 2];  // O, 8-column fragments of rows g and g + 8 of this warp: [4 dn + 2 r + c]
 #pragma unroll
@@ -886,110 +972,160 @@ __device__ void flash_wg(const T* __restrict__ q, const T* __restrict__ k, const
     const int row_a = iw + warp * 16 + g;               // this thread's rows: row_a and row_a + 8
     const T* Qw = Qs + tile_off<D>(64 * wg, 0, BR);    // this warpgroup's 64 rows of Q
 
-    // ANCHOR: wg_loop
-    for (int t = 0; t < ntiles; ++t) {
-        const int j0 = (t_begin + t) * BC, st = t & 1;
-        cp_async_wait<0>();  // this thread's copies of tile t (and Q) have landed
-        fence_proxy_async();
-        __syncthreads();  // everyone's have; and both warpgroups are done with tile t - 1
-        const T* Kt = Ks + st * 2 * BC * D;
-        const T* Vt = Kt + BC * D;
+    if constexpr (!OVERLAP) {
+        // ANCHOR: wg_loop
+        for (int t = 0; t < ntiles; ++t) {
+            const int j0 = (t_begin + t) * BC, st = t & 1;
+            cp_async_wait<0>();  // this thread's copies of tile t (and Q) have landed
+            fence_proxy_async();
+            __syncthreads();  // everyone's have; and both warpgroups are done with tile t - 1
+            const T* Kt = Ks + st * 2 * BC * D;
+            const T* Vt = Kt + BC * D;
 
-        // ANCHOR: wg_qk
-        // S = Q K^T, 64 rows x 128 keys per warpgroup: D / 16 wgmma k-steps of 16 columns of d.
-        float s[BC / 2];
-        wg_fence();
-        wgmma_ss_n128_first(s, kmajor_desc<D>(Qw, 0, BR), kmajor_desc<D>(Kt, 0, BC));
-#pragma unroll
-        for (int kk = 1; kk < D / 16; ++kk)
-            wgmma_ss_n128(s, kmajor_desc<D>(Qw, kk, BR), kmajor_desc<D>(Kt, kk, BC), 1);
-        wg_commit();
-        // While the tensor cores work: the copies of tile t + 1 into the stage tile t - 1 used.
-        if (t + 1 < ntiles) load_kv(st ^ 1, j0 + BC);
-        cp_async_commit();
-        wg_wait<0>();
-        // ANCHOR_END: wg_qk
+            // ANCHOR: wg_qk
+            // S = Q K^T, 64 rows x 128 keys per warpgroup: D / 16 wgmma k-steps of 16 columns of d.
+            float s[BC / 2];
+            wg_fence();
+            wgmma_ss_n128_first(s, kmajor_desc<D>(Qw, 0, BR), kmajor_desc<D>(Kt, 0, BC));
+    #pragma unroll
+            for (int kk = 1; kk < D / 16; ++kk)
+                wgmma_ss_n128(s, kmajor_desc<D>(Qw, kk, BR), kmajor_desc<D>(Kt, kk, BC), 1);
+            wg_commit();
+            // While the tensor cores work: the copies of tile t + 1 into the stage tile t - 1 used.
+            if (t + 1 < ntiles) load_kv(st ^ 1, j0 + BC);
+            cp_async_commit();
+            wg_wait<0>();
+            // ANCHOR_END: wg_qk
 
-        // Mask only the tiles that straddle a boundary for this warpgroup's rows.
-        const bool need_mask = j0 + BC > p.nk || (p.causal && j0 + BC - 1 > iw + off) ||
-                               (p.window && j0 <= iw + 63 + off - p.window);
-        if (need_mask) {
-#pragma unroll
-            for (int nt = 0; nt < BC / 8; ++nt)
-#pragma unroll
-                for (int e = 0; e < 4; ++e)
-                    if (!visible(p, row_a + (e >> 1) * 8, j0 + nt * 8 + tg * 2 + (e & 1))) s[4 * nt + e] = NEG_INF;
-        }
-        // Online softmax, exactly v5's (a row is spread over the 4 lanes of a quad).
-        float mx[2] = {m[0], m[1]};
-#pragma unroll
-        for (int nt = 0; nt < BC / 8; ++nt) {
-            mx[0] = fmaxf(mx[0], fmaxf(s[4 * nt], s[4 * nt + 1]));
-            mx[1] = fmaxf(mx[1], fmaxf(s[4 * nt + 2], s[4 * nt + 3]));
-        }
-        float msc[2];
-#pragma unroll
-        for (int r = 0; r < 2; ++r) {
-            mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
-            mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
-            msc[r] = mx[r] == NEG_INF ? 0.f : mx[r] * p.scale_log2;
-            const float alpha = ex2(m[r] * p.scale_log2 - msc[r]);
-            l[r] *= alpha;
-#pragma unroll
-            for (int dn = 0; dn < D / 8; ++dn) {
-                oacc[4 * dn + 2 * r] *= alpha;
-                oacc[4 * dn + 2 * r + 1] *= alpha;
+            float alpha[2];
+            unsigned int pf[BC / 16][4], pl[BC / 16][4];
+            wg_softmax<T, BC, true>(s, p, j0, iw, row_a, tg, m, l, alpha, pf, pl);
+    #pragma unroll
+            for (int dn = 0; dn < D / 8; ++dn)
+    #pragma unroll
+                for (int x = 0; x < 4; ++x) oacc[4 * dn + x] *= alpha[x >> 1];
+            // ANCHOR: wg_first_tile
+            // v5 adds (P - fp16(P)) V on any tile that carries over a quarter of a row's weight; a branch on
+            // data around wgmma makes the compiler serialise every wgmma of the kernel (ptxas C7520), so v6
+            // corrects the block's first tile only, a branch on the loop counter. The first tile is where
+            // a short row has all its weight (the rows that broke the 1e-3 bar in v5).
+            const bool heavy = t == 0;
+            // ANCHOR_END: wg_first_tile
+
+            // ANCHOR: wg_pv
+            // O += P V: A = P from registers, B = V from shared memory, k-steps of 16 keys (2 core-matrix
+            // rows, 16 D elements further on).
+            wg_fence();
+    #pragma unroll
+            for (int kt = 0; kt < BC / 16; ++kt) wgmma_rs(oacc, pf[kt], vt_desc<D>(Vt, kt, BC));
+            if (heavy) {
+    #pragma unroll
+                for (int kt = 0; kt < BC / 16; ++kt) wgmma_rs(oacc, pl[kt], vt_desc<D>(Vt, kt, BC));
             }
-            m[r] = mx[r];
+            // Waited for here: leaving it in flight across the loop's back edge made ptxas serialise
+            // every wgmma (C7515, accumulator registers copied at the back edge).
+            wg_commit();
+            wg_wait<0>();
+            // ANCHOR_END: wg_pv
         }
-        unsigned int pf[BC / 16][4], pl[BC / 16][4];
-        float lt[2] = {0.f, 0.f};
+        // ANCHOR_END: wg_loop
+    } else {
+        // ANCHOR: wo_loop
+        // v7: tile t's softmax runs while the tensor cores compute tile t - 1's P V (FlashAttention-3's
+        // intra-warpgroup overlap). Each step issues S_t = Q K_t^T and then O += P_{t-1} V_{t-1}, waits
+        // for S_t only, computes P_t into a second set of registers, then waits for P V and rescales O.
+        // Nothing is in flight across the back edge. V_{t-1} is still being read during step t, so K and
+        // V move in different steps: step t copies V_t into the stage V_{t-2} used and K_{t+1} into the
+        // stage K_{t-1} used, and the barrier at the end of step t covers both.
+        unsigned int pf[BC / 16][4], pg[BC / 16][4];  // P of the tile whose P V is next, two sets
+        float* sink = reinterpret_cast<float*>(Ks + 4 * BC * D) + tid;  // one word a thread, after V
+        float alpha[2];
+        if (ntiles > 0) {
+            copy_tile(Ks + BC * D, vb, t_begin * BC, p.nk);  // V_0 into stage 0
+            if (ntiles > 1) copy_tile(Ks + 2 * BC * D, kb, (t_begin + 1) * BC, p.nk);  // K_1
+            cp_async_commit();
+            cp_async_wait<1>();  // Q and K_0
+            fence_proxy_async();
+            __syncthreads();
+            float s[BC / 2];
+            wg_fence();
+            wgmma_ss_n128_first(s, kmajor_desc<D>(Qw, 0, BR), kmajor_desc<D>(Ks, 0, BC));
 #pragma unroll
-        for (int nt = 0; nt < BC / 8; ++nt) {
-            const float p0 = ex2(fmaf(s[4 * nt], p.scale_log2, -msc[0]));
-            const float p1 = ex2(fmaf(s[4 * nt + 1], p.scale_log2, -msc[0]));
-            const float p2 = ex2(fmaf(s[4 * nt + 2], p.scale_log2, -msc[1]));
-            const float p3 = ex2(fmaf(s[4 * nt + 3], p.scale_log2, -msc[1]));
-            lt[0] += p0 + p1;
-            lt[1] += p2 + p3;
-            const unsigned int h01 = pack2(p0, p1, T()), h23 = pack2(p2, p3, T());
-            const float2 f01 = to_f2(h01, T()), f23 = to_f2(h23, T());
-            pf[nt / 2][(nt & 1) * 2 + 0] = h01;
-            pf[nt / 2][(nt & 1) * 2 + 1] = h23;
-            pl[nt / 2][(nt & 1) * 2 + 0] = pack2(p0 - f01.x, p1 - f01.y, T());
-            pl[nt / 2][(nt & 1) * 2 + 1] = pack2(p2 - f23.x, p3 - f23.y, T());
+            for (int kk = 1; kk < D / 16; ++kk)
+                wgmma_ss_n128(s, kmajor_desc<D>(Qw, kk, BR), kmajor_desc<D>(Ks, kk, BC), 1);
+            wg_commit();
+            wg_wait<0>();
+            unsigned int pl[BC / 16][4];
+            wg_softmax<T, BC, true>(s, p, t_begin * BC, iw, row_a, tg, m, l, alpha, pf, pl);
+            cp_async_wait<0>();  // V_0 and K_1
+            fence_proxy_async();
+            __syncthreads();
+            // The first tile's rounding correction, O = (P - fp16(P)) V_0, before the loop (O is zero,
+            // so alpha is not needed); P V_0 itself is step 1's.
+            wg_fence();
+#pragma unroll
+            for (int kt = 0; kt < BC / 16; ++kt) wgmma_rs(oacc, pl[kt], vt_desc<D>(Ks + BC * D, kt, BC));
+            wg_commit();
+            wg_wait<0>();
         }
-        // ANCHOR: wg_first_tile
-        // v5 adds (P - fp16(P)) V on any tile that carries over a quarter of a row's weight; a branch on
-        // data around wgmma makes the compiler serialise every wgmma of the kernel (ptxas C7520), so v6
-        // corrects the block's first tile only, a branch on the loop counter. The first tile is where
-        // a short row has all its weight (the rows that broke the 1e-3 bar in v5).
+        // One step: S_t and P_{t-1} V_{t-1} issued, P_t computed into pnext while pcur is still being
+        // read. Steps alternate two register sets (a copy from one to the other, even fenced, made
+        // ptxas serialise every wgmma: C7513).
+        auto step = [&](int t, unsigned int (&pcur)[BC / 16][4], unsigned int (&pnext)[BC / 16][4]) {
+            const int j0 = (t_begin + t) * BC;
+            const T* Kt = Ks + (t & 1) * 2 * BC * D;                // K_t
+            const T* Vp = Ks + ((t - 1) & 1) * 2 * BC * D + BC * D;  // V_{t-1}
+            float s[BC / 2];
+            wg_fence();
+            wgmma_ss_n128_first(s, kmajor_desc<D>(Qw, 0, BR), kmajor_desc<D>(Kt, 0, BC));
 #pragma unroll
-        for (int r = 0; r < 2; ++r) {
-            lt[r] += __shfl_xor_sync(0xffffffffu, lt[r], 1);
-            lt[r] += __shfl_xor_sync(0xffffffffu, lt[r], 2);
-            l[r] += lt[r];
+            for (int kk = 1; kk < D / 16; ++kk)
+                wgmma_ss_n128(s, kmajor_desc<D>(Qw, kk, BR), kmajor_desc<D>(Kt, kk, BC), 1);
+            wg_commit();
+#pragma unroll
+            for (int kt = 0; kt < BC / 16; ++kt) wgmma_rs(oacc, pcur[kt], vt_desc<D>(Vp, kt, BC));
+            wg_commit();
+            copy_tile(Ks + (t & 1) * 2 * BC * D + BC * D, vb, j0, p.nk);  // V_t
+            if (t + 1 < ntiles) copy_tile(Ks + ((t + 1) & 1) * 2 * BC * D, kb, j0 + BC, p.nk);
+            cp_async_commit();
+            wg_wait<1>();  // S_t is done; P V may still run
+            unsigned int unused[BC / 16][4];
+            wg_softmax<T, BC, false>(s, p, j0, iw, row_a, tg, m, l, alpha, pnext, unused);
+            // Nothing ties the softmax to the two waits below, and ptxas hoists them (and the barrier)
+            // above it, so that nothing overlaps. A store of the row sums, which depend on every
+            // exponential, pins the waits below the softmax.
+            asm volatile("st.shared.f32 [%0], %1;\n" ::"r"(smem_addr(sink)), "f"(l[0] + l[1]));
+            wg_wait<0>();  // P_{t-1} V_{t-1} is done
+#pragma unroll
+            for (int dn = 0; dn < D / 8; ++dn)
+#pragma unroll
+                for (int x = 0; x < 4; ++x) oacc[4 * dn + x] *= alpha[x >> 1];
+            cp_async_wait<0>();  // V_t and K_{t+1}
+            fence_proxy_async();
+            __syncthreads();
+        };
+        int t = 1;
+        for (; t + 1 < ntiles; t += 2) {
+            step(t, pf, pg);
+            step(t + 1, pg, pf);
         }
-        const bool heavy = t == 0;
-        // ANCHOR_END: wg_first_tile
-
-        // ANCHOR: wg_pv
-        // O += P V: A = P from registers, B = V from shared memory, k-steps of 16 keys (2 core-matrix
-        // rows, 16 D elements further on).
-        wg_fence();
+        // The last tile's P V, from whichever set holds its P.
+        auto last_pv = [&](unsigned int (&pcur)[BC / 16][4]) {
+            wg_fence();
+            const T* Vp = Ks + ((ntiles - 1) & 1) * 2 * BC * D + BC * D;
 #pragma unroll
-        for (int kt = 0; kt < BC / 16; ++kt) wgmma_rs(oacc, pf[kt], vt_desc<D>(Vt, kt, BC));
-        if (heavy) {
-#pragma unroll
-            for (int kt = 0; kt < BC / 16; ++kt) wgmma_rs(oacc, pl[kt], vt_desc<D>(Vt, kt, BC));
+            for (int kt = 0; kt < BC / 16; ++kt) wgmma_rs(oacc, pcur[kt], vt_desc<D>(Vp, kt, BC));
+            wg_commit();
+            wg_wait<0>();
+        };
+        if (t < ntiles) {
+            step(t, pf, pg);
+            last_pv(pg);
+        } else if (ntiles > 0) {
+            last_pv(pf);
         }
-        // Waited for here: leaving it in flight across the loop's back edge made ptxas serialise
-        // every wgmma (C7515, accumulator registers copied at the back edge).
-        wg_commit();
-        wg_wait<0>();
-        // ANCHOR_END: wg_pv
+        // ANCHOR_END: wo_loop
     }
-    // ANCHOR_END: wg_loop
 
     // O /= l, lse = m scale + ln l; rows past Nq are not stored.
     T* ob = o + (size_t)bh * p.nq * D;
@@ -1007,13 +1143,19 @@ __device__ void flash_wg(const T* __restrict__ q, const T* __restrict__ k, const
     }
 }
 
-#define WG(DD)                                                                                          \
+#define WG(V, DD)                                                                                       \
     extern "C" __global__ void __launch_bounds__(256, 1)                                               \
-        flash_v6_##DD(const elem_t* q, const elem_t* k, const elem_t* v, elem_t* o, float* lse, Params p) { \
-        flash_wg<elem_t, DD>(q, k, v, o, lse, p);                                                      \
+        flash_v##V##_##DD(const elem_t* q, const elem_t* k, const elem_t* v, elem_t* o, float* lse, Params p) { \
+        flash_wg<elem_t, DD, V == 7>(q, k, v, o, lse, p);                                              \
     }
-WG(32)
-WG(64)
-WG(128)
-#endif  // FA_VERSION == 6
+#if FA_VERSION == 6
+WG(6, 32)
+WG(6, 64)
+WG(6, 128)
+#else
+WG(7, 32)
+WG(7, 64)
+WG(7, 128)
+#endif
+#endif  // FA_VERSION >= 6
 #endif  // FA_VERSION >= 4

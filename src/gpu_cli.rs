@@ -400,7 +400,12 @@ pub fn probe(args: &[String]) -> Result<(), String> {
                 for ver in Version::ALL {
                     ok &= probe_one::<f16>(&dev, ver, s, mask, 100 + i as u64)?;
                 }
-                for ver in [Version::V4TensorCores, Version::V5CpAsync, Version::V6Wgmma] {
+                for ver in [
+                    Version::V4TensorCores,
+                    Version::V5CpAsync,
+                    Version::V6Wgmma,
+                    Version::V7Overlap,
+                ] {
                     ok &= probe_one::<bf16>(&dev, ver, s, mask, 200 + i as u64)?;
                 }
             }

@@ -189,6 +189,7 @@ fn bf16_tensor_core_versions_match() {
                 (Version::V4TensorCores, 4),
                 (Version::V5CpAsync, w),
                 (Version::V6Wgmma, 8),
+                (Version::V7Overlap, 8),
             ],
         ));
     }

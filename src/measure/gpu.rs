@@ -175,7 +175,7 @@ pub fn bytes_model(version: Version, warps: usize, s: &AttnShape, mask: Mask) ->
         Version::V3Tiled => tiled(64, 64),
         Version::V4TensorCores => tiled(64, 64),
         Version::V5CpAsync => tiled(16 * warps, 64),
-        Version::V6Wgmma => tiled(128, 128),
+        Version::V6Wgmma | Version::V7Overlap => tiled(128, 128),
     }
 }
 

@@ -6,7 +6,7 @@ use crate::measure::{MeasurementFile, Record};
 use crate::roofline::{si, sig3};
 
 /// The column order of the speed tables: our progression, then PyTorch's backends.
-pub const IMPLS: [&str; 11] = [
+pub const IMPLS: [&str; 12] = [
     "ours/v1_naive",
     "ours/v2_online",
     "ours/v3_tiled",
@@ -14,6 +14,7 @@ pub const IMPLS: [&str; 11] = [
     "ours/v5_cp_async",
     "ours/v5_cp_async_w8",
     "ours/v6_wgmma",
+    "ours/v7_overlap",
     "torch/flash",
     "torch/cudnn",
     "torch/efficient",

@@ -46,8 +46,11 @@ const GPU_PICKS: [Pick; 7] = [
             && r.d == 64
             && r.mask == "none"
     }),
-    ("flash v6 (ours)", (0, 160, 200), |r| {
-        r.variant == "flash" && r.implementation == "ours/v6_wgmma" && r.d == 64 && r.mask == "none"
+    ("flash v7 (ours)", (0, 160, 200), |r| {
+        r.variant == "flash"
+            && r.implementation == "ours/v7_overlap"
+            && r.d == 64
+            && r.mask == "none"
     }),
     ("FA2 in PyTorch", (120, 120, 120), |r| {
         r.variant == "flash" && r.implementation == "torch/flash" && r.d == 64 && r.mask == "none"
