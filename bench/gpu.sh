@@ -109,9 +109,9 @@ PY
       [ "$phase" = fmeasure ] && extra="--only flash"
       [ -f "$OUT/torch.json" ] && extra="$extra --peer $OUT/torch.json"
       [ -f "$OUT/dram.json" ] && extra="$extra --dram $OUT/dram.json"
+      [ -f "$OUT/crosscheck.json" ] && extra="$extra --peer-check $OUT/crosscheck.json"
       if [ "$phase" = measure ]; then
         [ -f "$OUT/torch_decode.json" ] && extra="$extra --peer-decode $OUT/torch_decode.json"
-        [ -f "$OUT/crosscheck.json" ] && extra="$extra --peer-check $OUT/crosscheck.json"
       fi
       timeout 420 "$B" measure-gpu $extra --out "$OUT" --commit "$(cat "$W/COMMIT")" --date "$(date -u +%F)" \
         --rustc "$(cat "$W/RUSTC" 2>/dev/null || echo unknown)" \
