@@ -46,12 +46,31 @@
 //            back edge serialised the wgmmas again (C7515), so it is waited for;
 //         c. 128-byte swizzled tiles: 339. ncu had shown one 32-byte sector per L2 request and L2 at
 //            89% of its throughput; swizzled, four sectors per request and L2 at 22%.
-//       D=128: 1.01-1.20x FA2 from N=2048 on (370 TFLOP/s at N=16384, 0.66 of cuDNN), 0.83-0.93x at
-//       N=512-1024; D=64: 0.75-0.94x FA2 (1.03x causal at 16384). At N=64 v6 is 2-3x slower than v5
-//       (one 160 KB, 256-thread block per SM; half of each 128x128 tile is padding there).
-//       THE FASTEST VERSION from N=1024 on (v5 stays ahead at N=64, and at N=512 causal, D=64).
-//       Next: TMA and a producer warp (the copies leave the
-//       consumers), two warpgroups ping-ponging so one's softmax hides under the other's wgmma.
+//       At 4a77dae: D=128 1.01-1.20x FA2 from N=2048 on (370 TFLOP/s at N=16384), 0.83-0.93x at
+//       N=512-1024; D=64 0.75-0.94x FA2. At N=64 v6 is 2-3x slower than v5 (one 160 KB, 256-thread
+//       block per SM; half of each 128x128 tile is padding there).
+//         d. (2026-11-28, commit 060d90c, shared with v7) ncu's source counters showed about 28
+//            integer instructions per 16-byte copy (row, column, swizzle and address of every chunk)
+//            and a descriptor built from scratch for every wgmma: a quarter of the loop's instructions,
+//            with 2 warps per scheduler to hide them. A thread's chunks share their column and their
+//            row mod 8, so its shared and global offsets are computed once and advance by constants;
+//            a descriptor is the tile's plus a constant. D=128 N=8192: 370 -> 485 TFLOP/s; D=64:
+//            278 -> 339 (gpu-probe time, one call).
+//   v7  v6 with FlashAttention-3's intra-warpgroup overlap, 2026-11-28, commit 060d90c: step t issues
+//       S_t and P_{t-1} V_{t-1} together, waits for S_t only, computes P_t into a second register set
+//       while the tensor cores run P V, then waits and rescales O. Three things stood in the way:
+//         a. copying P_t into the set the next step reads made ptxas serialise every wgmma (C7513),
+//            so the steps alternate two sets (the loop is unrolled by two);
+//         b. ptxas hoisted both waits and the barrier above the softmax (nothing ties them to it), so
+//            at first nothing overlapped and v7 was 3-8% slower than v6; one shared store of the row
+//            sums, which depend on every exponential, pins the waits below the softmax;
+//         c. with that, v7 was 1-5% faster than v6 before d. and 2-7% after it (gpu-probe time).
+//       Measured at 6ee0b65 (Table 02.1): 1.02-1.50x FA2 at every N >= 512 except D=64 N=512 (0.93x,
+//       0.92x causal) and N=1024 causal (0.95x); 487 TFLOP/s at D=128 N=16384 (0.84 of cuDNN).
+//       THE FASTEST VERSION from N=512 on (v5 stays ahead at N=64).
+//       Next: TMA and a producer warp (the copies leave the consumers, 3 stages), two warpgroups
+//       ping-ponging so one's softmax hides under the other's wgmma; for short sequences, a block
+//       shape that fills the SM at N=512.
 // ANCHOR_END: changelog
 
 #include <cuda_fp16.h>
