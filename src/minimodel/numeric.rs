@@ -79,6 +79,11 @@ pub trait Element: Copy + Send + Sync + 'static {
             *d = s.to_f32();
         }
     }
+    /// The slice itself when it already is `f32` (a kernel can read it in place instead of copying it
+    /// into a tile); `None` for the other types.
+    fn as_f32(_src: &[Self]) -> Option<&[f32]> {
+        None
+    }
 }
 
 impl Element for f64 {
@@ -114,6 +119,9 @@ impl Element for f32 {
     #[inline(always)]
     fn from_f32(x: f32) -> Self {
         x
+    }
+    fn as_f32(src: &[Self]) -> Option<&[f32]> {
+        Some(src)
     }
 }
 
