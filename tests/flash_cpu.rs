@@ -1,7 +1,7 @@
 //! The CPU FlashAttention progression against the f64 reference, under the tolerance rule, on the edge
 //! grid; the tiled version's counted slow-memory bytes against the traffic model, exactly.
 
-use half::f16;
+use half::{bf16, f16};
 use modern_attention::minimodel::attention_flash::kernels::Isa;
 use modern_attention::minimodel::attention_flash::{
     kv_tile_range, tiled, Counter, FlashError, NoCount, Tiles, Version,
@@ -231,6 +231,44 @@ fn non_finite_inputs_are_refused() {
         );
     }
     assert!(o.iter().all(|&x| x == 0.0));
+}
+
+#[test]
+fn non_finite_half_inputs_are_refused() {
+    // The half types are checked on their exponent bits (no widening): infinities and NaNs of both.
+    fn refused<T: Element + PartialEq + std::fmt::Debug>(inf: T, nan: T) {
+        let s = AttnShape::self_attention(1, 2, 17, 16).unwrap();
+        let (mut q, k, mut v) = inputs::<T>(&s, 12);
+        let mut o = vec![T::from_f64(0.0); s.q_len()];
+        q[3] = inf;
+        let got = Version::V3Tiled.run(&q, &k, &v, &s, Mask::NONE, &mut o);
+        assert_eq!(
+            got,
+            Err(FlashError::NonFinite {
+                tensor: "q",
+                index: 3
+            })
+        );
+        q[3] = T::from_f64(0.5);
+        v[40] = nan;
+        let got = Version::V3Tiled.run(&q, &k, &v, &s, Mask::NONE, &mut o);
+        assert_eq!(
+            got,
+            Err(FlashError::NonFinite {
+                tensor: "v",
+                index: 40
+            })
+        );
+        v[40] = T::from_f64(65504.0); // the largest finite f16: accepted
+        assert_eq!(
+            Version::V3Tiled.run(&q, &k, &v, &s, Mask::NONE, &mut o),
+            Ok(())
+        );
+    }
+    refused(f16::INFINITY, f16::NAN);
+    refused(f16::NEG_INFINITY, f16::NAN);
+    refused(bf16::INFINITY, bf16::NAN);
+    refused(bf16::NEG_INFINITY, bf16::NAN);
 }
 
 #[test]
