@@ -63,9 +63,10 @@ fn rss_table(files: &[(String, MeasurementFile)]) -> String {
                 format!("{:.0}", r.ms),
             ]);
         }
+        let when = provenance(f, f.records.iter().filter(|r| r.variant == "memory"));
         caption = format!(
-            "{} ({} threads), commit {}, {}; from `measurements/{name}`",
-            f.machine.name, f.generated.threads, f.generated.commit, f.generated.date
+            "{} ({} threads), {when}; from `measurements/{name}`",
+            f.machine.name, f.generated.threads
         );
     }
     if rows.is_empty() {
@@ -306,9 +307,10 @@ fn cpu_table(files: &[(String, MeasurementFile)]) -> String {
             ],
             &rows,
         );
+        let when = provenance(f, f.records.iter().filter(progression));
         out += &format!(
-            "\n*Table 01.2. {} ({} threads), measured peak {} GFLOP/s and copy bandwidth {} GB/s; rustc {}; \
-             commit {}, {}. B·N = 2048 tokens, 4 heads; FLOPs = 4·B·H·N²·D, halved for causal. Every row was \
+            "\n*Table 01.2. {} ({} threads), measured peak {} GFLOP/s and copy bandwidth {} GB/s; {}; \
+             {when}. B·N = 2048 tokens, 4 heads; FLOPs = 4·B·H·N²·D, halved for causal. Every row was \
              checked against the f64 reference before it was timed; rows sorted by time within a \
              configuration. From `measurements/{name}`.*\n\n",
             f.machine.name,
@@ -316,9 +318,24 @@ fn cpu_table(files: &[(String, MeasurementFile)]) -> String {
             sig3(peak),
             sig3(f.machine.bandwidth_gbps),
             f.generated.rustc,
-            f.generated.commit,
-            f.generated.date
         );
     }
     out
+}
+
+/// When the rows were measured: each distinct commit and date among `records` (a section re-measured
+/// alone carries its own), in order of first appearance.
+fn provenance<'a>(f: &MeasurementFile, records: impl Iterator<Item = &'a Record>) -> String {
+    let mut seen: Vec<String> = Vec::new();
+    for r in records {
+        let w = f.when(r);
+        if !seen.contains(&w) {
+            seen.push(w);
+        }
+    }
+    if seen.is_empty() {
+        format!("commit {}, {}", f.generated.commit, f.generated.date)
+    } else {
+        seen.join("; ")
+    }
 }

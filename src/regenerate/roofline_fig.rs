@@ -16,14 +16,22 @@ const CPU_PICKS: [Pick; 8] = [
         r.implementation == "ours/v1_naive" && r.dtype == "f32" && r.d == 64 && r.mask == "none"
     }),
     ("flash", (40, 90, 200), |r| {
-        r.implementation == "ours/v3_tiled" && r.dtype == "f32" && r.d == 64 && r.mask == "none"
+        r.variant == "flash"
+            && r.implementation == "ours/v3_tiled"
+            && r.dtype == "f32"
+            && r.d == 64
+            && r.mask == "none"
     }),
     ("sliding-window flash", (90, 160, 220), |r| {
         r.variant == "flash_window"
     }),
     ("GQA flash", (20, 40, 120), |r| r.variant == "flash_gqa"),
     ("PyTorch SDPA", (120, 120, 120), |r| {
-        r.implementation == "torch/cpu" && r.dtype == "f32" && r.d == 64 && r.mask == "none"
+        r.variant == "flash"
+            && r.implementation == "torch/cpu"
+            && r.dtype == "f32"
+            && r.d == 64
+            && r.mask == "none"
     }),
     ("MHA decode", (200, 120, 20), |r| {
         r.variant == "decode" && r.hkv == r.hq
