@@ -48,6 +48,19 @@ fn every_dot_is_under_the_physical_roof() {
             let bound = (r.flops / bytes_fused(&s, dt) * bw).min(peak);
             let attained = r.flops / (r.ms * 1e-3);
             checked += 1;
+            // Where the hardware counted the DRAM bytes, the roof at that intensity bounds it too.
+            if let Some(dram) = r.dram_bytes.filter(|b| *b > 0.0) {
+                let counted_bound = (r.flops / dram * bw).min(peak);
+                if attained > 1.1 * counted_bound {
+                    problems.push(format!(
+                        "{name}: {} {:?}: {:.3e} FLOP/s above the roof at its counted intensity {:.3e}",
+                        r.implementation,
+                        (r.b, r.hq, r.nq, r.d),
+                        attained,
+                        counted_bound
+                    ));
+                }
+            }
             // 10% slack: the ceilings are themselves measurements on a shared machine.
             if attained > 1.1 * bound {
                 problems.push(format!(
