@@ -5,8 +5,9 @@
 
 use modern_attention::measure::load_all;
 use modern_attention::minimodel::numeric::DType;
-use modern_attention::minimodel::shape::AttnShape;
-use modern_attention::roofline::traffic::bytes_fused;
+use modern_attention::minimodel::shape::{AttnShape, Mask};
+use modern_attention::roofline::spec::H100_SXM_DATASHEET;
+use modern_attention::roofline::traffic::{bytes_fused, flash_bytes_cached};
 use std::path::Path;
 
 #[test]
@@ -77,4 +78,55 @@ fn every_dot_is_under_the_physical_roof() {
     }
     println!("{checked} dots checked against their roofline");
     assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+#[test]
+fn the_cache_aware_model_matches_the_dram_counters() {
+    // The tiled GPU versions' DRAM bytes as `ncu` counted them (Lab 02's DRAM table) against
+    // `flash_bytes_cached` with the H100's L2: the heads in flight fit, so the model says the fused
+    // ideal reaches DRAM, while the plain tile model charges every K/V re-read to it.
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("measurements");
+    let files = load_all(&dir).expect("readable measurements");
+    let (cache, resident) = H100_SXM_DATASHEET.cache.expect("the H100's L2");
+    let mut checked = 0;
+    for (name, f) in files
+        .iter()
+        .filter(|(_, f)| f.machine.name.contains("H100"))
+    {
+        for r in &f.records {
+            let tiles = match r.implementation.as_str() {
+                "ours/v5_cp_async" => (64, 64),
+                "ours/v6_wgmma" | "ours/v7_overlap" => (128, 128),
+                _ => continue,
+            };
+            let (Some(counted), Ok(s)) = (
+                r.dram_bytes,
+                AttnShape::new(r.b, r.hq, r.hkv, r.nq, r.nk, r.d),
+            ) else {
+                continue;
+            };
+            let mask = if r.mask == "causal" {
+                Mask::CAUSAL
+            } else {
+                Mask::NONE
+            };
+            let (model, fits, _) = flash_bytes_cached(&s, DType::F16, tiles, mask, cache, resident);
+            assert!(
+                fits,
+                "{name}: {} N={}: working set should fit",
+                r.implementation, r.nq
+            );
+            let err = (model - counted).abs() / counted;
+            assert!(
+                err < 0.1,
+                "{name}: {} N={} D={}: model {model:.3e} B, counted {counted:.3e} B",
+                r.implementation,
+                r.nq,
+                r.d
+            );
+            checked += 1;
+        }
+    }
+    println!("{checked} counted records match the cache-aware model");
+    assert!(checked >= 4 || files.iter().all(|(_, f)| !f.machine.name.contains("H100")));
 }

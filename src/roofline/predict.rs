@@ -4,7 +4,7 @@
 //! cannot beat.
 
 use super::spec::{Ceilings, H100_SXM_DATASHEET};
-use super::traffic::{bytes_fused, bytes_naive, flash_traffic, visible_keys};
+use super::traffic::{bytes_fused, bytes_naive, flash_bytes_cached, flash_traffic, visible_keys};
 use super::{lower_bound_seconds, si, sig3, Bound};
 use crate::minimodel::numeric::DType;
 use crate::minimodel::shape::{AttnShape, Mask};
@@ -192,7 +192,33 @@ pub fn predict(v: &Variant, machine: &Ceilings) -> Prediction {
 /// The report `predict` prints.
 pub fn report(v: &Variant, machine: &Ceilings) -> String {
     let p = predict(v, machine);
-    format!(
+    let cached = match (v.kind, machine.cache) {
+        (Kind::Flash, Some((cache, resident))) => {
+            let (bytes, fits, working) =
+                flash_bytes_cached(&v.shape, v.dtype, v.tiles, v.mask, cache, resident);
+            if fits {
+                let (t, bound) = lower_bound_seconds(p.flops, bytes, machine);
+                format!(
+                    "cache      K/V of the heads in flight: {w}B, fits the {c}B cache: re-reads hit it\n\
+                     with it    {bytes}B to slow memory, intensity {i} FLOP/byte -> {b}-bound, time >= {t}s\n",
+                    w = si(working),
+                    c = si(cache),
+                    bytes = si(bytes),
+                    i = sig3(p.flops / bytes),
+                    b = bound.name(),
+                    t = si(t),
+                )
+            } else {
+                format!(
+                    "cache      K/V of the heads in flight: {w}B, more than the {c}B cache: the model stands\n",
+                    w = si(working),
+                    c = si(cache),
+                )
+            }
+        }
+        _ => String::new(),
+    };
+    let head = format!(
         "{kind:?} attention, B={b} Hq={hq} Hkv={hkv} Nq={nq} Nk={nk} D={d} {dt} mask={mask}{tiles}\n\
          on {name}: peak {peak}FLOP/s, bandwidth {bw}B/s, ridge {ridge} FLOP/byte\n\
          FLOPs      {flops}FLOP\n\
@@ -220,7 +246,8 @@ pub fn report(v: &Variant, machine: &Ceilings) -> String {
         t = si(p.seconds),
         tm = si(p.flops / machine.peak_flops),
         tc = si(p.bytes / machine.bandwidth),
-    )
+    );
+    head + &cached
 }
 
 /// The H100 datasheet, or a machine's measured ceilings given as `(name, GFLOP/s, GB/s)`.
@@ -231,6 +258,7 @@ pub fn machine_ceilings(measured: Option<(&'static str, f64, f64)>) -> Ceilings 
             peak_flops: gflops * 1e9,
             bandwidth: gbps * 1e9,
             source: "measured by this crate (measurements/)",
+            cache: None,
         },
         None => H100_SXM_DATASHEET,
     }

@@ -12,6 +12,9 @@ pub struct Ceilings {
     pub bandwidth: f64,
     /// Where the numbers come from.
     pub source: &'static str,
+    /// The last cache before slow memory, if known: its bytes, and how many query tiles run at once
+    /// against one such cache (for [`super::traffic::flash_bytes_cached`]).
+    pub cache: Option<(f64, usize)>,
 }
 
 impl Ceilings {
@@ -27,5 +30,8 @@ pub const H100_SXM_DATASHEET: Ceilings = Ceilings {
     name: "NVIDIA H100 SXM5 80GB",
     peak_flops: 989.4e12,
     bandwidth: 3.35e12,
-    source: "NVIDIA H100 datasheet: dense FP16/BF16 tensor cores; HBM3",
+    source:
+        "NVIDIA H100 datasheet: dense FP16/BF16 tensor cores; HBM3; 50 MB L2 (H100 architecture \
+             whitepaper), one query tile per SM on its 132 SMs",
+    cache: Some((50.0 * 1024.0 * 1024.0, 132)),
 };

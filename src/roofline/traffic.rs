@@ -46,6 +46,24 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_cache_that_holds_the_heads_in_flight_leaves_the_fused_ideal() {
+        let s = AttnShape::self_attention(8, 32, 2048, 64).unwrap();
+        let (dt, tiles) = (DType::F16, (128, 128));
+        let t = flash_traffic(&s, dt, 128, 128, Mask::NONE);
+        // 132 tiles in flight over Tr = 16 tiles a head: 10 heads, 512 KB of K and V each.
+        let (hit, fits, working) = flash_bytes_cached(&s, dt, tiles, Mask::NONE, 50e6, 132);
+        assert!(
+            fits && (working - 10.0 * 524_288.0).abs() < 1.0,
+            "{working}"
+        );
+        assert_eq!(hit, bytes_fused(&s, dt));
+        let (miss, fits, _) = flash_bytes_cached(&s, dt, tiles, Mask::NONE, 1e6, 132);
+        assert!(!fits);
+        assert_eq!(miss, (t.loaded + t.stored) as f64);
+        assert!(miss > 8.0 * hit); // Tr = 16 reads of K and V against one
+    }
+
+    #[test]
     fn fp16_prefill_intensity_is_st_over_s_plus_t() {
         // The scaling-book form: at 2 bytes per element, fused intensity = S T / (S + T).
         for (n, d) in [(64, 64), (2048, 128), (17, 32)] {
@@ -146,3 +164,32 @@ pub fn flash_theta_elements(nq: usize, nk: usize, d: usize, sram_elements: usize
     nq as f64 * nk as f64 * (d * d) as f64 / sram_elements as f64
 }
 // ANCHOR_END: flash_model
+
+// ANCHOR: cached
+/// Tiled Flash with a cache in front of slow memory: what reaches slow memory when `resident` query
+/// tiles run at once, scheduled query tile fastest (the GPU kernels' grid order; on a CPU, the work
+/// items one core takes in turn). The tiles in flight span at most `resident / Tr + 1` heads, whose K
+/// and V stay live. If that working set fits in `cache_bytes`, every re-read of K and V after a head's
+/// first is a hit and slow memory sees the fused ideal (each tensor once); otherwise every re-read
+/// goes to slow memory and the tile model stands. A threshold, not a simulation of the cache: it says
+/// which side of the line a problem is on. Returns the bytes, whether the working set fits, and the
+/// working set in bytes.
+pub fn flash_bytes_cached(
+    s: &AttnShape,
+    dt: DType,
+    tiles: (usize, usize),
+    mask: Mask,
+    cache_bytes: f64,
+    resident: usize,
+) -> (f64, bool, f64) {
+    let tr = s.nq.div_ceil(tiles.0.max(1));
+    let heads = (resident.div_ceil(tr) + 1).min(s.b * s.hkv) as f64;
+    let working = heads * 2.0 * (s.nk * s.d * dt.bytes()) as f64;
+    if working <= cache_bytes {
+        (bytes_fused(s, dt), true, working)
+    } else {
+        let t = flash_traffic(s, dt, tiles.0, tiles.1, mask);
+        ((t.loaded + t.stored) as f64, false, working)
+    }
+}
+// ANCHOR_END: cached
