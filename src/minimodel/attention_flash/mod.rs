@@ -21,6 +21,7 @@ pub mod kernels;
 
 use super::numeric::Element;
 use super::shape::{AttnShape, Mask, ShapeError};
+use crate::roofline::traffic::visible_keys;
 use kernels::Isa;
 use rayon::prelude::*;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -490,7 +491,12 @@ pub fn tiled<T: Element, C: Traffic>(
                 };
                 traffic.load(2 * cols * d * e);
                 traffic.tile(true);
-                let vis = |r: usize, c: usize| mask.visible(i0 + r, j0 + c, s.nq, s.nk);
+                // Row r's visible keys, as columns of this tile.
+                let range = |r: usize| {
+                    let (lo, hi) = visible_keys(mask, i0 + r, s.nq, s.nk);
+                    let col = |j: i64| (j - j0 as i64).clamp(0, cols as i64) as usize;
+                    (col(lo), col(hi))
+                };
                 let partial = !tile_fully_visible(mask, i0, i1, j0, j1, s.nq, s.nk);
                 let mut tile = kernels::Tile {
                     q: qt,
@@ -507,7 +513,7 @@ pub fn tiled<T: Element, C: Traffic>(
                 kernels::step(
                     isa,
                     &mut tile,
-                    partial.then_some(&vis as &dyn Fn(usize, usize) -> bool),
+                    partial.then_some(&range as kernels::RowRange),
                 );
             }
             // O = acc / l, once; a row that saw no key stays zero. Rounded to T a row at a time.
