@@ -429,22 +429,26 @@ pub fn tiled<T: Element, C: Traffic>(
         }
     }
     // Fast memory, all f32: allocated once per rayon job (`for_each_init`), not per work item (at
-    // N = 64 the allocations and their zeroing were a tenth of the time).
+    // N = 64 the allocations and their zeroing were a tenth of the time), sized for the rows a tile
+    // really has, and jobs of several items each so that rayon's splitting does not undo it.
+    let (rmax, cmax) = (br.min(s.nq), bc.min(s.nk));
     let scratch = || {
         let z = |n: usize| vec![0.0f32; n];
         (
-            z(br * d),
-            z(d * bc),
-            z(bc * d),
-            z(bc * d),
-            z(br * bc),
-            z(br * d),
-            z(br),
-            z(br),
+            z(rmax * d),
+            z(d * cmax),
+            z(cmax * d),
+            z(cmax * d),
+            z(rmax * cmax),
+            z(rmax * d),
+            z(rmax),
+            z(rmax),
         )
     };
+    let per_job = (items.len() / (4 * rayon::current_num_threads())).max(1);
     items
         .into_par_iter()
+        .with_min_len(per_job)
         .for_each_init(scratch, |scr, (b, h, t, o_tile)| {
             let hk = h / s.group();
             let (i0, i1) = (t * br, (t * br + br).min(s.nq));
