@@ -68,6 +68,8 @@ pub struct Prediction {
     pub seconds: f64,
     /// The ceiling that sets it.
     pub bound: Bound,
+    /// Exponentials: one per score computed.
+    pub exps: f64,
 }
 
 /// Read `key=value` words. Defaults: `kind=flash b=1 hq=8 hkv=hq n=2048 nq=n d=64 dtype=f16 mask=none
@@ -185,6 +187,7 @@ pub fn predict(v: &Variant, machine: &Ceilings) -> Prediction {
         intensity: flops / bytes,
         seconds,
         bound,
+        exps: flops / (4.0 * s.d as f64), // 4 D FLOPs per score
     }
 }
 // ANCHOR_END: predict
@@ -192,19 +195,22 @@ pub fn predict(v: &Variant, machine: &Ceilings) -> Prediction {
 /// The report `predict` prints.
 pub fn report(v: &Variant, machine: &Ceilings) -> String {
     let p = predict(v, machine);
+    // Slow-memory bytes when a cache serves the K/V re-reads (flash on a machine with a known cache).
+    let mut bytes = p.bytes;
     let cached = match (v.kind, machine.cache) {
         (Kind::Flash, Some((cache, resident))) => {
-            let (bytes, fits, working) =
+            let (hit, fits, working) =
                 flash_bytes_cached(&v.shape, v.dtype, v.tiles, v.mask, cache, resident);
             if fits {
-                let (t, bound) = lower_bound_seconds(p.flops, bytes, machine);
+                bytes = hit;
+                let (t, bound) = lower_bound_seconds(p.flops, hit, machine);
                 format!(
                     "cache      K/V of the heads in flight: {w}B, fits the {c}B cache: re-reads hit it\n\
-                     with it    {bytes}B to slow memory, intensity {i} FLOP/byte -> {b}-bound, time >= {t}s\n",
+                     with it    {hit}B to slow memory, intensity {i} FLOP/byte -> {b}-bound, time >= {t}s\n",
                     w = si(working),
                     c = si(cache),
-                    bytes = si(bytes),
-                    i = sig3(p.flops / bytes),
+                    hit = si(hit),
+                    i = sig3(p.flops / hit),
                     b = bound.name(),
                     t = si(t),
                 )
@@ -217,6 +223,22 @@ pub fn report(v: &Variant, machine: &Ceilings) -> String {
             }
         }
         _ => String::new(),
+    };
+    // The softmax's exponentials, where the machine's rate is known.
+    let exps = match machine.exp_rate {
+        Some(rate) => {
+            let (t_math, t_exp) = (p.flops / machine.peak_flops, p.exps / rate);
+            let t_comms = bytes / machine.bandwidth;
+            format!(
+                "softmax    {e} exponentials, T_exp = {te}s: time >= {ts}s if they wait for the \
+                 products (T_math + T_exp), >= {to}s if they overlap them\n",
+                e = si(p.exps),
+                te = si(t_exp),
+                ts = si((t_math + t_exp).max(t_comms)),
+                to = si(t_math.max(t_exp).max(t_comms)),
+            )
+        }
+        None => String::new(),
     };
     let head = format!(
         "{kind:?} attention, B={b} Hq={hq} Hkv={hkv} Nq={nq} Nk={nk} D={d} {dt} mask={mask}{tiles}\n\
@@ -247,7 +269,7 @@ pub fn report(v: &Variant, machine: &Ceilings) -> String {
         tm = si(p.flops / machine.peak_flops),
         tc = si(p.bytes / machine.bandwidth),
     );
-    head + &cached
+    head + &cached + &exps
 }
 
 /// The H100 datasheet, or a machine's measured ceilings given as `(name, GFLOP/s, GB/s)`.
@@ -259,6 +281,7 @@ pub fn machine_ceilings(measured: Option<(&'static str, f64, f64)>) -> Ceilings 
             bandwidth: gbps * 1e9,
             source: "measured by this crate (measurements/)",
             cache: None,
+            exp_rate: None,
         },
         None => H100_SXM_DATASHEET,
     }
@@ -293,6 +316,22 @@ mod tests {
         assert!(causal.flops < 0.52 * full.flops && causal.flops > 0.5 * full.flops);
         let (vn, _) = parse(&words("kind=naive hq=16 n=8192 d=128")).unwrap();
         assert!(predict(&vn, &H100_SXM_DATASHEET).intensity < full.intensity);
+    }
+
+    #[test]
+    fn one_exponential_per_score_and_the_h100_rate() {
+        let (v, _) = parse(&words("kind=fused b=2 hq=4 n=1024 d=64")).unwrap();
+        let p = predict(&v, &H100_SXM_DATASHEET);
+        assert_eq!(p.exps, (2 * 4 * 1024 * 1024) as f64);
+        let report = report(&v, &H100_SXM_DATASHEET);
+        assert!(report.contains("exponentials"), "{report}");
+        // At D = 64 the exponentials take most of the time the products do: 16 a clock per SM
+        // against a score's 256 FLOPs on the tensor cores.
+        let (t_math, t_exp) = (p.flops / 989.4e12, p.exps / 4.18e12);
+        assert!(
+            t_exp > 0.8 * t_math && t_exp < t_math,
+            "{t_exp} vs {t_math}"
+        );
     }
 
     #[test]

@@ -15,6 +15,9 @@ pub struct Ceilings {
     /// The last cache before slow memory, if known: its bytes, and how many query tiles run at once
     /// against one such cache (for [`super::traffic::flash_bytes_cached`]).
     pub cache: Option<(f64, usize)>,
+    /// Exponentials per second, if known: the softmax's one `2^x` per score runs on units apart from
+    /// the matrix units (the GPU's special function units), at a far lower rate.
+    pub exp_rate: Option<f64>,
 }
 
 impl Ceilings {
@@ -32,6 +35,13 @@ pub const H100_SXM_DATASHEET: Ceilings = Ceilings {
     bandwidth: 3.35e12,
     source:
         "NVIDIA H100 datasheet: dense FP16/BF16 tensor cores; HBM3; 50 MB L2 (H100 architecture \
-             whitepaper), one query tile per SM on its 132 SMs",
+             whitepaper), one query tile per SM on its 132 SMs; 16 exponentials per clock per SM (CUDA \
+             programming guide) at 1980 MHz",
     cache: Some((50.0 * 1024.0 * 1024.0, 132)),
+    exp_rate: Some(H100_EXP_RATE),
 };
+
+/// The H100's `ex2.approx` rate: 16 results per clock per SM (the CUDA C++ Programming Guide's
+/// arithmetic-instruction throughput table, compute capability 9.0, "base 2 exponential"), on 132 SMs
+/// at the 1980 MHz maximum SM clock (`nvidia-smi --query-gpu=clocks.max.sm` on the book's H100).
+pub const H100_EXP_RATE: f64 = 16.0 * 132.0 * 1.98e9;
