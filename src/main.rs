@@ -225,6 +225,7 @@ fn measure_cpu(root: &Path, args: &[String]) -> Result<(), String> {
                 .machine
                 .bandwidth_gbps_1t
                 .or(file.machine.bandwidth_gbps_1t);
+            old.machine.exp_per_s = old.machine.exp_per_s.or(file.machine.exp_per_s);
             file = old;
         }
     }

@@ -4,8 +4,10 @@
 //!   them to cover the FMA latency on two FMA units), compiled for the widest instruction set the CPU has.
 //! * Bandwidth: every thread copies its share of a buffer far larger than the last-level cache;
 //!   bytes read plus bytes written, over the median of several passes.
+//! * Exponentials: every thread runs the softmax's `2^x` over a buffer that stays in L1; the
+//!   softmax needs one per score, on the same vector units as the products.
 
-use crate::minimodel::attention_flash::kernels::Isa;
+use crate::minimodel::attention_flash::kernels::{exp2_into, Isa};
 use std::time::Instant;
 
 const ACC: usize = 12;
@@ -91,4 +93,51 @@ pub fn copy_bandwidth(threads: usize, bytes: usize) -> f64 {
     std::hint::black_box(&dst);
     times.sort_by(f64::total_cmp);
     (2 * n * 4) as f64 / times[times.len() / 2]
+}
+
+/// Exponentials per second over `threads` threads (the softmax's `2^x`, the widest instruction set the
+/// CPU has; the best of three timed runs).
+pub fn exp_rate(threads: usize) -> f64 {
+    let isa = Isa::detect();
+    let (n, reps) = (4096usize, 2000usize);
+    let src: Vec<f32> = (0..n).map(|i| -20.0 * i as f32 / n as f32).collect();
+    let mut best = 0.0f64;
+    for _ in 0..3 {
+        let t = Instant::now();
+        let sink: f32 = std::thread::scope(|sc| {
+            let hs: Vec<_> = (0..threads)
+                .map(|_| {
+                    let src = &src;
+                    sc.spawn(move || {
+                        let mut dst = vec![0.0f32; n];
+                        for _ in 0..reps {
+                            exp2_into(isa, std::hint::black_box(src), &mut dst);
+                        }
+                        dst[n / 2]
+                    })
+                })
+                .collect();
+            hs.into_iter().map(|h| h.join().unwrap_or(0.0)).sum()
+        });
+        let secs = t.elapsed().as_secs_f64();
+        std::hint::black_box(sink);
+        best = best.max((threads * n * reps) as f64 / secs);
+    }
+    best
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_exponential_costs_more_than_a_multiply_add() {
+        // Many vector instructions each (a polynomial, a rounding, an exponent shift): fewer
+        // exponentials per second than the FMA peak has lanes.
+        let (exps, peak) = (exp_rate(1), peak_flops(1));
+        assert!(
+            exps > 1e6 && exps < peak / 2.0,
+            "{exps:e} exponentials/s against {peak:e} FLOP/s"
+        );
+    }
 }

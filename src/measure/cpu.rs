@@ -250,13 +250,15 @@ pub fn measure(
         ceilings::peak_flops(1),
         ceilings::copy_bandwidth(1, 256 << 20),
     );
+    let exps = ceilings::exp_rate(threads);
     log(&format!(
-        "  peak {:.1} GFLOP/s, copy {:.1} GB/s ({}); one thread: {:.1} GFLOP/s, {:.1} GB/s",
+        "  peak {:.1} GFLOP/s, copy {:.1} GB/s ({}); one thread: {:.1} GFLOP/s, {:.1} GB/s; {:.2} G exponentials/s",
         peak / 1e9,
         bw / 1e9,
         Isa::detect().name(),
         peak1 / 1e9,
-        bw1 / 1e9
+        bw1 / 1e9,
+        exps / 1e9
     ));
     step("ceilings");
     let mut records = Vec::new();
@@ -316,6 +318,7 @@ pub fn measure(
             read_gbps: None,
             peak_gflops_1t: Some(peak1 / 1e9),
             bandwidth_gbps_1t: Some(bw1 / 1e9),
+            exp_per_s: Some(exps),
         },
         generated: Generated {
             date: date.into(),

@@ -276,6 +276,7 @@ pub fn file(
             read_gbps: None,
             peak_gflops_1t: None,
             bandwidth_gbps_1t: None,
+            exp_per_s: None,
         },
         generated,
         records,

@@ -39,6 +39,9 @@ pub struct Machine {
     /// Measured read-only memory bandwidth, GB/s (the roof of decode), when measured.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub read_gbps: Option<f64>,
+    /// Exponentials per second over all threads (the softmax's one per score), when measured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exp_per_s: Option<f64>,
 }
 
 /// When and from what a file was generated.

@@ -10,11 +10,11 @@ use crate::roofline::spec::H100_EXP_RATE;
 use crate::roofline::{si, sig3};
 
 /// What the "with exponentials" columns are.
-const EXP_NOTE: &str =
-    "\n*With exponentials: the bound lowered by the softmax's one exponential per score \
-    (4 D FLOPs a score) when they run after the products instead of under them, \
-    FLOPs / (FLOPs / peak + exponentials / rate), at the H100's 16 exponentials per clock per SM \
-    (`src/roofline/spec.rs`). A kernel that overlaps them (v7, cuDNN) may pass it.*\n";
+const EXP_NOTE: &str = "\n*With exponentials: the bound lowered by the softmax's one exponential per \
+    score (4 D FLOPs a score) when they do not run under the products, FLOPs / (FLOPs / peak + \
+    exponentials / rate): on a CPU the rate measured with the crate's own `2^x` (which shares the vector \
+    units with the products), on the H100 its 16 exponentials per clock per SM (`src/roofline/spec.rs`), \
+    which a kernel that overlaps them (v7, cuDNN) may pass.*\n";
 
 /// Which records make dots, and how they are drawn: (label, colour, selector).
 type Pick = (&'static str, (u8, u8, u8), fn(&Record) -> bool);
@@ -140,8 +140,11 @@ fn machine_roofline(name: &str, f: &MeasurementFile, picks: &[Pick]) -> (String,
     };
     let mut uses_one = false;
     let mut counted_rows = Vec::new();
-    // The exponential rate is a datasheet figure for the H100 (not measured yet on any machine).
-    let exp_rate = f.machine.name.contains("H100").then_some(H100_EXP_RATE);
+    // The exponential rate: measured on the CPU; for the H100 a datasheet figure (not measured yet).
+    let exp_rate = f
+        .machine
+        .exp_per_s
+        .or_else(|| f.machine.name.contains("H100").then_some(H100_EXP_RATE));
     let exp_cols = ["with exponentials", "of that"];
     for &(label, rgb, pick) in picks {
         for n in [VERB_SEQ_LEN, STRESS_SEQ_LEN] {
@@ -160,8 +163,15 @@ fn machine_roofline(name: &str, f: &MeasurementFile, picks: &[Pick]) -> (String,
             let predicted = (intensity * bw).min(peak);
             // The compute roof lowered by the softmax's exponentials (one per score, 4 D FLOPs a
             // score), when they do not overlap the products: FLOPs / (FLOPs / peak + exps / rate).
+            // A one-thread dot gets its share of the all-thread exponential rate.
+            let share_of_rate = if roof == "one thread" {
+                1.0 / f.generated.threads.max(1) as f64
+            } else {
+                1.0
+            };
             let with_exps = |bound: f64| {
                 exp_rate.map(|rate| {
+                    let rate = rate * share_of_rate;
                     let exps = r.flops / (4.0 * r.d as f64);
                     bound.min(r.flops / (r.flops / peak + exps / rate))
                 })

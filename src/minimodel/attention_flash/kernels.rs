@@ -368,6 +368,18 @@ mod x86 {
         _mm512_maskz_mov_ps(keep, _mm512_mul_ps(p, scale))
     }
 
+    /// [`exp2v`] over a slice (a multiple of 16 long).
+    ///
+    /// # Safety
+    /// The CPU has AVX-512F; `dst` is as long as `src`, a multiple of 16.
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn exp2_slice(src: &[f32], dst: &mut [f32]) {
+        assert!(src.len() == dst.len() && src.len().is_multiple_of(16));
+        for (d, x) in dst.chunks_exact_mut(16).zip(src.chunks_exact(16)) {
+            _mm512_storeu_ps(d.as_mut_ptr(), exp2v(_mm512_loadu_ps(x.as_ptr())));
+        }
+    }
+
     /// [`super::softmax_tile`] on 16 lanes at a time, for `bc` and `d` multiples of 16: the row's max
     /// and sum are one vector each, folded across lanes once per row (the portable version's 16-lane
     /// arrays compile to a scalar fold per row, which cost as much as the exponentials).
@@ -601,6 +613,25 @@ pub fn transpose(isa: Isa, src: &[f32], rows: usize, cols: usize, dst: &mut [f32
         for (c, x) in row.iter().enumerate() {
             dst[c * rows + r] = *x;
         }
+    }
+}
+
+/// `dst[i] = 2^src[i]` with the softmax's exponential (16 lanes at a time on AVX-512, `src.len()` a
+/// multiple of 16 there): what the ceilings time to measure the machine's exponential rate.
+pub fn exp2_into(isa: Isa, src: &[f32], dst: &mut [f32]) {
+    assert_eq!(src.len(), dst.len());
+    #[cfg(target_arch = "x86_64")]
+    if isa == Isa::Avx512
+        && src.len().is_multiple_of(16)
+        && std::is_x86_feature_detected!("avx512f")
+    {
+        // SAFETY: AVX-512F is present; both slices hold `src.len()` floats, a multiple of 16.
+        unsafe { x86::exp2_slice(src, dst) };
+        return;
+    }
+    let _ = isa;
+    for (d, x) in dst.iter_mut().zip(src) {
+        *d = exp2::<true>(*x);
     }
 }
 
