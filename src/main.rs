@@ -297,6 +297,7 @@ fn run() -> Result<(), String> {
                 None => false,
             };
             let (variant, machine) = parse(&words).map_err(|e| e.to_string())?;
+            let mut exp_rate = None;
             let measured = match machine.as_str() {
                 "h100" if !one_thread => None,
                 kind @ ("cpu" | "gpu") => {
@@ -308,6 +309,13 @@ fn run() -> Result<(), String> {
                             format!("no committed {kind} measurements: run measure-{kind} first")
                         })?;
                     let m = &f.machine;
+                    // One thread gets its share of the measured all-thread exponential rate.
+                    let share = if one_thread {
+                        f.generated.threads.max(1) as f64
+                    } else {
+                        1.0
+                    };
+                    exp_rate = m.exp_per_s.map(|r| r / share);
                     if one_thread {
                         let (Some(p1), Some(b1)) = (m.peak_gflops_1t, m.bandwidth_gbps_1t) else {
                             return Err(format!(
@@ -325,7 +333,9 @@ fn run() -> Result<(), String> {
                 "h100" => return Err("threads=1 needs a measured machine: machine=cpu".into()),
                 other => return Err(format!("unknown machine `{other}`: h100, cpu or gpu")),
             };
-            print!("{}", report(&variant, &machine_ceilings(measured)));
+            let mut ceilings = machine_ceilings(measured);
+            ceilings.exp_rate = ceilings.exp_rate.or(exp_rate);
+            print!("{}", report(&variant, &ceilings));
             Ok(())
         }
         "rss-probe" => {

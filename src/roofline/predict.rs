@@ -230,8 +230,9 @@ pub fn report(v: &Variant, machine: &Ceilings) -> String {
             let (t_math, t_exp) = (p.flops / machine.peak_flops, p.exps / rate);
             let t_comms = bytes / machine.bandwidth;
             format!(
-                "softmax    {e} exponentials, T_exp = {te}s: time >= {ts}s if they wait for the \
-                 products (T_math + T_exp), >= {to}s if they overlap them\n",
+                "softmax    {e} exponentials, T_exp = {te}s: time >= {ts}s if they add to the \
+                 products (T_math + T_exp; always on a CPU, whose vector units do both), >= {to}s \
+                 only if other units run them under the products\n",
                 e = si(p.exps),
                 te = si(t_exp),
                 ts = si((t_math + t_exp).max(t_comms)),
