@@ -852,6 +852,24 @@ __device__ __forceinline__ void wgmma_rs(float (&d)[64], const unsigned int (&a)
     wgmma_rs_n128(d, a, b);
 }
 
+// ANCHOR: wg_issue
+// S = Q K^T for one warpgroup's 64 rows and BC keys, D / 16 wgmma k-steps of 16 columns of d; and
+// O += P V with P from registers, BC / 16 k-steps of 16 keys. Both only issue: the caller commits and
+// waits.
+template <int D, int BR, int BC, typename T>
+__device__ __forceinline__ void issue_qk(float (&s)[BC / 2], const T* Qw, const T* Kt) {
+    wgmma_ss_n128_first(s, kmajor_desc<D>(Qw, 0, BR), kmajor_desc<D>(Kt, 0, BC));
+#pragma unroll
+    for (int kk = 1; kk < D / 16; ++kk)
+        wgmma_ss_n128(s, kmajor_desc<D>(Qw, kk, BR), kmajor_desc<D>(Kt, kk, BC), 1);
+}
+template <int D, int BC, typename T>
+__device__ __forceinline__ void issue_pv(float (&o)[D / 2], const unsigned int (&p)[BC / 16][4], const T* Vt) {
+#pragma unroll
+    for (int kt = 0; kt < BC / 16; ++kt) wgmma_rs(o, p[kt], vt_desc<D>(Vt, kt, BC));
+}
+// ANCHOR_END: wg_issue
+
 // ANCHOR: wg_softmax
 // The online softmax of one warpgroup's 64 x BC tile of S, exactly v5's (a row is spread over the 4
 // lanes of a quad); only tiles that straddle a boundary for this warpgroup's rows are masked. Returns
@@ -1005,10 +1023,7 @@ __device__ void flash_wg(const T* __restrict__ q, const T* __restrict__ k, const
             // S = Q K^T, 64 rows x 128 keys per warpgroup: D / 16 wgmma k-steps of 16 columns of d.
             float s[BC / 2];
             wg_fence();
-            wgmma_ss_n128_first(s, kmajor_desc<D>(Qw, 0, BR), kmajor_desc<D>(Kt, 0, BC));
-    #pragma unroll
-            for (int kk = 1; kk < D / 16; ++kk)
-                wgmma_ss_n128(s, kmajor_desc<D>(Qw, kk, BR), kmajor_desc<D>(Kt, kk, BC), 1);
+            issue_qk<D, BR, BC>(s, Qw, Kt);
             wg_commit();
             // While the tensor cores work: the copies of tile t + 1 into the stage tile t - 1 used.
             if (t + 1 < ntiles) load_kv(st ^ 1, j0 + BC);
@@ -1019,9 +1034,9 @@ __device__ void flash_wg(const T* __restrict__ q, const T* __restrict__ k, const
             float alpha[2];
             unsigned int pf[BC / 16][4], pl[BC / 16][4];
             wg_softmax<T, BC, true>(s, p, j0, iw, row_a, tg, m, l, alpha, pf, pl);
-    #pragma unroll
+#pragma unroll
             for (int dn = 0; dn < D / 8; ++dn)
-    #pragma unroll
+#pragma unroll
                 for (int x = 0; x < 4; ++x) oacc[4 * dn + x] *= alpha[x >> 1];
             // ANCHOR: wg_first_tile
             // v5 adds (P - fp16(P)) V on any tile that carries over a quarter of a row's weight; a branch on
@@ -1035,11 +1050,9 @@ __device__ void flash_wg(const T* __restrict__ q, const T* __restrict__ k, const
             // O += P V: A = P from registers, B = V from shared memory, k-steps of 16 keys (2 core-matrix
             // rows, 16 D elements further on).
             wg_fence();
-    #pragma unroll
-            for (int kt = 0; kt < BC / 16; ++kt) wgmma_rs(oacc, pf[kt], vt_desc<D>(Vt, kt, BC));
+            issue_pv<D, BC>(oacc, pf, Vt);
             if (heavy) {
-    #pragma unroll
-                for (int kt = 0; kt < BC / 16; ++kt) wgmma_rs(oacc, pl[kt], vt_desc<D>(Vt, kt, BC));
+                issue_pv<D, BC>(oacc, pl, Vt);
             }
             // Waited for here: leaving it in flight across the loop's back edge made ptxas serialise
             // every wgmma (C7515, accumulator registers copied at the back edge).
@@ -1068,10 +1081,7 @@ __device__ void flash_wg(const T* __restrict__ q, const T* __restrict__ k, const
             __syncthreads();
             float s[BC / 2];
             wg_fence();
-            wgmma_ss_n128_first(s, kmajor_desc<D>(Qw, 0, BR), kmajor_desc<D>(Ks, 0, BC));
-#pragma unroll
-            for (int kk = 1; kk < D / 16; ++kk)
-                wgmma_ss_n128(s, kmajor_desc<D>(Qw, kk, BR), kmajor_desc<D>(Ks, kk, BC), 1);
+            issue_qk<D, BR, BC>(s, Qw, Ks);
             wg_commit();
             wg_wait<0>();
             unsigned int pl[BC / 16][4];
@@ -1082,8 +1092,7 @@ __device__ void flash_wg(const T* __restrict__ q, const T* __restrict__ k, const
             // The first tile's rounding correction, O = (P - fp16(P)) V_0, before the loop (O is zero,
             // so alpha is not needed); P V_0 itself is step 1's.
             wg_fence();
-#pragma unroll
-            for (int kt = 0; kt < BC / 16; ++kt) wgmma_rs(oacc, pl[kt], vt_desc<D>(Ks + BC * D, kt, BC));
+            issue_pv<D, BC>(oacc, pl, Ks + BC * D);
             wg_commit();
             wg_wait<0>();
         }
@@ -1096,13 +1105,9 @@ __device__ void flash_wg(const T* __restrict__ q, const T* __restrict__ k, const
             const T* Vp = Ks + ((t - 1) & 1) * 2 * BC * D + BC * D;  // V_{t-1}
             float s[BC / 2];
             wg_fence();
-            wgmma_ss_n128_first(s, kmajor_desc<D>(Qw, 0, BR), kmajor_desc<D>(Kt, 0, BC));
-#pragma unroll
-            for (int kk = 1; kk < D / 16; ++kk)
-                wgmma_ss_n128(s, kmajor_desc<D>(Qw, kk, BR), kmajor_desc<D>(Kt, kk, BC), 1);
+            issue_qk<D, BR, BC>(s, Qw, Kt);
             wg_commit();
-#pragma unroll
-            for (int kt = 0; kt < BC / 16; ++kt) wgmma_rs(oacc, pcur[kt], vt_desc<D>(Vp, kt, BC));
+            issue_pv<D, BC>(oacc, pcur, Vp);
             wg_commit();
             copy_tile(Ks + (t & 1) * 2 * BC * D + BC * D, vb, j0, p.nk);  // V_t
             if (t + 1 < ntiles) copy_tile(Ks + ((t + 1) & 1) * 2 * BC * D, kb, j0 + BC, p.nk);
@@ -1132,8 +1137,7 @@ __device__ void flash_wg(const T* __restrict__ q, const T* __restrict__ k, const
         auto last_pv = [&](unsigned int (&pcur)[BC / 16][4]) {
             wg_fence();
             const T* Vp = Ks + ((ntiles - 1) & 1) * 2 * BC * D + BC * D;
-#pragma unroll
-            for (int kt = 0; kt < BC / 16; ++kt) wgmma_rs(oacc, pcur[kt], vt_desc<D>(Vp, kt, BC));
+            issue_pv<D, BC>(oacc, pcur, Vp);
             wg_commit();
             wg_wait<0>();
         };

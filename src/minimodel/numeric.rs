@@ -91,10 +91,12 @@ pub trait Element: Copy + Send + Sync + 'static {
     fn finite(self) -> bool {
         self.to_f32().is_finite()
     }
-    /// The slice itself when it already is `f32` (a kernel can read it in place instead of copying it
-    /// into a tile); `None` for the other types.
-    fn as_f32(_src: &[Self]) -> Option<&[f32]> {
-        None
+    /// `src` as f32: widened into `buf` (the first `src.len()` floats) and returned from there; the f32
+    /// slice itself for f32, so that a kernel reads it in place instead of copying it into a tile.
+    fn view_f32<'a>(src: &'a [Self], buf: &'a mut [f32]) -> &'a [f32] {
+        let buf = &mut buf[..src.len()];
+        Self::widen_into(src, buf);
+        buf
     }
 }
 
@@ -132,8 +134,8 @@ impl Element for f32 {
     fn from_f32(x: f32) -> Self {
         x
     }
-    fn as_f32(src: &[Self]) -> Option<&[f32]> {
-        Some(src)
+    fn view_f32<'a>(src: &'a [Self], _buf: &'a mut [f32]) -> &'a [f32] {
+        src
     }
 }
 

@@ -476,23 +476,9 @@ pub fn tiled<T: Element, C: Traffic>(
                 let cols = j1 - j0;
                 // Load K tile transposed (D x cols) and V tile (cols x D); f32 inputs are read in place
                 // (the copy into a tile was 4% of the time at N = 2048), the half types widened first.
-                let ksrc = &k[s.kv_row(b, hk, j0)..][..cols * d];
-                let krows: &[f32] = match T::as_f32(ksrc) {
-                    Some(x) => x,
-                    None => {
-                        T::widen_into(ksrc, &mut kwide[..cols * d]);
-                        &kwide[..cols * d]
-                    }
-                };
+                let krows = T::view_f32(&k[s.kv_row(b, hk, j0)..][..cols * d], kwide);
                 kernels::transpose(isa, krows, cols, d, &mut kt[..d * cols]);
-                let vsrc = &v[s.kv_row(b, hk, j0)..][..cols * d];
-                let vtile: &[f32] = match T::as_f32(vsrc) {
-                    Some(x) => x,
-                    None => {
-                        T::widen_into(vsrc, &mut vt[..cols * d]);
-                        &vt[..cols * d]
-                    }
-                };
+                let vtile = T::view_f32(&v[s.kv_row(b, hk, j0)..][..cols * d], vt);
                 traffic.load(2 * cols * d * e);
                 traffic.tile(true);
                 // Row r's visible keys, as columns of this tile.
