@@ -90,8 +90,8 @@ fn git_commit(root: &Path) -> String {
     )
 }
 
-/// Run the PyTorch CPU peer if `$PYTHON` (or `python3`) imports torch; the path of its records.
-fn torch_peer(root: &Path, quick: bool, round: usize) -> Option<String> {
+/// PyTorch's CPU SDPA as a timing server, if `$PYTHON` (or `python3`) imports torch.
+fn torch_peer(root: &Path) -> Option<modern_attention::measure::cpu::TorchPeer> {
     let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
     let has_torch = std::process::Command::new(&python)
         .args(["-c", "import torch"])
@@ -101,18 +101,20 @@ fn torch_peer(root: &Path, quick: bool, round: usize) -> Option<String> {
         println!("[measure] no PyTorch in `{python}`: timing ours only (set PYTHON to a Python with torch)");
         return None;
     }
-    let out = std::env::temp_dir().join(format!("modern-attention-torch-cpu-{round}.json"));
-    let threads = rayon::current_num_threads().to_string();
-    let mut cmd = std::process::Command::new(&python);
-    cmd.arg(root.join("bench/peers/torch_cpu_sdpa.py"))
-        .args(["--threads", &threads, "--out"])
-        .arg(&out);
-    if quick {
-        cmd.arg("--quick");
+    let script = root.join("bench/peers/torch_cpu_sdpa.py");
+    let threads = rayon::current_num_threads();
+    match modern_attention::measure::cpu::TorchPeer::start(&python, &script, threads) {
+        Ok(p) => {
+            println!(
+                "[measure] PyTorch CPU SDPA timed beside ours, in alternating windows ({python})"
+            );
+            Some(p)
+        }
+        Err(e) => {
+            println!("[measure] PyTorch peer did not start ({e}): timing ours only");
+            None
+        }
     }
-    println!("[measure] PyTorch CPU SDPA in the same run ({python})");
-    let ok = cmd.status().is_ok_and(|s| s.success());
-    ok.then(|| out.to_string_lossy().into_owned())
 }
 
 fn measure_cpu(root: &Path, args: &[String]) -> Result<(), String> {
@@ -129,19 +131,16 @@ fn measure_cpu(root: &Path, args: &[String]) -> Result<(), String> {
             return Err(format!("--only takes one of {}", names.join(", ")));
         }
     }
-    let mut peers: Vec<String> = args
+    let peers: Vec<String> = args
         .iter()
         .enumerate()
         .filter(|(_, a)| *a == "--peer")
         .filter_map(|(i, _)| args.get(i + 1).cloned())
         .collect();
-    // PyTorch before and after ours: a slow phase of a shared machine then hurts both sides, and the
-    // faster of PyTorch's two medians is kept (the conservative choice for our ratios).
+    // PyTorch in the same run: its timing windows alternate with ours on every compared configuration.
     let with_torch = args.iter().any(|a| a == "--with-torch");
     let with_torch = with_torch && only.is_none_or(|o| o == "flash");
-    if with_torch {
-        peers.extend(torch_peer(root, quick, 0));
-    }
+    let mut torch = if with_torch { torch_peer(root) } else { None };
     let commit = git_commit(root);
     let date = output_of("date", &["-u", "+%Y-%m-%d"]);
     let rustc = output_of("rustc", &["--version"]);
@@ -161,6 +160,7 @@ fn measure_cpu(root: &Path, args: &[String]) -> Result<(), String> {
         &commit,
         &date,
         &rustc,
+        torch.as_mut(),
         &mut |line| {
             if bar.is_hidden() {
                 println!("[measure] {line}"); // not a terminal: indicatif would drop the line
@@ -174,9 +174,7 @@ fn measure_cpu(root: &Path, args: &[String]) -> Result<(), String> {
         },
     );
     bar.finish_and_clear();
-    if with_torch {
-        peers.extend(torch_peer(root, quick, 1));
-    }
+    drop(torch);
     let mut merged: Vec<Record> = Vec::new();
     for p in &peers {
         let text = std::fs::read_to_string(p).map_err(|e| format!("{p}: {e}"))?;
@@ -194,6 +192,13 @@ fn measure_cpu(root: &Path, args: &[String]) -> Result<(), String> {
             }
         }
     }
+    // A configuration PyTorch was already timed on beside ours keeps that record.
+    merged.retain(|r| {
+        !file.records.iter().any(|m| {
+            (&m.implementation, &m.dtype, m.b, m.hq, m.nq, m.d, &m.mask)
+                == (&r.implementation, &r.dtype, r.b, r.hq, r.nq, r.d, &r.mask)
+        })
+    });
     file.records.extend(merged);
     let path = root
         .join("measurements")

@@ -1,6 +1,7 @@
 //! The CPU harness: for every configuration of the grid, check each version against the f64 reference
 //! (the tolerance rule, on the first batch's first heads), then time it (one warm-up, then the median of
-//! at least five runs, outputs poisoned between runs), and write DESIGN's records.
+//! at least five runs, outputs poisoned between runs), and write DESIGN's records. With a [`TorchPeer`],
+//! PyTorch's CPU SDPA is timed on the same configurations in windows that alternate with ours.
 
 use super::{ceilings, fa_flops, Generated, Machine, MeasurementFile, Record};
 use crate::minimodel::attention_flash::{kernels::Isa, tiled, Counter, Tiles, Version};
@@ -11,7 +12,83 @@ use crate::minimodel::rng::Rng;
 use crate::minimodel::shape::{AttnShape, Mask};
 use crate::roofline::traffic::{bytes_naive, flash_traffic};
 use half::f16;
+use serde::Deserialize;
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::time::Instant;
+
+// ANCHOR: torch_peer
+/// PyTorch's CPU `scaled_dot_product_attention` in a child process that times a configuration when
+/// asked (`bench/peers/torch_cpu_sdpa.py --serve`). Our timing windows and its windows alternate, a
+/// fraction of a second each, so that a slow phase of a shared machine (another tenant on the same
+/// cores) falls on both sides alike: timed one after the other, two medians of the same kernel
+/// differed by tens of percent on the book's machine, more than a ratio near 1.0 can survive.
+pub struct TorchPeer {
+    child: Child,
+    stdin: ChildStdin,
+    stdout: BufReader<ChildStdout>,
+}
+
+/// One timing window's reply.
+#[derive(Debug, Deserialize)]
+struct PeerWindow {
+    times_ms: Vec<f64>,
+    max_err: f64,
+    checked: bool,
+}
+
+impl TorchPeer {
+    /// Start the server with `python` (which must import torch) on `threads` threads.
+    pub fn start(python: &str, script: &Path, threads: usize) -> Result<TorchPeer, String> {
+        let mut child = Command::new(python)
+            .arg(script)
+            .args(["--serve", "--threads", &threads.to_string()])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("{python}: {e}"))?;
+        let (stdin, stdout) = (child.stdin.take(), child.stdout.take());
+        match (stdin, stdout) {
+            (Some(stdin), Some(stdout)) => Ok(TorchPeer {
+                child,
+                stdin,
+                stdout: BufReader::new(stdout),
+            }),
+            _ => Err("no pipes to the PyTorch peer".into()),
+        }
+    }
+
+    /// Time configuration `c` for about `seconds` (at least one run).
+    fn window(&mut self, c: &Config, seconds: f64) -> Result<PeerWindow, String> {
+        let s = c.shape;
+        let request = serde_json::json!({
+            "b": s.b, "h": s.hq, "n": s.nq, "d": s.d, "dtype": c.dtype.name(),
+            "causal": c.mask == Mask::CAUSAL, "seconds": seconds,
+        });
+        writeln!(self.stdin, "{request}").map_err(|e| format!("PyTorch peer: {e}"))?;
+        self.stdin
+            .flush()
+            .map_err(|e| format!("PyTorch peer: {e}"))?;
+        let mut line = String::new();
+        self.stdout
+            .read_line(&mut line)
+            .map_err(|e| format!("PyTorch peer: {e}"))?;
+        serde_json::from_str(&line).map_err(|e| format!("PyTorch peer replied {line:?}: {e}"))
+    }
+}
+
+impl Drop for TorchPeer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Alternating windows per compared configuration, and each window's length in seconds.
+const ROUNDS: usize = 4;
+const WINDOW_S: f64 = 0.25;
+// ANCHOR_END: torch_peer
 
 /// One configuration of the grid.
 #[derive(Debug, Clone, Copy)]
@@ -112,6 +189,7 @@ fn bytes_rowwise(s: &AttnShape, dt: DType) -> f64 {
 fn run_config<T: Element>(
     c: &Config,
     versions: &[Version],
+    mut peer: Option<&mut TorchPeer>,
     log: &mut dyn FnMut(&str),
 ) -> Vec<Record> {
     let s = c.shape;
@@ -153,12 +231,39 @@ fn run_config<T: Element>(
         let verdict = attn_close(&name, &got, &lowp, &reference, T::DTYPE, s.nk, bar);
         let (checked, max_err) = crate::minimodel::check::verdict(&verdict, log);
         let mut times = Vec::new();
-        let budget = Instant::now();
-        while times.len() < 5 || (budget.elapsed().as_secs_f64() < 0.5 && times.len() < 30) {
-            o.fill(T::from_f32(f32::NAN));
-            let t = Instant::now();
-            ver.run(&q, &k, &v, &s, c.mask, &mut o).expect("valid call");
-            times.push(t.elapsed().as_secs_f64() * 1e3);
+        let mut ours = |times: &mut Vec<f64>, seconds: f64, min_runs: usize, max_runs: usize| {
+            let budget = Instant::now();
+            let start = times.len();
+            while times.len() - start < min_runs
+                || (budget.elapsed().as_secs_f64() < seconds && times.len() - start < max_runs)
+            {
+                o.fill(T::from_f32(f32::NAN));
+                let t = Instant::now();
+                ver.run(&q, &k, &v, &s, c.mask, &mut o).expect("valid call");
+                times.push(t.elapsed().as_secs_f64() * 1e3);
+            }
+        };
+        // The version PyTorch is compared with: alternating windows, each round opened by the other side.
+        let (mut peer_times, mut peer_check) = (Vec::new(), None);
+        match peer.as_deref_mut().filter(|_| ver == Version::V3Tiled) {
+            Some(p) => {
+                for round in 0..ROUNDS {
+                    for side in [round % 2, 1 - round % 2] {
+                        if side == 0 {
+                            ours(&mut times, WINDOW_S, 1, 1000);
+                            continue;
+                        }
+                        match p.window(c, WINDOW_S) {
+                            Ok(w) => {
+                                peer_times.extend(w.times_ms);
+                                peer_check = Some((w.max_err, w.checked));
+                            }
+                            Err(e) => log(&format!("PyTorch peer failed: {e}")),
+                        }
+                    }
+                }
+            }
+            None => ours(&mut times, 0.5, 5, 30),
         }
         times.sort_by(f64::total_cmp);
         let ms = times[times.len() / 2];
@@ -198,6 +303,25 @@ fn run_config<T: Element>(
                 .timed(&times, flops, bytes_model)
                 .checked(checked, max_err)
         });
+        if let Some((max_err, checked)) = peer_check {
+            let e = T::DTYPE.bytes() as f64;
+            let ideal = e * (s.b * s.hq) as f64 * 4.0 * (s.nq * s.d) as f64; // Q, K, V, O once
+            let r = Record::new("flash", "torch/cpu", T::DTYPE.name(), &s, &c.mask.name())
+                .timed(&peer_times, flops, ideal)
+                .checked(checked, max_err);
+            log(&format!(
+                "{:9} {:4} N={:5} D={:3} {:6}: {:9.3} ms {:7.1} GFLOP/s {} (its windows alternating with ours)",
+                "torch/cpu",
+                T::DTYPE.name(),
+                s.nq,
+                s.d,
+                c.mask.name(),
+                r.ms,
+                flops / r.ms / 1e6,
+                if checked { "checked" } else { "NOT CHECKED" },
+            ));
+            out.push(r);
+        }
     }
     out
 }
@@ -230,12 +354,14 @@ pub fn planned_steps(quick: bool, only: Option<&str>) -> usize {
 
 /// Measure this machine: ceilings, then the grid (or only one section of [`SECTIONS`]). `log` receives
 /// one line per timed configuration; `step` is called once per step of [`planned_steps`], with a label.
+#[allow(clippy::too_many_arguments)]
 pub fn measure(
     quick: bool,
     only: Option<&str>,
     commit: &str,
     date: &str,
     rustc: &str,
+    mut peer: Option<&mut TorchPeer>,
     log: &mut dyn FnMut(&str),
     step: &mut dyn FnMut(&str),
 ) -> MeasurementFile {
@@ -271,8 +397,8 @@ pub fn measure(
             &Version::ALL
         };
         records.extend(match c.dtype {
-            DType::F16 => run_config::<f16>(&c, versions, log),
-            _ => run_config::<f32>(&c, versions, log),
+            DType::F16 => run_config::<f16>(&c, versions, peer.as_deref_mut(), log),
+            _ => run_config::<f32>(&c, versions, peer.as_deref_mut(), log),
         });
         step(&format!(
             "flash N={} D={} {} {}",
@@ -283,7 +409,7 @@ pub fn measure(
         ));
     }
     for (name, c) in variant_configs().into_iter().filter(|_| wanted("variants")) {
-        for mut r in run_config::<f32>(&c, &[Version::V3Tiled], log) {
+        for mut r in run_config::<f32>(&c, &[Version::V3Tiled], None, log) {
             r.variant = name.into();
             records.push(r);
         }

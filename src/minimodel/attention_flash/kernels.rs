@@ -148,6 +148,13 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
 const RS: usize = 4;
 /// Lanes of the row reductions.
 const LANES: usize = 16;
+/// Partial sums kept per row for the softmax's normaliser (one AVX-512 register).
+pub const L: usize = 16;
+
+/// A row's normaliser from its `L` partial sums.
+pub fn row_sum(l: &[f32]) -> f32 {
+    l[..L].iter().sum()
+}
 
 // ANCHOR: tile_gemm
 /// `c = a b` (or `c += a b` when `accumulate`) for one tile: `a: (m, k)`, `b: (k, n)`, `c: (m, n)`, all
@@ -179,6 +186,9 @@ fn tile_gemm<const FUSED: bool, const CS: usize>(
     };
     #[cfg(not(target_arch = "x86_64"))]
     let col0 = 0;
+    if col0 >= n {
+        return; // the register blocks covered every column
+    }
     let mut r = 0;
     while r < m {
         let rows = RS.min(m - r);
@@ -237,7 +247,11 @@ fn softmax_tile<const FUSED: bool>(
         for x in row.iter_mut() {
             *x = exp2::<FUSED>(*x - m_new); // P = 2^(S - m'), vectorised: no reduction in this loop
         }
-        l[r] = fma::<FUSED>(l[r], alpha, lanes_sum(row));
+        // All L partial sums rescaled (a vector loop may have filled them on an earlier tile of the
+        // row), the new sum added to the first.
+        let lr = &mut l[r * L..][..L];
+        lr.iter_mut().for_each(|x| *x *= alpha);
+        lr[0] += lanes_sum(row);
         m[r] = m_new;
         if alpha != 1.0 {
             for x in &mut o[r * d..][..d] {
@@ -258,13 +272,16 @@ mod x86 {
     /// `C[R x 16 V] (+)= A[R x k] B[k x 16 V]` (a `16 V`-wide column slice of `B`, row stride `ldb`):
     /// `R V` accumulators (R rows x V registers of 16 lanes) live in registers for the whole `k` loop;
     /// per step, `V` loads of `B`, `R` broadcasts of `A`, `R V` FMAs. With `accumulate` the
-    /// accumulators start from `C` instead of zero; they end stored to `C` (row stride `ldc`).
+    /// accumulators start from `C` instead of zero (times `alpha[i]` on row `i` when given: the online
+    /// softmax's rescale, applied as the accumulators are loaded); they end stored to `C` (row stride
+    /// `ldc`).
     ///
     /// # Safety
     /// The CPU has AVX-512F; `a[i]` has `k` elements; `b` has `(k - 1) * ldb + 16 V` elements at
     /// least; `c` has `(R - 1) * ldc + 16 V`.
     #[target_feature(enable = "avx512f")]
     #[inline]
+    #[allow(clippy::too_many_arguments)]
     pub unsafe fn block<const R: usize, const V: usize>(
         a: [&[f32]; R],
         b: &[f32],
@@ -273,6 +290,7 @@ mod x86 {
         c: &mut [f32],
         ldc: usize,
         accumulate: bool,
+        alpha: Option<[f32; R]>,
     ) {
         assert!(k > 0 && a.iter().all(|r| r.len() >= k) && b.len() >= (k - 1) * ldb + 16 * V);
         assert!(c.len() >= (R - 1) * ldc + 16 * V);
@@ -283,6 +301,9 @@ mod x86 {
             for (i, acc_r) in acc.iter_mut().enumerate() {
                 for (j, x) in acc_r.iter_mut().enumerate() {
                     *x = _mm512_loadu_ps(cp.add(i * ldc + 16 * j));
+                    if let Some(alpha) = alpha {
+                        *x = _mm512_mul_ps(_mm512_set1_ps(alpha[i]), *x); // the softmax's rescale
+                    }
                 }
             }
         }
@@ -348,24 +369,24 @@ mod x86 {
     // ANCHOR_END: transpose16
 
     // ANCHOR: softmax_avx512
-    /// `2^x` on 16 lanes: [`super::exp2`]'s steps, one instruction each (bit-identical to it).
+    /// `2^x` on 16 lanes: [`super::exp2`]'s `n` and polynomial, but `p 2^n` in one `vscalefps` (exact
+    /// scaling by a power of two, so bit-identical to the scalar multiply), which also takes the place of
+    /// the clamp and the exponent-bit arithmetic; lanes below `-126` (and `-inf`) are zeroed by the same
+    /// instruction's mask. 12 instructions for 16 exponentials instead of 16.
     #[target_feature(enable = "avx512f")]
     #[inline]
     pub(super) unsafe fn exp2v(x: __m512) -> __m512 {
         const C: [f32; 7] = super::EXP2_C;
-        let xc = _mm512_max_ps(x, _mm512_set1_ps(-126.0));
         let n = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC }>(
-            _mm512_add_ps(xc, _mm512_set1_ps(0.5)),
+            _mm512_add_ps(x, _mm512_set1_ps(0.5)),
         );
-        let f = _mm512_sub_ps(xc, n);
+        let f = _mm512_sub_ps(x, n);
         let mut p = _mm512_set1_ps(C[6]);
         for c in C[..6].iter().rev() {
             p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(*c));
         }
-        let bits = _mm512_castps_si512(_mm512_add_ps(n, _mm512_set1_ps(8_388_608.0 + 127.0)));
-        let scale = _mm512_castsi512_ps(_mm512_slli_epi32::<23>(bits));
         let keep = _mm512_cmp_ps_mask::<_CMP_GE_OQ>(x, _mm512_set1_ps(-126.0));
-        _mm512_maskz_mov_ps(keep, _mm512_mul_ps(p, scale))
+        _mm512_maskz_scalef_ps(keep, p, n)
     }
 
     /// [`exp2v`] over a slice (a multiple of 16 long).
@@ -402,7 +423,7 @@ mod x86 {
                 && s.len() >= br * bc
                 && o.len() >= br * d
         );
-        assert!(m.len() >= br && l.len() >= br);
+        assert!(m.len() >= br && l.len() >= br * 16);
         // Rows in groups of 16: the maxima first, then the 16 rescale factors 2^(m - m') in one
         // vector exp2 (one scalar exp2 a row was a chain of dependent FMAs the rows waited on).
         for r0 in (0..br).step_by(16) {
@@ -438,7 +459,11 @@ mod x86 {
                     _mm512_storeu_ps(row.add(j), p);
                     sum = _mm512_add_ps(sum, p);
                 }
-                l[r] = l[r].mul_add(alpha, _mm512_reduce_add_ps(sum));
+                let lr = l[r * 16..][..16].as_mut_ptr();
+                _mm512_storeu_ps(
+                    lr,
+                    _mm512_fmadd_ps(_mm512_loadu_ps(lr), _mm512_set1_ps(alpha), sum),
+                );
                 m[r] = m_new;
                 if alpha != 1.0 {
                     let (orow, av) = (o[r * d..][..d].as_mut_ptr(), _mm512_set1_ps(alpha));
@@ -453,6 +478,119 @@ mod x86 {
         }
     }
     // ANCHOR_END: softmax_avx512
+
+    // ANCHOR: row_block
+    /// A whole tile step for `R` query rows when the K tile has 64 keys: the `R x 64` scores come out of
+    /// one register block into `p` (a few KB that stay in L1), the online softmax turns them into
+    /// probabilities there, and `O += P V` runs in register blocks whose accumulators are loaded from
+    /// `O` already multiplied by the rows' rescale factors. Compared with three passes over a whole
+    /// `Br x 64` tile (`S = Q Kt`, softmax, `O += P V`), the scores never leave L1 and `O` is read and
+    /// written once per step instead of twice.
+    ///
+    /// `q: (R, d)` from the tile's row `r0`, `kt: (d, 64)`, `v: (64, d)`, `o: (R, d)`, `m, l: (R)`,
+    /// `p`: at least `R * 64` floats of scratch; `range` gives row `r0 + i`'s visible columns.
+    ///
+    /// # Safety
+    /// The CPU has AVX-512F; `d` is a multiple of 16; the slices have the shapes above.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    #[allow(clippy::too_many_arguments)]
+    pub unsafe fn row_block<const R: usize>(
+        q: &[f32],
+        kt: &[f32],
+        v: &[f32],
+        p: &mut [f32],
+        m: &mut [f32],
+        l: &mut [f32],
+        o: &mut [f32],
+        d: usize,
+        range: Option<super::RowRange>,
+        r0: usize,
+    ) {
+        const BC: usize = 64;
+        assert!(d.is_multiple_of(16) && q.len() >= R * d && o.len() >= R * d);
+        assert!(kt.len() >= d * BC && v.len() >= BC * d && p.len() >= R * BC);
+        assert!(m.len() >= R && l.len() >= R * 16);
+        // S = Q Kt, R rows x 64 keys, into p.
+        let qrows: [&[f32]; R] = std::array::from_fn(|i| &q[i * d..][..d]);
+        block::<R, 4>(qrows, kt, BC, d, p, BC, false, None);
+        // The mask (two fills a row become one blend a register), the rows' maxima, then the R rescale
+        // factors 2^(m - m') in one vector exponential.
+        let ninf = _mm512_set1_ps(f32::NEG_INFINITY);
+        let (mut mold, mut mnew) = ([f32::NEG_INFINITY; 16], [f32::NEG_INFINITY; 16]);
+        for i in 0..R {
+            let row = p.as_mut_ptr().add(i * BC);
+            let mut x: [__m512; 4] = [ninf; 4];
+            for (j, xj) in x.iter_mut().enumerate() {
+                *xj = _mm512_loadu_ps(row.add(16 * j));
+            }
+            if let Some(range) = range {
+                let (lo, hi) = range(r0 + i);
+                let (lo, hi) = (lo.min(BC), hi.min(BC).max(lo.min(BC)));
+                let upto = |c: usize| if c >= BC { u64::MAX } else { (1u64 << c) - 1 };
+                let visible = upto(hi) & !upto(lo);
+                for (j, xj) in x.iter_mut().enumerate() {
+                    *xj = _mm512_mask_blend_ps((visible >> (16 * j)) as u16, ninf, *xj);
+                    _mm512_storeu_ps(row.add(16 * j), *xj);
+                }
+            }
+            let mx = _mm512_max_ps(_mm512_max_ps(x[0], x[1]), _mm512_max_ps(x[2], x[3]));
+            mold[i] = m[i];
+            mnew[i] = _mm512_reduce_max_ps(mx).max(m[i]);
+        }
+        let mut alpha = [0.0f32; 16];
+        let diff = _mm512_sub_ps(
+            _mm512_loadu_ps(mold.as_ptr()),
+            _mm512_loadu_ps(mnew.as_ptr()),
+        );
+        _mm512_storeu_ps(alpha.as_mut_ptr(), exp2v(diff));
+        // P = 2^(S - m'), the row sums, the new state.
+        for i in 0..R {
+            let row = p.as_mut_ptr().add(i * BC);
+            if mnew[i] == f32::NEG_INFINITY {
+                // Nothing visible yet: P = 0, and the state (m = -inf, l = 0, o = 0) stays.
+                for j in 0..4 {
+                    _mm512_storeu_ps(row.add(16 * j), _mm512_setzero_ps());
+                }
+                alpha[i] = 1.0;
+                continue;
+            }
+            let (mv, mut sum) = (_mm512_set1_ps(mnew[i]), _mm512_setzero_ps());
+            for j in 0..4 {
+                let e = exp2v(_mm512_sub_ps(_mm512_loadu_ps(row.add(16 * j)), mv));
+                _mm512_storeu_ps(row.add(16 * j), e);
+                sum = _mm512_add_ps(sum, e);
+            }
+            let li = l[i * 16..][..16].as_mut_ptr();
+            _mm512_storeu_ps(
+                li,
+                _mm512_fmadd_ps(_mm512_loadu_ps(li), _mm512_set1_ps(alpha[i]), sum),
+            );
+            m[i] = mnew[i];
+        }
+        // O = alpha O + P V, 64 output columns at a time (then 32, 16).
+        let prows: [&[f32]; R] = std::array::from_fn(|i| &p[i * BC..][..BC]);
+        let alpha: [f32; R] = std::array::from_fn(|i| alpha[i]);
+        let mut c0 = 0;
+        while c0 < d {
+            let (vs, os) = (&v[c0..], &mut o[c0..]);
+            c0 += match d - c0 {
+                64.. => {
+                    block::<R, 4>(prows, vs, d, BC, os, d, true, Some(alpha));
+                    64
+                }
+                32..64 => {
+                    block::<R, 2>(prows, vs, d, BC, os, d, true, Some(alpha));
+                    32
+                }
+                _ => {
+                    block::<R, 1>(prows, vs, d, BC, os, d, true, Some(alpha));
+                    16
+                }
+            };
+        }
+    }
+    // ANCHOR_END: row_block
 
     // ANCHOR: gemm
     /// [`super::tile_gemm`]'s columns `[0, n - n % 32)` in register blocks: 6 rows (then 4, 2, 1 for
@@ -489,14 +627,14 @@ mod x86 {
                 let wide = n32 - col >= 64;
                 let (bs, cs) = (&b[col..], &mut c[r * n + col..]);
                 match (step, wide) {
-                    (6, true) => block::<6, 4>(rows(a, r, k), bs, n, k, cs, n, acc),
-                    (6, false) => block::<6, 2>(rows(a, r, k), bs, n, k, cs, n, acc),
-                    (4, true) => block::<4, 4>(rows(a, r, k), bs, n, k, cs, n, acc),
-                    (4, false) => block::<4, 2>(rows(a, r, k), bs, n, k, cs, n, acc),
-                    (2, true) => block::<2, 4>(rows(a, r, k), bs, n, k, cs, n, acc),
-                    (2, false) => block::<2, 2>(rows(a, r, k), bs, n, k, cs, n, acc),
-                    (_, true) => block::<1, 4>(rows(a, r, k), bs, n, k, cs, n, acc),
-                    (_, false) => block::<1, 2>(rows(a, r, k), bs, n, k, cs, n, acc),
+                    (6, true) => block::<6, 4>(rows(a, r, k), bs, n, k, cs, n, acc, None),
+                    (6, false) => block::<6, 2>(rows(a, r, k), bs, n, k, cs, n, acc, None),
+                    (4, true) => block::<4, 4>(rows(a, r, k), bs, n, k, cs, n, acc, None),
+                    (4, false) => block::<4, 2>(rows(a, r, k), bs, n, k, cs, n, acc, None),
+                    (2, true) => block::<2, 4>(rows(a, r, k), bs, n, k, cs, n, acc, None),
+                    (2, false) => block::<2, 2>(rows(a, r, k), bs, n, k, cs, n, acc, None),
+                    (_, true) => block::<1, 4>(rows(a, r, k), bs, n, k, cs, n, acc, None),
+                    (_, false) => block::<1, 2>(rows(a, r, k), bs, n, k, cs, n, acc, None),
                 }
                 col += if wide { 64 } else { 32 };
             }
@@ -522,7 +660,9 @@ pub struct Tile<'a> {
     pub s: &'a mut [f32],
     /// Running row maxima.
     pub m: &'a mut [f32],
-    /// Running row normalisers.
+    /// Running row normalisers, `L` partial sums a row (`(br, L)`): the vector loops add a whole register
+    /// of exponentials to a row's sums without folding it to one number, once per tile; the final
+    /// division adds the `L` up ([`row_sum`]). The portable loop keeps its sum in the first.
     pub l: &'a mut [f32],
     /// Running un-normalised outputs.
     pub o: &'a mut [f32],
@@ -544,6 +684,13 @@ pub type RowRange<'a> = &'a dyn Fn(usize) -> (usize, usize);
 #[inline(always)]
 fn tile_step<const FUSED: bool, const CS: usize>(t: &mut Tile, mask: Option<RowRange>) {
     let (br, bc, d) = (t.br, t.bc, t.d);
+    #[cfg(target_arch = "x86_64")]
+    if CS == 32 && bc == 64 && d.is_multiple_of(16) {
+        // SAFETY: CS == 32 only in `tile_step_avx512`, compiled for and run on AVX-512F; every row
+        // block's slices are inside the tile's (asserted inside).
+        unsafe { fused_step(t, mask) };
+        return;
+    }
     tile_gemm::<FUSED, CS>(t.q, t.kt, t.s, br, d, bc, false); // S = Q Kt
     if let Some(range) = mask {
         for (r, row) in t.s[..br * bc].chunks_exact_mut(bc).enumerate() {
@@ -568,6 +715,40 @@ fn tile_step<const FUSED: bool, const CS: usize>(t: &mut Tile, mask: Option<RowR
         softmax_tile::<FUSED>(t.s, t.m, t.l, t.o, br, bc, d);
     }
     tile_gemm::<FUSED, CS>(t.s, t.v, t.o, br, bc, d, true); // o += P V
+}
+
+/// [`tile_step`] as [`x86::row_block`]s: 6 query rows at a time (then 4, 2, 1 for the last).
+///
+/// # Safety
+/// The CPU has AVX-512F; `t.bc == 64`, `t.d` a multiple of 16.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn fused_step(t: &mut Tile, mask: Option<RowRange>) {
+    let (br, d) = (t.br, t.d);
+    let mut r = 0;
+    while r < br {
+        let (q, o) = (&t.q[r * d..], &mut t.o[r * d..]);
+        let (m, l) = (&mut t.m[r..], &mut t.l[r * L..]);
+        let (kt, v, p) = (t.kt, t.v, &mut *t.s);
+        r += match br - r {
+            6.. => {
+                x86::row_block::<6>(q, kt, v, p, m, l, o, d, mask, r);
+                6
+            }
+            4 | 5 => {
+                x86::row_block::<4>(q, kt, v, p, m, l, o, d, mask, r);
+                4
+            }
+            2 | 3 => {
+                x86::row_block::<2>(q, kt, v, p, m, l, o, d, mask, r);
+                2
+            }
+            _ => {
+                x86::row_block::<1>(q, kt, v, p, m, l, o, d, mask, r);
+                1
+            }
+        };
+    }
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -726,9 +907,14 @@ mod tests {
         let m0: Vec<f32> = (0..br)
             .map(|r| if r % 3 == 0 { f32::NEG_INFINITY } else { 0.5 })
             .collect();
-        let l0: Vec<f32> = m0
-            .iter()
-            .map(|m| if m.is_finite() { 2.0 } else { 0.0 })
+        let l0: Vec<f32> = (0..br * L)
+            .map(|i| {
+                if i % L == 0 && m0[i / L].is_finite() {
+                    2.0
+                } else {
+                    0.0
+                }
+            })
             .collect();
         let (mut s1, mut m1, mut l1, mut o1) = (s0.clone(), m0.clone(), l0.clone(), o0.clone());
         softmax_tile::<true>(&mut s1, &mut m1, &mut l1, &mut o1, br, bc, d);
@@ -738,8 +924,81 @@ mod tests {
         assert_eq!(s1, s2);
         assert_eq!(m1, m2);
         assert_eq!(o1, o2);
-        for (a, b) in l1.iter().zip(&l2) {
+        for (a, b) in l1.chunks(L).zip(l2.chunks(L)) {
+            let (a, b) = (row_sum(a), row_sum(b));
             assert!((a - b).abs() <= 1e-6 * a.abs(), "row sums {a} and {b}");
+        }
+    }
+
+    /// A whole tile step, AVX-512 (64-key tiles: the fused row blocks) against portable, with and without
+    /// a mask, on tiles whose row counts exercise every row-block size (6, 4, 2, 1) and head sizes
+    /// that exercise every output-column block (64, 32, 16).
+    #[test]
+    fn the_fused_tile_step_matches_the_portable_one() {
+        if Isa::detect() != Isa::Avx512 {
+            println!("skipped: no AVX-512 on this CPU");
+            return;
+        }
+        let mut rng = crate::minimodel::rng::Rng::new(5);
+        for (br, d) in [(13, 64), (7, 112), (1, 16), (32, 128)] {
+            let bc = 64;
+            let (q, kt, v) = (
+                rng.normal_vec_f32(br * d),
+                rng.normal_vec_f32(d * bc),
+                rng.normal_vec_f32(bc * d),
+            );
+            let o0 = rng.normal_vec_f32(br * d);
+            // Row r sees keys [r, r + 40) (row 0 of a 1-row tile: [0, 40)); row 2 sees nothing.
+            let range = |r: usize| if r == 2 { (10, 10) } else { (r, r + 40) };
+            for masked in [false, true] {
+                let run = |isa: Isa| {
+                    let m0 = (0..br).map(|r| if r % 3 == 0 { f32::NEG_INFINITY } else { 0.5 });
+                    let mut m: Vec<f32> = m0.collect();
+                    let mut l: Vec<f32> = (0..br * L)
+                        .map(|i| {
+                            if i % L == 0 && m[i / L].is_finite() {
+                                2.0
+                            } else {
+                                0.0
+                            }
+                        })
+                        .collect();
+                    let mut o: Vec<f32> = (0..br * d)
+                        .map(|i| if m[i / d].is_finite() { o0[i] } else { 0.0 })
+                        .collect();
+                    let mut s = vec![0.0f32; br * bc];
+                    let mut t = Tile {
+                        q: &q,
+                        kt: &kt,
+                        v: &v,
+                        s: &mut s,
+                        m: &mut m,
+                        l: &mut l,
+                        o: &mut o,
+                        br,
+                        bc,
+                        d,
+                    };
+                    step(isa, &mut t, masked.then_some(&range as RowRange));
+                    let sums: Vec<f32> = l.chunks(L).map(row_sum).collect();
+                    (m, sums, o)
+                };
+                let (m1, l1, o1) = run(Isa::Portable);
+                let (m2, l2, o2) = run(Isa::Avx512);
+                // The products' sums run in different orders: equal to rounding, not bit for bit.
+                for (a, b) in m1.iter().zip(&m2) {
+                    assert!(a == b || (a - b).abs() <= 1e-5 * a.abs(), "max {a} vs {b}");
+                }
+                for (a, b) in l1.iter().zip(&l2).chain(o1.iter().zip(&o2)) {
+                    assert!(
+                        (a - b).abs() <= 1e-5 * (1.0 + a.abs()),
+                        "{a} vs {b}, br {br} d {d}"
+                    );
+                }
+                if masked && br > 2 {
+                    assert_eq!(l2[2], if m2[2].is_finite() { 2.0 } else { 0.0 });
+                }
+            }
         }
     }
 }

@@ -442,7 +442,7 @@ pub fn tiled<T: Element, C: Traffic>(
             z(rmax * cmax),
             z(rmax * d),
             z(rmax),
-            z(rmax),
+            z(rmax * kernels::L),
         )
     };
     let per_job = (items.len() / (4 * rayon::current_num_threads())).max(1);
@@ -457,7 +457,7 @@ pub fn tiled<T: Element, C: Traffic>(
             // rows' running state.
             let (qt, kt, vt, kwide, st, acc, m, l) = scr;
             let (qt, acc) = (&mut qt[..rows * d], &mut acc[..rows * d]);
-            let (m, l) = (&mut m[..rows], &mut l[..rows]);
+            let (m, l) = (&mut m[..rows], &mut l[..rows * kernels::L]);
             acc.fill(0.0);
             m.fill(f32::NEG_INFINITY);
             l.fill(0.0);
@@ -508,7 +508,8 @@ pub fn tiled<T: Element, C: Traffic>(
             }
             // O = acc / l, once; a row that saw no key stays zero. Rounded to T a row at a time.
             for (r, (orow, arow)) in o_tile.chunks_mut(d).zip(acc.chunks_mut(d)).enumerate() {
-                let inv = if l[r] > 0.0 { 1.0 / l[r] } else { 0.0 };
+                let lr = kernels::row_sum(&l[r * kernels::L..]);
+                let inv = if lr > 0.0 { 1.0 / lr } else { 0.0 };
                 arow.iter_mut().for_each(|a| *a *= inv);
                 T::narrow_from(arow, orow);
             }
