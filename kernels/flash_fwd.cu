@@ -932,17 +932,39 @@ __device__ __forceinline__ void wg_softmax(float (&s)[BC / 2], const Params& p, 
 }
 // ANCHOR_END: wg_softmax
 
+// ANCHOR: wg_copy_rows
+// Rows [r0, r0 + R) of an (n x D) matrix into an R-row tile, chunk cc of rows ci, ci + RS, ...
+template <int R, int D, int RS, typename T>
+__device__ __forceinline__ void copy_rows(T* dst, const T* src, int r0, int n, int ci, int cc) {
+    constexpr int SSTEP = D % 64 == 0 ? RS * 64 : RS * D;  // RS rows further on in the tile
+    T* d = dst + tile_off<D>(ci, cc, R);
+    const T* g = src + (size_t)(r0 + ci) * D + cc * 8;
+    if (r0 + R <= n) {
+#pragma unroll
+        for (int k = 0; k < R / RS; ++k) cp_async16(d + k * SSTEP, g + k * RS * D);
+    } else {
+#pragma unroll
+        for (int k = 0; k < R / RS; ++k) {
+            const bool in = r0 + ci + k * RS < n;
+            cp_async16(d + k * SSTEP, in ? g + k * RS * D : src, in);
+        }
+    }
+}
+// ANCHOR_END: wg_copy_rows
+
 // ANCHOR: wg_block
-// One block: two warpgroups (256 threads), BR = 128 query rows of one (batch, head); warpgroup w owns
-// rows 64w..64w+63. Keys in tiles of BC = 128, two stages filled by cp.async: the copies of tile t + 1
-// are issued right after S of tile t (the tensor cores work meanwhile) into the stage tile t - 1 used,
-// which every warpgroup finished before the barrier at the top of tile t. Shared memory: Q (BR x D),
-// then two stages of K and V (BC x D each), all 16-bit: 160 KB at D = 128. 233 registers a thread:
-// one block per SM.
-template <typename T, int D, bool OVERLAP>
+// One block: NWG warpgroups (128 NWG threads), BR = 64 NWG query rows of one (batch, head); warpgroup w
+// owns rows 64w..64w+63. Keys in tiles of BC = 128, two stages filled by cp.async: the copies of tile
+// t + 1 are issued right after S of tile t (the tensor cores work meanwhile) into the stage tile t - 1
+// used, which every warpgroup finished before the barrier at the top of tile t. Shared memory: Q
+// (BR x D), then two stages of K and V (BC x D each), all 16-bit: 160 KB at D = 128 with two
+// warpgroups. 233 registers a thread: one two-warpgroup block per SM. With one warpgroup (v7 at D = 64:
+// 74 KB, about 200 registers), two blocks share an SM, so one block's start (its first loads and its
+// first tile, which nothing overlaps) runs under the other's loop.
+template <typename T, int D, bool OVERLAP, int NWG>
 __device__ void flash_wg(const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v,
                          T* __restrict__ o, float* __restrict__ lse, Params p) {
-    constexpr int BR = 128, BC = 128, CH = D / 8, NT = 256;
+    constexpr int BR = 64 * NWG, BC = 128, CH = D / 8, NT = 128 * NWG;
     extern __shared__ __align__(1024) unsigned char smem_raw[];
     // Swizzled tiles must start on 1024 bytes (the XOR reads address bits 7..9): the host adds 1 KB.
     T* Qs = reinterpret_cast<T*>(smem_raw + ((1024 - (smem_addr(smem_raw) & 1023)) & 1023));
@@ -963,28 +985,15 @@ __device__ void flash_wg(const T* __restrict__ q, const T* __restrict__ k, const
     const int ntiles = hi > lo ? (hi + BC - 1) / BC - t_begin : 0;  // fully masked tiles: skipped
 
     // ANCHOR: wg_copy
-    // Rows [r0, r0 + 128) of an (n x D) matrix into a tile (Q's, K's and V's tiles all have 128 rows).
+    // Rows [r0, r0 + R) of an (n x D) matrix into an R-row tile (R = BC for K and V, BR for Q).
     // Thread tid copies chunk cc = tid % CH of rows ci, ci + RS, ci + 2 RS, ...: a warp reads whole
     // rows (full 128-byte lines), and since RS is a multiple of 8 a thread's rows share their swizzle
     // (i % 8), so the shared and the global offsets both advance by constants: computed once here, not
     // for every chunk (the per-chunk arithmetic was a quarter of the loop's instructions). Rows past n
     // are zeros; only a matrix's last tile takes that path.
-    constexpr int RS = NT / CH, SSTEP = D % 64 == 0 ? RS * 64 : RS * D;
-    const int cc = tid % CH, ci = tid / CH, soff = tile_off<D>(ci, cc, 128);
-    auto copy_tile = [&](T* dst, const T* src, int r0, int n) {
-        T* d = dst + soff;
-        const T* g = src + (size_t)(r0 + ci) * D + cc * 8;
-        if (r0 + 128 <= n) {
-#pragma unroll
-            for (int k = 0; k < 128 / RS; ++k) cp_async16(d + k * SSTEP, g + k * RS * D);
-        } else {
-#pragma unroll
-            for (int k = 0; k < 128 / RS; ++k) {
-                const bool in = r0 + ci + k * RS < n;
-                cp_async16(d + k * SSTEP, in ? g + k * RS * D : src, in);
-            }
-        }
-    };
+    const int cc = tid % CH, ci = tid / CH;
+    auto copy_tile = [&](T* dst, const T* src, int r0, int n) { copy_rows<BC, D, NT / CH>(dst, src, r0, n, ci, cc); };
+    auto copy_q = [&]() { copy_rows<BR, D, NT / CH>(Qs, qb, i0, p.nq, ci, cc); };
     // ANCHOR_END: wg_copy
     auto load_kv = [&](int st, int j0) {
         T* Kd = Ks + st * 2 * BC * D;
@@ -992,12 +1001,12 @@ __device__ void flash_wg(const T* __restrict__ q, const T* __restrict__ k, const
         copy_tile(Kd + BC * D, vb, j0, p.nk);
     };
     if constexpr (!OVERLAP) {
-        copy_tile(Qs, qb, i0, p.nq);
+        copy_q();
         cp_async_commit();  // group: Q
         if (ntiles > 0) load_kv(0, t_begin * BC);
         cp_async_commit();  // group: K/V tile 0
     } else if (ntiles > 0) {
-        copy_tile(Qs, qb, i0, p.nq);
+        copy_q();
         copy_tile(Ks, kb, t_begin * BC, p.nk);
         cp_async_commit();  // group: Q and K_0
     }
@@ -1166,19 +1175,24 @@ __device__ void flash_wg(const T* __restrict__ q, const T* __restrict__ k, const
     }
 }
 
-#define WG(V, DD)                                                                                       \
-    extern "C" __global__ void __launch_bounds__(256, 1)                                               \
-        flash_v##V##_##DD(const elem_t* q, const elem_t* k, const elem_t* v, elem_t* o, float* lse, Params p) { \
-        flash_wg<elem_t, DD, V == 7>(q, k, v, o, lse, p);                                              \
+// W warps: 8 (two warpgroups, one block an SM) or 4 (one warpgroup, two blocks an SM where they fit).
+#define WG(V, DD, W)                                                                                    \
+    extern "C" __global__ void __launch_bounds__(32 * W, W == 4 && DD <= 64 ? 2 : 1)                               \
+        flash_v##V##_##DD##_w##W(const elem_t* q, const elem_t* k, const elem_t* v, elem_t* o, float* lse, \
+                                 Params p) {                                                           \
+        flash_wg<elem_t, DD, V == 7, W / 4>(q, k, v, o, lse, p);                                       \
     }
 #if FA_VERSION == 6
-WG(6, 32)
-WG(6, 64)
-WG(6, 128)
+WG(6, 32, 8)
+WG(6, 64, 8)
+WG(6, 128, 8)
 #else
-WG(7, 32)
-WG(7, 64)
-WG(7, 128)
+WG(7, 32, 8)
+WG(7, 64, 8)
+WG(7, 128, 8)
+WG(7, 32, 4)
+WG(7, 64, 4)
+WG(7, 128, 4)
 #endif
 #endif  // FA_VERSION >= 6
 #endif  // FA_VERSION >= 4

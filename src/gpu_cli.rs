@@ -420,11 +420,15 @@ pub fn probe(args: &[String]) -> Result<(), String> {
         Some(cmd @ ("one" | "time")) => {
             // One configuration of the harness's grid: `one` launches it once (for ncu), `time`
             // times it over four rotated input sets (no check: the tests and the harness do that).
-            let usage = format!("gpu-probe {cmd} VERSION N D [causal]");
+            let usage = format!("gpu-probe {cmd} VERSION N D [causal] [wWARPS]");
             let ver = args.get(1).and_then(|v| Version::parse(v)).ok_or(usage)?;
             let n: usize = args.get(2).and_then(|x| x.parse().ok()).ok_or("N")?;
             let d: usize = args.get(3).and_then(|x| x.parse().ok()).ok_or("D")?;
             let causal = args.get(4).is_some_and(|a| a == "causal");
+            // `w4` / `w8`: the warps per block, for the versions that have a choice.
+            let warps = args[4..]
+                .iter()
+                .find_map(|a| a.strip_prefix('w').and_then(|w| w.parse::<usize>().ok()));
             let mask = if causal { Mask::CAUSAL } else { Mask::NONE };
             let s = AttnShape::self_attention((16384 / n).max(1), 2048 / d, n, d)
                 .map_err(|e| e.to_string())?;
@@ -441,13 +445,14 @@ pub fn probe(args: &[String]) -> Result<(), String> {
                 println!("ran {} on {s:?} {}", ver.name(), mask.name());
                 return Ok(());
             }
-            let mut t = flash::time_ms(&dev, ver, None, &mut sets, mask, 5, 40)
+            let mut t = flash::time_ms(&dev, ver, warps, &mut sets, mask, 5, 40)
                 .map_err(|e| e.to_string())?;
             t.sort_by(f64::total_cmp);
             let flops = 4.0 * (s.b * s.hq * n * n * d) as f64 / if causal { 2.0 } else { 1.0 };
             println!(
-                "time {} N={n} D={d} {}: {:.4} ms {:.1} TFLOP/s",
+                "time {}{} N={n} D={d} {}: {:.4} ms {:.1} TFLOP/s",
                 ver.name(),
+                warps.map_or(String::new(), |w| format!("_w{w}")),
                 mask.name(),
                 t[20],
                 flops / t[20] / 1e9
@@ -459,7 +464,7 @@ pub fn probe(args: &[String]) -> Result<(), String> {
             save_check(&dev, &dir)
         }
         _ => Err(
-            "usage: gpu-probe sanitize | gpu-probe one|time VERSION N D [causal] | gpu-probe save-check DIR"
+            "usage: gpu-probe sanitize | gpu-probe one|time VERSION N D [causal] [wWARPS] | gpu-probe save-check DIR"
                 .into(),
         ),
     }

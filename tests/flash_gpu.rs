@@ -154,6 +154,7 @@ fn every_version_matches_the_reference_on_the_edge_grid() {
             if c.shape.d >= 64 {
                 impls.push((Version::V5CpAsync, 12 - w)); // the other block size too
             }
+            impls.push((Version::V7Overlap, 8)); // v7's two-warpgroup block (4 above: one)
             failures.extend(run_cases(&dev, std::slice::from_ref(c), &impls));
         }
     }
@@ -190,6 +191,7 @@ fn bf16_tensor_core_versions_match() {
                 (Version::V5CpAsync, w),
                 (Version::V6Wgmma, 8),
                 (Version::V7Overlap, 8),
+                (Version::V7Overlap, 4),
             ],
         ));
     }

@@ -213,6 +213,28 @@ pub fn v5_warps(d: usize, nq: usize) -> usize {
     4
 }
 
+/// The warps per block v7 uses: 4 (one warpgroup of 64 query rows; two blocks share an SM, so one
+/// block's start hides under the other's loop) for `d <= 64`, 8 (two warpgroups, 128 rows sharing each
+/// K/V tile, one block an SM) above, where two one-warpgroup blocks do not fit an SM's shared memory.
+pub fn v7_warps(d: usize, nq: usize) -> usize {
+    let _ = nq;
+    if d <= 64 {
+        4
+    } else {
+        8
+    }
+}
+
+/// The warps per block `version` runs with by default.
+pub fn default_warps(version: Version, d: usize, nq: usize) -> usize {
+    match version {
+        Version::V5CpAsync => v5_warps(d, nq),
+        Version::V6Wgmma => 8,
+        Version::V7Overlap => v7_warps(d, nq),
+        _ => 4,
+    }
+}
+
 fn check_fits(what: &'static str, value: usize, limit: usize) -> Result<i32, GpuError> {
     if value > limit {
         return Err(GpuError::TooLarge { what, value, limit });
@@ -260,22 +282,20 @@ fn check_buffers<T: GpuElement>(b: &Buffers<T>) -> Result<(), GpuError> {
 }
 
 /// Run `version` on `bufs` with `mask`, writing `bufs.o` and `bufs.lse` (asynchronously: call
-/// [`Device::synchronize`] or download to wait). v5 uses [`v5_warps`] warps per block.
+/// [`Device::synchronize`] or download to wait), with the version's [`default_warps`].
 pub fn forward<T: GpuElement>(
     dev: &Device,
     version: Version,
     bufs: &mut Buffers<T>,
     mask: Mask,
 ) -> Result<(), GpuError> {
-    let warps = match version {
-        Version::V5CpAsync => v5_warps(bufs.shape.d, bufs.shape.nq),
-        _ => 4,
-    };
+    let warps = default_warps(version, bufs.shape.d, bufs.shape.nq);
     forward_with(dev, version, bufs, mask, warps)
 }
 
 // ANCHOR: forward_checks
-/// [`forward`] with the warps per block of the tensor-core versions chosen (4, or 8 for v5 at D >= 64).
+/// [`forward`] with the warps per block of the tensor-core versions chosen: 4 or 8 for v4, v5 (at
+/// D >= 64) and v7; v6 always runs 8 (other values are taken as 8), the CUDA-core versions ignore it.
 pub fn forward_with<T: GpuElement>(
     dev: &Device,
     version: Version,
@@ -405,12 +425,18 @@ pub fn forward_with<T: GpuElement>(
                     arch: dev.arch(),
                 });
             }
-            let f = module.load_function(&format!("flash_v{}_{}", version.number(), s.d))?;
-            let (br, bc) = (128, 128);
+            let warps = if version == Version::V7Overlap && warps == 4 {
+                4
+            } else {
+                8
+            };
+            let name = format!("flash_v{}_{}_w{warps}", version.number(), s.d);
+            let f = module.load_function(&name)?;
+            let (br, bc, threads) = (16 * warps, 128, 32 * warps);
             // Q, then two stages of K and V, and 1 KB to align the first tile on 1024 bytes;
             // v7 also has one word a thread after the tiles (the store that orders its waits).
             let sink = if version == Version::V7Overlap {
-                256 * 4
+                threads * 4
             } else {
                 0
             };
@@ -418,7 +444,7 @@ pub fn forward_with<T: GpuElement>(
             f.set_attribute(MAX_DYNAMIC_SMEM, smem as i32)?;
             let cfg = LaunchConfig {
                 grid_dim: (nq.div_ceil(br as u32), bh, 1),
-                block_dim: (256, 1, 1),
+                block_dim: (threads as u32, 1, 1),
                 shared_mem_bytes: smem,
             };
             launch_qkv(dev, &f, cfg, bufs, &p)?;

@@ -27,7 +27,7 @@ use half::f16;
 use rayon::prelude::*;
 use std::time::Instant;
 
-/// One timed implementation: a version, and for v5 optionally its warps per block.
+/// One timed implementation: a version, and for v5 and v7 optionally their warps per block.
 #[derive(Debug, Clone, Copy)]
 pub struct Impl {
     /// The kernel version.
@@ -37,10 +37,11 @@ pub struct Impl {
 }
 
 impl Impl {
-    /// `ours/v5_cp_async`, or `ours/v5_cp_async_w4` for a non-default warp count.
+    /// `ours/v5_cp_async`, or `ours/v5_cp_async_w8` for a non-default warp count (v5 and v7).
     pub fn name(&self, d: usize, n: usize) -> String {
+        let alternative = matches!(self.version, Version::V5CpAsync | Version::V7Overlap);
         match self.warps {
-            Some(w) if self.version == Version::V5CpAsync && w != flash::v5_warps(d, n) => {
+            Some(w) if alternative && w != flash::default_warps(self.version, d, n) => {
                 format!("ours/{}_w{w}", self.version.name())
             }
             _ => format!("ours/{}", self.version.name()),
@@ -68,11 +69,13 @@ pub fn impls_for(n: usize, d: usize) -> Vec<Impl> {
         }
     }
     if d >= 64 {
-        // The other block size of v5, kept in the table so the choice is visible.
-        out.push(Impl {
-            version: Version::V5CpAsync,
-            warps: Some(12 - flash::v5_warps(d, n)),
-        });
+        // The other block sizes of v5 and v7, kept in the table so the choices are visible.
+        for version in [Version::V5CpAsync, Version::V7Overlap] {
+            out.push(Impl {
+                version,
+                warps: Some(12 - flash::default_warps(version, d, n)),
+            });
+        }
     }
     out
 }
@@ -175,7 +178,8 @@ pub fn bytes_model(version: Version, warps: usize, s: &AttnShape, mask: Mask) ->
         Version::V3Tiled => tiled(64, 64),
         Version::V4TensorCores => tiled(64, 64),
         Version::V5CpAsync => tiled(16 * warps, 64),
-        Version::V6Wgmma | Version::V7Overlap => tiled(128, 128),
+        Version::V6Wgmma => tiled(128, 128),
+        Version::V7Overlap => tiled(16 * warps, 128),
     }
 }
 
@@ -212,10 +216,9 @@ pub fn measure(
                     t.elapsed()
                 ));
                 for imp in impls_for(n, d) {
-                    let warps = imp.warps.unwrap_or(match imp.version {
-                        Version::V5CpAsync => flash::v5_warps(d, n),
-                        _ => 4,
-                    });
+                    let warps = imp
+                        .warps
+                        .unwrap_or(flash::default_warps(imp.version, d, n));
                     let name = imp.name(d, n);
                     sets[0].poison(dev)?;
                     flash::forward_with(dev, imp.version, &mut sets[0], mask, warps)?;

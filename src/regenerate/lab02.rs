@@ -6,7 +6,7 @@ use crate::measure::{MeasurementFile, Record};
 use crate::roofline::{si, sig3};
 
 /// The column order of the speed tables: our progression, then PyTorch's backends.
-pub const IMPLS: [&str; 12] = [
+pub const IMPLS: [&str; 14] = [
     "ours/v1_naive",
     "ours/v2_online",
     "ours/v3_tiled",
@@ -15,6 +15,8 @@ pub const IMPLS: [&str; 12] = [
     "ours/v5_cp_async_w8",
     "ours/v6_wgmma",
     "ours/v7_overlap",
+    "ours/v7_overlap_w4",
+    "ours/v7_overlap_w8",
     "torch/flash",
     "torch/cudnn",
     "torch/efficient",
@@ -132,8 +134,12 @@ fn speed_figure(f: &MeasurementFile) -> String {
         (90, 150, 230),
         (60, 60, 60),
         (20, 150, 90),
+        (90, 200, 140),
+        (10, 100, 60),
         (150, 150, 150),
         (200, 120, 170),
+        (120, 120, 200),
+        (100, 100, 100),
     ];
     let series: Vec<Series> = IMPLS
         .iter()
