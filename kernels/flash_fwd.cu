@@ -1079,6 +1079,11 @@ __device__ void flash_wg(const T* __restrict__ q, const T* __restrict__ k, const
         // V move in different steps: step t copies V_t into the stage V_{t-2} used and K_{t+1} into the
         // stage K_{t-1} used, and the barrier at the end of step t covers both.
         unsigned int pf[BC / 16][4], pg[BC / 16][4];  // P of the tile whose P V is next, two sets
+        // The first tile's rounding residual P - fp16(P). With one warpgroup (the registers allow it)
+        // its product (P - fp16(P)) V_0 joins step 1's P V on the tensor cores, under step 1's softmax;
+        // with two, it runs alone before the loop.
+        constexpr bool FOLD = NWG == 1 && D <= 64;
+        unsigned int pl[BC / 16][4];
         float* sink = reinterpret_cast<float*>(Ks + 4 * BC * D) + tid;  // one word a thread, after V
         float alpha[2];
         if (ntiles > 0) {
@@ -1093,22 +1098,29 @@ __device__ void flash_wg(const T* __restrict__ q, const T* __restrict__ k, const
             issue_qk<D, BR, BC>(s, Qw, Ks);
             wg_commit();
             wg_wait<0>();
-            unsigned int pl[BC / 16][4];
             wg_softmax<T, BC, true>(s, p, t_begin * BC, iw, row_a, tg, m, l, alpha, pf, pl);
+            // As in the loop below: pins the wait for V_0 and K_1 below the softmax, so the copies
+            // land while the exponentials run.
+            asm volatile("st.shared.f32 [%0], %1;\n" ::"r"(smem_addr(sink)), "f"(l[0] + l[1]));
             cp_async_wait<0>();  // V_0 and K_1
             fence_proxy_async();
             __syncthreads();
-            // The first tile's rounding correction, O = (P - fp16(P)) V_0, before the loop (O is zero,
-            // so alpha is not needed); P V_0 itself is step 1's.
-            wg_fence();
-            issue_pv<D, BC>(oacc, pl, Ks + BC * D);
-            wg_commit();
-            wg_wait<0>();
+            if constexpr (!FOLD) {
+                // The first tile's rounding correction, O = (P - fp16(P)) V_0, before the loop (O is
+                // zero, so alpha is not needed); P V_0 itself is step 1's.
+                wg_fence();
+                issue_pv<D, BC>(oacc, pl, Ks + BC * D);
+                wg_commit();
+                wg_wait<0>();
+            }
         }
         // One step: S_t and P_{t-1} V_{t-1} issued, P_t computed into pnext while pcur is still being
         // read. Steps alternate two register sets (a copy from one to the other, even fenced, made
         // ptxas serialise every wgmma: C7513).
-        auto step = [&](int t, unsigned int (&pcur)[BC / 16][4], unsigned int (&pnext)[BC / 16][4]) {
+        // `first`: step 1, which also adds the first tile's correction when FOLD (a literal at each call,
+        // so no branch is left around the wgmmas once the lambda is inlined).
+        auto step = [&](int t, unsigned int (&pcur)[BC / 16][4], unsigned int (&pnext)[BC / 16][4],
+                        bool first) {
             const int j0 = (t_begin + t) * BC;
             const T* Kt = Ks + (t & 1) * 2 * BC * D;                // K_t
             const T* Vp = Ks + ((t - 1) & 1) * 2 * BC * D + BC * D;  // V_{t-1}
@@ -1117,6 +1129,7 @@ __device__ void flash_wg(const T* __restrict__ q, const T* __restrict__ k, const
             issue_qk<D, BR, BC>(s, Qw, Kt);
             wg_commit();
             issue_pv<D, BC>(oacc, pcur, Vp);
+            if (FOLD && first) issue_pv<D, BC>(oacc, pl, Vp);
             wg_commit();
             copy_tile(Ks + (t & 1) * 2 * BC * D + BC * D, vb, j0, p.nk);  // V_t
             if (t + 1 < ntiles) copy_tile(Ks + ((t + 1) & 1) * 2 * BC * D, kb, j0 + BC, p.nk);
@@ -1137,24 +1150,31 @@ __device__ void flash_wg(const T* __restrict__ q, const T* __restrict__ k, const
             fence_proxy_async();
             __syncthreads();
         };
-        int t = 1;
-        for (; t + 1 < ntiles; t += 2) {
-            step(t, pf, pg);
-            step(t + 1, pg, pf);
-        }
-        // The last tile's P V, from whichever set holds its P.
-        auto last_pv = [&](unsigned int (&pcur)[BC / 16][4]) {
+        // The last tile's P V, from whichever set holds its P (with the correction when that tile is
+        // the first and FOLD).
+        auto last_pv = [&](unsigned int (&pcur)[BC / 16][4], bool first) {
             wg_fence();
             const T* Vp = Ks + ((ntiles - 1) & 1) * 2 * BC * D + BC * D;
             issue_pv<D, BC>(oacc, pcur, Vp);
+            if (FOLD && first) issue_pv<D, BC>(oacc, pl, Vp);
             wg_commit();
             wg_wait<0>();
         };
-        if (t < ntiles) {
-            step(t, pf, pg);
-            last_pv(pg);
-        } else if (ntiles > 0) {
-            last_pv(pf);
+        if (ntiles == 1) {
+            last_pv(pf, true);
+        } else if (ntiles > 1) {
+            step(1, pf, pg, true);  // P_1 now in pg
+            int t = 2;
+            for (; t + 1 < ntiles; t += 2) {
+                step(t, pg, pf, false);
+                step(t + 1, pf, pg, false);
+            }
+            if (t < ntiles) {
+                step(t, pg, pf, false);
+                last_pv(pf, false);
+            } else {
+                last_pv(pg, false);
+            }
         }
         // ANCHOR_END: wo_loop
     }
