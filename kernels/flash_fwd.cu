@@ -68,9 +68,18 @@
 //       Measured at 6ee0b65 (Table 02.1): 1.02-1.50x FA2 at every N >= 512 except D=64 N=512 (0.93x,
 //       0.92x causal) and N=1024 causal (0.95x); 487 TFLOP/s at D=128 N=16384 (0.84 of cuDNN).
 //       THE FASTEST VERSION from N=512 on (v5 stays ahead at N=64).
+//         d. (commit cd1a2da) one-warpgroup blocks (64 rows, 128 threads, 206 registers, 74 KB at
+//            D=64: two blocks an SM) beside the two-warpgroup one; at D=64 +20-27% over it from
+//            N=512 on (gpu-probe time, same call), at D=128 slower (only one fits an SM): the default
+//            is one warpgroup at D <= 64 (v7_warps).
+//         e. (commit d1ce975) one warpgroup only: the first tile's correction product joins step 1's
+//            P V instead of running alone before the loop: N=512 causal 136 -> 153 TFLOP/s, other
+//            lengths within +-3%.
+//       Measured at d1ce975 (Table 02.1): >= 1.0x FA2 at every N >= 512 except D=64 causal N=1024
+//       (0.96x) and N=512 causal (0.999x); 0.58-0.94x cuDNN.
 //       Next: TMA and a producer warp (the copies leave the consumers, 3 stages), two warpgroups
-//       ping-ponging so one's softmax hides under the other's wgmma; for short sequences, a block
-//       shape that fills the SM at N=512.
+//       ping-ponging so one's softmax hides under the other's wgmma; for short causal rows, a diagonal
+//       tile whose masked half is not computed.
 // ANCHOR_END: changelog
 
 #include <cuda_fp16.h>
