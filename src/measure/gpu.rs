@@ -216,9 +216,7 @@ pub fn measure(
                     t.elapsed()
                 ));
                 for imp in impls_for(n, d) {
-                    let warps = imp
-                        .warps
-                        .unwrap_or(flash::default_warps(imp.version, d, n));
+                    let warps = imp.warps.unwrap_or(flash::default_warps(imp.version, d, n));
                     let name = imp.name(d, n);
                     sets[0].poison(dev)?;
                     flash::forward_with(dev, imp.version, &mut sets[0], mask, warps)?;

@@ -430,7 +430,10 @@ pub fn tiled<T: Element, C: Traffic>(
     }
     // Fast memory, all f32: allocated once per rayon job (`for_each_init`), not per work item (at
     // N = 64 the allocations and their zeroing were a tenth of the time), sized for the rows a tile
-    // really has, and jobs of several items each so that rayon's splitting does not undo it.
+    // really has, and jobs of several items each so that rayon's splitting does not undo it. Not too
+    // many: about 16 jobs a thread, so that when one core is slowed (a shared machine), the other takes
+    // over its queue in small steps (with 4 a thread, a run could end with one core alone on a job
+    // an eighth of the run long).
     let (rmax, cmax) = (br.min(s.nq), bc.min(s.nk));
     let scratch = || {
         let z = |n: usize| vec![0.0f32; n];
@@ -445,7 +448,7 @@ pub fn tiled<T: Element, C: Traffic>(
             z(rmax * kernels::L),
         )
     };
-    let per_job = (items.len() / (4 * rayon::current_num_threads())).max(1);
+    let per_job = (items.len() / (16 * rayon::current_num_threads())).max(1);
     items
         .into_par_iter()
         .with_min_len(per_job)
