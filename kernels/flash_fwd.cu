@@ -992,6 +992,15 @@ __device__ void flash_wg(const T* __restrict__ q, const T* __restrict__ k, const
     key_range(p, i0, min(i0 + BR, p.nq) - 1, lo, hi);
     const int t_begin = lo / BC;
     const int ntiles = hi > lo ? (hi + BC - 1) / BC - t_begin : 0;  // fully masked tiles: skipped
+    // ANCHOR: short_rows
+    // Does any row of the block see fewer keys than a tile holds? Only such a short row can have its
+    // weight on a few keys, where rounding P to 16 bits reaches the 1e-3 bar ("Rounding P"); only then is
+    // the block's first tile corrected. (v7; v6 corrects every block's first tile.)
+    int min_keys = p.nk;
+    if (p.causal) min_keys = min(min_keys, i0 + p.nk - p.nq + 1);
+    if (p.window) min_keys = min(min_keys, p.window);
+    const bool short_rows = min_keys < BC;
+    // ANCHOR_END: short_rows
 
     // ANCHOR: wg_copy
     // Rows [r0, r0 + R) of an (n x D) matrix into an R-row tile (R = BC for K and V, BR for Q).
@@ -1114,7 +1123,7 @@ __device__ void flash_wg(const T* __restrict__ q, const T* __restrict__ k, const
             cp_async_wait<0>();  // V_0 and K_1
             fence_proxy_async();
             __syncthreads();
-            if constexpr (!FOLD) {
+            if (!FOLD && short_rows) {
                 // The first tile's rounding correction, O = (P - fp16(P)) V_0, before the loop (O is
                 // zero, so alpha is not needed); P V_0 itself is step 1's.
                 wg_fence();
@@ -1169,10 +1178,14 @@ __device__ void flash_wg(const T* __restrict__ q, const T* __restrict__ k, const
             wg_commit();
             wg_wait<0>();
         };
+        // Whether the correction is added is decided around whole steps, never between the wgmmas of
+        // one (a branch there would make ptxas serialise them).
         if (ntiles == 1) {
-            last_pv(pf, true);
+            if (FOLD && short_rows) last_pv(pf, true);
+            else last_pv(pf, false);
         } else if (ntiles > 1) {
-            step(1, pf, pg, true);  // P_1 now in pg
+            if (FOLD && short_rows) step(1, pf, pg, true);  // P_1 now in pg
+            else step(1, pf, pg, false);
             int t = 2;
             for (; t + 1 < ntiles; t += 2) {
                 step(t, pg, pf, false);
