@@ -994,8 +994,9 @@ __device__ void flash_wg(const T* __restrict__ q, const T* __restrict__ k, const
     const int ntiles = hi > lo ? (hi + BC - 1) / BC - t_begin : 0;  // fully masked tiles: skipped
     // ANCHOR: short_rows
     // Does any row of the block see fewer keys than a tile holds? Only such a short row can have its
-    // weight on a few keys, where rounding P to 16 bits reaches the 1e-3 bar ("Rounding P"); only then is
-    // the block's first tile corrected. (v7; v6 corrects every block's first tile.)
+    // weight on a few keys, where rounding P to 16 bits reaches the 1e-3 bar ("Rounding P"); only then
+    // does v7's two-warpgroup block run its first tile's correction. (v6 corrects every block's first
+    // tile; v7's one-warpgroup block folds the correction into step 1, where it costs little.)
     int min_keys = p.nk;
     if (p.causal) min_keys = min(min_keys, i0 + p.nk - p.nq + 1);
     if (p.window) min_keys = min(min_keys, p.window);
@@ -1178,14 +1179,13 @@ __device__ void flash_wg(const T* __restrict__ q, const T* __restrict__ k, const
             wg_commit();
             wg_wait<0>();
         };
-        // Whether the correction is added is decided around whole steps, never between the wgmmas of
-        // one (a branch there would make ptxas serialise them).
+        // Folded, the correction is always added: skipping it where no row is short (a branch around
+        // the whole of step 1, two copies of it) made the one-warpgroup kernel 7% slower on causal
+        // masks at D = 64, where it is nearly free under the softmax.
         if (ntiles == 1) {
-            if (FOLD && short_rows) last_pv(pf, true);
-            else last_pv(pf, false);
+            last_pv(pf, true);
         } else if (ntiles > 1) {
-            if (FOLD && short_rows) step(1, pf, pg, true);  // P_1 now in pg
-            else step(1, pf, pg, false);
+            step(1, pf, pg, true);  // P_1 now in pg
             int t = 2;
             for (; t + 1 < ntiles; t += 2) {
                 step(t, pg, pf, false);
