@@ -75,8 +75,11 @@
 //         e. (commit d1ce975) one warpgroup only: the first tile's correction product joins step 1's
 //            P V instead of running alone before the loop: N=512 causal 136 -> 153 TFLOP/s, other
 //            lengths within +-3%.
-//       Measured at d1ce975 (Table 02.1): >= 1.0x FA2 at every N >= 512 except D=64 causal N=1024
-//       (0.96x) and N=512 causal (0.999x); 0.58-0.94x cuDNN.
+//         f. (commit f356d47) the two-warpgroup block corrects its first tile only where a row of the
+//            block sees fewer keys than a tile (short_rows): D=128 +2-4%. The same rule in the
+//            one-warpgroup block (two copies of step 1) made causal D=64 7% slower: not kept there.
+//       Measured at f356d47 (Table 02.1): >= 1.12x FA2 at every N >= 512 except D=64 causal N=512
+//       (0.996x) and N=1024 (0.98x); 0.58-0.93x cuDNN.
 //       Next: TMA and a producer warp (the copies leave the consumers, 3 stages), two warpgroups
 //       ping-ponging so one's softmax hides under the other's wgmma; for short causal rows, a diagonal
 //       tile whose masked half is not computed.
