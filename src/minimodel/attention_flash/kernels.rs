@@ -512,7 +512,11 @@ mod x86 {
         assert!(kt.len() >= d * BC && v.len() >= BC * d && p.len() >= R * BC);
         assert!(m.len() >= R && l.len() >= R * 16);
         // S = Q Kt, R rows x 64 keys, into p.
-        let qrows: [&[f32]; R] = std::array::from_fn(|i| &q[i * d..][..d]);
+        // Plain loops, not `array::from_fn`, whose closures are not compiled for AVX-512 and were called.
+        let mut qrows: [&[f32]; R] = [&[]; R];
+        for (i, row) in qrows.iter_mut().enumerate() {
+            *row = &q[i * d..][..d];
+        }
         block::<R, 4>(qrows, kt, BC, d, p, BC, false, None);
         // The mask (two fills a row become one blend a register), the rows' maxima, then the R rescale
         // factors 2^(m - m') in one vector exponential.
@@ -569,8 +573,12 @@ mod x86 {
             m[i] = mnew[i];
         }
         // O = alpha O + P V, 64 output columns at a time (then 32, 16).
-        let prows: [&[f32]; R] = std::array::from_fn(|i| &p[i * BC..][..BC]);
-        let alpha: [f32; R] = std::array::from_fn(|i| alpha[i]);
+        let (mut prows, mut scale): ([&[f32]; R], [f32; R]) = ([&[]; R], [0.0; R]);
+        for i in 0..R {
+            prows[i] = &p[i * BC..][..BC];
+            scale[i] = alpha[i];
+        }
+        let alpha = scale;
         let mut c0 = 0;
         while c0 < d {
             let (vs, os) = (&v[c0..], &mut o[c0..]);
