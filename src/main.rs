@@ -12,8 +12,8 @@
 //!                              (threads=1: against one thread's measured roof)
 //! modern-attention measure-cpu [--quick] [--only flash|decode|paged|memory] [--with-torch] [--peer FILE]...
 //!                              check then time every CPU version on this machine; with --with-torch,
-//!                              time PyTorch's CPU SDPA (bench/peers/torch_cpu_sdpa.py) before and after
-//!                              ours and keep its faster run; write measurements/cpu-<name>.json
+//!                              time PyTorch's CPU SDPA (bench/peers/torch_cpu_sdpa.py --serve) in
+//!                              windows alternating with ours; write measurements/cpu-<name>.json
 //! modern-attention measure-gpu [--quick] [--only flash|paged] [--peer FILE] [--peer-decode FILE]
 //!                              [--peer-check FILE] [--dram FILE] [--out DIR] [--commit C] [--date D]
 //!                              check then time every GPU kernel version (lab 02) and the paged decode
