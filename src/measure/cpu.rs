@@ -85,7 +85,8 @@ impl Drop for TorchPeer {
     }
 }
 
-/// Alternating windows per compared configuration, and each window's length in seconds.
+/// Alternating windows per compared configuration (half as many with `--quick`), and each window's
+/// length in seconds.
 const ROUNDS: usize = 4;
 const WINDOW_S: f64 = 0.25;
 // ANCHOR_END: torch_peer
@@ -190,6 +191,7 @@ fn run_config<T: Element>(
     c: &Config,
     versions: &[Version],
     mut peer: Option<&mut TorchPeer>,
+    rounds: usize,
     log: &mut dyn FnMut(&str),
 ) -> Vec<Record> {
     let s = c.shape;
@@ -247,7 +249,7 @@ fn run_config<T: Element>(
         let (mut peer_times, mut peer_check) = (Vec::new(), None);
         match peer.as_deref_mut().filter(|_| ver == Version::V3Tiled) {
             Some(p) => {
-                for round in 0..ROUNDS {
+                for round in 0..rounds {
                     for side in [round % 2, 1 - round % 2] {
                         if side == 0 {
                             ours(&mut times, WINDOW_S, 1, 1000);
@@ -389,6 +391,7 @@ pub fn measure(
     step("ceilings");
     let mut records = Vec::new();
     let wanted = |section: &str| only.is_none_or(|o| o == section);
+    let rounds = if quick { ROUNDS / 2 } else { ROUNDS };
     for c in grid(quick).into_iter().filter(|_| wanted("flash")) {
         // The naive and row-at-a-time versions take seconds at N = 2048 with f16 loads; time them in f32.
         let versions: &[Version] = if c.dtype == DType::F16 {
@@ -397,8 +400,8 @@ pub fn measure(
             &Version::ALL
         };
         records.extend(match c.dtype {
-            DType::F16 => run_config::<f16>(&c, versions, peer.as_deref_mut(), log),
-            _ => run_config::<f32>(&c, versions, peer.as_deref_mut(), log),
+            DType::F16 => run_config::<f16>(&c, versions, peer.as_deref_mut(), rounds, log),
+            _ => run_config::<f32>(&c, versions, peer.as_deref_mut(), rounds, log),
         });
         step(&format!(
             "flash N={} D={} {} {}",
@@ -409,7 +412,7 @@ pub fn measure(
         ));
     }
     for (name, c) in variant_configs().into_iter().filter(|_| wanted("variants")) {
-        for mut r in run_config::<f32>(&c, &[Version::V3Tiled], None, log) {
+        for mut r in run_config::<f32>(&c, &[Version::V3Tiled], None, ROUNDS, log) {
             r.variant = name.into();
             records.push(r);
         }
