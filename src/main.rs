@@ -90,6 +90,15 @@ fn git_commit(root: &Path) -> String {
     )
 }
 
+/// Do two records time the same implementation on the same configuration?
+fn same_config(
+    a: &modern_attention::measure::Record,
+    b: &modern_attention::measure::Record,
+) -> bool {
+    (&a.implementation, &a.dtype, a.b, a.hq, a.nq, a.d, &a.mask)
+        == (&b.implementation, &b.dtype, b.b, b.hq, b.nq, b.d, &b.mask)
+}
+
 /// PyTorch's CPU SDPA as a timing server, if `$PYTHON` (or `python3`) imports torch.
 fn torch_peer(root: &Path) -> Option<modern_attention::measure::cpu::TorchPeer> {
     let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
@@ -181,11 +190,7 @@ fn measure_cpu(root: &Path, args: &[String]) -> Result<(), String> {
         let recs: Vec<Record> = serde_json::from_str(&text).map_err(|e| format!("{p}: {e}"))?;
         println!("[measure] {} peer records from {p}", recs.len());
         for r in recs {
-            let same = |m: &Record| {
-                (&m.implementation, &m.dtype, m.b, m.hq, m.nq, m.d, &m.mask)
-                    == (&r.implementation, &r.dtype, r.b, r.hq, r.nq, r.d, &r.mask)
-            };
-            match merged.iter_mut().find(|m| same(m)) {
+            match merged.iter_mut().find(|m| same_config(m, &r)) {
                 Some(m) if r.ms < m.ms => *m = r,
                 Some(_) => {}
                 None => merged.push(r),
@@ -193,12 +198,7 @@ fn measure_cpu(root: &Path, args: &[String]) -> Result<(), String> {
         }
     }
     // A configuration PyTorch was already timed on beside ours keeps that record.
-    merged.retain(|r| {
-        !file.records.iter().any(|m| {
-            (&m.implementation, &m.dtype, m.b, m.hq, m.nq, m.d, &m.mask)
-                == (&r.implementation, &r.dtype, r.b, r.hq, r.nq, r.d, &r.mask)
-        })
-    });
+    merged.retain(|r| !file.records.iter().any(|m| same_config(m, r)));
     file.records.extend(merged);
     let path = root
         .join("measurements")

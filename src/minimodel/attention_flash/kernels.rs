@@ -389,6 +389,20 @@ mod x86 {
         _mm512_maskz_scalef_ps(keep, p, n)
     }
 
+    /// The online softmax's rescale factors `2^(m - m')` of up to 16 rows in one vector exponential
+    /// (one scalar `exp2` a row was a chain of dependent FMAs the rows waited on).
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    unsafe fn rescale_factors(mold: &[f32; 16], mnew: &[f32; 16]) -> [f32; 16] {
+        let mut out = [0.0f32; 16];
+        let diff = _mm512_sub_ps(
+            _mm512_loadu_ps(mold.as_ptr()),
+            _mm512_loadu_ps(mnew.as_ptr()),
+        );
+        _mm512_storeu_ps(out.as_mut_ptr(), exp2v(diff));
+        out
+    }
+
     /// [`exp2v`] over a slice (a multiple of 16 long).
     ///
     /// # Safety
@@ -440,12 +454,7 @@ mod x86 {
                 *mn = _mm512_reduce_max_ps(mx).max(*mo);
             }
             // 2^(m - m'): 0 when m = -inf; a row with m' = -inf is skipped below.
-            let mut alphas = [0.0f32; 16];
-            let diff = _mm512_sub_ps(
-                _mm512_loadu_ps(mold.as_ptr()),
-                _mm512_loadu_ps(mnew.as_ptr()),
-            );
-            _mm512_storeu_ps(alphas.as_mut_ptr(), exp2v(diff));
+            let alphas = rescale_factors(&mold, &mnew);
             for i in 0..rows {
                 let (r, m_new, alpha) = (r0 + i, mnew[i], alphas[i]);
                 if m_new == f32::NEG_INFINITY {
@@ -542,12 +551,7 @@ mod x86 {
             mold[i] = m[i];
             mnew[i] = _mm512_reduce_max_ps(mx).max(m[i]);
         }
-        let mut alpha = [0.0f32; 16];
-        let diff = _mm512_sub_ps(
-            _mm512_loadu_ps(mold.as_ptr()),
-            _mm512_loadu_ps(mnew.as_ptr()),
-        );
-        _mm512_storeu_ps(alpha.as_mut_ptr(), exp2v(diff));
+        let mut alpha = rescale_factors(&mold, &mnew);
         // P = 2^(S - m'), the row sums, the new state.
         for i in 0..R {
             let row = p.as_mut_ptr().add(i * BC);
