@@ -80,9 +80,19 @@
 //            one-warpgroup block (two copies of step 1) made causal D=64 7% slower: not kept there.
 //       Measured at f356d47 (Table 02.1): >= 1.12x FA2 at every N >= 512 except D=64 causal N=512
 //       (0.996x) and N=1024 (0.98x); 0.58-0.93x cuDNN.
+//       Tried after f356d47, not kept (gpu-probe time against the f356d47 build in the same call,
+//       H100, 2026-11-28):
+//         g. persistent one-warpgroup blocks (as many as fit, each walking (tile, head) items, the next
+//            item's Q and first K tile loaded under the last P V): non-causal D=64 within +-2%, so the
+//            second block on the SM already hid the start; with a static item order causal got
+//            20-30% slower (blocks' loads unequal; cuDNN's persistent kernel schedules dynamically),
+//            and with tile t of every head together (head-minor order) K and V left L2: half speed.
+//         h. key tiles walked from the last down, the diagonal tile first, and when its upper 64
+//            keys are past every row, S with N = 64 and half the exponentials: N=512 causal 3.5%
+//            slower, others 1-2% slower (the masked tile moves into the prologue, which nothing
+//            overlaps).
 //       Next: TMA and a producer warp (the copies leave the consumers, 3 stages), two warpgroups
-//       ping-ponging so one's softmax hides under the other's wgmma; for short causal rows, a diagonal
-//       tile whose masked half is not computed.
+//       ping-ponging so one's softmax hides under the other's wgmma; dynamic tile scheduling.
 // ANCHOR_END: changelog
 
 #include <cuda_fp16.h>
