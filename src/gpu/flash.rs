@@ -442,8 +442,14 @@ pub fn forward_with<T: GpuElement>(
             };
             let smem = ((br + 4 * bc) * s.d * 2 + 1024 + sink) as u32;
             f.set_attribute(MAX_DYNAMIC_SMEM, smem as i32)?;
+            // v7's one-warpgroup block takes a 1-D grid and orders it itself (`wg_order`).
+            let grid_dim = if version == Version::V7Overlap && warps == 4 {
+                (nq.div_ceil(br as u32) * bh, 1, 1)
+            } else {
+                (nq.div_ceil(br as u32), bh, 1)
+            };
             let cfg = LaunchConfig {
-                grid_dim: (nq.div_ceil(br as u32), bh, 1),
+                grid_dim,
                 block_dim: (threads as u32, 1, 1),
                 shared_mem_bytes: smem,
             };
