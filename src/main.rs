@@ -302,7 +302,7 @@ fn run() -> Result<(), String> {
                 None => false,
             };
             let (variant, machine) = parse(&words).map_err(|e| e.to_string())?;
-            let mut exp_rate = None;
+            let (mut exp_rate, mut cache) = (None, None);
             let measured = match machine.as_str() {
                 "h100" if !one_thread => None,
                 kind @ ("cpu" | "gpu") => {
@@ -321,6 +321,8 @@ fn run() -> Result<(), String> {
                         1.0
                     };
                     exp_rate = m.exp_per_s.map(|r| r / share);
+                    // A GPU's L2, shared by one query tile an SM (as in the datasheet ceilings).
+                    cache = m.l2_bytes.map(|b| (b, m.cores));
                     if one_thread {
                         let (Some(p1), Some(b1)) = (m.peak_gflops_1t, m.bandwidth_gbps_1t) else {
                             return Err(format!(
@@ -340,6 +342,7 @@ fn run() -> Result<(), String> {
             };
             let mut ceilings = machine_ceilings(measured);
             ceilings.exp_rate = ceilings.exp_rate.or(exp_rate);
+            ceilings.cache = ceilings.cache.or(cache);
             print!("{}", report(&variant, &ceilings));
             Ok(())
         }

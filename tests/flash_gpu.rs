@@ -231,3 +231,31 @@ fn open_never_panics() {
         println!("device: {} ({})", d.name().unwrap(), d.arch());
     }
 }
+
+/// The measured exponential rate (the softmax's second roof) is the special function units' rate:
+/// within [0.5, 1.05] of 16 a clock per SM (the programming guide's rate for `ex2` on compute
+/// capability 8.x and 9.0) at the SM clock the driver reports as the maximum.
+#[test]
+fn the_exponential_rate_is_the_special_function_units() {
+    use cudarc::driver::sys::CUdevice_attribute;
+    use modern_attention::gpu::ceilings::{clock_and_l2, exp_rate};
+    let Some(dev) = device() else { return };
+    let sms = dev
+        .attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)
+        .unwrap() as f64;
+    let (mhz, l2) = clock_and_l2(&dev).unwrap();
+    assert!(
+        mhz > 100.0 && l2 >= (1 << 20) as f64,
+        "clock {mhz} MHz, L2 {l2} B"
+    );
+    let rate = exp_rate(&dev).unwrap();
+    let guide = 16.0 * sms * mhz * 1e6;
+    println!(
+        "ex2: {rate:.4e}/s, {:.3} of 16 a clock per SM at {mhz} MHz",
+        rate / guide
+    );
+    assert!(
+        rate > 0.5 * guide && rate < 1.05 * guide,
+        "{rate:e} vs {guide:e}"
+    );
+}

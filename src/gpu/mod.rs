@@ -7,6 +7,7 @@
 //!
 //! Shapes follow the crate: `q: (B, Hq, Nq, D)`, `k, v: (B, Hkv, Nk, D)`, row-major, contiguous.
 
+pub mod ceilings;
 pub mod flash;
 pub mod paged;
 

@@ -448,6 +448,8 @@ pub fn measure(
             peak_gflops_1t: Some(peak1 / 1e9),
             bandwidth_gbps_1t: Some(bw1 / 1e9),
             exp_per_s: Some(exps),
+            clock_mhz: None,
+            l2_bytes: None,
         },
         generated: Generated {
             date: date.into(),

@@ -255,7 +255,8 @@ pub fn measure(
 }
 
 /// The machine and provenance for a GPU measurement file (`peak` and `bandwidth` in GFLOP/s and GB/s,
-/// measured by the peer script; `driver` from `nvidia-smi`).
+/// measured by the peer script; `driver` from `nvidia-smi`); the exponential rate is measured here
+/// ([`crate::gpu::ceilings::exp_rate`]), the SM clock and the L2 size read from the driver.
 pub fn file(
     dev: &Device,
     records: Vec<Record>,
@@ -265,6 +266,8 @@ pub fn file(
     generated: Generated,
 ) -> Result<MeasurementFile, GpuError> {
     let sms = dev.attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)? as usize;
+    let (clock_mhz, l2_bytes) = crate::gpu::ceilings::clock_and_l2(dev)?;
+    let exps = crate::gpu::ceilings::exp_rate(dev)?;
     Ok(MeasurementFile {
         machine: Machine {
             kind: "gpu".into(),
@@ -277,7 +280,9 @@ pub fn file(
             read_gbps: None,
             peak_gflops_1t: None,
             bandwidth_gbps_1t: None,
-            exp_per_s: None,
+            exp_per_s: Some(exps),
+            clock_mhz: Some(clock_mhz),
+            l2_bytes: Some(l2_bytes),
         },
         generated,
         records,

@@ -42,6 +42,12 @@ pub struct Machine {
     /// Exponentials per second over all threads (the softmax's one per score), when measured.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exp_per_s: Option<f64>,
+    /// A GPU's maximum SM clock in MHz, as its driver reports it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clock_mhz: Option<f64>,
+    /// A GPU's L2 size in bytes, as its driver reports it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub l2_bytes: Option<f64>,
 }
 
 /// When and from what a file was generated.

@@ -140,7 +140,8 @@ fn machine_roofline(name: &str, f: &MeasurementFile, picks: &[Pick]) -> (String,
     };
     let mut uses_one = false;
     let mut counted_rows = Vec::new();
-    // The exponential rate: measured on the CPU; for the H100 a datasheet figure (not measured yet).
+    // The exponential rate, measured (`exp_per_s`); for an H100 file from before the GPU's rate was
+    // measured, the programming guide's rate at the card's maximum clock.
     let exp_rate = f
         .machine
         .exp_per_s

@@ -1,0 +1,41 @@
+//! Ceilings of the GPU that the PyTorch peer does not measure (it times a matrix product and a
+//! copy): the rate of the softmax's exponentials, and what the device says of its clock and L2.
+
+use super::{Device, GpuError};
+use cudarc::driver::{sys::CUdevice_attribute, LaunchConfig, PushKernelArg};
+
+// ANCHOR: exp_rate
+/// Exponentials a second (`ex2.approx`, one per score of the softmax): the `ex2_rate` kernel, eight
+/// blocks of 256 threads an SM, each thread `8 x iters` dependent-in-eight-chains exponentials;
+/// median of 20 launches.
+pub fn exp_rate(dev: &Device) -> Result<f64, GpuError> {
+    const CHAINS: usize = 8; // `CH` in kernels/ceilings.cu
+    let module = dev.module("ceilings.cu", &[])?;
+    let f = module.load_function("ex2_rate")?;
+    let sms = dev.attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)? as usize;
+    let (blocks, threads, iters) = (sms * 8, 256usize, 4096i32);
+    let st = dev.stream();
+    let mut sink = st.alloc_zeros::<f32>(blocks * threads)?;
+    let cfg = LaunchConfig {
+        grid_dim: (blocks as u32, 1, 1),
+        block_dim: (threads as u32, 1, 1),
+        shared_mem_bytes: 0,
+    };
+    let mut ms = dev.time_each(3, 20, |_| {
+        // SAFETY: `ex2_rate(float* sink, int iters)` writes one float per thread of the grid, and
+        // `sink` holds one per thread.
+        unsafe { st.launch_builder(&f).arg(&mut sink).arg(&iters).launch(cfg) }?;
+        Ok(())
+    })?;
+    ms.sort_by(f64::total_cmp);
+    let exps = (blocks * threads * CHAINS) as f64 * iters as f64;
+    Ok(exps / (ms[ms.len() / 2] * 1e-3))
+}
+// ANCHOR_END: exp_rate
+
+/// The device's maximum SM clock in MHz and its L2 size in bytes, as the driver reports them.
+pub fn clock_and_l2(dev: &Device) -> Result<(f64, f64), GpuError> {
+    let khz = dev.attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_CLOCK_RATE)?;
+    let l2 = dev.attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_L2_CACHE_SIZE)?;
+    Ok((khz as f64 / 1e3, l2 as f64))
+}
