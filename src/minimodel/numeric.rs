@@ -91,12 +91,23 @@ pub trait Element: Copy + Send + Sync + 'static {
     fn finite(self) -> bool {
         self.to_f32().is_finite()
     }
+    /// Every element [`Element::finite`]: a branch-free pass (it vectorises). f32 overrides it with
+    /// AVX-512 where the CPU has it.
+    fn all_finite(x: &[Self]) -> bool {
+        x.iter().fold(true, |ok, e| ok & e.finite())
+    }
     /// `src` as f32: widened into `buf` (the first `src.len()` floats) and returned from there; the f32
     /// slice itself for f32, so that a kernel reads it in place instead of copying it into a tile.
     fn view_f32<'a>(src: &'a [Self], buf: &'a mut [f32]) -> &'a [f32] {
         let buf = &mut buf[..src.len()];
         Self::widen_into(src, buf);
         buf
+    }
+    /// An output slice a kernel may accumulate into directly: the slice itself for f32, `None` for the
+    /// other types (which accumulate in an f32 buffer and round once at the end).
+    fn as_f32_mut(dst: &mut [Self]) -> Option<&mut [f32]> {
+        let _ = dst;
+        None
     }
 }
 
@@ -137,6 +148,38 @@ impl Element for f32 {
     fn view_f32<'a>(src: &'a [Self], _buf: &'a mut [f32]) -> &'a [f32] {
         src
     }
+    fn as_f32_mut(dst: &mut [Self]) -> Option<&mut [f32]> {
+        Some(dst)
+    }
+    fn all_finite(x: &[Self]) -> bool {
+        #[cfg(target_arch = "x86_64")]
+        if std::is_x86_feature_detected!("avx512f") {
+            // SAFETY: AVX-512F is present.
+            return unsafe { all_finite_avx512(x) };
+        }
+        x.iter().fold(true, |ok, e| ok & e.is_finite())
+    }
+}
+
+/// [`Element::all_finite`] for f32 on AVX-512: 16 exponent fields compared with all-ones per
+/// instruction, the results OR-ed into one mask (the crate's baseline build has only 128-bit
+/// vectors; with them this check of the inputs was about a sixth of the time at N = 64).
+///
+/// # Safety
+/// The CPU has AVX-512F.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn all_finite_avx512(x: &[f32]) -> bool {
+    use std::arch::x86_64::*;
+    let exp = _mm512_set1_epi32(0x7f80_0000);
+    let chunks = x.chunks_exact(16);
+    let tail = chunks.remainder();
+    let mut bad: u16 = 0;
+    for c in chunks {
+        let bits = _mm512_loadu_si512(c.as_ptr().cast());
+        bad |= _mm512_cmpeq_epi32_mask(_mm512_and_si512(bits, exp), exp);
+    }
+    bad == 0 && tail.iter().all(|e| e.is_finite())
 }
 
 impl Element for f16 {
@@ -207,6 +250,27 @@ pub fn convert<A: Element, B: Element>(xs: &[A]) -> Vec<B> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn all_finite_finds_every_nan_and_infinity() {
+        // Lengths around the 16-lane blocks; a bad value at every position, and the extremes that are
+        // finite (the largest f32, a subnormal, -0).
+        for n in [0, 1, 15, 16, 17, 47, 64, 100] {
+            let mut x: Vec<f32> = (0..n).map(|i| (i as f32 - 7.5) * 1e3).collect();
+            if n >= 3 {
+                (x[0], x[1], x[2]) = (f32::MAX, f32::MIN_POSITIVE / 4.0, -0.0);
+            }
+            assert!(<f32 as Element>::all_finite(&x), "n = {n}");
+            for i in 0..n {
+                for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+                    let keep = x[i];
+                    x[i] = bad;
+                    assert!(!<f32 as Element>::all_finite(&x), "n = {n}, {bad} at {i}");
+                    x[i] = keep;
+                }
+            }
+        }
+    }
 
     #[test]
     fn roundoff_bounds_rounding() {

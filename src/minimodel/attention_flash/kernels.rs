@@ -224,8 +224,8 @@ fn tile_gemm<const FUSED: bool, const CS: usize>(
 // ANCHOR: softmax_tile
 /// The online-softmax step for a tile of scores, in place: for each row `r`,
 /// `m' = max(m, rowmax(S_r))`, `P_r = 2^(S_r - m')`, `l' = l 2^(m - m') + rowsum(P_r)`, and the row's
-/// output accumulator is scaled by `alpha = 2^(m - m')`. Scores are in log2 units (Q was pre-scaled by
-/// `log2(e) / sqrt(D)`). A row whose scores are all `-inf` so far keeps `m = -inf`, `l = 0`, `P = 0`.
+/// output accumulator is scaled by `alpha = 2^(m - m')`. Scores are in log2 units (the K tile was
+/// scaled by `log2(e) / sqrt(D)` as it was transposed). A row whose scores are all `-inf` so far keeps `m = -inf`, `l = 0`, `P = 0`.
 #[inline(always)]
 fn softmax_tile<const FUSED: bool>(
     s: &mut [f32],
@@ -326,14 +326,15 @@ mod x86 {
     // ANCHOR_END: block
 
     // ANCHOR: transpose16
-    /// Transpose the 16 x 16 block at `src` (row stride `lds`) into `dst` (row stride `ldd`): 16 loads,
-    /// three rounds of in-register shuffles (pairs of rows, then 128-bit and 256-bit lanes), 16 stores.
+    /// Transpose the 16 x 16 block at `src` (row stride `lds`) into `dst` (row stride `ldd`), times
+    /// `scale`: 16 loads, three rounds of in-register shuffles (pairs of rows, then 128-bit and 256-bit
+    /// lanes), 16 multiplies and 16 stores.
     ///
     /// # Safety
     /// The CPU has AVX-512F; both blocks are in bounds.
     #[target_feature(enable = "avx512f")]
     #[inline]
-    pub unsafe fn transpose16(src: *const f32, lds: usize, dst: *mut f32, ldd: usize) {
+    pub unsafe fn transpose16(src: *const f32, lds: usize, dst: *mut f32, ldd: usize, scale: f32) {
         // Plain loops over arrays, not `array::from_fn`: its closures are not compiled for AVX-512
         // and were called, not inlined.
         let (mut r, mut t) = ([_mm512_setzero_ps(); 16], [_mm512_setzero_ps(); 16]);
@@ -359,11 +360,12 @@ mod x86 {
                 t[g + 4 + k] = _mm512_shuffle_f32x4::<0xDD>(r[g + k], r[g + 4 + k]);
             }
         }
+        let sv = _mm512_set1_ps(scale);
         for i in 0..8 {
             let lo = _mm512_shuffle_f32x4::<0x88>(t[i], t[8 + i]);
             let hi = _mm512_shuffle_f32x4::<0xDD>(t[i], t[8 + i]);
-            _mm512_storeu_ps(dst.add(i * ldd), lo);
-            _mm512_storeu_ps(dst.add((8 + i) * ldd), hi);
+            _mm512_storeu_ps(dst.add(i * ldd), _mm512_mul_ps(lo, sv));
+            _mm512_storeu_ps(dst.add((8 + i) * ldd), _mm512_mul_ps(hi, sv));
         }
     }
     // ANCHOR_END: transpose16
@@ -658,7 +660,7 @@ mod x86 {
     // ANCHOR_END: block
 }
 
-/// One (Q tile, K/V tile) pair in fast memory, all f32: `q: (br, d)` (pre-scaled), `kt: (d, bc)`,
+/// One (Q tile, K/V tile) pair in fast memory, all f32: `q: (br, d)`, `kt: (d, bc)` (scaled),
 /// `v: (bc, d)`, the score scratch `s: (br, bc)`, and the query rows' running state `m, l: (br)`,
 /// `o: (br, d)`.
 pub struct Tile<'a> {
@@ -775,10 +777,11 @@ unsafe fn tile_step_avx2(t: &mut Tile, mask: Option<RowRange>) {
     tile_step::<true, 16>(t, mask)
 }
 
-/// `dst (cols x rows) = src (rows x cols)` transposed: the K tile's load. On AVX-512 in 16 x 16
+/// `dst (cols x rows) = scale src (rows x cols)` transposed: the K tile's load, which also applies the
+/// softmax's scale `log2(e) / sqrt(D)` (so that Q is read in place, never copied). On AVX-512 in 16 x 16
 /// blocks of register shuffles when both sizes are multiples of 16 (a scalar transpose, one strided
 /// store an element, was 8% of the tiled loop's time at N = 2048); element by element otherwise.
-pub fn transpose(isa: Isa, src: &[f32], rows: usize, cols: usize, dst: &mut [f32]) {
+pub fn transpose(isa: Isa, src: &[f32], rows: usize, cols: usize, dst: &mut [f32], scale: f32) {
     assert!(src.len() >= rows * cols && dst.len() >= rows * cols);
     #[cfg(target_arch = "x86_64")]
     if isa == Isa::Avx512
@@ -795,6 +798,7 @@ pub fn transpose(isa: Isa, src: &[f32], rows: usize, cols: usize, dst: &mut [f32
                         cols,
                         dst.as_mut_ptr().add(c0 * rows + r0),
                         rows,
+                        scale,
                     )
                 };
             }
@@ -804,7 +808,7 @@ pub fn transpose(isa: Isa, src: &[f32], rows: usize, cols: usize, dst: &mut [f32
     let _ = isa;
     for (r, row) in src[..rows * cols].chunks_exact(cols).enumerate() {
         for (c, x) in row.iter().enumerate() {
-            dst[c * rows + r] = *x;
+            dst[c * rows + r] = *x * scale;
         }
     }
 }
@@ -857,12 +861,12 @@ mod tests {
         for (rows, cols) in [(16, 16), (64, 64), (32, 128), (48, 16), (17, 64), (64, 40)] {
             let src: Vec<f32> = (0..rows * cols).map(|i| i as f32).collect();
             let mut want = vec![0.0f32; rows * cols];
-            transpose(Isa::Portable, &src, rows, cols, &mut want);
+            transpose(Isa::Portable, &src, rows, cols, &mut want, 0.5);
             for (r, c) in [(0, 0), (rows - 1, cols - 1), (rows / 2, cols / 3)] {
-                assert_eq!(want[c * rows + r], src[r * cols + c]);
+                assert_eq!(want[c * rows + r], 0.5 * src[r * cols + c]);
             }
             let mut got = vec![-1.0f32; rows * cols];
-            transpose(Isa::detect(), &src, rows, cols, &mut got);
+            transpose(Isa::detect(), &src, rows, cols, &mut got, 0.5);
             assert_eq!(got, want, "{rows} x {cols} on {}", Isa::detect().name());
         }
     }

@@ -196,8 +196,8 @@ fn check<T: Element>(s: &AttnShape, q: &[T], k: &[T], v: &[T], o: usize) -> Resu
         });
     }
     for (tensor, x) in [("q", q), ("k", k), ("v", v)] {
-        // A branch-free pass first (it vectorises); the position only when something is wrong.
-        if !x.iter().fold(true, |ok, e| ok & e.finite()) {
+        // A branch-free pass first (vectorised); the position only when something is wrong.
+        if !T::all_finite(x) {
             let index = x.iter().position(|e| !e.finite()).unwrap_or(0);
             return Err(FlashError::NonFinite { tensor, index });
         }
@@ -398,9 +398,10 @@ pub fn v3_tiled<T: Element>(
 /// Tiled FlashAttention forward with explicit tiles, instruction set and traffic counter.
 ///
 /// For each (batch, head, query tile) in parallel:
-/// load the Q tile once (scaled by `log2(e) / sqrt(D)` so the kernels can use `2^x`); for each key tile
-/// the mask does not hide entirely, load K (transposed) and V, and run one step of the online softmax
-/// (`S = Q K^T`, `m, l, P`, `O = alpha O + P V`); finally `O / l`, stored once.
+/// load the Q tile once; for each key tile the mask does not hide entirely, load K (transposed, and
+/// scaled by `log2(e) / sqrt(D)` so the kernels can use `2^x`) and V, and run one step of the online
+/// softmax (`S = Q K^T`, `m, l, P`, `O = alpha O + P V`); finally `O / l`, stored once. f32 inputs are
+/// read in place and f32 outputs accumulated in place: no copy of Q or O.
 #[allow(clippy::too_many_arguments)]
 pub fn tiled<T: Element, C: Traffic>(
     q: &[T],
@@ -456,65 +457,73 @@ pub fn tiled<T: Element, C: Traffic>(
             let hk = h / s.group();
             let (i0, i1) = (t * br, (t * br + br).min(s.nq));
             let rows = i1 - i0;
-            // The Q tile, K transposed, V, K widened (half types, before the transpose), scores, and the
-            // rows' running state.
-            let (qt, kt, vt, kwide, st, acc, m, l) = scr;
-            let (qt, acc) = (&mut qt[..rows * d], &mut acc[..rows * d]);
+            // The Q tile, K transposed, V, K widened (half types, before the transpose), scores, the
+            // output accumulator (half types only: f32 accumulates in the output itself) and the rows'
+            // running state.
+            let (qt, kt, vt, kwide, st, acc_buf, m, l) = scr;
             let (m, l) = (&mut m[..rows], &mut l[..rows * kernels::L]);
-            acc.fill(0.0);
             m.fill(f32::NEG_INFINITY);
             l.fill(0.0);
-            // Load Q tile: rows x D elements, once.
-            let qsrc = &q[s.q_row(b, h, i0)..][..rows * d];
-            T::widen_into(qsrc, qt);
-            qt.iter_mut().for_each(|x| *x *= qscale);
+            // Load Q tile: rows x D elements, once (f32 is read in place; the half types widened).
+            let qtile = T::view_f32(&q[s.q_row(b, h, i0)..][..rows * d], qt);
             traffic.load(rows * d * e);
             let (first, last) = kv_tile_range(mask, i0, i1, s.nq, s.nk, bc);
             let tc = s.nk.div_ceil(bc);
             for _ in (0..first).chain(last..tc) {
                 traffic.tile(false);
             }
-            for jt in first..last {
-                let (j0, j1) = (jt * bc, (jt * bc + bc).min(s.nk));
-                let cols = j1 - j0;
-                // Load K tile transposed (D x cols) and V tile (cols x D); f32 inputs are read in place
-                // (the copy into a tile was 4% of the time at N = 2048), the half types widened first.
-                let krows = T::view_f32(&k[s.kv_row(b, hk, j0)..][..cols * d], kwide);
-                kernels::transpose(isa, krows, cols, d, &mut kt[..d * cols]);
-                let vtile = T::view_f32(&v[s.kv_row(b, hk, j0)..][..cols * d], vt);
-                traffic.load(2 * cols * d * e);
-                traffic.tile(true);
-                // Row r's visible keys, as columns of this tile.
-                let range = |r: usize| {
-                    let (lo, hi) = visible_keys(mask, i0 + r, s.nq, s.nk);
-                    let col = |j: i64| (j - j0 as i64).clamp(0, cols as i64) as usize;
-                    (col(lo), col(hi))
-                };
-                let partial = !tile_fully_visible(mask, i0, i1, j0, j1, s.nq, s.nk);
-                let mut tile = kernels::Tile {
-                    q: qt,
-                    kt: &kt[..d * cols],
-                    v: vtile,
-                    s: &mut st[..rows * cols],
-                    m,
-                    l,
-                    o: acc,
-                    br: rows,
-                    bc: cols,
-                    d,
-                };
-                kernels::step(
-                    isa,
-                    &mut tile,
-                    partial.then_some(&range as kernels::RowRange),
-                );
-            }
-            // O = acc / l, once; a row that saw no key stays zero. Rounded to T a row at a time.
-            for (r, (orow, arow)) in o_tile.chunks_mut(d).zip(acc.chunks_mut(d)).enumerate() {
-                let lr = kernels::row_sum(&l[r * kernels::L..]);
-                let inv = if lr > 0.0 { 1.0 / lr } else { 0.0 };
-                arow.iter_mut().for_each(|a| *a *= inv);
-                T::narrow_from(arow, orow);
+            let mut run = |acc: &mut [f32]| {
+                acc.fill(0.0);
+                for jt in first..last {
+                    let (j0, j1) = (jt * bc, (jt * bc + bc).min(s.nk));
+                    let cols = j1 - j0;
+                    // Load K tile transposed (D x cols), scaled by `qscale` on the way, and V tile
+                    // (cols x D); f32 inputs are read in place (the copy into a tile was 4% of the time
+                    // at N = 2048), the half types widened first.
+                    let krows = T::view_f32(&k[s.kv_row(b, hk, j0)..][..cols * d], kwide);
+                    kernels::transpose(isa, krows, cols, d, &mut kt[..d * cols], qscale);
+                    let vtile = T::view_f32(&v[s.kv_row(b, hk, j0)..][..cols * d], vt);
+                    traffic.load(2 * cols * d * e);
+                    traffic.tile(true);
+                    // Row r's visible keys, as columns of this tile.
+                    let range = |r: usize| {
+                        let (lo, hi) = visible_keys(mask, i0 + r, s.nq, s.nk);
+                        let col = |j: i64| (j - j0 as i64).clamp(0, cols as i64) as usize;
+                        (col(lo), col(hi))
+                    };
+                    let partial = !tile_fully_visible(mask, i0, i1, j0, j1, s.nq, s.nk);
+                    let mut tile = kernels::Tile {
+                        q: qtile,
+                        kt: &kt[..d * cols],
+                        v: vtile,
+                        s: &mut st[..rows * cols],
+                        m: &mut *m,
+                        l: &mut *l,
+                        o: &mut *acc,
+                        br: rows,
+                        bc: cols,
+                        d,
+                    };
+                    kernels::step(
+                        isa,
+                        &mut tile,
+                        partial.then_some(&range as kernels::RowRange),
+                    );
+                }
+                // O = acc / l, once; a row that saw no key stays zero.
+                for (r, arow) in acc.chunks_mut(d).enumerate() {
+                    let lr = kernels::row_sum(&l[r * kernels::L..]);
+                    let inv = if lr > 0.0 { 1.0 / lr } else { 0.0 };
+                    arow.iter_mut().for_each(|a| *a *= inv);
+                }
+            };
+            match T::as_f32_mut(o_tile) {
+                Some(o) => run(o),
+                None => {
+                    let acc = &mut acc_buf[..rows * d];
+                    run(acc);
+                    T::narrow_from(acc, o_tile); // rounded to T once
+                }
             }
             traffic.store(rows * d * e);
         });
