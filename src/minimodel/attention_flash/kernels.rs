@@ -491,22 +491,22 @@ mod x86 {
     // ANCHOR_END: softmax_avx512
 
     // ANCHOR: row_block
-    /// A whole tile step for `R` query rows when the K tile has 64 keys: the `R x 64` scores come out of
-    /// one register block into `p` (a few KB that stay in L1), the online softmax turns them into
+    /// A whole tile step for `R` query rows when the K tile has `BC = 16 BV` keys (64 or 32): the
+    /// `R x BC` scores come out of one register block into `p` (a few KB that stay in L1), the online softmax turns them into
     /// probabilities there, and `O += P V` runs in register blocks whose accumulators are loaded from
     /// `O` already multiplied by the rows' rescale factors. Compared with three passes over a whole
     /// `Br x 64` tile (`S = Q Kt`, softmax, `O += P V`), the scores never leave L1 and `O` is read and
     /// written once per step instead of twice.
     ///
-    /// `q: (R, d)` from the tile's row `r0`, `kt: (d, 64)`, `v: (64, d)`, `o: (R, d)`, `m, l: (R)`,
-    /// `p`: at least `R * 64` floats of scratch; `range` gives row `r0 + i`'s visible columns.
+    /// `q: (R, d)` from the tile's row `r0`, `kt: (d, BC)`, `v: (BC, d)`, `o: (R, d)`, `m, l: (R)`,
+    /// `p`: at least `R * BC` floats of scratch; `range` gives row `r0 + i`'s visible columns.
     ///
     /// # Safety
     /// The CPU has AVX-512F; `d` is a multiple of 16; the slices have the shapes above.
     #[target_feature(enable = "avx512f")]
     #[inline]
     #[allow(clippy::too_many_arguments)]
-    pub unsafe fn row_block<const R: usize>(
+    pub unsafe fn row_block<const R: usize, const BV: usize>(
         q: &[f32],
         kt: &[f32],
         v: &[f32],
@@ -518,55 +518,59 @@ mod x86 {
         range: Option<super::RowRange>,
         r0: usize,
     ) {
-        const BC: usize = 64;
+        let bc = 16 * BV;
+        assert!(BV == 2 || BV == 4);
         assert!(d.is_multiple_of(16) && q.len() >= R * d && o.len() >= R * d);
-        assert!(kt.len() >= d * BC && v.len() >= BC * d && p.len() >= R * BC);
+        assert!(kt.len() >= d * bc && v.len() >= bc * d && p.len() >= R * bc);
         assert!(m.len() >= R && l.len() >= R * 16);
-        // S = Q Kt, R rows x 64 keys, into p.
+        // S = Q Kt, R rows x BC keys, into p.
         // Plain loops, not `array::from_fn`, whose closures are not compiled for AVX-512 and were called.
         let mut qrows: [&[f32]; R] = [&[]; R];
         for (i, row) in qrows.iter_mut().enumerate() {
             *row = &q[i * d..][..d];
         }
-        block::<R, 4>(qrows, kt, BC, d, p, BC, false, None);
+        block::<R, BV>(qrows, kt, bc, d, p, bc, false, None);
         // The mask (two fills a row become one blend a register), the rows' maxima, then the R rescale
         // factors 2^(m - m') in one vector exponential.
         let ninf = _mm512_set1_ps(f32::NEG_INFINITY);
         let (mut mold, mut mnew) = ([f32::NEG_INFINITY; 16], [f32::NEG_INFINITY; 16]);
         for i in 0..R {
-            let row = p.as_mut_ptr().add(i * BC);
-            let mut x: [__m512; 4] = [ninf; 4];
+            let row = p.as_mut_ptr().add(i * bc);
+            let mut x: [__m512; BV] = [ninf; BV];
             for (j, xj) in x.iter_mut().enumerate() {
                 *xj = _mm512_loadu_ps(row.add(16 * j));
             }
             if let Some(range) = range {
                 let (lo, hi) = range(r0 + i);
-                let (lo, hi) = (lo.min(BC), hi.min(BC).max(lo.min(BC)));
-                let upto = |c: usize| if c >= BC { u64::MAX } else { (1u64 << c) - 1 };
+                let (lo, hi) = (lo.min(bc), hi.min(bc).max(lo.min(bc)));
+                let upto = |c: usize| if c >= 64 { u64::MAX } else { (1u64 << c) - 1 };
                 let visible = upto(hi) & !upto(lo);
                 for (j, xj) in x.iter_mut().enumerate() {
                     *xj = _mm512_mask_blend_ps((visible >> (16 * j)) as u16, ninf, *xj);
                     _mm512_storeu_ps(row.add(16 * j), *xj);
                 }
             }
-            let mx = _mm512_max_ps(_mm512_max_ps(x[0], x[1]), _mm512_max_ps(x[2], x[3]));
+            let mut mx = x[0];
+            for xj in &x[1..] {
+                mx = _mm512_max_ps(mx, *xj);
+            }
             mold[i] = m[i];
             mnew[i] = _mm512_reduce_max_ps(mx).max(m[i]);
         }
         let mut alpha = rescale_factors(&mold, &mnew);
         // P = 2^(S - m'), the row sums, the new state.
         for i in 0..R {
-            let row = p.as_mut_ptr().add(i * BC);
+            let row = p.as_mut_ptr().add(i * bc);
             if mnew[i] == f32::NEG_INFINITY {
                 // Nothing visible yet: P = 0, and the state (m = -inf, l = 0, o = 0) stays.
-                for j in 0..4 {
+                for j in 0..BV {
                     _mm512_storeu_ps(row.add(16 * j), _mm512_setzero_ps());
                 }
                 alpha[i] = 1.0;
                 continue;
             }
             let (mv, mut sum) = (_mm512_set1_ps(mnew[i]), _mm512_setzero_ps());
-            for j in 0..4 {
+            for j in 0..BV {
                 let e = exp2v(_mm512_sub_ps(_mm512_loadu_ps(row.add(16 * j)), mv));
                 _mm512_storeu_ps(row.add(16 * j), e);
                 sum = _mm512_add_ps(sum, e);
@@ -581,7 +585,7 @@ mod x86 {
         // O = alpha O + P V, 64 output columns at a time (then 32, 16).
         let (mut prows, mut scale): ([&[f32]; R], [f32; R]) = ([&[]; R], [0.0; R]);
         for i in 0..R {
-            prows[i] = &p[i * BC..][..BC];
+            prows[i] = &p[i * bc..][..bc];
             scale[i] = alpha[i];
         }
         let alpha = scale;
@@ -590,15 +594,15 @@ mod x86 {
             let (vs, os) = (&v[c0..], &mut o[c0..]);
             c0 += match d - c0 {
                 64.. => {
-                    block::<R, 4>(prows, vs, d, BC, os, d, true, Some(alpha));
+                    block::<R, 4>(prows, vs, d, bc, os, d, true, Some(alpha));
                     64
                 }
                 32..64 => {
-                    block::<R, 2>(prows, vs, d, BC, os, d, true, Some(alpha));
+                    block::<R, 2>(prows, vs, d, bc, os, d, true, Some(alpha));
                     32
                 }
                 _ => {
-                    block::<R, 1>(prows, vs, d, BC, os, d, true, Some(alpha));
+                    block::<R, 1>(prows, vs, d, bc, os, d, true, Some(alpha));
                     16
                 }
             };
@@ -699,10 +703,16 @@ pub type RowRange<'a> = &'a dyn Fn(usize) -> (usize, usize);
 fn tile_step<const FUSED: bool, const CS: usize>(t: &mut Tile, mask: Option<RowRange>) {
     let (br, bc, d) = (t.br, t.bc, t.d);
     #[cfg(target_arch = "x86_64")]
-    if CS == 32 && bc == 64 && d.is_multiple_of(16) {
+    if CS == 32 && (bc == 64 || bc == 32) && d.is_multiple_of(16) {
         // SAFETY: CS == 32 only in `tile_step_avx512`, compiled for and run on AVX-512F; every row
         // block's slices are inside the tile's (asserted inside).
-        unsafe { fused_step(t, mask) };
+        unsafe {
+            if bc == 64 {
+                fused_step::<4>(t, mask)
+            } else {
+                fused_step::<2>(t, mask)
+            }
+        };
         return;
     }
     tile_gemm::<FUSED, CS>(t.q, t.kt, t.s, br, d, bc, false); // S = Q Kt
@@ -734,10 +744,10 @@ fn tile_step<const FUSED: bool, const CS: usize>(t: &mut Tile, mask: Option<RowR
 /// [`tile_step`] as [`x86::row_block`]s: 6 query rows at a time (then 4, 2, 1 for the last).
 ///
 /// # Safety
-/// The CPU has AVX-512F; `t.bc == 64`, `t.d` a multiple of 16.
+/// The CPU has AVX-512F; `t.bc == 16 BV` (64 or 32), `t.d` a multiple of 16.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn fused_step(t: &mut Tile, mask: Option<RowRange>) {
+unsafe fn fused_step<const BV: usize>(t: &mut Tile, mask: Option<RowRange>) {
     let (br, d) = (t.br, t.d);
     let mut r = 0;
     while r < br {
@@ -746,19 +756,19 @@ unsafe fn fused_step(t: &mut Tile, mask: Option<RowRange>) {
         let (kt, v, p) = (t.kt, t.v, &mut *t.s);
         r += match br - r {
             6.. => {
-                x86::row_block::<6>(q, kt, v, p, m, l, o, d, mask, r);
+                x86::row_block::<6, BV>(q, kt, v, p, m, l, o, d, mask, r);
                 6
             }
             4 | 5 => {
-                x86::row_block::<4>(q, kt, v, p, m, l, o, d, mask, r);
+                x86::row_block::<4, BV>(q, kt, v, p, m, l, o, d, mask, r);
                 4
             }
             2 | 3 => {
-                x86::row_block::<2>(q, kt, v, p, m, l, o, d, mask, r);
+                x86::row_block::<2, BV>(q, kt, v, p, m, l, o, d, mask, r);
                 2
             }
             _ => {
-                x86::row_block::<1>(q, kt, v, p, m, l, o, d, mask, r);
+                x86::row_block::<1, BV>(q, kt, v, p, m, l, o, d, mask, r);
                 1
             }
         };
@@ -946,9 +956,9 @@ mod tests {
         }
     }
 
-    /// A whole tile step, AVX-512 (64-key tiles: the fused row blocks) against portable, with and without
-    /// a mask, on tiles whose row counts exercise every row-block size (6, 4, 2, 1) and head sizes
-    /// that exercise every output-column block (64, 32, 16).
+    /// A whole tile step, AVX-512 (64- and 32-key tiles: the fused row blocks) against portable, with and
+    /// without a mask, on tiles whose row counts exercise every row-block size (6, 4, 2, 1) and head
+    /// sizes that exercise every output-column block (64, 32, 16).
     #[test]
     fn the_fused_tile_step_matches_the_portable_one() {
         if Isa::detect() != Isa::Avx512 {
@@ -956,8 +966,11 @@ mod tests {
             return;
         }
         let mut rng = crate::minimodel::rng::Rng::new(5);
-        for (br, d) in [(13, 64), (7, 112), (1, 16), (32, 128)] {
-            let bc = 64;
+        let cases = [(13, 64), (7, 112), (1, 16), (32, 128)];
+        for (br, d, bc) in cases
+            .into_iter()
+            .flat_map(|(br, d)| [(br, d, 64), (br, d, 32)])
+        {
             let (q, kt, v) = (
                 rng.normal_vec_f32(br * d),
                 rng.normal_vec_f32(d * bc),
@@ -1008,7 +1021,7 @@ mod tests {
                 for (a, b) in l1.iter().zip(&l2).chain(o1.iter().zip(&o2)) {
                     assert!(
                         (a - b).abs() <= 1e-5 * (1.0 + a.abs()),
-                        "{a} vs {b}, br {br} d {d}"
+                        "{a} vs {b}, br {br} d {d} bc {bc}"
                     );
                 }
                 if masked && br > 2 {
