@@ -73,15 +73,16 @@ impl Tiles {
     /// Tiles sized from the cache, the CPU's analogue of FlashAttention's SRAM argument:
     /// * `Bc` is a multiple of the micro-kernel's 32 register columns; it trades the per-tile cost of the
     ///   softmax rescale (smaller `Bc`, more rescales) against the K and V tiles (`2 Bc D` floats, re-read
-    ///   for every block of six query rows) leaving L1: `Bc = 64` when they fit in L1, else `32` (on the
-    ///   book's machine, 48 KB of L1: 64 at `D = 64`, 32 at `D = 128`, where 64 was 1-3% slower once
-    ///   both ran the fused row blocks).
+    ///   for every block of six query rows) leaving L1. `Bc = 64` when they fit in L1 for `D <= 64` and in
+    ///   two L1s for `D = 128` (measured best on the book's machine: at `D = 128` 32-key tiles, which fit
+    ///   its 48 KB L1, were 1-3% faster on a quiet machine but 10% slower on a loaded one); `32` on a
+    ///   smaller L1.
     /// * `Br` sets how often K and V are re-read (once per query tile: `Tr = Nq / Br` times), so it is as
     ///   large as lets the Q tile, the S tile and the O accumulators (`Br (2 D + Bc)` floats) sit in an
     ///   eighth of L2: the largest multiple of 32 with `Br (2 D + Bc) * 4 <= L2 / 8`, between 32 and 256.
     pub fn for_cache(d: usize, l1_bytes: usize, l2_bytes: usize) -> Tiles {
         let d = d.max(1);
-        let bc = if 2 * 64 * d * 4 <= l1_bytes.max(1) {
+        let bc = if 2 * 64 * d * 4 <= 2 * l1_bytes.max(1) {
             64
         } else {
             32
