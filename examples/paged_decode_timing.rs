@@ -7,8 +7,8 @@ use modern_attention::measure::cpu::paged_decode_records;
 fn main() {
     let mut log = |s: &str| println!("{s}");
     for recs in [
-        paged_decode_records::<f32>(&mut log),
-        paged_decode_records::<f16>(&mut log),
+        paged_decode_records::<f32>(false, &mut log),
+        paged_decode_records::<f16>(false, &mut log),
     ] {
         let base = recs[0].ms;
         for r in &recs {

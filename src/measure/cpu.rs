@@ -265,7 +265,9 @@ fn run_config<T: Element>(
                     }
                 }
             }
-            None => ours(&mut times, 0.5, 5, 30),
+            // The others alone: at least five runs (three in `--quick`, which runs half the rounds;
+            // the naive versions take half a second a run at N = 2048).
+            None => ours(&mut times, 0.5, if rounds < ROUNDS { 3 } else { 5 }, 30),
         }
         times.sort_by(f64::total_cmp);
         let ms = times[times.len() / 2];
@@ -424,9 +426,9 @@ pub fn measure(
         step("decode");
     }
     if wanted("paged") {
-        records.extend(paged_decode_records::<f32>(log));
+        records.extend(paged_decode_records::<f32>(quick, log));
         step("paged decode f32");
-        records.extend(paged_decode_records::<f16>(log));
+        records.extend(paged_decode_records::<f16>(quick, log));
         step("paged decode f16");
     }
     if wanted("memory") {
@@ -466,9 +468,10 @@ pub const PAGED_DECODE: (usize, usize, usize, usize, usize, usize) = (16, 8, 2, 
 
 /// Decode through a shuffled block table (V1, and V2 with partitions of 512) against the same kernel on
 /// contiguous K and V holding the same data: each checked on sequence 0 against the f64 reference, then
-/// timed in interleaved rounds (one run of each per round, so a busy neighbour slows all three alike).
+/// timed in interleaved rounds (one run of each per round, so a busy neighbour slows all three alike)
+/// for 4 s (2 s with `quick`).
 /// Records: variant `paged_decode`, implementations `ours/contiguous`, `ours/paged-v1`, `ours/paged-v2`.
-pub fn paged_decode_records<T: Element>(log: &mut dyn FnMut(&str)) -> Vec<Record> {
+pub fn paged_decode_records<T: Element>(quick: bool, log: &mut dyn FnMut(&str)) -> Vec<Record> {
     use crate::minimodel::paged::paged_attention::{
         contiguous_decode, paged_decode, paged_decode_partitioned, PagedBatch, PagedKv,
     };
@@ -540,7 +543,9 @@ pub fn paged_decode_records<T: Element>(log: &mut dyn FnMut(&str)) -> Vec<Record
     // Interleaved rounds, each starting with a different kernel, so that neither a slow phase of the
     // machine nor a position in the round favours one of them.
     let mut round = 0;
-    while times[0].len() < 10 || (budget.elapsed().as_secs_f64() < 4.0 && times[0].len() < 150) {
+    let seconds = if quick { 2.0 } else { 4.0 };
+    while times[0].len() < 10 || (budget.elapsed().as_secs_f64() < seconds && times[0].len() < 150)
+    {
         for j in 0..runs.len() {
             let i = (round + j) % runs.len();
             o.fill(T::from_f32(f32::NAN));
