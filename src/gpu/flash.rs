@@ -425,11 +425,8 @@ pub fn forward_with<T: GpuElement>(
                     arch: dev.arch(),
                 });
             }
-            let warps = if version == Version::V7Overlap && warps == 4 {
-                4
-            } else {
-                8
-            };
+            let one_warpgroup = version == Version::V7Overlap && warps == 4;
+            let warps = if one_warpgroup { 4 } else { 8 };
             let name = format!("flash_v{}_{}_w{warps}", version.number(), s.d);
             let f = module.load_function(&name)?;
             let (br, bc, threads) = (16 * warps, 128, 32 * warps);
@@ -443,7 +440,7 @@ pub fn forward_with<T: GpuElement>(
             let smem = ((br + 4 * bc) * s.d * 2 + 1024 + sink) as u32;
             f.set_attribute(MAX_DYNAMIC_SMEM, smem as i32)?;
             // v7's one-warpgroup block takes a 1-D grid and orders it itself (`wg_order`).
-            let grid_dim = if version == Version::V7Overlap && warps == 4 {
+            let grid_dim = if one_warpgroup {
                 (nq.div_ceil(br as u32) * bh, 1, 1)
             } else {
                 (nq.div_ceil(br as u32), bh, 1)

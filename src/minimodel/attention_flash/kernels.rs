@@ -866,6 +866,24 @@ pub fn step(isa: Isa, t: &mut Tile, mask: Option<RowRange>) {
 mod tests {
     use super::*;
 
+    /// A tile's running state before a step: every third row has seen nothing yet (`m = -inf`,
+    /// `l = 0`), the others `m = 0.5` and `l = 2` (in the first of their `L` partial sums).
+    fn start_state(br: usize) -> (Vec<f32>, Vec<f32>) {
+        let m: Vec<f32> = (0..br)
+            .map(|r| if r % 3 == 0 { f32::NEG_INFINITY } else { 0.5 })
+            .collect();
+        let l = (0..br * L)
+            .map(|i| {
+                if i % L == 0 && m[i / L].is_finite() {
+                    2.0
+                } else {
+                    0.0
+                }
+            })
+            .collect();
+        (m, l)
+    }
+
     #[test]
     fn the_vector_transpose_equals_the_scalar_one() {
         for (rows, cols) in [(16, 16), (64, 64), (32, 128), (48, 16), (17, 64), (64, 40)] {
@@ -930,18 +948,7 @@ mod tests {
         let mut s0 = rng.normal_vec_f32(br * bc);
         s0[5 * bc..7 * bc].fill(f32::NEG_INFINITY); // row 6 also starts at -inf: stays empty
         let o0 = rng.normal_vec_f32(br * d);
-        let m0: Vec<f32> = (0..br)
-            .map(|r| if r % 3 == 0 { f32::NEG_INFINITY } else { 0.5 })
-            .collect();
-        let l0: Vec<f32> = (0..br * L)
-            .map(|i| {
-                if i % L == 0 && m0[i / L].is_finite() {
-                    2.0
-                } else {
-                    0.0
-                }
-            })
-            .collect();
+        let (m0, l0) = start_state(br);
         let (mut s1, mut m1, mut l1, mut o1) = (s0.clone(), m0.clone(), l0.clone(), o0.clone());
         softmax_tile::<true>(&mut s1, &mut m1, &mut l1, &mut o1, br, bc, d);
         let (mut s2, mut m2, mut l2, mut o2) = (s0, m0, l0, o0);
@@ -981,17 +988,7 @@ mod tests {
             let range = |r: usize| if r == 2 { (10, 10) } else { (r, r + 40) };
             for masked in [false, true] {
                 let run = |isa: Isa| {
-                    let m0 = (0..br).map(|r| if r % 3 == 0 { f32::NEG_INFINITY } else { 0.5 });
-                    let mut m: Vec<f32> = m0.collect();
-                    let mut l: Vec<f32> = (0..br * L)
-                        .map(|i| {
-                            if i % L == 0 && m[i / L].is_finite() {
-                                2.0
-                            } else {
-                                0.0
-                            }
-                        })
-                        .collect();
+                    let (mut m, mut l) = start_state(br);
                     let mut o: Vec<f32> = (0..br * d)
                         .map(|i| if m[i / d].is_finite() { o0[i] } else { 0.0 })
                         .collect();
