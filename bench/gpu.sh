@@ -15,6 +15,7 @@
 set -u
 W=$1
 OUT=$2
+mkdir -p "$OUT"
 shift 2
 phases=${*:-tests sanitize peer ncu measure}
 B=$W/bin/modern-attention
