@@ -9,12 +9,22 @@ use crate::minimodel::config::{STRESS_SEQ_LEN, VERB_SEQ_LEN};
 use crate::roofline::spec::H100_EXP_RATE;
 use crate::roofline::{si, sig3};
 
-/// What the "with exponentials" columns are.
-const EXP_NOTE: &str = "\n*With exponentials: the bound lowered by the softmax's one exponential per \
-    score (4 D FLOPs a score) when they do not run under the products, FLOPs / (FLOPs / peak + \
-    exponentials / rate): on a CPU the rate measured with the crate's own `2^x` (which shares the vector \
-    units with the products), on the H100 its 16 exponentials per clock per SM (`src/roofline/spec.rs`), \
-    which a kernel that overlaps them (v7, cuDNN) may pass.*\n";
+/// What the "with exponentials" columns are, and where this machine's exponential rate came from.
+fn exp_note(f: &MeasurementFile, rate: f64) -> String {
+    let source = match (f.machine.kind.as_str(), f.machine.exp_per_s.is_some()) {
+        ("gpu", true) => "measured on the special function units with `ex2_rate` (`kernels/ceilings.cu`, \
+                          Theory 00), which a kernel that overlaps them with the products (v7, cuDNN) may pass",
+        ("gpu", false) => "the programming guide's 16 exponentials per clock per SM at the card's maximum clock \
+                           (`src/roofline/spec.rs`), which a kernel that overlaps them (v7, cuDNN) may pass",
+        _ => "measured with the crate's own `2^x`, which shares the vector units with the products",
+    };
+    format!(
+        "\n*With exponentials: the bound lowered by the softmax's one exponential per score (4 D FLOPs a \
+         score) when they do not run under the products, FLOPs / (FLOPs / peak + exponentials / rate); the \
+         rate, {} exponentials/s, {source}.*\n",
+        si(rate)
+    )
+}
 
 /// Which records make dots, and how they are drawn: (label, colour, selector).
 type Pick = (&'static str, (u8, u8, u8), fn(&Record) -> bool);
@@ -298,8 +308,8 @@ fn machine_roofline(name: &str, f: &MeasurementFile, picks: &[Pick]) -> (String,
              thread; paged decode: 16 sequences, GQA 8/2, D = 128, block 16 (Lab 03)."
         }
     );
-    if exp_rate.is_some() {
-        md += EXP_NOTE;
+    if let Some(rate) = exp_rate {
+        md += &exp_note(f, rate);
     }
     if !counted_rows.is_empty() {
         md += "\n";
