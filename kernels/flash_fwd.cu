@@ -97,7 +97,12 @@
 //            the same call (gpu-probe time, D=64 causal): N=512 153 -> 166 TFLOP/s (FA2: 155),
 //            N=1024 207 -> 243 (FA2: 219), N=16384 +1.4%; unmasked D=64 within -1.3..+0.5% (there
 //            the grid stays head by head: grouped, it was 2-5% slower). Checked by gpu-probe
-//            sanitize's probe cases (f16 and bf16, every mask); Table 02.1 not yet re-measured.
+//            sanitize's probe cases (f16 and bf16, every mask).
+//       Measured at dfc012b (Table 02.1): >= 1.09x FA2 at every N >= 512 (the lowest: D=64 causal
+//       N=512); 0.62-0.93x cuDNN.
+//         j. the same grouped order for the two-warpgroup block (one block an SM): causal D=128
+//            N=2048/4096 +3-4%, but N=512 8% slower and N=16384 within noise; unmasked -0.5%.
+//            Not kept (gpu-probe time against the dfc012b build, same call, H100, 2026-11-28).
 //       Next: TMA and a producer warp (the copies leave the consumers, 3 stages), two warpgroups
 //       ping-ponging so one's softmax hides under the other's wgmma; dynamic tile scheduling.
 // ANCHOR_END: changelog
