@@ -73,6 +73,9 @@
 #ifndef PA_FUSED
 #define PA_FUSED 0  // 1: the last block of a row merges the partitions (no second launch)
 #endif
+#ifndef PA_SPLIT
+#define PA_SPLIT 0  // 1: every block takes an even share of all rows' keys (paged_split)
+#endif
 #ifndef PA_HINT
 #define PA_HINT 0   // 1: K/V loads skip L1 and ask L2 for whole 256-byte lines
 #endif
@@ -180,6 +183,7 @@ struct PagedParams {
     int num_parts;      // partitions of the longest sequence
     int window;         // 0: none; W > 0: the last W keys
     float scale_log2;   // log2(e) / sqrt(D): scores in base 2
+    long long work;     // PA_SPLIT: the keys of every row of blocks, end to end (W)
 };
 
 // ANCHOR: paged_merge
@@ -205,31 +209,29 @@ __device__ __forceinline__ float merge_row(const float* part_out, const float* p
 // ANCHOR_END: paged_merge
 
 // ANCHOR: paged_partition
-// One thread block: query heads [h0, h0 + PA_GC) of sequence `seq`, keys of partition `part`.
+// One thread block's work on one range: query heads [h0, h0 + PA_GC) of sequence `seq` attended to its
+// keys [t_lo, t_hi). `slot` < 0: the range is the row's every key, and the block writes `o` and `lse`;
+// otherwise it writes partial `slot` of each row, and when `arrivals` > 0 the last of the `arrivals`
+// blocks writing this row's partials (a ticket on counters[ticket]) merges the first `parts` of them.
 template <bool PAGED>
-__device__ __forceinline__ void partition_body(const elem_t* __restrict__ q,
-                                               const elem_t* __restrict__ k,
-                                               const elem_t* __restrict__ v,
-                                               const int* __restrict__ tables,
-                                               const int* __restrict__ seq_lens,
-                                               float* __restrict__ part_out,
-                                               float* __restrict__ part_ml,
-                                               elem_t* __restrict__ o, float* __restrict__ lse,
-                                               int* __restrict__ counters, const PagedParams p) {
+__device__ __forceinline__ void attend_range(const elem_t* __restrict__ q,
+                                             const elem_t* __restrict__ k,
+                                             const elem_t* __restrict__ v,
+                                             const int* __restrict__ tables,
+                                             float* __restrict__ part_out,
+                                             float* __restrict__ part_ml,
+                                             elem_t* __restrict__ o, float* __restrict__ lse,
+                                             int* __restrict__ counters, const PagedParams& p, int seq,
+                                             int h0, int t_lo, int t_hi, int slot, int arrivals, int parts,
+                                             int ticket) {
     __shared__ int s_table[MAX_TABLE];
     __shared__ int s_last;
     __shared__ float s_m[WARPS][PA_GC], s_l[WARPS][PA_GC];
     __shared__ float s_acc[WARPS][PA_GC][PA_D];
 
-    const int part = blockIdx.x, seq = blockIdx.z;
-    const int h0 = blockIdx.y * PA_GC;
     const int kvh = h0 / (p.hq / p.hkv);
     const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
     const int slice = lane % TPT, tok = lane / TPT;  // which 8 elements, which token of a pass
-
-    const int len = seq_lens[seq];
-    const int lo = p.window > 0 ? max(0, len - p.window) : 0;
-    const int p_lo = max(lo, part * p.partition), p_hi = min(len, (part + 1) * p.partition);
 
     // This lane's slice of each query head: loaded now, used after the table is in (the two loads
     // overlap instead of following each other).
@@ -237,15 +239,8 @@ __device__ __forceinline__ void partition_body(const elem_t* __restrict__ q,
 #pragma unroll
     for (int g = 0; g < PA_GC; ++g)
         qraw[g] = *reinterpret_cast<const uint4*>(q + ((size_t)seq * p.hq + h0 + g) * PA_D + slice * 8);
-
-    // ANCHOR: paged_address
-    if (PAGED) {  // this partition's table entries, once per block (while the q loads are in flight)
-        const int first = part * (p.partition / PA_BLOCK);
-        const int count = p_hi > p_lo ? (p_hi - 1) / PA_BLOCK - first + 1 : 0;
-        for (int i = tid; i < count; i += WARPS * 32)
-            s_table[i] = tables[(size_t)seq * p.table_stride + first + i];
-        __syncthreads();
-    }
+    // The shared state of a previous range on this block (its table, its partial sums) is free again.
+    __syncthreads();
 
     // The query slices, pre-scaled into base-2 scores.
     float qr[PA_GC][8];
@@ -265,14 +260,30 @@ __device__ __forceinline__ void partition_body(const elem_t* __restrict__ q,
         for (int e = 0; e < 8; ++e) acc[g][e] = 0.f;
     }
 
-    // Row of token t in k/v (the pool through the table, or the contiguous twin).
+    // ANCHOR: paged_address
+    // Row of token t in k/v (the pool through the table entries in shared memory, or the contiguous twin).
+    int first = 0;  // the table entry s_table[0] holds
     auto row_of = [&](int t) -> size_t {
         if (PAGED) {
-            const int blk = s_table[t / PA_BLOCK - part * (p.partition / PA_BLOCK)];
+            const int blk = s_table[t / PA_BLOCK - first];
             return ((size_t)blk * p.hkv + kvh) * PA_BLOCK + t % PA_BLOCK;
         }
         return ((size_t)seq * p.hkv + kvh) * p.nk_stride + t;
     };
+    // The range in pieces whose table entries fit in shared memory (one piece unless the range passes
+    // MAX_TABLE blocks); a piece's entries are copied once, while the q loads are in flight.
+    for (int p_lo = t_lo, p_hi; p_lo < t_hi; p_lo = p_hi) {
+    if (PAGED) {
+        first = p_lo / PA_BLOCK;
+        p_hi = min(t_hi, (first + MAX_TABLE) * PA_BLOCK);
+        if (p_lo > t_lo) __syncthreads();  // every warp is done with the previous piece's entries
+        const int count = (p_hi - 1) / PA_BLOCK - first + 1;
+        for (int i = tid; i < count; i += WARPS * 32)
+            s_table[i] = tables[(size_t)seq * p.table_stride + first + i];
+        __syncthreads();
+    } else {
+        p_hi = t_hi;
+    }
     // ANCHOR_END: paged_address
     const int stride = WARPS * CHUNK;
     const int n_chunks = p_hi - p_lo > warp * CHUNK ? (p_hi - p_lo - warp * CHUNK + stride - 1) / stride : 0;
@@ -387,6 +398,7 @@ __device__ __forceinline__ void partition_body(const elem_t* __restrict__ q,
         }
     }
     // ANCHOR_END: paged_chunk_math
+    }  // pieces
 
     // 5. Sum the token groups of each warp (same m across the warp), then merge the warps.
 #pragma unroll
@@ -423,32 +435,29 @@ __device__ __forceinline__ void partition_body(const elem_t* __restrict__ q,
         }
         const float out = ll > 0.f ? oo / ll : 0.f;
         const size_t row = (size_t)seq * p.hq + h0 + g;
-        if (p.num_parts == 1) {  // one partition: this is the answer
+        if (slot < 0) {  // the row's every key: this is the answer
             o[row * PA_D + e] = from_f(out);
             if (e == 0) lse[row] = ll > 0.f ? (mm + log2f(ll)) * LN2 : NEG_INF;
         } else {
-            part_out[(row * p.num_parts + part) * PA_D + e] = out;
+            part_out[(row * p.num_parts + slot) * PA_D + e] = out;
             if (e == 0) {
-                part_ml[(row * p.num_parts + part) * 2] = mm;  // base-2 max (-inf: empty partition)
-                part_ml[(row * p.num_parts + part) * 2 + 1] = ll;
+                part_ml[(row * p.num_parts + slot) * 2] = mm;  // base-2 max (-inf: empty partition)
+                part_ml[(row * p.num_parts + slot) * 2 + 1] = ll;
             }
         }
     }
-#if PA_FUSED
-    // 6. The last block of these heads to finish merges every partition (threadFenceReduction's
-    //    pattern): publish the partials, take a ticket, and the holder of the last ticket reduces.
-    if (p.num_parts > 1) {
+    // 6. The last block to write these rows' partials merges them (threadFenceReduction's pattern):
+    //    publish the partials, take a ticket, and the holder of the last ticket reduces.
+    if (slot >= 0 && arrivals > 0) {
         __threadfence();
         __syncthreads();
         if (tid == 0) {
-            const int slot = seq * gridDim.y + blockIdx.y;
-            s_last = atomicAdd(&counters[slot], 1) == (int)gridDim.x - 1;
-            if (s_last) counters[slot] = 0;  // every block has arrived: reset for the next launch
+            s_last = atomicAdd(&counters[ticket], 1) == arrivals - 1;
+            if (s_last) counters[ticket] = 0;  // every block has arrived: reset for the next launch
         }
         __syncthreads();
         if (s_last) {
             __threadfence();
-            const int parts = min(p.num_parts, (len + p.partition - 1) / p.partition);
             for (int x = tid; x < PA_GC * PA_D; x += WARPS * 32) {
                 const int g = x / PA_D, e = x % PA_D;
                 const size_t row = (size_t)seq * p.hq + h0 + g;
@@ -458,27 +467,86 @@ __device__ __forceinline__ void partition_body(const elem_t* __restrict__ q,
             }
         }
     }
-#endif
 }
 // ANCHOR_END: paged_partition
+
+// ANCHOR: paged_split
+// Which key ranges a block attends. Partitions (PA_SPLIT 0): grid (partition, head chunk, sequence),
+// block (x, y, s) takes keys [x P, (x + 1) P) of its row. Even split (PA_SPLIT 1): the rows of
+// thread-block work (a sequence's head chunk, all its visible keys) laid end to end, W keys in all,
+// and the grid's G blocks take W / G consecutive keys each, wherever the rows' boundaries fall. Every
+// block has the same work and the grid is one wave: with 128 rows on 132 SMs, partitions leave four
+// SMs idle, or add a second, partial wave when a row is split.
+__device__ __forceinline__ long long split_block_of(long long z, const PagedParams& p) {
+    return ((z + 1) * gridDim.x - 1) / p.work;  // the block whose keys include position z
+}
+
+template <bool PAGED>
+__device__ __forceinline__ void decode_body(const elem_t* __restrict__ q, const elem_t* __restrict__ k,
+                                            const elem_t* __restrict__ v, const int* __restrict__ tables,
+                                            const int* __restrict__ seq_lens,
+                                            const long long* __restrict__ prefix,
+                                            float* __restrict__ part_out, float* __restrict__ part_ml,
+                                            elem_t* __restrict__ o, float* __restrict__ lse,
+                                            int* __restrict__ counters, const PagedParams& p) {
+    const int gy = p.hq / PA_GC;  // head chunks of a sequence
+#if PA_SPLIT
+    // prefix[s]: the visible keys of the sequences before s. Sequence s's head chunk y starts at
+    // prefix[s] gy + y (prefix[s + 1] - prefix[s]) of the W = prefix[S] gy keys.
+    // Every sequence has a key (the host refuses empty ones), so every row has work.
+    const int G = gridDim.x, b = blockIdx.x;
+    long long x = (long long)b * p.work / G;
+    const long long end = (long long)(b + 1) * p.work / G;
+    while (x < end) {
+        int s0 = 0, s1 = p.num_seqs - 1;  // the last sequence with prefix[s] gy <= x
+        while (s0 < s1) {
+            const int mid = (s0 + s1 + 1) / 2;
+            if (prefix[mid] * gy <= x) s0 = mid; else s1 = mid - 1;
+        }
+        const int seq = s0, vis = (int)(prefix[seq + 1] - prefix[seq]);
+        const int y = (int)((x - prefix[seq] * gy) / vis);
+        const long long u0 = prefix[seq] * gy + (long long)y * vis, u1 = u0 + vis;
+        const long long x1 = min(end, u1);
+        const int len = seq_lens[seq], lo = p.window > 0 ? max(0, len - p.window) : 0;
+        const long long first = split_block_of(u0, p);
+        const int blocks = (int)(split_block_of(u1 - 1, p) - first + 1);  // blocks sharing this row
+        attend_range<PAGED>(q, k, v, tables, part_out, part_ml, o, lse, counters, p, seq, y * PA_GC,
+                            lo + (int)(x - u0), lo + (int)(x1 - u0), blocks == 1 ? -1 : (int)(b - first),
+                            blocks, blocks, seq * gy + y);
+        x = x1;
+    }
+#else
+    const int part = blockIdx.x, seq = blockIdx.z;
+    const int len = seq_lens[seq];
+    const int lo = p.window > 0 ? max(0, len - p.window) : 0;
+    const int p_lo = max(lo, part * p.partition), p_hi = min(len, (part + 1) * p.partition);
+    // Every partition's block writes its partial, empty or not; the merge reads those holding keys.
+    attend_range<PAGED>(q, k, v, tables, part_out, part_ml, o, lse, counters, p, seq, blockIdx.y * PA_GC,
+                        p_lo, max(p_lo, p_hi), p.num_parts == 1 ? -1 : part, PA_FUSED ? (int)gridDim.x : 0,
+                        min(p.num_parts, (len + p.partition - 1) / p.partition), seq * gy + blockIdx.y);
+#endif
+}
+// ANCHOR_END: paged_split
 
 extern "C" __global__ void __launch_bounds__(WARPS * 32)
     paged_decode_partition(const elem_t* __restrict__ q, const elem_t* __restrict__ k_pool,
                            const elem_t* __restrict__ v_pool, const int* __restrict__ tables,
-                           const int* __restrict__ seq_lens, float* __restrict__ part_out,
+                           const int* __restrict__ seq_lens, const long long* __restrict__ prefix,
+                           float* __restrict__ part_out,
                            float* __restrict__ part_ml, elem_t* __restrict__ o, float* __restrict__ lse,
                            int* __restrict__ counters, const PagedParams p) {
-    partition_body<true>(q, k_pool, v_pool, tables, seq_lens, part_out, part_ml, o, lse, counters, p);
+    decode_body<true>(q, k_pool, v_pool, tables, seq_lens, prefix, part_out, part_ml, o, lse, counters, p);
 }
 
 extern "C" __global__ void __launch_bounds__(WARPS * 32)
     contiguous_decode_partition(const elem_t* __restrict__ q, const elem_t* __restrict__ k,
                                 const elem_t* __restrict__ v, const int* __restrict__ tables,
-                                const int* __restrict__ seq_lens, float* __restrict__ part_out,
+                                const int* __restrict__ seq_lens, const long long* __restrict__ prefix,
+                                float* __restrict__ part_out,
                                 float* __restrict__ part_ml, elem_t* __restrict__ o,
                                 float* __restrict__ lse, int* __restrict__ counters,
                                 const PagedParams p) {
-    partition_body<false>(q, k, v, tables, seq_lens, part_out, part_ml, o, lse, counters, p);
+    decode_body<false>(q, k, v, tables, seq_lens, prefix, part_out, part_ml, o, lse, counters, p);
 }
 
 // ANCHOR: paged_reduce

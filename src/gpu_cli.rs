@@ -301,10 +301,14 @@ fn probe_paged(dev: &Device) -> Result<bool, String> {
             bulk: true,
             ..Tuning::DEFAULT
         };
+        let parts = Tuning {
+            split: false,
+            ..Tuning::DEFAULT
+        };
         let tunings: &[Tuning] = if dev.arch().starts_with("sm_9") {
-            &[Tuning::DEFAULT, bulk]
+            &[Tuning::DEFAULT, parts, bulk]
         } else {
-            &[Tuning::DEFAULT]
+            &[Tuning::DEFAULT, parts]
         };
         for (partition, &t) in [None, Some(64)]
             .into_iter()

@@ -133,7 +133,7 @@ fn contiguous_twin_is_bit_identical() {
     }
     let mut paged = DecodeBuffers::upload_paged(&dev, &q, hq, &st.kv(), &st.batch()).unwrap();
     let mut flat = DecodeBuffers::upload_contiguous(&dev, &s, &q, &k, &v, &lens).unwrap();
-    for partition in [Some(256), Some(1024)] {
+    for partition in [None, Some(256), Some(1024)] {
         decode(&dev, &mut paged, Mask::NONE, partition).unwrap();
         decode(&dev, &mut flat, Mask::NONE, partition).unwrap();
         let (a, la) = paged.download(&dev).unwrap();

@@ -43,6 +43,8 @@ pub struct PagedParams {
     pub window: i32,
     /// `log2(e) / sqrt(D)`.
     pub scale_log2: f32,
+    /// Even split: the visible keys of every row of thread-block work, end to end.
+    pub work: i64,
 }
 
 // SAFETY: `PagedParams` is `repr(C)`, plain data, and matches the kernels' struct field for field.
@@ -100,6 +102,9 @@ pub struct DecodeBuffers<T: GpuElement> {
     part_ml: Option<CudaSlice<f32>>,
     /// One arrival counter per (sequence, head chunk) for the fused merge; zero between launches.
     counters: Option<CudaSlice<i32>>,
+    /// Even split: each sequence's first key in the sequences' visible keys laid end to end (`S + 1`
+    /// entries), for the window it was computed for.
+    prefix: Option<(i32, CudaSlice<i64>)>,
 }
 
 fn fits(what: &'static str, value: usize) -> Result<i32, GpuError> {
@@ -260,6 +265,7 @@ impl<T: GpuElement> DecodeBuffers<T> {
             part_out: None,
             part_ml: None,
             counters: None,
+            prefix: None,
         };
         b.poison(dev)?;
         Ok(b)
@@ -330,6 +336,10 @@ pub struct Tuning {
     pub bulk: bool,
     /// Chunks in flight per warp when `bulk`.
     pub stages: usize,
+    /// An even split of all rows' keys over one wave of thread blocks, instead of partitions
+    /// (`paged_split` in the kernel); the partials are merged by the last block of each row. A
+    /// partition given to [`decode_tuned`] overrides it.
+    pub split: bool,
 }
 
 impl Tuning {
@@ -342,6 +352,7 @@ impl Tuning {
         waves: 1,
         bulk: false,
         stages: 3,
+        split: true,
     };
 
     /// The tunings the harness sweeps: the default, then one change at a time.
@@ -349,8 +360,14 @@ impl Tuning {
         let d = Tuning::DEFAULT;
         vec![
             d,
+            // The partitioned kernel (the default before the even split), and its fused merge.
+            Tuning { split: false, ..d },
+            Tuning {
+                split: false,
+                fused: true,
+                ..d
+            },
             Tuning { hint: true, ..d },
-            Tuning { fused: true, ..d },
             Tuning { passes: 8, ..d },
             Tuning { warps: 4, ..d },
             Tuning { warps: 8, ..d },
@@ -384,13 +401,14 @@ impl Tuning {
         ]
     }
 
-    /// `w4-p8-x1`, `w4-p8-x1-fused-hint`, `w4-p8-x1-bulk3`, ...
+    /// `w4-p8-x1`, `w4-p8-x1-fused-hint`, `w4-p8-x1-bulk3`, `w16-p4-x1-split`, ...
     pub fn name(&self) -> String {
         format!(
-            "w{}-p{}-x{}{}{}{}",
+            "w{}-p{}-x{}{}{}{}{}",
             self.warps,
             self.passes,
             self.waves,
+            if self.split { "-split" } else { "" },
             if self.fused { "-fused" } else { "" },
             if self.hint { "-hint" } else { "" },
             if self.bulk {
@@ -401,8 +419,9 @@ impl Tuning {
         )
     }
 
-    fn defines(&self) -> [(&'static str, i64); 6] {
+    fn defines(&self) -> [(&'static str, i64); 7] {
         [
+            ("PA_SPLIT", self.split as i64),
             ("PA_WARPS", self.warps as i64),
             ("PA_PASSES", self.passes as i64),
             ("PA_FUSED", self.fused as i64),
@@ -443,6 +462,56 @@ pub fn partition_for(
 }
 // ANCHOR_END: partition_for
 
+/// An even split of a decode batch ([`Tuning::split`]): the grid's blocks, the keys of all rows end to
+/// end, and the most blocks one row's keys can touch (its partials).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SplitPlan {
+    /// Thread blocks: one wave of `slots`, fewer when the rows hold less than a block's warps' chunks
+    /// per block.
+    pub blocks: usize,
+    /// `W`: every row's visible keys (a sequence's keys once per head chunk).
+    pub work: usize,
+    /// The most blocks a row's keys meet, a bound on its partials.
+    pub max_parts: usize,
+}
+
+/// Keys a decode query sees in a sequence of `len` tokens under the kernel's `window` (0: none).
+fn split_visible(len: usize, window: usize) -> usize {
+    if window > 0 {
+        len.min(window)
+    } else {
+        len
+    }
+}
+
+// ANCHOR: split_plan
+/// Plan an even split: `rows_per_seq` rows of work (head chunks) for each sequence, `slots` blocks
+/// held at once, at least `min_tokens` keys a block where the batch allows it. Block `b` takes keys
+/// `[b W / G, (b + 1) W / G)`; a row of `L` keys then meets at most `ceil(L / floor(W / G)) + 1` blocks.
+pub fn split_plan(
+    seq_lens: &[usize],
+    window: usize,
+    rows_per_seq: usize,
+    slots: usize,
+    min_tokens: usize,
+) -> SplitPlan {
+    let vis = seq_lens.iter().map(|&l| split_visible(l, window));
+    let work = vis.clone().sum::<usize>() * rows_per_seq;
+    let longest = vis.max().unwrap_or(0);
+    let blocks = slots.min(work / min_tokens.max(1)).max(1);
+    let max_parts = if work == 0 {
+        1
+    } else {
+        (longest.div_ceil(work / blocks) + 1).min(blocks)
+    };
+    SplitPlan {
+        blocks,
+        work,
+        max_parts,
+    }
+}
+// ANCHOR_END: split_plan
+
 /// Query heads one thread block computes: the largest of 4, 3, 2, 1 that divides the group `G`
 /// (4 heads' queries, scores and accumulators fit in registers beside 16 loads in flight).
 pub fn group_chunk(g: usize) -> usize {
@@ -450,8 +519,9 @@ pub fn group_chunk(g: usize) -> usize {
 }
 
 /// Run the decode on `bufs` with `mask` (causal is no mask for the last token; a window keeps the last
-/// `W` keys) and partitions of `partition` keys (`None`: [`partition_for`]). Asynchronous: download or
-/// synchronize to wait. Returns the partition size used.
+/// `W` keys): with `partition: None` an even split of all keys over one wave of blocks ([`split_plan`]),
+/// with `Some(P)` partitions of `P` keys. Asynchronous: download or synchronize to wait. Returns the
+/// keys a block takes (the partition size, or the split's share).
 pub fn decode<T: GpuElement>(
     dev: &Device,
     bufs: &mut DecodeBuffers<T>,
@@ -509,23 +579,37 @@ pub fn decode_tuned<T: GpuElement>(
             smem as i32,
         )?;
     }
-    let partition = match partition {
-        Some(p) => p,
-        None => {
-            let sms = dev.attribute(
-                cudarc::driver::sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT,
-            )? as usize;
-            let per_sm = f.occupancy_max_active_blocks_per_multiprocessor(threads, smem, None)?;
-            let min_tokens = tuning.warps * chunk(d, tuning.passes);
-            partition_for(
-                max_len,
-                s * (hq / gc),
-                sms * per_sm.max(1) as usize,
-                tuning.waves,
-                min_tokens,
-                bs,
-            )
-        }
+    let min_tokens = tuning.warps * chunk(d, tuning.passes);
+    let slots = || -> Result<usize, GpuError> {
+        let sms = dev.attribute(
+            cudarc::driver::sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT,
+        )? as usize;
+        let per_sm = f.occupancy_max_active_blocks_per_multiprocessor(threads, smem, None)?;
+        Ok(sms * per_sm.max(1) as usize)
+    };
+    let window = mask.window.map_or(0, |w| w.get().min(max_len + 1)) as i32;
+    // An even split sizes its own ranges; a partition given selects the partitioned kernel.
+    let split = match tuning.split && partition.is_none() {
+        true => Some(split_plan(
+            &bufs.seq_lens,
+            window as usize,
+            hq / gc,
+            tuning.waves * slots()?,
+            min_tokens,
+        )),
+        false => None,
+    };
+    let partition = match (partition, split) {
+        (_, Some(_)) => bs,
+        (Some(p), None) => p,
+        (None, None) => partition_for(
+            max_len,
+            s * (hq / gc),
+            slots()?,
+            tuning.waves,
+            min_tokens,
+            bs,
+        ),
     };
     if partition == 0 || !partition.is_multiple_of(bs) || partition / bs > MAX_TABLE {
         return Err(PagedError::BadPartition {
@@ -534,7 +618,8 @@ pub fn decode_tuned<T: GpuElement>(
         }
         .into());
     }
-    let num_parts = max_len.div_ceil(partition);
+    // Partials a row can have: its partitions, or the blocks of an even split its keys touch.
+    let num_parts = split.map_or(max_len.div_ceil(partition), |sp| sp.max_parts);
     let grid_y = hq / gc;
     if s > 65_535 || grid_y > 65_535 {
         return Err(GpuError::TooLarge {
@@ -558,8 +643,9 @@ pub fn decode_tuned<T: GpuElement>(
         },
         partition: fits("partition", partition)?,
         num_parts: fits("partitions", num_parts)?,
-        window: mask.window.map_or(0, |w| w.get().min(max_len + 1)) as i32,
+        window,
         scale_log2: std::f32::consts::LOG2_E / (d as f32).sqrt(),
+        work: split.map_or(0, |sp| sp.work as i64),
     };
     let st = dev.stream();
     let rows = s * hq;
@@ -576,8 +662,19 @@ pub fn decode_tuned<T: GpuElement>(
     if bufs.counters.is_none() {
         bufs.counters = Some(st.alloc_zeros::<i32>(s * grid_y)?);
     }
+    // The split's prefix of visible keys, uploaded again only when the window changes.
+    if bufs.prefix.as_ref().is_none_or(|(w, _)| *w != window) {
+        let mut prefix = vec![0i64; s + 1];
+        for (i, &len) in bufs.seq_lens.iter().enumerate() {
+            prefix[i + 1] = prefix[i] + split_visible(len, window as usize) as i64;
+        }
+        bufs.prefix = Some((window, st.clone_htod(&prefix)?));
+    }
     let cfg = LaunchConfig {
-        grid_dim: (num_parts as u32, grid_y as u32, s as u32),
+        grid_dim: match split {
+            Some(sp) => (sp.blocks as u32, 1, 1),
+            None => (num_parts as u32, grid_y as u32, s as u32),
+        },
         block_dim: (threads, 1, 1),
         shared_mem_bytes: smem as u32,
     };
@@ -586,6 +683,7 @@ pub fn decode_tuned<T: GpuElement>(
         bufs.part_ml.as_mut().expect("allocated above"),
         bufs.counters.as_mut().expect("allocated above"),
     );
+    let prefix = &bufs.prefix.as_ref().expect("uploaded above").1;
     // SAFETY: argument types and order match the kernel; every index it forms was validated (table
     // entries < num_blocks, lengths within the tables and the pool, partition <= MAX_TABLE blocks,
     // 32-bit quantities checked above).
@@ -596,6 +694,7 @@ pub fn decode_tuned<T: GpuElement>(
             .arg(&bufs.v)
             .arg(&bufs.tables)
             .arg(&bufs.lens)
+            .arg(prefix)
             .arg(po)
             .arg(pm)
             .arg(&mut bufs.o)
@@ -604,7 +703,7 @@ pub fn decode_tuned<T: GpuElement>(
             .arg(&p)
             .launch(cfg)
     }?;
-    if num_parts > 1 && !tuning.fused {
+    if num_parts > 1 && !tuning.fused && split.is_none() {
         let f = module.load_function("paged_decode_reduce")?;
         let cfg = LaunchConfig {
             grid_dim: (hq as u32, s as u32, 1),
@@ -627,7 +726,7 @@ pub fn decode_tuned<T: GpuElement>(
                 .launch(cfg)
         }?;
     }
-    Ok(partition)
+    Ok(split.map_or(partition, |sp| sp.work.div_ceil(sp.blocks.max(1))))
 }
 
 /// Time `runs` decodes after `warmup` untimed ones, each between its own pair of CUDA events (ms).
@@ -711,4 +810,53 @@ pub fn read_bandwidth_gbps(dev: &Device, bytes: usize) -> Result<f64, GpuError> 
         best = best.max((words * 16) as f64 / ms[ms.len() / 2] / 1e6);
     }
     Ok(best)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The kernel's walk of an even split (`decode_body` with `PA_SPLIT`), replayed on the host: every
+    /// key of every row lands in exactly one block, the blocks a row meets number at most `max_parts`,
+    /// and each block's partial slot is one of them.
+    #[test]
+    fn an_even_split_covers_every_key_once() {
+        let cases: [(&[usize], usize, usize, usize, usize); 6] = [
+            (&[4096; 16], 0, 8, 132, 128),
+            (&[65536; 16], 0, 8, 132, 128),
+            (&[1, 300, 5000], 0, 2, 132, 128),
+            (&[1, 300, 5000], 700, 2, 264, 32),
+            (&[0, 17, 0, 3000, 1200], 0, 4, 10, 8),
+            (&[0, 0], 0, 3, 132, 128),
+        ];
+        for (lens, window, rows_per_seq, slots, min_tokens) in cases {
+            let plan = split_plan(lens, window, rows_per_seq, slots, min_tokens);
+            let (w, g) = (plan.work as u64, plan.blocks as u64);
+            let block_of = |z: u64| ((z + 1) * g - 1) / w;
+            let mut covered = vec![0u32; plan.work];
+            let mut start = 0u64;
+            for &len in lens {
+                let vis = split_visible(len, window) as u64;
+                for _ in 0..rows_per_seq {
+                    if vis > 0 {
+                        let (u0, u1) = (start, start + vis);
+                        let (first, last) = (block_of(u0), block_of(u1 - 1));
+                        assert!((last - first + 1) as usize <= plan.max_parts, "{plan:?}");
+                        for b in first..=last {
+                            // Block b's range [b W / G, (b + 1) W / G) meets the row here.
+                            let (x0, x1) = ((b * w / g).max(u0), ((b + 1) * w / g).min(u1));
+                            assert!(x0 < x1, "block {b} has no key of the row");
+                            for x in x0..x1 {
+                                covered[x as usize] += 1;
+                            }
+                        }
+                    }
+                    start += vis;
+                }
+            }
+            assert_eq!(start, w);
+            assert!(covered.iter().all(|&c| c == 1), "{plan:?}");
+            assert!(plan.blocks <= slots.max(1));
+        }
+    }
 }
