@@ -301,14 +301,14 @@ fn probe_paged(dev: &Device) -> Result<bool, String> {
             bulk: true,
             ..Tuning::DEFAULT
         };
-        let parts = Tuning {
-            split: false,
+        let split = Tuning {
+            split: true,
             ..Tuning::DEFAULT
         };
         let tunings: &[Tuning] = if dev.arch().starts_with("sm_9") {
-            &[Tuning::DEFAULT, parts, bulk]
+            &[Tuning::DEFAULT, split, bulk]
         } else {
-            &[Tuning::DEFAULT, parts]
+            &[Tuning::DEFAULT, split]
         };
         for (partition, &t) in [None, Some(64)]
             .into_iter()

@@ -133,9 +133,18 @@ fn contiguous_twin_is_bit_identical() {
     }
     let mut paged = DecodeBuffers::upload_paged(&dev, &q, hq, &st.kv(), &st.batch()).unwrap();
     let mut flat = DecodeBuffers::upload_contiguous(&dev, &s, &q, &k, &v, &lens).unwrap();
-    for partition in [None, Some(256), Some(1024)] {
-        decode(&dev, &mut paged, Mask::NONE, partition).unwrap();
-        decode(&dev, &mut flat, Mask::NONE, partition).unwrap();
+    let split = Tuning {
+        split: true,
+        ..Tuning::DEFAULT
+    };
+    for (partition, t) in [
+        (None, Tuning::DEFAULT),
+        (None, split),
+        (Some(256), Tuning::DEFAULT),
+        (Some(1024), Tuning::DEFAULT),
+    ] {
+        decode_tuned(&dev, &mut paged, Mask::NONE, partition, t).unwrap();
+        decode_tuned(&dev, &mut flat, Mask::NONE, partition, t).unwrap();
         let (a, la) = paged.download(&dev).unwrap();
         let (b, lb) = flat.download(&dev).unwrap();
         assert!(
@@ -197,6 +206,15 @@ fn bad_batches_are_refused_before_anything_runs() {
         matches!(e, Some(GpuError::Paged(PagedError::BadPartition { .. }))),
         "{e:?}"
     );
+    // Bulk copies with the even split: refused (a warp's copy ring is set up once a range).
+    let both = Tuning {
+        split: true,
+        bulk: true,
+        warps: 4,
+        ..Tuning::DEFAULT
+    };
+    let e = decode_tuned(&dev, &mut bufs, Mask::NONE, None, both).err();
+    assert!(matches!(e, Some(GpuError::NotSupported { .. })), "{e:?}");
     let (o, _) = bufs.download(&dev).unwrap();
     assert!(
         o.iter().all(|x| x.is_nan()),

@@ -352,7 +352,7 @@ impl Tuning {
         waves: 1,
         bulk: false,
         stages: 3,
-        split: true,
+        split: false,
     };
 
     /// The tunings the harness sweeps: the default, then one change at a time.
@@ -360,13 +360,8 @@ impl Tuning {
         let d = Tuning::DEFAULT;
         vec![
             d,
-            // The partitioned kernel (the default before the even split), and its fused merge.
-            Tuning { split: false, ..d },
-            Tuning {
-                split: false,
-                fused: true,
-                ..d
-            },
+            Tuning { split: true, ..d },
+            Tuning { fused: true, ..d },
             Tuning { hint: true, ..d },
             Tuning { passes: 8, ..d },
             Tuning { warps: 4, ..d },
@@ -550,6 +545,17 @@ pub fn decode_tuned<T: GpuElement>(
             limit: 8,
         });
     }
+    if tuning.bulk && tuning.split {
+        return Err(GpuError::NotSupported {
+            what: "bulk copies with the even split (a warp's copy ring is set up once a range)",
+            arch: dev.arch(),
+        });
+    }
+    // A partition given selects the partitioned kernel.
+    let tuning = Tuning {
+        split: tuning.split && partition.is_none(),
+        ..tuning
+    };
     if tuning.bulk && !dev.arch().starts_with("sm_9") && !dev.arch().starts_with("sm_1") {
         return Err(GpuError::NotSupported {
             what: "bulk asynchronous copies (sm_90 or newer)",
@@ -588,8 +594,8 @@ pub fn decode_tuned<T: GpuElement>(
         Ok(sms * per_sm.max(1) as usize)
     };
     let window = mask.window.map_or(0, |w| w.get().min(max_len + 1)) as i32;
-    // An even split sizes its own ranges; a partition given selects the partitioned kernel.
-    let split = match tuning.split && partition.is_none() {
+    // An even split sizes its own ranges.
+    let split = match tuning.split {
         true => Some(split_plan(
             &bufs.seq_lens,
             window as usize,

@@ -203,24 +203,20 @@ pub fn measure(
             continue;
         }
         // The sweeps behind the defaults: every tuning at the heuristic's partition, and partition
-        // sizes with the partitioned kernel (variant `paged_decode_sweep`).
+        // sizes with the default tuning (variant `paged_decode_sweep`).
         if SWEEP_CONTEXTS.contains(&n) {
             for t in Tuning::sweep() {
                 let name = format!("ours/gpu-paged-{}", t.name());
                 records.push(run("paged_decode_sweep", &name, &mut paged, None, t, log)?);
             }
-            let parts = Tuning {
-                split: false,
-                ..def
-            };
             for p in SWEEP.into_iter().filter(|&p| p <= n) {
-                let name = format!("ours/gpu-paged-{}-P{p}", parts.name());
+                let name = format!("ours/gpu-paged-{}-P{p}", def.name());
                 records.push(run(
                     "paged_decode_sweep",
                     &name,
                     &mut paged,
                     Some(p),
-                    parts,
+                    def,
                     log,
                 )?);
             }
