@@ -41,6 +41,10 @@
 //   4. 4 passes per chunk (128 instead of 168 registers: more resident blocks).
 //   5. 16 warps per block, one block per SM: one partition per row up to 16k tokens, so no merge
 //      launch; the default.
+//   6. An even split (PA_SPLIT: one equal share of all rows' keys per resident block, ranges that cross
+//      rows merged by the row's last block): one wave with no idle SM, but 5-21% slower at 2k-16k
+//      tokens and 3% at 64k (commit 07286fc): a share that straddles two rows starts twice, and with
+//      one block per SM nothing hides a start. Kept as a switch.
 // cuDNN's decode (PyTorch's default dispatch on this card) stays a few percent ahead at 4k-64k tokens.
 
 #include <cuda_fp16.h>

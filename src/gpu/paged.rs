@@ -9,9 +9,10 @@
 //! The keys of each sequence are split into partitions of `P` tokens ([`partition_for`]); one thread
 //! block attends a chunk of a kv head's query heads to one partition, and a reduce kernel merges the
 //! partitions of each row by the log-sum-exp (PagedAttention V2's structure, with GQA heads sharing
-//! every K/V load). Every table entry is checked on the host before the table is uploaded
-//! ([`check_tables`]), and the device buffers cannot be swapped afterwards, so a kernel never follows an
-//! entry past the pool.
+//! every K/V load). [`Tuning::split`] instead cuts all rows' keys into one equal share per resident
+//! block ([`split_plan`]); measured slower, it is kept as a switch. Every table entry is checked on the
+//! host before the table is uploaded ([`check_tables`]), and the device buffers cannot be swapped
+//! afterwards, so a kernel never follows an entry past the pool.
 
 use super::flash::GpuElement;
 use super::{Device, GpuError};
