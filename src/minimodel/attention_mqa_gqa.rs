@@ -8,7 +8,7 @@
 //! Shapes: activations `x: (n, d_model)`; projections `W_q: (d_model, Hq D)`, `W_k, W_v: (d_model, Hkv D)`,
 //! `W_o: (Hq D, d_model)`, all row-major f32.
 
-use super::attention_flash::kernels::{dot, exp2};
+use super::attention_flash::kernels::{self, Isa};
 use super::attention_flash::{flash_forward, FlashError};
 use super::config::{ConfigError, MiniGptConfig};
 use super::kv_cache::{CacheError, KvCache, LayerCache};
@@ -245,9 +245,11 @@ fn gather(lc: &LayerCache, hkv: usize, cap: usize, len: usize, d: usize) -> (Vec
 
 // ANCHOR: decode_attention
 /// Decode attention: one query token `q (Hq, D)` against the first `len` cached keys and values of
-/// each kv head (`(Hkv, cap, D)`). The `G` query heads of a group are processed together, so each
-/// cached key and value row is read **once per kv head**, not once per query head: the bytes read are
-/// `2 Hkv len D * 4` and the FLOPs `4 Hq len D`, an intensity of about `G / 2` FLOP/byte in f32.
+/// each kv head (`(Hkv, cap, D)`). The `G` query heads of a group are one tile of `G` query rows, and
+/// each block of cached keys one K/V tile of the tiled kernel: every cached key and value row is read
+/// **once per kv head**, not once per query head, and serves the `G` rows from registers and L1. The
+/// bytes read are `2 Hkv len D * 4` and the FLOPs `4 Hq len D`, an intensity of about `G / 2` FLOP/byte
+/// in f32.
 pub fn decode_attention(
     q: &[f32],
     lc: &LayerCache,
@@ -257,42 +259,43 @@ pub fn decode_attention(
     len: usize,
     d: usize,
 ) -> Vec<f32> {
-    const BLOCK: usize = 64; // keys per block: scores for the whole group, then one online-softmax step
+    const BLOCK: usize = 64; // keys per tile, as the tiled kernel's Bc
     let g = hq / hkv;
-    // Scores in log2 units, so the vectorisable 2^x of the flash kernels serves here too.
+    let isa = Isa::detect();
+    // Scores in log2 units: the K tile is scaled by log2(e) / sqrt(D) as it is transposed.
     let scale = std::f32::consts::LOG2_E / (d as f32).sqrt();
     let mut out = vec![0.0f32; hq * d];
-    let mut s = vec![0.0f32; g * BLOCK];
+    let (mut kt, mut s) = (vec![0.0f32; d * BLOCK], vec![0.0f32; g * BLOCK]);
+    let (mut m, mut l) = (vec![0.0f32; g], vec![0.0f32; g * kernels::L]);
     for kvh in 0..hkv {
         let kh = &lc.k[kvh * cap * d..][..len * d];
         let vh = &lc.v[kvh * cap * d..][..len * d];
-        let qg = &q[kvh * g * d..][..g * d]; // the group's query rows
-        let og = &mut out[kvh * g * d..][..g * d];
-        let (mut m, mut l) = (vec![f32::NEG_INFINITY; g], vec![0.0f32; g]);
+        let qg = &q[kvh * g * d..][..g * d]; // the group's query rows: the Q tile
+        let og = &mut out[kvh * g * d..][..g * d]; // their un-normalised outputs
+        m.fill(f32::NEG_INFINITY);
+        l.fill(0.0);
         for (kb, vb) in kh.chunks(BLOCK * d).zip(vh.chunks(BLOCK * d)) {
             let cols = kb.len() / d;
-            // Each key row is loaded once and used by all G query heads of the group.
-            for (j, kj) in kb.chunks_exact(d).enumerate() {
-                for (gi, qi) in qg.chunks_exact(d).enumerate() {
-                    s[gi * BLOCK + j] = dot(qi, kj) * scale;
-                }
-            }
-            for gi in 0..g {
-                let row = &mut s[gi * BLOCK..gi * BLOCK + cols];
-                let m_new = row.iter().copied().fold(m[gi], f32::max);
-                let alpha = exp2::<false>(m[gi] - m_new); // 0 on the first block
-                row.iter_mut().for_each(|x| *x = exp2::<false>(*x - m_new));
-                l[gi] = l[gi] * alpha + row.iter().sum::<f32>();
-                m[gi] = m_new;
-                let oi = &mut og[gi * d..][..d];
-                oi.iter_mut().for_each(|x| *x *= alpha);
-                for (p, vj) in row.iter().zip(vb.chunks_exact(d)) {
-                    oi.iter_mut().zip(vj).for_each(|(o, v)| *o += p * v);
-                }
-            }
+            kernels::transpose(isa, kb, cols, d, &mut kt[..d * cols], scale);
+            // Scores of the G rows, one online-softmax step each, o += P V: Lab 01's tile step.
+            let mut tile = kernels::Tile {
+                q: qg,
+                kt: &kt[..d * cols],
+                v: vb,
+                s: &mut s[..g * cols],
+                m: &mut m,
+                l: &mut l,
+                o: &mut *og,
+                br: g,
+                bc: cols,
+                d,
+            };
+            kernels::step(isa, &mut tile, None);
         }
-        for (oi, li) in og.chunks_exact_mut(d).zip(&l) {
-            oi.iter_mut().for_each(|x| *x /= li);
+        for (r, orow) in og.chunks_exact_mut(d).enumerate() {
+            let lr = kernels::row_sum(&l[r * kernels::L..]);
+            let inv = if lr > 0.0 { 1.0 / lr } else { 0.0 }; // no key: zeros
+            orow.iter_mut().for_each(|x| *x *= inv);
         }
     }
     out
