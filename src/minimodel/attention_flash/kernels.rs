@@ -121,26 +121,6 @@ fn lanes_sum(x: &[f32]) -> f32 {
     acc.iter().sum::<f32>() + tail
 }
 
-/// `sum_i a_i b_i` with eight independent partial sums, so the loop vectorises (a single running sum
-/// is a chain of dependent additions the compiler must not reorder). Shared by the decode kernels.
-#[inline(always)]
-pub fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut p = [0.0f32; 8];
-    let (ac, bc) = (a.chunks_exact(8), b.chunks_exact(8));
-    let tail: f32 = ac
-        .remainder()
-        .iter()
-        .zip(bc.remainder())
-        .map(|(x, y)| x * y)
-        .sum();
-    for (x, y) in ac.zip(bc) {
-        for ((s, xi), yi) in p.iter_mut().zip(x).zip(y) {
-            *s += xi * yi;
-        }
-    }
-    p.iter().sum::<f32>() + tail
-}
-
 /// Rows of a tile product handled together by the portable loop: their accumulators stay in registers.
 /// With `CS` columns (16 for AVX2: two registers a row), that is 8 independent accumulators, enough to
 /// keep two FMA units busy through the FMA's 4-cycle latency. (AVX-512 uses `x86::gemm`'s larger

@@ -21,7 +21,7 @@
 //! `out = sum_p w_p out_p / sum_p w_p`.
 
 use super::block_manager::BlockId;
-use crate::minimodel::attention_flash::kernels::dot;
+use crate::minimodel::attention_flash::kernels::{self, Isa};
 use crate::minimodel::numeric::Element;
 use crate::minimodel::shape::{AttnShape, Mask, ShapeError};
 use crate::roofline::traffic::visible_keys;
@@ -287,66 +287,76 @@ pub fn check_tables(
     Ok(())
 }
 
-/// The running state of `G` query rows (one per head of a group) against the keys seen so far.
+/// Keys gathered into one tile before a tile step: whole blocks, up to 64 rows (the tiled kernel's
+/// `Bc`), or one block where a block is longer.
+fn tile_rows(bs: usize) -> usize {
+    (64 / bs).max(1) * bs
+}
+
+/// The running state of `G` query rows (one per head of a group) against the keys seen so far: the
+/// rows of a tile of the tiled kernel ([`kernels::Tile`]), with scores in base 2.
 struct GroupState {
-    /// Queries, pre-scaled by `1/sqrt(D)`: `(G, D)`.
+    isa: Isa,
+    /// Queries widened to f32: `(G, D)`.
     q: Vec<f32>,
-    /// Running max per row.
+    /// Running max per row, in log2 units.
     m: Vec<f32>,
-    /// Running normaliser per row.
+    /// Running normaliser per row, `kernels::L` partial sums a row.
     l: Vec<f32>,
     /// Un-normalised output per row: `(G, D)`.
     acc: Vec<f32>,
-    /// Scores of one block: `(G, B)`.
+    /// Scores of one tile: `(G, rows)`.
     s: Vec<f32>,
-    /// One block of K and V widened to f32: `(B, D)` each.
+    /// One tile of K and V widened to f32, `(rows, D)` each, and K transposed and scaled, `(D, rows)`.
     kf: Vec<f32>,
     vf: Vec<f32>,
+    kt: Vec<f32>,
 }
 
 impl GroupState {
     fn new<T: Element>(q: &[T], g: usize, d: usize, bs: usize) -> Self {
-        let scale = 1.0 / (d as f32).sqrt();
+        let rows = tile_rows(bs);
         Self {
-            q: q[..g * d].iter().map(|x| x.to_f32() * scale).collect(),
+            isa: Isa::detect(),
+            q: q[..g * d].iter().map(|x| x.to_f32()).collect(),
             m: vec![f32::NEG_INFINITY; g],
-            l: vec![0.0; g],
+            l: vec![0.0; g * kernels::L],
             acc: vec![0.0; g * d],
-            s: vec![0.0; g * bs],
-            kf: vec![0.0; bs * d],
-            vf: vec![0.0; bs * d],
+            s: vec![0.0; g * rows],
+            kf: vec![0.0; rows * d],
+            vf: vec![0.0; rows * d],
+            kt: vec![0.0; rows * d],
         }
     }
 
     // ANCHOR: block_update
-    /// Absorb `n` keys (rows of one block, already widened into `kf`, `vf`) for every row of the group:
-    /// `S = q K^T`; `m' = max(m, rowmax S)`; `l = e^(m - m') l + sum e^(S - m')`; `o = e^(m - m') o + P V`.
+    /// Absorb `n` keys (the rows gathered into `kf`, `vf`) for every row of the group: K transposed and
+    /// scaled by `log2(e) / sqrt(D)`, then the tiled kernel's step: `S = q K^T`; `m' = max(m, rowmax S)`;
+    /// `l = 2^(m - m') l + sum 2^(S - m')`; `o = 2^(m - m') o + P V`.
     fn absorb(&mut self, n: usize, d: usize) {
         let g = self.m.len();
-        let bs = self.s.len() / g;
-        for r in 0..g {
-            let qr = &self.q[r * d..][..d];
-            let s = &mut self.s[r * bs..][..n];
-            for (j, sj) in s.iter_mut().enumerate() {
-                *sj = dot(qr, &self.kf[j * d..][..d]);
-            }
-            let m_new = s.iter().copied().fold(self.m[r], f32::max);
-            let alpha = (self.m[r] - m_new).exp(); // e^(-inf) = 0 on the first block
-            let acc = &mut self.acc[r * d..][..d];
-            acc.iter_mut().for_each(|a| *a *= alpha);
-            let mut l = self.l[r] * alpha;
-            for (j, &sj) in s.iter().enumerate() {
-                let p = (sj - m_new).exp();
-                l += p;
-                for (a, &v) in acc.iter_mut().zip(&self.vf[j * d..][..d]) {
-                    *a += p * v;
-                }
-            }
-            self.l[r] = l;
-            self.m[r] = m_new;
-        }
+        let scale = std::f32::consts::LOG2_E / (d as f32).sqrt();
+        kernels::transpose(self.isa, &self.kf, n, d, &mut self.kt[..d * n], scale);
+        let mut tile = kernels::Tile {
+            q: &self.q,
+            kt: &self.kt[..d * n],
+            v: &self.vf[..n * d],
+            s: &mut self.s[..g * n],
+            m: &mut self.m,
+            l: &mut self.l,
+            o: &mut self.acc,
+            br: g,
+            bc: n,
+            d,
+        };
+        kernels::step(self.isa, &mut tile, None);
     }
     // ANCHOR_END: block_update
+
+    /// Row `r`'s softmax denominator, `sum_j 2^(s_j - m)` over the keys seen.
+    fn sum(&self, r: usize) -> f32 {
+        kernels::row_sum(&self.l[r * kernels::L..][..kernels::L])
+    }
 }
 
 /// Hint the CPU to bring `x` into its caches (one prefetch per 64-byte line; no effect off x86-64).
@@ -378,23 +388,28 @@ fn walk_table<T: Element>(
     hi: usize,
 ) {
     let (bs, d) = (kv.block_size, kv.d);
-    let mut t = lo;
+    let tile = tile_rows(bs);
+    let (mut t, mut filled) = (lo, 0); // keys done, rows gathered into the tile
     while t < hi {
         let (i, r0) = (t / bs, t % bs);
-        let n = (bs - r0).min(hi - t); // rows of this block inside [lo, hi)
+        let n = (bs - r0).min(hi - t).min(tile - filled); // rows of this block inside [lo, hi)
         if t + n < hi {
             // The next block lives elsewhere in the pool, where the hardware prefetcher cannot guess:
             // ask for its rows now, so they arrive while this block is computed.
-            let next = kv.offset(table[i + 1], h, 0);
+            let next = kv.offset(table[(t + n) / bs], h, 0);
             let rows = bs.min(hi - t - n);
             prefetch(&kv.k[next..next + rows * d]);
             prefetch(&kv.v[next..next + rows * d]);
         }
         let at = kv.offset(table[i], h, r0);
-        T::widen_into(&kv.k[at..at + n * d], &mut st.kf[..n * d]);
-        T::widen_into(&kv.v[at..at + n * d], &mut st.vf[..n * d]);
-        st.absorb(n, d);
-        t += n;
+        let rows = filled * d..(filled + n) * d;
+        T::widen_into(&kv.k[at..at + n * d], &mut st.kf[rows.clone()]);
+        T::widen_into(&kv.v[at..at + n * d], &mut st.vf[rows]);
+        (t, filled) = (t + n, filled + n);
+        if filled == tile || t == hi {
+            st.absorb(filled, d); // a whole tile (or the last keys): one tile step
+            filled = 0;
+        }
     }
 }
 // ANCHOR_END: paged_walk
@@ -410,26 +425,32 @@ fn walk_contiguous<T: Element>(
     lo: usize,
     hi: usize,
 ) {
-    let mut t = lo;
+    let tile = tile_rows(bs);
+    let (mut t, mut filled) = (lo, 0);
     while t < hi {
-        let n = (bs - t % bs).min(hi - t);
+        let n = (bs - t % bs).min(hi - t).min(tile - filled);
         if t + n < hi {
             // The same prefetch as the paged walk, so that the two differ only by the table.
             let next = (t + n) * d..(t + n + bs.min(hi - t - n)) * d;
             prefetch(&k[next.clone()]);
             prefetch(&v[next]);
         }
-        T::widen_into(&k[t * d..(t + n) * d], &mut st.kf[..n * d]);
-        T::widen_into(&v[t * d..(t + n) * d], &mut st.vf[..n * d]);
-        st.absorb(n, d);
-        t += n;
+        let rows = filled * d..(filled + n) * d;
+        T::widen_into(&k[t * d..(t + n) * d], &mut st.kf[rows.clone()]);
+        T::widen_into(&v[t * d..(t + n) * d], &mut st.vf[rows]);
+        (t, filled) = (t + n, filled + n);
+        if filled == tile || t == hi {
+            st.absorb(filled, d);
+            filled = 0;
+        }
     }
 }
 
 /// Write the finished rows `acc / l` (zeros where a row saw no key) into `o`, one row per head, at stride `stride`.
 fn finish<T: Element>(st: &GroupState, o: &mut [T], d: usize, stride: usize) {
     for r in 0..st.m.len() {
-        let inv = if st.l[r] > 0.0 { 1.0 / st.l[r] } else { 0.0 };
+        let l = st.sum(r);
+        let inv = if l > 0.0 { 1.0 / l } else { 0.0 };
         for (x, a) in o[r * stride..][..d].iter_mut().zip(&st.acc[r * d..][..d]) {
             *x = T::from_f32(a * inv);
         }
@@ -623,10 +644,11 @@ pub fn paged_decode_partitioned<T: Element>(
             }
             (0..g)
                 .map(|r| {
-                    let inv = if st.l[r] > 0.0 { 1.0 / st.l[r] } else { 0.0 };
+                    let l = st.sum(r);
+                    let inv = if l > 0.0 { 1.0 / l } else { 0.0 };
                     Partial {
-                        max_logit: st.m[r],
-                        exp_sum: st.l[r],
+                        max_logit: st.m[r] * std::f32::consts::LN_2, // back to natural units
+                        exp_sum: l,
                         out: st.acc[r * d..][..d].iter().map(|a| a * inv).collect(),
                     }
                 })
