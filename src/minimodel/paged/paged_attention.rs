@@ -288,9 +288,10 @@ pub fn check_tables(
 }
 
 /// Keys gathered into one tile before a tile step: whole blocks, up to 64 rows (the tiled kernel's
-/// `Bc`), or one block where a block is longer.
-fn tile_rows(bs: usize) -> usize {
-    (64 / bs).max(1) * bs
+/// `Bc`) and 16 KB of f32 a tile (K, V and K transposed then fit a 48 KB L1), or one block where a
+/// block is longer.
+fn tile_rows(bs: usize, d: usize) -> usize {
+    ((4096 / d).min(64) / bs).max(1) * bs
 }
 
 /// The running state of `G` query rows (one per head of a group) against the keys seen so far: the
@@ -315,7 +316,7 @@ struct GroupState {
 
 impl GroupState {
     fn new<T: Element>(q: &[T], g: usize, d: usize, bs: usize) -> Self {
-        let rows = tile_rows(bs);
+        let rows = tile_rows(bs, d);
         Self {
             isa: Isa::detect(),
             q: q[..g * d].iter().map(|x| x.to_f32()).collect(),
@@ -388,7 +389,7 @@ fn walk_table<T: Element>(
     hi: usize,
 ) {
     let (bs, d) = (kv.block_size, kv.d);
-    let tile = tile_rows(bs);
+    let tile = tile_rows(bs, d);
     let (mut t, mut filled) = (lo, 0); // keys done, rows gathered into the tile
     while t < hi {
         let (i, r0) = (t / bs, t % bs);
@@ -425,7 +426,7 @@ fn walk_contiguous<T: Element>(
     lo: usize,
     hi: usize,
 ) {
-    let tile = tile_rows(bs);
+    let tile = tile_rows(bs, d);
     let (mut t, mut filled) = (lo, 0);
     while t < hi {
         let n = (bs - t % bs).min(hi - t).min(tile - filled);
