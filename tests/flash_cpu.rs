@@ -296,6 +296,15 @@ fn tiles_from_cache_sizes() {
         Tiles { br: 256, bc: 64 }
     );
     assert_eq!(Tiles::for_cache(64, 0, 0), Tiles { br: 32, bc: 32 });
+    // Under a sliding window the query tiles shrink to about a quarter of the window, never below 32
+    // rows and never above the cache's choice; without one the cache's choice stands.
+    let machine = Tiles::for_this_machine(64);
+    assert_eq!(Tiles::for_call(64, Mask::CAUSAL), machine);
+    let w = |n: usize| Tiles::for_call(64, Mask::sliding(n, true).unwrap());
+    assert_eq!(w(256).br, machine.br.min(64));
+    assert_eq!(w(8).br, 32);
+    assert_eq!(w(1 << 20).br, machine.br);
+    assert_eq!(w(256).bc, machine.bc);
 }
 
 proptest! {

@@ -275,7 +275,7 @@ fn run_config<T: Element>(
             Version::V1Naive => (bytes_naive(&s, T::DTYPE), None),
             Version::V2Online => (bytes_rowwise(&s, T::DTYPE), None),
             Version::V3Tiled => {
-                let t = Tiles::for_this_machine(s.d);
+                let t = Tiles::for_call(s.d, c.mask);
                 let m = flash_traffic(&s, T::DTYPE, t.br, t.bc, c.mask);
                 let counter = Counter::default();
                 tiled(&q, &k, &v, &s, c.mask, &mut o, t, Isa::detect(), &counter)

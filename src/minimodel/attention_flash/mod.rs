@@ -97,6 +97,21 @@ impl Tiles {
         let (l1, l2) = cache_sizes().unwrap_or((32 << 10, 1 << 20));
         Self::for_cache(d, l1, l2)
     }
+
+    /// The tiles of one call: [`Tiles::for_this_machine`], with the query tiles cut to about `W / 4`
+    /// rows (a multiple of 32) under a sliding window of `W` keys. A query tile's keys span `W + Br`
+    /// of which each row sees `W`: with `Br = 256` under a 256-key window, half the scores computed
+    /// were masked (and the window's K and V, `W` rows a head, stay cached however often they are read).
+    pub fn for_call(d: usize, mask: Mask) -> Tiles {
+        let t = Self::for_this_machine(d);
+        match mask.window {
+            Some(w) => Tiles {
+                br: t.br.min((w.get() / 4 / 32 * 32).max(32)),
+                ..t
+            },
+            None => t,
+        }
+    }
 }
 // ANCHOR_END: tiles
 
@@ -391,7 +406,7 @@ pub fn v3_tiled<T: Element>(
         s,
         mask,
         o,
-        Tiles::for_this_machine(s.d),
+        Tiles::for_call(s.d, mask),
         Isa::detect(),
         &NoCount,
     )
