@@ -532,7 +532,9 @@ __device__ __forceinline__ void decode_body(const elem_t* __restrict__ q, const 
 }
 // ANCHOR_END: paged_split
 
-extern "C" __global__ void __launch_bounds__(WARPS * 32)
+// With the even split, blocks of fewer than 16 warps are capped at 128 registers a thread so that
+// 16 warps' worth of blocks share an SM: one block's start runs under the others' loads.
+extern "C" __global__ void __launch_bounds__(WARPS * 32, PA_SPLIT ? 16 / WARPS : 1)
     paged_decode_partition(const elem_t* __restrict__ q, const elem_t* __restrict__ k_pool,
                            const elem_t* __restrict__ v_pool, const int* __restrict__ tables,
                            const int* __restrict__ seq_lens, const long long* __restrict__ prefix,
@@ -542,7 +544,7 @@ extern "C" __global__ void __launch_bounds__(WARPS * 32)
     decode_body<true>(q, k_pool, v_pool, tables, seq_lens, prefix, part_out, part_ml, o, lse, counters, p);
 }
 
-extern "C" __global__ void __launch_bounds__(WARPS * 32)
+extern "C" __global__ void __launch_bounds__(WARPS * 32, PA_SPLIT ? 16 / WARPS : 1)
     contiguous_decode_partition(const elem_t* __restrict__ q, const elem_t* __restrict__ k,
                                 const elem_t* __restrict__ v, const int* __restrict__ tables,
                                 const int* __restrict__ seq_lens, const long long* __restrict__ prefix,

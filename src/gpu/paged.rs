@@ -362,6 +362,17 @@ impl Tuning {
         vec![
             d,
             Tuning { split: true, ..d },
+            // The split with two or four resident blocks an SM: one block's start under another's loads.
+            Tuning {
+                split: true,
+                warps: 8,
+                ..d
+            },
+            Tuning {
+                split: true,
+                warps: 4,
+                ..d
+            },
             Tuning { fused: true, ..d },
             Tuning { hint: true, ..d },
             Tuning { passes: 8, ..d },
