@@ -482,27 +482,19 @@ pub struct SplitPlan {
     pub max_parts: usize,
 }
 
-/// Keys a decode query sees in a sequence of `len` tokens under the kernel's `window` (0: none).
-fn split_visible(len: usize, window: usize) -> usize {
-    if window > 0 {
-        len.min(window)
-    } else {
-        len
-    }
-}
-
 // ANCHOR: split_plan
-/// Plan an even split: `rows_per_seq` rows of work (head chunks) for each sequence, `slots` blocks
+/// Plan an even split: `rows_per_seq` rows of work (head chunks) for each sequence, each row its
+/// sequence's keys visible under `mask`, `slots` blocks
 /// held at once, at least `min_tokens` keys a block where the batch allows it. Block `b` takes keys
 /// `[b W / G, (b + 1) W / G)`; a row of `L` keys then meets at most `ceil(L / floor(W / G)) + 1` blocks.
 pub fn split_plan(
     seq_lens: &[usize],
-    window: usize,
+    mask: Mask,
     rows_per_seq: usize,
     slots: usize,
     min_tokens: usize,
 ) -> SplitPlan {
-    let vis = seq_lens.iter().map(|&l| split_visible(l, window));
+    let vis = seq_lens.iter().map(|&l| visible(mask, l));
     let work = vis.clone().sum::<usize>() * rows_per_seq;
     let longest = vis.max().unwrap_or(0);
     let blocks = slots.min(work / min_tokens.max(1)).max(1);
@@ -610,7 +602,7 @@ pub fn decode_tuned<T: GpuElement>(
     let split = match tuning.split {
         true => Some(split_plan(
             &bufs.seq_lens,
-            window as usize,
+            mask,
             hq / gc,
             tuning.waves * slots()?,
             min_tokens,
@@ -684,7 +676,7 @@ pub fn decode_tuned<T: GpuElement>(
     if bufs.prefix.as_ref().is_none_or(|(w, _)| *w != window) {
         let mut prefix = vec![0i64; s + 1];
         for (i, &len) in bufs.seq_lens.iter().enumerate() {
-            prefix[i + 1] = prefix[i] + split_visible(len, window as usize) as i64;
+            prefix[i + 1] = prefix[i] + visible(mask, len) as i64;
         }
         bufs.prefix = Some((window, st.clone_htod(&prefix)?));
     }
@@ -839,22 +831,23 @@ mod tests {
     /// and each block's partial slot is one of them.
     #[test]
     fn an_even_split_covers_every_key_once() {
-        let cases: [(&[usize], usize, usize, usize, usize); 6] = [
-            (&[4096; 16], 0, 8, 132, 128),
-            (&[65536; 16], 0, 8, 132, 128),
-            (&[1, 300, 5000], 0, 2, 132, 128),
-            (&[1, 300, 5000], 700, 2, 264, 32),
-            (&[0, 17, 0, 3000, 1200], 0, 4, 10, 8),
-            (&[0, 0], 0, 3, 132, 128),
+        let window = Mask::sliding(700, true).unwrap();
+        let cases: [(&[usize], Mask, usize, usize, usize); 6] = [
+            (&[4096; 16], Mask::NONE, 8, 132, 128),
+            (&[65536; 16], Mask::NONE, 8, 132, 128),
+            (&[1, 300, 5000], Mask::NONE, 2, 132, 128),
+            (&[1, 300, 5000], window, 2, 264, 32),
+            (&[0, 17, 0, 3000, 1200], Mask::NONE, 4, 10, 8),
+            (&[0, 0], Mask::NONE, 3, 132, 128),
         ];
-        for (lens, window, rows_per_seq, slots, min_tokens) in cases {
-            let plan = split_plan(lens, window, rows_per_seq, slots, min_tokens);
+        for (lens, mask, rows_per_seq, slots, min_tokens) in cases {
+            let plan = split_plan(lens, mask, rows_per_seq, slots, min_tokens);
             let (w, g) = (plan.work as u64, plan.blocks as u64);
             let block_of = |z: u64| ((z + 1) * g - 1) / w;
             let mut covered = vec![0u32; plan.work];
             let mut start = 0u64;
             for &len in lens {
-                let vis = split_visible(len, window) as u64;
+                let vis = visible(mask, len) as u64;
                 for _ in 0..rows_per_seq {
                     if vis > 0 {
                         let (u0, u1) = (start, start + vis);

@@ -292,11 +292,7 @@ pub fn decode_attention(
             };
             kernels::step(isa, &mut tile, None);
         }
-        for (r, orow) in og.chunks_exact_mut(d).enumerate() {
-            let lr = kernels::row_sum(&l[r * kernels::L..]);
-            let inv = if lr > 0.0 { 1.0 / lr } else { 0.0 }; // no key: zeros
-            orow.iter_mut().for_each(|x| *x *= inv);
-        }
+        kernels::normalise_rows(og, &l, d); // one division per row; no key: zeros
     }
     out
 }

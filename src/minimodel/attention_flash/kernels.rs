@@ -136,6 +136,16 @@ pub fn row_sum(l: &[f32]) -> f32 {
     l[..L].iter().sum()
 }
 
+/// The last step of a row's online softmax: each row of `o` (`d` wide) divided by its sum of
+/// exponentials ([`row_sum`] of its `L` partial sums in `l`); a row that saw no key stays zero.
+pub fn normalise_rows(o: &mut [f32], l: &[f32], d: usize) {
+    for (r, orow) in o.chunks_mut(d).enumerate() {
+        let lr = row_sum(&l[r * L..]);
+        let inv = if lr > 0.0 { 1.0 / lr } else { 0.0 };
+        orow.iter_mut().for_each(|x| *x *= inv);
+    }
+}
+
 // ANCHOR: tile_gemm
 /// `c = a b` (or `c += a b` when `accumulate`) for one tile: `a: (m, k)`, `b: (k, n)`, `c: (m, n)`, all
 /// row-major. Both products of a tile step are this one kernel: `S = Q Kt` (`m = Br, k = D, n = Bc`)

@@ -529,11 +529,7 @@ pub fn tiled<T: Element, C: Traffic>(
                     );
                 }
                 // O = acc / l, once; a row that saw no key stays zero.
-                for (r, arow) in acc.chunks_mut(d).enumerate() {
-                    let lr = kernels::row_sum(&l[r * kernels::L..]);
-                    let inv = if lr > 0.0 { 1.0 / lr } else { 0.0 };
-                    arow.iter_mut().for_each(|a| *a *= inv);
-                }
+                kernels::normalise_rows(acc, l, d);
             };
             match T::as_f32_mut(o_tile) {
                 Some(o) => run(o),
