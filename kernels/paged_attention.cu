@@ -69,7 +69,8 @@
 #define PA_PASSES 8  // token passes per warp chunk: 2 * PA_PASSES loads of 16 bytes in flight per lane
 #endif
 #ifndef PA_BULK
-#define PA_BULK 0    // 1 (Hopper): K/V chunks arrive in shared memory by bulk asynchronous copies
+#define PA_BULK 0    // 1 (Hopper): K/V chunks arrive in shared memory by bulk asynchronous copies;
+                     // 2: by each lane's own 16-byte asynchronous copies (cp.async, sm_80 or newer)
 #endif
 #ifndef PA_STAGES
 #define PA_STAGES 3  // PA_BULK: chunks in flight per warp
@@ -134,7 +135,17 @@ __device__ __forceinline__ uint4 load_once(const void* ptr) {
 #endif
 }
 
-#if PA_BULK
+#if PA_BULK == 2
+// A 16-byte copy global -> shared that leaves the registers free while it flies (L1 bypassed).
+__device__ __forceinline__ void cp_async16(void* dst, const void* src) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(
+                     static_cast<unsigned>(__cvta_generic_to_shared(dst))),
+                 "l"(src)
+                 : "memory");
+}
+#endif
+
+#if PA_BULK == 1
 // ANCHOR: bulk_helpers
 // Hopper's bulk asynchronous copy (the non-tensor form of TMA): one thread asks the copy engine for
 // `bytes` contiguous bytes global -> shared; their arrival is counted on an mbarrier in shared memory,
@@ -292,7 +303,27 @@ __device__ __forceinline__ void attend_range(const elem_t* __restrict__ q,
     const int stride = WARPS * CHUNK;
     const int n_chunks = p_hi - p_lo > warp * CHUNK ? (p_hi - p_lo - warp * CHUNK + stride - 1) / stride : 0;
 
-#if PA_BULK
+#if PA_BULK == 2
+    // This warp's ring of PA_STAGES chunk buffers (K then V, CHUNK rows each). Each lane copies the
+    // 16-byte pieces it will itself read, so its own copy group's completion is all it waits for.
+    extern __shared__ __align__(128) unsigned char dyn_smem[];
+    elem_t* ring = reinterpret_cast<elem_t*>(dyn_smem) + (size_t)warp * PA_STAGES * 2 * CHUNK * PA_D;
+    auto issue = [&](int c) {
+        if (c < n_chunks) {
+            const int t0 = p_lo + warp * CHUNK + c * stride;
+            elem_t* kd = ring + (size_t)(c % PA_STAGES) * 2 * CHUNK * PA_D;
+#pragma unroll
+            for (int i = 0; i < PASSES; ++i) {
+                const int j = i * TOK + tok;
+                const size_t row = row_of(min(t0 + j, p_hi - 1));
+                cp_async16(kd + j * PA_D + slice * 8, k + row * PA_D + slice * 8);
+                cp_async16(kd + (CHUNK + j) * PA_D + slice * 8, v + row * PA_D + slice * 8);
+            }
+        }
+        asm volatile("cp.async.commit_group;" ::: "memory");  // an empty group past the last chunk
+    };
+    for (int c = 0; c + 1 < PA_STAGES; ++c) issue(c);
+#elif PA_BULK == 1
     // This warp's ring of PA_STAGES chunk buffers (K then V, CHUNK rows each) and their barriers.
     extern __shared__ __align__(128) unsigned char dyn_smem[];
     elem_t* ring = reinterpret_cast<elem_t*>(dyn_smem) + (size_t)warp * PA_STAGES * 2 * CHUNK * PA_D;
@@ -325,7 +356,19 @@ __device__ __forceinline__ void attend_range(const elem_t* __restrict__ q,
         const int c0 = p_lo + warp * CHUNK + c * stride;
         // 1. Every load of the chunk first: K and V rows of PASSES tokens, 16 bytes each per lane.
         uint4 kr[PASSES], vr[PASSES];
-#if PA_BULK
+#if PA_BULK == 2
+        // Chunk c + PA_STAGES - 1 goes out before chunk c is waited for: the loads stay in flight
+        // through this chunk's arithmetic (the register path has none in flight while it computes).
+        issue(c + PA_STAGES - 1);
+        asm volatile("cp.async.wait_group %0;" ::"n"(PA_STAGES - 1) : "memory");
+        const elem_t* ks = ring + (size_t)(c % PA_STAGES) * 2 * CHUNK * PA_D;
+#pragma unroll
+        for (int i = 0; i < PASSES; ++i) {
+            const int j = i * TOK + tok;
+            kr[i] = *reinterpret_cast<const uint4*>(ks + j * PA_D + slice * 8);
+            vr[i] = *reinterpret_cast<const uint4*>(ks + (CHUNK + j) * PA_D + slice * 8);
+        }
+#elif PA_BULK == 1
         mbar_wait(&bars[warp][c % PA_STAGES], (c / PA_STAGES) & 1);
         const elem_t* ks = ring + (size_t)(c % PA_STAGES) * 2 * CHUNK * PA_D;
 #pragma unroll
@@ -342,17 +385,15 @@ __device__ __forceinline__ void attend_range(const elem_t* __restrict__ q,
             issue(c + PA_STAGES);
         }
 #else
+        // No branch around a pass: a token past the range re-reads the range's last row (its score is
+        // masked below and its probability is 0), so every table lookup of the chunk can issue before
+        // any address is formed and every load right after (a branch per pass made each pass wait for
+        // its own table entry before its loads: 20% of the read rate on an H200).
 #pragma unroll
         for (int i = 0; i < PASSES; ++i) {
-            const int t = c0 + i * TOK + tok;
-            if (t < p_hi) {
-                const size_t row = row_of(t);
-                kr[i] = load_once(k + row * PA_D + slice * 8);
-                vr[i] = load_once(v + row * PA_D + slice * 8);
-            } else {
-                kr[i] = make_uint4(0, 0, 0, 0);
-                vr[i] = make_uint4(0, 0, 0, 0);
-            }
+            const size_t row = row_of(min(c0 + i * TOK + tok, p_hi - 1));
+            kr[i] = load_once(k + row * PA_D + slice * 8);
+            vr[i] = load_once(v + row * PA_D + slice * 8);
         }
 #endif
         // ANCHOR: paged_chunk_math
@@ -534,7 +575,7 @@ __device__ __forceinline__ void decode_body(const elem_t* __restrict__ q, const 
 
 // With the even split, blocks of fewer than 16 warps are capped at 128 registers a thread so that
 // 16 warps' worth of blocks share an SM: one block's start runs under the others' loads.
-extern "C" __global__ void __launch_bounds__(WARPS * 32, PA_SPLIT ? 16 / WARPS : 1)
+extern "C" __global__ void __launch_bounds__(WARPS * 32, (PA_SPLIT || PA_BULK == 2) ? 16 / WARPS : 1)
     paged_decode_partition(const elem_t* __restrict__ q, const elem_t* __restrict__ k_pool,
                            const elem_t* __restrict__ v_pool, const int* __restrict__ tables,
                            const int* __restrict__ seq_lens, const long long* __restrict__ prefix,
@@ -544,7 +585,7 @@ extern "C" __global__ void __launch_bounds__(WARPS * 32, PA_SPLIT ? 16 / WARPS :
     decode_body<true>(q, k_pool, v_pool, tables, seq_lens, prefix, part_out, part_ml, o, lse, counters, p);
 }
 
-extern "C" __global__ void __launch_bounds__(WARPS * 32, PA_SPLIT ? 16 / WARPS : 1)
+extern "C" __global__ void __launch_bounds__(WARPS * 32, (PA_SPLIT || PA_BULK == 2) ? 16 / WARPS : 1)
     contiguous_decode_partition(const elem_t* __restrict__ q, const elem_t* __restrict__ k,
                                 const elem_t* __restrict__ v, const int* __restrict__ tables,
                                 const int* __restrict__ seq_lens, const long long* __restrict__ prefix,

@@ -305,10 +305,15 @@ fn probe_paged(dev: &Device) -> Result<bool, String> {
             split: true,
             ..Tuning::DEFAULT
         };
+        let lanes = Tuning {
+            cp_async: true,
+            stages: 2,
+            ..Tuning::DEFAULT
+        };
         let tunings: &[Tuning] = if dev.arch().starts_with("sm_9") {
-            &[Tuning::DEFAULT, split, bulk]
+            &[Tuning::DEFAULT, split, lanes, bulk]
         } else {
-            &[Tuning::DEFAULT, split]
+            &[Tuning::DEFAULT, split, lanes]
         };
         for (partition, &t) in [None, Some(64)]
             .into_iter()

@@ -215,6 +215,15 @@ fn bad_batches_are_refused_before_anything_runs() {
     };
     let e = decode_tuned(&dev, &mut bufs, Mask::NONE, None, both).err();
     assert!(matches!(e, Some(GpuError::NotSupported { .. })), "{e:?}");
+    // Two copy paths at once: refused.
+    let two = Tuning {
+        bulk: true,
+        cp_async: true,
+        warps: 4,
+        ..Tuning::DEFAULT
+    };
+    let e = decode_tuned(&dev, &mut bufs, Mask::NONE, None, two).err();
+    assert!(matches!(e, Some(GpuError::NotSupported { .. })), "{e:?}");
     let (o, _) = bufs.download(&dev).unwrap();
     assert!(
         o.iter().all(|x| x.is_nan()),

@@ -335,7 +335,12 @@ pub struct Tuning {
     /// K/V chunks arrive in shared memory by bulk asynchronous copies (Hopper's copy engine), with
     /// `stages` chunks in flight per warp; `false`: 16-byte loads into registers.
     pub bulk: bool,
-    /// Chunks in flight per warp when `bulk`.
+    /// K/V chunks arrive in shared memory by each lane's own 16-byte asynchronous copies
+    /// (`cp.async`), `stages` chunks a warp in a ring, the next `stages - 1` in flight while one is
+    /// computed; `false` (and not `bulk`): 16-byte loads into registers, none in flight while the
+    /// warp computes.
+    pub cp_async: bool,
+    /// Chunks in the ring per warp when `bulk` or `cp_async`.
     pub stages: usize,
     /// An even split of all rows' keys over one wave of thread blocks, instead of partitions
     /// (`paged_split` in the kernel); the partials are merged by the last block of each row. A
@@ -352,6 +357,7 @@ impl Tuning {
         hint: false,
         waves: 1,
         bulk: false,
+        cp_async: false,
         stages: 3,
         split: false,
     };
@@ -380,6 +386,24 @@ impl Tuning {
             Tuning { warps: 8, ..d },
             Tuning { waves: 2, ..d },
             Tuning { waves: 4, ..d },
+            // Asynchronous copies: the next chunk's loads in flight under this one's arithmetic.
+            Tuning {
+                cp_async: true,
+                stages: 2,
+                ..d
+            },
+            Tuning {
+                warps: 8,
+                cp_async: true,
+                stages: 2,
+                ..d
+            },
+            Tuning {
+                warps: 4,
+                cp_async: true,
+                stages: 3,
+                ..d
+            },
             // The bulk path's shared-memory rings are per warp: with 4 warps they fit beside the rest.
             Tuning {
                 warps: 4,
@@ -420,6 +444,8 @@ impl Tuning {
             if self.hint { "-hint" } else { "" },
             if self.bulk {
                 format!("-bulk{}", self.stages)
+            } else if self.cp_async {
+                format!("-async{}", self.stages)
             } else {
                 String::new()
             }
@@ -433,14 +459,22 @@ impl Tuning {
             ("PA_PASSES", self.passes as i64),
             ("PA_FUSED", self.fused as i64),
             ("PA_HINT", self.hint as i64),
-            ("PA_BULK", self.bulk as i64),
+            (
+                "PA_BULK",
+                if self.bulk {
+                    1
+                } else {
+                    2 * self.cp_async as i64
+                },
+            ),
             ("PA_STAGES", self.stages as i64),
         ]
     }
 
-    /// Dynamic shared memory of the partition kernel: the warps' rings of chunks when `bulk`.
+    /// Dynamic shared memory of the partition kernel: the warps' rings of chunks when `bulk` or
+    /// `cp_async`.
     pub fn shared_bytes(&self, d: usize, elem: usize) -> usize {
-        if self.bulk {
+        if self.bulk || self.cp_async {
             self.warps * self.stages * 2 * chunk(d, self.passes) * d * elem
         } else {
             0
@@ -547,6 +581,12 @@ pub fn decode_tuned<T: GpuElement>(
             what: "tuning (warps 4, 8 or 16, passes 4 or 8, waves at least 1, stages 1 to 4)",
             value: tuning.warps.max(tuning.passes),
             limit: 8,
+        });
+    }
+    if tuning.bulk && tuning.cp_async {
+        return Err(GpuError::NotSupported {
+            what: "bulk copies and per-lane asynchronous copies together (one ring)",
+            arch: dev.arch(),
         });
     }
     if tuning.bulk && tuning.split {
