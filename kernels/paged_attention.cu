@@ -612,6 +612,59 @@ extern "C" __global__ void paged_decode_reduce(const float* __restrict__ part_ou
 }
 // ANCHOR_END: paged_reduce
 
+// ANCHOR: read_pass
+// The decode kernel's reads without its arithmetic: grid (S * Hkv), PA_WARPS warps, each (sequence, kv
+// head) row's K and V walked in the same warp chunks, through the table (or the contiguous twin), with
+// the same branch-free loads, folded into one word so that nothing is dropped. Its time is what the
+// access pattern itself costs; the decode kernel's distance from it is its arithmetic's.
+template <bool PAGED>
+__device__ __forceinline__ void read_rows(const elem_t* __restrict__ k, const elem_t* __restrict__ v,
+                                          const int* __restrict__ tables, const int* __restrict__ seq_lens,
+                                          unsigned* __restrict__ sink, const PagedParams& p) {
+    const int seq = blockIdx.x / p.hkv, kvh = blockIdx.x % p.hkv, len = seq_lens[seq];
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    const int slice = lane % TPT, tok = lane / TPT;
+    // A chunk's words are folded in the next iteration, after that one's loads are issued: the
+    // register allocator cannot then fold each load before issuing the next (it did: one load in flight).
+    uint4 kp[PASSES], vp[PASSES];
+#pragma unroll
+    for (int i = 0; i < PASSES; ++i) kp[i] = vp[i] = make_uint4(0, 0, 0, 0);
+    unsigned a = 0;
+    for (int c0 = warp * CHUNK; c0 < len; c0 += WARPS * CHUNK) {
+        uint4 kr[PASSES], vr[PASSES];
+#pragma unroll
+        for (int i = 0; i < PASSES; ++i) {
+            const int t = min(c0 + i * TOK + tok, len - 1);
+            const size_t row = PAGED ? ((size_t)__ldg(tables + (size_t)seq * p.table_stride + t / PA_BLOCK) * p.hkv + kvh) *
+                                               PA_BLOCK + t % PA_BLOCK
+                                     : ((size_t)seq * p.hkv + kvh) * p.nk_stride + t;
+            kr[i] = load_once(k + row * PA_D + slice * 8);
+            vr[i] = load_once(v + row * PA_D + slice * 8);
+        }
+#pragma unroll
+        for (int i = 0; i < PASSES; ++i) {
+            a ^= kp[i].x ^ kp[i].y ^ kp[i].z ^ kp[i].w ^ vp[i].x ^ vp[i].y ^ vp[i].z ^ vp[i].w;
+            kp[i] = kr[i];
+            vp[i] = vr[i];
+        }
+    }
+#pragma unroll
+    for (int i = 0; i < PASSES; ++i) a ^= kp[i].x ^ kp[i].y ^ kp[i].z ^ kp[i].w ^ vp[i].x ^ vp[i].y ^ vp[i].z ^ vp[i].w;
+    sink[(size_t)blockIdx.x * blockDim.x + threadIdx.x] = a;
+}
+extern "C" __global__ void __launch_bounds__(WARPS * 32)
+    paged_read_pass(const elem_t* __restrict__ k, const elem_t* __restrict__ v, const int* __restrict__ tables,
+                    const int* __restrict__ seq_lens, unsigned* __restrict__ sink, const PagedParams p) {
+    read_rows<true>(k, v, tables, seq_lens, sink, p);
+}
+extern "C" __global__ void __launch_bounds__(WARPS * 32)
+    contiguous_read_pass(const elem_t* __restrict__ k, const elem_t* __restrict__ v,
+                         const int* __restrict__ tables, const int* __restrict__ seq_lens,
+                         unsigned* __restrict__ sink, const PagedParams p) {
+    read_rows<false>(k, v, tables, seq_lens, sink, p);
+}
+// ANCHOR_END: read_pass
+
 // ANCHOR: read_bandwidth
 // The roof decode is measured against: HBM read bandwidth. Each thread reads 16-byte words with a
 // grid stride, eight loads in flight, through the same load as the decode kernel, and folds them into

@@ -291,6 +291,10 @@ fn probe_paged(dev: &Device) -> Result<bool, String> {
     let err = |e: modern_attention::gpu::GpuError| e.to_string();
     let mut paged = DecodeBuffers::upload_paged(dev, &q, hq, &kv, &batch).map_err(err)?;
     let mut flat = DecodeBuffers::upload_contiguous(dev, &s, &q, &k, &v, &lens).map_err(err)?;
+    // The read passes (no output to check: the sanitizers watch their loads).
+    for bufs in [&paged, &flat] {
+        modern_attention::gpu::paged::read_pass_ms(dev, bufs, 0, 1).map_err(err)?;
+    }
     let mut ok = true;
     for mask in [
         Mask::NONE,

@@ -824,6 +824,70 @@ pub fn registers(
     Ok(module.load_function("paged_decode_partition")?.num_regs()?)
 }
 
+/// The decode kernel's reads alone (`paged_read_pass` / `contiguous_read_pass`): every row's K and V
+/// read with the default tuning's warps and chunks and no arithmetic, `runs` CUDA-event times (ms)
+/// after `warmup`. What the access pattern costs by itself; with [`DecodeBuffers::bytes`] less the
+/// query, output and table bytes, a read rate to set beside the decode kernel's.
+pub fn read_pass_ms<T: GpuElement>(
+    dev: &Device,
+    bufs: &DecodeBuffers<T>,
+    warmup: usize,
+    runs: usize,
+) -> Result<Vec<f64>, GpuError> {
+    let t = Tuning::DEFAULT;
+    let (s, hq, d) = (bufs.num_seqs(), bufs.hq, bufs.d);
+    let (bs, num_blocks, nk) = match bufs.layout {
+        Layout::Paged {
+            block_size,
+            num_blocks,
+        } => (block_size, num_blocks, 0),
+        Layout::Contiguous { nk } => (16, 0, nk),
+    };
+    let module = module_for::<T>(dev, d, group_chunk(hq / bufs.hkv), bs, t)?;
+    let f = module.load_function(match bufs.layout {
+        Layout::Paged { .. } => "paged_read_pass",
+        Layout::Contiguous { .. } => "contiguous_read_pass",
+    })?;
+    let rows = s * bufs.hkv;
+    let threads = 32 * t.warps;
+    let st = dev.stream();
+    let mut sink = st.alloc_zeros::<u32>(rows * threads)?;
+    let max_len = bufs.seq_lens.iter().copied().max().unwrap_or(1);
+    let p = PagedParams {
+        num_seqs: s as i32,
+        hq: hq as i32,
+        hkv: bufs.hkv as i32,
+        num_blocks: fits("blocks", num_blocks)?,
+        table_stride: fits("table stride", bufs.table_stride)?,
+        nk_stride: fits("Nk", nk)?,
+        partition: fits("partition", max_len.next_multiple_of(bs))?,
+        num_parts: 1,
+        window: 0,
+        scale_log2: 1.0,
+        work: 0,
+    };
+    let cfg = LaunchConfig {
+        grid_dim: (fits("rows", rows)? as u32, 1, 1),
+        block_dim: (threads as u32, 1, 1),
+        shared_mem_bytes: 0,
+    };
+    dev.time_each(warmup, runs, |_| {
+        // SAFETY: argument types and order match the kernel; the tables and lengths were validated
+        // when the buffers were uploaded, and `sink` holds one word per thread of the grid.
+        unsafe {
+            st.launch_builder(&f)
+                .arg(&bufs.k)
+                .arg(&bufs.v)
+                .arg(&bufs.tables)
+                .arg(&bufs.lens)
+                .arg(&mut sink)
+                .arg(&p)
+                .launch(cfg)
+        }?;
+        Ok(())
+    })
+}
+
 /// The card's HBM read bandwidth in GB/s: the `read_bandwidth` kernel over `bytes` bytes, with and
 /// without the L2 line hint (median of 20 launches each); the faster of the two.
 pub fn read_bandwidth_gbps(dev: &Device, bytes: usize) -> Result<f64, GpuError> {

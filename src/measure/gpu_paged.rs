@@ -12,7 +12,7 @@
 
 use super::{fa_flops, Record};
 use crate::gpu::paged::{
-    decode_tuned, read_bandwidth_gbps, registers, time_ms, DecodeBuffers, Tuning,
+    decode_tuned, read_bandwidth_gbps, read_pass_ms, registers, time_ms, DecodeBuffers, Tuning,
 };
 use crate::gpu::{Device, GpuError};
 use crate::minimodel::check::{attn_close, verdict, FP16_BAR};
@@ -199,6 +199,25 @@ pub fn measure(
             continue; // only the bytes of K/V change with the heads: the contiguous kernel shows it
         }
         records.push(run(variant, "ours/gpu-paged", &mut paged, None, def, log)?);
+        // The reads alone (variant `paged_read`, not attention, so nothing to check): what the access
+        // pattern costs without the arithmetic, through the table and on the contiguous copy.
+        for (name, bufs) in [
+            ("ours/read-pass-paged", &paged),
+            ("ours/read-pass-contiguous", &flat),
+        ] {
+            let probe = read_pass_ms(dev, bufs, 3, 1)?[0];
+            let runs = ((300.0 / probe.max(1e-3)) as usize).clamp(20, 200);
+            let times = read_pass_ms(dev, bufs, 0, runs)?;
+            let kv = (2 * b * hkv * n * d * std::mem::size_of::<f16>()) as f64;
+            let rec = Record::new("paged_read", name, "f16", &s, "none").timed(&times, 0.0, kv);
+            log(&format!(
+                "{name:36} N={n:6}        : {:8.4} ms {:6.0} GB/s ({:4.1}% of read)",
+                rec.ms,
+                rec.gbps,
+                100.0 * rec.gbps / read_gbps
+            ));
+            records.push(rec);
+        }
         if quick {
             continue;
         }
