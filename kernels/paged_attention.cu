@@ -45,7 +45,21 @@
 //      rows merged by the row's last block): one wave with no idle SM, but 5-21% slower at 2k-16k
 //      tokens and 3% at 64k (commit 07286fc): a share that straddles two rows starts twice, and with
 //      one block per SM nothing hides a start. Kept as a switch.
-// cuDNN's decode (PyTorch's default dispatch on this card) stays a few percent ahead at 4k-64k tokens.
+//   On an H200 (same SMs and clock, HBM3e; 2026-11-28), the same kernel at 83542f1 reached only 72-79% of
+//   the read roof where its contiguous twin reached 86-96%:
+//   7. Branch-free loads: a token past the range re-reads the range's last row (masked), so a chunk's
+//      table lookups issue together and every load right after; with a branch per pass, each pass's
+//      loads waited for its own lookup. H200, w16-p4-x1: 4k 0.0852 -> 0.0814 ms, 16k 0.318 -> 0.3075,
+//      64k 1.251 -> 1.227 (commit dd26753; two calls). Kept.
+//   8. A per-lane cp.async ring (PA_BULK 2, `-asyncS`): the next chunk's copies issued before this
+//      chunk's arithmetic. H200: 2k-4k at the contiguous twin's time (-10%); 16k-64k no faster, and in
+//      one call 18% slower at 16k. A switch.
+//   9. The read pass (`paged_read_pass`): this kernel's loads without its arithmetic read the shuffled
+//      pool within 1-2% of the contiguous copy and at the card's read roof from 16k tokens (3b0c893), so
+//      paging's access pattern is not the gap; the decode kernel's per-chunk work with no load in
+//      flight is. Next: the next chunk's lookups and loads issued under this chunk's arithmetic.
+// cuDNN's decode (PyTorch's default dispatch) stays a few percent ahead at 4k-64k tokens on the H100,
+// and about a fifth ahead on the H200.
 
 #include <cuda_fp16.h>
 #include <cuda_bf16.h>

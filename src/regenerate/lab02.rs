@@ -38,7 +38,11 @@ pub fn render(files: &[(String, MeasurementFile)]) -> Vec<Artifact> {
         |(name, f)| crosscheck_table(name, f),
     );
     let (speed, bytes, figure) = match &flash {
-        Some((name, f)) => (speed_tables(name, f), bytes_table(name, f), speed_figure(f)),
+        Some((name, f)) => (
+            speed_tables(name, f) + &cards_table(files),
+            bytes_table(name, f),
+            speed_figure(f),
+        ),
         None => {
             let none =
                 "*No GPU measurements are committed yet: run the GPU harness on a machine with an \
@@ -262,6 +266,89 @@ fn speed_tables(name: &str, f: &MeasurementFile) -> String {
          reference before timing, CUDA events, median of repeated runs with rotated inputs; a dash where a \
          version was not timed at that size. `torch/flash` is FlashAttention-2 inside PyTorch. {}.*\n",
         provenance(name, f)
+    );
+    out
+}
+
+/// Best of ours (the fastest version at each configuration) over FA2 and over cuDNN at one
+/// configuration of a file, when all three were timed.
+fn best_ratios(f: &MeasurementFile, d: usize, mask: &str, n: usize) -> Option<(f64, f64)> {
+    let at = |pred: &dyn Fn(&Record) -> bool| {
+        f.records
+            .iter()
+            .filter(|r| {
+                r.variant == "flash"
+                    && r.d == d
+                    && r.mask == mask
+                    && r.nq == n
+                    && r.checked
+                    && pred(r)
+            })
+            .map(|r| r.tflops)
+            .fold(None, |m: Option<f64>, t| Some(m.map_or(t, |m| m.max(t))))
+    };
+    let ours = at(&|r| r.implementation.starts_with("ours/"))?;
+    let fa2 = at(&|r| r.implementation == "torch/flash")?;
+    let cudnn = at(&|r| r.implementation == "torch/cudnn")?;
+    Some((ours / fa2, ours / cudnn))
+}
+
+/// Table 02.4: the two ratios of Table 02.1 on every card whose flash grid is committed (only when
+/// there are two or more), each card's ours and peers timed in its own device call.
+fn cards_table(files: &[(String, MeasurementFile)]) -> String {
+    let cards: Vec<&(String, MeasurementFile)> = files
+        .iter()
+        .filter(|(_, f)| f.machine.kind == "gpu" && f.records.iter().any(|r| r.variant == "flash"))
+        .collect();
+    if cards.len() < 2 {
+        return String::new();
+    }
+    let mut keys: Vec<(usize, String, usize)> = Vec::new();
+    for (_, f) in &cards {
+        for r in f.records.iter().filter(|r| r.variant == "flash") {
+            let k = (r.d, r.mask.clone(), r.nq);
+            if !keys.contains(&k) {
+                keys.push(k);
+            }
+        }
+    }
+    keys.sort();
+    let rows: Vec<Vec<String>> = keys
+        .iter()
+        .map(|(d, mask, n)| {
+            let mut row = vec![format!("D={d}, {mask}, N={n}")];
+            for (_, f) in &cards {
+                row.push(best_ratios(f, *d, mask, *n).map_or("—".into(), |(a, b)| {
+                    format!("{}x / {}x", sig3(a), sig3(b))
+                }));
+            }
+            row
+        })
+        .collect();
+    let mut header = vec!["configuration".to_string()];
+    header.extend(
+        cards
+            .iter()
+            .map(|(_, f)| format!("{}: best ours / FA2 / cuDNN", f.machine.name)),
+    );
+    let header: Vec<&str> = header.iter().map(String::as_str).collect();
+    let mut out = String::from("\n");
+    out += &md_table(&header, &rows);
+    out += &format!(
+        "\n*Table 02.4. Table 02.1's last two columns on every card measured, the same code and grid, each \
+         card's peers timed in the same device call as ours: {}.*\n",
+        cards
+            .iter()
+            .map(|(name, f)| {
+                let when = f
+                    .records
+                    .iter()
+                    .find(|r| r.variant == "flash")
+                    .map_or_else(String::new, |r| f.when(r));
+                format!("{} ({when}; `measurements/{name}`)", f.machine.name)
+            })
+            .collect::<Vec<_>>()
+            .join("; ")
     );
     out
 }

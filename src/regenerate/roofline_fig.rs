@@ -108,7 +108,116 @@ pub fn render(files: &[(String, MeasurementFile)]) -> Vec<Artifact> {
         "roofline_gpu.svg",
         "roofline_gpu.md",
     ));
+    out.push(Artifact {
+        name: "roofline_cards.md",
+        contents: cards_table(files),
+    });
     out
+}
+
+// ANCHOR: cards_table
+/// Table R.3: the same dots on two GPU cards. For each, the speed-up the roofs predict when the code
+/// moves from the first committed card to another (the ratio of the two cards' bounds at the dot's
+/// intensity: their bandwidths' ratio for a memory-bound dot, their peaks' for a compute-bound one)
+/// beside the speed-up measured.
+fn cards_table(files: &[(String, MeasurementFile)]) -> String {
+    let gpus: Vec<_> = files
+        .iter()
+        .filter(|(_, f)| f.machine.kind == "gpu")
+        .collect();
+    let [(name_a, a), rest @ ..] = gpus.as_slice() else {
+        return "*No GPU measurements are committed yet.*\n".into();
+    };
+    if rest.is_empty() {
+        return "*Only one GPU card's measurements are committed: no second card to predict.*\n"
+            .into();
+    }
+    let bound = |f: &MeasurementFile, intensity: f64| {
+        (intensity * f.machine.bandwidth_gbps * 1e9).min(f.machine.peak_gflops * 1e9)
+    };
+    let mut out = String::new();
+    for (name_b, b) in rest {
+        let mut rows = Vec::new();
+        for &(label, _, pick) in GPU_PICKS.iter() {
+            // N = 2048, and decode also where its fixed costs are small next to its reads. (At N = 64
+            // every GPU dot is a launch: no roof applies, and both cards take the same time.)
+            for n in [STRESS_SEQ_LEN, 16384, 65536] {
+                let find = |f: &'_ MeasurementFile| {
+                    f.records
+                        .iter()
+                        .find(|r| pick(r) && r.nk == n && r.checked)
+                        .cloned()
+                };
+                let (Some(ra), Some(rb)) = (find(a), find(b)) else {
+                    continue;
+                };
+                if n != STRESS_SEQ_LEN && ra.variant != "paged_decode" {
+                    continue;
+                }
+                let intensity = ra.flops / ra.bytes_model;
+                let (ba, bb) = (bound(a, intensity), bound(b, intensity));
+                let by = if intensity * a.machine.bandwidth_gbps < a.machine.peak_gflops {
+                    "memory"
+                } else {
+                    "compute"
+                };
+                let attained = |r: &Record| r.flops / (r.ms * 1e-3);
+                rows.push(vec![
+                    format!("{label}, N={n}"),
+                    sig3(intensity),
+                    by.into(),
+                    format!("{}x", sig3(bb / ba)),
+                    format!("{}x", sig3(ra.ms / rb.ms)),
+                    format!("{}%", sig3(100.0 * attained(&ra) / ba)),
+                    format!("{}%", sig3(100.0 * attained(&rb) / bb)),
+                ]);
+            }
+        }
+        let (short_a, short_b) = (short(&a.machine.name), short(&b.machine.name));
+        let of_a = format!("{short_a}: of its bound");
+        let of_b = format!("{short_b}: of its bound");
+        out += &md_table(
+            &[
+                "dot",
+                "FLOP/byte",
+                "bound by",
+                "predicted speed-up (ratio of the bounds)",
+                "measured speed-up",
+                &of_a,
+                &of_b,
+            ],
+            &rows,
+        );
+        out += &format!(
+            "\n*Table R.3. The dots of Table R.1 measured on two cards with the same code: the speed-up on the {} \
+             over the {} that the two rooflines predict (each card's min(peak, intensity x copy bandwidth) at the \
+             dot's intensity), the speed-up measured (time on the {short_a} over time on the {short_b}), and each \
+             card's share of its own bound. Intensity and bound as in Table R.1: from the model's bytes, which for our \
+             tiled kernels (v5, v7) charge every re-read of K and V to DRAM where the L2 serves most of them \
+             (Table R.2), so those two are compute bound in fact although the model's bytes say memory. Roofs: {short_a} {} TFLOP/s and {} GB/s, {short_b} {} TFLOP/s and {} \
+             GB/s (PyTorch's fp16 matrix product and device copy, measured in each card's run). From \
+             `measurements/{name_a}` ({}) and `measurements/{name_b}` ({}).*\n",
+            b.machine.name,
+            a.machine.name,
+            sig3(a.machine.peak_gflops / 1e3),
+            sig3(a.machine.bandwidth_gbps),
+            sig3(b.machine.peak_gflops / 1e3),
+            sig3(b.machine.bandwidth_gbps),
+            a.generated.date,
+            b.generated.date,
+        );
+    }
+    out
+}
+// ANCHOR_END: cards_table
+
+/// A card's short name for column heads: `NVIDIA H100 80GB HBM3` -> `H100`.
+fn short(name: &str) -> &str {
+    name.split_whitespace()
+        .find(|w| {
+            w.chars().any(|c| c.is_ascii_digit()) && w.chars().any(|c| c.is_ascii_alphabetic())
+        })
+        .unwrap_or(name)
 }
 
 fn render_kind(
