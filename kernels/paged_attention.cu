@@ -53,7 +53,11 @@
 //      64k 1.251 -> 1.227 (commit dd26753; two calls). Kept.
 //   8. A per-lane cp.async ring (PA_BULK 2, `-asyncS`): the next chunk's copies issued before this
 //      chunk's arithmetic. H200: 2k-4k at the contiguous twin's time (-10%); 16k-64k no faster, and in
-//      one call 18% slower at 16k. A switch.
+//      one call 18% slower at 16k. A switch. Yet under ncu (`gpu-probe paged 16384 [async]`, single
+//      launches, 3b0c893+probe) the ring is 10% faster at 16k too: paged 270 vs 300 us, contiguous 245
+//      vs 263 us; warps issued per scheduler per cycle 0.80 vs 0.65 (the register path is 35% of cycles
+//      with no eligible warp, 65% of issue slots used). Open: why back-to-back timing loses that (power
+//      or clocks under sustained load are the first suspects: nvidia-smi is read only at the start).
 //   9. The read pass (`paged_read_pass`): this kernel's loads without its arithmetic read the shuffled
 //      pool within 1-2% of the contiguous copy and at the card's read roof from 16k tokens (3b0c893), so
 //      paging's access pattern is not the gap; the decode kernel's per-chunk work with no load in

@@ -476,12 +476,62 @@ pub fn probe(args: &[String]) -> Result<(), String> {
             );
             Ok(())
         }
+        Some("paged") => {
+            // One decode step of lab 03's batch at N tokens, paged then contiguous, each launched once
+            // after one warm-up (for ncu: `-k regex:decode_partition`); `async` picks the cp.async ring.
+            use modern_attention::gpu::paged::{decode_tuned, DecodeBuffers, Tuning};
+            use modern_attention::minimodel::paged::paged_attention::{PagedBatch, PagedKv};
+            let n: usize = args
+                .get(1)
+                .and_then(|x| x.parse().ok())
+                .ok_or("gpu-probe paged N [async]")?;
+            let tuning = if args.get(2).is_some_and(|a| a == "async") {
+                Tuning {
+                    cp_async: true,
+                    stages: 2,
+                    ..Tuning::DEFAULT
+                }
+            } else {
+                Tuning::DEFAULT
+            };
+            let (b, hq, hkv, d, bs) = gpu_paged::SHAPE;
+            let s = AttnShape::new(b, hq, hkv, 1, n, d).map_err(|e| e.to_string())?;
+            let q = gpu_paged::normal_f16(s.q_len(), 1);
+            let k = gpu_paged::normal_f16(s.kv_len(), 2);
+            let v = gpu_paged::normal_f16(s.kv_len(), 3);
+            let per = n.div_ceil(bs);
+            let mut ids: Vec<usize> = (0..b * per).collect();
+            Rng::new(4).shuffle(&mut ids);
+            let tables: Vec<Vec<usize>> = ids.chunks(per).map(<[usize]>::to_vec).collect();
+            let (kp, vp) = (
+                gpu_paged::scatter(&k, &s, &tables, bs),
+                gpu_paged::scatter(&v, &s, &tables, bs),
+            );
+            let lens = vec![n; b];
+            let kv = PagedKv::new(&kp, &vp, b * per, hkv, bs, d).map_err(|e| e.to_string())?;
+            let batch = PagedBatch {
+                tables: &tables,
+                seq_lens: &lens,
+            };
+            let err = |e: modern_attention::gpu::GpuError| e.to_string();
+            let mut paged = DecodeBuffers::upload_paged(&dev, &q, hq, &kv, &batch).map_err(err)?;
+            let mut flat =
+                DecodeBuffers::upload_contiguous(&dev, &s, &q, &k, &v, &lens).map_err(err)?;
+            for bufs in [&mut paged, &mut flat] {
+                for _ in 0..2 {
+                    decode_tuned(&dev, bufs, Mask::NONE, None, tuning).map_err(err)?;
+                }
+            }
+            dev.synchronize().map_err(|e| e.to_string())?;
+            println!("ran paged and contiguous decode {} at N={n}", tuning.name());
+            Ok(())
+        }
         Some("save-check") => {
             let dir = PathBuf::from(args.get(1).ok_or("gpu-probe save-check DIR")?);
             save_check(&dev, &dir)
         }
         _ => Err(
-            "usage: gpu-probe sanitize | gpu-probe one|time VERSION N D [causal] [wWARPS] | gpu-probe save-check DIR"
+            "usage: gpu-probe sanitize | gpu-probe one|time VERSION N D [causal] [wWARPS] | gpu-probe paged N [async] | gpu-probe save-check DIR"
                 .into(),
         ),
     }
