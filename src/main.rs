@@ -303,16 +303,34 @@ fn run() -> Result<(), String> {
             };
             let (variant, machine) = parse(&words).map_err(|e| e.to_string())?;
             let (mut exp_rate, mut cache) = (None, None);
-            let measured = match machine.as_str() {
-                "h100" if !one_thread => None,
+            // `cpu` / `gpu`: the first committed file of that kind; `gpu:h200`: the one whose card's
+            // name contains `h200` (case-insensitive).
+            let (kind, which) = machine
+                .split_once(':')
+                .map_or((machine.as_str(), None), |(k, w)| {
+                    (k, Some(w.to_lowercase()))
+                });
+            let measured = match kind {
+                "h100" if !one_thread && which.is_none() => None,
                 kind @ ("cpu" | "gpu") => {
                     let files = modern_attention::measure::load_all(&root.join("measurements"))?;
-                    let (_, f) = files
-                        .iter()
-                        .find(|(_, f)| f.machine.kind == kind)
-                        .ok_or_else(|| {
-                            format!("no committed {kind} measurements: run measure-{kind} first")
-                        })?;
+                    let mut of_kind = files.iter().filter(|(_, f)| f.machine.kind == kind);
+                    let (_, f) = match &which {
+                        None => of_kind.next(),
+                        Some(w) => of_kind.find(|(_, f)| f.machine.name.to_lowercase().contains(w)),
+                    }
+                    .ok_or_else(|| {
+                        let names: Vec<&str> = files
+                            .iter()
+                            .filter(|(_, f)| f.machine.kind == kind)
+                            .map(|(_, f)| f.machine.name.as_str())
+                            .collect();
+                        format!(
+                            "no committed {kind} measurements match `{machine}` (committed: {}): run \
+                             measure-{kind} first",
+                            if names.is_empty() { "none".to_string() } else { names.join(", ") }
+                        )
+                    })?;
                     let m = &f.machine;
                     // One thread gets its share of the measured all-thread exponential rate.
                     let share = if one_thread {
@@ -338,7 +356,11 @@ fn run() -> Result<(), String> {
                     }
                 }
                 "h100" => return Err("threads=1 needs a measured machine: machine=cpu".into()),
-                other => return Err(format!("unknown machine `{other}`: h100, cpu or gpu")),
+                other => {
+                    return Err(format!(
+                        "unknown machine `{other}`: h100, cpu, gpu or gpu:NAME (e.g. gpu:h200)"
+                    ))
+                }
             };
             let mut ceilings = machine_ceilings(measured);
             ceilings.exp_rate = ceilings.exp_rate.or(exp_rate);

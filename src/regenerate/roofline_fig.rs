@@ -108,6 +108,22 @@ pub fn render(files: &[(String, MeasurementFile)]) -> Vec<Artifact> {
         "roofline_gpu.svg",
         "roofline_gpu.md",
     ));
+    // A second card's own roofline, where one is committed (its tables tagged `b`).
+    let (svg, md) = match files.iter().filter(|(_, f)| f.machine.kind == "gpu").nth(1) {
+        Some((name, f)) => machine_roofline(name, f, &GPU_PICKS, "b"),
+        None => (
+            "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"400\" height=\"40\"><text x=\"4\" y=\"24\">no second GPU card committed</text></svg>\n".to_string(),
+            "*Only one GPU card's measurements are committed.*\n".to_string(),
+        ),
+    };
+    out.push(Artifact {
+        name: "roofline_gpu2.svg",
+        contents: svg,
+    });
+    out.push(Artifact {
+        name: "roofline_gpu2.md",
+        contents: md,
+    });
     out.push(Artifact {
         name: "roofline_cards.md",
         contents: cards_table(files),
@@ -228,7 +244,7 @@ fn render_kind(
     md_name: &'static str,
 ) -> Vec<Artifact> {
     let (svg, md) = match files.iter().find(|(_, f)| f.machine.kind == kind) {
-        Some((name, f)) => machine_roofline(name, f, picks),
+        Some((name, f)) => machine_roofline(name, f, picks, ""),
         None => (
             format!(
                 "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"400\" height=\"40\"><text x=\"4\" y=\"24\">no {kind} measurements committed</text></svg>\n"
@@ -248,7 +264,13 @@ fn render_kind(
     ]
 }
 
-fn machine_roofline(name: &str, f: &MeasurementFile, picks: &[Pick]) -> (String, String) {
+/// One machine's roofline figure and its tables; `tag` follows the tables' numbers (R.1`tag`).
+fn machine_roofline(
+    name: &str,
+    f: &MeasurementFile,
+    picks: &[Pick],
+    tag: &str,
+) -> (String, String) {
     let (peak, bw) = (f.machine.peak_gflops * 1e9, f.machine.bandwidth_gbps * 1e9);
     let mut dots = Vec::new();
     let mut rows = Vec::new();
@@ -379,7 +401,7 @@ fn machine_roofline(name: &str, f: &MeasurementFile, picks: &[Pick]) -> (String,
         (format!("{head})"), format!("{head})"))
     } else {
         (
-            format!("{head}; later dots: Table R.1)"),
+            format!("{head}; later dots: Table R.1{tag})"),
             format!("{head}; {})", later.join("; ")),
         )
     };
@@ -404,7 +426,7 @@ fn machine_roofline(name: &str, f: &MeasurementFile, picks: &[Pick]) -> (String,
     }
     let mut md = md_table(&head_r1, &rows);
     md += &format!(
-        "\n*Table R.1. Every dot of the roofline figure: intensity from the traffic model (FLOPs over model \
+        "\n*Table R.1{tag}. Every dot of the roofline figure: intensity from the traffic model (FLOPs over model \
          bytes), the roof's bound at that intensity (min(peak, intensity x bandwidth)), the measured rate, and \
          the share of the bound it reaches. A kernel timed on one thread is judged against one thread's \
          measured peak and copy bandwidth (the grey roof, where drawn), the others against all threads'. {provenance}; from `measurements/{name}`. {}*\n",
@@ -435,10 +457,12 @@ fn machine_roofline(name: &str, f: &MeasurementFile, picks: &[Pick]) -> (String,
             head_r2.extend(exp_cols);
         }
         md += &md_table(&head_r2, &counted_rows);
-        md += "\n*Table R.2. The dots whose DRAM traffic the hardware counted (`ncu`, Lab 02's DRAM table): \
-               intensity from the counted bytes instead of the model's, and the roof's bound there. The model \
-               charges every re-read of K and V to DRAM; the counters see what the L2 did not serve, so a dot \
-               above its model bound (Table R.1) is placed here by the bytes that really moved.*\n";
+        md += &format!(
+            "\n*Table R.2{tag}. The dots whose DRAM traffic the hardware counted (`ncu`, Lab 02's DRAM table): \
+             intensity from the counted bytes instead of the model's, and the roof's bound there. The model \
+             charges every re-read of K and V to DRAM; the counters see what the L2 did not serve, so a dot \
+             above its model bound (Table R.1{tag}) is placed here by the bytes that really moved.*\n"
+        );
     }
     (svg, md)
 }
