@@ -26,8 +26,22 @@ say() { echo "$@" | tee -a "$log"; }
 say "== $(date -u +%FT%TZ) commit $(cat "$W/COMMIT" 2>/dev/null) phases: $phases"
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm,power.draw,power.limit,temperature.gpu \
   --format=csv 2>&1 | tee -a "$log"
+# Clocks, power and temperature every 200 ms through a timing phase (OUT/smi-PHASE.csv), and their
+# range in the summary: a kernel that draws more power may be timed at a lower clock under sustained load.
+smi_start() {
+  nvidia-smi --query-gpu=timestamp,clocks.sm,clocks.mem,power.draw,temperature.gpu \
+    --format=csv,noheader,nounits -lms 200 > "$OUT/smi-$1.csv" 2>/dev/null &
+  smi_pid=$!
+}
+smi_stop() {
+  kill "$smi_pid" 2>/dev/null; wait "$smi_pid" 2>/dev/null
+  awk -F', ' 'NR == 1 {lo = hi = $2; pl = ph = $4} {if ($2 < lo) lo = $2; if ($2 > hi) hi = $2;
+    if ($4 < pl) pl = $4; if ($4 > ph) ph = $4} END {if (NR) printf "clocks during %s: SM %s-%s MHz, power %s-%s W (%d samples)\n",
+    phase, lo, hi, pl, ph, NR}' phase="$1" "$OUT/smi-$1.csv" | tee -a "$log"
+}
 for phase in $phases; do
   t0=$(date +%s)
+  case $phase in paged|measure|fmeasure|peer|dpeer) smi_start "$phase" ;; esac
   case $phase in
     tests)
       t=$(ls "$W"/tests/test-flash_gpu-* | head -1)
@@ -119,5 +133,6 @@ PY
         2>&1 | grep -v '^\[measure-gpu\] reference' | tee -a "$log"
       ;;
   esac
+  case $phase in paged|measure|fmeasure|peer|dpeer) smi_stop "$phase" ;; esac
   say "-- phase $phase took $(( $(date +%s) - t0 )) s"
 done
