@@ -62,6 +62,12 @@
 //      pool within 1-2% of the contiguous copy and at the card's read roof from 16k tokens (3b0c893), so
 //      paging's access pattern is not the gap; the decode kernel's per-chunk work with no load in
 //      flight is. Next: the next chunk's lookups and loads issued under this chunk's arithmetic.
+//  10. Tensor cores (PA_TC, `-tcS`; written 2026-11-28 after 9, compiled and register-checked, not yet run
+//      on a GPU): the block's query heads are the rows of a 16-row mma.sync tile (4 real, 12 zero: the
+//      tensor cores idle in decode anyway), each warp takes chunks of 16 tokens through a cp.async ring,
+//      S = Q K^T and O += P V are 32 m16n8k16 products a chunk fed by ldmatrix, and the rescale of O is
+//      skipped when no row's maximum moved. About 100 warp instructions per 16 tokens where the
+//      register path issues about 1000 (ncu: 65% of issue slots busy at 16k on the H200).
 // cuDNN's decode (PyTorch's default dispatch) stays a few percent ahead at 4k-64k tokens on the H100,
 // and about a fifth ahead on the H200.
 
@@ -98,6 +104,9 @@
 #endif
 #ifndef PA_SPLIT
 #define PA_SPLIT 0  // 1: every block takes an even share of all rows' keys (paged_split)
+#endif
+#ifndef PA_TC
+#define PA_TC 0     // 1: scores and P V on the tensor cores (mma.sync), chunks of 16 tokens in a cp.async ring
 #endif
 #ifndef PA_HINT
 #define PA_HINT 0   // 1: K/V loads skip L1 and ask L2 for whole 256-byte lines
@@ -153,7 +162,7 @@ __device__ __forceinline__ uint4 load_once(const void* ptr) {
 #endif
 }
 
-#if PA_BULK == 2
+#if PA_BULK == 2 || PA_TC
 // A 16-byte copy global -> shared that leaves the registers free while it flies (L1 bypassed).
 __device__ __forceinline__ void cp_async16(void* dst, const void* src) {
     asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(
@@ -161,6 +170,44 @@ __device__ __forceinline__ void cp_async16(void* dst, const void* src) {
                  "l"(src)
                  : "memory");
 }
+#endif
+
+#if PA_TC
+// ANCHOR: tc_helpers
+// The tensor-core path (Lab 02's v4/v5 instructions): D = A B + C for a 16x16 A (row major), a 16x8 B
+// (column major) and f32 accumulators; ldmatrix loads four 8x8 tiles of 16-bit values from shared
+// memory into the fragment layout (`.trans`: transposed, for V).
+__device__ __forceinline__ void mma16816(float* c, const unsigned int* a, unsigned int b0, unsigned int b1) {
+    asm volatile(
+#if PA_BF16
+        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+#else
+        "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+#endif
+        "{%0,%1,%2,%3};\n"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+__device__ __forceinline__ void ldsm_x4(unsigned int* r, const void* ptr) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(static_cast<unsigned>(__cvta_generic_to_shared(ptr))));
+}
+__device__ __forceinline__ void ldsm_x4_trans(unsigned int* r, const void* ptr) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(static_cast<unsigned>(__cvta_generic_to_shared(ptr))));
+}
+// Two f32 values rounded into one 32-bit register of the element type (low half first).
+__device__ __forceinline__ unsigned int pack2(float a, float b) {
+#if PA_BF16
+    const __nv_bfloat162 h = __floats2bfloat162_rn(a, b);
+#else
+    const __half2 h = __floats2half2_rn(a, b);
+#endif
+    return *reinterpret_cast<const unsigned int*>(&h);
+}
+// ANCHOR_END: tc_helpers
 #endif
 
 #if PA_BULK == 1
@@ -203,7 +250,12 @@ __device__ __forceinline__ void bulk_copy(void* dst, const void* src, unsigned b
 #define TPT (PA_D / 8)             // lanes per token: each reads 8 elements (16 bytes)
 #define TOK (32 / TPT)             // tokens per warp pass
 #define PASSES PA_PASSES
+#if PA_TC
+#define CHUNK 16                   // tokens per warp chunk: one m16n8k16 key step of P V
+#define LDT (PA_D + 8)             // a K or V row in the ring, padded: ldmatrix's rows in distinct banks
+#else
 #define CHUNK (TOK * PASSES)       // tokens per warp chunk
+#endif
 #define MAX_TABLE 2048             // table entries of one partition held in shared memory
 
 // Mirrors `gpu::paged::PagedParams` (repr(C)).
@@ -266,6 +318,32 @@ __device__ __forceinline__ void attend_range(const elem_t* __restrict__ q,
     const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
     const int slice = lane % TPT, tok = lane / TPT;  // which 8 elements, which token of a pass
 
+#if PA_TC
+    // The block's query heads as the A operand of S = Q K^T: rows g < PA_GC of the m16 tile are the
+    // heads, the rest zeros (padding: the tensor cores have time to spare in decode), columns d.
+    const int g = lane >> 2, tg = lane & 3;
+    (void)slice;  // the CUDA-core path's lane roles
+    (void)tok;
+    unsigned int qf[PA_D / 16][4];
+#pragma unroll
+    for (int kk = 0; kk < PA_D / 16; ++kk) {
+        unsigned int lo = 0, hi = 0;
+        if (g < PA_GC) {
+            const elem_t* qh = q + ((size_t)seq * p.hq + h0 + g) * PA_D + kk * 16 + tg * 2;
+            lo = *reinterpret_cast<const unsigned int*>(qh);
+            hi = *reinterpret_cast<const unsigned int*>(qh + 8);
+        }
+        qf[kk][0] = lo;
+        qf[kk][1] = 0;
+        qf[kk][2] = hi;
+        qf[kk][3] = 0;
+    }
+    __syncthreads();  // the shared state of a previous range on this block is free again
+    float oacc[PA_D / 8][4];  // O for row g (elements 0, 1) and the padding row g + 8 (2, 3)
+#pragma unroll
+    for (int dn = 0; dn < PA_D / 8; ++dn) oacc[dn][0] = oacc[dn][1] = oacc[dn][2] = oacc[dn][3] = 0.f;
+    float m_r = NEG_INF, l_r = 0.f;  // row g: running max (base 2) and sum, the same in the quad
+#else
     // This lane's slice of each query head: loaded now, used after the table is in (the two loads
     // overlap instead of following each other).
     uint4 qraw[PA_GC];
@@ -292,6 +370,7 @@ __device__ __forceinline__ void attend_range(const elem_t* __restrict__ q,
 #pragma unroll
         for (int e = 0; e < 8; ++e) acc[g][e] = 0.f;
     }
+#endif
 
     // ANCHOR: paged_address
     // Row of token t in k/v (the pool through the table entries in shared memory, or the contiguous twin).
@@ -321,6 +400,101 @@ __device__ __forceinline__ void attend_range(const elem_t* __restrict__ q,
     const int stride = WARPS * CHUNK;
     const int n_chunks = p_hi - p_lo > warp * CHUNK ? (p_hi - p_lo - warp * CHUNK + stride - 1) / stride : 0;
 
+#if PA_TC
+    // ANCHOR: paged_tc
+    // This warp's ring of PA_STAGES chunks of 16 tokens (K then V, rows padded to LDT), filled by every
+    // lane's 16-byte cp.async copies and read by ldmatrix, so a chunk is read only after the whole warp
+    // has waited for it (__syncwarp), and refilled only after the whole warp has read it.
+    extern __shared__ __align__(128) unsigned char dyn_smem[];
+    elem_t* ring = reinterpret_cast<elem_t*>(dyn_smem) + (size_t)warp * PA_STAGES * 2 * CHUNK * LDT;
+    auto issue = [&](int c) {
+        if (c < n_chunks) {
+            const int t0 = p_lo + warp * CHUNK + c * stride;
+            elem_t* kd = ring + (size_t)(c % PA_STAGES) * 2 * CHUNK * LDT;
+            elem_t* vd = kd + CHUNK * LDT;
+#pragma unroll
+            for (int i = 0; i < CHUNK * (PA_D / 8) / 32; ++i) {
+                const int piece = lane + 32 * i, j = piece / (PA_D / 8), seg = piece % (PA_D / 8);
+                const size_t row = row_of(min(t0 + j, p_hi - 1));  // past the range: the last row, masked
+                cp_async16(kd + j * LDT + seg * 8, k + row * PA_D + seg * 8);
+                cp_async16(vd + j * LDT + seg * 8, v + row * PA_D + seg * 8);
+            }
+        }
+        asm volatile("cp.async.commit_group;" ::: "memory");
+    };
+    for (int c = 0; c + 1 < PA_STAGES; ++c) issue(c);
+    for (int c = 0; c < n_chunks; ++c) {
+        const int c0 = p_lo + warp * CHUNK + c * stride;
+        issue(c + PA_STAGES - 1);
+        asm volatile("cp.async.wait_group %0;" ::"n"(PA_STAGES - 1) : "memory");
+        __syncwarp();  // every lane's copies of chunk c have landed
+        const elem_t* Kt = ring + (size_t)(c % PA_STAGES) * 2 * CHUNK * LDT;
+        const elem_t* Vt = Kt + CHUNK * LDT;
+        const int mi = lane >> 3;
+        // S = Q K^T: the heads (rows) against the chunk's 16 keys, two n8 tiles.
+        float s[2][4] = {{0.f, 0.f, 0.f, 0.f}, {0.f, 0.f, 0.f, 0.f}};
+#pragma unroll
+        for (int kk = 0; kk < PA_D / 16; ++kk) {
+            unsigned int kf[4];  // keys 0-7 | d 0-7, keys 0-7 | d 8-15, keys 8-15 | d 0-7, keys 8-15 | d 8-15
+            ldsm_x4(kf, Kt + ((mi >> 1) * 8 + (lane & 7)) * LDT + kk * 16 + (mi & 1) * 8);
+            mma16816(s[0], qf[kk], kf[0], kf[1]);
+            mma16816(s[1], qf[kk], kf[2], kf[3]);
+        }
+        // Row g's four scores here (keys tg*2, tg*2+1, 8+tg*2, 9+tg*2), base 2, masked past the range.
+        float x[4] = {s[0][0] * p.scale_log2, s[0][1] * p.scale_log2, s[1][0] * p.scale_log2,
+                      s[1][1] * p.scale_log2};
+        if (c0 + CHUNK > p_hi) {
+#pragma unroll
+            for (int e = 0; e < 4; ++e)
+                if (c0 + (e >> 1) * 8 + tg * 2 + (e & 1) >= p_hi) x[e] = NEG_INF;
+        }
+        // Online softmax for row g over the quad's 16 keys; the rescale is skipped when no row's
+        // maximum moved (most chunks once the first few are in).
+        float mx = fmaxf(fmaxf(x[0], x[1]), fmaxf(x[2], x[3]));
+        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+        const float m_new = fmaxf(m_r, mx);  // finite: the chunk holds a key of the range
+        const float alpha = ex2(m_r - m_new);
+        m_r = m_new;
+        if (__any_sync(0xffffffffu, alpha != 1.f)) {
+            l_r *= alpha;
+#pragma unroll
+            for (int dn = 0; dn < PA_D / 8; ++dn) {
+                oacc[dn][0] *= alpha;
+                oacc[dn][1] *= alpha;
+            }
+        }
+        float pr[4];
+#pragma unroll
+        for (int e = 0; e < 4; ++e) pr[e] = ex2(x[e] - m_new);  // 0 past the range
+        // P as the A operand of P V (rows g; the padding rows g + 8 are zero), and what rounding P to
+        // 16 bits lost, rounded again, for a chunk that carries a large share of its row's weight.
+        const unsigned int p01 = pack2(pr[0], pr[1]), p23 = pack2(pr[2], pr[3]);
+        const float2 f01 = to_f2(p01), f23 = to_f2(p23);
+        const unsigned int pf[4] = {p01, 0u, p23, 0u};
+        const unsigned int pl[4] = {pack2(pr[0] - f01.x, pr[1] - f01.y), 0u, pack2(pr[2] - f23.x, pr[3] - f23.y),
+                                    0u};
+        float lt = (pr[0] + pr[1]) + (pr[2] + pr[3]);
+        lt += __shfl_xor_sync(0xffffffffu, lt, 1);
+        lt += __shfl_xor_sync(0xffffffffu, lt, 2);
+        l_r += lt;
+        const bool heavy = __any_sync(0xffffffffu, g < PA_GC && lt > 0.25f * l_r);
+        // O += P V: V's rows read transposed by ldmatrix.trans, two n8 tiles of d per load.
+#pragma unroll
+        for (int dp = 0; dp < PA_D / 16; ++dp) {
+            unsigned int vf[4];  // keys 0-7 | d 0-7, keys 8-15 | d 0-7, keys 0-7 | d 8-15, keys 8-15 | d 8-15
+            ldsm_x4_trans(vf, Vt + ((mi & 1) * 8 + (lane & 7)) * LDT + dp * 16 + (mi >> 1) * 8);
+            mma16816(oacc[2 * dp], pf, vf[0], vf[1]);
+            mma16816(oacc[2 * dp + 1], pf, vf[2], vf[3]);
+            if (heavy) {
+                mma16816(oacc[2 * dp], pl, vf[0], vf[1]);
+                mma16816(oacc[2 * dp + 1], pl, vf[2], vf[3]);
+            }
+        }
+        __syncwarp();  // every lane has read chunk c: its slot may be refilled
+    }
+    // ANCHOR_END: paged_tc
+#else
 #if PA_BULK == 2
     // This warp's ring of PA_STAGES chunk buffers (K then V, CHUNK rows each). Each lane copies the
     // 16-byte pieces it will itself read, so its own copy group's completion is all it waits for.
@@ -461,9 +635,23 @@ __device__ __forceinline__ void attend_range(const elem_t* __restrict__ q,
         }
     }
     // ANCHOR_END: paged_chunk_math
+#endif  // PA_TC
     }  // pieces
 
     // 5. Sum the token groups of each warp (same m across the warp), then merge the warps.
+#if PA_TC
+    if (g < PA_GC) {  // row g's quad holds its O elements dn * 8 + tg * 2 + {0, 1}
+#pragma unroll
+        for (int dn = 0; dn < PA_D / 8; ++dn) {
+            s_acc[warp][g][dn * 8 + tg * 2] = oacc[dn][0];
+            s_acc[warp][g][dn * 8 + tg * 2 + 1] = oacc[dn][1];
+        }
+        if (tg == 0) {
+            s_m[warp][g] = m_r;
+            s_l[warp][g] = l_r;
+        }
+    }
+#else
 #pragma unroll
     for (int g = 0; g < PA_GC; ++g) {
 #pragma unroll
@@ -481,6 +669,7 @@ __device__ __forceinline__ void attend_range(const elem_t* __restrict__ q,
             s_l[warp][g] = l[g];  // every lane now holds the warp's sum over its tokens
         }
     }
+#endif
     __syncthreads();
     for (int x = tid; x < PA_GC * PA_D; x += WARPS * 32) {
         const int g = x / PA_D, e = x % PA_D;
@@ -593,7 +782,7 @@ __device__ __forceinline__ void decode_body(const elem_t* __restrict__ q, const 
 
 // With the even split, blocks of fewer than 16 warps are capped at 128 registers a thread so that
 // 16 warps' worth of blocks share an SM: one block's start runs under the others' loads.
-extern "C" __global__ void __launch_bounds__(WARPS * 32, (PA_SPLIT || PA_BULK == 2) ? 16 / WARPS : 1)
+extern "C" __global__ void __launch_bounds__(WARPS * 32, (PA_SPLIT || PA_BULK == 2) && !PA_TC ? 16 / WARPS : 1)
     paged_decode_partition(const elem_t* __restrict__ q, const elem_t* __restrict__ k_pool,
                            const elem_t* __restrict__ v_pool, const int* __restrict__ tables,
                            const int* __restrict__ seq_lens, const long long* __restrict__ prefix,
@@ -603,7 +792,7 @@ extern "C" __global__ void __launch_bounds__(WARPS * 32, (PA_SPLIT || PA_BULK ==
     decode_body<true>(q, k_pool, v_pool, tables, seq_lens, prefix, part_out, part_ml, o, lse, counters, p);
 }
 
-extern "C" __global__ void __launch_bounds__(WARPS * 32, (PA_SPLIT || PA_BULK == 2) ? 16 / WARPS : 1)
+extern "C" __global__ void __launch_bounds__(WARPS * 32, (PA_SPLIT || PA_BULK == 2) && !PA_TC ? 16 / WARPS : 1)
     contiguous_decode_partition(const elem_t* __restrict__ q, const elem_t* __restrict__ k,
                                 const elem_t* __restrict__ v, const int* __restrict__ tables,
                                 const int* __restrict__ seq_lens, const long long* __restrict__ prefix,
@@ -648,7 +837,7 @@ __device__ __forceinline__ void read_rows(const elem_t* __restrict__ k, const el
 #pragma unroll
     for (int i = 0; i < PASSES; ++i) kp[i] = vp[i] = make_uint4(0, 0, 0, 0);
     unsigned a = 0;
-    for (int c0 = warp * CHUNK; c0 < len; c0 += WARPS * CHUNK) {
+    for (int c0 = warp * TOK * PASSES; c0 < len; c0 += WARPS * TOK * PASSES) {
         uint4 kr[PASSES], vr[PASSES];
 #pragma unroll
         for (int i = 0; i < PASSES; ++i) {

@@ -314,10 +314,17 @@ fn probe_paged(dev: &Device) -> Result<bool, String> {
             stages: 2,
             ..Tuning::DEFAULT
         };
+        let tc = Tuning {
+            warps: 8,
+            tc: true,
+            stages: 2,
+            ..Tuning::DEFAULT
+        };
+        let tc_split = Tuning { split: true, ..tc };
         let tunings: &[Tuning] = if dev.arch().starts_with("sm_9") {
-            &[Tuning::DEFAULT, split, lanes, bulk]
+            &[Tuning::DEFAULT, split, lanes, tc, tc_split, bulk]
         } else {
-            &[Tuning::DEFAULT, split, lanes]
+            &[Tuning::DEFAULT, split, lanes, tc, tc_split]
         };
         for (partition, &t) in [None, Some(64)]
             .into_iter()
@@ -478,21 +485,27 @@ pub fn probe(args: &[String]) -> Result<(), String> {
         }
         Some("paged") => {
             // One decode step of lab 03's batch at N tokens, paged then contiguous, each launched once
-            // after one warm-up (for ncu: `-k regex:decode_partition`); `async` picks the cp.async ring.
+            // after one warm-up (for ncu: `-k regex:decode_partition`); `async` picks the cp.async ring,
+            // `tc` the tensor cores.
             use modern_attention::gpu::paged::{decode_tuned, DecodeBuffers, Tuning};
             use modern_attention::minimodel::paged::paged_attention::{PagedBatch, PagedKv};
             let n: usize = args
                 .get(1)
                 .and_then(|x| x.parse().ok())
-                .ok_or("gpu-probe paged N [async]")?;
-            let tuning = if args.get(2).is_some_and(|a| a == "async") {
-                Tuning {
+                .ok_or("gpu-probe paged N [async|tc]")?;
+            let tuning = match args.get(2).map(String::as_str) {
+                Some("async") => Tuning {
                     cp_async: true,
                     stages: 2,
                     ..Tuning::DEFAULT
-                }
-            } else {
-                Tuning::DEFAULT
+                },
+                Some("tc") => Tuning {
+                    warps: 8,
+                    tc: true,
+                    stages: 2,
+                    ..Tuning::DEFAULT
+                },
+                _ => Tuning::DEFAULT,
             };
             let (b, hq, hkv, d, bs) = gpu_paged::SHAPE;
             let s = AttnShape::new(b, hq, hkv, 1, n, d).map_err(|e| e.to_string())?;
@@ -531,7 +544,7 @@ pub fn probe(args: &[String]) -> Result<(), String> {
             save_check(&dev, &dir)
         }
         _ => Err(
-            "usage: gpu-probe sanitize | gpu-probe one|time VERSION N D [causal] [wWARPS] | gpu-probe paged N [async] | gpu-probe save-check DIR"
+            "usage: gpu-probe sanitize | gpu-probe one|time VERSION N D [causal] [wWARPS] | gpu-probe paged N [async|tc] | gpu-probe save-check DIR"
                 .into(),
         ),
     }

@@ -42,11 +42,28 @@ fn grid<T: GpuElement>(dev: &Device) {
                 for mask in masks {
                     // The heuristic's partition (one partition for short batches), then forced small
                     // ones so that every batch also takes the reduce path.
-                    for partition in [None, Some(4 * bs), Some(bs * (256 / bs).max(1))] {
+                    // The tensor-core path too, on the heuristic's partition and a forced small one.
+                    let tc = Tuning {
+                        warps: 8,
+                        tc: true,
+                        stages: 2,
+                        ..Tuning::DEFAULT
+                    };
+                    for (tuning, partition) in [
+                        (Tuning::DEFAULT, None),
+                        (Tuning::DEFAULT, Some(4 * bs)),
+                        (Tuning::DEFAULT, Some(bs * (256 / bs).max(1))),
+                        (tc, None),
+                        (tc, Some(4 * bs)),
+                    ] {
                         bufs.poison(dev).unwrap();
-                        let p = decode(dev, &mut bufs, mask, partition).unwrap();
+                        let p = if tuning == Tuning::DEFAULT {
+                            decode(dev, &mut bufs, mask, partition).unwrap()
+                        } else {
+                            decode_tuned(dev, &mut bufs, mask, partition, tuning).unwrap()
+                        };
                         let (o, lse) = bufs.download(dev).unwrap();
-                        let name = format!("gpu paged P={p}");
+                        let name = format!("gpu paged {} P={p}", tuning.name());
                         st.check(&name, &q, &o, hq, 1, mask);
                         for (i, &len) in lens.iter().enumerate() {
                             let s = AttnShape::new(1, hq, hkv, 1, len, d).unwrap();

@@ -20,7 +20,10 @@ fn every_dot_is_under_the_physical_roof() {
     for (name, f) in &files {
         // The memory roof is the fastest transfer measured on the machine: a kernel that only reads
         // (decode) may pass the copy's rate, which reads and writes, but not the read rate.
-        let fastest = f.machine.bandwidth_gbps.max(f.machine.read_gbps.unwrap_or(0.0));
+        let fastest = f
+            .machine
+            .bandwidth_gbps
+            .max(f.machine.read_gbps.unwrap_or(0.0));
         let (peak, bw) = (f.machine.peak_gflops * 1e9, fastest * 1e9);
         for r in f
             .records

@@ -340,7 +340,11 @@ pub struct Tuning {
     /// computed; `false` (and not `bulk`): 16-byte loads into registers, none in flight while the
     /// warp computes.
     pub cp_async: bool,
-    /// Chunks in the ring per warp when `bulk` or `cp_async`.
+    /// Scores and `P V` on the tensor cores (`mma.sync` m16n8k16, the block's query heads as the
+    /// rows of a 16-row tile), each warp taking chunks of 16 tokens through a ring of `stages` chunks
+    /// filled by `cp.async`; `passes` is then unused.
+    pub tc: bool,
+    /// Chunks in the ring per warp when `bulk`, `cp_async` or `tc`.
     pub stages: usize,
     /// An even split of all rows' keys over one wave of thread blocks, instead of partitions
     /// (`paged_split` in the kernel); the partials are merged by the last block of each row. A
@@ -358,6 +362,7 @@ impl Tuning {
         waves: 1,
         bulk: false,
         cp_async: false,
+        tc: false,
         stages: 3,
         split: false,
     };
@@ -404,6 +409,26 @@ impl Tuning {
                 stages: 3,
                 ..d
             },
+            // Tensor cores: a chunk of 16 tokens costs a few dozen warp instructions instead of hundreds.
+            Tuning {
+                warps: 8,
+                tc: true,
+                stages: 2,
+                ..d
+            },
+            Tuning {
+                warps: 4,
+                tc: true,
+                stages: 2,
+                ..d
+            },
+            Tuning {
+                warps: 8,
+                tc: true,
+                stages: 2,
+                split: true,
+                ..d
+            },
             // The bulk path's shared-memory rings are per warp: with 4 warps they fit beside the rest.
             Tuning {
                 warps: 4,
@@ -446,14 +471,17 @@ impl Tuning {
                 format!("-bulk{}", self.stages)
             } else if self.cp_async {
                 format!("-async{}", self.stages)
+            } else if self.tc {
+                format!("-tc{}", self.stages)
             } else {
                 String::new()
             }
         )
     }
 
-    fn defines(&self) -> [(&'static str, i64); 7] {
+    fn defines(&self) -> [(&'static str, i64); 8] {
         [
+            ("PA_TC", self.tc as i64),
             ("PA_SPLIT", self.split as i64),
             ("PA_WARPS", self.warps as i64),
             ("PA_PASSES", self.passes as i64),
@@ -471,10 +499,21 @@ impl Tuning {
         ]
     }
 
-    /// Dynamic shared memory of the partition kernel: the warps' rings of chunks when `bulk` or
-    /// `cp_async`.
+    /// Tokens a warp takes at a time: 16 on the tensor cores, else `passes` passes of `32 / (D / 8)`.
+    pub fn chunk_tokens(&self, d: usize) -> usize {
+        if self.tc {
+            16
+        } else {
+            chunk(d, self.passes)
+        }
+    }
+
+    /// Dynamic shared memory of the partition kernel: the warps' rings of chunks when `bulk`,
+    /// `cp_async` or `tc` (whose rows are padded by 8 elements, `LDT` in the kernel).
     pub fn shared_bytes(&self, d: usize, elem: usize) -> usize {
-        if self.bulk || self.cp_async {
+        if self.tc {
+            self.warps * self.stages * 2 * 16 * (d + 8) * elem
+        } else if self.bulk || self.cp_async {
             self.warps * self.stages * 2 * chunk(d, self.passes) * d * elem
         } else {
             0
@@ -583,9 +622,20 @@ pub fn decode_tuned<T: GpuElement>(
             limit: 8,
         });
     }
-    if tuning.bulk && tuning.cp_async {
+    if [tuning.bulk, tuning.cp_async, tuning.tc]
+        .iter()
+        .filter(|&&x| x)
+        .count()
+        > 1
+    {
         return Err(GpuError::NotSupported {
-            what: "bulk copies and per-lane asynchronous copies together (one ring)",
+            what: "more than one of bulk copies, per-lane asynchronous copies and tensor cores (one ring)",
+            arch: dev.arch(),
+        });
+    }
+    if tuning.tc && !bufs.d.is_multiple_of(16) {
+        return Err(GpuError::NotSupported {
+            what: "tensor-core decode for a head size that is not a multiple of 16",
             arch: dev.arch(),
         });
     }
@@ -629,7 +679,7 @@ pub fn decode_tuned<T: GpuElement>(
             smem as i32,
         )?;
     }
-    let min_tokens = tuning.warps * chunk(d, tuning.passes);
+    let min_tokens = tuning.warps * tuning.chunk_tokens(d);
     let slots = || -> Result<usize, GpuError> {
         let sms = dev.attribute(
             cudarc::driver::sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT,

@@ -240,7 +240,8 @@ fn gpu_sweep_card((name, f, recs, ns): &Gpu) -> String {
          lines; `-fused`: the last block of a row merges the partitions instead of a second launch; `-bulkS`: \
          chunks arrive in shared memory by Hopper's bulk asynchronous copies, S per warp in flight; `-asyncS`: each \
          lane's own 16-byte asynchronous copies (`cp.async`) into a ring of S chunks per warp, S - 1 in flight while \
-         one is computed; `-split`: one even share of all rows' keys per resident block; `...-PN`: a fixed \
+         one is computed; `-tcS`: scores and P V on the tensor cores (`mma.sync`, the block's query heads as the rows of \
+         a 16-row tile), chunks of 16 tokens through a ring of S per warp; `-split`: one even share of all rows' keys per resident block; `...-PN`: a fixed \
          partition of N keys with the tuning named before it. Read roof as in Table 03.3. {}, {}; from \
          `measurements/{name}`.*\n",
         f.machine.name,
