@@ -8,6 +8,7 @@
 #           ptests dpeer paged (lab 03: paged decode tests, PyTorch decode peer, measure-gpu --only paged)
 #           xcheck (our output vs PyTorch's math backend on the same saved inputs; merged by paged/measure)
 #           fmeasure (lab 02's grid alone, merged into the committed file with peer and ncu rows)
+#           tma (the tensor memory accelerator's boxes against v6/v7's swizzled tile layout)
 #
 # DIR holds the bundle (bin/, tests/) and COMMIT; the peer scripts are read from this script's peers/.
 # OUT receives the logs and measurement files (kept to a handful of files). Each phase has a time limit,
@@ -48,6 +49,12 @@ for phase in $phases; do
       REQUIRE_GPU=1 timeout 240 "$t" --test-threads=4 --nocapture > "$OUT/tests.log" 2>&1
       say "tests rc=$? ok-lines=$(grep -c '^ok ' "$OUT/tests.log") fail-lines=$(grep -c '^FAIL' "$OUT/tests.log")"
       grep -E '^FAIL|panicked|test result' "$OUT/tests.log" | head -20 | tee -a "$log"
+      ;;
+    tma)
+      t=$(ls "$W"/tests/test-tma_gpu-* | head -1)
+      REQUIRE_GPU=1 timeout 60 "$t" --nocapture > "$OUT/tma.log" 2>&1
+      say "tma tests rc=$?"
+      grep -E 'panicked|test result|skipped|^test ' "$OUT/tma.log" | head -10 | tee -a "$log"
       ;;
     ptests)
       t=$(ls "$W"/tests/test-paged_gpu-* | head -1)

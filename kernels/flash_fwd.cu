@@ -104,7 +104,10 @@
 //            N=2048/4096 +3-4%, but N=512 8% slower and N=16384 within noise; unmasked -0.5%.
 //            Not kept (gpu-probe time against the dfc012b build, same call, H100, 2026-11-28).
 //       Next: TMA and a producer warp (the copies leave the consumers, 3 stages), two warpgroups
-//       ping-ponging so one's softmax hides under the other's wgmma; dynamic tile scheduling.
+//       ping-ponging so one's softmax hides under the other's wgmma; dynamic tile scheduling. The
+//       first piece is in place, not yet run on a GPU: src/gpu/tma.rs encodes a tensor map with 64 x R
+//       boxes in the 128-byte swizzle of `tile_off`, kernels/tma.cu loads one box, tests/tma_gpu.rs
+//       compares it with the layout (bench/gpu.sh phase `tma`).
 // ANCHOR_END: changelog
 
 #include <cuda_fp16.h>

@@ -10,6 +10,7 @@
 pub mod ceilings;
 pub mod flash;
 pub mod paged;
+pub mod tma;
 
 use crate::minimodel::shape::ShapeError;
 use cudarc::driver::{sys, CudaContext, CudaModule, CudaSlice, CudaStream, DriverError};
