@@ -513,20 +513,75 @@ mod x86 {
         assert!(d.is_multiple_of(16) && q.len() >= R * d && o.len() >= R * d);
         assert!(kt.len() >= d * bc && v.len() >= bc * d && p.len() >= R * bc);
         assert!(m.len() >= R && l.len() >= R * 16);
-        // S = Q Kt, R rows x BC keys, into p.
+        // The columns any row of the block sees. At the edges of a causal diagonal or of a window's
+        // band every row of a block often sees one half of the tile only: then only that half's scores
+        // and products are computed; where no row sees a column, nothing is (a masked score's
+        // probability is 0, so the state would not change).
+        let (mut seen_lo, mut seen_hi) = (0, bc);
+        if let Some(range) = range {
+            (seen_lo, seen_hi) = (bc, 0);
+            for i in 0..R {
+                let (lo, hi) = range(r0 + i);
+                let (lo, hi) = (lo.min(bc), hi.min(bc));
+                if hi > lo {
+                    (seen_lo, seen_hi) = (seen_lo.min(lo), seen_hi.max(hi));
+                }
+            }
+            if seen_hi <= seen_lo {
+                return;
+            }
+        }
+        let half = bc / 2;
+        let c_lo = match (seen_lo >= half, seen_hi <= half) {
+            (false, false) => {
+                return cols::<R, BV, BV>(q, kt, v, p, m, l, o, d, range, r0, 0);
+            }
+            (true, _) => half,
+            (false, true) => 0,
+        };
+        if BV == 4 {
+            cols::<R, 4, 2>(q, kt, v, p, m, l, o, d, range, r0, c_lo)
+        } else {
+            cols::<R, 2, 1>(q, kt, v, p, m, l, o, d, range, r0, c_lo)
+        }
+    }
+
+    /// [`row_block`] on the tile's columns `[c_lo, c_lo + 16 W)` only (`W = BV`: all of them).
+    ///
+    /// # Safety
+    /// As [`row_block`], and `c_lo + 16 W <= 16 BV`.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn cols<const R: usize, const BV: usize, const W: usize>(
+        q: &[f32],
+        kt: &[f32],
+        v: &[f32],
+        p: &mut [f32],
+        m: &mut [f32],
+        l: &mut [f32],
+        o: &mut [f32],
+        d: usize,
+        range: Option<super::RowRange>,
+        r0: usize,
+        c_lo: usize,
+    ) {
+        let (bc, kw) = (16 * BV, 16 * W);
+        assert!(c_lo + kw <= bc);
+        // S = Q Kt, R rows x the W vectors of keys from c_lo, into p.
         // Plain loops, not `array::from_fn`, whose closures are not compiled for AVX-512 and were called.
         let mut qrows: [&[f32]; R] = [&[]; R];
         for (i, row) in qrows.iter_mut().enumerate() {
             *row = &q[i * d..][..d];
         }
-        block::<R, BV>(qrows, kt, bc, d, p, bc, false, None);
+        block::<R, W>(qrows, &kt[c_lo..], bc, d, &mut p[c_lo..], bc, false, None);
         // The mask (two fills a row become one blend a register), the rows' maxima, then the R rescale
         // factors 2^(m - m') in one vector exponential.
         let ninf = _mm512_set1_ps(f32::NEG_INFINITY);
         let (mut mold, mut mnew) = ([f32::NEG_INFINITY; 16], [f32::NEG_INFINITY; 16]);
         for i in 0..R {
-            let row = p.as_mut_ptr().add(i * bc);
-            let mut x: [__m512; BV] = [ninf; BV];
+            let row = p.as_mut_ptr().add(i * bc + c_lo);
+            let mut x: [__m512; W] = [ninf; W];
             for (j, xj) in x.iter_mut().enumerate() {
                 *xj = _mm512_loadu_ps(row.add(16 * j));
             }
@@ -534,7 +589,7 @@ mod x86 {
                 let (lo, hi) = range(r0 + i);
                 let (lo, hi) = (lo.min(bc), hi.min(bc).max(lo.min(bc)));
                 let upto = |c: usize| if c >= 64 { u64::MAX } else { (1u64 << c) - 1 };
-                let visible = upto(hi) & !upto(lo);
+                let visible = (upto(hi) & !upto(lo)) >> c_lo;
                 for (j, xj) in x.iter_mut().enumerate() {
                     *xj = _mm512_mask_blend_ps((visible >> (16 * j)) as u16, ninf, *xj);
                     _mm512_storeu_ps(row.add(16 * j), *xj);
@@ -550,17 +605,17 @@ mod x86 {
         let mut alpha = rescale_factors(&mold, &mnew);
         // P = 2^(S - m'), the row sums, the new state.
         for i in 0..R {
-            let row = p.as_mut_ptr().add(i * bc);
+            let row = p.as_mut_ptr().add(i * bc + c_lo);
             if mnew[i] == f32::NEG_INFINITY {
                 // Nothing visible yet: P = 0, and the state (m = -inf, l = 0, o = 0) stays.
-                for j in 0..BV {
+                for j in 0..W {
                     _mm512_storeu_ps(row.add(16 * j), _mm512_setzero_ps());
                 }
                 alpha[i] = 1.0;
                 continue;
             }
             let (mv, mut sum) = (_mm512_set1_ps(mnew[i]), _mm512_setzero_ps());
-            for j in 0..BV {
+            for j in 0..W {
                 let e = exp2v(_mm512_sub_ps(_mm512_loadu_ps(row.add(16 * j)), mv));
                 _mm512_storeu_ps(row.add(16 * j), e);
                 sum = _mm512_add_ps(sum, e);
@@ -572,27 +627,28 @@ mod x86 {
             );
             m[i] = mnew[i];
         }
-        // O = alpha O + P V, 64 output columns at a time (then 32, 16).
+        // O = alpha O + P V over those keys, 64 output columns at a time (then 32, 16).
         let (mut prows, mut scale): ([&[f32]; R], [f32; R]) = ([&[]; R], [0.0; R]);
         for i in 0..R {
-            prows[i] = &p[i * bc..][..bc];
+            prows[i] = &p[i * bc + c_lo..][..kw];
             scale[i] = alpha[i];
         }
         let alpha = scale;
+        let v = &v[c_lo * d..];
         let mut c0 = 0;
         while c0 < d {
             let (vs, os) = (&v[c0..], &mut o[c0..]);
             c0 += match d - c0 {
                 64.. => {
-                    block::<R, 4>(prows, vs, d, bc, os, d, true, Some(alpha));
+                    block::<R, 4>(prows, vs, d, kw, os, d, true, Some(alpha));
                     64
                 }
                 32..64 => {
-                    block::<R, 2>(prows, vs, d, bc, os, d, true, Some(alpha));
+                    block::<R, 2>(prows, vs, d, kw, os, d, true, Some(alpha));
                     32
                 }
                 _ => {
-                    block::<R, 1>(prows, vs, d, bc, os, d, true, Some(alpha));
+                    block::<R, 1>(prows, vs, d, kw, os, d, true, Some(alpha));
                     16
                 }
             };
