@@ -246,4 +246,22 @@ fn bad_batches_are_refused_before_anything_runs() {
         o.iter().all(|x| x.is_nan()),
         "a refused call wrote the output"
     );
+    // Copy rings that do not fit a block's shared memory (8 warps of tensor-core chunks at D = 256):
+    // a typed refusal before anything is launched.
+    let st256 = setup::<f16>(&[40, 20], 2, 256, 16, 7);
+    let q256 = vec![f16::ONE; 2 * 4 * 256];
+    let mut big = DecodeBuffers::upload_paged(&dev, &q256, 4, &st256.kv(), &st256.batch()).unwrap();
+    let tc = Tuning {
+        warps: 8,
+        tc: true,
+        stages: 2,
+        ..Tuning::DEFAULT
+    };
+    let e = decode_tuned(&dev, &mut big, Mask::NONE, None, tc).err();
+    assert!(matches!(e, Some(GpuError::TooLarge { .. })), "{e:?}");
+    let (o, _) = big.download(&dev).unwrap();
+    assert!(
+        o.iter().all(|x| x.is_nan()),
+        "a refused call wrote the output"
+    );
 }

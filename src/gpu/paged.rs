@@ -673,6 +673,21 @@ pub fn decode_tuned<T: GpuElement>(
     let threads = 32 * tuning.warps as u32;
     let smem = tuning.shared_bytes(d, std::mem::size_of::<T>());
     if smem > 0 {
+        // The warps' rings beside the kernel's own shared memory must fit one block's limit (e.g. the
+        // tensor-core ring of 8 warps at D = 256 does not): a typed refusal, not a failed launch.
+        let limit = dev.attribute(
+            cudarc::driver::sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN,
+        )? as usize;
+        let fixed = f.get_attribute(
+            cudarc::driver::sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_SHARED_SIZE_BYTES,
+        )? as usize;
+        if smem + fixed > limit {
+            return Err(GpuError::TooLarge {
+                what: "shared memory of the tuning's copy rings (fewer warps or stages)",
+                value: smem + fixed,
+                limit,
+            });
+        }
         // Dynamic beside the static shared memory may pass the 48 KB a launch gets by default.
         f.set_attribute(
             cudarc::driver::sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
