@@ -20,3 +20,30 @@ extern "C" __global__ void ex2_rate(float* __restrict__ sink, int iters) {
     sink[(size_t)blockIdx.x * blockDim.x + threadIdx.x] = s;
 }
 // ANCHOR_END: ex2_rate
+
+// ANCHOR: mma_rate
+// The tensor cores' rate through `mma.sync` (the warp-level instruction of v4, v5 and FlashAttention-2;
+// Hopper's warpgroup `wgmma`, which the peak from PyTorch's matrix product uses, issues more per SM).
+// Each warp keeps CH independent m16n8k16 f16 products with f32 accumulators in flight, operands from
+// the thread index so that nothing is constant, and writes one sum so that nothing is dropped.
+extern "C" __global__ void mma_rate(float* __restrict__ sink, int iters) {
+    const unsigned x = 0x3c003c00u ^ (threadIdx.x & 1u);  // two fp16 values near 1
+    const unsigned a0 = x, a1 = x ^ 2u, a2 = x ^ 4u, a3 = x ^ 6u, b0 = x ^ 8u, b1 = x ^ 10u;
+    float c[CH][4];
+#pragma unroll
+    for (int k = 0; k < CH; ++k) c[k][0] = c[k][1] = c[k][2] = c[k][3] = 0.f;
+    for (int i = 0; i < iters; ++i) {
+#pragma unroll
+        for (int k = 0; k < CH; ++k)
+            asm volatile(
+                "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+                "{%0,%1,%2,%3};\n"
+                : "+f"(c[k][0]), "+f"(c[k][1]), "+f"(c[k][2]), "+f"(c[k][3])
+                : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+    }
+    float s = 0.f;
+#pragma unroll
+    for (int k = 0; k < CH; ++k) s += (c[k][0] + c[k][1]) + (c[k][2] + c[k][3]);
+    sink[(size_t)blockIdx.x * blockDim.x + threadIdx.x] = s;
+}
+// ANCHOR_END: mma_rate

@@ -191,6 +191,10 @@ pub fn measure_gpu(
             base.machine.driver = file.machine.driver.or(base.machine.driver);
             // The exponential rate, clock and L2 are measured (read) on every run.
             base.machine.exp_per_s = file.machine.exp_per_s.or(base.machine.exp_per_s);
+            base.machine.mma_sync_gflops = file
+                .machine
+                .mma_sync_gflops
+                .or(base.machine.mma_sync_gflops);
             base.machine.clock_mhz = file.machine.clock_mhz.or(base.machine.clock_mhz);
             base.machine.l2_bytes = file.machine.l2_bytes.or(base.machine.l2_bytes);
             file = base;

@@ -259,3 +259,33 @@ fn the_exponential_rate_is_the_special_function_units() {
         "{rate:e} vs {guide:e}"
     );
 }
+
+/// The measured `mma.sync` rate (the roof of v4, v5 and FlashAttention-2) is a tensor-core rate, and no
+/// more than the dense fp16 peak of Hopper's tensor cores: 4096 FLOPs a clock per SM (the datasheet's
+/// 989 TFLOP/s for the H100 SXM over its 132 SMs at 1830 MHz) at the driver's maximum SM clock; at
+/// least a fifth of it (CUDA cores alone could not come near).
+#[test]
+fn the_mma_sync_rate_is_a_tensor_core_rate() {
+    use cudarc::driver::sys::CUdevice_attribute;
+    use modern_attention::gpu::ceilings::{clock_and_l2, mma_sync_rate};
+    let Some(dev) = device() else { return };
+    if !dev.arch().starts_with("sm_9") {
+        println!("skipped: the bound is Hopper's ({})", dev.arch());
+        return;
+    }
+    let sms = dev
+        .attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)
+        .unwrap() as f64;
+    let (mhz, _) = clock_and_l2(&dev).unwrap();
+    let rate = mma_sync_rate(&dev).unwrap();
+    let dense = 4096.0 * sms * mhz * 1e6;
+    println!(
+        "mma.sync: {:.1} TFLOP/s, {:.3} of the dense fp16 peak at {mhz} MHz",
+        rate / 1e12,
+        rate / dense
+    );
+    assert!(
+        rate > 0.2 * dense && rate < 1.05 * dense,
+        "{rate:e} vs {dense:e}"
+    );
+}

@@ -33,6 +33,35 @@ pub fn exp_rate(dev: &Device) -> Result<f64, GpuError> {
 }
 // ANCHOR_END: exp_rate
 
+// ANCHOR: mma_sync_rate
+/// FLOP/s of the tensor cores through `mma.sync` (m16n8k16, fp16 in, f32 accumulate: the instruction of
+/// v4, v5 and FlashAttention-2): the `mma_rate` kernel, four blocks of four warps an SM, each warp eight
+/// independent products `iters` times (4096 FLOPs each); median of 20 launches.
+pub fn mma_sync_rate(dev: &Device) -> Result<f64, GpuError> {
+    const CHAINS: usize = 8; // `CH` in kernels/ceilings.cu
+    let module = dev.module("ceilings.cu", &[])?;
+    let f = module.load_function("mma_rate")?;
+    let sms = dev.attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)? as usize;
+    let (blocks, threads, iters) = (sms * 4, 128usize, 2048i32);
+    let st = dev.stream();
+    let mut sink = st.alloc_zeros::<f32>(blocks * threads)?;
+    let cfg = LaunchConfig {
+        grid_dim: (blocks as u32, 1, 1),
+        block_dim: (threads as u32, 1, 1),
+        shared_mem_bytes: 0,
+    };
+    let mut ms = dev.time_each(3, 20, |_| {
+        // SAFETY: `mma_rate(float* sink, int iters)` writes one float per thread of the grid, and
+        // `sink` holds one per thread.
+        unsafe { st.launch_builder(&f).arg(&mut sink).arg(&iters).launch(cfg) }?;
+        Ok(())
+    })?;
+    ms.sort_by(f64::total_cmp);
+    let flops = (blocks * threads / 32 * CHAINS) as f64 * iters as f64 * 4096.0;
+    Ok(flops / (ms[ms.len() / 2] * 1e-3))
+}
+// ANCHOR_END: mma_sync_rate
+
 /// The device's maximum SM clock in MHz and its L2 size in bytes, as the driver reports them.
 pub fn clock_and_l2(dev: &Device) -> Result<(f64, f64), GpuError> {
     let khz = dev.attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_CLOCK_RATE)?;

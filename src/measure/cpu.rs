@@ -450,6 +450,7 @@ pub fn measure(
             peak_gflops_1t: Some(peak1 / 1e9),
             bandwidth_gbps_1t: Some(bw1 / 1e9),
             exp_per_s: Some(exps),
+            mma_sync_gflops: None,
             clock_mhz: None,
             l2_bytes: None,
         },

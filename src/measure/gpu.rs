@@ -268,6 +268,7 @@ pub fn file(
     let sms = dev.attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)? as usize;
     let (clock_mhz, l2_bytes) = crate::gpu::ceilings::clock_and_l2(dev)?;
     let exps = crate::gpu::ceilings::exp_rate(dev)?;
+    let mma = crate::gpu::ceilings::mma_sync_rate(dev)?;
     Ok(MeasurementFile {
         machine: Machine {
             kind: "gpu".into(),
@@ -281,6 +282,7 @@ pub fn file(
             peak_gflops_1t: None,
             bandwidth_gbps_1t: None,
             exp_per_s: Some(exps),
+            mma_sync_gflops: Some(mma / 1e9),
             clock_mhz: Some(clock_mhz),
             l2_bytes: Some(l2_bytes),
         },

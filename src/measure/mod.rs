@@ -42,6 +42,10 @@ pub struct Machine {
     /// Exponentials per second over all threads (the softmax's one per score), when measured.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exp_per_s: Option<f64>,
+    /// GPU: FLOP/s of the tensor cores through `mma.sync` (`gpu::ceilings::mma_sync_rate`), the roof
+    /// of kernels built on that instruction (v4, v5, FlashAttention-2) below the matrix product's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mma_sync_gflops: Option<f64>,
     /// A GPU's maximum SM clock in MHz, as its driver reports it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub clock_mhz: Option<f64>,

@@ -26,6 +26,13 @@ fn exp_note(f: &MeasurementFile, rate: f64) -> String {
     )
 }
 
+/// Whether a record's kernel is built on the warp-level `mma.sync` (our v4 and v5, FlashAttention-2).
+fn uses_mma_sync(r: &Record) -> bool {
+    r.implementation.starts_with("ours/v4")
+        || r.implementation.starts_with("ours/v5")
+        || r.implementation == "torch/flash"
+}
+
 /// Which records make dots, and how they are drawn: (label, colour, selector).
 type Pick = (&'static str, (u8, u8, u8), fn(&Record) -> bool);
 
@@ -366,6 +373,18 @@ fn machine_roofline(
             if let Some(b) = with_exps(predicted) {
                 row.extend([si(b) + "FLOP/s", share(b)]);
             }
+            // A kernel built on `mma.sync` against that instruction's measured rate.
+            if let Some(mma) = f.machine.mma_sync_gflops.map(|g| g * 1e9) {
+                if uses_mma_sync(r) {
+                    let mut b = (intensity * bw).min(mma);
+                    if let Some(rate) = exp_rate {
+                        b = b.min(r.flops / (r.flops / mma + r.flops / (4.0 * r.d as f64) / rate));
+                    }
+                    row.extend([si(b) + "FLOP/s", share(b)]);
+                } else {
+                    row.extend(["—".to_string(), "—".to_string()]);
+                }
+            }
             rows.push(row);
         }
     }
@@ -424,6 +443,9 @@ fn machine_roofline(
     if exp_rate.is_some() {
         head_r1.extend(exp_cols);
     }
+    if f.machine.mma_sync_gflops.is_some() {
+        head_r1.extend(["mma.sync roof", "of that"]);
+    }
     let mut md = md_table(&head_r1, &rows);
     md += &format!(
         "\n*Table R.1{tag}. Every dot of the roofline figure: intensity from the traffic model (FLOPs over model \
@@ -441,6 +463,15 @@ fn machine_roofline(
     );
     if let Some(rate) = exp_rate {
         md += &exp_note(f, rate);
+    }
+    if let Some(mma) = f.machine.mma_sync_gflops {
+        md += &format!(
+            "\n*mma.sync roof: for the kernels built on the warp-level `mma.sync` (v4, v5, FlashAttention-2), \
+             the tensor cores' rate through that instruction, {} TFLOP/s measured with `mma_rate` \
+             (`kernels/ceilings.cu`), in place of the matrix product's peak (which Hopper's `wgmma` \
+             reaches), with the exponentials as in the column before.*\n",
+            sig3(mma / 1e3)
+        );
     }
     if !counted_rows.is_empty() {
         md += "\n";
@@ -465,4 +496,36 @@ fn machine_roofline(
         );
     }
     (svg, md)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// With an `mma.sync` rate in a GPU file, Table R.1 judges v5 and FlashAttention-2 against it (and
+    /// only them), at min(intensity x bandwidth, rate) lowered by the exponentials.
+    #[test]
+    fn mma_sync_kernels_get_their_instruction_s_roof() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("measurements");
+        let files = crate::measure::load_all(&dir).expect("readable measurements");
+        let Some((name, f)) = files.iter().find(|(_, f)| f.machine.kind == "gpu") else {
+            return; // no GPU file committed: nothing to render
+        };
+        let mut f = f.clone();
+        f.machine.mma_sync_gflops = Some(500_000.0);
+        let (_, md) = machine_roofline(name, &f, &GPU_PICKS, "");
+        let head = md.lines().next().expect("a header");
+        assert!(head.ends_with("| mma.sync roof | of that |"), "{head}");
+        let v5 = md
+            .lines()
+            .find(|l| l.starts_with("| flash v5 (ours), N=2048"))
+            .expect("v5's dot");
+        let naive = md
+            .lines()
+            .find(|l| l.starts_with("| naive, N=2048"))
+            .expect("the naive dot");
+        assert!(!v5.ends_with("| — | — |"), "{v5}");
+        assert!(naive.ends_with("| — | — |"), "{naive}");
+        assert!(md.contains("500 TFLOP/s measured with `mma_rate`"), "{md}");
+    }
 }
