@@ -268,33 +268,58 @@ fn probe_one<T: GpuElement>(
     }
 }
 
-/// Paged decode on small batches (partial last blocks, a window, one and several partitions, and the
-/// contiguous twin), each checked against the f64 reference.
-fn probe_paged(dev: &Device) -> Result<bool, String> {
-    use modern_attention::gpu::paged::{decode_tuned, DecodeBuffers, Tuning};
+/// A decode batch of shape `s` (one query token a sequence, `s.nk` keys at most) with `lens` keys
+/// a sequence: unit-normal q, K and V, K and V scattered into a shuffled pool of blocks of `bs`, and
+/// uploaded both paged and as the contiguous twin. Returns (q, K, V, paged, contiguous).
+#[allow(clippy::type_complexity)]
+fn decode_batch(
+    dev: &Device,
+    s: AttnShape,
+    bs: usize,
+    lens: &[usize],
+) -> Result<
+    (
+        Vec<f16>,
+        Vec<f16>,
+        Vec<f16>,
+        modern_attention::gpu::paged::DecodeBuffers<f16>,
+        modern_attention::gpu::paged::DecodeBuffers<f16>,
+    ),
+    String,
+> {
+    use modern_attention::gpu::paged::DecodeBuffers;
     use modern_attention::minimodel::paged::paged_attention::{PagedBatch, PagedKv};
-    let (b, hq, hkv, d, bs, nk) = (3, 8, 2, 64, 16, 320);
-    let s = AttnShape::new(b, hq, hkv, 1, nk, d).map_err(|e| e.to_string())?;
     let q = gpu_paged::normal_f16(s.q_len(), 1);
     let k = gpu_paged::normal_f16(s.kv_len(), 2);
     let v = gpu_paged::normal_f16(s.kv_len(), 3);
-    let per = nk / bs;
-    let mut ids: Vec<usize> = (0..b * per).collect();
+    let per = s.nk.div_ceil(bs);
+    let mut ids: Vec<usize> = (0..s.b * per).collect();
     Rng::new(4).shuffle(&mut ids);
     let tables: Vec<Vec<usize>> = ids.chunks(per).map(<[usize]>::to_vec).collect();
     let (kp, vp) = (
         gpu_paged::scatter(&k, &s, &tables, bs),
         gpu_paged::scatter(&v, &s, &tables, bs),
     );
-    let lens = [1, 200, 317];
-    let kv = PagedKv::new(&kp, &vp, b * per, hkv, bs, d).map_err(|e| e.to_string())?;
+    let kv = PagedKv::new(&kp, &vp, s.b * per, s.hkv, bs, s.d).map_err(|e| e.to_string())?;
     let batch = PagedBatch {
         tables: &tables,
-        seq_lens: &lens,
+        seq_lens: lens,
     };
     let err = |e: modern_attention::gpu::GpuError| e.to_string();
-    let mut paged = DecodeBuffers::upload_paged(dev, &q, hq, &kv, &batch).map_err(err)?;
-    let mut flat = DecodeBuffers::upload_contiguous(dev, &s, &q, &k, &v, &lens).map_err(err)?;
+    let paged = DecodeBuffers::upload_paged(dev, &q, s.hq, &kv, &batch).map_err(err)?;
+    let flat = DecodeBuffers::upload_contiguous(dev, &s, &q, &k, &v, lens).map_err(err)?;
+    Ok((q, k, v, paged, flat))
+}
+
+/// Paged decode on small batches (partial last blocks, a window, one and several partitions, and the
+/// contiguous twin), each checked against the f64 reference.
+fn probe_paged(dev: &Device) -> Result<bool, String> {
+    use modern_attention::gpu::paged::{decode_tuned, Tuning};
+    let (b, hq, hkv, d, bs, nk) = (3, 8, 2, 64, 16, 320);
+    let s = AttnShape::new(b, hq, hkv, 1, nk, d).map_err(|e| e.to_string())?;
+    let lens = [1, 200, 317];
+    let (q, k, v, mut paged, mut flat) = decode_batch(dev, s, bs, &lens)?;
+    let err = |e: modern_attention::gpu::GpuError| e.to_string();
     // The read passes (no output to check: the sanitizers watch their loads).
     for bufs in [&paged, &flat] {
         modern_attention::gpu::paged::read_pass_ms(dev, bufs, 0, 1).map_err(err)?;
@@ -491,8 +516,7 @@ pub fn probe(args: &[String]) -> Result<(), String> {
             // One decode step of lab 03's batch at N tokens, paged then contiguous, each launched once
             // after one warm-up (for ncu: `-k regex:decode_partition`); `async` picks the cp.async ring,
             // `tc` the tensor cores.
-            use modern_attention::gpu::paged::{decode_tuned, DecodeBuffers, Tuning};
-            use modern_attention::minimodel::paged::paged_attention::{PagedBatch, PagedKv};
+            use modern_attention::gpu::paged::{decode_tuned, Tuning};
             let n: usize = args
                 .get(1)
                 .and_then(|x| x.parse().ok())
@@ -513,27 +537,8 @@ pub fn probe(args: &[String]) -> Result<(), String> {
             };
             let (b, hq, hkv, d, bs) = gpu_paged::SHAPE;
             let s = AttnShape::new(b, hq, hkv, 1, n, d).map_err(|e| e.to_string())?;
-            let q = gpu_paged::normal_f16(s.q_len(), 1);
-            let k = gpu_paged::normal_f16(s.kv_len(), 2);
-            let v = gpu_paged::normal_f16(s.kv_len(), 3);
-            let per = n.div_ceil(bs);
-            let mut ids: Vec<usize> = (0..b * per).collect();
-            Rng::new(4).shuffle(&mut ids);
-            let tables: Vec<Vec<usize>> = ids.chunks(per).map(<[usize]>::to_vec).collect();
-            let (kp, vp) = (
-                gpu_paged::scatter(&k, &s, &tables, bs),
-                gpu_paged::scatter(&v, &s, &tables, bs),
-            );
-            let lens = vec![n; b];
-            let kv = PagedKv::new(&kp, &vp, b * per, hkv, bs, d).map_err(|e| e.to_string())?;
-            let batch = PagedBatch {
-                tables: &tables,
-                seq_lens: &lens,
-            };
+            let (_, _, _, mut paged, mut flat) = decode_batch(&dev, s, bs, &vec![n; b])?;
             let err = |e: modern_attention::gpu::GpuError| e.to_string();
-            let mut paged = DecodeBuffers::upload_paged(&dev, &q, hq, &kv, &batch).map_err(err)?;
-            let mut flat =
-                DecodeBuffers::upload_contiguous(&dev, &s, &q, &k, &v, &lens).map_err(err)?;
             for bufs in [&mut paged, &mut flat] {
                 for _ in 0..2 {
                     decode_tuned(&dev, bufs, Mask::NONE, None, tuning).map_err(err)?;

@@ -10,10 +10,24 @@ use cudarc::driver::{sys::CUdevice_attribute, LaunchConfig, PushKernelArg};
 /// median of 20 launches.
 pub fn exp_rate(dev: &Device) -> Result<f64, GpuError> {
     const CHAINS: usize = 8; // `CH` in kernels/ceilings.cu
-    let module = dev.module("ceilings.cu", &[])?;
-    let f = module.load_function("ex2_rate")?;
     let sms = dev.attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)? as usize;
     let (blocks, threads, iters) = (sms * 8, 256usize, 4096i32);
+    let ms = median_ms(dev, "ex2_rate", blocks, threads, iters)?;
+    let exps = (blocks * threads * CHAINS) as f64 * iters as f64;
+    Ok(exps / (ms * 1e-3))
+}
+
+/// The median of 20 launches (after 3) of `kernel(float* sink, int iters)` from kernels/ceilings.cu
+/// on `blocks` x `threads`, in ms.
+fn median_ms(
+    dev: &Device,
+    kernel: &str,
+    blocks: usize,
+    threads: usize,
+    iters: i32,
+) -> Result<f64, GpuError> {
+    let module = dev.module("ceilings.cu", &[])?;
+    let f = module.load_function(kernel)?;
     let st = dev.stream();
     let mut sink = st.alloc_zeros::<f32>(blocks * threads)?;
     let cfg = LaunchConfig {
@@ -22,14 +36,13 @@ pub fn exp_rate(dev: &Device) -> Result<f64, GpuError> {
         shared_mem_bytes: 0,
     };
     let mut ms = dev.time_each(3, 20, |_| {
-        // SAFETY: `ex2_rate(float* sink, int iters)` writes one float per thread of the grid, and
-        // `sink` holds one per thread.
+        // SAFETY: the ceilings kernels take `(float* sink, int iters)` and write one float per
+        // thread of the grid; `sink` holds one per thread.
         unsafe { st.launch_builder(&f).arg(&mut sink).arg(&iters).launch(cfg) }?;
         Ok(())
     })?;
     ms.sort_by(f64::total_cmp);
-    let exps = (blocks * threads * CHAINS) as f64 * iters as f64;
-    Ok(exps / (ms[ms.len() / 2] * 1e-3))
+    Ok(ms[ms.len() / 2])
 }
 // ANCHOR_END: exp_rate
 
@@ -39,26 +52,11 @@ pub fn exp_rate(dev: &Device) -> Result<f64, GpuError> {
 /// independent products `iters` times (4096 FLOPs each); median of 20 launches.
 pub fn mma_sync_rate(dev: &Device) -> Result<f64, GpuError> {
     const CHAINS: usize = 8; // `CH` in kernels/ceilings.cu
-    let module = dev.module("ceilings.cu", &[])?;
-    let f = module.load_function("mma_rate")?;
     let sms = dev.attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)? as usize;
     let (blocks, threads, iters) = (sms * 4, 128usize, 2048i32);
-    let st = dev.stream();
-    let mut sink = st.alloc_zeros::<f32>(blocks * threads)?;
-    let cfg = LaunchConfig {
-        grid_dim: (blocks as u32, 1, 1),
-        block_dim: (threads as u32, 1, 1),
-        shared_mem_bytes: 0,
-    };
-    let mut ms = dev.time_each(3, 20, |_| {
-        // SAFETY: `mma_rate(float* sink, int iters)` writes one float per thread of the grid, and
-        // `sink` holds one per thread.
-        unsafe { st.launch_builder(&f).arg(&mut sink).arg(&iters).launch(cfg) }?;
-        Ok(())
-    })?;
-    ms.sort_by(f64::total_cmp);
+    let ms = median_ms(dev, "mma_rate", blocks, threads, iters)?;
     let flops = (blocks * threads / 32 * CHAINS) as f64 * iters as f64 * 4096.0;
-    Ok(flops / (ms[ms.len() / 2] * 1e-3))
+    Ok(flops / (ms * 1e-3))
 }
 // ANCHOR_END: mma_sync_rate
 
