@@ -256,7 +256,9 @@ __device__ __forceinline__ void bulk_copy(void* dst, const void* src, unsigned b
 #else
 #define CHUNK (TOK * PASSES)       // tokens per warp chunk
 #endif
-#define MAX_TABLE 2048             // table entries of one partition held in shared memory
+#ifndef MAX_TABLE
+#define MAX_TABLE 2048             // table entries of one partition held in shared memory (host: Tuning::table_entries)
+#endif
 
 // Mirrors `gpu::paged::PagedParams` (repr(C)).
 struct PagedParams {

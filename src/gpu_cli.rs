@@ -332,28 +332,23 @@ fn probe_paged(dev: &Device) -> Result<bool, String> {
         let bulk = Tuning {
             warps: 4, // the bulk path's per-warp rings fit in shared memory with 4 warps
             bulk: true,
-            ..Tuning::DEFAULT
+            ..Tuning::REGISTERS
         };
         let split = Tuning {
             split: true,
-            ..Tuning::DEFAULT
+            ..Tuning::REGISTERS
         };
         let lanes = Tuning {
             cp_async: true,
             stages: 2,
-            ..Tuning::DEFAULT
+            ..Tuning::REGISTERS
         };
-        let tc = Tuning {
-            warps: 8,
-            tc: true,
-            stages: 2,
-            ..Tuning::DEFAULT
-        };
+        let tc = Tuning::TENSOR_CORES;
         let tc_split = Tuning { split: true, ..tc };
         let tunings: &[Tuning] = if dev.arch().starts_with("sm_9") {
-            &[Tuning::DEFAULT, split, lanes, tc, tc_split, bulk]
+            &[Tuning::REGISTERS, split, lanes, tc, tc_split, bulk]
         } else {
-            &[Tuning::DEFAULT, split, lanes, tc, tc_split]
+            &[Tuning::REGISTERS, split, lanes, tc, tc_split]
         };
         for (partition, &t) in [None, Some(64)]
             .into_iter()
@@ -525,15 +520,10 @@ pub fn probe(args: &[String]) -> Result<(), String> {
                 Some("async") => Tuning {
                     cp_async: true,
                     stages: 2,
-                    ..Tuning::DEFAULT
+                    ..Tuning::REGISTERS
                 },
-                Some("tc") => Tuning {
-                    warps: 8,
-                    tc: true,
-                    stages: 2,
-                    ..Tuning::DEFAULT
-                },
-                _ => Tuning::DEFAULT,
+                Some("tc") => Tuning::TENSOR_CORES,
+                _ => Tuning::REGISTERS,
             };
             let (b, hq, hkv, d, bs) = gpu_paged::SHAPE;
             let s = AttnShape::new(b, hq, hkv, 1, n, d).map_err(|e| e.to_string())?;

@@ -40,28 +40,23 @@ fn grid<T: GpuElement>(dev: &Device) {
                 let mut bufs =
                     DecodeBuffers::upload_paged(dev, &q, hq, &st.kv(), &st.batch()).unwrap();
                 for mask in masks {
-                    // The heuristic's partition (one partition for short batches), then forced small
-                    // ones so that every batch also takes the reduce path.
-                    // The tensor-core path too, on the heuristic's partition and a forced small one.
-                    let tc = Tuning {
-                        warps: 8,
-                        tc: true,
-                        stages: 2,
-                        ..Tuning::DEFAULT
-                    };
+                    // `decode`'s own choice (the tensor cores at these head sizes, the heuristic's
+                    // partition); the register path on the heuristic's partition and forced small
+                    // ones, so that every batch also takes the reduce path; the tensor cores on one.
+                    let r = Tuning::REGISTERS;
                     for (tuning, partition) in [
-                        (Tuning::DEFAULT, None),
-                        (Tuning::DEFAULT, Some(4 * bs)),
-                        (Tuning::DEFAULT, Some(bs * (256 / bs).max(1))),
-                        (tc, None),
-                        (tc, Some(4 * bs)),
+                        (None, None),
+                        (Some(r), None),
+                        (Some(r), Some(4 * bs)),
+                        (Some(r), Some(bs * (256 / bs).max(1))),
+                        (Some(Tuning::TENSOR_CORES), Some(4 * bs)),
                     ] {
                         bufs.poison(dev).unwrap();
-                        let p = if tuning == Tuning::DEFAULT {
-                            decode(dev, &mut bufs, mask, partition).unwrap()
-                        } else {
-                            decode_tuned(dev, &mut bufs, mask, partition, tuning).unwrap()
+                        let p = match tuning {
+                            None => decode(dev, &mut bufs, mask, partition).unwrap(),
+                            Some(t) => decode_tuned(dev, &mut bufs, mask, partition, t).unwrap(),
                         };
+                        let tuning = tuning.unwrap_or(Tuning::for_head(d));
                         let (o, lse) = bufs.download(dev).unwrap();
                         let name = format!("gpu paged {} P={p}", tuning.name());
                         st.check(&name, &q, &o, hq, 1, mask);
@@ -95,6 +90,28 @@ fn paged_decode_matches_the_reference_f16() {
 fn paged_decode_matches_the_reference_bf16() {
     if let Some(dev) = device() {
         grid::<bf16>(&dev);
+    }
+}
+
+#[test]
+fn every_head_size_decodes_with_the_default_tuning() {
+    let Some(dev) = device() else { return };
+    let (lens, hq, hkv, bs) = (vec![1, 300, 5000], 8, 2, 16);
+    for (i, &d) in modern_attention::gpu::paged::HEAD_DIMS.iter().enumerate() {
+        let st = setup::<f16>(&lens, hkv, d, bs, 60 + i as u64);
+        let q: Vec<f16> = convert(&Rng::new(70 + i as u64).normal_vec_f32(lens.len() * hq * d));
+        let mut bufs = DecodeBuffers::upload_paged(&dev, &q, hq, &st.kv(), &st.batch()).unwrap();
+        for mask in [Mask::NONE, Mask::sliding(100, true).unwrap()] {
+            bufs.poison(&dev).unwrap();
+            let p = decode(&dev, &mut bufs, mask, None)
+                .unwrap_or_else(|e| panic!("D={d}: the default tuning must run: {e}"));
+            let (o, _) = bufs.download(&dev).unwrap();
+            let name = format!(
+                "gpu paged default D={d} {} P={p}",
+                Tuning::for_head(d).name()
+            );
+            st.check(&name, &q, &o, hq, 1, mask);
+        }
     }
 }
 
@@ -152,13 +169,15 @@ fn contiguous_twin_is_bit_identical() {
     let mut flat = DecodeBuffers::upload_contiguous(&dev, &s, &q, &k, &v, &lens).unwrap();
     let split = Tuning {
         split: true,
-        ..Tuning::DEFAULT
+        ..Tuning::REGISTERS
     };
     for (partition, t) in [
-        (None, Tuning::DEFAULT),
+        (None, Tuning::REGISTERS),
         (None, split),
-        (Some(256), Tuning::DEFAULT),
-        (Some(1024), Tuning::DEFAULT),
+        (Some(256), Tuning::REGISTERS),
+        (Some(1024), Tuning::REGISTERS),
+        (None, Tuning::TENSOR_CORES),
+        (Some(256), Tuning::TENSOR_CORES),
     ] {
         decode_tuned(&dev, &mut paged, Mask::NONE, partition, t).unwrap();
         decode_tuned(&dev, &mut flat, Mask::NONE, partition, t).unwrap();
@@ -228,7 +247,7 @@ fn bad_batches_are_refused_before_anything_runs() {
         split: true,
         bulk: true,
         warps: 4,
-        ..Tuning::DEFAULT
+        ..Tuning::REGISTERS
     };
     let e = decode_tuned(&dev, &mut bufs, Mask::NONE, None, both).err();
     assert!(matches!(e, Some(GpuError::NotSupported { .. })), "{e:?}");
@@ -237,7 +256,7 @@ fn bad_batches_are_refused_before_anything_runs() {
         bulk: true,
         cp_async: true,
         warps: 4,
-        ..Tuning::DEFAULT
+        ..Tuning::REGISTERS
     };
     let e = decode_tuned(&dev, &mut bufs, Mask::NONE, None, two).err();
     assert!(matches!(e, Some(GpuError::NotSupported { .. })), "{e:?}");
@@ -251,13 +270,7 @@ fn bad_batches_are_refused_before_anything_runs() {
     let st256 = setup::<f16>(&[40, 20], 2, 256, 16, 7);
     let q256 = vec![f16::ONE; 2 * 4 * 256];
     let mut big = DecodeBuffers::upload_paged(&dev, &q256, 4, &st256.kv(), &st256.batch()).unwrap();
-    let tc = Tuning {
-        warps: 8,
-        tc: true,
-        stages: 2,
-        ..Tuning::DEFAULT
-    };
-    let e = decode_tuned(&dev, &mut big, Mask::NONE, None, tc).err();
+    let e = decode_tuned(&dev, &mut big, Mask::NONE, None, Tuning::TENSOR_CORES).err();
     assert!(matches!(e, Some(GpuError::TooLarge { .. })), "{e:?}");
     let (o, _) = big.download(&dev).unwrap();
     assert!(

@@ -53,7 +53,8 @@ unsafe impl DeviceRepr for PagedParams {}
 
 /// Head sizes the kernel is compiled for (`TPT = D / 8` lanes per token must divide a warp).
 pub const HEAD_DIMS: &[usize] = &[32, 64, 128, 256];
-/// Table entries of one partition the kernel holds in shared memory (`MAX_TABLE`).
+/// Table entries of one partition the kernel holds in shared memory (`MAX_TABLE`) unless the block's
+/// other static shared memory leaves room for twice as many ([`Tuning::table_entries`]).
 pub const MAX_TABLE: usize = 2048;
 /// Tokens one warp loads per step (`CHUNK = passes * 32 / (D / 8)`): a partition shorter than the
 /// block's warps' chunks leaves warps idle, so [`partition_for`] never goes below it.
@@ -353,8 +354,10 @@ pub struct Tuning {
 }
 
 impl Tuning {
-    /// What [`decode`] uses.
-    pub const DEFAULT: Tuning = Tuning {
+    /// The CUDA-core path: 16 warps a block, 4 passes of 16-byte loads into registers a chunk, the
+    /// scores and `P V` as FMAs and shuffles. What [`decode`] uses where the tensor cores cannot
+    /// ([`Tuning::for_head`]), and the base the sweep changes one choice at a time.
+    pub const REGISTERS: Tuning = Tuning {
         warps: 16,
         passes: 4,
         fused: false,
@@ -367,9 +370,35 @@ impl Tuning {
         split: false,
     };
 
-    /// The tunings the harness sweeps: the default, then one change at a time.
+    /// The tensor-core path: 8 warps a block, each taking chunks of 16 tokens through a ring of two
+    /// filled by `cp.async`, scores and `P V` as `mma.sync` products: a tenth of the register path's
+    /// instructions a token (Lab 03's Table 03.4 has the two side by side).
+    pub const TENSOR_CORES: Tuning = Tuning {
+        warps: 8,
+        tc: true,
+        stages: 2,
+        ..Tuning::REGISTERS
+    };
+
+    /// What [`decode`] uses for head size `d`: the tensor cores where `d` is a multiple of 16 and their
+    /// ring of 8 warps fits a block's shared memory beside the rest (`d` <= 128), else the registers,
+    /// with 8 warps above `d` = 128 (16 warps' partial sums would pass the 48 KB of static shared memory).
+    pub fn for_head(d: usize) -> Tuning {
+        if d.is_multiple_of(16) && d <= 128 {
+            Tuning::TENSOR_CORES
+        } else if d > 128 {
+            Tuning {
+                warps: 8,
+                ..Tuning::REGISTERS
+            }
+        } else {
+            Tuning::REGISTERS
+        }
+    }
+
+    /// The tunings the harness sweeps: the register path, then one change at a time.
     pub fn sweep() -> Vec<Tuning> {
-        let d = Tuning::DEFAULT;
+        let d = Tuning::REGISTERS;
         vec![
             d,
             Tuning { split: true, ..d },
@@ -427,6 +456,29 @@ impl Tuning {
                 tc: true,
                 stages: 2,
                 split: true,
+                ..d
+            },
+            // Two resident blocks an SM (4 warps each): one block's start and end under the other's
+            // loads; and partitions for two waves.
+            Tuning {
+                warps: 4,
+                tc: true,
+                stages: 2,
+                split: true,
+                ..d
+            },
+            Tuning {
+                warps: 4,
+                tc: true,
+                stages: 2,
+                waves: 2,
+                ..d
+            },
+            Tuning {
+                warps: 8,
+                tc: true,
+                stages: 2,
+                waves: 2,
                 ..d
             },
             // The bulk path's shared-memory rings are per warp: with 4 warps they fit beside the rest.
@@ -508,6 +560,18 @@ impl Tuning {
         }
     }
 
+    /// Table entries one partition holds in shared memory (the kernel's `MAX_TABLE`): 4096 (64k
+    /// tokens of blocks of 16, one partition a row at the harness's longest context) where they fit
+    /// beside the block's partial sums in the 48 KB of static shared memory, else [`MAX_TABLE`].
+    pub fn table_entries(&self, d: usize, gc: usize) -> usize {
+        let fixed = self.warps * gc * (d + 2) * 4 + 64; // s_acc, s_m, s_l, s_last
+        if fixed + 4 * 2 * MAX_TABLE <= 48 * 1024 {
+            2 * MAX_TABLE
+        } else {
+            MAX_TABLE
+        }
+    }
+
     /// Dynamic shared memory of the partition kernel: the warps' rings of chunks when `bulk`,
     /// `cp_async` or `tc` (whose rows are padded by 8 elements, `LDT` in the kernel).
     pub fn shared_bytes(&self, d: usize, elem: usize) -> usize {
@@ -526,7 +590,7 @@ impl Tuning {
 /// SMs x resident blocks per SM, from the occupancy calculator): the `groups = S * Hq / heads-per-block`
 /// rows of thread blocks get `parts = max(1, waves * slots / groups)` partitions each, so the grid is
 /// `waves` full waves and no SM idles through a last, partial one; `P = ceil(max_len / parts)`, rounded
-/// up to whole blocks, at least one chunk per warp, and at most the kernel's table of `MAX_TABLE` blocks.
+/// up to whole blocks, at least one chunk per warp, and at most the kernel's `table` of block entries.
 pub fn partition_for(
     max_len: usize,
     groups: usize,
@@ -534,11 +598,12 @@ pub fn partition_for(
     waves: usize,
     min_tokens: usize,
     block_size: usize,
+    table: usize,
 ) -> usize {
     let parts = (waves * slots / groups.max(1)).max(1);
     let p = max_len.div_ceil(parts).max(min_tokens);
     let p = p.div_ceil(block_size) * block_size;
-    p.min(MAX_TABLE * block_size)
+    p.min(table * block_size)
 }
 // ANCHOR_END: partition_for
 
@@ -600,7 +665,8 @@ pub fn decode<T: GpuElement>(
     mask: Mask,
     partition: Option<usize>,
 ) -> Result<usize, GpuError> {
-    decode_tuned(dev, bufs, mask, partition, Tuning::DEFAULT)
+    let tuning = Tuning::for_head(bufs.d);
+    decode_tuned(dev, bufs, mask, partition, tuning)
 }
 
 /// [`decode`] with the kernel's compile-time choices given.
@@ -664,6 +730,7 @@ pub fn decode_tuned<T: GpuElement>(
         Layout::Contiguous { .. } => 16, // only the partition's granularity
     };
     let max_len = bufs.seq_lens.iter().copied().max().unwrap_or(1);
+    let table = tuning.table_entries(d, gc);
     let module = module_for::<T>(dev, d, gc, bs, tuning)?;
     let name = match bufs.layout {
         Layout::Paged { .. } => "paged_decode_partition",
@@ -724,9 +791,10 @@ pub fn decode_tuned<T: GpuElement>(
             tuning.waves,
             min_tokens,
             bs,
+            table,
         ),
     };
-    if partition == 0 || !partition.is_multiple_of(bs) || partition / bs > MAX_TABLE {
+    if partition == 0 || !partition.is_multiple_of(bs) || partition / bs > table {
         return Err(PagedError::BadPartition {
             partition,
             block_size: bs,
@@ -872,6 +940,7 @@ fn module_for<T: GpuElement>(
         ("PA_GC", gc as i64),
         ("PA_BLOCK", bs as i64),
         ("PA_BF16", T::BF16 as i64),
+        ("MAX_TABLE", tuning.table_entries(d, gc) as i64),
     ];
     defines.extend(tuning.defines());
     dev.module("paged_attention.cu", &defines)
@@ -899,7 +968,7 @@ pub fn read_pass_ms<T: GpuElement>(
     warmup: usize,
     runs: usize,
 ) -> Result<Vec<f64>, GpuError> {
-    let t = Tuning::DEFAULT;
+    let t = Tuning::REGISTERS;
     let (s, hq, d) = (bufs.num_seqs(), bufs.hq, bufs.d);
     let (bs, num_blocks, nk) = match bufs.layout {
         Layout::Paged {

@@ -186,7 +186,7 @@ pub fn measure(
             ));
             Ok(rec)
         };
-        let def = Tuning::DEFAULT;
+        let def = Tuning::for_head(d); // what `decode` runs
         records.push(run(
             variant,
             "ours/gpu-contiguous",

@@ -176,7 +176,7 @@ fn gpu_decode_card((name, f, recs, ns): &Gpu) -> String {
         r0.d,
         r0.hq,
         if passes {
-            "Read pass: the paged kernel's loads alone (its warps, chunks and loads, the table \
+            "Read pass: the register path's loads alone (its warps, chunks and loads, the table \
              entries read through L1 instead of shared memory, no arithmetic), K/V bytes over its median. "
         } else {
             ""
