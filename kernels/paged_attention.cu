@@ -314,7 +314,17 @@ __device__ __forceinline__ void attend_range(const elem_t* __restrict__ q,
     __shared__ int s_table[MAX_TABLE];
     __shared__ int s_last;
     __shared__ float s_m[WARPS][PA_GC], s_l[WARPS][PA_GC];
+#if PA_TC
+    // Each warp's ring of chunks (dynamic shared memory); once the warp has read its last chunk, the
+    // start of its own ring holds its partial sums for step 5, so they cost no shared memory of their
+    // own and a ring of three chunks fits with 8 warps.
+    extern __shared__ __align__(128) unsigned char dyn_smem[];
+#define RING_BYTES (PA_STAGES * 2 * CHUNK * LDT * sizeof(elem_t))
+#define S_ACC(w, g, e) (reinterpret_cast<float*>(dyn_smem + (size_t)(w) * RING_BYTES)[(g) * PA_D + (e)])
+#else
     __shared__ float s_acc[WARPS][PA_GC][PA_D];
+#define S_ACC(w, g, e) s_acc[w][g][e]
+#endif
 
     const int kvh = h0 / (p.hq / p.hkv);
     const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
@@ -407,8 +417,7 @@ __device__ __forceinline__ void attend_range(const elem_t* __restrict__ q,
     // This warp's ring of PA_STAGES chunks of 16 tokens (K then V, rows padded to LDT), filled by every
     // lane's 16-byte cp.async copies and read by ldmatrix, so a chunk is read only after the whole warp
     // has waited for it (__syncwarp), and refilled only after the whole warp has read it.
-    extern __shared__ __align__(128) unsigned char dyn_smem[];
-    elem_t* ring = reinterpret_cast<elem_t*>(dyn_smem) + (size_t)warp * PA_STAGES * 2 * CHUNK * LDT;
+    elem_t* ring = reinterpret_cast<elem_t*>(dyn_smem + (size_t)warp * RING_BYTES);
     auto issue = [&](int c) {
         if (c < n_chunks) {
             const int t0 = p_lo + warp * CHUNK + c * stride;
@@ -645,8 +654,8 @@ __device__ __forceinline__ void attend_range(const elem_t* __restrict__ q,
     if (g < PA_GC) {  // row g's quad holds its O elements dn * 8 + tg * 2 + {0, 1}
 #pragma unroll
         for (int dn = 0; dn < PA_D / 8; ++dn) {
-            s_acc[warp][g][dn * 8 + tg * 2] = oacc[dn][0];
-            s_acc[warp][g][dn * 8 + tg * 2 + 1] = oacc[dn][1];
+            S_ACC(warp, g, dn * 8 + tg * 2) = oacc[dn][0];  // own ring: its last chunk is read
+            S_ACC(warp, g, dn * 8 + tg * 2 + 1) = oacc[dn][1];
         }
         if (tg == 0) {
             s_m[warp][g] = m_r;
@@ -664,7 +673,7 @@ __device__ __forceinline__ void attend_range(const elem_t* __restrict__ q,
         }
         if (tok == 0) {
 #pragma unroll
-            for (int e = 0; e < 8; ++e) s_acc[warp][g][slice * 8 + e] = acc[g][e];
+            for (int e = 0; e < 8; ++e) S_ACC(warp, g, slice * 8 + e) = acc[g][e];
         }
         if (lane == 0) {
             s_m[warp][g] = m[g];
@@ -684,7 +693,7 @@ __device__ __forceinline__ void attend_range(const elem_t* __restrict__ q,
             for (int w = 0; w < WARPS; ++w) {
                 const float a = ex2(s_m[w][g] - mm);  // 0 for a warp that saw no key
                 ll += a * s_l[w][g];
-                oo += a * s_acc[w][g][e];
+                oo += a * S_ACC(w, g, e);
             }
         }
         const float out = ll > 0.f ? oo / ll : 0.f;

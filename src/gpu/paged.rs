@@ -370,13 +370,14 @@ impl Tuning {
         split: false,
     };
 
-    /// The tensor-core path: 8 warps a block, each taking chunks of 16 tokens through a ring of two
-    /// filled by `cp.async`, scores and `P V` as `mma.sync` products: a tenth of the register path's
-    /// instructions a token (Lab 03's Table 03.4 has the two side by side).
+    /// The tensor-core path: 8 warps a block, each taking chunks of 16 tokens through a ring of three
+    /// filled by `cp.async` (two in flight while one is computed), scores and `P V` as `mma.sync`
+    /// products: a tenth of the register path's instructions a token (Lab 03's Table 03.4 has the
+    /// two side by side, and rings of two).
     pub const TENSOR_CORES: Tuning = Tuning {
         warps: 8,
         tc: true,
-        stages: 2,
+        stages: 3,
         ..Tuning::REGISTERS
     };
 
@@ -455,6 +456,20 @@ impl Tuning {
                 warps: 8,
                 tc: true,
                 stages: 2,
+                split: true,
+                ..d
+            },
+            // Three chunks a warp: two in flight while one is computed.
+            Tuning {
+                warps: 8,
+                tc: true,
+                stages: 3,
+                ..d
+            },
+            Tuning {
+                warps: 8,
+                tc: true,
+                stages: 3,
                 split: true,
                 ..d
             },
@@ -564,7 +579,8 @@ impl Tuning {
     /// tokens of blocks of 16, one partition a row at the harness's longest context) where they fit
     /// beside the block's partial sums in the 48 KB of static shared memory, else [`MAX_TABLE`].
     pub fn table_entries(&self, d: usize, gc: usize) -> usize {
-        let fixed = self.warps * gc * (d + 2) * 4 + 64; // s_acc, s_m, s_l, s_last
+        // s_acc (the tensor-core path keeps it in the warps' rings), s_m, s_l, s_last
+        let fixed = self.warps * gc * (if self.tc { 2 } else { d + 2 }) * 4 + 64;
         if fixed + 4 * 2 * MAX_TABLE <= 48 * 1024 {
             2 * MAX_TABLE
         } else {
