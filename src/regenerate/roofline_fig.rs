@@ -193,6 +193,7 @@ fn cards_table(files: &[(String, MeasurementFile)]) -> String {
                     format!("{}x", sig3(ra.ms / rb.ms)),
                     format!("{}%", sig3(100.0 * attained(&ra) / ba)),
                     format!("{}%", sig3(100.0 * attained(&rb) / bb)),
+                    format!("{} / {}", commit_of(a, &ra), commit_of(b, &rb)),
                 ]);
             }
         }
@@ -208,16 +209,19 @@ fn cards_table(files: &[(String, MeasurementFile)]) -> String {
                 "measured speed-up",
                 &of_a,
                 &of_b,
+                "commits",
             ],
             &rows,
         );
         out += &format!(
-            "\n*Table R.3. The dots of Table R.1 measured on two cards with the same code: the speed-up on the {} \
+            "\n*Table R.3. The dots of Table R.1 measured on two cards: the speed-up on the {} \
              over the {} that the two rooflines predict (each card's min(peak, intensity x copy bandwidth) at the \
              dot's intensity), the speed-up measured (time on the {short_a} over time on the {short_b}), and each \
              card's share of its own bound. Intensity and bound as in Table R.1: from the model's bytes, which for our \
              tiled kernels (v5, v7) charge every re-read of K and V to DRAM where the L2 serves most of them \
-             (Table R.2), so those two are compute bound in fact although the model's bytes say memory. Roofs: {short_a} {} TFLOP/s and {} GB/s, {short_b} {} TFLOP/s and {} \
+             (Table R.2), so those two are compute bound in fact although the model's bytes say memory. Commits: \
+             the code each card's dot was measured at ({short_a} / {short_b}); where they differ, the kernel \
+             may have changed between the two runs, and the measured speed-up is then not the card's alone. Roofs: {short_a} {} TFLOP/s and {} GB/s, {short_b} {} TFLOP/s and {} \
              GB/s (PyTorch's fp16 matrix product and device copy, measured in each card's run). From \
              `measurements/{name_a}` ({}) and `measurements/{name_b}` ({}).*\n",
             b.machine.name,
@@ -233,6 +237,15 @@ fn cards_table(files: &[(String, MeasurementFile)]) -> String {
     out
 }
 // ANCHOR_END: cards_table
+
+/// The commit a record was measured at (`commit C, date` -> `C`).
+fn commit_of(f: &MeasurementFile, r: &Record) -> String {
+    let when = f.when(r);
+    when.strip_prefix("commit ")
+        .and_then(|x| x.split(',').next())
+        .unwrap_or(&when)
+        .to_string()
+}
 
 /// A card's short name for column heads: `NVIDIA H100 80GB HBM3` -> `H100`.
 fn short(name: &str) -> &str {
