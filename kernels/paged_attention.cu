@@ -62,14 +62,24 @@
 //      pool within 1-2% of the contiguous copy and at the card's read roof from 16k tokens (3b0c893), so
 //      paging's access pattern is not the gap; the decode kernel's per-chunk work with no load in
 //      flight is. Next: the next chunk's lookups and loads issued under this chunk's arithmetic.
-//  10. Tensor cores (PA_TC, `-tcS`; written 2026-11-28 after 9, compiled and register-checked, not yet run
-//      on a GPU): the block's query heads are the rows of a 16-row mma.sync tile (4 real, 12 zero: the
-//      tensor cores idle in decode anyway), each warp takes chunks of 16 tokens through a cp.async ring,
-//      S = Q K^T and O += P V are 32 m16n8k16 products a chunk fed by ldmatrix, and the rescale of O is
-//      skipped when no row's maximum moved. About 100 warp instructions per 16 tokens where the
-//      register path issues about 1000 (ncu: 65% of issue slots busy at 16k on the H200).
-// cuDNN's decode (PyTorch's default dispatch) stays a few percent ahead at 4k-64k tokens on the H100,
-// and about a fifth ahead on the H200.
+//  10. Tensor cores (PA_TC, `-tcS`): the block's query heads are the rows of a 16-row mma.sync tile (4
+//      real, 12 zero: the tensor cores idle in decode anyway), each warp takes chunks of 16 tokens
+//      through a cp.async ring, S = Q K^T and O += P V are 32 m16n8k16 products a chunk fed by
+//      ldmatrix, and the rescale of O is skipped when no row's maximum moved. About 100 warp
+//      instructions per 16 tokens where the register path issues about 1000. H200 (commit 9d6bc6c):
+//      w8-tc2 4k 0.0739 ms, 16k 0.2688, 64k 1.110 against the register default's 0.0816, 0.3040, 1.336.
+//      The default from de90901 on (Tuning::for_head: D a multiple of 16, at most 128).
+//  11. 4096 table entries a partition where the block's static shared memory allows (MAX_TABLE from
+//      the host): 64k tokens are one partition a row, no merge launch. H200, 64k: 1.110 -> 1.044 ms.
+//  12. The warps' partial sums in their own rings (no static s_acc on the tensor-core path), so a ring
+//      of three chunks fits 8 warps at D = 128: no faster than two (2992db3: 16k 0.2638 vs 0.2637 ms),
+//      kept as the default. H200 against cuDNN's decode at 2992db3: 0.89x / 0.91x / 0.90x at 4k / 16k /
+//      64k, paged within 1-3% of the contiguous twin. ncu at 16k (one launch, 263 us, SM clock 1.74
+//      GHz): DRAM 85% busy, 0.33 instructions issued per scheduler cycle (register path 0.65), SMs
+//      active 88% of the elapsed cycles (128 blocks on 132 SMs, uneven finish). The harness's timing
+//      runs at the 700 W power limit with SM clocks of 1.4-1.98 GHz (smi-paged.csv).
+// cuDNN's decode (PyTorch's default dispatch) stays a few percent ahead at 4k-64k tokens on the H100
+// (register path, 07286fc) and about a tenth ahead on the H200 (tensor-core path, 2992db3).
 
 #include <cuda_fp16.h>
 #include <cuda_bf16.h>
