@@ -95,6 +95,40 @@ pub fn copy_bandwidth(threads: usize, bytes: usize) -> f64 {
     (2 * n * 4) as f64 / times[times.len() / 2]
 }
 
+/// Read-only bandwidth in bytes/s over `threads` threads, `bytes` in all: each thread sums its share
+/// into 64 independent accumulators (vector adds, nothing written back), the median of five runs. The
+/// roof of a kernel that only reads, such as decode: on a CPU it can be well below the copy's rate,
+/// which counts a read and a write per element and keeps more misses in flight.
+pub fn read_bandwidth(threads: usize, bytes: usize) -> f64 {
+    fn sum(x: &[f32]) -> f32 {
+        let mut acc = [0.0f32; 64];
+        for c in x.chunks_exact(64) {
+            for (a, v) in acc.iter_mut().zip(c) {
+                *a += v;
+            }
+        }
+        acc.iter().sum()
+    }
+    let n = bytes / 4;
+    let src: Vec<f32> = (0..n).map(|i| (i % 7) as f32).collect();
+    let chunk = n.div_ceil(threads.max(1));
+    let mut times = Vec::new();
+    for _ in 0..5 {
+        let t = Instant::now();
+        let total: f32 = std::thread::scope(|sc| {
+            let hs: Vec<_> = src
+                .chunks(chunk)
+                .map(|s| sc.spawn(move || sum(s)))
+                .collect();
+            hs.into_iter().map(|h| h.join().unwrap_or(0.0)).sum()
+        });
+        times.push(t.elapsed().as_secs_f64());
+        std::hint::black_box(total);
+    }
+    times.sort_by(f64::total_cmp);
+    (n * 4) as f64 / times[times.len() / 2]
+}
+
 /// Exponentials per second over `threads` threads (the softmax's `2^x`, the widest instruction set the
 /// CPU has; the best of three timed runs).
 pub fn exp_rate(threads: usize) -> f64 {
@@ -129,6 +163,13 @@ pub fn exp_rate(threads: usize) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reading_is_a_memory_rate() {
+        // 64 MB, past any cache: between a slow DRAM channel's rate and far below the FMA peak in bytes.
+        let r = read_bandwidth(1, 64 << 20);
+        assert!(r > 1e9 && r < 1e12, "{r:e} bytes/s");
+    }
 
     #[test]
     fn an_exponential_costs_more_than_a_multiply_add() {

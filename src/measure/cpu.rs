@@ -380,11 +380,14 @@ pub fn measure(
         ceilings::peak_flops(1),
         ceilings::copy_bandwidth(1, 256 << 20),
     );
+    // The read-only roof (decode only reads its cache).
+    let rd = ceilings::read_bandwidth(threads, 256 << 20);
     let exps = ceilings::exp_rate(threads);
     log(&format!(
-        "  peak {:.1} GFLOP/s, copy {:.1} GB/s ({}); one thread: {:.1} GFLOP/s, {:.1} GB/s; {:.2} G exponentials/s",
+        "  peak {:.1} GFLOP/s, copy {:.1} GB/s, read {:.1} GB/s ({}); one thread: {:.1} GFLOP/s, {:.1} GB/s; {:.2} G exponentials/s",
         peak / 1e9,
         bw / 1e9,
+        rd / 1e9,
         Isa::detect().name(),
         peak1 / 1e9,
         bw1 / 1e9,
@@ -446,7 +449,7 @@ pub fn measure(
             cuda: None,
             peak_gflops: peak / 1e9,
             bandwidth_gbps: bw / 1e9,
-            read_gbps: None,
+            read_gbps: Some(rd / 1e9),
             peak_gflops_1t: Some(peak1 / 1e9),
             bandwidth_gbps_1t: Some(bw1 / 1e9),
             exp_per_s: Some(exps),

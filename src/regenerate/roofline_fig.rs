@@ -308,6 +308,14 @@ fn machine_roofline(
         .exp_per_s
         .or_else(|| f.machine.name.contains("H100").then_some(H100_EXP_RATE));
     let exp_cols = ["with exponentials", "of that"];
+    // The read-only roof, for the dots of kernels that only read their operands (decode: one query
+    // token against a cache) on all threads: the fastest read measured on the machine (on a GPU also
+    // the decode kernel's own read pass, Lab 03). None is measured for one thread, and the one-thread
+    // decode dots read a cache-resident layer anyway (Table R.1's copy roof already shows them above it).
+    let read_roof = f
+        .machine
+        .read_gbps
+        .map(|_| super::lab03::read_roof(f) * 1e9);
     for &(label, rgb, pick) in picks {
         for n in [VERB_SEQ_LEN, STRESS_SEQ_LEN] {
             let Some(r) = f.records.iter().find(|r| pick(r) && r.nk == n && r.checked) else {
@@ -386,6 +394,14 @@ fn machine_roofline(
             if let Some(b) = with_exps(predicted) {
                 row.extend([si(b) + "FLOP/s", share(b)]);
             }
+            if let Some(all) = read_roof {
+                if r.nq == 1 && roof == "all threads" {
+                    let b = (intensity * all).min(peak);
+                    row.extend([si(b) + "FLOP/s", share(b)]);
+                } else {
+                    row.extend(["—".to_string(), "—".to_string()]);
+                }
+            }
             // A kernel built on `mma.sync` against that instruction's measured rate.
             if let Some(mma) = f.machine.mma_sync_gflops.map(|g| g * 1e9) {
                 if uses_mma_sync(r) {
@@ -456,6 +472,9 @@ fn machine_roofline(
     if exp_rate.is_some() {
         head_r1.extend(exp_cols);
     }
+    if read_roof.is_some() {
+        head_r1.extend(["read roof (decode)", "of that"]);
+    }
     if f.machine.mma_sync_gflops.is_some() {
         head_r1.extend(["mma.sync roof", "of that"]);
     }
@@ -476,6 +495,21 @@ fn machine_roofline(
     );
     if let Some(rate) = exp_rate {
         md += &exp_note(f, rate);
+    }
+    if let Some(rd) = read_roof {
+        md += &format!(
+            "\n*Read roof (decode): a kernel on all threads that only reads its cache (one query token) against \
+             {}, {} GB/s (the copy's rate counts a read and a write per element, and a machine need not read \
+             alone at that rate), with the peak as before.*\n",
+            if f.machine.kind == "gpu" {
+                "the fastest read-only rate measured on this card (a grid-stride reader, or the decode \
+                 kernel's read pass where faster)"
+            } else {
+                "the read-only rate measured by the latest run that wrote this file (`read_bandwidth`: every \
+                 thread sums its share of 256 MB, nothing written)"
+            },
+            sig3(rd / 1e9),
+        );
     }
     if let Some(mma) = f.machine.mma_sync_gflops {
         md += &format!(
