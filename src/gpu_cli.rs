@@ -510,12 +510,12 @@ pub fn probe(args: &[String]) -> Result<(), String> {
         Some("paged") => {
             // One decode step of lab 03's batch at N tokens, paged then contiguous, each launched once
             // after one warm-up (for ncu: `-k regex:decode_partition`); `async` picks the cp.async ring,
-            // `tc` the tensor cores.
+            // `tc` the tensor cores, `read` the read passes alone (`-k regex:read_pass`).
             use modern_attention::gpu::paged::{decode_tuned, Tuning};
             let n: usize = args
                 .get(1)
                 .and_then(|x| x.parse().ok())
-                .ok_or("gpu-probe paged N [async|tc]")?;
+                .ok_or("gpu-probe paged N [async|tc|read]")?;
             let tuning = match args.get(2).map(String::as_str) {
                 Some("async") => Tuning {
                     cp_async: true,
@@ -529,6 +529,13 @@ pub fn probe(args: &[String]) -> Result<(), String> {
             let s = AttnShape::new(b, hq, hkv, 1, n, d).map_err(|e| e.to_string())?;
             let (_, _, _, mut paged, mut flat) = decode_batch(&dev, s, bs, &vec![n; b])?;
             let err = |e: modern_attention::gpu::GpuError| e.to_string();
+            if args.get(2).map(String::as_str) == Some("read") {
+                for bufs in [&paged, &flat] {
+                    modern_attention::gpu::paged::read_pass_ms(&dev, bufs, 1, 1).map_err(err)?;
+                }
+                println!("ran the paged and contiguous read passes at N={n}");
+                return Ok(());
+            }
             for bufs in [&mut paged, &mut flat] {
                 for _ in 0..2 {
                     decode_tuned(&dev, bufs, Mask::NONE, None, tuning).map_err(err)?;
@@ -543,7 +550,7 @@ pub fn probe(args: &[String]) -> Result<(), String> {
             save_check(&dev, &dir)
         }
         _ => Err(
-            "usage: gpu-probe sanitize | gpu-probe one|time VERSION N D [causal] [wWARPS] | gpu-probe paged N [async|tc] | gpu-probe save-check DIR"
+            "usage: gpu-probe sanitize | gpu-probe one|time VERSION N D [causal] [wWARPS] | gpu-probe paged N [async|tc|read] | gpu-probe save-check DIR"
                 .into(),
         ),
     }
