@@ -262,7 +262,17 @@ __device__ __forceinline__ void bulk_copy(void* dst, const void* src, unsigned b
 #define PASSES PA_PASSES
 #if PA_TC
 #define CHUNK 16                   // tokens per warp chunk: one m16n8k16 key step of P V
-#define LDT (PA_D + 8)             // a K or V row in the ring, padded: ldmatrix's rows in distinct banks
+#define LDT PA_D                   // a K or V row in the ring: unpadded, its 16-byte pieces swizzled
+// Piece s (16 bytes) of ring row r sits at piece SWZ(r, s) of the row: the 128-byte swizzle of Lab 02's
+// v6, so that the 8 rows an ldmatrix reads at one piece fall in distinct banks, and every 128-byte line
+// of K or V lands in one 128-byte line of shared memory. (Rows padded by 16 bytes instead straddled
+// two lines: the copies then asked L2 for half as many sectors again, all hits, and L2's throughput,
+// not DRAM's, set the kernel's pace.) Rows of 64 bytes (D = 32) pair up in a line.
+#if PA_D >= 64
+#define SWZ(r, s) ((s) ^ ((r) & 7))
+#else
+#define SWZ(r, s) ((s) ^ (((r) >> 1) & 3))
+#endif
 #else
 #define CHUNK (TOK * PASSES)       // tokens per warp chunk
 #endif
@@ -424,7 +434,7 @@ __device__ __forceinline__ void attend_range(const elem_t* __restrict__ q,
 
 #if PA_TC
     // ANCHOR: paged_tc
-    // This warp's ring of PA_STAGES chunks of 16 tokens (K then V, rows padded to LDT), filled by every
+    // This warp's ring of PA_STAGES chunks of 16 tokens (K then V, pieces swizzled), filled by every
     // lane's 16-byte cp.async copies and read by ldmatrix, so a chunk is read only after the whole warp
     // has waited for it (__syncwarp), and refilled only after the whole warp has read it.
     elem_t* ring = reinterpret_cast<elem_t*>(dyn_smem + (size_t)warp * RING_BYTES);
@@ -437,8 +447,8 @@ __device__ __forceinline__ void attend_range(const elem_t* __restrict__ q,
             for (int i = 0; i < CHUNK * (PA_D / 8) / 32; ++i) {
                 const int piece = lane + 32 * i, j = piece / (PA_D / 8), seg = piece % (PA_D / 8);
                 const size_t row = row_of(min(t0 + j, p_hi - 1));  // past the range: the last row, masked
-                cp_async16(kd + j * LDT + seg * 8, k + row * PA_D + seg * 8);
-                cp_async16(vd + j * LDT + seg * 8, v + row * PA_D + seg * 8);
+                cp_async16(kd + j * LDT + SWZ(j, seg) * 8, k + row * PA_D + seg * 8);
+                cp_async16(vd + j * LDT + SWZ(j, seg) * 8, v + row * PA_D + seg * 8);
             }
         }
         asm volatile("cp.async.commit_group;" ::: "memory");
@@ -457,7 +467,8 @@ __device__ __forceinline__ void attend_range(const elem_t* __restrict__ q,
 #pragma unroll
         for (int kk = 0; kk < PA_D / 16; ++kk) {
             unsigned int kf[4];  // keys 0-7 | d 0-7, keys 0-7 | d 8-15, keys 8-15 | d 0-7, keys 8-15 | d 8-15
-            ldsm_x4(kf, Kt + ((mi >> 1) * 8 + (lane & 7)) * LDT + kk * 16 + (mi & 1) * 8);
+            const int kr = (mi >> 1) * 8 + (lane & 7);  // the key row this lane addresses
+            ldsm_x4(kf, Kt + kr * LDT + SWZ(kr, kk * 2 + (mi & 1)) * 8);
             mma16816(s[0], qf[kk], kf[0], kf[1]);
             mma16816(s[1], qf[kk], kf[2], kf[3]);
         }
@@ -504,7 +515,8 @@ __device__ __forceinline__ void attend_range(const elem_t* __restrict__ q,
 #pragma unroll
         for (int dp = 0; dp < PA_D / 16; ++dp) {
             unsigned int vf[4];  // keys 0-7 | d 0-7, keys 8-15 | d 0-7, keys 0-7 | d 8-15, keys 8-15 | d 8-15
-            ldsm_x4_trans(vf, Vt + ((mi & 1) * 8 + (lane & 7)) * LDT + dp * 16 + (mi >> 1) * 8);
+            const int vr = (mi & 1) * 8 + (lane & 7);  // the key row this lane addresses
+            ldsm_x4_trans(vf, Vt + vr * LDT + SWZ(vr, dp * 2 + (mi >> 1)) * 8);
             mma16816(oacc[2 * dp], pf, vf[0], vf[1]);
             mma16816(oacc[2 * dp + 1], pf, vf[2], vf[3]);
             if (heavy) {

@@ -589,10 +589,10 @@ impl Tuning {
     }
 
     /// Dynamic shared memory of the partition kernel: the warps' rings of chunks when `bulk`,
-    /// `cp_async` or `tc` (whose rows are padded by 8 elements, `LDT` in the kernel).
+    /// `cp_async` or `tc`.
     pub fn shared_bytes(&self, d: usize, elem: usize) -> usize {
         if self.tc {
-            self.warps * self.stages * 2 * 16 * (d + 8) * elem
+            self.warps * self.stages * 2 * 16 * d * elem
         } else if self.bulk || self.cp_async {
             self.warps * self.stages * 2 * chunk(d, self.passes) * d * elem
         } else {
