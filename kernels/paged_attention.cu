@@ -78,8 +78,17 @@
 //      GHz): DRAM 85% busy, 0.33 instructions issued per scheduler cycle (register path 0.65), SMs
 //      active 88% of the elapsed cycles (128 blocks on 132 SMs, uneven finish). The harness's timing
 //      runs at the 700 W power limit with SM clocks of 1.4-1.98 GHz (smi-paged.csv).
+//  13. The ring's rows unpadded, their 16-byte pieces swizzled (SWZ, v6's 128-byte swizzle) instead of
+//      16 bytes of padding. ncu at 16k beside the read pass (gpu-probe paged 16384 tc|read): the same
+//      1.07 GB from DRAM, but 50.3M L2 sectors requested by the copies against 33.6M, 22.8M of them L2
+//      hits, and L2 at 92% of its throughput with DRAM at 85%: a padded row starts 16 bytes past a
+//      128-byte line, so every global line was split into two overlapping requests. H200 at 709ee7c:
+//      paged 0.0382 / 0.0673 / 0.2452 / 0.9469 ms at 2k / 4k / 16k / 64k (before: 0.0406 / 0.0733 /
+//      0.2633 / 1.0219), 86-98% of the read roof from 4k; cuDNN 0.96x / 0.97x / 0.97x / 0.97x; the
+//      contiguous twin 1.01x / 1.00x at 16k / 64k. GQA-4 (Lab 04) 0.1951 -> 0.1289 ms.
 // cuDNN's decode (PyTorch's default dispatch) stays a few percent ahead at 4k-64k tokens on the H100
-// (register path, 07286fc) and about a tenth ahead on the H200 (tensor-core path, 2992db3).
+// (register path, 07286fc) and a few percent ahead of the paged kernel on the H200 (709ee7c): paging's
+// own cost, since the contiguous twin matches it there.
 
 #include <cuda_fp16.h>
 #include <cuda_bf16.h>
