@@ -360,23 +360,6 @@ impl GroupState {
     }
 }
 
-/// Hint the CPU to bring `x` into its caches (one prefetch per 64-byte line; no effect off x86-64).
-#[inline]
-fn prefetch<T>(x: &[T]) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-        let bytes = std::mem::size_of_val(x);
-        let p = x.as_ptr() as *const i8;
-        for off in (0..bytes).step_by(64) {
-            // SAFETY: `p + off` lies inside `x`; a prefetch never faults and changes no memory.
-            unsafe { _mm_prefetch::<_MM_HINT_T0>(p.add(off)) };
-        }
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = x;
-}
-
 // ANCHOR: paged_walk
 /// Attend the `G` rows of `st` to keys `[lo, hi)` of one sequence, walking its block table:
 /// logical block `i` is physical block `table[i]`, its kv head `h`'s rows at `kv.offset(table[i], h, 0)`.
@@ -394,14 +377,9 @@ fn walk_table<T: Element>(
     while t < hi {
         let (i, r0) = (t / bs, t % bs);
         let n = (bs - r0).min(hi - t).min(tile - filled); // rows of this block inside [lo, hi)
-        if t + n < hi {
-            // The next block lives elsewhere in the pool, where the hardware prefetcher cannot guess:
-            // ask for its rows now, so they arrive while this block is computed.
-            let next = kv.offset(table[(t + n) / bs], h, 0);
-            let rows = bs.min(hi - t - n);
-            prefetch(&kv.k[next..next + rows * d]);
-            prefetch(&kv.v[next..next + rows * d]);
-        }
+                                                          // No software prefetch of the next block: each block's rows are contiguous (8 KB of f32 K at
+                                                          // D = 128), which the hardware's streamers follow on their own, and every prefetch tried (the
+                                                          // next block or the one after, into L1 or L2) made the walk slower (Lab 03).
         let at = kv.offset(table[i], h, r0);
         let rows = filled * d..(filled + n) * d;
         T::widen_into(&kv.k[at..at + n * d], &mut st.kf[rows.clone()]);
@@ -430,12 +408,6 @@ fn walk_contiguous<T: Element>(
     let (mut t, mut filled) = (lo, 0);
     while t < hi {
         let n = (bs - t % bs).min(hi - t).min(tile - filled);
-        if t + n < hi {
-            // The same prefetch as the paged walk, so that the two differ only by the table.
-            let next = (t + n) * d..(t + n + bs.min(hi - t - n)) * d;
-            prefetch(&k[next.clone()]);
-            prefetch(&v[next]);
-        }
         let rows = filled * d..(filled + n) * d;
         T::widen_into(&k[t * d..(t + n) * d], &mut st.kf[rows.clone()]);
         T::widen_into(&v[t * d..(t + n) * d], &mut st.vf[rows]);
