@@ -304,7 +304,7 @@ fn run() -> Result<(), String> {
                 None => false,
             };
             let (variant, machine) = parse(&words).map_err(|e| e.to_string())?;
-            let (mut exp_rate, mut cache) = (None, None);
+            let (mut exp_rate, mut cache, mut read_rate) = (None, None, None);
             // `cpu` / `gpu`: the first committed file of that kind; `gpu:h200`: the one whose card's
             // name contains `h200` (case-insensitive).
             let (kind, which) = machine
@@ -341,6 +341,11 @@ fn run() -> Result<(), String> {
                         1.0
                     };
                     exp_rate = m.exp_per_s.map(|r| r / share);
+                    // The read roof (all threads only), as Table R.1 takes it: the fastest read measured.
+                    read_rate = m
+                        .read_gbps
+                        .filter(|_| !one_thread)
+                        .map(|_| modern_attention::regenerate::lab03::read_roof(f) * 1e9);
                     // A GPU's L2, shared by one query tile an SM (as in the datasheet ceilings).
                     cache = m.l2_bytes.map(|b| (b, m.cores));
                     if one_thread {
@@ -366,6 +371,7 @@ fn run() -> Result<(), String> {
             };
             let mut ceilings = machine_ceilings(measured);
             ceilings.exp_rate = ceilings.exp_rate.or(exp_rate);
+            ceilings.read_bandwidth = read_rate;
             ceilings.cache = ceilings.cache.or(cache);
             print!("{}", report(&variant, &ceilings));
             Ok(())

@@ -270,7 +270,21 @@ pub fn report(v: &Variant, machine: &Ceilings) -> String {
         tm = si(p.flops / machine.peak_flops),
         tc = si(p.bytes / machine.bandwidth),
     );
-    head + &cached + &exps
+    // Decode (one query token) only reads its cache: the measured read rate is its roof.
+    let read = match machine.read_bandwidth {
+        Some(rd) if v.shape.nq == 1 => {
+            let t_read = bytes / rd;
+            format!(
+                "read roof  decode only reads: at the measured read rate {r}B/s, T_comms = {tr}s, \
+                 time >= {t}s\n",
+                r = si(rd),
+                tr = si(t_read),
+                t = si(t_read.max(p.flops / machine.peak_flops)),
+            )
+        }
+        _ => String::new(),
+    };
+    head + &cached + &exps + &read
 }
 
 /// The H100 datasheet, or a machine's measured ceilings given as `(name, GFLOP/s, GB/s)`.
@@ -283,6 +297,7 @@ pub fn machine_ceilings(measured: Option<(&'static str, f64, f64)>) -> Ceilings 
             source: "measured by this crate (measurements/)",
             cache: None,
             exp_rate: None,
+            read_bandwidth: None,
         },
         None => H100_SXM_DATASHEET,
     }
@@ -333,6 +348,19 @@ mod tests {
             t_exp > 0.8 * t_math && t_exp < t_math,
             "{t_exp} vs {t_math}"
         );
+    }
+
+    #[test]
+    fn a_measured_read_rate_bounds_decode_only() {
+        let mut m = machine_ceilings(Some(("box", 300.0, 30.0)));
+        m.read_bandwidth = Some(15e9);
+        let (decode, _) = parse(&words("kind=decode hq=8 hkv=2 n=2048 d=128 dtype=f32")).unwrap();
+        let r = report(&decode, &m);
+        let p = predict(&decode, &m);
+        assert!(r.contains("read roof"), "{r}");
+        assert!(r.contains(&si(p.bytes / 15e9)), "the read line's time: {r}");
+        let (prefill, _) = parse(&words("kind=flash n=2048 d=64 dtype=f32")).unwrap();
+        assert!(!report(&prefill, &m).contains("read roof"));
     }
 
     #[test]

@@ -18,6 +18,9 @@ pub struct Ceilings {
     /// Exponentials per second, if known: the softmax's one `2^x` per score runs on units apart from
     /// the matrix units (the GPU's special function units), at a far lower rate.
     pub exp_rate: Option<f64>,
+    /// Read-only bandwidth in bytes/s, if measured: the roof of a kernel that only reads (decode),
+    /// which on a CPU can be well below the copy's rate.
+    pub read_bandwidth: Option<f64>,
 }
 
 impl Ceilings {
@@ -39,6 +42,7 @@ pub const H100_SXM_DATASHEET: Ceilings = Ceilings {
              programming guide) at 1980 MHz",
     cache: Some((50.0 * 1024.0 * 1024.0, 132)),
     exp_rate: Some(H100_EXP_RATE),
+    read_bandwidth: None,
 };
 
 /// The H100's `ex2.approx` rate: 16 results per clock per SM (the CUDA C++ Programming Guide's
