@@ -98,6 +98,84 @@ pub fn loglog(
     Ok(svg)
 }
 
+/// A line chart with a base-2 logarithmic x axis (ticks at the powers of two, labelled `2k`, `64k`)
+/// and a linear y axis from zero, for rates that vary by less than a decade.
+pub fn semilog2x(
+    caption: &str,
+    x_desc: &str,
+    y_desc: &str,
+    y_unit: &str,
+    series: &[Series],
+) -> Result<String, String> {
+    let all = || series.iter().flat_map(|s| s.points.iter());
+    let x0 = all().map(|p| p.0.log2()).fold(f64::MAX, f64::min);
+    let x1 = all().map(|p| p.0.log2()).fold(f64::MIN, f64::max);
+    let y1 = all().map(|p| p.1).fold(0.0, f64::max);
+    if !(x0 <= x1 && y1 > 0.0) {
+        return Err("nothing to draw".into());
+    }
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (820, 540)).into_drawing_area();
+        root.fill(&WHITE).map_err(|e| e.to_string())?;
+        let mut chart = ChartBuilder::on(&root)
+            .caption(caption, ("sans-serif", 18))
+            .margin(14)
+            .x_label_area_size(44)
+            .y_label_area_size(76)
+            .build_cartesian_2d(x0 - 0.3..x1 + 0.3, 0.0..y1 * 1.15)
+            .map_err(|e| e.to_string())?;
+        let ticks = (x1 - x0).round() as usize + 1;
+        chart
+            .configure_mesh()
+            .x_labels(ticks)
+            .x_desc(x_desc)
+            .y_desc(y_desc)
+            .x_label_formatter(&|v| {
+                let n = v.exp2().round() as u64;
+                if n >= 1024 {
+                    format!("{}k", n / 1024)
+                } else {
+                    n.to_string()
+                }
+            })
+            .y_label_formatter(&|v| {
+                if *v == 0.0 {
+                    "0".to_string()
+                } else {
+                    crate::roofline::si(*v) + y_unit
+                }
+            })
+            .draw()
+            .map_err(|e| e.to_string())?;
+        for s in series {
+            let c = RGBColor(s.rgb.0, s.rgb.1, s.rgb.2);
+            let pts: Vec<(f64, f64)> = s.points.iter().map(|&(x, y)| (x.log2(), y)).collect();
+            chart
+                .draw_series(LineSeries::new(pts.iter().copied(), c.stroke_width(2)))
+                .map_err(|e| e.to_string())?
+                .label(s.name.clone())
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(2))
+                });
+            if s.markers {
+                chart
+                    .draw_series(pts.iter().map(|&p| Circle::new(p, 3, c.filled())))
+                    .map_err(|e| e.to_string())?;
+            }
+        }
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::LowerRight)
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK)
+            .draw()
+            .map_err(|e| e.to_string())?;
+        root.present().map_err(|e| e.to_string())?;
+    }
+    Ok(svg)
+}
+
 /// One measured dot on a roofline.
 pub struct Dot {
     /// Label drawn beside the dot.

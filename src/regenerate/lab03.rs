@@ -27,7 +27,77 @@ pub fn render(files: &[(String, crate::measure::MeasurementFile)]) -> Vec<Artifa
             name: "lab03_gpu_sweep.md",
             contents: gpu_sweep_table(files),
         },
+        Artifact {
+            name: "lab03_gpu_decode.svg",
+            contents: gpu_decode_figure(files),
+        },
     ]
+}
+
+/// Figure 03.1: every card's decode rate against the context, ours (paged) beside PyTorch's default
+/// dispatch on the contiguous copy, each card's read roof as a flat line (log-log).
+fn gpu_decode_figure(files: &[(String, crate::measure::MeasurementFile)]) -> String {
+    use super::figures::{semilog2x, Series};
+    let blank =
+        |e: String| format!("<svg xmlns=\"http://www.w3.org/2000/svg\"><text>{e}</text></svg>");
+    let cards = match gpu_cards(files, "paged_decode", "no GPU decode committed") {
+        Ok(c) => c,
+        Err(e) => return blank(e),
+    };
+    // One hue a card: ours dark, PyTorch light, the roof grey-tinted.
+    let hues = [
+        ((20, 70, 170), (110, 160, 230), (150, 170, 200)),
+        ((190, 80, 10), (240, 160, 90), (210, 180, 150)),
+        ((20, 130, 70), (110, 200, 140), (160, 200, 170)),
+    ];
+    let mut series = Vec::new();
+    let mut whens = Vec::new();
+    for ((_, f, recs, _), (dark, light, roof)) in cards.iter().zip(hues.iter().cycle()) {
+        let card = f.machine.name.trim_start_matches("NVIDIA ");
+        let card = card.split_whitespace().next().unwrap_or(card);
+        // From 2k tokens: at 64 every kernel is a launch and no rate means much.
+        let line = |imp: &str| -> Vec<(f64, f64)> {
+            recs.iter()
+                .filter(|r| r.implementation == imp && r.nk >= 2048)
+                .map(|r| (r.nk as f64, r.gbps * 1e9))
+                .collect()
+        };
+        let ours = line("ours/gpu-paged");
+        if let (Some(first), Some(last)) = (ours.first(), ours.last()) {
+            let rd = read_roof(f) * 1e9;
+            series.push(Series {
+                name: format!("{card} read roof"),
+                rgb: *roof,
+                points: vec![(first.0, rd), (last.0, rd)],
+                markers: false,
+            });
+            whens.push(format!("{card} {}", f.when(recs[0])));
+        }
+        series.push(Series {
+            name: format!("{card} ours, paged"),
+            rgb: *dark,
+            points: ours,
+            markers: true,
+        });
+        series.push(Series {
+            name: format!("{card} PyTorch SDPA, contiguous"),
+            rgb: *light,
+            points: line("torch/sdpa"),
+            markers: true,
+        });
+    }
+    series.retain(|s| !s.points.is_empty());
+    semilog2x(
+        &format!(
+            "Decode step, GQA 32/8, D = 128, fp16 ({})",
+            whens.join("; ")
+        ),
+        "context N (tokens)",
+        "K/V bytes read per second",
+        "B/s",
+        &series,
+    )
+    .unwrap_or_else(blank)
 }
 
 type Gpu<'a> = (
