@@ -381,11 +381,12 @@ impl Tuning {
         ..Tuning::REGISTERS
     };
 
-    /// What [`decode`] uses for head size `d`: the tensor cores where `d` is a multiple of 16 and their
-    /// ring of 8 warps fits a block's shared memory beside the rest (`d` <= 128), else the registers,
-    /// with 8 warps above `d` = 128 (16 warps' partial sums would pass the 48 KB of static shared memory).
+    /// What [`decode`] uses for head size `d`: the tensor cores where their ring's swizzle takes `d`
+    /// (32 or a multiple of 64) and the ring of 8 warps fits a block's shared memory beside the rest
+    /// (`d` <= 128), else the registers, with 8 warps above `d` = 128 (16 warps' partial sums would
+    /// pass the 48 KB of static shared memory).
     pub fn for_head(d: usize) -> Tuning {
-        if d.is_multiple_of(16) && d <= 128 {
+        if (d == 32 || d.is_multiple_of(64)) && d <= 128 {
             Tuning::TENSOR_CORES
         } else if d > 128 {
             Tuning {
@@ -715,9 +716,9 @@ pub fn decode_tuned<T: GpuElement>(
             arch: dev.arch(),
         });
     }
-    if tuning.tc && !bufs.d.is_multiple_of(16) {
+    if tuning.tc && !(bufs.d == 32 || bufs.d.is_multiple_of(64)) {
         return Err(GpuError::NotSupported {
-            what: "tensor-core decode for a head size that is not a multiple of 16",
+            what: "tensor-core decode for a head size other than 32 or a multiple of 64 (the ring's swizzle)",
             arch: dev.arch(),
         });
     }
@@ -1079,6 +1080,25 @@ pub fn read_bandwidth_gbps(dev: &Device, bytes: usize) -> Result<f64, GpuError> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `decode`'s choice by head size, and the shared memory each choice asks for.
+    #[test]
+    fn the_default_tuning_fits_every_head_size() {
+        for d in [32, 64, 128] {
+            assert_eq!(Tuning::for_head(d), Tuning::TENSOR_CORES, "D = {d}");
+        }
+        let big = Tuning::for_head(256);
+        assert!(!big.tc && big.warps == 8, "{big:?}");
+        assert_eq!(Tuning::for_head(48), Tuning::REGISTERS);
+        // The tensor-core ring: warps x stages x (K, V) x 16 rows of D, unpadded (the swizzle).
+        let tc = Tuning::TENSOR_CORES;
+        assert_eq!(tc.shared_bytes(128, 2), 8 * 3 * 2 * 16 * 128 * 2);
+        // Its table doubles (no partial sums in static shared memory); the 16-warp register path's
+        // partial sums leave room for the base table only.
+        assert_eq!(tc.table_entries(128, 4), 2 * MAX_TABLE);
+        assert_eq!(Tuning::REGISTERS.table_entries(128, 4), MAX_TABLE);
+        assert_eq!(big.table_entries(256, 4), MAX_TABLE);
+    }
 
     /// The kernel's walk of an even split (`decode_body` with `PA_SPLIT`), replayed on the host: every
     /// key of every row lands in exactly one block, the blocks a row meets number at most `max_parts`,

@@ -294,3 +294,27 @@ pub fn roofline(
     }
     Ok(svg)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A base-2 x axis labelled at the powers of two, a linear y axis from zero, every series named.
+    #[test]
+    fn semilog2x_labels_powers_of_two_from_zero() {
+        let series = [Series {
+            name: "ours".into(),
+            rgb: (0, 0, 0),
+            points: vec![(2048.0, 3e12), (4096.0, 3.5e12), (65536.0, 4.5e12)],
+            markers: true,
+        }];
+        let svg = semilog2x("t", "N", "rate", "B/s", &series).expect("drawn");
+        for label in ["2k", "4k", "64k", "\n0\n", "ours"] {
+            assert!(svg.contains(label), "{label} missing");
+        }
+        assert!(
+            semilog2x("t", "N", "rate", "B/s", &[]).is_err(),
+            "nothing to draw"
+        );
+    }
+}

@@ -575,4 +575,45 @@ mod tests {
         assert!(naive.ends_with("| — | — |"), "{naive}");
         assert!(md.contains("500 TFLOP/s measured with `mma_rate`"), "{md}");
     }
+
+    /// With a read rate in a CPU file, Table R.1 judges the all-thread decode dot (paged decode) against
+    /// min(peak, intensity x read), and no other dot (the one-thread decode dots and the prefill dots
+    /// get a dash).
+    #[test]
+    fn all_thread_decode_dots_get_the_read_roof() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("measurements");
+        let files = crate::measure::load_all(&dir).expect("readable measurements");
+        let Some((name, f)) = files.iter().find(|(_, f)| f.machine.kind == "cpu") else {
+            return;
+        };
+        let mut f = f.clone();
+        f.machine.read_gbps = Some(10.0);
+        let (_, md) = machine_roofline(name, &f, &CPU_PICKS, "");
+        let head = md.lines().next().expect("a header");
+        assert!(head.contains("| read roof (decode) | of that |"), "{head}");
+        let row = |start: &str| {
+            md.lines()
+                .find(|l| l.starts_with(start))
+                .unwrap_or_else(|| panic!("no row {start}"))
+                .to_string()
+        };
+        let paged = row("| paged decode, N=2048");
+        let r = f
+            .records
+            .iter()
+            .find(|r| r.implementation == "ours/paged-v1" && r.nk == 2048 && r.checked)
+            .expect("the paged dot");
+        // Intensity x 10 GB/s (far below the peak), as the table writes it.
+        let bound = r.flops / r.bytes_model * 10e9;
+        assert!(
+            paged.contains(&format!("| {}FLOP/s |", crate::roofline::si(bound))),
+            "{paged}"
+        );
+        assert!(row("| flash, N=2048").ends_with("| — | — |"));
+        assert!(
+            row("| MHA decode, N=2048").ends_with("| — | — |"),
+            "one thread"
+        );
+        assert!(md.contains("10.0 GB/s"), "the note names the rate");
+    }
 }
