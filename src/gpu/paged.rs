@@ -460,19 +460,11 @@ impl Tuning {
                 split: true,
                 ..d
             },
-            // Three chunks a warp: two in flight while one is computed.
+            // Three chunks a warp, two in flight while one is computed: the default, and with the split.
+            Tuning::TENSOR_CORES,
             Tuning {
-                warps: 8,
-                tc: true,
-                stages: 3,
-                ..d
-            },
-            Tuning {
-                warps: 8,
-                tc: true,
-                stages: 3,
                 split: true,
-                ..d
+                ..Tuning::TENSOR_CORES
             },
             // Two resident blocks an SM (4 warps each): one block's start and end under the other's
             // loads; and partitions for two waves.

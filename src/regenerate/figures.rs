@@ -15,6 +15,36 @@ pub struct Series {
     pub markers: bool,
 }
 
+/// Every series as a line (markers where asked) with its legend entry, in the lower right; `x` maps a
+/// point's x to the chart's coordinate (the identity on a log axis, `log2` on [`semilog2x`]'s).
+fn lines_and_legend<'a, CT: CoordTranslate<From = (f64, f64)>>(
+    chart: &mut ChartContext<'a, SVGBackend<'a>, CT>,
+    series: &[Series],
+    x: impl Fn(f64) -> f64,
+) -> Result<(), String> {
+    for s in series {
+        let c = RGBColor(s.rgb.0, s.rgb.1, s.rgb.2);
+        let pts: Vec<(f64, f64)> = s.points.iter().map(|&(px, py)| (x(px), py)).collect();
+        chart
+            .draw_series(LineSeries::new(pts.iter().copied(), c.stroke_width(2)))
+            .map_err(|e| e.to_string())?
+            .label(s.name.clone())
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(2)));
+        if s.markers {
+            chart
+                .draw_series(pts.iter().map(|&p| Circle::new(p, 3, c.filled())))
+                .map_err(|e| e.to_string())?;
+        }
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::LowerRight)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .draw()
+        .map_err(|e| e.to_string())
+}
+
 /// A log-log line chart with optional vertical marker lines `(label, x)`; `y_unit` follows the SI
 /// prefix on the y labels (`"B"` gives `1.00 MB`).
 pub fn loglog(
@@ -71,28 +101,7 @@ pub fn loglog(
                 )))
                 .map_err(|e| e.to_string())?;
         }
-        for s in series {
-            let c = RGBColor(s.rgb.0, s.rgb.1, s.rgb.2);
-            chart
-                .draw_series(LineSeries::new(s.points.iter().copied(), c.stroke_width(2)))
-                .map_err(|e| e.to_string())?
-                .label(s.name.clone())
-                .legend(move |(x, y)| {
-                    PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(2))
-                });
-            if s.markers {
-                chart
-                    .draw_series(s.points.iter().map(|&p| Circle::new(p, 3, c.filled())))
-                    .map_err(|e| e.to_string())?;
-            }
-        }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::LowerRight)
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .draw()
-            .map_err(|e| e.to_string())?;
+        lines_and_legend(&mut chart, series, |x| x)?;
         root.present().map_err(|e| e.to_string())?;
     }
     Ok(svg)
@@ -148,29 +157,7 @@ pub fn semilog2x(
             })
             .draw()
             .map_err(|e| e.to_string())?;
-        for s in series {
-            let c = RGBColor(s.rgb.0, s.rgb.1, s.rgb.2);
-            let pts: Vec<(f64, f64)> = s.points.iter().map(|&(x, y)| (x.log2(), y)).collect();
-            chart
-                .draw_series(LineSeries::new(pts.iter().copied(), c.stroke_width(2)))
-                .map_err(|e| e.to_string())?
-                .label(s.name.clone())
-                .legend(move |(x, y)| {
-                    PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(2))
-                });
-            if s.markers {
-                chart
-                    .draw_series(pts.iter().map(|&p| Circle::new(p, 3, c.filled())))
-                    .map_err(|e| e.to_string())?;
-            }
-        }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::LowerRight)
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .draw()
-            .map_err(|e| e.to_string())?;
+        lines_and_legend(&mut chart, series, f64::log2)?;
         root.present().map_err(|e| e.to_string())?;
     }
     Ok(svg)
