@@ -7,7 +7,7 @@
 //     o = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=..., enable_gqa=True)
 //
 // Compiled at run time by NVRTC (src/gpu/mod.rs), one module per (version, dtype): the host defines
-// FA_VERSION (1..7) and FA_BF16 (0 or 1) so that a process compiles only the kernels it launches.
+// FA_VERSION (1..8) and FA_BF16 (0 or 1) so that a process compiles only the kernels it launches.
 //
 // ANCHOR: changelog
 // Changelog. Measured on an NVIDIA H100 80GB HBM3 (driver 580.159, CUDA 13.0), 2026-11-27, fp16,
@@ -909,13 +909,13 @@ __device__ __forceinline__ void issue_pv(float (&o)[D / 2], const unsigned int (
 
 // ANCHOR: wg_softmax
 // The online softmax of one warpgroup's 64 x BC tile of S, exactly v5's (a row is spread over the 4
-// lanes of a quad); only tiles that straddle a boundary for this warpgroup's rows are masked. Returns
-// P packed as P V's A fragments, with LOW also the rounding residual P - fp16(P), and in alpha the
-// factor O must be scaled by before this tile's P V is added; m and l are updated.
-template <typename T, int BC, bool LOW>
-__device__ __forceinline__ void wg_softmax(float (&s)[BC / 2], const Params& p, int j0, int iw, int row_a,
-                                          int tg, float (&m)[2], float (&l)[2], float (&alpha)[2],
-                                          unsigned int (&pf)[BC / 16][4], unsigned int (&pl)[BC / 16][4]) {
+// lanes of a quad); only tiles that straddle a boundary for this warpgroup's rows are masked. `wg_exp`
+// leaves the exponentials p = 2^(s scale - m) in s (f32), updates m and l, and returns in alpha the
+// factor O must be scaled by before this tile's P V is added; `wg_pack` rounds them into P V's A
+// fragments, with LOW also the rounding residual P - fp16(P). `wg_softmax` is both.
+template <int BC>
+__device__ __forceinline__ void wg_exp(float (&s)[BC / 2], const Params& p, int j0, int iw, int row_a, int tg,
+                                      float (&m)[2], float (&l)[2], float (&alpha)[2]) {
     const int off = p.nk - p.nq;
     const bool need_mask = j0 + BC > p.nk || (p.causal && j0 + BC - 1 > iw + off) ||
                            (p.window && j0 <= iw + 63 + off - p.window);
@@ -945,20 +945,12 @@ __device__ __forceinline__ void wg_softmax(float (&s)[BC / 2], const Params& p, 
     float lt[2] = {0.f, 0.f};
 #pragma unroll
     for (int nt = 0; nt < BC / 8; ++nt) {
-        const float p0 = ex2(fmaf(s[4 * nt], p.scale_log2, -msc[0]));
-        const float p1 = ex2(fmaf(s[4 * nt + 1], p.scale_log2, -msc[0]));
-        const float p2 = ex2(fmaf(s[4 * nt + 2], p.scale_log2, -msc[1]));
-        const float p3 = ex2(fmaf(s[4 * nt + 3], p.scale_log2, -msc[1]));
-        lt[0] += p0 + p1;
-        lt[1] += p2 + p3;
-        const unsigned int h01 = pack2(p0, p1, T()), h23 = pack2(p2, p3, T());
-        pf[nt / 2][(nt & 1) * 2 + 0] = h01;
-        pf[nt / 2][(nt & 1) * 2 + 1] = h23;
-        if constexpr (LOW) {
-            const float2 f01 = to_f2(h01, T()), f23 = to_f2(h23, T());
-            pl[nt / 2][(nt & 1) * 2 + 0] = pack2(p0 - f01.x, p1 - f01.y, T());
-            pl[nt / 2][(nt & 1) * 2 + 1] = pack2(p2 - f23.x, p3 - f23.y, T());
-        }
+        s[4 * nt] = ex2(fmaf(s[4 * nt], p.scale_log2, -msc[0]));
+        s[4 * nt + 1] = ex2(fmaf(s[4 * nt + 1], p.scale_log2, -msc[0]));
+        s[4 * nt + 2] = ex2(fmaf(s[4 * nt + 2], p.scale_log2, -msc[1]));
+        s[4 * nt + 3] = ex2(fmaf(s[4 * nt + 3], p.scale_log2, -msc[1]));
+        lt[0] += s[4 * nt] + s[4 * nt + 1];
+        lt[1] += s[4 * nt + 2] + s[4 * nt + 3];
     }
 #pragma unroll
     for (int r = 0; r < 2; ++r) {
@@ -966,6 +958,28 @@ __device__ __forceinline__ void wg_softmax(float (&s)[BC / 2], const Params& p, 
         lt[r] += __shfl_xor_sync(0xffffffffu, lt[r], 2);
         l[r] += lt[r];
     }
+}
+template <typename T, int BC, bool LOW>
+__device__ __forceinline__ void wg_pack(const float (&s)[BC / 2], unsigned int (&pf)[BC / 16][4],
+                                       unsigned int (&pl)[BC / 16][4]) {
+#pragma unroll
+    for (int nt = 0; nt < BC / 8; ++nt) {
+        const unsigned int h01 = pack2(s[4 * nt], s[4 * nt + 1], T()), h23 = pack2(s[4 * nt + 2], s[4 * nt + 3], T());
+        pf[nt / 2][(nt & 1) * 2 + 0] = h01;
+        pf[nt / 2][(nt & 1) * 2 + 1] = h23;
+        if constexpr (LOW) {
+            const float2 f01 = to_f2(h01, T()), f23 = to_f2(h23, T());
+            pl[nt / 2][(nt & 1) * 2 + 0] = pack2(s[4 * nt] - f01.x, s[4 * nt + 1] - f01.y, T());
+            pl[nt / 2][(nt & 1) * 2 + 1] = pack2(s[4 * nt + 2] - f23.x, s[4 * nt + 3] - f23.y, T());
+        }
+    }
+}
+template <typename T, int BC, bool LOW>
+__device__ __forceinline__ void wg_softmax(float (&s)[BC / 2], const Params& p, int j0, int iw, int row_a,
+                                          int tg, float (&m)[2], float (&l)[2], float (&alpha)[2],
+                                          unsigned int (&pf)[BC / 16][4], unsigned int (&pl)[BC / 16][4]) {
+    wg_exp<BC>(s, p, j0, iw, row_a, tg, m, l, alpha);
+    wg_pack<T, BC, LOW>(s, pf, pl);
 }
 // ANCHOR_END: wg_softmax
 
@@ -1277,7 +1291,7 @@ __device__ void flash_wg(const T* __restrict__ q, const T* __restrict__ k, const
 WG(6, 32, 8)
 WG(6, 64, 8)
 WG(6, 128, 8)
-#else
+#elif FA_VERSION == 7
 WG(7, 32, 8)
 WG(7, 64, 8)
 WG(7, 128, 8)
@@ -1285,5 +1299,231 @@ WG(7, 32, 4)
 WG(7, 64, 4)
 WG(7, 128, 4)
 #endif
+
+#if FA_VERSION == 8
+// ANCHOR: v8_intro
+// v8: v7's two-warpgroup loop fed by a third warpgroup through Hopper's tensor memory accelerator
+// (FlashAttention-3's warp specialisation). In v7 every consumer thread computes addresses and issues
+// 16-byte cp.async copies, and the two warpgroups meet at a block-wide barrier every tile. Here one
+// thread of a producer warpgroup asks the copy engine for whole boxes (64 columns x 128 rows, in the
+// 128-byte swizzle `tile_off` describes; src/gpu/tma.rs builds the tensor maps on the host), rows past
+// the end arriving as zeros. Each stage of K and each of V has two mbarriers: "full", on which the
+// copy engine counts the bytes it delivered, and "empty", on which each consumer warp arrives once it
+// has finished reading the stage (its wgmma waited for). Nothing else synchronises the block: the two
+// consumer warpgroups run v7's overlapped steps each at its own pace. The producer gives up registers
+// (`setmaxnreg.dec` to 24) so that the consumers can take 240 (`setmaxnreg.inc`) under the 384-thread
+// launch's 168.
+// ANCHOR_END: v8_intro
+struct __align__(64) TensorMap {
+    unsigned long long opaque[16];
+};
+
+// ANCHOR: mbarrier
+__device__ __forceinline__ void mb_init(unsigned bar, unsigned count) {
+    asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(bar), "r"(count) : "memory");
+}
+// One arrival that also tells the barrier to expect `bytes` more from the copy engine.
+__device__ __forceinline__ void mb_expect(unsigned bar, unsigned bytes) {
+    asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(bar), "r"(bytes) : "memory");
+}
+__device__ __forceinline__ void mb_arrive(unsigned bar) {
+    asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(bar) : "memory");
+}
+// Wait until the phase of parity `parity` has completed. A barrier starts in phase 0, so waiting for
+// parity 1 on a fresh barrier returns at once (the producer's first pass over empty stages).
+__device__ __forceinline__ void mb_wait(unsigned bar, unsigned parity) {
+    asm volatile(
+        "{\n.reg .pred done;\nWAIT:\n"
+        "mbarrier.try_wait.parity.shared::cta.b64 done, [%0], %1;\n"
+        "@!done bra WAIT;\n}\n" ::"r"(bar),
+        "r"(parity)
+        : "memory");
+}
+// One box of a (heads, rows, D) tensor map: columns c0.., rows r0.., head z, into shared memory at dst;
+// its bytes are counted on `bar`.
+__device__ __forceinline__ void tma_box(void* dst, const TensorMap* map, int c0, int r0, int z, unsigned bar) {
+    asm volatile(
+        "cp.async.bulk.tensor.3d.shared::cluster.global.tile.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3, "
+        "%4}], [%5];\n" ::"r"(smem_addr(dst)),
+        "l"(reinterpret_cast<unsigned long long>(map)), "r"(c0), "r"(r0), "r"(z), "r"(bar)
+        : "memory");
+}
+// ANCHOR_END: mbarrier
+
+// ANCHOR: ws_block
+// One block: consumer warpgroups 0 and 1 (query rows 64w..64w+63 of a 128-row tile, as v7's
+// two-warpgroup block), producer warpgroup 2. Shared memory: Q (128 x D), STAGES stages of K, STAGES
+// of V (128 x D each), then the barriers and v7's one word a consumer thread.
+template <typename T, int D, int STAGES>
+__device__ void flash_ws(const TensorMap* tq, const TensorMap* tk, const TensorMap* tv, T* __restrict__ o,
+                         float* __restrict__ lse, Params p) {
+    constexpr int NWG = 2, BR = 128, BC = 128;
+    constexpr unsigned TILE_BYTES = BC * D * sizeof(T);
+    extern __shared__ __align__(1024) unsigned char smem_raw[];
+    T* Qs = reinterpret_cast<T*>(smem_raw + ((1024 - (smem_addr(smem_raw) & 1023)) & 1023));
+    T* Ks = Qs + BR * D;           // stage s at Ks + s BC D
+    T* Vs = Ks + STAGES * BC * D;  // stage s at Vs + s BC D
+    // Barriers (8 bytes each): Q full; then K full, K empty, V full, V empty, one per stage each.
+    const unsigned bars = smem_addr(Vs + STAGES * BC * D);
+    const unsigned q_full = bars;
+    auto bar = [&](int kind, int s) { return bars + 8u * (1 + kind * STAGES + s); };
+    enum { K_FULL = 0, K_EMPTY = 1, V_FULL = 2, V_EMPTY = 3 };
+    // ANCHOR_END: ws_block
+
+    const int tid = threadIdx.x, wg = tid / 128;
+    const int tile = gridDim.x - 1 - blockIdx.x, bh = blockIdx.y;  // longest (causal: last) tiles first
+    const int b = bh / p.hq, h = bh % p.hq, hk = h / (p.hq / p.hkv);
+    const int i0 = tile * BR;
+    int lo, hi;
+    key_range(p, i0, min(i0 + BR, p.nq) - 1, lo, hi);
+    const int t_begin = lo / BC;
+    const int ntiles = hi > lo ? (hi + BC - 1) / BC - t_begin : 0;
+
+    if (tid == 0) {
+        mb_init(q_full, 1);
+        for (int s = 0; s < STAGES; ++s) {
+            mb_init(bar(K_FULL, s), 1);  // the producer's arrival; the bytes complete the phase
+            mb_init(bar(V_FULL, s), 1);
+            mb_init(bar(K_EMPTY, s), 4 * NWG);  // one arrival per consumer warp
+            mb_init(bar(V_EMPTY, s), 4 * NWG);
+        }
+        // The copy engine (the async proxy) must see the initialised barriers.
+        asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+    }
+    __syncthreads();  // the only block-wide barrier
+
+    // ANCHOR: ws_producer
+    if (wg == NWG) {
+        asm volatile("setmaxnreg.dec.sync.aligned.u32 24;\n" ::: "memory");
+        if (tid == 128 * NWG && ntiles > 0) {
+            const int zq = bh, zk = b * p.hkv + hk;
+            mb_expect(q_full, BR * D * sizeof(T));
+#pragma unroll
+            for (int cb = 0; cb < D / 64; ++cb) tma_box(Qs + cb * BR * 64, tq, cb * 64, i0, zq, q_full);
+            for (int t = 0; t < ntiles; ++t) {
+                const int s = t % STAGES, parity = ((t / STAGES) & 1) ^ 1, j0 = (t_begin + t) * BC;
+                mb_wait(bar(K_EMPTY, s), parity);  // both warpgroups are done with K_{t - STAGES}
+                mb_expect(bar(K_FULL, s), TILE_BYTES);
+#pragma unroll
+                for (int cb = 0; cb < D / 64; ++cb)
+                    tma_box(Ks + s * BC * D + cb * BC * 64, tk, cb * 64, j0, zk, bar(K_FULL, s));
+                mb_wait(bar(V_EMPTY, s), parity);
+                mb_expect(bar(V_FULL, s), TILE_BYTES);
+#pragma unroll
+                for (int cb = 0; cb < D / 64; ++cb)
+                    tma_box(Vs + s * BC * D + cb * BC * 64, tv, cb * 64, j0, zk, bar(V_FULL, s));
+            }
+        }
+        return;
+    }
+    // ANCHOR_END: ws_producer
+    asm volatile("setmaxnreg.inc.sync.aligned.u32 240;\n" ::: "memory");
+
+    // ANCHOR: ws_consumer
+    const int warp = (tid / 32) % 4, lane = tid % 32, g = lane >> 2, tg = lane & 3;
+    const int iw = i0 + wg * 64, row_a = iw + warp * 16 + g;
+    const T* Qw = Qs + tile_off<D>(64 * wg, 0, BR);
+    int min_keys = p.nk;  // as v7 (`short_rows`)
+    if (p.causal) min_keys = min(min_keys, i0 + p.nk - p.nq + 1);
+    if (p.window) min_keys = min(min_keys, p.window);
+    const bool short_rows = min_keys < BC;
+    float* sink = reinterpret_cast<float*>(smem_raw + (bars - smem_addr(smem_raw)) + 8 * (1 + 4 * STAGES)) + tid;
+
+    auto wait_full = [&](int kind, int t) { mb_wait(bar(kind, t % STAGES), (t / STAGES) & 1); };
+    auto release = [&](int kind, int t) {
+        if (lane == 0) mb_arrive(bar(kind, t % STAGES));
+    };
+    auto k_tile = [&](int t) { return Ks + (t % STAGES) * BC * D; };
+    auto v_tile = [&](int t) { return Vs + (t % STAGES) * BC * D; };
+
+    float oacc[D / 2];
+#pragma unroll
+    for (int x = 0; x < D / 2; ++x) oacc[x] = 0.f;
+    float m[2] = {NEG_INF, NEG_INF}, l[2] = {0.f, 0.f};
+    unsigned int pf[BC / 16][4];  // P of the tile whose P V is next
+    float alpha[2];
+    if (ntiles > 0) {
+        unsigned int pl[BC / 16][4];
+        mb_wait(q_full, 0);
+        wait_full(K_FULL, 0);
+        float s[BC / 2];
+        wg_fence();
+        issue_qk<D, BR, BC>(s, Qw, k_tile(0));
+        wg_commit();
+        wg_wait<0>();
+        release(K_EMPTY, 0);
+        wg_softmax<T, BC, true>(s, p, t_begin * BC, iw, row_a, tg, m, l, alpha, pf, pl);
+        if (short_rows) {  // the first tile's rounding correction, as v7's two-warpgroup block
+            wait_full(V_FULL, 0);
+            wg_fence();
+            issue_pv<D, BC>(oacc, pl, v_tile(0));
+            wg_commit();
+            wg_wait<0>();
+        }
+    }
+    // v7's step: S_t and P_{t-1} V_{t-1} issued together, the exponentials of S_t computed while P V
+    // runs. K_t is released as soon as S_t is done, V_{t-1} once P V is. Unlike v7, P_t is rounded into
+    // the registers P_{t-1} occupied only after P V is done (FlashAttention-3's order): one register set
+    // for P instead of v7's two, which the 240 registers a consumer thread has here do not hold at D = 128.
+    auto step = [&](int t) {
+        const int j0 = (t_begin + t) * BC;
+        wait_full(K_FULL, t);
+        wait_full(V_FULL, t - 1);
+        float s[BC / 2];
+        wg_fence();
+        issue_qk<D, BR, BC>(s, Qw, k_tile(t));
+        wg_commit();
+        issue_pv<D, BC>(oacc, pf, v_tile(t - 1));
+        wg_commit();
+        wg_wait<1>();  // S_t is done; P V may still run
+        release(K_EMPTY, t);
+        wg_exp<BC>(s, p, j0, iw, row_a, tg, m, l, alpha);
+        asm volatile("st.shared.f32 [%0], %1;\n" ::"r"(smem_addr(sink)), "f"(l[0] + l[1]));
+        wg_wait<0>();  // P_{t-1} V_{t-1} is done
+        release(V_EMPTY, t - 1);
+#pragma unroll
+        for (int dn = 0; dn < D / 8; ++dn)
+#pragma unroll
+            for (int x = 0; x < 4; ++x) oacc[4 * dn + x] *= alpha[x >> 1];
+        unsigned int unused[BC / 16][4];
+        wg_pack<T, BC, false>(s, pf, unused);
+    };
+    for (int t = 1; t < ntiles; ++t) step(t);
+    if (ntiles > 0) {  // the last tile's P V
+        wait_full(V_FULL, ntiles - 1);
+        wg_fence();
+        issue_pv<D, BC>(oacc, pf, v_tile(ntiles - 1));
+        wg_commit();
+        wg_wait<0>();
+    }
+    // ANCHOR_END: ws_consumer
+
+    T* ob = o + (size_t)bh * p.nq * D;
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+        const int row = row_a + r * 8;
+        if (row >= p.nq) continue;
+        const float inv = l[r] > 0.f ? 1.f / l[r] : 0.f;
+#pragma unroll
+        for (int dn = 0; dn < D / 8; ++dn)
+            *reinterpret_cast<unsigned int*>(ob + (size_t)row * D + dn * 8 + tg * 2) =
+                pack2(oacc[4 * dn + 2 * r] * inv, oacc[4 * dn + 2 * r + 1] * inv, T());
+        if (tg == 0)
+            lse[(size_t)bh * p.nq + row] = l[r] > 0.f ? (m[r] * p.scale_log2 + log2f(l[r])) * LN2 : NEG_INF;
+    }
+}
+
+// Tensor maps are kernel parameters (__grid_constant__: the copy instruction takes their address).
+#define WS(DD, S)                                                                                       \
+    extern "C" __global__ void __launch_bounds__(384, 1)                                                \
+        flash_v8_##DD##_s##S(const __grid_constant__ TensorMap tq, const __grid_constant__ TensorMap tk, \
+                             const __grid_constant__ TensorMap tv, elem_t* o, float* lse, Params p) {   \
+        flash_ws<elem_t, DD, S>(&tq, &tk, &tv, o, lse, p);                                              \
+    }
+WS(64, 2)
+WS(64, 4)
+WS(128, 2)
+WS(128, 3)
+#endif  // FA_VERSION == 8
 #endif  // FA_VERSION >= 6
 #endif  // FA_VERSION >= 4

@@ -438,14 +438,16 @@ fn save_check(dev: &Device, dir: &Path) -> Result<(), String> {
 
 /// `gpu-probe sanitize` (every version on small edge cases, checked; for compute-sanitizer) or
 /// `gpu-probe one VERSION N D [causal]` (one launch on the harness's shape for N and D; for ncu),
-/// `gpu-probe time VERSION N D [causal]` (its median time over 40 launches, for tuning).
+/// `gpu-probe time VERSION N D [causal]` (its median time over 40 launches, for tuning); both take
+/// comma-separated lists of versions (`VERSION:wK` for a knob) and of lengths.
 pub fn probe(args: &[String]) -> Result<(), String> {
     let dev = open()?;
     match args.first().map(String::as_str) {
         Some("sanitize") => {
             let mut ok = true;
             for (i, (s, mask)) in probe_cases().into_iter().enumerate() {
-                for ver in Version::ALL {
+                let fits = |v: Version| v.head_dims().is_empty() || v.head_dims().contains(&s.d);
+                for ver in Version::ALL.into_iter().filter(|&v| fits(v)) {
                     ok &= probe_one::<f16>(&dev, ver, s, mask, 100 + i as u64)?;
                 }
                 for ver in [
@@ -453,7 +455,11 @@ pub fn probe(args: &[String]) -> Result<(), String> {
                     Version::V5CpAsync,
                     Version::V6Wgmma,
                     Version::V7Overlap,
-                ] {
+                    Version::V8Tma,
+                ]
+                .into_iter()
+                .filter(|&v| fits(v))
+                {
                     ok &= probe_one::<bf16>(&dev, ver, s, mask, 200 + i as u64)?;
                 }
             }
@@ -468,43 +474,69 @@ pub fn probe(args: &[String]) -> Result<(), String> {
         Some(cmd @ ("one" | "time")) => {
             // One configuration of the harness's grid: `one` launches it once (for ncu), `time`
             // times it over four rotated input sets (no check: the tests and the harness do that).
-            let usage = format!("gpu-probe {cmd} VERSION N D [causal] [wWARPS]");
-            let ver = args.get(1).and_then(|v| Version::parse(v)).ok_or(usage)?;
-            let n: usize = args.get(2).and_then(|x| x.parse().ok()).ok_or("N")?;
+            // `time` takes lists, so that one process (one compile of each module) compares several
+            // versions and lengths: `time v7,v8,v8:w3 512,2048 128 causal`.
+            let usage = format!("gpu-probe {cmd} VERSION[:wK],... N,... D [causal] [wWARPS]");
+            let n_list: Vec<usize> = args
+                .get(2)
+                .map(|x| x.split(',').filter_map(|n| n.parse().ok()).collect())
+                .unwrap_or_default();
             let d: usize = args.get(3).and_then(|x| x.parse().ok()).ok_or("D")?;
             let causal = args.get(4).is_some_and(|a| a == "causal");
-            // `w4` / `w8`: the warps per block, for the versions that have a choice.
-            let warps = args[4..]
+            // `w4` / `w8`: the warps per block (v8: its stages), for the versions that have a choice.
+            let warps = args
+                .get(4..)
+                .unwrap_or_default()
                 .iter()
                 .find_map(|a| a.strip_prefix('w').and_then(|w| w.parse::<usize>().ok()));
-            let mask = if causal { Mask::CAUSAL } else { Mask::NONE };
-            let s = AttnShape::self_attention((16384 / n).max(1), 2048 / d, n, d)
-                .map_err(|e| e.to_string())?;
-            let mut rng = Rng::new(7);
-            let q: Vec<f16> = convert(&rng.normal_vec_f32(s.q_len()));
-            let copies = if cmd == "time" { 4 } else { 1 };
-            let mut sets = (0..copies)
-                .map(|_| Buffers::upload(&dev, s, &q, &q[..s.kv_len()], &q[..s.kv_len()]))
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| e.to_string())?;
-            if cmd == "one" {
-                flash::forward(&dev, ver, &mut sets[0], mask).map_err(|e| e.to_string())?;
-                dev.synchronize().map_err(|e| e.to_string())?;
-                println!("ran {} on {s:?} {}", ver.name(), mask.name());
-                return Ok(());
+            let mut versions = Vec::new();
+            for item in args.get(1).ok_or(usage.clone())?.split(',') {
+                let (name, w) = match item.split_once(":w") {
+                    Some((name, w)) => (name, Some(w.parse::<usize>().map_err(|e| e.to_string())?)),
+                    None => (item, warps),
+                };
+                versions.push((Version::parse(name).ok_or(usage.clone())?, w));
             }
-            let mut t = flash::time_ms(&dev, ver, warps, &mut sets, mask, 5, 40)
-                .map_err(|e| e.to_string())?;
-            t.sort_by(f64::total_cmp);
-            let flops = 4.0 * (s.b * s.hq * n * n * d) as f64 / if causal { 2.0 } else { 1.0 };
-            println!(
-                "time {}{} N={n} D={d} {}: {:.4} ms {:.1} TFLOP/s",
-                ver.name(),
-                warps.map_or(String::new(), |w| format!("_w{w}")),
-                mask.name(),
-                t[20],
-                flops / t[20] / 1e9
-            );
+            if n_list.is_empty() {
+                return Err("N".into());
+            }
+            let mask = if causal { Mask::CAUSAL } else { Mask::NONE };
+            for &n in &n_list {
+                let s = AttnShape::self_attention((16384 / n).max(1), 2048 / d, n, d)
+                    .map_err(|e| e.to_string())?;
+                let mut rng = Rng::new(7);
+                let q: Vec<f16> = convert(&rng.normal_vec_f32(s.q_len()));
+                let copies = if cmd == "time" { 4 } else { 1 };
+                let mut sets = (0..copies)
+                    .map(|_| Buffers::upload(&dev, s, &q, &q[..s.kv_len()], &q[..s.kv_len()]))
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|e| e.to_string())?;
+                for &(ver, w) in &versions {
+                    if cmd == "one" {
+                        match w {
+                            Some(w) => flash::forward_with(&dev, ver, &mut sets[0], mask, w),
+                            None => flash::forward(&dev, ver, &mut sets[0], mask),
+                        }
+                        .map_err(|e| e.to_string())?;
+                        dev.synchronize().map_err(|e| e.to_string())?;
+                        println!("ran {} on {s:?} {}", ver.name(), mask.name());
+                        continue;
+                    }
+                    let mut t = flash::time_ms(&dev, ver, w, &mut sets, mask, 5, 40)
+                        .map_err(|e| e.to_string())?;
+                    t.sort_by(f64::total_cmp);
+                    let flops =
+                        4.0 * (s.b * s.hq * n * n * d) as f64 / if causal { 2.0 } else { 1.0 };
+                    println!(
+                        "time {}{} N={n} D={d} {}: {:.4} ms {:.1} TFLOP/s",
+                        ver.name(),
+                        w.map_or(String::new(), |w| format!("_w{w}")),
+                        mask.name(),
+                        t[20],
+                        flops / t[20] / 1e9
+                    );
+                }
+            }
             Ok(())
         }
         Some("paged") => {

@@ -7,7 +7,8 @@
 
 use half::{bf16, f16};
 use modern_attention::gpu::flash::{
-    self, forward_with, lse_max_err, lse_ref64, v5_warps, Buffers, GpuElement, Version,
+    self, forward_with, lse_max_err, lse_ref64, v5_warps, v8_stage_choices, Buffers, GpuElement,
+    Version,
 };
 use modern_attention::gpu::{Device, GpuError};
 use modern_attention::minimodel::check::{attn_close, FP16_BAR};
@@ -155,6 +156,14 @@ fn every_version_matches_the_reference_on_the_edge_grid() {
                 impls.push((Version::V5CpAsync, 12 - w)); // the other block size too
             }
             impls.push((Version::V7Overlap, 8)); // v7's two-warpgroup block (4 above: one)
+                                                 // v8 (D = 64 and 128 only): its default stages above, its other stage count here.
+            impls.retain(|&(v, _)| v.head_dims().is_empty() || v.head_dims().contains(&c.shape.d));
+            if Version::V8Tma.head_dims().contains(&c.shape.d) {
+                impls.retain(|&(v, _)| v != Version::V8Tma);
+                for &st in v8_stage_choices(c.shape.d) {
+                    impls.push((Version::V8Tma, st));
+                }
+            }
             failures.extend(run_cases(&dev, std::slice::from_ref(c), &impls));
         }
     }
@@ -183,17 +192,17 @@ fn bf16_tensor_core_versions_match() {
     let mut failures = Vec::new();
     for c in &cases {
         let w = v5_warps(c.shape.d, c.shape.nq);
-        failures.extend(run_cases(
-            &dev,
-            std::slice::from_ref(c),
-            &[
-                (Version::V4TensorCores, 4),
-                (Version::V5CpAsync, w),
-                (Version::V6Wgmma, 8),
-                (Version::V7Overlap, 8),
-                (Version::V7Overlap, 4),
-            ],
-        ));
+        let mut impls = vec![
+            (Version::V4TensorCores, 4),
+            (Version::V5CpAsync, w),
+            (Version::V6Wgmma, 8),
+            (Version::V7Overlap, 8),
+            (Version::V7Overlap, 4),
+        ];
+        if Version::V8Tma.head_dims().contains(&c.shape.d) {
+            impls.push((Version::V8Tma, v8_stage_choices(c.shape.d)[0]));
+        }
+        failures.extend(run_cases(&dev, std::slice::from_ref(c), &impls));
     }
     assert!(
         failures.is_empty(),
@@ -212,6 +221,12 @@ fn refuses_invalid_calls() {
     let mut bufs = Buffers::upload(&dev, s, &x, &x[..s.kv_len()], &x[..s.kv_len()]).unwrap();
     let err = flash::forward(&dev, Version::V4TensorCores, &mut bufs, Mask::NONE).unwrap_err();
     assert!(matches!(err, GpuError::HeadDim { d: 48, .. }), "{err}");
+    // v8's tensor maps take whole 64-column boxes: D = 32 is refused before anything is built.
+    let s32 = AttnShape::new(1, 2, 1, 8, 8, 32).unwrap();
+    let y = vec![f16::from_f32(0.5); s32.q_len()];
+    let mut b32 = Buffers::upload(&dev, s32, &y, &y[..s32.kv_len()], &y[..s32.kv_len()]).unwrap();
+    let err = flash::forward(&dev, Version::V8Tma, &mut b32, Mask::NONE).unwrap_err();
+    assert!(matches!(err, GpuError::HeadDim { d: 32, .. }), "{err}");
     // v1 takes any head size.
     flash::forward(&dev, Version::V1Naive, &mut bufs, Mask::NONE).unwrap();
     // Buffers that do not hold the shape they claim.

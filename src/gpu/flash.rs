@@ -14,11 +14,17 @@
 //!   descriptors), two warpgroups of 64 query rows sharing 128-key tiles (sm_90a only).
 //! * `v7_overlap`: v6 with each tile's softmax computed while the tensor cores run the previous tile's
 //!   `P V` (FlashAttention-3's intra-warpgroup overlap; sm_90a only).
+//! * `v8_tma`: v7's two consumer warpgroups fed by a producer warpgroup through the tensor memory
+//!   accelerator, stages handed over on mbarriers, registers moved to the consumers with `setmaxnreg`
+//!   (FlashAttention-3's warp specialisation; sm_90a only, D in {64, 128}).
 
+use super::tma::{kv_map, TensorMap};
 use super::{Device, GpuError};
 use crate::minimodel::numeric::Element;
 use crate::minimodel::shape::{AttnShape, Mask};
-use cudarc::driver::{sys, CudaSlice, DeviceRepr, LaunchConfig, PushKernelArg, ValidAsZeroBits};
+use cudarc::driver::{
+    sys, CudaSlice, DevicePtr, DeviceRepr, LaunchConfig, PushKernelArg, ValidAsZeroBits,
+};
 use half::{bf16, f16};
 
 /// The numbered kernel versions.
@@ -38,11 +44,13 @@ pub enum Version {
     V6Wgmma,
     /// v6 with each tile's softmax overlapped with the previous tile's `P V` on the tensor cores.
     V7Overlap,
+    /// v7's consumers fed by a TMA producer warpgroup (warp specialisation).
+    V8Tma,
 }
 
 impl Version {
     /// Every version, slowest first.
-    pub const ALL: [Version; 7] = [
+    pub const ALL: [Version; 8] = [
         Version::V1Naive,
         Version::V2Online,
         Version::V3Tiled,
@@ -50,6 +58,7 @@ impl Version {
         Version::V5CpAsync,
         Version::V6Wgmma,
         Version::V7Overlap,
+        Version::V8Tma,
     ];
 
     /// The fastest version this crate has.
@@ -65,6 +74,7 @@ impl Version {
             Version::V5CpAsync => "v5_cp_async",
             Version::V6Wgmma => "v6_wgmma",
             Version::V7Overlap => "v7_overlap",
+            Version::V8Tma => "v8_tma",
         }
     }
 
@@ -78,6 +88,7 @@ impl Version {
             Version::V5CpAsync => 5,
             Version::V6Wgmma => 6,
             Version::V7Overlap => 7,
+            Version::V8Tma => 8,
         }
     }
 
@@ -85,6 +96,8 @@ impl Version {
     pub const fn head_dims(self) -> &'static [usize] {
         match self {
             Version::V1Naive => &[],
+            // A tensor map's box is 64 columns of the 128-byte swizzle.
+            Version::V8Tma => &[64, 128],
             _ => &[32, 64, 128],
         }
     }
@@ -161,6 +174,8 @@ pub struct Buffers<T: GpuElement> {
     /// `(B, Hq, Nq)`.
     pub lse: CudaSlice<f32>,
     scratch: Option<CudaSlice<f32>>,
+    /// v8's tensor maps over q, k and v, with the device addresses they were made for.
+    maps: Option<([u64; 3], [TensorMap; 3])>,
 }
 
 impl<T: GpuElement> Buffers<T> {
@@ -182,6 +197,7 @@ impl<T: GpuElement> Buffers<T> {
             o: st.alloc_zeros::<T>(shape.q_len())?,
             lse: st.alloc_zeros::<f32>(shape.b * shape.hq * shape.nq)?,
             scratch: None,
+            maps: None,
         };
         b.poison(dev)?;
         Ok(b)
@@ -225,12 +241,25 @@ pub fn v7_warps(d: usize, nq: usize) -> usize {
     }
 }
 
-/// The warps per block `version` runs with by default.
+/// The K/V stages v8 compiles for head size `d` (`flash_v8_<d>_s<stages>`), the default first: at
+/// D = 128 two stages (Q and two of K and V: 160 KB of shared memory) or three (224 KB); at D = 64 four
+/// (144 KB) or two.
+pub fn v8_stage_choices(d: usize) -> &'static [usize] {
+    if d > 64 {
+        &[2, 3]
+    } else {
+        &[4, 2]
+    }
+}
+
+/// The warps per block `version` runs with by default; for v8, whose block is always 12 warps (two
+/// consumer warpgroups and a producer), the knob is its K/V stages.
 pub fn default_warps(version: Version, d: usize, nq: usize) -> usize {
     match version {
         Version::V5CpAsync => v5_warps(d, nq),
         Version::V6Wgmma => 8,
         Version::V7Overlap => v7_warps(d, nq),
+        Version::V8Tma => v8_stage_choices(d)[0],
         _ => 4,
     }
 }
@@ -296,6 +325,7 @@ pub fn forward<T: GpuElement>(
 // ANCHOR: forward_checks
 /// [`forward`] with the warps per block of the tensor-core versions chosen: 4 or 8 for v4, v5 (at
 /// D >= 64) and v7; v6 always runs 8 (other values are taken as 8), the CUDA-core versions ignore it.
+/// For v8 the knob is the number of K/V stages, one of [`v8_stage_choices`] (others: the default).
 pub fn forward_with<T: GpuElement>(
     dev: &Device,
     version: Version,
@@ -453,8 +483,75 @@ pub fn forward_with<T: GpuElement>(
             launch_qkv(dev, &f, cfg, bufs, &p)?;
             // ANCHOR_END: wg_launch
         }
+        // ANCHOR: ws_launch
+        Version::V8Tma => {
+            if dev.arch() != "sm_90a" {
+                return Err(GpuError::NotSupported {
+                    what:
+                        "v8_tma needs Hopper's warpgroup MMA and tensor memory accelerator (sm_90a)",
+                    arch: dev.arch(),
+                });
+            }
+            let choices = v8_stage_choices(s.d);
+            let stages = if choices.contains(&warps) {
+                warps
+            } else {
+                choices[0]
+            };
+            let f = module.load_function(&format!("flash_v8_{}_s{stages}", s.d))?;
+            let [tq, tk, tv] = v8_maps(dev, bufs)?;
+            // Q, the stages of K and V, 1 KB to align the first tile on 1024 bytes, the barriers (Q
+            // full, and full and empty for each stage of K and of V) and one word a consumer thread.
+            let (br, bc) = (128, 128);
+            let smem =
+                ((br + 2 * stages * bc) * s.d * 2 + 1024 + 8 * (1 + 4 * stages) + 256 * 4) as u32;
+            f.set_attribute(MAX_DYNAMIC_SMEM, smem as i32)?;
+            let cfg = LaunchConfig {
+                grid_dim: (nq.div_ceil(br as u32), bh, 1),
+                block_dim: (384, 1, 1),
+                shared_mem_bytes: smem,
+            };
+            // SAFETY: argument types and order match `flash_v8_*`; the maps describe q, k and v as
+            // validated above (they were made for these very allocations), o and lse hold the shape.
+            unsafe {
+                st.launch_builder(&f)
+                    .arg(&tq)
+                    .arg(&tk)
+                    .arg(&tv)
+                    .arg(&mut bufs.o)
+                    .arg(&mut bufs.lse)
+                    .arg(&p)
+                    .launch(cfg)
+            }?;
+            // ANCHOR_END: ws_launch
+        }
     }
     Ok(())
+}
+
+/// v8's tensor maps over `bufs.q`, `bufs.k` and `bufs.v` (boxes of 64 columns x 128 rows of one head),
+/// made once for the allocations they describe and kept with the buffers: encoding them is host work
+/// that would otherwise run before every timed launch.
+fn v8_maps<T: GpuElement>(dev: &Device, bufs: &mut Buffers<T>) -> Result<[TensorMap; 3], GpuError> {
+    let st = dev.stream();
+    let key = [
+        bufs.q.device_ptr(st).0,
+        bufs.k.device_ptr(st).0,
+        bufs.v.device_ptr(st).0,
+    ];
+    if let Some((k, maps)) = &bufs.maps {
+        if *k == key {
+            return Ok(*maps);
+        }
+    }
+    let s = bufs.shape;
+    let maps = [
+        kv_map(dev, &bufs.q, s.b * s.hq, s.nq, s.d, 128)?,
+        kv_map(dev, &bufs.k, s.b * s.hkv, s.nk, s.d, 128)?,
+        kv_map(dev, &bufs.v, s.b * s.hkv, s.nk, s.d, 128)?,
+    ];
+    bufs.maps = Some((key, maps));
+    Ok(maps)
 }
 
 /// Raise a kernel's dynamic shared memory limit (more than 48 KB must be asked for).

@@ -44,6 +44,13 @@ impl Impl {
             Some(w) if alternative && w != flash::default_warps(self.version, d, n) => {
                 format!("ours/{}_w{w}", self.version.name())
             }
+            // v8's knob is its K/V stages.
+            Some(w)
+                if self.version == Version::V8Tma
+                    && w != flash::default_warps(self.version, d, n) =>
+            {
+                format!("ours/{}_s{w}", self.version.name())
+            }
             _ => format!("ours/{}", self.version.name()),
         }
     }
@@ -76,6 +83,11 @@ pub fn impls_for(n: usize, d: usize) -> Vec<Impl> {
                 warps: Some(12 - flash::default_warps(version, d, n)),
             });
         }
+        // v8's other stage count.
+        out.push(Impl {
+            version: Version::V8Tma,
+            warps: Some(flash::v8_stage_choices(d)[1]),
+        });
     }
     out
 }
@@ -180,6 +192,7 @@ pub fn bytes_model(version: Version, warps: usize, s: &AttnShape, mask: Mask) ->
         Version::V5CpAsync => tiled(16 * warps, 64),
         Version::V6Wgmma => tiled(128, 128),
         Version::V7Overlap => tiled(16 * warps, 128),
+        Version::V8Tma => tiled(128, 128),
     }
 }
 
