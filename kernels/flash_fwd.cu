@@ -1003,6 +1003,24 @@ __device__ __forceinline__ void copy_rows(T* dst, const T* src, int r0, int n, i
 }
 // ANCHOR_END: wg_copy_rows
 
+// ANCHOR: work_item
+// Work item `item` of a 1-D order over (query tile, head) pairs of BR rows: in groups of GH heads, tile
+// T - 1 of the group's heads, then T - 2, ... With a causal mask the longest items then start first
+// and the order ends on the shortest (head by head, every head's long items ran to the end beside
+// short ones: +8% at N = 512, +18% at 1024 for v7's one-warpgroup block), while the items at work at
+// one time share a few heads' K and V (GH heads' K and V take about 16 MB: they stay in L2). Without a
+// mask every item is as long: GH = 1, head by head (grouped, 2-5% slower).
+template <typename T, int D, int BR>
+__device__ __forceinline__ void work_item(const Params& p, int item, int& tile, int& bh) {
+    const int T_ = (p.nq + BR - 1) / BR, BH = p.b * p.hq;
+    const int GH = p.causal ? max(1, min(BH, (8 << 20) / (int)sizeof(T) / D / max(p.nk, 1))) : 1;
+    const int grp = item / (GH * T_), r = item - grp * GH * T_;
+    const int gc = min(GH, BH - grp * GH);  // heads in this (maybe the last, partial) group
+    tile = T_ - 1 - r / gc;
+    bh = grp * GH + r % gc;
+}
+// ANCHOR_END: work_item
+
 // ANCHOR: wg_block
 // One block: NWG warpgroups (128 NWG threads), BR = 64 NWG query rows of one (batch, head); warpgroup w
 // owns rows 64w..64w+63. Keys in tiles of BC = 128, two stages filled by cp.async: the copies of tile
@@ -1026,21 +1044,11 @@ __device__ void flash_wg(const T* __restrict__ q, const T* __restrict__ k, const
     const int g = lane >> 2, tg = lane & 3;
     // ANCHOR: wg_order
     // Which (query tile, head) this block is. Two warpgroups: blockIdx.x counts tiles from the last,
-    // blockIdx.y is the head. One warpgroup (v7 at D <= 64, many short blocks): a 1-D grid in groups
-    // of GH heads, in each group tile T - 1 of its heads, then T - 2, ... With a causal mask the
-    // longest blocks then start first and the grid ends on the shortest (head by head, every head's
-    // long blocks ran to the end beside short ones: +8% at N = 512, +18% at 1024), while the blocks at
-    // work at one time share a few heads' K and V (GH heads' K and V take about 16 MB: they stay in
-    // L2). Without a mask every block is as long: GH = 1, head by head (the 2-D grid's order; grouped,
-    // 2-5% slower).
+    // blockIdx.y is the head. One warpgroup (v7 at D <= 64, many short blocks): a 1-D grid in
+    // `work_item`'s order.
     int tile, bh;
     if constexpr (NWG == 1 && OVERLAP) {
-        const int T_ = (p.nq + BR - 1) / BR, BH = p.b * p.hq;
-        const int GH = p.causal ? max(1, min(BH, (8 << 20) / (int)sizeof(T) / D / max(p.nk, 1))) : 1;
-        const int grp = blockIdx.x / (GH * T_), r = blockIdx.x - grp * GH * T_;
-        const int gc = min(GH, BH - grp * GH);  // heads in this (maybe the last, partial) group
-        tile = T_ - 1 - r / gc;
-        bh = grp * GH + r % gc;
+        work_item<T, D, BR>(p, blockIdx.x, tile, bh);
     } else {
         tile = gridDim.x - 1 - blockIdx.x;  // the longest (causal: last) query tiles start first
         bh = blockIdx.y;
@@ -1311,8 +1319,8 @@ WG(7, 128, 4)
 // copy engine counts the bytes it delivered, and "empty", on which each consumer warp arrives once it
 // has finished reading the stage (its wgmma waited for). Nothing else synchronises the block: the two
 // consumer warpgroups run v7's overlapped steps each at its own pace. The producer gives up registers
-// (`setmaxnreg.dec` to 24) so that the consumers can take 240 (`setmaxnreg.inc`) under the 384-thread
-// launch's 168.
+// (`setmaxnreg.dec` to 40) so that the consumers can take 232 (`setmaxnreg.inc`) under the 384-thread
+// launch's 168 (128 x 40 + 256 x 232 = 384 x 168 registers).
 // ANCHOR_END: v8_intro
 struct __align__(64) TensorMap {
     unsigned long long opaque[16];
@@ -1351,36 +1359,45 @@ __device__ __forceinline__ void tma_box(void* dst, const TensorMap* map, int c0,
 // ANCHOR_END: mbarrier
 
 // ANCHOR: ws_block
-// One block: consumer warpgroups 0 and 1 (query rows 64w..64w+63 of a 128-row tile, as v7's
-// two-warpgroup block), producer warpgroup 2. Shared memory: Q (128 x D), STAGES stages of K, STAGES
-// of V (128 x D each), then the barriers and v7's one word a consumer thread.
+// One block an SM, persistent: consumer warpgroups 0 and 1 (query rows 64w..64w+63 of a 128-row tile,
+// as v7's two-warpgroup block), producer warpgroup 2. The block walks work items, (query tile, head)
+// pairs in v7's `work_item` order, taking the next from a counter in global memory each time its
+// producer is free (dynamic scheduling: with a causal mask items are unequal). So the next item's Q
+// and first K/V tiles are loaded while the consumers finish the last one: the start of an item (its
+// loads, its first S, which nothing overlaps) is no longer paid once per 128 rows, and launching
+// thousands of short blocks is paid once. Shared memory: Q (128 x D), STAGES stages of K, STAGES of V
+// (128 x D each), the barriers, the current item and v7's one word a consumer thread.
 template <typename T, int D, int STAGES>
 __device__ void flash_ws(const TensorMap* tq, const TensorMap* tk, const TensorMap* tv, T* __restrict__ o,
-                         float* __restrict__ lse, Params p) {
+                         float* __restrict__ lse, Params p, unsigned* sched) {
     constexpr int NWG = 2, BR = 128, BC = 128;
     constexpr unsigned TILE_BYTES = BC * D * sizeof(T);
     extern __shared__ __align__(1024) unsigned char smem_raw[];
     T* Qs = reinterpret_cast<T*>(smem_raw + ((1024 - (smem_addr(smem_raw) & 1023)) & 1023));
     T* Ks = Qs + BR * D;           // stage s at Ks + s BC D
     T* Vs = Ks + STAGES * BC * D;  // stage s at Vs + s BC D
-    // Barriers (8 bytes each): Q full; then K full, K empty, V full, V empty, one per stage each.
+    // Barriers (8 bytes each): Q full, Q empty; then K full, K empty, V full, V empty, one per stage.
     const unsigned bars = smem_addr(Vs + STAGES * BC * D);
-    const unsigned q_full = bars;
-    auto bar = [&](int kind, int s) { return bars + 8u * (1 + kind * STAGES + s); };
+    const unsigned q_full = bars, q_empty = bars + 8;
+    auto bar = [&](int kind, int s) { return bars + 8u * (2 + kind * STAGES + s); };
     enum { K_FULL = 0, K_EMPTY = 1, V_FULL = 2, V_EMPTY = 3 };
+    volatile int* s_item = reinterpret_cast<volatile int*>(Vs + STAGES * BC * D) + 2 * (2 + 4 * STAGES);
     // ANCHOR_END: ws_block
 
     const int tid = threadIdx.x, wg = tid / 128;
-    const int tile = gridDim.x - 1 - blockIdx.x, bh = blockIdx.y;  // longest (causal: last) tiles first
-    const int b = bh / p.hq, h = bh % p.hq, hk = h / (p.hq / p.hkv);
-    const int i0 = tile * BR;
-    int lo, hi;
-    key_range(p, i0, min(i0 + BR, p.nq) - 1, lo, hi);
-    const int t_begin = lo / BC;
-    const int ntiles = hi > lo ? (hi + BC - 1) / BC - t_begin : 0;
+    const int items = (p.nq + BR - 1) / BR * p.b * p.hq;
+    // The keys item `item` sees, as tiles [t_begin, t_begin + ntiles) (fully masked tiles skipped).
+    auto keys = [&](int item, int& tile, int& bh, int& t_begin, int& ntiles) {
+        work_item<T, D, BR>(p, item, tile, bh);
+        int lo, hi;
+        key_range(p, tile * BR, min(tile * BR + BR, p.nq) - 1, lo, hi);
+        t_begin = lo / BC;
+        ntiles = hi > lo ? (hi + BC - 1) / BC - t_begin : 0;
+    };
 
     if (tid == 0) {
         mb_init(q_full, 1);
+        mb_init(q_empty, 4 * NWG);
         for (int s = 0; s < STAGES; ++s) {
             mb_init(bar(K_FULL, s), 1);  // the producer's arrival; the bytes complete the phase
             mb_init(bar(V_FULL, s), 1);
@@ -1394,131 +1411,173 @@ __device__ void flash_ws(const TensorMap* tq, const TensorMap* tk, const TensorM
 
     // ANCHOR: ws_producer
     if (wg == NWG) {
-        asm volatile("setmaxnreg.dec.sync.aligned.u32 24;\n" ::: "memory");
-        if (tid == 128 * NWG && ntiles > 0) {
-            const int zq = bh, zk = b * p.hkv + hk;
-            mb_expect(q_full, BR * D * sizeof(T));
+        asm volatile("setmaxnreg.dec.sync.aligned.u32 40;\n" ::: "memory");
+        if (tid == 128 * NWG) {
+            int kv = 0;  // K/V tiles loaded so far: tile kv goes to stage kv % STAGES
+            for (int n = 0;; ++n) {
+                int item = (int)atomicAdd(sched, 1u);
+                if (item >= items) item = -1;
+                mb_wait(q_empty, (n & 1) ^ 1);  // the consumers are done with the last item's Q
+                *s_item = item;                // published by the arrival below (release semantics)
+                if (item < 0) {
+                    mb_arrive(q_full);
+                    break;
+                }
+                int tile, bh, t_begin, ntiles;
+                keys(item, tile, bh, t_begin, ntiles);
+                const int b = bh / p.hq, hk = bh % p.hq / (p.hq / p.hkv), zk = b * p.hkv + hk;
+                mb_expect(q_full, BR * D * sizeof(T));
 #pragma unroll
-            for (int cb = 0; cb < D / 64; ++cb) tma_box(Qs + cb * BR * 64, tq, cb * 64, i0, zq, q_full);
-            for (int t = 0; t < ntiles; ++t) {
-                const int s = t % STAGES, parity = ((t / STAGES) & 1) ^ 1, j0 = (t_begin + t) * BC;
-                mb_wait(bar(K_EMPTY, s), parity);  // both warpgroups are done with K_{t - STAGES}
-                mb_expect(bar(K_FULL, s), TILE_BYTES);
+                for (int cb = 0; cb < D / 64; ++cb) tma_box(Qs + cb * BR * 64, tq, cb * 64, tile * BR, bh, q_full);
+                for (int t = 0; t < ntiles; ++t, ++kv) {
+                    const int s = kv % STAGES, parity = ((kv / STAGES) & 1) ^ 1, j0 = (t_begin + t) * BC;
+                    mb_wait(bar(K_EMPTY, s), parity);  // both warpgroups are done with tile kv - STAGES
+                    mb_expect(bar(K_FULL, s), TILE_BYTES);
 #pragma unroll
-                for (int cb = 0; cb < D / 64; ++cb)
-                    tma_box(Ks + s * BC * D + cb * BC * 64, tk, cb * 64, j0, zk, bar(K_FULL, s));
-                mb_wait(bar(V_EMPTY, s), parity);
-                mb_expect(bar(V_FULL, s), TILE_BYTES);
+                    for (int cb = 0; cb < D / 64; ++cb)
+                        tma_box(Ks + s * BC * D + cb * BC * 64, tk, cb * 64, j0, zk, bar(K_FULL, s));
+                    mb_wait(bar(V_EMPTY, s), parity);
+                    mb_expect(bar(V_FULL, s), TILE_BYTES);
 #pragma unroll
-                for (int cb = 0; cb < D / 64; ++cb)
-                    tma_box(Vs + s * BC * D + cb * BC * 64, tv, cb * 64, j0, zk, bar(V_FULL, s));
+                    for (int cb = 0; cb < D / 64; ++cb)
+                        tma_box(Vs + s * BC * D + cb * BC * 64, tv, cb * 64, j0, zk, bar(V_FULL, s));
+                }
+            }
+            // The last block to finish resets the counters for the next launch (every block has taken
+            // its last item by the time it counts itself done).
+            __threadfence();
+            if (atomicAdd(sched + 1, 1u) == gridDim.x - 1) {
+                sched[0] = 0;
+                sched[1] = 0;
+                __threadfence();
             }
         }
         return;
     }
     // ANCHOR_END: ws_producer
-    asm volatile("setmaxnreg.inc.sync.aligned.u32 240;\n" ::: "memory");
+    asm volatile("setmaxnreg.inc.sync.aligned.u32 232;\n" ::: "memory");
 
     // ANCHOR: ws_consumer
     const int warp = (tid / 32) % 4, lane = tid % 32, g = lane >> 2, tg = lane & 3;
-    const int iw = i0 + wg * 64, row_a = iw + warp * 16 + g;
     const T* Qw = Qs + tile_off<D>(64 * wg, 0, BR);
-    int min_keys = p.nk;  // as v7 (`short_rows`)
-    if (p.causal) min_keys = min(min_keys, i0 + p.nk - p.nq + 1);
-    if (p.window) min_keys = min(min_keys, p.window);
-    const bool short_rows = min_keys < BC;
-    float* sink = reinterpret_cast<float*>(smem_raw + (bars - smem_addr(smem_raw)) + 8 * (1 + 4 * STAGES)) + tid;
-
+    float* sink = reinterpret_cast<float*>(const_cast<int*>(s_item) + 1) + tid;
+    // Tiles are numbered across items (kv + t), as the producer fills the stages.
     auto wait_full = [&](int kind, int t) { mb_wait(bar(kind, t % STAGES), (t / STAGES) & 1); };
     auto release = [&](int kind, int t) {
         if (lane == 0) mb_arrive(bar(kind, t % STAGES));
     };
+    auto release_q = [&]() {
+        if (lane == 0) mb_arrive(q_empty);
+    };
     auto k_tile = [&](int t) { return Ks + (t % STAGES) * BC * D; };
     auto v_tile = [&](int t) { return Vs + (t % STAGES) * BC * D; };
 
-    float oacc[D / 2];
+    int kv = 0;
+    for (int n = 0;; ++n) {
+        mb_wait(q_full, n & 1);
+        const int item = *s_item;
+        if (item < 0) break;
+        int tile, bh, t_begin, ntiles;
+        keys(item, tile, bh, t_begin, ntiles);
+        const int i0 = tile * BR, iw = i0 + wg * 64, row_a = iw + warp * 16 + g;
+        int min_keys = p.nk;  // as v7 (`short_rows`)
+        if (p.causal) min_keys = min(min_keys, i0 + p.nk - p.nq + 1);
+        if (p.window) min_keys = min(min_keys, p.window);
+        const bool short_rows = min_keys < BC;
+
+        float oacc[D / 2];
 #pragma unroll
-    for (int x = 0; x < D / 2; ++x) oacc[x] = 0.f;
-    float m[2] = {NEG_INF, NEG_INF}, l[2] = {0.f, 0.f};
-    unsigned int pf[BC / 16][4];  // P of the tile whose P V is next
-    float alpha[2];
-    if (ntiles > 0) {
-        unsigned int pl[BC / 16][4];
-        mb_wait(q_full, 0);
-        wait_full(K_FULL, 0);
-        float s[BC / 2];
-        wg_fence();
-        issue_qk<D, BR, BC>(s, Qw, k_tile(0));
-        wg_commit();
-        wg_wait<0>();
-        release(K_EMPTY, 0);
-        wg_softmax<T, BC, true>(s, p, t_begin * BC, iw, row_a, tg, m, l, alpha, pf, pl);
-        if (short_rows) {  // the first tile's rounding correction, as v7's two-warpgroup block
-            wait_full(V_FULL, 0);
+        for (int x = 0; x < D / 2; ++x) oacc[x] = 0.f;
+        float m[2] = {NEG_INF, NEG_INF}, l[2] = {0.f, 0.f};
+        unsigned int pf[BC / 16][4];  // P of the tile whose P V is next
+        float alpha[2];
+        if (ntiles > 0) {
+            unsigned int pl[BC / 16][4];
+            wait_full(K_FULL, kv);
+            float s[BC / 2];
             wg_fence();
-            issue_pv<D, BC>(oacc, pl, v_tile(0));
+            issue_qk<D, BR, BC>(s, Qw, k_tile(kv));
             wg_commit();
             wg_wait<0>();
+            release(K_EMPTY, kv);
+            if (ntiles == 1) release_q();
+            wg_softmax<T, BC, true>(s, p, t_begin * BC, iw, row_a, tg, m, l, alpha, pf, pl);
+            if (short_rows) {  // the first tile's rounding correction, as v7's two-warpgroup block
+                wait_full(V_FULL, kv);
+                wg_fence();
+                issue_pv<D, BC>(oacc, pl, v_tile(kv));
+                wg_commit();
+                wg_wait<0>();
+            }
+        } else {
+            release_q();
+        }
+        // v7's step: S_t and P_{t-1} V_{t-1} issued together, the exponentials of S_t computed while
+        // P V runs. K_t is released as soon as S_t is done (and Q after the item's last S), V_{t-1}
+        // once P V is. Unlike v7, P_t is rounded into the registers P_{t-1} occupied only after P V is
+        // done (FlashAttention-3's order): one register set for P instead of v7's two, which the 232
+        // registers a consumer thread has here do not hold at D = 128.
+        for (int t = 1; t < ntiles; ++t) {
+            const int j0 = (t_begin + t) * BC, u = kv + t;
+            wait_full(K_FULL, u);
+            wait_full(V_FULL, u - 1);
+            float s[BC / 2];
+            wg_fence();
+            issue_qk<D, BR, BC>(s, Qw, k_tile(u));
+            wg_commit();
+            issue_pv<D, BC>(oacc, pf, v_tile(u - 1));
+            wg_commit();
+            wg_wait<1>();  // S_t is done; P V may still run
+            release(K_EMPTY, u);
+            if (t == ntiles - 1) release_q();
+            wg_exp<BC>(s, p, j0, iw, row_a, tg, m, l, alpha);
+            asm volatile("st.shared.f32 [%0], %1;\n" ::"r"(smem_addr(sink)), "f"(l[0] + l[1]));
+            wg_wait<0>();  // P_{t-1} V_{t-1} is done
+            release(V_EMPTY, u - 1);
+#pragma unroll
+            for (int dn = 0; dn < D / 8; ++dn)
+#pragma unroll
+                for (int x = 0; x < 4; ++x) oacc[4 * dn + x] *= alpha[x >> 1];
+            unsigned int unused[BC / 16][4];
+            wg_pack<T, BC, false>(s, pf, unused);
+        }
+        if (ntiles > 0) {  // the last tile's P V
+            const int u = kv + ntiles - 1;
+            wait_full(V_FULL, u);
+            wg_fence();
+            issue_pv<D, BC>(oacc, pf, v_tile(u));
+            wg_commit();
+            wg_wait<0>();
+            release(V_EMPTY, u);
+        }
+        kv += ntiles;
+
+        // O /= l, lse = m scale + ln l; rows past Nq are not stored. The next item's loads are
+        // already under way.
+        T* ob = o + (size_t)bh * p.nq * D;
+#pragma unroll
+        for (int r = 0; r < 2; ++r) {
+            const int row = row_a + r * 8;
+            if (row >= p.nq) continue;
+            const float inv = l[r] > 0.f ? 1.f / l[r] : 0.f;
+#pragma unroll
+            for (int dn = 0; dn < D / 8; ++dn)
+                *reinterpret_cast<unsigned int*>(ob + (size_t)row * D + dn * 8 + tg * 2) =
+                    pack2(oacc[4 * dn + 2 * r] * inv, oacc[4 * dn + 2 * r + 1] * inv, T());
+            if (tg == 0)
+                lse[(size_t)bh * p.nq + row] = l[r] > 0.f ? (m[r] * p.scale_log2 + log2f(l[r])) * LN2 : NEG_INF;
         }
     }
-    // v7's step: S_t and P_{t-1} V_{t-1} issued together, the exponentials of S_t computed while P V
-    // runs. K_t is released as soon as S_t is done, V_{t-1} once P V is. Unlike v7, P_t is rounded into
-    // the registers P_{t-1} occupied only after P V is done (FlashAttention-3's order): one register set
-    // for P instead of v7's two, which the 240 registers a consumer thread has here do not hold at D = 128.
-    auto step = [&](int t) {
-        const int j0 = (t_begin + t) * BC;
-        wait_full(K_FULL, t);
-        wait_full(V_FULL, t - 1);
-        float s[BC / 2];
-        wg_fence();
-        issue_qk<D, BR, BC>(s, Qw, k_tile(t));
-        wg_commit();
-        issue_pv<D, BC>(oacc, pf, v_tile(t - 1));
-        wg_commit();
-        wg_wait<1>();  // S_t is done; P V may still run
-        release(K_EMPTY, t);
-        wg_exp<BC>(s, p, j0, iw, row_a, tg, m, l, alpha);
-        asm volatile("st.shared.f32 [%0], %1;\n" ::"r"(smem_addr(sink)), "f"(l[0] + l[1]));
-        wg_wait<0>();  // P_{t-1} V_{t-1} is done
-        release(V_EMPTY, t - 1);
-#pragma unroll
-        for (int dn = 0; dn < D / 8; ++dn)
-#pragma unroll
-            for (int x = 0; x < 4; ++x) oacc[4 * dn + x] *= alpha[x >> 1];
-        unsigned int unused[BC / 16][4];
-        wg_pack<T, BC, false>(s, pf, unused);
-    };
-    for (int t = 1; t < ntiles; ++t) step(t);
-    if (ntiles > 0) {  // the last tile's P V
-        wait_full(V_FULL, ntiles - 1);
-        wg_fence();
-        issue_pv<D, BC>(oacc, pf, v_tile(ntiles - 1));
-        wg_commit();
-        wg_wait<0>();
-    }
     // ANCHOR_END: ws_consumer
-
-    T* ob = o + (size_t)bh * p.nq * D;
-#pragma unroll
-    for (int r = 0; r < 2; ++r) {
-        const int row = row_a + r * 8;
-        if (row >= p.nq) continue;
-        const float inv = l[r] > 0.f ? 1.f / l[r] : 0.f;
-#pragma unroll
-        for (int dn = 0; dn < D / 8; ++dn)
-            *reinterpret_cast<unsigned int*>(ob + (size_t)row * D + dn * 8 + tg * 2) =
-                pack2(oacc[4 * dn + 2 * r] * inv, oacc[4 * dn + 2 * r + 1] * inv, T());
-        if (tg == 0)
-            lse[(size_t)bh * p.nq + row] = l[r] > 0.f ? (m[r] * p.scale_log2 + log2f(l[r])) * LN2 : NEG_INF;
-    }
 }
 
 // Tensor maps are kernel parameters (__grid_constant__: the copy instruction takes their address).
 #define WS(DD, S)                                                                                       \
     extern "C" __global__ void __launch_bounds__(384, 1)                                                \
         flash_v8_##DD##_s##S(const __grid_constant__ TensorMap tq, const __grid_constant__ TensorMap tk, \
-                             const __grid_constant__ TensorMap tv, elem_t* o, float* lse, Params p) {   \
-        flash_ws<elem_t, DD, S>(&tq, &tk, &tv, o, lse, p);                                              \
+                             const __grid_constant__ TensorMap tv, elem_t* o, float* lse, Params p,     \
+                             unsigned* sched) {                                                         \
+        flash_ws<elem_t, DD, S>(&tq, &tk, &tv, o, lse, p, sched);                                       \
     }
 WS(64, 2)
 WS(64, 4)

@@ -176,6 +176,8 @@ pub struct Buffers<T: GpuElement> {
     scratch: Option<CudaSlice<f32>>,
     /// v8's tensor maps over q, k and v, with the device addresses they were made for.
     maps: Option<([u64; 3], [TensorMap; 3])>,
+    /// v8's work counters (next item, blocks done), zero between launches.
+    sched: Option<CudaSlice<u32>>,
 }
 
 impl<T: GpuElement> Buffers<T> {
@@ -198,6 +200,7 @@ impl<T: GpuElement> Buffers<T> {
             lse: st.alloc_zeros::<f32>(shape.b * shape.hq * shape.nq)?,
             scratch: None,
             maps: None,
+            sched: None,
         };
         b.poison(dev)?;
         Ok(b)
@@ -500,19 +503,29 @@ pub fn forward_with<T: GpuElement>(
             };
             let f = module.load_function(&format!("flash_v8_{}_s{stages}", s.d))?;
             let [tq, tk, tv] = v8_maps(dev, bufs)?;
+            if bufs.sched.is_none() {
+                bufs.sched = Some(st.alloc_zeros::<u32>(2)?);
+            }
             // Q, the stages of K and V, 1 KB to align the first tile on 1024 bytes, the barriers (Q
-            // full, and full and empty for each stage of K and of V) and one word a consumer thread.
+            // full and empty, and full and empty for each stage of K and of V), the current work
+            // item and one word a consumer thread.
             let (br, bc) = (128, 128);
             let smem =
-                ((br + 2 * stages * bc) * s.d * 2 + 1024 + 8 * (1 + 4 * stages) + 256 * 4) as u32;
+                ((br + 2 * stages * bc) * s.d * 2 + 1024 + 8 * (2 + 4 * stages) + 4 + 256 * 4)
+                    as u32;
             f.set_attribute(MAX_DYNAMIC_SMEM, smem as i32)?;
+            // Persistent: one block an SM (at most one per work item), each taking items from the
+            // counter in `sched` until none is left; the last block to finish sets it back to zero.
+            let items = nq.div_ceil(br as u32) * (s.b * s.hq) as u32;
             let cfg = LaunchConfig {
-                grid_dim: (nq.div_ceil(br as u32), bh, 1),
+                grid_dim: (items.min(dev.sm_count()), 1, 1),
                 block_dim: (384, 1, 1),
                 shared_mem_bytes: smem,
             };
+            let sched = bufs.sched.as_mut().expect("allocated above");
             // SAFETY: argument types and order match `flash_v8_*`; the maps describe q, k and v as
-            // validated above (they were made for these very allocations), o and lse hold the shape.
+            // validated above (they were made for these very allocations), o and lse hold the shape,
+            // `sched` holds the two counters the kernel takes and leaves at zero.
             unsafe {
                 st.launch_builder(&f)
                     .arg(&tq)
@@ -521,6 +534,7 @@ pub fn forward_with<T: GpuElement>(
                     .arg(&mut bufs.o)
                     .arg(&mut bufs.lse)
                     .arg(&p)
+                    .arg(sched)
                     .launch(cfg)
             }?;
             // ANCHOR_END: ws_launch

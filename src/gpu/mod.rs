@@ -109,6 +109,7 @@ pub struct Device {
     ctx: Arc<CudaContext>,
     stream: Arc<CudaStream>,
     arch: &'static str,
+    sms: u32,
     modules: Mutex<HashMap<String, Arc<CudaModule>>>,
 }
 
@@ -168,10 +169,14 @@ impl Device {
             (9, 0) => "sm_90a",
             _ => Box::leak(format!("sm_{major}{minor}").into_boxed_str()),
         };
+        let sms = ctx
+            .attribute(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)?
+            as u32;
         Ok(Some(Device {
             ctx,
             stream,
             arch,
+            sms,
             modules: Mutex::new(HashMap::new()),
         }))
     }
@@ -195,6 +200,11 @@ impl Device {
     /// The NVRTC target, e.g. `sm_90a`.
     pub fn arch(&self) -> &'static str {
         self.arch
+    }
+
+    /// The number of streaming multiprocessors (a persistent kernel's grid).
+    pub fn sm_count(&self) -> u32 {
+        self.sms
     }
 
     /// A device attribute (`CU_DEVICE_ATTRIBUTE_*`).
