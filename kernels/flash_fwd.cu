@@ -1466,7 +1466,11 @@ __device__ void flash_ws(const TensorMap* tq, const TensorMap* tk, const TensorM
     auto release = [&](int kind, int t) {
         if (lane == 0) mb_arrive(bar(kind, t % STAGES));
     };
+    // Every lane of the warp has read the item (and its warpgroup's wgmmas have read Q) before its
+    // lane 0 arrives: an arrival releases only its own thread's reads, so the warp syncs first
+    // (without it compute-sanitizer's racecheck reported the producer's next write of the item).
     auto release_q = [&]() {
+        __syncwarp();
         if (lane == 0) mb_arrive(q_empty);
     };
     auto k_tile = [&](int t) { return Ks + (t % STAGES) * BC * D; };
