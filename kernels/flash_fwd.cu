@@ -1397,7 +1397,7 @@ __device__ void flash_ws(const TensorMap* tq, const TensorMap* tk, const TensorM
 
     if (tid == 0) {
         mb_init(q_full, 1);
-        mb_init(q_empty, 4 * NWG);
+        mb_init(q_empty, 128 * NWG);  // every consumer thread arrives
         for (int s = 0; s < STAGES; ++s) {
             mb_init(bar(K_FULL, s), 1);  // the producer's arrival; the bytes complete the phase
             mb_init(bar(V_FULL, s), 1);
@@ -1466,13 +1466,10 @@ __device__ void flash_ws(const TensorMap* tq, const TensorMap* tk, const TensorM
     auto release = [&](int kind, int t) {
         if (lane == 0) mb_arrive(bar(kind, t % STAGES));
     };
-    // Every lane of the warp has read the item (and its warpgroup's wgmmas have read Q) before its
-    // lane 0 arrives: an arrival releases only its own thread's reads, so the warp syncs first
-    // (without it compute-sanitizer's racecheck reported the producer's next write of the item).
-    auto release_q = [&]() {
-        __syncwarp();
-        if (lane == 0) mb_arrive(q_empty);
-    };
+    // Every consumer thread has read the item, so every one arrives: an arrival releases only its own
+    // thread's reads (with one arrival a warp, compute-sanitizer's racecheck reported the producer's
+    // next write of the item, with or without a __syncwarp before it).
+    auto release_q = [&]() { mb_arrive(q_empty); };
     auto k_tile = [&](int t) { return Ks + (t % STAGES) * BC * D; };
     auto v_tile = [&](int t) { return Vs + (t % STAGES) * BC * D; };
 
