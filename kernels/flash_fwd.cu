@@ -67,7 +67,7 @@
 //         c. with that, v7 was 1-5% faster than v6 before d. and 2-7% after it (gpu-probe time).
 //       Measured at 6ee0b65 (Table 02.1): 1.02-1.50x FA2 at every N >= 512 except D=64 N=512 (0.93x,
 //       0.92x causal) and N=1024 causal (0.95x); 487 TFLOP/s at D=128 N=16384 (0.84 of cuDNN).
-//       THE FASTEST VERSION from N=512 on (v5 stays ahead at N=64).
+//       The fastest version from N=512 on until v8 (v5 stays ahead at N=64).
 //         d. (commit cd1a2da) one-warpgroup blocks (64 rows, 128 threads, 206 registers, 74 KB at
 //            D=64: two blocks an SM) beside the two-warpgroup one; at D=64 +20-27% over it from
 //            N=512 on (gpu-probe time, same call), at D=128 slower (only one fits an SM): the default
@@ -103,11 +103,32 @@
 //         j. the same grouped order for the two-warpgroup block (one block an SM): causal D=128
 //            N=2048/4096 +3-4%, but N=512 8% slower and N=16384 within noise; unmasked -0.5%.
 //            Not kept (gpu-probe time against the dfc012b build, same call, H100, 2026-11-28).
-//       Next: TMA and a producer warp (the copies leave the consumers, 3 stages), two warpgroups
-//       ping-ponging so one's softmax hides under the other's wgmma; dynamic tile scheduling. The
-//       first piece is in place, not yet run on a GPU: src/gpu/tma.rs encodes a tensor map with 64 x R
-//       boxes in the 128-byte swizzle of `tile_off`, kernels/tma.cu loads one box, tests/tma_gpu.rs
-//       compares it with the layout (bench/gpu.sh phase `tma`).
+//   v8  v7's consumers fed by a producer warpgroup (FlashAttention-3's warp specialisation),
+//       2026-11-28, NVIDIA H200 (the H100 was not lent that day), gpu-probe time in one call each:
+//         a. one thread of a third warpgroup loads Q, K and V as TMA boxes (src/gpu/tma.rs's maps,
+//            `tile_off`'s swizzle) into 2 (D = 128) or 4 (D = 64) stages; "full" and "empty"
+//            mbarriers per stage replace v7's cp.async waits and its block-wide barrier, so the two
+//            consumer warpgroups no longer meet every tile. `setmaxnreg` moves registers from the
+//            producer to the consumers. With v7's two P register sets the consumers needed more than
+//            the 240 they can get (ptxas: spills, and C7512, every wgmma serialised at D = 128);
+//            rounding P_t into the one set only after P_{t-1} V is done (FlashAttention-3's order)
+//            fits with no spill and no warning (commit 30d9190): D = 128 N = 2048 462 -> 582 TFLOP/s
+//            against v7, N = 16384 480 -> 588, causal 518 -> 640; at D = 64 below v7's
+//            one-warpgroup blocks up to N = 2048.
+//         b. ping-pong (the two warpgroups take turns issuing their wgmmas on named barriers): +4-7%
+//            at N = 512-1024, D = 128, within -8..+1% elsewhere. Not kept.
+//         c. persistent (commit 2dc2b67): one block an SM taking (tile, head) items in `work_item`
+//            order from a counter in global memory that the last block resets; the next item's Q
+//            and K/V load while the consumers finish the last. Against (a) in the same call:
+//            D = 128 N = 512 380 -> 427, causal 219 -> 254; D = 64 N = 512 280 -> 320, causal
+//            151 -> 184; N >= 8192 within -4..+6%. Producer 40 registers, consumers 232.
+//         d. racecheck reported the handoff of the work item through shared memory: with one
+//            arrival a warp on Q's "empty" barrier (with or without a __syncwarp before it) only
+//            lane 0's read is released; every consumer thread now arrives (commit 6740c03: 0
+//            hazards).
+//       Measured at 2dc2b67 (Table 02.1, H200): the fastest version from N = 512 on at D = 128 and
+//       at D = 64 (but causal N = 4096, where v7 is); best ours / cuDNN 0.97-1.07x at D = 128 from
+//       N = 2048, 0.76-0.89x at 512-1024, 0.69-0.95x at D = 64.
 // ANCHOR_END: changelog
 
 #include <cuda_fp16.h>

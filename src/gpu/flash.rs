@@ -62,7 +62,7 @@ impl Version {
     ];
 
     /// The fastest version this crate has.
-    pub const FASTEST: Version = Version::V7Overlap;
+    pub const FASTEST: Version = Version::V8Tma;
 
     /// `v1_naive`, ...
     pub const fn name(self) -> &'static str {

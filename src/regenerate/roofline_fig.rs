@@ -13,9 +13,9 @@ use crate::roofline::{si, sig3};
 fn exp_note(f: &MeasurementFile, rate: f64) -> String {
     let source = match (f.machine.kind.as_str(), f.machine.exp_per_s.is_some()) {
         ("gpu", true) => "measured on the special function units with `ex2_rate` (`kernels/ceilings.cu`, \
-                          Theory 00), which a kernel that overlaps them with the products (v7, cuDNN) may pass",
+                          Theory 00), which a kernel that overlaps them with the products (v7, v8, cuDNN) may pass",
         ("gpu", false) => "the programming guide's 16 exponentials per clock per SM at the card's maximum clock \
-                           (`src/roofline/spec.rs`), which a kernel that overlaps them (v7, cuDNN) may pass",
+                           (`src/roofline/spec.rs`), which a kernel that overlaps them (v7, v8, cuDNN) may pass",
         _ => "measured with the crate's own `2^x`, which shares the vector units with the products",
     };
     format!(
@@ -69,7 +69,7 @@ const CPU_PICKS: [Pick; 8] = [
     }),
 ];
 
-const GPU_PICKS: [Pick; 7] = [
+const GPU_PICKS: [Pick; 8] = [
     ("naive", (200, 40, 40), |r| {
         r.implementation == "ours/v1_naive" && r.d == 64 && r.mask == "none"
     }),
@@ -84,6 +84,9 @@ const GPU_PICKS: [Pick; 7] = [
             && r.implementation == "ours/v7_overlap"
             && r.d == 64
             && r.mask == "none"
+    }),
+    ("flash v8 (ours)", (230, 0, 130), |r| {
+        r.variant == "flash" && r.implementation == "ours/v8_tma" && r.d == 64 && r.mask == "none"
     }),
     ("FA2 in PyTorch", (120, 120, 120), |r| {
         r.variant == "flash" && r.implementation == "torch/flash" && r.d == 64 && r.mask == "none"
