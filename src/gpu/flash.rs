@@ -255,6 +255,14 @@ pub fn v8_stage_choices(d: usize) -> &'static [usize] {
     }
 }
 
+/// v8's dynamic shared memory for head size `d` and `stages` K/V stages: Q and the stages of K and V
+/// (128 rows each, 16-bit), 1 KB to align the first tile on 1024 bytes, the barriers (Q full and
+/// empty, and full and empty for each stage of K and of V), the current work item and one word a
+/// consumer thread.
+pub fn v8_smem_bytes(d: usize, stages: usize) -> usize {
+    (128 + 2 * stages * 128) * d * 2 + 1024 + 8 * (2 + 4 * stages) + 4 + 256 * 4
+}
+
 /// The warps per block `version` runs with by default; for v8, whose block is always 12 warps (two
 /// consumer warpgroups and a producer), the knob is its K/V stages.
 pub fn default_warps(version: Version, d: usize, nq: usize) -> usize {
@@ -506,13 +514,8 @@ pub fn forward_with<T: GpuElement>(
             if bufs.sched.is_none() {
                 bufs.sched = Some(st.alloc_zeros::<u32>(2)?);
             }
-            // Q, the stages of K and V, 1 KB to align the first tile on 1024 bytes, the barriers (Q
-            // full and empty, and full and empty for each stage of K and of V), the current work
-            // item and one word a consumer thread.
-            let (br, bc) = (128, 128);
-            let smem =
-                ((br + 2 * stages * bc) * s.d * 2 + 1024 + 8 * (2 + 4 * stages) + 4 + 256 * 4)
-                    as u32;
+            let br = 128;
+            let smem = v8_smem_bytes(s.d, stages) as u32;
             f.set_attribute(MAX_DYNAMIC_SMEM, smem as i32)?;
             // Persistent: one block an SM (at most one per work item), each taking items from the
             // counter in `sched` until none is left; the last block to finish sets it back to zero.

@@ -303,3 +303,52 @@ pub fn file(
         records,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every version parses from its name, its short form and its number; v8 takes only the head
+    /// sizes its 64-column boxes fit.
+    #[test]
+    fn versions_parse_and_v8_takes_whole_boxes() {
+        for v in Version::ALL {
+            assert_eq!(Version::parse(v.name()), Some(v));
+            assert_eq!(Version::parse(&v.number().to_string()), Some(v));
+        }
+        assert_eq!(Version::parse("v8"), Some(Version::V8Tma));
+        assert_eq!(Version::FASTEST, Version::V8Tma);
+        assert_eq!(Version::V8Tma.head_dims(), &[64, 128]);
+        assert!(Version::V7Overlap.head_dims().contains(&32));
+    }
+
+    /// v8's knob is its stage count: the default is the first compiled choice, the other one is timed
+    /// under its own name, and the harness times it at both head sizes.
+    #[test]
+    fn v8_stages_are_named_and_timed() {
+        for d in [64, 128] {
+            let choices = flash::v8_stage_choices(d);
+            assert_eq!(flash::default_warps(Version::V8Tma, d, 2048), choices[0]);
+            let default = Impl {
+                version: Version::V8Tma,
+                warps: Some(choices[0]),
+            };
+            let other = Impl {
+                version: Version::V8Tma,
+                warps: Some(choices[1]),
+            };
+            assert_eq!(default.name(d, 2048), "ours/v8_tma");
+            assert_eq!(other.name(d, 2048), format!("ours/v8_tma_s{}", choices[1]));
+            let timed: Vec<String> = impls_for(2048, d).iter().map(|i| i.name(d, 2048)).collect();
+            assert!(timed.contains(&"ours/v8_tma".to_string()), "{timed:?}");
+            assert!(timed.contains(&other.name(d, 2048)), "{timed:?}");
+        }
+        // The stage counts fit an SM's 227 KB: Q and the stages of K and V at 128 rows each.
+        for d in [64, 128] {
+            for &st in flash::v8_stage_choices(d) {
+                let bytes = flash::v8_smem_bytes(d, st);
+                assert!(bytes <= 227 * 1024, "D={d} stages={st}: {bytes} bytes");
+            }
+        }
+    }
+}
