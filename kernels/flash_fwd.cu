@@ -1338,10 +1338,11 @@ WG(7, 128, 4)
 // 128-byte swizzle `tile_off` describes; src/gpu/tma.rs builds the tensor maps on the host), rows past
 // the end arriving as zeros. Each stage of K and each of V has two mbarriers: "full", on which the
 // copy engine counts the bytes it delivered, and "empty", on which each consumer warp arrives once it
-// has finished reading the stage (its wgmma waited for). Nothing else synchronises the block: the two
-// consumer warpgroups run v7's overlapped steps each at its own pace. The producer gives up registers
-// (`setmaxnreg.dec` to 40) so that the consumers can take 232 (`setmaxnreg.inc`) under the 384-thread
-// launch's 168 (128 x 40 + 256 x 232 = 384 x 168 registers).
+// has finished reading the stage (its wgmma waited for); Q has a pair of its own, on whose "empty" every
+// consumer thread arrives. Nothing else synchronises the block: the two consumer warpgroups run v7's
+// overlapped steps each at its own pace, and the block is persistent (`ws_block`). The producer gives
+// up registers (`setmaxnreg.dec` to 40) so that the consumers can take 232 (`setmaxnreg.inc`) under the
+// 384-thread launch's 168 (128 x 40 + 256 x 232 = 384 x 168 registers).
 // ANCHOR_END: v8_intro
 struct __align__(64) TensorMap {
     unsigned long long opaque[16];

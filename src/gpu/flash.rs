@@ -174,8 +174,8 @@ pub struct Buffers<T: GpuElement> {
     /// `(B, Hq, Nq)`.
     pub lse: CudaSlice<f32>,
     scratch: Option<CudaSlice<f32>>,
-    /// v8's tensor maps over q, k and v, with the device addresses they were made for.
-    maps: Option<([u64; 3], [TensorMap; 3])>,
+    /// v8's tensor maps over q, k and v, with the device addresses and the shape they were made for.
+    maps: Option<(MapsKey, [TensorMap; 3])>,
     /// v8's work counters (next item, blocks done), zero between launches.
     sched: Option<CudaSlice<u32>>,
 }
@@ -546,16 +546,23 @@ pub fn forward_with<T: GpuElement>(
     Ok(())
 }
 
+/// What v8's tensor maps were made for: the device addresses of q, k and v, and the shape.
+type MapsKey = ([u64; 3], AttnShape);
+
 /// v8's tensor maps over `bufs.q`, `bufs.k` and `bufs.v` (boxes of 64 columns x 128 rows of one head),
 /// made once for the allocations they describe and kept with the buffers: encoding them is host work
-/// that would otherwise run before every timed launch.
+/// that would otherwise run before every timed launch. Made again when the buffers or the shape they
+/// claim (a public field) change.
 fn v8_maps<T: GpuElement>(dev: &Device, bufs: &mut Buffers<T>) -> Result<[TensorMap; 3], GpuError> {
     let st = dev.stream();
-    let key = [
-        bufs.q.device_ptr(st).0,
-        bufs.k.device_ptr(st).0,
-        bufs.v.device_ptr(st).0,
-    ];
+    let key = (
+        [
+            bufs.q.device_ptr(st).0,
+            bufs.k.device_ptr(st).0,
+            bufs.v.device_ptr(st).0,
+        ],
+        bufs.shape,
+    );
     if let Some((k, maps)) = &bufs.maps {
         if *k == key {
             return Ok(*maps);
