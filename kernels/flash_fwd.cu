@@ -1024,6 +1024,29 @@ __device__ __forceinline__ void copy_rows(T* dst, const T* src, int r0, int n, i
 }
 // ANCHOR_END: wg_copy_rows
 
+// ANCHOR: wg_store
+// O /= l and lse = m scale + ln l for this thread's rows row_a and row_a + 8 (rows past Nq are not
+// stored), from the wgmma accumulator layout (8-column fragments of rows g and g + 8: [4 dn + 2 r + c]).
+template <typename T, int D>
+__device__ __forceinline__ void wg_store(T* __restrict__ o, float* __restrict__ lse, const Params& p, int bh,
+                                         int row_a, int tg, const float (&oacc)[D / 2], const float (&m)[2],
+                                         const float (&l)[2]) {
+    T* ob = o + (size_t)bh * p.nq * D;
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+        const int row = row_a + r * 8;
+        if (row >= p.nq) continue;
+        const float inv = l[r] > 0.f ? 1.f / l[r] : 0.f;
+#pragma unroll
+        for (int dn = 0; dn < D / 8; ++dn)
+            *reinterpret_cast<unsigned int*>(ob + (size_t)row * D + dn * 8 + tg * 2) =
+                pack2(oacc[4 * dn + 2 * r] * inv, oacc[4 * dn + 2 * r + 1] * inv, T());
+        if (tg == 0)
+            lse[(size_t)bh * p.nq + row] = l[r] > 0.f ? (m[r] * p.scale_log2 + log2f(l[r])) * LN2 : NEG_INF;
+    }
+}
+// ANCHOR_END: wg_store
+
 // ANCHOR: work_item
 // Work item `item` of a 1-D order over (query tile, head) pairs of BR rows: in groups of GH heads, tile
 // T - 1 of the group's heads, then T - 2, ... With a causal mask the longest items then start first
@@ -1293,20 +1316,7 @@ __device__ void flash_wg(const T* __restrict__ q, const T* __restrict__ k, const
         // ANCHOR_END: wo_loop
     }
 
-    // O /= l, lse = m scale + ln l; rows past Nq are not stored.
-    T* ob = o + (size_t)bh * p.nq * D;
-#pragma unroll
-    for (int r = 0; r < 2; ++r) {
-        const int row = row_a + r * 8;
-        if (row >= p.nq) continue;
-        const float inv = l[r] > 0.f ? 1.f / l[r] : 0.f;
-#pragma unroll
-        for (int dn = 0; dn < D / 8; ++dn)
-            *reinterpret_cast<unsigned int*>(ob + (size_t)row * D + dn * 8 + tg * 2) =
-                pack2(oacc[4 * dn + 2 * r] * inv, oacc[4 * dn + 2 * r + 1] * inv, T());
-        if (tg == 0)
-            lse[(size_t)bh * p.nq + row] = l[r] > 0.f ? (m[r] * p.scale_log2 + log2f(l[r])) * LN2 : NEG_INF;
-    }
+    wg_store<T, D>(o, lse, p, bh, row_a, tg, oacc, m, l);
 }
 
 // W warps: 8 (two warpgroups, one block an SM) or 4 (one warpgroup, two blocks an SM where they fit).
@@ -1575,21 +1585,7 @@ __device__ void flash_ws(const TensorMap* tq, const TensorMap* tk, const TensorM
         }
         kv += ntiles;
 
-        // O /= l, lse = m scale + ln l; rows past Nq are not stored. The next item's loads are
-        // already under way.
-        T* ob = o + (size_t)bh * p.nq * D;
-#pragma unroll
-        for (int r = 0; r < 2; ++r) {
-            const int row = row_a + r * 8;
-            if (row >= p.nq) continue;
-            const float inv = l[r] > 0.f ? 1.f / l[r] : 0.f;
-#pragma unroll
-            for (int dn = 0; dn < D / 8; ++dn)
-                *reinterpret_cast<unsigned int*>(ob + (size_t)row * D + dn * 8 + tg * 2) =
-                    pack2(oacc[4 * dn + 2 * r] * inv, oacc[4 * dn + 2 * r + 1] * inv, T());
-            if (tg == 0)
-                lse[(size_t)bh * p.nq + row] = l[r] > 0.f ? (m[r] * p.scale_log2 + log2f(l[r])) * LN2 : NEG_INF;
-        }
+        wg_store<T, D>(o, lse, p, bh, row_a, tg, oacc, m, l);  // the next item's loads are under way
     }
     // ANCHOR_END: ws_consumer
 }

@@ -36,6 +36,13 @@ fn lines_and_legend<'a, CT: CoordTranslate<From = (f64, f64)>>(
                 .map_err(|e| e.to_string())?;
         }
     }
+    legend(chart)
+}
+
+/// The legend of every labelled series, in the lower right on a light box.
+fn legend<'a, CT: CoordTranslate>(
+    chart: &mut ChartContext<'a, SVGBackend<'a>, CT>,
+) -> Result<(), String> {
     chart
         .configure_series_labels()
         .position(SeriesLabelPosition::LowerRight)
@@ -270,13 +277,7 @@ pub fn roofline(
                 )))
                 .map_err(|e| e.to_string())?;
         }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::LowerRight)
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .draw()
-            .map_err(|e| e.to_string())?;
+        legend(&mut chart)?;
         root.present().map_err(|e| e.to_string())?;
     }
     Ok(svg)
