@@ -94,7 +94,7 @@ for phase in $phases; do
       ;;
     ncu)
       : > "$OUT/ncu.csv"
-      for v in v1 v5 v6 v7 v8; do
+      for v in v1 v1b v5 v6 v7 v8; do
         for n in 64 2048; do
           echo "# $v N=$n D=64" >> "$OUT/ncu.csv"
           timeout 120 ncu --clock-control none --metrics dram__bytes_read.sum,dram__bytes_write.sum,lts__t_bytes.sum \
@@ -104,7 +104,7 @@ for phase in $phases; do
       python3 - "$OUT/ncu.csv" "$OUT/dram.json" <<'PY' 2>&1 | tee -a "$log"
 import csv, json, sys
 rows, cur = [], None
-names = {"v1": "ours/v1_naive", "v5": "ours/v5_cp_async", "v6": "ours/v6_wgmma", "v7": "ours/v7_overlap",
+names = {"v1": "ours/v1_naive", "v1b": "ours/v1b_naive_mma", "v5": "ours/v5_cp_async", "v6": "ours/v6_wgmma", "v7": "ours/v7_overlap",
          "v8": "ours/v8_tma"}
 sums = {}
 for line in open(sys.argv[1]):

@@ -434,7 +434,7 @@ V3(64)
 V3(128)
 #endif  // FA_VERSION == 3
 
-#if FA_VERSION >= 4
+#if FA_VERSION >= 4 || FA_VERSION == 1
 // ---------------------------------------------------------------------------------------------------
 // ANCHOR: mma_fragments
 // v4 - v6: tensor cores. Fragment layouts of mma.m16n8k16 (PTX ISA), lane = 4 g + t:
@@ -488,6 +488,190 @@ __device__ __forceinline__ void cp_async_wait() {
     asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
 }
 // ANCHOR_END: cp_async
+
+#if FA_VERSION == 1
+// ---------------------------------------------------------------------------------------------------
+// v1b: naive on the tensor cores. v1's three passes and its f32 S (B, Hq, Nq, Nk) in global memory,
+// with v4's fragments: the scores and P V are mma.sync products, every global access is 16 or 32
+// contiguous bytes a row. Naive's bytes at the instruction quality of the Flash kernels, so that its
+// roofline dot measures the bytes and not the loops. Here S holds the scores in base 2 (times
+// scale log2 e), so the softmax uses ex2, and its rows are padded to ldS = Nk rounded up to 4 floats
+// (-inf in the scores, 0 in P) so that every access is 8 or 16 bytes at any Nk.
+
+// ANCHOR: v1b_scores
+// S = Q K^T scale log2e, -inf where masked: a block of 4 warps computes 64 rows x 64 keys, warp w rows
+// 16w..16w+15 (v4's qk_mma), and stores its f32 accumulators straight from the fragments: lanes 4g..4g+3
+// write 32 contiguous bytes of row g (one sector). grid (ceil(Nk/64), ceil(Nq/64), B*Hq), block 128.
+template <typename T, int D>
+__device__ void v1b_scores(const T* __restrict__ q, const T* __restrict__ k, float* __restrict__ S, Params p) {
+    constexpr int BR = 64, BC = 64, LD = D + 8, CH = D / 8;
+    __shared__ __align__(16) T Qs[BR * LD];
+    __shared__ __align__(16) T Ks[BC * LD];
+    const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, g = lane >> 2, tg = lane & 3;
+    const int j0 = blockIdx.x * BC, i0 = blockIdx.y * BR, bh = blockIdx.z, lds = (p.nk + 3) & ~3;
+    const int b = bh / p.hq, h = bh % p.hq, hk = h / (p.hq / p.hkv);
+    const T* qb = q + (size_t)bh * p.nq * D;
+    const T* kb = k + ((size_t)b * p.hkv + hk) * p.nk * D;
+    const uint4 zero = make_uint4(0, 0, 0, 0);
+    for (int e = tid; e < BR * CH; e += 128) {  // rows past Nq / Nk are zeros
+        const int r = e / CH, c = (e % CH) * 8;
+        *reinterpret_cast<uint4*>(&Qs[r * LD + c]) =
+            i0 + r < p.nq ? *reinterpret_cast<const uint4*>(qb + (size_t)(i0 + r) * D + c) : zero;
+        *reinterpret_cast<uint4*>(&Ks[r * LD + c]) =
+            j0 + r < p.nk ? *reinterpret_cast<const uint4*>(kb + (size_t)(j0 + r) * D + c) : zero;
+    }
+    __syncthreads();
+    float s[BC / 8][4];
+#pragma unroll
+    for (int nt = 0; nt < BC / 8; ++nt) s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = 0.f;
+#pragma unroll
+    for (int kk = 0; kk < D / 16; ++kk) {
+        unsigned int qf[4];
+        ldsm_x4(qf, &Qs[(warp * 16 + (lane & 15)) * LD + kk * 16 + (lane >> 4) * 8]);
+#pragma unroll
+        for (int nn = 0; nn < BC / 16; ++nn) {
+            unsigned int kf[4];
+            const int mi = lane >> 3;
+            ldsm_x4(kf, &Ks[(nn * 16 + (mi >> 1) * 8 + (lane & 7)) * LD + kk * 16 + (mi & 1) * 8]);
+            mma16816(s[2 * nn], qf, kf[0], kf[1], T());
+            mma16816(s[2 * nn + 1], qf, kf[2], kf[3], T());
+        }
+    }
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+        const int i = i0 + warp * 16 + g + 8 * r;
+        if (i >= p.nq) continue;
+        float* srow = S + ((size_t)bh * p.nq + i) * lds;
+#pragma unroll
+        for (int nt = 0; nt < BC / 8; ++nt) {
+            const int j = j0 + nt * 8 + tg * 2;  // even, and lds is a multiple of 4: j + 1 < lds too
+            if (j >= lds) continue;
+            float2 x;
+            x.x = visible(p, i, j) ? s[nt][2 * r] * p.scale_log2 : NEG_INF;
+            x.y = visible(p, i, j + 1) ? s[nt][2 * r + 1] * p.scale_log2 : NEG_INF;
+            *reinterpret_cast<float2*>(srow + j) = x;
+        }
+    }
+}
+// ANCHOR_END: v1b_scores
+
+// ANCHOR: v1b_softmax
+// P_i = softmax(S_i) in place, lse_i; one warp a row, four rows a block, 16-byte loads.
+// The max, the sum and the write each walk the row; the row (Nk floats) stays in L1 after the first.
+__device__ void v1b_softmax(float* S, float* lse, Params p) {
+    const size_t row = (size_t)blockIdx.x * 4 + threadIdx.x / 32;
+    const int lane = threadIdx.x % 32;
+    if (row >= (size_t)p.b * p.hq * p.nq) return;
+    const int n4 = (p.nk + 3) / 4;  // the padded row: lds / 4 float4s
+    float4* s = reinterpret_cast<float4*>(S + row * 4 * n4);
+    float m = NEG_INF;
+    for (int j = lane; j < n4; j += 32) {
+        const float4 x = s[j];
+        m = fmaxf(m, fmaxf(fmaxf(x.x, x.y), fmaxf(x.z, x.w)));
+    }
+    m = warp_max(m);
+    const float mu = m == NEG_INF ? 0.f : m;  // a row that sees no key: every 2^(-inf) is 0
+    float l = 0.f;
+    for (int j = lane; j < n4; j += 32) {
+        const float4 x = s[j];
+        l += ex2(x.x - mu) + ex2(x.y - mu) + ex2(x.z - mu) + ex2(x.w - mu);
+    }
+    l = warp_sum(l);
+    const float inv = l > 0.f ? 1.f / l : 0.f;
+    for (int j = lane; j < n4; j += 32) {
+        const float4 x = s[j];
+        s[j] = make_float4(ex2(x.x - mu) * inv, ex2(x.y - mu) * inv, ex2(x.z - mu) * inv, ex2(x.w - mu) * inv);
+    }
+    if (lane == 0) lse[row] = l > 0.f ? (m + log2f(l)) * LN2 : NEG_INF;
+}
+// ANCHOR_END: v1b_softmax
+
+// ANCHOR: v1b_pv
+// O = P V: a block of 4 warps owns 64 query rows and walks the keys in tiles of 64; V's tile goes
+// through shared memory to ldmatrix.trans (v4's pv_mma), P's f32 values are read from global memory
+// straight into A-fragment order (each quad reads 32 contiguous bytes of a row) and split into two
+// 16-bit fragments, hi = round(P) and lo = round(P - hi), both multiplied: P to about 22 bits, so the
+// rounding v5 had to patch on heavy tiles never arises. grid (ceil(Nq/64), B*Hq), block 128.
+template <typename T, int D>
+__device__ void v1b_pv(const float* __restrict__ P, const T* __restrict__ v, T* __restrict__ o, Params p) {
+    constexpr int BR = 64, BC = 64, LD = D + 8, CH = D / 8;
+    __shared__ __align__(16) T Vs[BC * LD];
+    const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, g = lane >> 2, tg = lane & 3;
+    const int i0 = blockIdx.x * BR, bh = blockIdx.y, lds = (p.nk + 3) & ~3;
+    const int b = bh / p.hq, h = bh % p.hq, hk = h / (p.hq / p.hkv);
+    const T* vb = v + ((size_t)b * p.hkv + hk) * p.nk * D;
+    const int ra = min(i0 + warp * 16 + g, p.nq - 1), rb = min(i0 + warp * 16 + g + 8, p.nq - 1);
+    const float* pa = P + ((size_t)bh * p.nq + ra) * lds;  // rows past Nq read the last row, not stored
+    const float* pb = P + ((size_t)bh * p.nq + rb) * lds;
+    float oacc[D / 8][4];
+#pragma unroll
+    for (int dn = 0; dn < D / 8; ++dn) oacc[dn][0] = oacc[dn][1] = oacc[dn][2] = oacc[dn][3] = 0.f;
+    for (int j0 = 0; j0 < p.nk; j0 += BC) {
+        __syncthreads();  // every warp is done with the previous V tile
+        for (int e = tid; e < BC * CH; e += 128) {
+            const int r = e / CH, c = (e % CH) * 8;
+            *reinterpret_cast<uint4*>(&Vs[r * LD + c]) = j0 + r < p.nk
+                ? *reinterpret_cast<const uint4*>(vb + (size_t)(j0 + r) * D + c) : make_uint4(0, 0, 0, 0);
+        }
+        __syncthreads();
+#pragma unroll
+        for (int kt = 0; kt < BC / 16; ++kt) {
+            // A fragment (PTX m16n8k16): a0 (g, 2t..), a1 (g+8, 2t..), a2 (g, 8+2t..), a3 (g+8, 8+2t..)
+            const int j = j0 + kt * 16 + 2 * tg;
+            const float2 zero2 = make_float2(0.f, 0.f);
+            const float2 x[4] = {j < lds ? *reinterpret_cast<const float2*>(pa + j) : zero2,
+                                 j < lds ? *reinterpret_cast<const float2*>(pb + j) : zero2,
+                                 j + 8 < lds ? *reinterpret_cast<const float2*>(pa + j + 8) : zero2,
+                                 j + 8 < lds ? *reinterpret_cast<const float2*>(pb + j + 8) : zero2};
+            unsigned int hi[4], lo[4];
+#pragma unroll
+            for (int e = 0; e < 4; ++e) {
+                hi[e] = pack2(x[e].x, x[e].y, T());
+                const float2 f = to_f2(hi[e], T());
+                lo[e] = pack2(x[e].x - f.x, x[e].y - f.y, T());
+            }
+#pragma unroll
+            for (int dp = 0; dp < D / 16; ++dp) {
+                unsigned int vf[4];
+                const int mi = lane >> 3;
+                ldsm_x4_trans(vf, &Vs[(kt * 16 + (mi & 1) * 8 + (lane & 7)) * LD + dp * 16 + (mi >> 1) * 8]);
+                mma16816(oacc[2 * dp], hi, vf[0], vf[1], T());
+                mma16816(oacc[2 * dp + 1], hi, vf[2], vf[3], T());
+                mma16816(oacc[2 * dp], lo, vf[0], vf[1], T());
+                mma16816(oacc[2 * dp + 1], lo, vf[2], vf[3], T());
+            }
+        }
+    }
+    T* ob = o + (size_t)bh * p.nq * D;
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+        const int row = i0 + warp * 16 + g + 8 * r;
+        if (row >= p.nq) continue;
+#pragma unroll
+        for (int dn = 0; dn < D / 8; ++dn)
+            *reinterpret_cast<unsigned int*>(ob + (size_t)row * D + dn * 8 + tg * 2) =
+                pack2(oacc[dn][2 * r], oacc[dn][2 * r + 1], T());
+    }
+}
+// ANCHOR_END: v1b_pv
+
+#define V1B(DD)                                                                                         \
+    extern "C" __global__ void __launch_bounds__(128) flash_v1b_scores_##DD(const elem_t* q,            \
+                                                                         const elem_t* k, float* S,     \
+                                                                         Params p) {                    \
+        v1b_scores<elem_t, DD>(q, k, S, p);                                                             \
+    }                                                                                                   \
+    extern "C" __global__ void __launch_bounds__(128) flash_v1b_pv_##DD(const float* P, const elem_t* v, \
+                                                                     elem_t* o, Params p) {             \
+        v1b_pv<elem_t, DD>(P, v, o, p);                                                                 \
+    }
+V1B(32)
+V1B(64)
+V1B(128)
+extern "C" __global__ void __launch_bounds__(128) flash_v1b_softmax(float* S, float* lse, Params p) {
+    v1b_softmax(S, lse, p);
+}
+#endif  // FA_VERSION == 1
 
 #if FA_VERSION == 4 || FA_VERSION == 5
 // ANCHOR: tc_block

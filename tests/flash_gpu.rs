@@ -227,8 +227,10 @@ fn refuses_invalid_calls() {
     let mut b32 = Buffers::upload(&dev, s32, &y, &y[..s32.kv_len()], &y[..s32.kv_len()]).unwrap();
     let err = flash::forward(&dev, Version::V8Tma, &mut b32, Mask::NONE).unwrap_err();
     assert!(matches!(err, GpuError::HeadDim { d: 32, .. }), "{err}");
-    // v1 takes any head size.
+    // v1 takes any head size; v1b, built on v4's fragments, only v4's.
     flash::forward(&dev, Version::V1Naive, &mut bufs, Mask::NONE).unwrap();
+    let err = flash::forward(&dev, Version::V1bNaiveMma, &mut bufs, Mask::NONE).unwrap_err();
+    assert!(matches!(err, GpuError::HeadDim { d: 48, .. }), "{err}");
     // Buffers that do not hold the shape they claim.
     bufs.shape = AttnShape::new(1, 2, 2, 8, 8, 48).unwrap();
     let err = flash::forward(&dev, Version::V3Tiled, &mut bufs, Mask::NONE).unwrap_err();

@@ -6,6 +6,8 @@
 //!
 //! Versions (the changelog with measured numbers is at the top of `kernels/flash_fwd.cu`):
 //! * `v1_naive`: three kernels, `S` materialised in global memory.
+//! * `v1b_naive_mma`: the same three passes with v4's tensor-core fragments (`mma.sync`): naive's bytes
+//!   at the Flash kernels' instruction quality, the roofline's naive dot.
 //! * `v2_online`: one thread per query row, online softmax, K and V read once per row.
 //! * `v3_tiled`: K/V tiles in shared memory shared by 64 rows, still on CUDA cores.
 //! * `v4_tensor_cores`: `mma.sync` m16n8k16 with `ldmatrix`, P kept in registers.
@@ -32,6 +34,8 @@ use half::{bf16, f16};
 pub enum Version {
     /// S materialised: scores, softmax, P V (three launches).
     V1Naive,
+    /// v1's three launches with the products on the tensor cores (`mma.sync`).
+    V1bNaiveMma,
     /// Online softmax, one thread per query row.
     V2Online,
     /// Tiled through shared memory, CUDA cores.
@@ -50,8 +54,9 @@ pub enum Version {
 
 impl Version {
     /// Every version, slowest first.
-    pub const ALL: [Version; 8] = [
+    pub const ALL: [Version; 9] = [
         Version::V1Naive,
+        Version::V1bNaiveMma,
         Version::V2Online,
         Version::V3Tiled,
         Version::V4TensorCores,
@@ -68,6 +73,7 @@ impl Version {
     pub const fn name(self) -> &'static str {
         match self {
             Version::V1Naive => "v1_naive",
+            Version::V1bNaiveMma => "v1b_naive_mma",
             Version::V2Online => "v2_online",
             Version::V3Tiled => "v3_tiled",
             Version::V4TensorCores => "v4_tensor_cores",
@@ -78,10 +84,10 @@ impl Version {
         }
     }
 
-    /// The number in the progression (`FA_VERSION` of the kernel file).
+    /// The number in the progression (`FA_VERSION` of the kernel file; v1b shares v1's module).
     pub const fn number(self) -> i64 {
         match self {
-            Version::V1Naive => 1,
+            Version::V1Naive | Version::V1bNaiveMma => 1,
             Version::V2Online => 2,
             Version::V3Tiled => 3,
             Version::V4TensorCores => 4,
@@ -102,7 +108,7 @@ impl Version {
         }
     }
 
-    /// Parse `v1`, `v1_naive`, `1`, ...
+    /// Parse `v1`, `v1_naive`, `1` (v1, not v1b), `v1b`, ...
     pub fn parse(s: &str) -> Option<Version> {
         Version::ALL.into_iter().find(|v| {
             v.name() == s || v.name().split('_').next() == Some(s) || v.number().to_string() == s
@@ -422,6 +428,65 @@ pub fn forward_with<T: GpuElement>(
                     .launch(cfg)
             }?;
         }
+        // ANCHOR: v1b_launch
+        Version::V1bNaiveMma => {
+            // S's rows padded to a multiple of 4 floats (the kernels' 16-byte accesses).
+            let lds = s.nk.div_ceil(4) * 4;
+            let need = s.b * s.hq * s.nq * lds;
+            if bufs.scratch.as_ref().is_none_or(|x| x.len() < need) {
+                bufs.scratch = None; // free the old one first
+                                     // SAFETY: every element of S the later kernels read is written by the scores kernel.
+                bufs.scratch = Some(unsafe { st.alloc::<f32>(need) }?);
+            }
+            check_fits("Nq / 64 (v1b grid)", s.nq.div_ceil(64), 65_535)?;
+            let scratch = bufs.scratch.as_mut().expect("allocated above");
+            let f = module.load_function(&format!("flash_v1b_scores_{}", s.d))?;
+            let cfg = LaunchConfig {
+                grid_dim: ((s.nk as u32).div_ceil(64), nq.div_ceil(64), bh),
+                block_dim: (128, 1, 1),
+                shared_mem_bytes: 0,
+            };
+            // SAFETY: argument types and order match the kernel; sizes were validated above.
+            unsafe {
+                st.launch_builder(&f)
+                    .arg(&bufs.q)
+                    .arg(&bufs.k)
+                    .arg(&mut *scratch)
+                    .arg(&p)
+                    .launch(cfg)
+            }?;
+            let rows = (s.b * s.hq * s.nq) as u32;
+            let f = module.load_function("flash_v1b_softmax")?;
+            let cfg = LaunchConfig {
+                grid_dim: (rows.div_ceil(4), 1, 1),
+                block_dim: (128, 1, 1),
+                shared_mem_bytes: 0,
+            };
+            // SAFETY: as above.
+            unsafe {
+                st.launch_builder(&f)
+                    .arg(&mut *scratch)
+                    .arg(&mut bufs.lse)
+                    .arg(&p)
+                    .launch(cfg)
+            }?;
+            let f = module.load_function(&format!("flash_v1b_pv_{}", s.d))?;
+            let cfg = LaunchConfig {
+                grid_dim: (nq.div_ceil(64), bh, 1),
+                block_dim: (128, 1, 1),
+                shared_mem_bytes: 0,
+            };
+            // SAFETY: as above.
+            unsafe {
+                st.launch_builder(&f)
+                    .arg(&*scratch)
+                    .arg(&bufs.v)
+                    .arg(&mut bufs.o)
+                    .arg(&p)
+                    .launch(cfg)
+            }?;
+        }
+        // ANCHOR_END: v1b_launch
         Version::V2Online | Version::V3Tiled => {
             let (name, rows) = if version == Version::V2Online {
                 (format!("flash_v2_{}", s.d), 128u32)

@@ -129,7 +129,7 @@ pub fn grid(quick: bool) -> Vec<Config> {
 
 fn variant(v: Version) -> &'static str {
     match v {
-        Version::V1Naive => "naive",
+        Version::V1Naive | Version::V1bNaiveBlocked => "naive",
         Version::V2Online => "online",
         Version::V3Tiled => "flash",
     }
@@ -272,7 +272,7 @@ fn run_config<T: Element>(
         times.sort_by(f64::total_cmp);
         let ms = times[times.len() / 2];
         let (bytes_model, bytes_counted) = match ver {
-            Version::V1Naive => (bytes_naive(&s, T::DTYPE), None),
+            Version::V1Naive | Version::V1bNaiveBlocked => (bytes_naive(&s, T::DTYPE), None),
             Version::V2Online => (bytes_rowwise(&s, T::DTYPE), None),
             Version::V3Tiled => {
                 let t = Tiles::for_call(s.d, c.mask);

@@ -2,7 +2,7 @@
 //! f64 reference, then time it with CUDA events, and write DESIGN's records.
 //!
 //! Grid: fp16; D in {64, 128}; N in {64, 512, 1024, 2048, 4096, 8192, 16384} with `B N = 16k` tokens
-//! and `H = 2048 / D` heads (FlashAttention's benchmark sizing); causal and not. v1 and v2 are timed only
+//! and `H = 2048 / D` heads (FlashAttention's benchmark sizing); causal and not. v1, v1b and v2 are timed only
 //! for N <= 2048 and v3 for N <= 4096 (they take seconds beyond, and v1's `S` alone is 4 GB at N = 2048).
 //!
 //! Check: batch 0, heads 0 and Hq - 1, the last `min(Nq, 128)` query rows (every key visible to them)
@@ -21,7 +21,7 @@ use crate::minimodel::numeric::{convert, DType};
 use crate::minimodel::reference::{attention_lowp, attention_ref64};
 use crate::minimodel::rng::Rng;
 use crate::minimodel::shape::{AttnShape, Mask};
-use crate::roofline::traffic::{bytes_naive, flash_traffic};
+use crate::roofline::traffic::{bytes_naive_scores, flash_traffic};
 use cudarc::driver::sys::CUdevice_attribute;
 use half::f16;
 use rayon::prelude::*;
@@ -64,7 +64,7 @@ pub fn impls_for(n: usize, d: usize) -> Vec<Impl> {
     let mut out = Vec::new();
     for version in Version::ALL {
         let limit = match version {
-            Version::V1Naive | Version::V2Online => 2048,
+            Version::V1Naive | Version::V1bNaiveMma | Version::V2Online => 2048,
             Version::V3Tiled => 4096,
             _ => usize::MAX,
         };
@@ -185,7 +185,8 @@ pub fn bytes_model(version: Version, warps: usize, s: &AttnShape, mask: Mask) ->
         (t.loaded + t.stored) as f64
     };
     match version {
-        Version::V1Naive => bytes_naive(s, dt),
+        // S and P in f32 (both naive kernels).
+        Version::V1Naive | Version::V1bNaiveMma => bytes_naive_scores(s, dt, 4),
         Version::V2Online => bytes_rowwise(s, dt),
         Version::V3Tiled => tiled(64, 64),
         Version::V4TensorCores => tiled(64, 64),
@@ -253,7 +254,8 @@ pub fn measure(
                         flops / ms / 1e9,
                         if checked { "checked" } else { "NOT CHECKED" }
                     ));
-                    let variant = if imp.version == Version::V1Naive {
+                    let naive = [Version::V1Naive, Version::V1bNaiveMma];
+                    let variant = if naive.contains(&imp.version) {
                         "naive"
                     } else {
                         "flash"
@@ -308,14 +310,21 @@ pub fn file(
 mod tests {
     use super::*;
 
-    /// Every version parses from its name, its short form and its number; v8 takes only the head
-    /// sizes its 64-column boxes fit.
+    /// Every version parses from its name, its short form and its number (v1b by its name and short
+    /// form: it shares v1's number, which means v1); v8 takes only the head sizes its 64-column boxes
+    /// fit.
     #[test]
     fn versions_parse_and_v8_takes_whole_boxes() {
         for v in Version::ALL {
             assert_eq!(Version::parse(v.name()), Some(v));
-            assert_eq!(Version::parse(&v.number().to_string()), Some(v));
+            let by_number = if v == Version::V1bNaiveMma {
+                Version::V1Naive
+            } else {
+                v
+            };
+            assert_eq!(Version::parse(&v.number().to_string()), Some(by_number));
         }
+        assert_eq!(Version::parse("v1b"), Some(Version::V1bNaiveMma));
         assert_eq!(Version::parse("v8"), Some(Version::V8Tma));
         assert_eq!(Version::FASTEST, Version::V8Tma);
         assert_eq!(Version::V8Tma.head_dims(), &[64, 128]);

@@ -6,8 +6,9 @@ use crate::measure::{MeasurementFile, Record};
 use crate::roofline::{si, sig3};
 
 /// The column order of the speed tables: our progression, then PyTorch's backends.
-pub const IMPLS: [&str; 17] = [
+pub const IMPLS: [&str; 18] = [
     "ours/v1_naive",
+    "ours/v1b_naive_mma",
     "ours/v2_online",
     "ours/v3_tiled",
     "ours/v4_tensor_cores",
@@ -160,8 +161,9 @@ fn crosscheck_table(name: &str, f: &MeasurementFile) -> String {
 /// TFLOP/s against N for every implementation at D = 128, no mask (log-log).
 fn speed_figure(f: &MeasurementFile) -> String {
     use super::figures::{loglog, Series};
-    let colours = [
+    let colours: [(u8, u8, u8); IMPLS.len()] = [
         (200, 40, 40),
+        (240, 120, 120),
         (230, 140, 30),
         (180, 160, 20),
         (120, 60, 170),

@@ -26,9 +26,11 @@ fn exp_note(f: &MeasurementFile, rate: f64) -> String {
     )
 }
 
-/// Whether a record's kernel is built on the warp-level `mma.sync` (our v4 and v5, FlashAttention-2).
+/// Whether a record's kernel is built on the warp-level `mma.sync` (our v1b, v4 and v5,
+/// FlashAttention-2).
 fn uses_mma_sync(r: &Record) -> bool {
-    r.implementation.starts_with("ours/v4")
+    r.implementation.starts_with("ours/v1b")
+        || r.implementation.starts_with("ours/v4")
         || r.implementation.starts_with("ours/v5")
         || r.implementation == "torch/flash"
 }
@@ -36,9 +38,24 @@ fn uses_mma_sync(r: &Record) -> bool {
 /// Which records make dots, and how they are drawn: (label, colour, selector).
 type Pick = (&'static str, (u8, u8, u8), fn(&Record) -> bool);
 
+/// The checked record that makes `pick`'s dot at length `n` (any length for `None`). Where several
+/// match (naive: the textbook v1 and v1b, the same passes with the Flash kernels' loops), v1b's.
+fn dot_record(f: &MeasurementFile, pick: fn(&Record) -> bool, n: Option<usize>) -> Option<&Record> {
+    let matching = || {
+        f.records
+            .iter()
+            .filter(move |r| pick(r) && r.checked && n.is_none_or(|n| r.nk == n))
+    };
+    matching()
+        .find(|r| r.implementation.starts_with("ours/v1b"))
+        .or_else(|| matching().next())
+}
+
 const CPU_PICKS: [Pick; 8] = [
+    // The naive algorithm with v3's loops (v1b), so that the dot differs from Flash's by the bytes;
+    // a file from before v1b has the textbook loops (v1) only.
     ("naive", (200, 40, 40), |r| {
-        r.implementation == "ours/v1_naive" && r.dtype == "f32" && r.d == 64 && r.mask == "none"
+        r.variant == "naive" && r.dtype == "f32" && r.d == 64 && r.mask == "none"
     }),
     ("flash", (40, 90, 200), |r| {
         r.variant == "flash"
@@ -70,8 +87,9 @@ const CPU_PICKS: [Pick; 8] = [
 ];
 
 const GPU_PICKS: [Pick; 8] = [
+    // The naive algorithm on the tensor cores (v1b) where measured, else v1.
     ("naive", (200, 40, 40), |r| {
-        r.implementation == "ours/v1_naive" && r.d == 64 && r.mask == "none"
+        r.variant == "naive" && r.d == 64 && r.mask == "none"
     }),
     ("flash v5 (ours)", (40, 90, 200), |r| {
         r.variant == "flash"
@@ -168,15 +186,14 @@ fn cards_table(files: &[(String, MeasurementFile)]) -> String {
             // N = 2048, and decode also where its fixed costs are small next to its reads. (At N = 64
             // every GPU dot is a launch: no roof applies, and both cards take the same time.)
             for n in [STRESS_SEQ_LEN, 16384, 65536] {
-                let find = |f: &'_ MeasurementFile| {
-                    f.records
-                        .iter()
-                        .find(|r| pick(r) && r.nk == n && r.checked)
-                        .cloned()
-                };
-                let (Some(ra), Some(rb)) = (find(a), find(b)) else {
+                let (Some(ra), Some(rb)) =
+                    (dot_record(a, pick, Some(n)), dot_record(b, pick, Some(n)))
+                else {
                     continue;
                 };
+                if ra.implementation != rb.implementation {
+                    continue; // one card has the naive dot's v1b, the other only v1: not the same kernel
+                }
                 if n != STRESS_SEQ_LEN && ra.variant != "paged_decode" {
                     continue;
                 }
@@ -321,7 +338,7 @@ fn machine_roofline(
         .map(|_| super::lab03::read_roof(f) * 1e9);
     for &(label, rgb, pick) in picks {
         for n in [VERB_SEQ_LEN, STRESS_SEQ_LEN] {
-            let Some(r) = f.records.iter().find(|r| pick(r) && r.nk == n && r.checked) else {
+            let Some(r) = dot_record(f, pick, Some(n)) else {
                 continue;
             };
             let intensity = r.flops / r.bytes_model;
@@ -424,9 +441,7 @@ fn machine_roofline(
     let later: Vec<String> = picks
         .iter()
         .filter_map(|&(label, _, pick)| {
-            f.records
-                .iter()
-                .find(|r| pick(r) && r.checked)
+            dot_record(f, pick, None)
                 .and_then(|r| r.measured.as_ref().map(|m| format!("{label}: {m}")))
         })
         .collect();

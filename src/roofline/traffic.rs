@@ -30,11 +30,18 @@ pub fn bytes_fused(s: &AttnShape, dt: DType) -> f64 {
 /// Slow-memory bytes of the naive three-kernel algorithm: `Q`, `K`, `V` read and `O` written per query
 /// head, plus `S` and `P` each written once and read once: `e (2 B Hq Nq D + 2 B Hq Nk D + 4 B Hq Nq Nk)`.
 pub fn bytes_naive(s: &AttnShape, dt: DType) -> f64 {
-    let e = dt.bytes() as f64;
-    let bh = (s.b * s.hq) as f64;
-    e * bh * (2.0 * (s.nq * s.d) as f64 + 2.0 * (s.nk * s.d) as f64 + 4.0 * (s.nq * s.nk) as f64)
+    bytes_naive_scores(s, dt, dt.bytes())
 }
 // ANCHOR_END: bytes
+
+/// [`bytes_naive`] with `S` and `P` stored in `score_bytes` bytes an element instead of the inputs'
+/// (the GPU's naive kernels keep them in f32: 4).
+pub fn bytes_naive_scores(s: &AttnShape, dt: DType, score_bytes: usize) -> f64 {
+    let (e, es) = (dt.bytes() as f64, score_bytes as f64);
+    let bh = (s.b * s.hq) as f64;
+    bh * (e * (2.0 * (s.nq * s.d) as f64 + 2.0 * (s.nk * s.d) as f64)
+        + es * 4.0 * (s.nq * s.nk) as f64)
+}
 
 /// Arithmetic intensity in FLOP/byte.
 pub fn intensity(flops: f64, bytes: f64) -> f64 {

@@ -7,6 +7,9 @@
 //! Changelog (each version stays, and the benches time every one of them):
 //! * `v1_naive`: three passes with `S = Q K^T` materialised, `(B, Hq, Nq, Nk)` floats: the naive dot on
 //!   the roofline. Allocates O(N^2).
+//! * `v1b_naive_blocked`: the same three passes with v3's inner loops: the tiled kernel with one tile,
+//!   `Br = Nq` and `Bc = Nk`, so its step's three passes run over the whole score matrix in memory.
+//!   Naive's bytes at v3's instruction quality: the roofline's naive dot.
 //! * `v2_online`: one pass per query row with the online-softmax state `(m, l, o)`; no `S`, but every
 //!   query row re-reads all of K and V, one dot product at a time.
 //! * `v3_tiled`: FlashAttention proper. A tile of `Br` query rows against tiles of `Bc` keys: the two
@@ -304,6 +307,29 @@ pub fn v1_naive<T: Element>(
 }
 // ANCHOR_END: v1_naive
 
+// ANCHOR: v1b_naive_blocked
+/// Version 1b, naive with v3's loops: [`tiled`] with a single tile, `Br = Nq` query rows by `Bc = Nk`
+/// keys. Its step then is [`v1_naive`]'s three passes over the whole `Nq x Nk` score matrix in memory
+/// (`S = Q K^T` in register blocks, the softmax in place with the vector `2^x`, `O = P V` in register
+/// blocks; one scratch of `Nq * Nk` floats per worker): naive's bytes, v3's instructions. (With
+/// `Nk` of 32 or 64 on AVX-512 the step fuses its passes per six rows; `S` is then at most 16 KB a
+/// head and stays in L1 either way.)
+pub fn v1b_naive_blocked<T: Element>(
+    q: &[T],
+    k: &[T],
+    v: &[T],
+    s: &AttnShape,
+    mask: Mask,
+    o: &mut [T],
+) -> Result<(), FlashError> {
+    let one_tile = Tiles {
+        br: s.nq.max(1),
+        bc: s.nk.max(1),
+    };
+    tiled(q, k, v, s, mask, o, one_tile, Isa::detect(), &NoCount)
+}
+// ANCHOR_END: v1b_naive_blocked
+
 // ANCHOR: v2_online
 /// Version 2, online: one pass over K and V per query row with the state `(m, l, o)`; no `S` is stored.
 pub fn v2_online<T: Element>(
@@ -550,6 +576,8 @@ pub fn tiled<T: Element, C: Traffic>(
 pub enum Version {
     /// [`v1_naive`].
     V1Naive,
+    /// [`v1b_naive_blocked`].
+    V1bNaiveBlocked,
     /// [`v2_online`].
     V2Online,
     /// [`v3_tiled`].
@@ -558,12 +586,18 @@ pub enum Version {
 
 impl Version {
     /// Every version, in order.
-    pub const ALL: [Version; 3] = [Version::V1Naive, Version::V2Online, Version::V3Tiled];
+    pub const ALL: [Version; 4] = [
+        Version::V1Naive,
+        Version::V1bNaiveBlocked,
+        Version::V2Online,
+        Version::V3Tiled,
+    ];
 
     /// The record name, `v1_naive` ...
     pub fn name(self) -> &'static str {
         match self {
             Version::V1Naive => "v1_naive",
+            Version::V1bNaiveBlocked => "v1b_naive_blocked",
             Version::V2Online => "v2_online",
             Version::V3Tiled => "v3_tiled",
         }
@@ -581,6 +615,7 @@ impl Version {
     ) -> Result<(), FlashError> {
         match self {
             Version::V1Naive => v1_naive(q, k, v, s, mask, o),
+            Version::V1bNaiveBlocked => v1b_naive_blocked(q, k, v, s, mask, o),
             Version::V2Online => v2_online(q, k, v, s, mask, o),
             Version::V3Tiled => v3_tiled(q, k, v, s, mask, o),
         }
