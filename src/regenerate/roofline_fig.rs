@@ -211,9 +211,9 @@ fn cards_table(files: &[(String, MeasurementFile)]) -> String {
                     by.into(),
                     format!("{}x", sig3(bb / ba)),
                     format!("{}x", sig3(ra.ms / rb.ms)),
-                    format!("{}%", sig3(100.0 * attained(&ra) / ba)),
-                    format!("{}%", sig3(100.0 * attained(&rb) / bb)),
-                    format!("{} / {}", commit_of(a, &ra), commit_of(b, &rb)),
+                    format!("{}%", sig3(100.0 * attained(ra) / ba)),
+                    format!("{}%", sig3(100.0 * attained(rb) / bb)),
+                    format!("{} / {}", commit_of(a, ra), commit_of(b, rb)),
                 ]);
             }
         }
