@@ -556,27 +556,27 @@ __device__ void v1b_scores(const T* __restrict__ q, const T* __restrict__ k, flo
 // ANCHOR_END: v1b_scores
 
 // ANCHOR: v1b_softmax
-// P_i = softmax(S_i) in place, lse_i; one warp a row, four rows a block, 16-byte loads.
-// The max, the sum and the write each walk the row; the row (Nk floats) stays in L1 after the first.
+// P_i = softmax(S_i) in place, lse_i; one warp a row, four rows a block, 16-byte loads. Two walks
+// over the row, not v1's three: the first keeps each lane's running max and sum (the online softmax of
+// Lab 00, four scores at a time), the lanes then merge theirs, and the second writes P.
 __device__ void v1b_softmax(float* S, float* lse, Params p) {
     const size_t row = (size_t)blockIdx.x * 4 + threadIdx.x / 32;
     const int lane = threadIdx.x % 32;
     if (row >= (size_t)p.b * p.hq * p.nq) return;
     const int n4 = (p.nk + 3) / 4;  // the padded row: lds / 4 float4s
     float4* s = reinterpret_cast<float4*>(S + row * 4 * n4);
-    float m = NEG_INF;
+    float m = NEG_INF, l = 0.f;
     for (int j = lane; j < n4; j += 32) {
         const float4 x = s[j];
-        m = fmaxf(m, fmaxf(fmaxf(x.x, x.y), fmaxf(x.z, x.w)));
+        const float mn = fmaxf(m, fmaxf(fmaxf(x.x, x.y), fmaxf(x.z, x.w)));
+        if (mn == NEG_INF) continue;  // nothing visible yet
+        l = l * ex2(m - mn) + ex2(x.x - mn) + ex2(x.y - mn) + ex2(x.z - mn) + ex2(x.w - mn);
+        m = mn;
     }
-    m = warp_max(m);
-    const float mu = m == NEG_INF ? 0.f : m;  // a row that sees no key: every 2^(-inf) is 0
-    float l = 0.f;
-    for (int j = lane; j < n4; j += 32) {
-        const float4 x = s[j];
-        l += ex2(x.x - mu) + ex2(x.y - mu) + ex2(x.z - mu) + ex2(x.w - mu);
-    }
-    l = warp_sum(l);
+    const float mw = warp_max(m);
+    const float mu = mw == NEG_INF ? 0.f : mw;  // a row that sees no key: every 2^(-inf) is 0
+    l = warp_sum(m == NEG_INF ? 0.f : l * ex2(m - mu));
+    m = mw;
     const float inv = l > 0.f ? 1.f / l : 0.f;
     for (int j = lane; j < n4; j += 32) {
         const float4 x = s[j];
