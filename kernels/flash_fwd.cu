@@ -18,6 +18,15 @@
 //   v1  naive: three kernels, S = QK^T materialised in global memory as f32 (B*Hq*Nq*Nk floats), a row
 //       softmax in place, then P V. 0.8-0.9 TFLOP/s at every size (timed to N = 2048; S is 4 GB there).
 //       ncu at D=64 N=2048: 24.3 GB of DRAM traffic against v5's 0.26 GB.
+//   v1b naive on the tensor cores (2026-11-28, NVIDIA H200, commit cb87d87): not a step of the
+//       progression but its control. v1's three launches and f32 S, with v4's mma.sync fragments for
+//       Q K^T and P V, 8- and 16-byte accesses, a softmax that walks each row twice (v1: three times),
+//       and P read as f32 and split into hi + lo 16-bit fragments (no rounding to compensate).
+//       Naive's bytes at the Flash kernels' instruction quality: the roofline's naive dot then measures
+//       the bytes, not the loops. D=64 N=2048: 42 TFLOP/s (v1: 0.9), 63% of its memory bound; ncu
+//       21.5 GB of DRAM traffic against the model's 17.4 GB: one extra read of S, most likely the
+//       softmax's last walk over rows that left L2 (thousands of 8 KB rows are in flight); going from
+//       three walks to two did not change the count (12.85 -> 12.91 GB read), only L2's (42 -> 38 GB).
 //   v2  online softmax, one thread per query row: no S, but every row reads K and V through L1/L2 one
 //       key at a time, two exp2 per key. 9.6 TFLOP/s at D=64 N=2048, 4.5 at D=128 (255 registers and
 //       spills: q and the D accumulators live in registers). Timed to N = 2048.

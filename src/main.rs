@@ -231,8 +231,11 @@ fn measure_cpu(root: &Path, args: &[String]) -> Result<(), String> {
                 .bandwidth_gbps_1t
                 .or(file.machine.bandwidth_gbps_1t);
             old.machine.exp_per_s = old.machine.exp_per_s.or(file.machine.exp_per_s);
-            // The read roof is the decode's: the latest run's, which re-measured it.
-            old.machine.read_gbps = file.machine.read_gbps.or(old.machine.read_gbps);
+            // The read roof is the decode's: re-measured with the decode sections, kept otherwise (a
+            // flash run beside PyTorch need not measure it undisturbed).
+            if matches!(o, "decode" | "paged") {
+                old.machine.read_gbps = file.machine.read_gbps.or(old.machine.read_gbps);
+            }
             file = old;
         }
     }

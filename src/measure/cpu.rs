@@ -49,14 +49,27 @@ impl TorchPeer {
             .spawn()
             .map_err(|e| format!("{python}: {e}"))?;
         let (stdin, stdout) = (child.stdin.take(), child.stdout.take());
-        match (stdin, stdout) {
-            (Some(stdin), Some(stdout)) => Ok(TorchPeer {
-                child,
-                stdin,
-                stdout: BufReader::new(stdout),
-            }),
-            _ => Err("no pipes to the PyTorch peer".into()),
+        let (Some(stdin), Some(stdout)) = (stdin, stdout) else {
+            return Err("no pipes to the PyTorch peer".into());
+        };
+        let mut peer = TorchPeer {
+            child,
+            stdin,
+            stdout: BufReader::new(stdout),
+        };
+        // Wait until it has imported torch and run once: importing takes seconds of CPU, which would
+        // otherwise fall on the ceilings and the first configurations timed here.
+        let mut line = String::new();
+        peer.stdout
+            .read_line(&mut line)
+            .map_err(|e| format!("PyTorch peer: {e}"))?;
+        if !line.contains("\"ready\"") {
+            return Err(format!(
+                "PyTorch peer did not report ready: {}",
+                line.trim()
+            ));
         }
+        Ok(peer)
     }
 
     /// Time configuration `c` for about `seconds` (at least one run).

@@ -30,9 +30,9 @@ pub const IMPLS: [&str; 18] = [
 /// Lab 02's tables and speed figure.
 pub fn render(files: &[(String, MeasurementFile)]) -> Vec<Artifact> {
     let gpu = files.iter().find(|(_, f)| f.machine.kind == "gpu");
-    // The speed table and figure show the card on which the most of our versions were timed (the
-    // newest kernels first run where a device was lent); the bytes and the cross-check come from the
-    // first card that has them. Table 02.4 puts every card's ratios side by side.
+    // The speed table, the figure and the DRAM bytes show the card on which the most of our versions
+    // were timed (the newest kernels first run where a device was lent); the cross-check comes from the
+    // first card. Table 02.4 puts every card's ratios side by side.
     let versions = |f: &MeasurementFile| {
         let mut v: Vec<&str> = f
             .records
@@ -57,22 +57,16 @@ pub fn render(files: &[(String, MeasurementFile)]) -> Vec<Artifact> {
             .retain(|r| r.variant == "flash" || r.variant == "naive");
         (name.clone(), f)
     };
-    let speed = speed_card.map(flash_only);
     // The flash grid only: the same file also holds lab 03's decode records.
-    let flash = gpu.map(|(name, f)| {
-        let mut f = f.clone();
-        f.records
-            .retain(|r| r.variant == "flash" || r.variant == "naive");
-        (name, f)
-    });
+    let speed = speed_card.map(flash_only);
     let check = gpu.map_or_else(
         || "*No GPU measurements are committed yet.*\n".to_string(),
         |(name, f)| crosscheck_table(name, f),
     );
-    let (speed, bytes, figure) = match (&flash, &speed) {
-        (Some((name, f)), Some((sname, sf))) => (
+    let (speed, bytes, figure) = match &speed {
+        Some((sname, sf)) => (
             speed_tables(sname, sf) + &cards_table(files),
-            bytes_table(name, f),
+            bytes_table(sname, sf),
             speed_figure(sf),
         ),
         _ => {
@@ -417,8 +411,11 @@ fn bytes_table(name: &str, f: &MeasurementFile) -> String {
     out += &format!(
         "\n*Table 02.2. `ncu --metrics dram__bytes_read.sum,dram__bytes_write.sum` over the whole launch(es), \
          beside the traffic model's slow-memory bytes for the same problem. The model charges every re-read of \
-         K and V to slow memory; the 50 MB L2 serves many of them, so the counter can fall far below the model. \
+         K and V to slow memory; the {} L2 serves many of them, so the counter can fall far below the model. \
          {}.*\n",
+        f.machine
+            .l2_bytes
+            .map_or("card's".to_string(), |b| format!("{} MiB", b / 1048576.0)),
         provenance(name, f)
     );
     out

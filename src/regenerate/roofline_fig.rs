@@ -414,6 +414,15 @@ fn machine_roofline(
             if let Some(b) = with_exps(predicted) {
                 row.extend([si(b) + "FLOP/s", share(b)]);
             }
+            // The roof with nothing overlapped: the products, the model's bytes and the exponentials
+            // one after another, FLOPs / (FLOPs / peak + bytes / bandwidth + exponentials / rate). The
+            // two-number roof's min() assumes a kernel that overlaps its loads with its arithmetic
+            // perfectly; a kernel of separate passes (naive's three) pays closer to this sum.
+            let exps_time = exp_rate.map_or(0.0, |rate| {
+                r.flops / (4.0 * r.d as f64) / (rate * share_of_rate)
+            });
+            let serial = r.flops / (r.flops / peak + r.bytes_model / bw + exps_time);
+            row.extend([si(serial) + "FLOP/s", share(serial)]);
             if let Some(all) = read_roof {
                 if r.nq == 1 && roof == "all threads" {
                     let b = (intensity * all).min(peak);
@@ -490,6 +499,7 @@ fn machine_roofline(
     if exp_rate.is_some() {
         head_r1.extend(exp_cols);
     }
+    head_r1.extend(["no overlap", "of that"]);
     if read_roof.is_some() {
         head_r1.extend(["read roof (decode)", "of that"]);
     }
@@ -514,6 +524,14 @@ fn machine_roofline(
     if let Some(rate) = exp_rate {
         md += &exp_note(f, rate);
     }
+    md += &format!(
+        "\n*No overlap: the bound of a kernel that overlaps nothing, its products at the peak, its model bytes at the \
+         bandwidth and {}one after another: FLOPs / (FLOPs / peak + bytes / bandwidth{}). The roofline bound \
+         assumes the opposite, loads fully hidden under arithmetic or the reverse; a kernel of separate passes \
+         (naive: scores, softmax, P V) sits near this one, a fused kernel can pass it.*\n",
+        if exp_rate.is_some() { "its exponentials at their rate, " } else { "" },
+        if exp_rate.is_some() { " + exponentials / rate" } else { "" },
+    );
     if let Some(rd) = read_roof {
         md += &format!(
             "\n*Read roof (decode): a kernel on all threads that only reads its cache (one query token) against \
