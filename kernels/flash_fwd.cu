@@ -135,6 +135,13 @@
 //            arrival a warp on Q's "empty" barrier (with or without a __syncwarp before it) only
 //            lane 0's read is released; every consumer thread now arrives (commit 6740c03: 0
 //            hazards).
+//         e. (2026-11-28, H200) three consumer warpgroups at D = 64 (192-row tiles, 512 threads,
+//            setmaxnreg 24 / 160; ptxas still compiles the consumers within the launch's 128 registers
+//            and spills 144 bytes): against two, gpu-probe time, both builds in one call: unmasked
+//            N = 512 319 -> 333 TFLOP/s, 2048 405 -> 473, 4096 424 -> 499, 16384 414 -> 487; causal
+//            N = 4096 385 -> 411, 16384 430 -> 466..511, equal at 2048, but 187 -> 156 at 512 and
+//            264 -> 225 at 1024 (three 192-row tiles cover 512 rows unevenly). Kept for all but causal
+//            calls up to N = 2048, which keep two (`v8_consumers`).
 //       Measured at 2dc2b67 (Table 02.1, H200): the fastest version from N = 512 on at D = 128 and
 //       at D = 64 (but causal N = 4096, where v7 is); best ours / cuDNN 0.97-1.07x at D = 128 from
 //       N = 2048, 0.76-0.89x at 512-1024, 0.69-0.95x at D = 64.
@@ -1542,10 +1549,12 @@ WG(7, 128, 4)
 // the end arriving as zeros. Each stage of K and each of V has two mbarriers: "full", on which the
 // copy engine counts the bytes it delivered, and "empty", on which each consumer warp arrives once it
 // has finished reading the stage (its wgmma waited for); Q has a pair of its own, on whose "empty" every
-// consumer thread arrives. Nothing else synchronises the block: the two consumer warpgroups run v7's
+// consumer thread arrives. Nothing else synchronises the block: the consumer warpgroups run v7's
 // overlapped steps each at its own pace, and the block is persistent (`ws_block`). The producer gives
 // up registers (`setmaxnreg.dec` to 40) so that the consumers can take 232 (`setmaxnreg.inc`) under the
-// 384-thread launch's 168 (128 x 40 + 256 x 232 = 384 x 168 registers).
+// 384-thread launch's 168 (128 x 40 + 256 x 232 = 384 x 168 registers). At D = 64 a block has three
+// consumer warpgroups (NWG = 3: 192 query rows share each K/V tile, 512 threads, 24 and 160
+// registers) except for short causal calls (`v8_consumers` in src/gpu/flash.rs).
 // ANCHOR_END: v8_intro
 struct __align__(64) TensorMap {
     unsigned long long opaque[16];
@@ -1584,18 +1593,18 @@ __device__ __forceinline__ void tma_box(void* dst, const TensorMap* map, int c0,
 // ANCHOR_END: mbarrier
 
 // ANCHOR: ws_block
-// One block an SM, persistent: consumer warpgroups 0 and 1 (query rows 64w..64w+63 of a 128-row tile,
-// as v7's two-warpgroup block), producer warpgroup 2. The block walks work items, (query tile, head)
+// One block an SM, persistent: consumer warpgroups 0 .. NWG-1 (query rows 64w..64w+63 of a 64 NWG-row
+// tile, as v7's two-warpgroup block when NWG = 2), producer warpgroup NWG. The block walks work items, (query tile, head)
 // pairs in v7's `work_item` order, taking the next from a counter in global memory each time its
 // producer is free (dynamic scheduling: with a causal mask items are unequal). So the next item's Q
 // and first K/V tiles are loaded while the consumers finish the last one: the start of an item (its
 // loads, its first S, which nothing overlaps) is no longer paid once per 128 rows, and launching
-// thousands of short blocks is paid once. Shared memory: Q (128 x D), STAGES stages of K, STAGES of V
+// thousands of short blocks is paid once. Shared memory: Q (64 NWG x D), STAGES stages of K, STAGES of V
 // (128 x D each), the barriers, the current item and v7's one word a consumer thread.
-template <typename T, int D, int STAGES>
+template <typename T, int D, int STAGES, int NWG>
 __device__ void flash_ws(const TensorMap* tq, const TensorMap* tk, const TensorMap* tv, T* __restrict__ o,
                          float* __restrict__ lse, Params p, unsigned* sched) {
-    constexpr int NWG = 2, BR = 128, BC = 128;
+    constexpr int BR = 64 * NWG, BC = 128;
     constexpr unsigned TILE_BYTES = BC * D * sizeof(T);
     extern __shared__ __align__(1024) unsigned char smem_raw[];
     T* Qs = reinterpret_cast<T*>(smem_raw + ((1024 - (smem_addr(smem_raw) & 1023)) & 1023));
@@ -1636,7 +1645,11 @@ __device__ void flash_ws(const TensorMap* tq, const TensorMap* tk, const TensorM
 
     // ANCHOR: ws_producer
     if (wg == NWG) {
-        asm volatile("setmaxnreg.dec.sync.aligned.u32 40;\n" ::: "memory");
+        if constexpr (NWG == 3) {
+            asm volatile("setmaxnreg.dec.sync.aligned.u32 24;\n" ::: "memory");
+        } else {
+            asm volatile("setmaxnreg.dec.sync.aligned.u32 40;\n" ::: "memory");
+        }
         if (tid == 128 * NWG) {
             int kv = 0;  // K/V tiles loaded so far: tile kv goes to stage kv % STAGES
             for (int n = 0;; ++n) {
@@ -1680,7 +1693,11 @@ __device__ void flash_ws(const TensorMap* tq, const TensorMap* tk, const TensorM
         return;
     }
     // ANCHOR_END: ws_producer
-    asm volatile("setmaxnreg.inc.sync.aligned.u32 232;\n" ::: "memory");
+    if constexpr (NWG == 3) {  // 128 x 24 + 384 x 160 <= 65536
+        asm volatile("setmaxnreg.inc.sync.aligned.u32 160;\n" ::: "memory");
+    } else {
+        asm volatile("setmaxnreg.inc.sync.aligned.u32 232;\n" ::: "memory");
+    }
 
     // ANCHOR: ws_consumer
     const int warp = (tid / 32) % 4, lane = tid % 32, g = lane >> 2, tg = lane & 3;
@@ -1784,17 +1801,20 @@ __device__ void flash_ws(const TensorMap* tq, const TensorMap* tk, const TensorM
 }
 
 // Tensor maps are kernel parameters (__grid_constant__: the copy instruction takes their address).
-#define WS(DD, S)                                                                                       \
-    extern "C" __global__ void __launch_bounds__(384, 1)                                                \
-        flash_v8_##DD##_s##S(const __grid_constant__ TensorMap tq, const __grid_constant__ TensorMap tk, \
-                             const __grid_constant__ TensorMap tv, elem_t* o, float* lse, Params p,     \
-                             unsigned* sched) {                                                         \
-        flash_ws<elem_t, DD, S>(&tq, &tk, &tv, o, lse, p, sched);                                       \
+#define WS(DD, S, C)                                                                                    \
+    extern "C" __global__ void __launch_bounds__(128 * (C + 1), 1)                                      \
+        flash_v8_##DD##_s##S##_c##C(const __grid_constant__ TensorMap tq,                               \
+                                    const __grid_constant__ TensorMap tk,                               \
+                                    const __grid_constant__ TensorMap tv, elem_t* o, float* lse,        \
+                                    Params p, unsigned* sched) {                                        \
+        flash_ws<elem_t, DD, S, C>(&tq, &tk, &tv, o, lse, p, sched);                                    \
     }
-WS(64, 2)
-WS(64, 4)
-WS(128, 2)
-WS(128, 3)
+WS(64, 2, 2)
+WS(64, 4, 2)
+WS(64, 2, 3)
+WS(64, 4, 3)
+WS(128, 2, 2)
+WS(128, 3, 2)
 #endif  // FA_VERSION == 8
 #endif  // FA_VERSION >= 6
 #endif  // FA_VERSION >= 4

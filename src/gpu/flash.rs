@@ -261,12 +261,29 @@ pub fn v8_stage_choices(d: usize) -> &'static [usize] {
     }
 }
 
-/// v8's dynamic shared memory for head size `d` and `stages` K/V stages: Q and the stages of K and V
-/// (128 rows each, 16-bit), 1 KB to align the first tile on 1024 bytes, the barriers (Q full and
-/// empty, and full and empty for each stage of K and of V), the current work item and one word a
-/// consumer thread.
-pub fn v8_smem_bytes(d: usize, stages: usize) -> usize {
-    (128 + 2 * stages * 128) * d * 2 + 1024 + 8 * (2 + 4 * stages) + 4 + 256 * 4
+/// v8's consumer warpgroups (64 query rows each) for head size `d`, `nq` query rows and the mask:
+/// three at D = 64 (192 rows share each K/V tile, FlashAttention-3's shape there), except causal up to
+/// N = 2048, where a 192-row tile leaves too few and too unequal items (H200, one call, against two:
+/// +4..+18% unmasked from N = 512 and causal from N = 4096, equal causal at 2048, 15-17% slower
+/// causal at 512-1024); two above D = 64.
+pub fn v8_consumers(d: usize, nq: usize, causal: bool) -> usize {
+    if d <= 64 && !(causal && nq <= 2048) {
+        3
+    } else {
+        2
+    }
+}
+
+/// v8's dynamic shared memory for head size `d`, `stages` K/V stages and `consumers` warpgroups: Q (64
+/// rows a consumer warpgroup) and the stages of K and V (128 rows each, 16-bit), 1 KB to align the first
+/// tile on 1024 bytes, the barriers (Q full and empty, and full and empty for each stage of K and of V),
+/// the current work item and one word a consumer thread.
+pub fn v8_smem_bytes(d: usize, stages: usize, consumers: usize) -> usize {
+    (64 * consumers + 2 * stages * 128) * d * 2
+        + 1024
+        + 8 * (2 + 4 * stages)
+        + 4
+        + 128 * consumers * 4
 }
 
 /// The warps per block `version` runs with by default; for v8, whose block is always 12 warps (two
@@ -574,20 +591,21 @@ pub fn forward_with<T: GpuElement>(
             } else {
                 choices[0]
             };
-            let f = module.load_function(&format!("flash_v8_{}_s{stages}", s.d))?;
-            let [tq, tk, tv] = v8_maps(dev, bufs)?;
+            let consumers = v8_consumers(s.d, s.nq, mask.causal);
+            let f = module.load_function(&format!("flash_v8_{}_s{stages}_c{consumers}", s.d))?;
+            let [tq, tk, tv] = v8_maps(dev, bufs, 64 * v8_consumers(s.d, s.nq, mask.causal))?;
             if bufs.sched.is_none() {
                 bufs.sched = Some(st.alloc_zeros::<u32>(2)?);
             }
-            let br = 128;
-            let smem = v8_smem_bytes(s.d, stages) as u32;
+            let br = 64 * consumers;
+            let smem = v8_smem_bytes(s.d, stages, consumers) as u32;
             f.set_attribute(MAX_DYNAMIC_SMEM, smem as i32)?;
             // Persistent: one block an SM (at most one per work item), each taking items from the
             // counter in `sched` until none is left; the last block to finish sets it back to zero.
             let items = nq.div_ceil(br as u32) * (s.b * s.hq) as u32;
             let cfg = LaunchConfig {
                 grid_dim: (items.min(dev.sm_count()), 1, 1),
-                block_dim: (384, 1, 1),
+                block_dim: (128 * (consumers as u32 + 1), 1, 1),
                 shared_mem_bytes: smem,
             };
             let sched = bufs.sched.as_mut().expect("allocated above");
@@ -611,14 +629,19 @@ pub fn forward_with<T: GpuElement>(
     Ok(())
 }
 
-/// What v8's tensor maps were made for: the device addresses of q, k and v, and the shape.
-type MapsKey = ([u64; 3], AttnShape);
+/// What v8's tensor maps were made for: the device addresses of q, k and v, the shape, and the rows of
+/// Q's box.
+type MapsKey = ([u64; 3], AttnShape, usize);
 
-/// v8's tensor maps over `bufs.q`, `bufs.k` and `bufs.v` (boxes of 64 columns x 128 rows of one head),
-/// made once for the allocations they describe and kept with the buffers: encoding them is host work
-/// that would otherwise run before every timed launch. Made again when the buffers or the shape they
-/// claim (a public field) change.
-fn v8_maps<T: GpuElement>(dev: &Device, bufs: &mut Buffers<T>) -> Result<[TensorMap; 3], GpuError> {
+/// v8's tensor maps over `bufs.q` (boxes of 64 columns x `q_rows` rows of one head: the block's query
+/// tile), `bufs.k` and `bufs.v` (64 x 128), made once for the allocations they describe and kept with
+/// the buffers: encoding them is host work that would otherwise run before every timed launch. Made
+/// again when the buffers, the shape they claim (a public field) or Q's box change.
+fn v8_maps<T: GpuElement>(
+    dev: &Device,
+    bufs: &mut Buffers<T>,
+    q_rows: usize,
+) -> Result<[TensorMap; 3], GpuError> {
     let st = dev.stream();
     let key = (
         [
@@ -627,6 +650,7 @@ fn v8_maps<T: GpuElement>(dev: &Device, bufs: &mut Buffers<T>) -> Result<[Tensor
             bufs.v.device_ptr(st).0,
         ],
         bufs.shape,
+        q_rows,
     );
     if let Some((k, maps)) = &bufs.maps {
         if *k == key {
@@ -635,7 +659,7 @@ fn v8_maps<T: GpuElement>(dev: &Device, bufs: &mut Buffers<T>) -> Result<[Tensor
     }
     let s = bufs.shape;
     let maps = [
-        kv_map(dev, &bufs.q, s.b * s.hq, s.nq, s.d, 128)?,
+        kv_map(dev, &bufs.q, s.b * s.hq, s.nq, s.d, q_rows)?,
         kv_map(dev, &bufs.k, s.b * s.hkv, s.nk, s.d, 128)?,
         kv_map(dev, &bufs.v, s.b * s.hkv, s.nk, s.d, 128)?,
     ];

@@ -193,7 +193,7 @@ pub fn bytes_model(version: Version, warps: usize, s: &AttnShape, mask: Mask) ->
         Version::V5CpAsync => tiled(16 * warps, 64),
         Version::V6Wgmma => tiled(128, 128),
         Version::V7Overlap => tiled(16 * warps, 128),
-        Version::V8Tma => tiled(128, 128),
+        Version::V8Tma => tiled(64 * flash::v8_consumers(s.d, s.nq, mask.causal), 128),
     }
 }
 
@@ -352,12 +352,23 @@ mod tests {
             assert!(timed.contains(&"ours/v8_tma".to_string()), "{timed:?}");
             assert!(timed.contains(&other.name(d, 2048)), "{timed:?}");
         }
-        // The stage counts fit an SM's 227 KB: Q and the stages of K and V at 128 rows each.
+        // The stage counts fit an SM's 227 KB with either consumer count: Q (64 rows a consumer
+        // warpgroup) and the stages of K and V at 128 rows each.
         for d in [64, 128] {
             for &st in flash::v8_stage_choices(d) {
-                let bytes = flash::v8_smem_bytes(d, st);
-                assert!(bytes <= 227 * 1024, "D={d} stages={st}: {bytes} bytes");
+                for c in [2, 3] {
+                    let bytes = flash::v8_smem_bytes(d, st, c);
+                    assert!(
+                        bytes <= 227 * 1024,
+                        "D={d} stages={st} c={c}: {bytes} bytes"
+                    );
+                }
             }
         }
+        // Three consumers at D = 64 but for short causal calls; two at D = 128.
+        assert_eq!(flash::v8_consumers(64, 2048, false), 3);
+        assert_eq!(flash::v8_consumers(64, 512, true), 2);
+        assert_eq!(flash::v8_consumers(64, 4096, true), 3);
+        assert_eq!(flash::v8_consumers(128, 16384, false), 2);
     }
 }
