@@ -352,11 +352,14 @@ mod tests {
             assert!(timed.contains(&"ours/v8_tma".to_string()), "{timed:?}");
             assert!(timed.contains(&other.name(d, 2048)), "{timed:?}");
         }
-        // The stage counts fit an SM's 227 KB with either consumer count: Q (64 rows a consumer
-        // warpgroup) and the stages of K and V at 128 rows each.
+        // The stage counts fit an SM's 227 KB with the consumer counts each head size uses: Q (64 rows a
+        // consumer warpgroup) and the stages of K and V at 128 rows each.
         for d in [64, 128] {
             for &st in flash::v8_stage_choices(d) {
-                for c in [2, 3] {
+                for c in [
+                    flash::v8_consumers(d, 512, true),
+                    flash::v8_consumers(d, 4096, false),
+                ] {
                     let bytes = flash::v8_smem_bytes(d, st, c);
                     assert!(
                         bytes <= 227 * 1024,
