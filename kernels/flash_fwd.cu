@@ -136,8 +136,9 @@
 //            lane 0's read is released; every consumer thread now arrives (commit 6740c03: 0
 //            hazards).
 //         e. (2026-11-28, H200) three consumer warpgroups at D = 64 (192-row tiles, 512 threads,
-//            setmaxnreg 24 / 160; ptxas still compiles the consumers within the launch's 128 registers
-//            and spills 144 bytes): against two, gpu-probe time, both builds in one call: unmasked
+//            setmaxnreg 24 / 160; ptxas spills 144 bytes, by compiling with other budgets about 44 of
+//            them the producer's and the rest the consumers'; at 152 every wgmma is serialised, C7512):
+//            against two, gpu-probe time, both builds in one call: unmasked
 //            N = 512 319 -> 333 TFLOP/s, 2048 405 -> 473, 4096 424 -> 499, 16384 414 -> 487; causal
 //            N = 4096 385 -> 411, 16384 430 -> 466..511, equal at 2048, but 187 -> 156 at 512 and
 //            264 -> 225 at 1024 (three 192-row tiles cover 512 rows unevenly). Kept for all but causal
