@@ -270,6 +270,18 @@ pub fn report(v: &Variant, machine: &Ceilings) -> String {
         tm = si(p.flops / machine.peak_flops),
         tc = si(p.bytes / machine.bandwidth),
     );
+    // Nothing overlapped: the products, the bytes and the exponentials one after another (Table R.1's
+    // "no overlap" column), what a kernel of separate passes pays.
+    let serial = {
+        let t_exp = machine.exp_rate.map_or(0.0, |rate| p.exps / rate);
+        let t = p.flops / machine.peak_flops + bytes / machine.bandwidth + t_exp;
+        format!(
+            "no overlap time >= {t}s if nothing runs under anything else (T_math + T_comms{e}): what \
+             a kernel of separate passes pays, naive's three among them\n",
+            t = si(t),
+            e = if machine.exp_rate.is_some() { " + T_exp" } else { "" },
+        )
+    };
     // Decode (one query token) only reads its cache: the measured read rate is its roof.
     let read = match machine.read_bandwidth {
         Some(rd) if v.shape.nq == 1 => {
@@ -284,7 +296,7 @@ pub fn report(v: &Variant, machine: &Ceilings) -> String {
         }
         _ => String::new(),
     };
-    head + &cached + &exps + &read
+    head + &cached + &exps + &serial + &read
 }
 
 /// The H100 datasheet, or a machine's measured ceilings given as `(name, GFLOP/s, GB/s)`.
@@ -309,6 +321,24 @@ mod tests {
 
     fn words(s: &str) -> Vec<String> {
         s.split_whitespace().map(String::from).collect()
+    }
+
+    /// The no-overlap line is the sum of the three times the other lines give (H100 datasheet, whose
+    /// exponential rate is the guide's): for naive at N = 2048 the sum of T_math, T_comms and T_exp.
+    #[test]
+    fn no_overlap_is_the_sum_of_the_three_times() {
+        let (v, _) = parse(&words("kind=naive b=8 hq=32 n=2048 d=64 dtype=f16")).unwrap();
+        let m = H100_SXM_DATASHEET;
+        let p = predict(&v, &m);
+        let t_exp = m.exp_rate.map_or(0.0, |r| p.exps / r);
+        let sum = p.flops / m.peak_flops + p.bytes / m.bandwidth + t_exp;
+        assert!(sum > p.seconds, "the sum exceeds the max");
+        let line = report(&v, &m)
+            .lines()
+            .find(|l| l.starts_with("no overlap"))
+            .expect("a no-overlap line")
+            .to_string();
+        assert!(line.contains(&format!(">= {}s", si(sum))), "{line}");
     }
 
     #[test]
