@@ -212,6 +212,45 @@ fn bf16_tensor_core_versions_match() {
     );
 }
 
+/// MiniGPT's own attention (8 heads of 32, the verb sequence and the stress length, every kv-head
+/// grouping it has) through the crate's fastest path: v7 there, since v8's boxes need D = 64 or 128.
+#[test]
+fn minigpt_runs_on_the_fastest_path() {
+    use modern_attention::minimodel::config::{MiniGptConfig, STRESS_SEQ_LEN, VERB_SEQ_LEN};
+    let Some(dev) = device() else { return };
+    let mut failures = Vec::new();
+    for (i, kv) in [8, 4, 2, 1].into_iter().enumerate() {
+        let cfg = MiniGptConfig::MINIGPT.with_kv_heads(kv).unwrap();
+        for n in [VERB_SEQ_LEN, STRESS_SEQ_LEN] {
+            for mask in [Mask::NONE, Mask::CAUSAL] {
+                let s = cfg.attn_shape(2, n).unwrap();
+                let c: Case<f16> = make_case(s, mask, 7000 + i as u64 + n as u64);
+                let mut bufs = Buffers::upload(&dev, c.shape, &c.q, &c.k, &c.v).unwrap();
+                let ver = flash::forward_fastest(&dev, &mut bufs, mask).unwrap();
+                assert_eq!(ver, Version::fastest_for(s.d));
+                let (o, lse) = bufs.download(&dev).unwrap();
+                let got: Vec<f64> = o.iter().map(|x| x.to_f64()).collect();
+                let name = format!("{} MiniGPT Hkv={kv} N={n} {}", ver.name(), mask.name());
+                let lse_err = lse_max_err(&lse, &c.lse64);
+                match attn_close(
+                    &name,
+                    &got,
+                    &c.lowp,
+                    &c.ref64,
+                    DType::F16,
+                    n,
+                    Some(FP16_BAR),
+                ) {
+                    Ok(r) if lse_err <= 1e-3 => println!("ok   {r} | lse err {lse_err:.2e}"),
+                    Ok(r) => failures.push(format!("{r}: lse err {lse_err:.2e}")),
+                    Err(e) => failures.push(e.to_string()),
+                }
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
 /// Invalid calls come back as typed errors before anything is launched.
 #[test]
 fn refuses_invalid_calls() {

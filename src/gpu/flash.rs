@@ -108,6 +108,15 @@ impl Version {
         }
     }
 
+    /// The fastest version that takes head size `d`: v8 at D = 64 and 128, v7 at the other sizes the
+    /// tensor-core versions are compiled for (MiniGPT's D = 32 among them), v1 (any D) otherwise.
+    pub fn fastest_for(d: usize) -> Version {
+        [Version::FASTEST, Version::V7Overlap]
+            .into_iter()
+            .find(|v| v.head_dims().contains(&d))
+            .unwrap_or(Version::V1Naive)
+    }
+
     /// Parse `v1`, `v1_naive`, `1` (v1, not v1b), `v1b`, ...
     pub fn parse(s: &str) -> Option<Version> {
         Version::ALL.into_iter().find(|v| {
@@ -354,6 +363,18 @@ pub fn forward<T: GpuElement>(
 ) -> Result<(), GpuError> {
     let warps = default_warps(version, bufs.shape.d, bufs.shape.nq);
     forward_with(dev, version, bufs, mask, warps)
+}
+
+/// Run the fastest version for the buffers' head size ([`Version::fastest_for`]) with its default
+/// knob; returns the version that ran.
+pub fn forward_fastest<T: GpuElement>(
+    dev: &Device,
+    bufs: &mut Buffers<T>,
+    mask: Mask,
+) -> Result<Version, GpuError> {
+    let version = Version::fastest_for(bufs.shape.d);
+    forward(dev, version, bufs, mask)?;
+    Ok(version)
 }
 
 // ANCHOR: forward_checks

@@ -325,6 +325,11 @@ mod tests {
             assert_eq!(Version::parse(&v.number().to_string()), Some(by_number));
         }
         assert_eq!(Version::parse("v1b"), Some(Version::V1bNaiveMma));
+        // The fastest path for every head size: v8 where it is compiled, v7 at MiniGPT's 32, v1 else.
+        assert_eq!(Version::fastest_for(64), Version::V8Tma);
+        assert_eq!(Version::fastest_for(128), Version::V8Tma);
+        assert_eq!(Version::fastest_for(32), Version::V7Overlap);
+        assert_eq!(Version::fastest_for(48), Version::V1Naive);
         assert_eq!(Version::parse("v8"), Some(Version::V8Tma));
         assert_eq!(Version::FASTEST, Version::V8Tma);
         assert_eq!(Version::V8Tma.head_dims(), &[64, 128]);
