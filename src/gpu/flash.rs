@@ -108,6 +108,7 @@ impl Version {
         }
     }
 
+    // ANCHOR: fastest
     /// The fastest version that takes head size `d`: v8 at D = 64 and 128, v7 at the other sizes the
     /// tensor-core versions are compiled for (MiniGPT's D = 32 among them), v1 (any D) otherwise.
     pub fn fastest_for(d: usize) -> Version {
@@ -116,6 +117,7 @@ impl Version {
             .find(|v| v.head_dims().contains(&d))
             .unwrap_or(Version::V1Naive)
     }
+    // ANCHOR_END: fastest
 
     /// Parse `v1`, `v1_naive`, `1` (v1, not v1b), `v1b`, ...
     pub fn parse(s: &str) -> Option<Version> {
