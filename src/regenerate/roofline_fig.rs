@@ -612,6 +612,42 @@ mod tests {
         assert!(md.contains("500 TFLOP/s measured with `mma_rate`"), "{md}");
     }
 
+    /// The naive dot is v1b's where a file has it (the naive algorithm with the Flash kernels' loops)
+    /// and v1's otherwise; the no-overlap column is in every Table R.1.
+    #[test]
+    fn the_naive_dot_prefers_v1b() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("measurements");
+        let files = crate::measure::load_all(&dir).expect("readable measurements");
+        for (name, f) in files.iter().filter(|(_, f)| f.machine.kind == "gpu") {
+            let picks = &GPU_PICKS[..1];
+            let (_, md) = machine_roofline(name, f, picks, "");
+            assert!(md
+                .lines()
+                .next()
+                .is_some_and(|h| h.contains("| no overlap | of that |")));
+            let has_v1b = f
+                .records
+                .iter()
+                .any(|r| r.implementation == "ours/v1b_naive_mma" && r.checked);
+            let row = md
+                .lines()
+                .find(|l| l.starts_with("| naive, N=2048"))
+                .expect("a naive dot");
+            let want = if has_v1b {
+                "`ours/v1b_naive_mma`"
+            } else {
+                "`ours/v1_naive`"
+            };
+            assert!(row.contains(want), "{name}: {row}");
+            // Without v1b's records the same file falls back to v1.
+            let mut g = f.clone();
+            g.records
+                .retain(|r| r.implementation != "ours/v1b_naive_mma");
+            let (_, md) = machine_roofline(name, &g, picks, "");
+            assert!(md.contains("| naive, N=2048 | `ours/v1_naive`"), "{md}");
+        }
+    }
+
     /// With a read rate in a CPU file, Table R.1 judges the all-thread decode dot (paged decode) against
     /// min(peak, intensity x read), and no other dot (the one-thread decode dots and the prefill dots
     /// get a dash).
