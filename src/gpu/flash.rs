@@ -413,76 +413,43 @@ pub fn forward_with<T: GpuElement>(
     let st = dev.stream();
     let nq = s.nq as u32;
     match version {
-        Version::V1Naive => {
-            let need = s.b * s.hq * s.nq * s.nk;
-            if bufs.scratch.as_ref().is_none_or(|x| x.len() < need) {
-                bufs.scratch = None; // free the old one first
-                                     // SAFETY: every element of S the later kernels read is written by the scores kernel.
-                bufs.scratch = Some(unsafe { st.alloc::<f32>(need) }?);
-            }
-            check_fits("Nq (v1 grid)", s.nq, 65_535)?;
-            let scratch = bufs.scratch.as_mut().expect("allocated above");
-            let f = module.load_function("flash_v1_scores")?;
-            let cfg = LaunchConfig {
-                grid_dim: ((s.nk as u32).div_ceil(128), nq, bh),
-                block_dim: (128, 1, 1),
-                shared_mem_bytes: 0,
+        // v1 and v1b: the same three launches (scores into S, softmax in place, P V) with their own
+        // kernels and grids; v1b pads S's rows to a multiple of 4 floats (its 16-byte accesses).
+        Version::V1Naive | Version::V1bNaiveMma => {
+            let mma = version == Version::V1bNaiveMma;
+            let lds = if mma { s.nk.div_ceil(4) * 4 } else { s.nk };
+            let nk = s.nk as u32;
+            let (scores, softmax, pv, scores_grid, pv_grid, pv_block) = if mma {
+                check_fits("Nq / 64 (v1b grid)", s.nq.div_ceil(64), 65_535)?;
+                (
+                    format!("flash_v1b_scores_{}", s.d),
+                    "flash_v1b_softmax",
+                    format!("flash_v1b_pv_{}", s.d),
+                    (nk.div_ceil(64), nq.div_ceil(64), bh),
+                    (nq.div_ceil(64), bh, 1),
+                    128,
+                )
+            } else {
+                check_fits("Nq (v1 grid)", s.nq, 65_535)?;
+                (
+                    "flash_v1_scores".to_string(),
+                    "flash_v1_softmax",
+                    "flash_v1_pv".to_string(),
+                    (nk.div_ceil(128), nq, bh),
+                    (nq, bh, 1),
+                    s.d as u32, // one thread per output column
+                )
             };
-            // SAFETY: argument types and order match the kernel; sizes were validated above.
-            unsafe {
-                st.launch_builder(&f)
-                    .arg(&bufs.q)
-                    .arg(&bufs.k)
-                    .arg(&mut *scratch)
-                    .arg(&p)
-                    .launch(cfg)
-            }?;
-            let rows = (s.b * s.hq * s.nq) as u32;
-            let f = module.load_function("flash_v1_softmax")?;
-            let cfg = LaunchConfig {
-                grid_dim: (rows.div_ceil(4), 1, 1),
-                block_dim: (128, 1, 1),
-                shared_mem_bytes: 0,
-            };
-            // SAFETY: as above.
-            unsafe {
-                st.launch_builder(&f)
-                    .arg(&mut *scratch)
-                    .arg(&mut bufs.lse)
-                    .arg(&p)
-                    .launch(cfg)
-            }?;
-            let f = module.load_function("flash_v1_pv")?;
-            let cfg = LaunchConfig {
-                grid_dim: (nq, bh, 1),
-                block_dim: (s.d as u32, 1, 1),
-                shared_mem_bytes: 0,
-            };
-            // SAFETY: as above.
-            unsafe {
-                st.launch_builder(&f)
-                    .arg(&*scratch)
-                    .arg(&bufs.v)
-                    .arg(&mut bufs.o)
-                    .arg(&p)
-                    .launch(cfg)
-            }?;
-        }
-        // ANCHOR: v1b_launch
-        Version::V1bNaiveMma => {
-            // S's rows padded to a multiple of 4 floats (the kernels' 16-byte accesses).
-            let lds = s.nk.div_ceil(4) * 4;
             let need = s.b * s.hq * s.nq * lds;
             if bufs.scratch.as_ref().is_none_or(|x| x.len() < need) {
                 bufs.scratch = None; // free the old one first
                                      // SAFETY: every element of S the later kernels read is written by the scores kernel.
                 bufs.scratch = Some(unsafe { st.alloc::<f32>(need) }?);
             }
-            check_fits("Nq / 64 (v1b grid)", s.nq.div_ceil(64), 65_535)?;
             let scratch = bufs.scratch.as_mut().expect("allocated above");
-            let f = module.load_function(&format!("flash_v1b_scores_{}", s.d))?;
+            let f = module.load_function(&scores)?;
             let cfg = LaunchConfig {
-                grid_dim: ((s.nk as u32).div_ceil(64), nq.div_ceil(64), bh),
+                grid_dim: scores_grid,
                 block_dim: (128, 1, 1),
                 shared_mem_bytes: 0,
             };
@@ -496,7 +463,7 @@ pub fn forward_with<T: GpuElement>(
                     .launch(cfg)
             }?;
             let rows = (s.b * s.hq * s.nq) as u32;
-            let f = module.load_function("flash_v1b_softmax")?;
+            let f = module.load_function(softmax)?;
             let cfg = LaunchConfig {
                 grid_dim: (rows.div_ceil(4), 1, 1),
                 block_dim: (128, 1, 1),
@@ -510,10 +477,10 @@ pub fn forward_with<T: GpuElement>(
                     .arg(&p)
                     .launch(cfg)
             }?;
-            let f = module.load_function(&format!("flash_v1b_pv_{}", s.d))?;
+            let f = module.load_function(&pv)?;
             let cfg = LaunchConfig {
-                grid_dim: (nq.div_ceil(64), bh, 1),
-                block_dim: (128, 1, 1),
+                grid_dim: pv_grid,
+                block_dim: (pv_block, 1, 1),
                 shared_mem_bytes: 0,
             };
             // SAFETY: as above.
@@ -526,7 +493,6 @@ pub fn forward_with<T: GpuElement>(
                     .launch(cfg)
             }?;
         }
-        // ANCHOR_END: v1b_launch
         Version::V2Online | Version::V3Tiled => {
             let (name, rows) = if version == Version::V2Online {
                 (format!("flash_v2_{}", s.d), 128u32)
