@@ -143,6 +143,19 @@
 //            N = 4096 385 -> 411, 16384 430 -> 466..511, equal at 2048, but 187 -> 156 at 512 and
 //            264 -> 225 at 1024 (three 192-row tiles cover 512 rows unevenly). Kept for all but causal
 //            calls up to N = 2048, which keep two (`v8_consumers`).
+//         f. (2026-11-28, H200) two Q tiles where they fit (every kernel but D = 128 with three
+//            stages): the producer takes the next item and asks for its Q once the current item's
+//            first K/V tile is on its way, and the consumers issue the next item's first S with this
+//            item's last P V, computing its exponentials while P V runs, then store this item's O
+//            (`ws_next_item`). Against the f88157a build, gpu-probe time, both builds twice in one
+//            call (old, new, old, new): D = 128 N = 512 436 -> 444 TFLOP/s, causal 254 -> 275; 1024
+//            +1.4% / +2.2%; 2048 +1.0% / +0.4%; D = 64 N = 512 333 -> 343, causal 187 -> 191; 1024
+//            +1.3% / +1.8%; from N = 4096 within -2.3..+6% (noise of that size between the two
+//            runs of one build there). The one-Q-tile kernel's code moved too and gained as much
+//            unmasked (D = 128, three stages, N = 512 434 -> 444): there the gain is the rewritten
+//            loop's, not the overlap's. The overlap shows at D = 128 causal N = 512 (+8.5% against
+//            +1.4% for the one-Q-tile kernel). Checked: flash_gpu 1948 ok, memcheck 0 errors,
+//            racecheck 0 hazards.
 //       Measured at 2dc2b67 (Table 02.1, H200): the fastest version from N = 512 on at D = 128 and
 //       at D = 64 (but causal N = 4096, where v7 is); best ours / cuDNN 0.97-1.07x at D = 128 from
 //       N = 2048, 0.76-0.89x at 512-1024, 0.69-0.95x at D = 64.
@@ -1595,28 +1608,36 @@ __device__ __forceinline__ void tma_box(void* dst, const TensorMap* map, int c0,
 
 // ANCHOR: ws_block
 // One block an SM, persistent: consumer warpgroups 0 .. NWG-1 (query rows 64w..64w+63 of a 64 NWG-row
-// tile, as v7's two-warpgroup block when NWG = 2), producer warpgroup NWG. The block walks work items, (query tile, head)
-// pairs in v7's `work_item` order, taking the next from a counter in global memory each time its
-// producer is free (dynamic scheduling: with a causal mask items are unequal). So the next item's Q
-// and first K/V tiles are loaded while the consumers finish the last one: the start of an item (its
-// loads, its first S, which nothing overlaps) is no longer paid once per 128 rows, and launching
-// thousands of short blocks is paid once. Shared memory: Q (64 NWG x D), STAGES stages of K, STAGES of V
-// (128 x D each), the barriers, the current item and v7's one word a consumer thread.
+// tile, as v7's two-warpgroup block when NWG = 2), producer warpgroup NWG. The block walks work items,
+// (query tile, head) pairs in v7's `work_item` order, taking the next from a counter in global memory
+// (dynamic scheduling: with a causal mask items are unequal), so launching thousands of short blocks is
+// paid once. Where shared memory holds two Q tiles (QB = 2: every shape but D = 128 with three stages),
+// the producer takes item n + 1 and asks for its Q as soon as item n's first K/V tile is on its way, and
+// the consumers start item n + 1 under item n's end: its first S = Q K^T is issued with item n's last
+// P V and its exponentials run while that P V does, then item n's O is stored (`ws_consumer`). With one
+// Q tile the next item's Q can only be asked for once the last S has read this one, and an item's start
+// (its Q's load, its first S and softmax, which nothing overlaps) is paid in full. Shared memory: QB Q
+// tiles (64 NWG x D), STAGES stages of K, STAGES of V (128 x D each), the barriers, the items in hand and
+// v7's one word a consumer thread.
 template <typename T, int D, int STAGES, int NWG>
 __device__ void flash_ws(const TensorMap* tq, const TensorMap* tk, const TensorMap* tv, T* __restrict__ o,
                          float* __restrict__ lse, Params p, unsigned* sched) {
     constexpr int BR = 64 * NWG, BC = 128;
     constexpr unsigned TILE_BYTES = BC * D * sizeof(T);
+    // Q tiles: two where they fit beside the stages in an SM's 227 KB (the host's `v8_q_buffers`).
+    constexpr int QB = (2 * BR + 2 * STAGES * BC) * D * (int)sizeof(T) + 4096 <= 232448 ? 2 : 1;
     extern __shared__ __align__(1024) unsigned char smem_raw[];
     T* Qs = reinterpret_cast<T*>(smem_raw + ((1024 - (smem_addr(smem_raw) & 1023)) & 1023));
-    T* Ks = Qs + BR * D;           // stage s at Ks + s BC D
+    T* Ks = Qs + QB * BR * D;      // stage s at Ks + s BC D
     T* Vs = Ks + STAGES * BC * D;  // stage s at Vs + s BC D
-    // Barriers (8 bytes each): Q full, Q empty; then K full, K empty, V full, V empty, one per stage.
+    // Barriers (8 bytes each): Q full and Q empty for each Q tile; then K full, K empty, V full, V empty,
+    // one per stage.
     const unsigned bars = smem_addr(Vs + STAGES * BC * D);
-    const unsigned q_full = bars, q_empty = bars + 8;
-    auto bar = [&](int kind, int s) { return bars + 8u * (2 + kind * STAGES + s); };
+    auto q_full = [&](int n) { return bars + 16u * (n % QB); };  // item n's Q tile is n % QB
+    auto q_empty = [&](int n) { return bars + 16u * (n % QB) + 8; };
+    auto bar = [&](int kind, int s) { return bars + 8u * (2 * QB + kind * STAGES + s); };
     enum { K_FULL = 0, K_EMPTY = 1, V_FULL = 2, V_EMPTY = 3 };
-    volatile int* s_item = reinterpret_cast<volatile int*>(Vs + STAGES * BC * D) + 2 * (2 + 4 * STAGES);
+    volatile int* s_item = reinterpret_cast<volatile int*>(Vs + STAGES * BC * D) + 2 * (2 * QB + 4 * STAGES);
     // ANCHOR_END: ws_block
 
     const int tid = threadIdx.x, wg = tid / 128;
@@ -1631,8 +1652,10 @@ __device__ void flash_ws(const TensorMap* tq, const TensorMap* tk, const TensorM
     };
 
     if (tid == 0) {
-        mb_init(q_full, 1);
-        mb_init(q_empty, 128 * NWG);  // every consumer thread arrives
+        for (int b = 0; b < QB; ++b) {
+            mb_init(q_full(b), 1);
+            mb_init(q_empty(b), 128 * NWG);  // every consumer thread arrives
+        }
         for (int s = 0; s < STAGES; ++s) {
             mb_init(bar(K_FULL, s), 1);  // the producer's arrival; the bytes complete the phase
             mb_init(bar(V_FULL, s), 1);
@@ -1652,25 +1675,46 @@ __device__ void flash_ws(const TensorMap* tq, const TensorMap* tk, const TensorM
             asm volatile("setmaxnreg.dec.sync.aligned.u32 40;\n" ::: "memory");
         }
         if (tid == 128 * NWG) {
-            int kv = 0;  // K/V tiles loaded so far: tile kv goes to stage kv % STAGES
-            for (int n = 0;; ++n) {
-                int item = (int)atomicAdd(sched, 1u);
-                if (item >= items) item = -1;
-                mb_wait(q_empty, (n & 1) ^ 1);  // the consumers are done with the last item's Q
-                *s_item = item;                // published by the arrival below (release semantics)
+            auto take = [&]() {
+                const int item = (int)atomicAdd(sched, 1u);
+                return item < items ? item : -1;
+            };
+            // Item `item` becomes the block's n-th: once the consumers are done with the Q tile it
+            // will use, the item number is published there (by the arrival: release semantics) and
+            // its Q asked for; -1 tells the consumers to stop.
+            auto publish = [&](int n, int item) {
+                mb_wait(q_empty(n), ((n / QB) & 1) ^ 1);
+                s_item[n % QB] = item;
                 if (item < 0) {
-                    mb_arrive(q_full);
-                    break;
+                    mb_arrive(q_full(n));
+                    return;
                 }
                 int tile, bh, t_begin, ntiles;
                 keys(item, tile, bh, t_begin, ntiles);
-                const int b = bh / p.hq, hk = bh % p.hq / (p.hq / p.hkv), zk = b * p.hkv + hk;
-                mb_expect(q_full, BR * D * sizeof(T));
+                mb_expect(q_full(n), BR * D * sizeof(T));
 #pragma unroll
-                for (int cb = 0; cb < D / 64; ++cb) tma_box(Qs + cb * BR * 64, tq, cb * 64, tile * BR, bh, q_full);
-                for (int t = 0; t < ntiles; ++t, ++kv) {
+                for (int cb = 0; cb < D / 64; ++cb)
+                    tma_box(Qs + (n % QB) * BR * D + cb * BR * 64, tq, cb * 64, tile * BR, bh, q_full(n));
+            };
+            int kv = 0;  // K/V tiles loaded so far: tile kv goes to stage kv % STAGES
+            int item = take();
+            publish(0, item);
+            for (int n = 0; item >= 0; ++n) {
+                int tile, bh, t_begin, ntiles;
+                keys(item, tile, bh, t_begin, ntiles);
+                const int b = bh / p.hq, hk = bh % p.hq / (p.hq / p.hkv), zk = b * p.hkv + hk;
+                // The next item is taken once this one's first tile is asked for (two Q tiles), or
+                // once its last is (one: its Q is free only after the last S).
+                const int ahead = QB == 2 ? min(1, ntiles) : ntiles;
+                int next = -1;
+                for (int t = 0;; ++t, ++kv) {
+                    if (t == ahead) {
+                        next = take();
+                        publish(n + 1, next);
+                    }
+                    if (t == ntiles) break;
                     const int s = kv % STAGES, parity = ((kv / STAGES) & 1) ^ 1, j0 = (t_begin + t) * BC;
-                    mb_wait(bar(K_EMPTY, s), parity);  // both warpgroups are done with tile kv - STAGES
+                    mb_wait(bar(K_EMPTY, s), parity);  // every consumer is done with tile kv - STAGES
                     mb_expect(bar(K_FULL, s), TILE_BYTES);
 #pragma unroll
                     for (int cb = 0; cb < D / 64; ++cb)
@@ -1681,6 +1725,7 @@ __device__ void flash_ws(const TensorMap* tq, const TensorMap* tk, const TensorM
                     for (int cb = 0; cb < D / 64; ++cb)
                         tma_box(Vs + s * BC * D + cb * BC * 64, tv, cb * 64, j0, zk, bar(V_FULL, s));
                 }
+                item = next;
             }
             // The last block to finish resets the counters for the next launch (every block has taken
             // its last item by the time it counts itself done).
@@ -1702,8 +1747,7 @@ __device__ void flash_ws(const TensorMap* tq, const TensorMap* tk, const TensorM
 
     // ANCHOR: ws_consumer
     const int warp = (tid / 32) % 4, lane = tid % 32, g = lane >> 2, tg = lane & 3;
-    const T* Qw = Qs + tile_off<D>(64 * wg, 0, BR);
-    float* sink = reinterpret_cast<float*>(const_cast<int*>(s_item) + 1) + tid;
+    float* sink = reinterpret_cast<float*>(const_cast<int*>(s_item) + 2) + tid;
     // Tiles are numbered across items (kv + t), as the producer fills the stages.
     auto wait_full = [&](int kind, int t) { mb_wait(bar(kind, t % STAGES), (t / STAGES) & 1); };
     auto release = [&](int kind, int t) {
@@ -1712,69 +1756,93 @@ __device__ void flash_ws(const TensorMap* tq, const TensorMap* tk, const TensorM
     // Every consumer thread has read the item, so every one arrives: an arrival releases only its own
     // thread's reads (with one arrival a warp, compute-sanitizer's racecheck reported the producer's
     // next write of the item, with or without a __syncwarp before it).
-    auto release_q = [&]() { mb_arrive(q_empty); };
+    auto release_q = [&](int n) { mb_arrive(q_empty(n)); };
+    auto q_tile = [&](int n) { return Qs + (n % QB) * BR * D + tile_off<D>(64 * wg, 0, BR); };
     auto k_tile = [&](int t) { return Ks + (t % STAGES) * BC * D; };
     auto v_tile = [&](int t) { return Vs + (t % STAGES) * BC * D; };
 
-    int kv = 0;
-    for (int n = 0;; ++n) {
-        mb_wait(q_full, n & 1);
-        const int item = *s_item;
-        if (item < 0) break;
-        int tile, bh, t_begin, ntiles;
-        keys(item, tile, bh, t_begin, ntiles);
-        const int i0 = tile * BR, iw = i0 + wg * 64, row_a = iw + warp * 16 + g;
+    // The block's n-th item as this warpgroup sees it (ntiles < 0: no item, stop).
+    struct Item {
+        int bh, t_begin, ntiles, iw;
+        bool short_rows;  // a row sees fewer than BC keys: the first tile's rounding correction
+    };
+    auto item_at = [&](int n) {
+        mb_wait(q_full(n), (n / QB) & 1);
+        const int item = s_item[n % QB];
+        Item x;
+        if (item < 0) {
+            x.ntiles = -1;
+            return x;
+        }
+        int tile;
+        keys(item, tile, x.bh, x.t_begin, x.ntiles);
+        const int i0 = tile * BR;
+        x.iw = i0 + wg * 64;
         int min_keys = p.nk;  // as v7 (`short_rows`)
         if (p.causal) min_keys = min(min_keys, i0 + p.nk - p.nq + 1);
         if (p.window) min_keys = min(min_keys, p.window);
-        const bool short_rows = min_keys < BC;
+        x.short_rows = min_keys < BC;
+        return x;
+    };
+    auto row_of = [&](const Item& x) { return x.iw + warp * 16 + g; };
 
-        float oacc[D / 2];
+    float oacc[D / 2];
+    float m[2], l[2], alpha[2];
+    unsigned int pf[BC / 16][4];  // P of the tile whose P V is next
+    // An item's first tile on its own: S, then its softmax, nothing under either (and, for short
+    // rows, the rounding correction's P V).
+    auto first_tile = [&](const Item& x, int n, int kv) {
 #pragma unroll
-        for (int x = 0; x < D / 2; ++x) oacc[x] = 0.f;
-        float m[2] = {NEG_INF, NEG_INF}, l[2] = {0.f, 0.f};
-        unsigned int pf[BC / 16][4];  // P of the tile whose P V is next
-        float alpha[2];
-        if (ntiles > 0) {
-            unsigned int pl[BC / 16][4];
-            wait_full(K_FULL, kv);
-            float s[BC / 2];
+        for (int i = 0; i < D / 2; ++i) oacc[i] = 0.f;
+        m[0] = m[1] = NEG_INF;
+        l[0] = l[1] = 0.f;
+        if (x.ntiles == 0) {
+            release_q(n);
+            return;
+        }
+        unsigned int pl[BC / 16][4];
+        wait_full(K_FULL, kv);
+        float s[BC / 2];
+        wg_fence();
+        issue_qk<D, BR, BC>(s, q_tile(n), k_tile(kv));
+        wg_commit();
+        wg_wait<0>();
+        release(K_EMPTY, kv);
+        if (x.ntiles == 1) release_q(n);
+        wg_softmax<T, BC, true>(s, p, x.t_begin * BC, x.iw, row_of(x), tg, m, l, alpha, pf, pl);
+        if (x.short_rows) {  // the first tile's rounding correction, as v7's two-warpgroup block
+            wait_full(V_FULL, kv);
             wg_fence();
-            issue_qk<D, BR, BC>(s, Qw, k_tile(kv));
+            issue_pv<D, BC>(oacc, pl, v_tile(kv));
             wg_commit();
             wg_wait<0>();
-            release(K_EMPTY, kv);
-            if (ntiles == 1) release_q();
-            wg_softmax<T, BC, true>(s, p, t_begin * BC, iw, row_a, tg, m, l, alpha, pf, pl);
-            if (short_rows) {  // the first tile's rounding correction, as v7's two-warpgroup block
-                wait_full(V_FULL, kv);
-                wg_fence();
-                issue_pv<D, BC>(oacc, pl, v_tile(kv));
-                wg_commit();
-                wg_wait<0>();
-            }
-        } else {
-            release_q();
         }
+    };
+
+    int kv = 0, n = 0;
+    Item cur = item_at(0);
+    if (cur.ntiles >= 0) first_tile(cur, 0, 0);
+    while (cur.ntiles >= 0) {
+        const int row_a = row_of(cur);
         // v7's step: S_t and P_{t-1} V_{t-1} issued together, the exponentials of S_t computed while
         // P V runs. K_t is released as soon as S_t is done (and Q after the item's last S), V_{t-1}
         // once P V is. Unlike v7, P_t is rounded into the registers P_{t-1} occupied only after P V is
         // done (FlashAttention-3's order): one register set for P instead of v7's two, which the 232
         // registers a consumer thread has here do not hold at D = 128.
-        for (int t = 1; t < ntiles; ++t) {
-            const int j0 = (t_begin + t) * BC, u = kv + t;
+        for (int t = 1; t < cur.ntiles; ++t) {
+            const int j0 = (cur.t_begin + t) * BC, u = kv + t;
             wait_full(K_FULL, u);
             wait_full(V_FULL, u - 1);
             float s[BC / 2];
             wg_fence();
-            issue_qk<D, BR, BC>(s, Qw, k_tile(u));
+            issue_qk<D, BR, BC>(s, q_tile(n), k_tile(u));
             wg_commit();
             issue_pv<D, BC>(oacc, pf, v_tile(u - 1));
             wg_commit();
             wg_wait<1>();  // S_t is done; P V may still run
             release(K_EMPTY, u);
-            if (t == ntiles - 1) release_q();
-            wg_exp<BC>(s, p, j0, iw, row_a, tg, m, l, alpha);
+            if (t == cur.ntiles - 1) release_q(n);
+            wg_exp<BC>(s, p, j0, cur.iw, row_a, tg, m, l, alpha);
             asm volatile("st.shared.f32 [%0], %1;\n" ::"r"(smem_addr(sink)), "f"(l[0] + l[1]));
             wg_wait<0>();  // P_{t-1} V_{t-1} is done
             release(V_EMPTY, u - 1);
@@ -1785,18 +1853,61 @@ __device__ void flash_ws(const TensorMap* tq, const TensorMap* tk, const TensorM
             unsigned int unused[BC / 16][4];
             wg_pack<T, BC, false>(s, pf, unused);
         }
-        if (ntiles > 0) {  // the last tile's P V
-            const int u = kv + ntiles - 1;
+        const int kv_next = kv + cur.ntiles, u = kv_next - 1;
+        // ANCHOR: ws_next_item
+        Item nx = {0, 0, -1, 0, false};
+        if constexpr (QB == 2) nx = item_at(n + 1);  // its Q was asked for early in this item
+        if (QB == 2 && nx.ntiles > 0 && cur.ntiles > 0) {
+            // The next item's first S issued with this item's last P V, its exponentials computed
+            // while P V runs; then this item's O is stored and the next one's state takes its place.
+            wait_full(K_FULL, kv_next);
             wait_full(V_FULL, u);
+            float s[BC / 2];
             wg_fence();
+            issue_qk<D, BR, BC>(s, q_tile(n + 1), k_tile(kv_next));
+            wg_commit();
             issue_pv<D, BC>(oacc, pf, v_tile(u));
             wg_commit();
-            wg_wait<0>();
+            wg_wait<1>();  // the next item's S is done
+            release(K_EMPTY, kv_next);
+            if (nx.ntiles == 1) release_q(n + 1);
+            float m2[2] = {NEG_INF, NEG_INF}, l2[2] = {0.f, 0.f};
+            wg_exp<BC>(s, p, nx.t_begin * BC, nx.iw, row_of(nx), tg, m2, l2, alpha);
+            wg_wait<0>();  // this item's last P V is done
             release(V_EMPTY, u);
+            wg_store<T, D>(o, lse, p, cur.bh, row_a, tg, oacc, m, l);
+#pragma unroll
+            for (int i = 0; i < D / 2; ++i) oacc[i] = 0.f;
+            m[0] = m2[0];
+            m[1] = m2[1];
+            l[0] = l2[0];
+            l[1] = l2[1];
+            unsigned int pl[BC / 16][4];
+            wg_pack<T, BC, true>(s, pf, pl);
+            if (nx.short_rows) {  // the first tile's rounding correction
+                wait_full(V_FULL, kv_next);
+                wg_fence();
+                issue_pv<D, BC>(oacc, pl, v_tile(kv_next));
+                wg_commit();
+                wg_wait<0>();
+            }
+        } else {
+            if (cur.ntiles > 0) {  // the last tile's P V on its own
+                wait_full(V_FULL, u);
+                wg_fence();
+                issue_pv<D, BC>(oacc, pf, v_tile(u));
+                wg_commit();
+                wg_wait<0>();
+                release(V_EMPTY, u);
+            }
+            wg_store<T, D>(o, lse, p, cur.bh, row_a, tg, oacc, m, l);
+            if constexpr (QB == 1) nx = item_at(n + 1);
+            if (nx.ntiles >= 0) first_tile(nx, n + 1, kv_next);
         }
-        kv += ntiles;
-
-        wg_store<T, D>(o, lse, p, bh, row_a, tg, oacc, m, l);  // the next item's loads are under way
+        // ANCHOR_END: ws_next_item
+        kv = kv_next;
+        ++n;
+        cur = nx;
     }
     // ANCHOR_END: ws_consumer
 }

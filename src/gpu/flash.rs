@@ -285,15 +285,28 @@ pub fn v8_consumers(d: usize, nq: usize, causal: bool) -> usize {
     }
 }
 
-/// v8's dynamic shared memory for head size `d`, `stages` K/V stages and `consumers` warpgroups: Q (64
-/// rows a consumer warpgroup) and the stages of K and V (128 rows each, 16-bit), 1 KB to align the first
-/// tile on 1024 bytes, the barriers (Q full and empty, and full and empty for each stage of K and of V),
-/// the current work item and one word a consumer thread.
+/// v8's Q tiles for head size `d`, `stages` K/V stages and `consumers` warpgroups: two where they fit
+/// beside the stages in an SM's 227 KB, so that the next work item's Q loads under this one and its first
+/// S is computed under this one's last `P V` (`ws_next_item` in the kernel, which derives the same
+/// number); one otherwise (D = 128 with three stages).
+pub fn v8_q_buffers(d: usize, stages: usize, consumers: usize) -> usize {
+    if (2 * 64 * consumers + 2 * stages * 128) * d * 2 + 4096 <= 232_448 {
+        2
+    } else {
+        1
+    }
+}
+
+/// v8's dynamic shared memory for head size `d`, `stages` K/V stages and `consumers` warpgroups: the Q
+/// tiles ([`v8_q_buffers`], 64 rows a consumer warpgroup) and the stages of K and V (128 rows each,
+/// 16-bit), 1 KB to align the first tile on 1024 bytes, the barriers (full and empty for each Q tile and
+/// for each stage of K and of V), the two item numbers and one word a consumer thread.
 pub fn v8_smem_bytes(d: usize, stages: usize, consumers: usize) -> usize {
-    (64 * consumers + 2 * stages * 128) * d * 2
+    let qb = v8_q_buffers(d, stages, consumers);
+    (64 * consumers * qb + 2 * stages * 128) * d * 2
         + 1024
-        + 8 * (2 + 4 * stages)
-        + 4
+        + 8 * (2 * qb + 4 * stages)
+        + 8
         + 128 * consumers * 4
 }
 
