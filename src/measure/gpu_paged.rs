@@ -4,7 +4,9 @@
 //!
 //! Shape (the issue's): 16 sequences, 32 query heads over 8 kv heads (GQA), D = 128, fp16, blocks of 16
 //! tokens, every sequence `N` tokens long for `N` in [`CONTEXTS`] (N = 64 and 2048 are the book's anchor
-//! sizes; 4k to 64k the serving range). The pool holds exactly the batch's blocks, in a shuffled order.
+//! sizes; 4k to 64k the serving range). The pool holds exactly the batch's blocks, in a shuffled order
+//! (a pool after many requests have come and gone); `ours/gpu-paged-fresh` reads the same tokens through
+//! the tables the block manager hands out on a fresh pool ([`fresh_tables`]).
 //! At N = 64 the whole cache (4 MB) sits in L2 for every implementation alike.
 //!
 //! Bytes: the K and V rows read, `q`, `o`, `lse` and the table entries ([`DecodeBuffers::bytes`]); the
@@ -17,6 +19,7 @@ use crate::gpu::paged::{
 use crate::gpu::{Device, GpuError};
 use crate::minimodel::check::{attn_close, verdict, FP16_BAR};
 use crate::minimodel::numeric::DType;
+use crate::minimodel::paged::block_manager::{BlockError, BlockManager, ManagerConfig};
 use crate::minimodel::paged::paged_attention::{PagedBatch, PagedKv};
 use crate::minimodel::reference::{attention_lowp, attention_ref64};
 use crate::minimodel::rng::Rng;
@@ -73,6 +76,24 @@ pub fn scatter(x: &[f16], s: &AttnShape, tables: &[Vec<usize>], bs: usize) -> Ve
             }
         });
     pool
+}
+
+/// The block tables of `b` sequences of `n` tokens admitted in turn by the block manager on a fresh pool
+/// of exactly their blocks (no watermark): each prompt takes the next run of free blocks, so every table
+/// is consecutive blocks, as a server's first requests get them.
+pub fn fresh_tables(b: usize, n: usize, bs: usize) -> Result<Vec<Vec<usize>>, BlockError> {
+    let cfg = ManagerConfig {
+        watermark: 0.0,
+        ..ManagerConfig::new(bs, b * n.div_ceil(bs), 0)
+    };
+    let mut mgr = BlockManager::new(cfg)?;
+    let prompt = vec![0; n];
+    (0..b as u64)
+        .map(|seq| {
+            let _ = mgr.allocate(&[seq], &prompt)?;
+            mgr.block_table(seq)
+        })
+        .collect()
 }
 
 fn median_times(
@@ -134,6 +155,20 @@ pub fn measure(
         };
         let mut paged = DecodeBuffers::upload_paged(dev, &q, hq, &kv, &batch)?;
         drop((kp, vp));
+        // The same tokens through a fresh pool's tables (the paged experiment only).
+        let mut fresh = if variant == "paged_decode" {
+            let tables =
+                fresh_tables(b, n, bs).expect("a pool of exactly the batch's blocks admits it");
+            let (kp, vp) = (scatter(&k, &s, &tables, bs), scatter(&v, &s, &tables, bs));
+            let kv = PagedKv::new(&kp, &vp, b * per_seq, hkv, bs, d).expect("pool shape");
+            let batch = PagedBatch {
+                tables: &tables,
+                seq_lens: &lens,
+            };
+            Some(DecodeBuffers::upload_paged(dev, &q, hq, &kv, &batch)?)
+        } else {
+            None
+        };
         let mut flat = DecodeBuffers::upload_contiguous(dev, &s, &q, &k, &v, &lens)?;
         // The reference for the first and the last sequence, every head.
         let checks: Vec<(usize, Vec<f64>, Vec<f64>)> = [0, b - 1]
@@ -199,6 +234,9 @@ pub fn measure(
             continue; // only the bytes of K/V change with the heads: the contiguous kernel shows it
         }
         records.push(run(variant, "ours/gpu-paged", &mut paged, None, def, log)?);
+        if let Some(fresh) = fresh.as_mut() {
+            records.push(run(variant, "ours/gpu-paged-fresh", fresh, None, def, log)?);
+        }
         // The reads alone (variant `paged_read`, not attention, so nothing to check): what the access
         // pattern costs without the arithmetic, through the table and on the contiguous copy.
         for (name, bufs) in [
@@ -242,4 +280,26 @@ pub fn measure(
         }
     }
     Ok((records, read_gbps))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_fresh_pool_gives_each_prompt_the_next_run_of_blocks() {
+        // 3 sequences of 40 tokens in blocks of 16: 3 blocks each (the last partial), 9 in the pool.
+        let t = fresh_tables(3, 40, 16).expect("fits exactly");
+        assert_eq!(t, vec![vec![0, 1, 2], vec![3, 4, 5], vec![6, 7, 8]]);
+        // One block fewer than the batch needs is refused, not silently short.
+        let cfg = ManagerConfig {
+            watermark: 0.0,
+            ..ManagerConfig::new(16, 8, 0)
+        };
+        let mut mgr = BlockManager::new(cfg).expect("config");
+        for seq in 0..2 {
+            assert!(mgr.allocate(&[seq], &[0; 40]).is_ok());
+        }
+        assert!(mgr.allocate(&[2], &[0; 40]).is_err());
+    }
 }

@@ -179,15 +179,23 @@ fn gpu_decode_card((name, f, recs, ns): &Gpu) -> String {
             .iter()
             .find(|r| r.variant == "paged_read" && r.nk == n && r.implementation == imp)
     };
-    let cols = [
+    // The fresh pool's column only where a card measured it.
+    let fresh = recs
+        .iter()
+        .any(|r| r.implementation == "ours/gpu-paged-fresh");
+    let cols: Vec<&str> = [
         "ours/gpu-paged",
+        "ours/gpu-paged-fresh",
         "ours/gpu-contiguous",
         "torch/sdpa",
         "torch/cudnn",
         "torch/flash",
         "torch/efficient-repeat-kv",
         "torch/math",
-    ];
+    ]
+    .into_iter()
+    .filter(|&c| fresh || c != "ours/gpu-paged-fresh")
+    .collect();
     let at = |n: usize, imp: &str| recs.iter().find(|r| r.nk == n && r.implementation == imp);
     let mut rows = Vec::new();
     let passes = ns
@@ -195,7 +203,7 @@ fn gpu_decode_card((name, f, recs, ns): &Gpu) -> String {
         .any(|&n| pass(n, "ours/read-pass-paged").is_some());
     for &n in ns {
         let mut row = vec![format!("N={n}")];
-        for imp in cols {
+        for &imp in &cols {
             row.push(at(n, imp).map_or("—".into(), |r| {
                 format!("{:.4} ms, {} GB/s", r.ms, sig3(r.gbps))
             }));
@@ -232,7 +240,7 @@ fn gpu_decode_card((name, f, recs, ns): &Gpu) -> String {
     let mut out = md_table(&header, &rows);
     out += &format!(
         "\n*Table 03.3, {}. One decode step on the GPU: {} sequences, GQA {}/{} heads, D = {}, fp16, every sequence N \
-         tokens long, blocks of 16 in a shuffled pool (ours/gpu-paged) or the same kernel on a contiguous copy \
+         tokens long, blocks of 16 in a shuffled pool (ours/gpu-paged){} or the same kernel on a contiguous copy \
          (ours/gpu-contiguous); PyTorch's `scaled_dot_product_attention(..., enable_gqa=True)` on contiguous K/V of \
          the same shape, each backend forced (`torch/sdpa`: the default dispatcher; `-repeat-kv`: a backend without \
          GQA, fed K/V repeated to {} heads). Each checked against the f64 reference first; CUDA-event medians. \
@@ -244,6 +252,12 @@ fn gpu_decode_card((name, f, recs, ns): &Gpu) -> String {
         r0.hq,
         r0.hkv,
         r0.d,
+        if fresh {
+            ", in the tables the block manager hands out on a fresh pool (ours/gpu-paged-fresh: each \
+             sequence a run of consecutive blocks),"
+        } else {
+            ""
+        },
         r0.hq,
         if passes {
             "Read pass: the register path's loads alone (its warps, chunks and loads, the table \
