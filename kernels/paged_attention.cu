@@ -86,6 +86,12 @@
 //      paged 0.0382 / 0.0673 / 0.2452 / 0.9469 ms at 2k / 4k / 16k / 64k (before: 0.0406 / 0.0733 /
 //      0.2633 / 1.0219), 86-98% of the read roof from 4k; cuDNN 0.96x / 0.97x / 0.97x / 0.97x; the
 //      contiguous twin 1.01x / 1.00x at 16k / 64k. GQA-4 (Lab 04) 0.1951 -> 0.1289 ms.
+//  14. Not a kernel change: the harness also reads the batch through a fresh pool's tables (the block
+//      manager's, each sequence a run of consecutive blocks; `ours/gpu-paged-fresh`). H200 at cade349,
+//      PyTorch's default dispatch in the same call: shuffled pool 0.0685 / 0.2501 / 0.9724 ms at 4k /
+//      16k / 64k, fresh pool 0.0679 / 0.2467 / 0.9574, contiguous twin 0.0665 / 0.2420 / 0.9413,
+//      PyTorch 0.0668 / 0.2443 / 0.9447: the blocks' scatter is about half of paging's cost at
+//      16k-64k, the block-by-block layout the rest.
 // cuDNN's decode (PyTorch's default dispatch) stays a few percent ahead at 4k-64k tokens on the H100
 // (register path, 07286fc) and a few percent ahead of the paged kernel on the H200 (709ee7c): paging's
 // own cost, since the contiguous twin matches it there.
