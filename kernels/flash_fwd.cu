@@ -1765,7 +1765,6 @@ __device__ void flash_ws(const TensorMap* tq, const TensorMap* tk, const TensorM
     struct Item {
         int bh, t_begin, ntiles, iw;
         bool short_rows;  // a row sees fewer than BC keys: the first tile's rounding correction
-        bool idle;        // every row of this warpgroup is past the last query row
     };
     auto item_at = [&](int n) {
         mb_wait(q_full(n), (n / QB) & 1);
@@ -1783,7 +1782,6 @@ __device__ void flash_ws(const TensorMap* tq, const TensorMap* tk, const TensorM
         if (p.causal) min_keys = min(min_keys, i0 + p.nk - p.nq + 1);
         if (p.window) min_keys = min(min_keys, p.window);
         x.short_rows = min_keys < BC;
-        x.idle = x.iw >= p.nq;
         return x;
     };
     auto row_of = [&](const Item& x) { return x.iw + warp * 16 + g; };
@@ -1802,7 +1800,6 @@ __device__ void flash_ws(const TensorMap* tq, const TensorMap* tk, const TensorM
             release_q(n);
             return;
         }
-        if (x.idle) return;  // its tiles are passed on by the main loop
         unsigned int pl[BC / 16][4];
         wait_full(K_FULL, kv);
         float s[BC / 2];
@@ -1827,27 +1824,12 @@ __device__ void flash_ws(const TensorMap* tq, const TensorMap* tk, const TensorM
     if (cur.ntiles >= 0) first_tile(cur, 0, 0);
     while (cur.ntiles >= 0) {
         const int row_a = row_of(cur);
-        // ANCHOR: ws_idle
-        // A warpgroup whose 64 rows all lie past the last query row (the last tile of a length that is
-        // not a multiple of the block's rows: at N = 512, 192-row tiles leave the third warpgroup of the
-        // third tile nothing) computes nothing: it passes each tile on once it has arrived, so that the
-        // producer's count of readers stays whole, and leaves the tensor cores to the others.
-        if (cur.idle) {
-            for (int t = 0; t < cur.ntiles; ++t) {
-                wait_full(K_FULL, kv + t);
-                release(K_EMPTY, kv + t);
-                wait_full(V_FULL, kv + t);
-                release(V_EMPTY, kv + t);
-            }
-            if (cur.ntiles > 0) release_q(n);
-        }
-        // ANCHOR_END: ws_idle
         // v7's step: S_t and P_{t-1} V_{t-1} issued together, the exponentials of S_t computed while
         // P V runs. K_t is released as soon as S_t is done (and Q after the item's last S), V_{t-1}
         // once P V is. Unlike v7, P_t is rounded into the registers P_{t-1} occupied only after P V is
         // done (FlashAttention-3's order): one register set for P instead of v7's two, which the 232
         // registers a consumer thread has here do not hold at D = 128.
-        for (int t = 1; t < (cur.idle ? 0 : cur.ntiles); ++t) {
+        for (int t = 1; t < cur.ntiles; ++t) {
             const int j0 = (cur.t_begin + t) * BC, u = kv + t;
             wait_full(K_FULL, u);
             wait_full(V_FULL, u - 1);
@@ -1873,9 +1855,9 @@ __device__ void flash_ws(const TensorMap* tq, const TensorMap* tk, const TensorM
         }
         const int kv_next = kv + cur.ntiles, u = kv_next - 1;
         // ANCHOR: ws_next_item
-        Item nx = {0, 0, -1, 0, false, false};
+        Item nx = {0, 0, -1, 0, false};
         if constexpr (QB == 2) nx = item_at(n + 1);  // its Q was asked for early in this item
-        if (QB == 2 && nx.ntiles > 0 && cur.ntiles > 0 && !cur.idle && !nx.idle) {
+        if (QB == 2 && nx.ntiles > 0 && cur.ntiles > 0) {
             // The next item's first S issued with this item's last P V, its exponentials computed
             // while P V runs; then this item's O is stored and the next one's state takes its place.
             wait_full(K_FULL, kv_next);
@@ -1910,17 +1892,15 @@ __device__ void flash_ws(const TensorMap* tq, const TensorMap* tk, const TensorM
                 wg_wait<0>();
             }
         } else {
-            if (!cur.idle) {
-                if (cur.ntiles > 0) {  // the last tile's P V on its own
-                    wait_full(V_FULL, u);
-                    wg_fence();
-                    issue_pv<D, BC>(oacc, pf, v_tile(u));
-                    wg_commit();
-                    wg_wait<0>();
-                    release(V_EMPTY, u);
-                }
-                wg_store<T, D>(o, lse, p, cur.bh, row_a, tg, oacc, m, l);
+            if (cur.ntiles > 0) {  // the last tile's P V on its own
+                wait_full(V_FULL, u);
+                wg_fence();
+                issue_pv<D, BC>(oacc, pf, v_tile(u));
+                wg_commit();
+                wg_wait<0>();
+                release(V_EMPTY, u);
             }
+            wg_store<T, D>(o, lse, p, cur.bh, row_a, tg, oacc, m, l);
             if constexpr (QB == 1) nx = item_at(n + 1);
             if (nx.ntiles >= 0) first_tile(nx, n + 1, kv_next);
         }
