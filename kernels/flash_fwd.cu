@@ -156,6 +156,14 @@
 //            loop's, not the overlap's. The overlap shows at D = 128 causal N = 512 (+8.5% against
 //            +1.4% for the one-Q-tile kernel). Checked: flash_gpu 1948 ok, memcheck 0 errors,
 //            racecheck 0 hazards.
+//         g. a consumer warpgroup whose 64 rows all lie past the last query row (the third of the last
+//            192-row tile at N = 512) passing its tiles on without computing (commit f3fbd4a; ptxas:
+//            the three-consumer kernels' spills fell from 172 to 34 bytes, no serialisation warning).
+//            Slower everywhere, against the cade349 build, gpu-probe time, twice each in one call
+//            (H200, D = 64): N = 512 340 -> 332 TFLOP/s, 1024 396 -> 372, 2048 472 -> 415, 4096 498
+//            -> 430, causal 4096 400 -> 355, 16384 464..491 -> 420, with idle warpgroups in at most
+//            one item in three (N = 512) and one in 33 (2048): the branch cost the loop of every item
+//            more than the skipped work saved. memcheck and racecheck were clean. Not kept.
 //       Measured at 2dc2b67 (Table 02.1, H200): the fastest version from N = 512 on at D = 128 and
 //       at D = 64 (but causal N = 4096, where v7 is); best ours / cuDNN 0.97-1.07x at D = 128 from
 //       N = 2048, 0.76-0.89x at 512-1024, 0.69-0.95x at D = 64.
