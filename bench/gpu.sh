@@ -19,6 +19,11 @@ OUT=$2
 mkdir -p "$OUT"
 shift 2
 phases=${*:-tests sanitize peer ncu measure}
+# measure and fmeasure merge ncu's DRAM counts (OUT/dram.json) only if they exist by then: ncu goes first.
+has() { case " $phases " in *" $1 "*) return 0 ;; esac; return 1; }
+if has ncu && { has measure || has fmeasure; }; then
+  phases="ncu $(echo " $phases " | sed 's/ ncu / /g' | xargs)"
+fi
 B=$W/bin/modern-attention
 PEERS=$(cd "$(dirname "$0")" && pwd)/peers
 export PYTHONUNBUFFERED=1
