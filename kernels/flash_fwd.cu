@@ -164,6 +164,12 @@
 //            -> 430, causal 4096 400 -> 355, 16384 464..491 -> 420, with idle warpgroups in at most
 //            one item in three (N = 512) and one in 33 (2048): the branch cost the loop of every item
 //            more than the skipped work saved. memcheck and racecheck were clean. Not kept.
+//         Where short rows lose (ncu, one launch each, H200, a0e81e9): D = 128 N = 512 unmasked, L2 hit
+//         rate 64% (N = 4096: 91%), DRAM at 32% and L2 at 62% of peak, SM throughput 45% (4096: 69%),
+//         no eligible warp in 68% of cycles; D = 64 causal N = 512 alike (L2 hits 57%, DRAM 28%, SM
+//         45%). Neither memory nor the tensor cores are busy: the consumers wait on first-touch K/V
+//         tiles and Q, with two stages too few to cover DRAM's latency. Next: more stages at short N,
+//         or a K/V tile multicast to a 2-block cluster.
 //       Measured at 2dc2b67 (Table 02.1, H200): the fastest version from N = 512 on at D = 128 and
 //       at D = 64 (but causal N = 4096, where v7 is); best ours / cuDNN 0.97-1.07x at D = 128 from
 //       N = 2048, 0.76-0.89x at 512-1024, 0.69-0.95x at D = 64.
