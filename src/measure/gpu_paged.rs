@@ -146,26 +146,24 @@ pub fn measure(
         let mut ids: Vec<usize> = (0..b * per_seq).collect();
         Rng::new(seed + 3).shuffle(&mut ids);
         let tables: Vec<Vec<usize>> = ids.chunks(per_seq).map(<[usize]>::to_vec).collect();
-        let (kp, vp) = (scatter(&k, &s, &tables, bs), scatter(&v, &s, &tables, bs));
         let lens = vec![n; b];
-        let kv = PagedKv::new(&kp, &vp, b * per_seq, hkv, bs, d).expect("pool shape");
-        let batch = PagedBatch {
-            tables: &tables,
-            seq_lens: &lens,
+        // K and V scattered into a pool by `tables` and uploaded with them (the host pools are
+        // dropped once on the device).
+        let upload_pool = |tables: &[Vec<usize>]| {
+            let (kp, vp) = (scatter(&k, &s, tables, bs), scatter(&v, &s, tables, bs));
+            let kv = PagedKv::new(&kp, &vp, b * per_seq, hkv, bs, d).expect("pool shape");
+            let batch = PagedBatch {
+                tables,
+                seq_lens: &lens,
+            };
+            DecodeBuffers::upload_paged(dev, &q, hq, &kv, &batch)
         };
-        let mut paged = DecodeBuffers::upload_paged(dev, &q, hq, &kv, &batch)?;
-        drop((kp, vp));
+        let mut paged = upload_pool(&tables)?;
         // The same tokens through a fresh pool's tables (the paged experiment only).
         let mut fresh = if variant == "paged_decode" {
             let tables =
                 fresh_tables(b, n, bs).expect("a pool of exactly the batch's blocks admits it");
-            let (kp, vp) = (scatter(&k, &s, &tables, bs), scatter(&v, &s, &tables, bs));
-            let kv = PagedKv::new(&kp, &vp, b * per_seq, hkv, bs, d).expect("pool shape");
-            let batch = PagedBatch {
-                tables: &tables,
-                seq_lens: &lens,
-            };
-            Some(DecodeBuffers::upload_paged(dev, &q, hq, &kv, &batch)?)
+            Some(upload_pool(&tables)?)
         } else {
             None
         };
