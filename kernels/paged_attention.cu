@@ -4,7 +4,8 @@
 // Shapes (row-major, contiguous):
 //   q, o:      (S, Hq, D)                   one query token per sequence
 //   k, v pool: (num_blocks, Hkv, BLOCK, D)  token t of sequence s: block tables[s * table_stride + t / BLOCK],
-//                                           row t % BLOCK (the CPU module's layout, src/minimodel/paged)
+//                                           row t % BLOCK (the CPU module's layout, src/minimodel/paged);
+//              or (Hkv, num_blocks, BLOCK, D) with PA_HEAD_MAJOR (pool_row)
 //   contiguous twin: k, v: (S, Hkv, nk_stride, D), token t of sequence s at row t
 //   seq_lens:  (S,) int; lse: (S, Hq) f32, natural log of each row's softmax denominator.
 // Query head h reads kv head h / G, G = Hq / Hkv. Sequence s attends to its keys [lo, len) with lo = 0,
@@ -27,8 +28,8 @@
 //     (src/gpu/paged.rs, partition_for): at 4k tokens a last partial wave cost more than any load trick.
 //
 // Compiled at run time by NVRTC with PA_D (head size), PA_GC (query heads per block), PA_BLOCK (tokens
-// per block), PA_BF16 and the tuning (PA_WARPS, PA_PASSES, PA_FUSED, PA_HINT, PA_BULK, PA_STAGES)
-// defined by the host (src/gpu/paged.rs).
+// per block), PA_BF16, the pool's order (PA_HEAD_MAJOR) and the tuning (PA_WARPS, PA_PASSES, PA_FUSED,
+// PA_HINT, PA_BULK, PA_STAGES, PA_PREFETCH) defined by the host (src/gpu/paged.rs).
 //
 // Changelog (H100, measured with bench/gpu.sh; the numbers are in measurements/gpu-*.json, variants
 // paged_decode and paged_decode_sweep, and in Lab 03's tables 03.3 and 03.4):
@@ -136,6 +137,13 @@
 #ifndef PA_HINT
 #define PA_HINT 0   // 1: K/V loads skip L1 and ask L2 for whole 256-byte lines
 #endif
+#ifndef PA_HEAD_MAJOR
+#define PA_HEAD_MAJOR 0  // 1: the pool is (Hkv, num_blocks, BLOCK, D): a block id names a slot in each kv
+                         // head's own pool, so one head's blocks of a run of ids are one contiguous run
+#endif
+#ifndef PA_PREFETCH
+#define PA_PREFETCH 0  // PA_TC: > 0, each warp asks L2 for the K/V block of the chunk this many ahead
+#endif
 
 #if PA_BF16
 typedef __nv_bfloat16 elem_t;
@@ -188,9 +196,14 @@ __device__ __forceinline__ uint4 load_once(const void* ptr) {
 }
 
 #if PA_BULK == 2 || PA_TC
-// A 16-byte copy global -> shared that leaves the registers free while it flies (L1 bypassed).
+// A 16-byte copy global -> shared that leaves the registers free while it flies (L1 bypassed; with
+// PA_HINT, L2 asked for the surrounding 256 bytes, which the lanes beside this one want).
 __device__ __forceinline__ void cp_async16(void* dst, const void* src) {
+#if PA_HINT
+    asm volatile("cp.async.cg.shared.global.L2::256B [%0], [%1], 16;" ::"r"(
+#else
     asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(
+#endif
                      static_cast<unsigned>(__cvta_generic_to_shared(dst))),
                  "l"(src)
                  : "memory");
@@ -308,6 +321,18 @@ struct PagedParams {
     long long work;     // PA_SPLIT: the keys of every row of blocks, end to end (W)
 };
 
+// ANCHOR: pool_row
+// The pool row of kv head `kvh`'s row `r` of block `blk`: block-major (the CPU module's layout, a
+// block's heads side by side) or head-major (each kv head its own pool of blocks).
+__device__ __forceinline__ size_t pool_row(int blk, int kvh, int r, const PagedParams& p) {
+#if PA_HEAD_MAJOR
+    return ((size_t)kvh * p.num_blocks + blk) * PA_BLOCK + r;
+#else
+    return ((size_t)blk * p.hkv + kvh) * PA_BLOCK + r;
+#endif
+}
+// ANCHOR_END: pool_row
+
 // ANCHOR: paged_merge
 // Merge the partitions [0, parts) of one row for element e: M = max m_p, w_p = l_p 2^(m_p - M),
 // o = sum_p w_p out_p / sum_p w_p; lse = ln 2 (M + log2 sum_p w_p). Loads go through L2 (`__ldcg`):
@@ -423,10 +448,7 @@ __device__ __forceinline__ void attend_range(const elem_t* __restrict__ q,
     // Row of token t in k/v (the pool through the table entries in shared memory, or the contiguous twin).
     int first = 0;  // the table entry s_table[0] holds
     auto row_of = [&](int t) -> size_t {
-        if (PAGED) {
-            const int blk = s_table[t / PA_BLOCK - first];
-            return ((size_t)blk * p.hkv + kvh) * PA_BLOCK + t % PA_BLOCK;
-        }
+        if (PAGED) return pool_row(s_table[t / PA_BLOCK - first], kvh, t % PA_BLOCK, p);
         return ((size_t)seq * p.hkv + kvh) * p.nk_stride + t;
     };
     // The range in pieces whose table entries fit in shared memory (one piece unless the range passes
@@ -466,6 +488,23 @@ __device__ __forceinline__ void attend_range(const elem_t* __restrict__ q,
                 cp_async16(vd + j * LDT + SWZ(j, seg) * 8, v + row * PA_D + seg * 8);
             }
         }
+#if PA_PREFETCH
+        // The chunk PA_PREFETCH ahead, asked of L2 now (a hint: no register, no wait): its table
+        // entries are read, its addresses translated and its lines on their way from DRAM while
+        // the ring still holds earlier chunks. Each lane takes 128-byte lines of its rows.
+        if (c + PA_PREFETCH < n_chunks) {
+            const int tp = p_lo + warp * CHUNK + (c + PA_PREFETCH) * stride;
+            constexpr int LPR = PA_D * (int)sizeof(elem_t) >= 128 ? PA_D * (int)sizeof(elem_t) / 128 : 1;
+#pragma unroll
+            for (int i = lane; i < CHUNK * LPR; i += 32) {
+                const size_t row = row_of(min(tp + i / LPR, p_hi - 1));
+                const elem_t* kp = k + row * PA_D + (i % LPR) * (128 / sizeof(elem_t));
+                const elem_t* vp = v + row * PA_D + (i % LPR) * (128 / sizeof(elem_t));
+                asm volatile("prefetch.global.L2 [%0];" ::"l"(kp));
+                asm volatile("prefetch.global.L2 [%0];" ::"l"(vp));
+            }
+        }
+#endif
         asm volatile("cp.async.commit_group;" ::: "memory");
     };
     for (int c = 0; c + 1 < PA_STAGES; ++c) issue(c);
@@ -890,8 +929,8 @@ __device__ __forceinline__ void read_rows(const elem_t* __restrict__ k, const el
 #pragma unroll
         for (int i = 0; i < PASSES; ++i) {
             const int t = min(c0 + i * TOK + tok, len - 1);
-            const size_t row = PAGED ? ((size_t)__ldg(tables + (size_t)seq * p.table_stride + t / PA_BLOCK) * p.hkv + kvh) *
-                                               PA_BLOCK + t % PA_BLOCK
+            const size_t row = PAGED ? pool_row(__ldg(tables + (size_t)seq * p.table_stride + t / PA_BLOCK), kvh,
+                                                t % PA_BLOCK, p)
                                      : ((size_t)seq * p.hkv + kvh) * p.nk_stride + t;
             kr[i] = load_once(k + row * PA_D + slice * 8);
             vr[i] = load_once(v + row * PA_D + slice * 8);

@@ -7,7 +7,9 @@
 
 use half::{bf16, f16};
 use modern_attention::gpu::flash::{lse_max_err, lse_ref64, GpuElement};
-use modern_attention::gpu::paged::{decode, decode_tuned, DecodeBuffers, Tuning};
+use modern_attention::gpu::paged::{
+    decode, decode_tuned, read_pass_ms, DecodeBuffers, PoolOrder, Tuning,
+};
 use modern_attention::gpu::{Device, GpuError};
 use modern_attention::minimodel::numeric::convert;
 use modern_attention::minimodel::paged::paged_attention::{PagedBatch, PagedError};
@@ -188,6 +190,87 @@ fn contiguous_twin_is_bit_identical() {
             "same kernel body, same order: the table must change addresses only"
         );
     }
+}
+
+#[test]
+fn head_major_pools_and_prefetches_change_addresses_only() {
+    // The same shuffled tables over an oversized, NaN-poisoned pool, stored block-major and head-major:
+    // every tuning (prefetches included) must give the same bits from both, and the same bits with its
+    // prefetches as without them (a prefetch is a hint: it may only change the timing).
+    let Some(dev) = device() else { return };
+    let (lens, hq, hkv, d, bs) = (vec![3000, 1200, 17, 1], 16, 4, 128, 16);
+    let st = setup::<f16>(&lens, hkv, d, bs, 131);
+    let q: Vec<f16> = convert(&Rng::new(132).normal_vec_f32(lens.len() * hq * d));
+    let mut bm = DecodeBuffers::upload_paged(&dev, &q, hq, &st.kv(), &st.batch()).unwrap();
+    let mut hm =
+        DecodeBuffers::upload_paged_in(&dev, &q, hq, &st.kv(), &st.batch(), PoolOrder::HeadMajor)
+            .unwrap();
+    let tc = Tuning::TENSOR_CORES;
+    let mut runs = 0;
+    for mask in [Mask::NONE, Mask::sliding(700, true).unwrap()] {
+        for partition in [None, Some(256)] {
+            let mut first: Option<(Vec<f16>, Vec<f32>)> = None;
+            for t in [
+                tc,
+                Tuning { prefetch: 1, ..tc },
+                Tuning { prefetch: 4, ..tc },
+            ] {
+                for bufs in [&mut bm, &mut hm] {
+                    bufs.poison(&dev).unwrap();
+                    let p = decode_tuned(&dev, bufs, mask, partition, t).unwrap();
+                    let (o, lse) = bufs.download(&dev).unwrap();
+                    st.check(
+                        &format!("{} {:?} P={p}", t.name(), bufs.layout),
+                        &q,
+                        &o,
+                        hq,
+                        1,
+                        mask,
+                    );
+                    match &first {
+                        None => first = Some((o, lse)),
+                        Some((o0, l0)) => assert!(
+                            o.iter().zip(o0).all(|(x, y)| x.to_bits() == y.to_bits()) && &lse == l0,
+                            "{} {:?} P={p}: the pool order and the prefetches must change addresses only",
+                            t.name(),
+                            bufs.layout
+                        ),
+                    }
+                    runs += 1;
+                }
+            }
+        }
+    }
+    // The register path and the read pass read the head-major pool too.
+    for bufs in [&mut bm, &mut hm] {
+        bufs.poison(&dev).unwrap();
+        decode_tuned(&dev, bufs, Mask::NONE, None, Tuning::REGISTERS).unwrap();
+        let (o, _) = bufs.download(&dev).unwrap();
+        st.check(
+            &format!("registers {:?}", bufs.layout),
+            &q,
+            &o,
+            hq,
+            1,
+            Mask::NONE,
+        );
+        assert!(read_pass_ms(&dev, bufs, 0, 1).unwrap()[0] > 0.0);
+    }
+    // A prefetch without the tensor cores' ring is refused, typed.
+    assert!(matches!(
+        decode_tuned(
+            &dev,
+            &mut hm,
+            Mask::NONE,
+            None,
+            Tuning {
+                prefetch: 2,
+                ..Tuning::REGISTERS
+            }
+        ),
+        Err(GpuError::NotSupported { .. })
+    ));
+    println!("{runs} head-major / prefetch decodes bit-identical");
 }
 
 #[test]

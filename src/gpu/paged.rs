@@ -71,12 +71,44 @@ pub enum Layout {
         block_size: usize,
         /// Blocks in the pool.
         num_blocks: usize,
+        /// How the device pool is ordered.
+        order: PoolOrder,
     },
     /// `(S, Hkv, nk, D)`, sequence `s`'s token `t` at row `t`.
     Contiguous {
         /// Rows per (sequence, kv head).
         nk: usize,
     },
+}
+
+/// The order of the device pool's dimensions. The block tables and the block manager are the same for
+/// both: a block id names one slot of the pool, whichever way its heads are laid out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PoolOrder {
+    /// `(num_blocks, Hkv, B, D)`: the CPU module's layout, a block's kv heads side by side (vLLM's
+    /// cache tensors put the block first too).
+    #[default]
+    BlockMajor,
+    /// `(Hkv, num_blocks, B, D)`: every kv head its own pool of blocks, so the blocks of a run of
+    /// consecutive ids are one contiguous run of each head's rows.
+    HeadMajor,
+}
+
+/// `pool`, `(num_blocks, Hkv, bs, D)` with `bs * D = piece`, reordered into `(Hkv, num_blocks, bs, D)`.
+pub fn head_major<T: Copy + Send + Sync>(
+    pool: &[T],
+    num_blocks: usize,
+    hkv: usize,
+    piece: usize,
+) -> Vec<T> {
+    use rayon::prelude::*;
+    assert_eq!(pool.len(), num_blocks * hkv * piece, "pool shape");
+    let mut out = pool.to_vec();
+    out.par_chunks_mut(piece).enumerate().for_each(|(i, dst)| {
+        let (h, blk) = (i / num_blocks, i % num_blocks);
+        dst.copy_from_slice(&pool[(blk * hkv + h) * piece..][..piece]);
+    });
+    out
 }
 
 /// Device buffers of one decode batch.
@@ -127,6 +159,19 @@ impl<T: GpuElement> DecodeBuffers<T> {
         kv: &PagedKv<'_, T>,
         batch: &PagedBatch<'_>,
     ) -> Result<Self, GpuError> {
+        Self::upload_paged_in(dev, q, hq, kv, batch, PoolOrder::BlockMajor)
+    }
+
+    /// [`DecodeBuffers::upload_paged`] with the device pool in `order` (the host pool `kv` is the CPU
+    /// module's block-major one, reordered on the way up).
+    pub fn upload_paged_in(
+        dev: &Device,
+        q: &[T],
+        hq: usize,
+        kv: &PagedKv<'_, T>,
+        batch: &PagedBatch<'_>,
+        order: PoolOrder,
+    ) -> Result<Self, GpuError> {
         let (bs, nb) = (kv.block_size(), kv.num_blocks());
         check_tables(nb, bs, batch)?;
         fits("blocks in the pool", nb)?;
@@ -140,7 +185,13 @@ impl<T: GpuElement> DecodeBuffers<T> {
         let layout = Layout::Paged {
             block_size: bs,
             num_blocks: nb,
+            order,
         };
+        let reorder = |x: &[T]| match order {
+            PoolOrder::BlockMajor => None,
+            PoolOrder::HeadMajor => Some(head_major(x, nb, kv.hkv(), bs * kv.d())),
+        };
+        let (k, v) = (reorder(kv.k()), reorder(kv.v()));
         Self::upload(
             dev,
             q,
@@ -148,8 +199,8 @@ impl<T: GpuElement> DecodeBuffers<T> {
             kv.hkv(),
             kv.d(),
             layout,
-            kv.k(),
-            kv.v(),
+            k.as_deref().unwrap_or(kv.k()),
+            v.as_deref().unwrap_or(kv.v()),
             batch.seq_lens,
             &flat,
             stride,
@@ -329,7 +380,7 @@ pub struct Tuning {
     pub passes: usize,
     /// The last thread block of a row merges the partitions (no second launch).
     pub fused: bool,
-    /// K/V loads skip L1 and ask L2 for 256-byte lines.
+    /// K/V loads skip L1 and ask L2 for 256-byte lines (with `tc`: the ring's copies ask for them).
     pub hint: bool,
     /// Thread blocks per resident slot the partitions aim for ([`partition_for`]).
     pub waves: usize,
@@ -351,6 +402,10 @@ pub struct Tuning {
     /// (`paged_split` in the kernel); the partials are merged by the last block of each row. A
     /// partition given to [`decode_tuned`] overrides it.
     pub split: bool,
+    /// `tc` only: each warp asks L2 for the K/V block of its chunk this many chunks ahead (`prefetch`
+    /// hints, no registers held), so that the table entry, the address translation and the DRAM read
+    /// of a scattered block start before the ring needs it; 0 for none.
+    pub prefetch: usize,
 }
 
 impl Tuning {
@@ -368,6 +423,7 @@ impl Tuning {
         tc: false,
         stages: 3,
         split: false,
+        prefetch: 0,
     };
 
     /// The tensor-core path: 8 warps a block, each taking chunks of 16 tokens through a ring of three
@@ -466,6 +522,25 @@ impl Tuning {
                 split: true,
                 ..Tuning::TENSOR_CORES
             },
+            // L2 prefetches of the block 1, 2 or 4 chunks past the ring's (a warp's chunk is 8 KB of
+            // K/V at D = 128: 128 blocks of 8 warps then hold 8, 16 or 32 MB of L2 ahead).
+            Tuning {
+                prefetch: 1,
+                ..Tuning::TENSOR_CORES
+            },
+            Tuning {
+                prefetch: 2,
+                ..Tuning::TENSOR_CORES
+            },
+            Tuning {
+                prefetch: 4,
+                ..Tuning::TENSOR_CORES
+            },
+            // The ring's copies asking L2 for 256-byte lines (a K/V row of D = 128 is 256 bytes).
+            Tuning {
+                hint: true,
+                ..Tuning::TENSOR_CORES
+            },
             // Two resident blocks an SM (4 warps each): one block's start and end under the other's
             // loads; and partitions for two waves.
             Tuning {
@@ -520,7 +595,7 @@ impl Tuning {
     /// `w4-p8-x1`, `w4-p8-x1-fused-hint`, `w4-p8-x1-bulk3`, `w16-p4-x1-split`, ...
     pub fn name(&self) -> String {
         format!(
-            "w{}-p{}-x{}{}{}{}{}",
+            "w{}-p{}-x{}{}{}{}{}{}",
             self.warps,
             self.passes,
             self.waves,
@@ -535,12 +610,17 @@ impl Tuning {
                 format!("-tc{}", self.stages)
             } else {
                 String::new()
+            },
+            match self.prefetch {
+                0 => String::new(),
+                n => format!("-pf{n}"),
             }
         )
     }
 
-    fn defines(&self) -> [(&'static str, i64); 8] {
+    fn defines(&self) -> [(&'static str, i64); 9] {
         [
+            ("PA_PREFETCH", self.prefetch as i64),
             ("PA_TC", self.tc as i64),
             ("PA_SPLIT", self.split as i64),
             ("PA_WARPS", self.warps as i64),
@@ -714,6 +794,12 @@ pub fn decode_tuned<T: GpuElement>(
             arch: dev.arch(),
         });
     }
+    if (tuning.prefetch > 0 && !tuning.tc) || tuning.prefetch > 64 {
+        return Err(GpuError::NotSupported {
+            what: "prefetch other than 0 to 64 chunks ahead, or without the tensor-core path",
+            arch: dev.arch(),
+        });
+    }
     if tuning.bulk && tuning.split {
         return Err(GpuError::NotSupported {
             what: "bulk copies with the even split (a warp's copy ring is set up once a range)",
@@ -740,7 +826,7 @@ pub fn decode_tuned<T: GpuElement>(
     };
     let max_len = bufs.seq_lens.iter().copied().max().unwrap_or(1);
     let table = tuning.table_entries(d, gc);
-    let module = module_for::<T>(dev, d, gc, bs, tuning)?;
+    let module = module_for::<T>(dev, d, gc, bs, order_of(bufs.layout), tuning)?;
     let name = match bufs.layout {
         Layout::Paged { .. } => "paged_decode_partition",
         Layout::Contiguous { .. } => "contiguous_decode_partition",
@@ -936,15 +1022,26 @@ pub fn time_ms<T: GpuElement>(
     })
 }
 
-/// The compiled module for head size `d`, `gc` heads per block, block size `bs` and `tuning`.
+/// The pool order a layout's kernels are compiled for (the contiguous twin's: either).
+fn order_of(layout: Layout) -> PoolOrder {
+    match layout {
+        Layout::Paged { order, .. } => order,
+        Layout::Contiguous { .. } => PoolOrder::BlockMajor,
+    }
+}
+
+/// The compiled module for head size `d`, `gc` heads per block, block size `bs`, the pool's `order`
+/// and `tuning`.
 fn module_for<T: GpuElement>(
     dev: &Device,
     d: usize,
     gc: usize,
     bs: usize,
+    order: PoolOrder,
     tuning: Tuning,
 ) -> Result<std::sync::Arc<cudarc::driver::CudaModule>, GpuError> {
     let mut defines = vec![
+        ("PA_HEAD_MAJOR", (order == PoolOrder::HeadMajor) as i64),
         ("PA_D", d as i64),
         ("PA_GC", gc as i64),
         ("PA_BLOCK", bs as i64),
@@ -963,7 +1060,8 @@ pub fn registers(
     bs: usize,
     tuning: Tuning,
 ) -> Result<i32, GpuError> {
-    let module = module_for::<half::f16>(dev, d, group_chunk(g), bs, tuning)?;
+    let module =
+        module_for::<half::f16>(dev, d, group_chunk(g), bs, PoolOrder::BlockMajor, tuning)?;
     Ok(module.load_function("paged_decode_partition")?.num_regs()?)
 }
 
@@ -983,10 +1081,18 @@ pub fn read_pass_ms<T: GpuElement>(
         Layout::Paged {
             block_size,
             num_blocks,
+            ..
         } => (block_size, num_blocks, 0),
         Layout::Contiguous { nk } => (16, 0, nk),
     };
-    let module = module_for::<T>(dev, d, group_chunk(hq / bufs.hkv), bs, t)?;
+    let module = module_for::<T>(
+        dev,
+        d,
+        group_chunk(hq / bufs.hkv),
+        bs,
+        order_of(bufs.layout),
+        t,
+    )?;
     let f = module.load_function(match bufs.layout {
         Layout::Paged { .. } => "paged_read_pass",
         Layout::Contiguous { .. } => "contiguous_read_pass",
@@ -1072,6 +1178,29 @@ pub fn read_bandwidth_gbps(dev: &Device, bytes: usize) -> Result<f64, GpuError> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Head-major order: kv head `h`'s piece of block `b` moves to slot `h * num_blocks + b`, every
+    /// piece whole.
+    #[test]
+    fn head_major_puts_each_heads_blocks_side_by_side() {
+        let (nb, hkv, piece) = (3, 2, 4);
+        // Element i of block b, head h holds 100 b + 10 h + i.
+        let pool: Vec<u32> = (0..nb)
+            .flat_map(|b| (0..hkv).flat_map(move |h| (0..piece).map(move |i| 100 * b + 10 * h + i)))
+            .map(|x| x as u32)
+            .collect();
+        let hm = head_major(&pool, nb, hkv, piece);
+        let want: Vec<u32> = (0..hkv)
+            .flat_map(|h| (0..nb).flat_map(move |b| (0..piece).map(move |i| 100 * b + 10 * h + i)))
+            .map(|x| x as u32)
+            .collect();
+        assert_eq!(hm, want);
+        assert_eq!(
+            head_major(&hm, hkv, nb, piece),
+            pool,
+            "the inverse order is the same map"
+        );
+    }
 
     /// `decode`'s choice by head size, and the shared memory each choice asks for.
     #[test]

@@ -14,7 +14,8 @@
 
 use super::{fa_flops, Record};
 use crate::gpu::paged::{
-    decode_tuned, read_bandwidth_gbps, read_pass_ms, registers, time_ms, DecodeBuffers, Tuning,
+    decode_tuned, read_bandwidth_gbps, read_pass_ms, registers, time_ms, DecodeBuffers, PoolOrder,
+    Tuning,
 };
 use crate::gpu::{Device, GpuError};
 use crate::minimodel::check::{attn_close, verdict, FP16_BAR};
@@ -149,23 +150,31 @@ pub fn measure(
         let lens = vec![n; b];
         // K and V scattered into a pool by `tables` and uploaded with them (the host pools are
         // dropped once on the device).
-        let upload_pool = |tables: &[Vec<usize>]| {
+        let upload_pool = |tables: &[Vec<usize>], order: PoolOrder| {
             let (kp, vp) = (scatter(&k, &s, tables, bs), scatter(&v, &s, tables, bs));
             let kv = PagedKv::new(&kp, &vp, b * per_seq, hkv, bs, d).expect("pool shape");
             let batch = PagedBatch {
                 tables,
                 seq_lens: &lens,
             };
-            DecodeBuffers::upload_paged(dev, &q, hq, &kv, &batch)
+            DecodeBuffers::upload_paged_in(dev, &q, hq, &kv, &batch, order)
         };
-        let mut paged = upload_pool(&tables)?;
-        // The same tokens through a fresh pool's tables (the paged experiment only).
-        let mut fresh = if variant == "paged_decode" {
-            let tables =
-                fresh_tables(b, n, bs).expect("a pool of exactly the batch's blocks admits it");
-            Some(upload_pool(&tables)?)
-        } else {
-            None
+        let mut paged = upload_pool(&tables, PoolOrder::BlockMajor)?;
+        // The same tokens through a fresh pool's tables, and both pools head-major (the paged
+        // experiment only).
+        let fresh_t = (variant == "paged_decode").then(|| {
+            fresh_tables(b, n, bs).expect("a pool of exactly the batch's blocks admits it")
+        });
+        let mut fresh = match &fresh_t {
+            Some(t) => Some(upload_pool(t, PoolOrder::BlockMajor)?),
+            None => None,
+        };
+        let mut head_major = match &fresh_t {
+            Some(t) => Some((
+                upload_pool(&tables, PoolOrder::HeadMajor)?,
+                upload_pool(t, PoolOrder::HeadMajor)?,
+            )),
+            None => None,
         };
         let mut flat = DecodeBuffers::upload_contiguous(dev, &s, &q, &k, &v, &lens)?;
         // The reference for the first and the last sequence, every head.
@@ -234,6 +243,21 @@ pub fn measure(
         records.push(run(variant, "ours/gpu-paged", &mut paged, None, def, log)?);
         if let Some(fresh) = fresh.as_mut() {
             records.push(run(variant, "ours/gpu-paged-fresh", fresh, None, def, log)?);
+        }
+        // Head-major pools (each kv head its own pool of blocks): the shuffled and the fresh tables,
+        // with and without L2 prefetches (variant `paged_decode_sweep`).
+        if let Some((hm, hm_fresh)) = head_major.as_mut() {
+            for t in [def, Tuning { prefetch: 2, ..def }] {
+                let tag = if t == def {
+                    String::new()
+                } else {
+                    format!("-{}", t.name())
+                };
+                for (pool, bufs) in [("hm", &mut *hm), ("fresh-hm", &mut *hm_fresh)] {
+                    let name = format!("ours/gpu-paged-{pool}{tag}");
+                    records.push(run("paged_decode_sweep", &name, bufs, None, t, log)?);
+                }
+            }
         }
         // The reads alone (variant `paged_read`, not attention, so nothing to check): what the access
         // pattern costs without the arithmetic, through the table and on the contiguous copy.
