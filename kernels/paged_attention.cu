@@ -93,6 +93,20 @@
 //      16k / 64k, fresh pool 0.0679 / 0.2467 / 0.9574, contiguous twin 0.0665 / 0.2420 / 0.9413,
 //      PyTorch 0.0668 / 0.2443 / 0.9447: the blocks' scatter is about half of paging's cost at
 //      16k-64k, the block-by-block layout the rest.
+//  15. Tried on the tensor-core path, kept as switches, not defaults (H200, commit 25e219b, one call;
+//      shuffled pool, default tc3 at 4k / 16k / 64k: 0.0683 / 0.2500 / 0.9830 ms in the sweep):
+//      L2 prefetches of the block 1, 2 or 4 chunks past the ring's (PA_PREFETCH): 0.0750 / 0.2775 /
+//      1.110 at one chunk, worse the further ahead (0.0949 / 0.3717 / 1.417 at four): the ring already
+//      holds 16 chunks of a block in flight, and each prefetch line is a second request for the
+//      same bytes. The 256-byte L2 hint on the ring's copies (PA_HINT): 0.0719 / 0.2757 / 1.033.
+//      A head-major pool (PA_HEAD_MAJOR: each kv head its own pool, so the fresh tables' blocks are
+//      one contiguous run per head, the contiguous twin's addresses in another order): shuffled
+//      0.0690 / 0.2501 / 0.9690 against block-major's 0.0685 / 0.2499 / 0.9729, no change; fresh
+//      0.0670 / 0.2435 / 1.0128 against 0.0688 / 0.2503 / 0.9665 and the twin's 0.0666 / 0.2428 /
+//      0.9417: the twin's time at 4k-16k, as its addresses promise, and 7% slower at 64k, where the
+//      same 128 regions of 16 MB are read as the twin's by other thread blocks (unexplained; the
+//      order of a pool's regions, not its blocks' layout, is the suspect). Paging's remaining cost
+//      on a shuffled pool is then neither the table's latency nor the layout of a block's heads.
 // cuDNN's decode (PyTorch's default dispatch) stays a few percent ahead at 4k-64k tokens on the H100
 // (register path, 07286fc) and a few percent ahead of the paged kernel on the H200 (709ee7c): paging's
 // own cost, since the contiguous twin matches it there.

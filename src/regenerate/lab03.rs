@@ -321,7 +321,10 @@ fn gpu_sweep_card((name, f, recs, ns): &Gpu) -> String {
         "\n*Table 03.4, {}. The paged kernel's choices, each run on the paged batch of Table 03.3 (checked first). \
          `wW-pP-xX`: W warps per block, P token passes per warp chunk (2P loads of 16 bytes in flight per lane), \
          partitions sized for X waves of resident blocks; `-hint`: loads that skip L1 and ask L2 for 256-byte \
-         lines; `-fused`: the last block of a row merges the partitions instead of a second launch; `-bulkS`: \
+         lines (with `-tcS`: the ring's copies ask L2 for them); `-pfN`: each warp also asks L2 for the block of its \
+         chunk N chunks past the ring's; `hm` and `fresh-hm`: the default tuning (or the one named after) on the \
+         pool stored head-major (each kv head its own pool of blocks) through the shuffled and the fresh tables \
+         of Table 03.3; `-fused`: the last block of a row merges the partitions instead of a second launch; `-bulkS`: \
          chunks arrive in shared memory by Hopper's bulk asynchronous copies, S per warp in flight; `-asyncS`: each \
          lane's own 16-byte asynchronous copies (`cp.async`) into a ring of S chunks per warp, S - 1 in flight while \
          one is computed; `-tcS`: scores and P V on the tensor cores (`mma.sync`, the block's query heads as the rows of \
