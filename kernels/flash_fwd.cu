@@ -198,7 +198,6 @@ struct Params {
     int window;        // 0: no window; W > 0: key j visible only if j > p - W
     float scale;       // 1 / sqrt(D)
     float scale_log2;  // scale * log2(e): softmax runs in base 2 (exp2 is one MUFU instruction)
-    int ahead;         // v8: K/V tiles its producer asks L2 for ahead of the one it loads (0: none)
 };
 
 #define NEG_INF (-__int_as_float(0x7f800000))
@@ -1619,13 +1618,6 @@ __device__ __forceinline__ void tma_box(void* dst, const TensorMap* map, int c0,
         "l"(reinterpret_cast<unsigned long long>(map)), "r"(c0), "r"(r0), "r"(z), "r"(bar)
         : "memory");
 }
-// The same box asked of L2 only (no shared memory, no barrier): a hint that starts its DRAM read early.
-__device__ __forceinline__ void tma_prefetch(const TensorMap* map, int c0, int r0, int z) {
-    asm volatile("cp.async.bulk.prefetch.tensor.3d.L2.global.tile [%0, {%1, %2, %3}];\n" ::"l"(
-                     reinterpret_cast<unsigned long long>(map)),
-                 "r"(c0), "r"(r0), "r"(z)
-                 : "memory");
-}
 // ANCHOR_END: mbarrier
 
 // ANCHOR: ws_block
@@ -1718,22 +1710,9 @@ __device__ void flash_ws(const TensorMap* tq, const TensorMap* tk, const TensorM
                 for (int cb = 0; cb < D / 64; ++cb)
                     tma_box(Qs + (n % QB) * BR * D + cb * BR * 64, tq, cb * 64, tile * BR, bh, q_full(n));
             };
-            // Tile t of item `it` asked of L2 (p.ahead > 0): its K and V, every column box.
-            auto prefetch = [&](int it, int t) {
-                int tile, bh, t_begin, ntiles;
-                keys(it, tile, bh, t_begin, ntiles);
-                if (t >= ntiles) return;
-                const int b = bh / p.hq, zk = b * p.hkv + bh % p.hq / (p.hq / p.hkv);
-#pragma unroll
-                for (int cb = 0; cb < D / 64; ++cb) {
-                    tma_prefetch(tk, cb * 64, (t_begin + t) * BC, zk);
-                    tma_prefetch(tv, cb * 64, (t_begin + t) * BC, zk);
-                }
-            };
             int kv = 0;  // K/V tiles loaded so far: tile kv goes to stage kv % STAGES
             int item = take();
             publish(0, item);
-            for (int t = 1; t < p.ahead; ++t) prefetch(item, t);
             for (int n = 0; item >= 0; ++n) {
                 int tile, bh, t_begin, ntiles;
                 keys(item, tile, bh, t_begin, ntiles);
@@ -1748,12 +1727,6 @@ __device__ void flash_ws(const TensorMap* tq, const TensorMap* tk, const TensorM
                         publish(n + 1, next);
                     }
                     if (t == ntiles) break;
-                    // The tile p.ahead past this one, before this one waits for a free stage: this
-                    // item's, or (once it is taken) the next item's first ones.
-                    if (p.ahead > 0) {
-                        if (t + p.ahead < ntiles) prefetch(item, t + p.ahead);
-                        else if (next >= 0) prefetch(next, t + p.ahead - ntiles);
-                    }
                     const int s = kv % STAGES, parity = ((kv / STAGES) & 1) ^ 1, j0 = (t_begin + t) * BC;
                     mb_wait(bar(K_EMPTY, s), parity);  // every consumer is done with tile kv - STAGES
                     mb_expect(bar(K_FULL, s), TILE_BYTES);

@@ -151,8 +151,6 @@ pub struct Params {
     pub scale: f32,
     /// `scale * log2(e)`.
     pub scale_log2: f32,
-    /// v8: the K/V tiles its producer asks L2 for ahead of the one it loads (0: none; others ignore it).
-    pub ahead: i32,
 }
 
 // SAFETY: `Params` is `repr(C)`, plain data, and matches the kernels' struct field for field.
@@ -287,13 +285,6 @@ pub fn v8_consumers(d: usize, nq: usize, causal: bool) -> usize {
     }
 }
 
-/// The K/V tiles v8's producer asks L2 for ahead of the one it loads, by head size, query rows and
-/// mask: none (the default until a measurement says otherwise).
-pub fn v8_ahead(d: usize, nq: usize, causal: bool) -> i32 {
-    let _ = (d, nq, causal);
-    0
-}
-
 /// v8's Q tiles for head size `d`, `stages` K/V stages and `consumers` warpgroups: two where they fit
 /// beside the stages in an SM's 227 KB, so that the next work item's Q loads under this one and its first
 /// S is computed under this one's last `P V` (`ws_next_item` in the kernel, which derives the same
@@ -354,7 +345,6 @@ pub fn params(s: &AttnShape, mask: Mask) -> Result<Params, GpuError> {
         window: mask.window.map_or(0, |w| w.get().min(s.nq + s.nk + 1)) as i32,
         scale,
         scale_log2: scale * std::f32::consts::LOG2_E,
-        ahead: 0,
     })
 }
 
@@ -405,9 +395,7 @@ pub fn forward_fastest<T: GpuElement>(
 // ANCHOR: forward_checks
 /// [`forward`] with the warps per block of the tensor-core versions chosen: 4 or 8 for v4, v5 (at
 /// D >= 64) and v7; v6 always runs 8 (other values are taken as 8), the CUDA-core versions ignore it.
-/// For v8 the knob is the number of K/V stages, one of [`v8_stage_choices`] (others: the default),
-/// plus ten times the K/V tiles its producer asks L2 for ahead of the one it loads (`12`: two stages,
-/// one tile ahead; [`v8_ahead`] when the knob has no tens).
+/// For v8 the knob is the number of K/V stages, one of [`v8_stage_choices`] (others: the default).
 pub fn forward_with<T: GpuElement>(
     dev: &Device,
     version: Version,
@@ -600,17 +588,10 @@ pub fn forward_with<T: GpuElement>(
                 });
             }
             let choices = v8_stage_choices(s.d);
-            let stages = if choices.contains(&(warps % 10)) {
-                warps % 10
+            let stages = if choices.contains(&warps) {
+                warps
             } else {
                 choices[0]
-            };
-            let p = Params {
-                ahead: match warps / 10 {
-                    0 => v8_ahead(s.d, s.nq, mask.causal),
-                    a => check_fits("v8 tiles ahead", a, 8)?,
-                },
-                ..p
             };
             let consumers = v8_consumers(s.d, s.nq, mask.causal);
             let f = module.load_function(&format!("flash_v8_{}_s{stages}_c{consumers}", s.d))?;
