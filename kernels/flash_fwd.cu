@@ -164,12 +164,22 @@
 //            -> 430, causal 4096 400 -> 355, 16384 464..491 -> 420, with idle warpgroups in at most
 //            one item in three (N = 512) and one in 33 (2048): the branch cost the loop of every item
 //            more than the skipped work saved. memcheck and racecheck were clean. Not kept.
+//         h. the producer asking L2 for the K/V tile 1, 2 or 4 past the one it loads, before it
+//            waits for a free stage (`cp.async.bulk.prefetch.tensor`, this item's tiles or the next
+//            item's first; commit edd74cb, reverted). Slower at every shape, 3-35%, against the
+//            same kernel without the hints (H200, gpu-probe time, both builds twice in one call,
+//            2026-11-28; the build without hints within 0.5% of the one before): D = 128 N = 512
+//            446 -> 412 / 408 / 408 TFLOP/s, 2048 609 -> 474..510 / 457..469 / 451..454, 4096 639
+//            -> 479..536 / 477 / 480..488, causal 512 275 -> 253 / 253 / 259; D = 64 N = 512 343
+//            -> 331 / 331 / 334, causal 512 191 -> 182 / 182 / 183, causal 4096 402 -> 348..365.
+//            A prefetch box takes the copy engine's issue slot as a load does, and the first
+//            touches it was to hide are not what the short rows wait on, or not all of it.
 //         Where short rows lose (ncu, one launch each, H200, a0e81e9): D = 128 N = 512 unmasked, L2 hit
 //         rate 64% (N = 4096: 91%), DRAM at 32% and L2 at 62% of peak, SM throughput 45% (4096: 69%),
 //         no eligible warp in 68% of cycles; D = 64 causal N = 512 alike (L2 hits 57%, DRAM 28%, SM
 //         45%). Neither memory nor the tensor cores are busy: the consumers wait on first-touch K/V
 //         tiles and Q, with two stages too few to cover DRAM's latency. Next: more stages at short N,
-//         or a K/V tile multicast to a 2-block cluster.
+//         or a K/V tile multicast to a 2-block cluster (asking L2 ahead, h. above, does not help).
 //       Measured at 2dc2b67 (Table 02.1, H200): the fastest version from N = 512 on at D = 128 and
 //       at D = 64 (but causal N = 4096, where v7 is); best ours / cuDNN 0.97-1.07x at D = 128 from
 //       N = 2048, 0.76-0.89x at 512-1024, 0.69-0.95x at D = 64.
