@@ -1285,43 +1285,6 @@ __device__ __forceinline__ void wg_store(T* __restrict__ o, float* __restrict__ 
 }
 // ANCHOR_END: wg_store
 
-// ANCHOR: wg_store_staged
-// wg_store through shared memory (v8 with two Q tiles): the warp's 16 rows of O, divided by l and
-// rounded, go into its rows of the item's Q tile (`tile`: BR rows in tile_off's swizzled layout, free
-// once the item's last S is done; the tile is released to the producer only after this), then each
-// lane reads 16-byte pieces back and stores them, so that a warp's stores cover whole rows. Stored
-// straight from the accumulator layout, every 32-bit store instruction touched 8 rows' 16-byte pieces,
-// and the registers it read waited for it (a profile of N = 512 found a sixth of the warps' stall
-// samples in that epilogue).
-template <typename T, int D, int BR>
-__device__ __forceinline__ void wg_store_staged(T* __restrict__ o, float* __restrict__ lse, const Params& p,
-                                                int bh, T* tile, int trow, int row_a, int lane,
-                                                const float (&oacc)[D / 2], const float (&m)[2],
-                                                const float (&l)[2]) {
-    const int g = lane >> 2, tg = lane & 3;
-#pragma unroll
-    for (int r = 0; r < 2; ++r) {  // rows g and g + 8 of the warp's 16 (tile row trow + g + 8 r)
-        const int row = row_a + r * 8;
-        const float inv = l[r] > 0.f ? 1.f / l[r] : 0.f;
-#pragma unroll
-        for (int dn = 0; dn < D / 8; ++dn)
-            *reinterpret_cast<unsigned int*>(tile + tile_off<D>(trow + g + 8 * r, dn, BR) + tg * 2) =
-                pack2(oacc[4 * dn + 2 * r] * inv, oacc[4 * dn + 2 * r + 1] * inv, T());
-        if (tg == 0 && row < p.nq)
-            lse[(size_t)bh * p.nq + row] = l[r] > 0.f ? (m[r] * p.scale_log2 + log2f(l[r])) * LN2 : NEG_INF;
-    }
-    __syncwarp();
-    T* ob = o + ((size_t)bh * p.nq + row_a - g) * D;  // the warp's first row
-#pragma unroll 1
-    for (int k = 0; k < 16 * (D / 8) / 32; ++k) {
-        const int x = k * 32 + lane, i = x / (D / 8), c = x % (D / 8);  // row i, 16-byte piece c
-        if (row_a - g + i < p.nq)
-            *reinterpret_cast<uint4*>(ob + (size_t)i * D + c * 8) =
-                *reinterpret_cast<const uint4*>(tile + tile_off<D>(trow + i, c, BR));
-    }
-}
-// ANCHOR_END: wg_store_staged
-
 // ANCHOR: work_item
 // Work item `item` of a 1-D order over (query tile, head) pairs of BR rows: in groups of GH heads, tile
 // T - 1 of the group's heads, then T - 2, ... With a causal mask the longest items then start first
@@ -1819,9 +1782,6 @@ __device__ void flash_ws(const TensorMap* tq, const TensorMap* tk, const TensorM
     // next write of the item, with or without a __syncwarp before it).
     auto release_q = [&](int n) { mb_arrive(q_empty(n)); };
     auto q_tile = [&](int n) { return Qs + (n % QB) * BR * D + tile_off<D>(64 * wg, 0, BR); };
-    // With two Q tiles an item's O is stored through its Q tile (wg_store_staged), which is then
-    // released; with one, the tile goes back after the item's last S and O is stored from registers.
-    constexpr bool STAGED = QB == 2;
     auto k_tile = [&](int t) { return Ks + (t % STAGES) * BC * D; };
     auto v_tile = [&](int t) { return Vs + (t % STAGES) * BC * D; };
 
@@ -1861,7 +1821,7 @@ __device__ void flash_ws(const TensorMap* tq, const TensorMap* tk, const TensorM
         m[0] = m[1] = NEG_INF;
         l[0] = l[1] = 0.f;
         if (x.ntiles == 0) {
-            if (!STAGED) release_q(n);
+            release_q(n);
             return;
         }
         unsigned int pl[BC / 16][4];
@@ -1872,7 +1832,7 @@ __device__ void flash_ws(const TensorMap* tq, const TensorMap* tk, const TensorM
         wg_commit();
         wg_wait<0>();
         release(K_EMPTY, kv);
-        if (!STAGED && x.ntiles == 1) release_q(n);
+        if (x.ntiles == 1) release_q(n);
         wg_softmax<T, BC, true>(s, p, x.t_begin * BC, x.iw, row_of(x), tg, m, l, alpha, pf, pl);
         if (x.short_rows) {  // the first tile's rounding correction, as v7's two-warpgroup block
             wait_full(V_FULL, kv);
@@ -1905,7 +1865,7 @@ __device__ void flash_ws(const TensorMap* tq, const TensorMap* tk, const TensorM
             wg_commit();
             wg_wait<1>();  // S_t is done; P V may still run
             release(K_EMPTY, u);
-            if (!STAGED && t == cur.ntiles - 1) release_q(n);
+            if (t == cur.ntiles - 1) release_q(n);
             wg_exp<BC>(s, p, j0, cur.iw, row_a, tg, m, l, alpha);
             asm volatile("st.shared.f32 [%0], %1;\n" ::"r"(smem_addr(sink)), "f"(l[0] + l[1]));
             wg_wait<0>();  // P_{t-1} V_{t-1} is done
@@ -1934,13 +1894,12 @@ __device__ void flash_ws(const TensorMap* tq, const TensorMap* tk, const TensorM
             wg_commit();
             wg_wait<1>();  // the next item's S is done
             release(K_EMPTY, kv_next);
+            if (nx.ntiles == 1) release_q(n + 1);
             float m2[2] = {NEG_INF, NEG_INF}, l2[2] = {0.f, 0.f};
             wg_exp<BC>(s, p, nx.t_begin * BC, nx.iw, row_of(nx), tg, m2, l2, alpha);
             wg_wait<0>();  // this item's last P V is done
             release(V_EMPTY, u);
-            wg_store_staged<T, D, BR>(o, lse, p, cur.bh, Qs + (n % QB) * BR * D, 64 * wg + 16 * warp, row_a,
-                                      lane, oacc, m, l);
-            release_q(n);
+            wg_store<T, D>(o, lse, p, cur.bh, row_a, tg, oacc, m, l);
 #pragma unroll
             for (int i = 0; i < D / 2; ++i) oacc[i] = 0.f;
             m[0] = m2[0];
@@ -1965,13 +1924,7 @@ __device__ void flash_ws(const TensorMap* tq, const TensorMap* tk, const TensorM
                 wg_wait<0>();
                 release(V_EMPTY, u);
             }
-            if constexpr (STAGED) {
-                wg_store_staged<T, D, BR>(o, lse, p, cur.bh, Qs + (n % QB) * BR * D, 64 * wg + 16 * warp,
-                                          row_a, lane, oacc, m, l);
-                release_q(n);
-            } else {
-                wg_store<T, D>(o, lse, p, cur.bh, row_a, tg, oacc, m, l);
-            }
+            wg_store<T, D>(o, lse, p, cur.bh, row_a, tg, oacc, m, l);
             if constexpr (QB == 1) nx = item_at(n + 1);
             if (nx.ntiles >= 0) first_tile(nx, n + 1, kv_next);
         }
