@@ -174,6 +174,18 @@
 //            -> 331 / 331 / 334, causal 512 191 -> 182 / 182 / 183, causal 4096 402 -> 348..365.
 //            A prefetch box takes the copy engine's issue slot as a load does, and the first
 //            touches it was to hide are not what the short rows wait on, or not all of it.
+//         i. O stored through the item's Q tile (commit fb57656, reverted): a profile's stall samples
+//            (ncu SourceCounters, one launch, H200, a601e63) put 39% of all samples at D = 128 N = 512
+//            in the code that runs once an item (4096: 7%), a sixth of all in the epilogue's 32-bit
+//            stores and the register reuse waiting on them. Each warp wrote its 16 rows of O, rounded,
+//            into its rows of the Q tile and stored them back as 16-byte pieces of whole rows, the tile
+//            released to the producer after that instead of after the item's last S. Checked (gpu-probe
+//            sanitize's cases, no sanitizer: all match), and slower at every length up to 4096, against
+//            a601e63, both builds twice in one call: D = 128 N = 512 444 -> 398 TFLOP/s, 2048 604 ->
+//            588, causal 512 275 -> 223; D = 64 N = 512 341 -> 274, causal 512 191 -> 148, 4096 401 ->
+//            354; level or faster only at D = 128 N = 16384 (581 -> 595..624, causal 636 -> 640). Most
+//            likely the next-but-one item's Q, now asked for an item later, which short items cannot
+//            hide (not measured apart): the stores alone were not the cost the samples suggested.
 //         Where short rows lose (ncu, one launch each, H200, a0e81e9): D = 128 N = 512 unmasked, L2 hit
 //         rate 64% (N = 4096: 91%), DRAM at 32% and L2 at 62% of peak, SM throughput 45% (4096: 69%),
 //         no eligible warp in 68% of cycles; D = 64 causal N = 512 alike (L2 hits 57%, DRAM 28%, SM
