@@ -471,6 +471,29 @@ pub fn probe(args: &[String]) -> Result<(), String> {
                 Err("some probe failed its check".into())
             }
         }
+        Some("check") => {
+            // `gpu-probe check VERSION,...`: the sanitizer's cases for those versions only, f16 and
+            // (tensor-core versions) bf16, each against the reference; no sanitizer.
+            let mut ok = true;
+            for name in args.get(1).ok_or("gpu-probe check VERSION,...")?.split(',') {
+                let ver = Version::parse(name).ok_or(format!("unknown version {name}"))?;
+                for (i, (s, mask)) in probe_cases().into_iter().enumerate() {
+                    if !(ver.head_dims().is_empty() || ver.head_dims().contains(&s.d)) {
+                        continue;
+                    }
+                    ok &= probe_one::<f16>(&dev, ver, s, mask, 100 + i as u64)?;
+                    if ver.number() >= 4 {
+                        ok &= probe_one::<bf16>(&dev, ver, s, mask, 200 + i as u64)?;
+                    }
+                }
+            }
+            if ok {
+                println!("All results match");
+                Ok(())
+            } else {
+                Err("some check failed".into())
+            }
+        }
         Some(cmd @ ("one" | "time")) => {
             // One configuration of the harness's grid: `one` launches it once (for ncu), `time`
             // times it over four rotated input sets (no check: the tests and the harness do that).
