@@ -1297,44 +1297,6 @@ __device__ __forceinline__ void wg_store(T* __restrict__ o, float* __restrict__ 
 }
 // ANCHOR_END: wg_store
 
-// ANCHOR: wg_store_staged
-// wg_store through shared memory (v8 where an O tile fits beside two Q tiles and the stages): the
-// warp's 16 rows of O, divided by l and rounded, go into its rows of the block's O tile (`tile`: BR
-// rows in tile_off's swizzled layout, each warp's rows its own), then each lane reads 16-byte pieces
-// back and stores them, so that a warp's stores cover whole rows. Stored
-// straight from the accumulator layout, every 32-bit store instruction touched 8 rows' 16-byte pieces,
-// and the registers it read waited for it (a profile of N = 512 found a sixth of the warps' stall
-// samples in that epilogue).
-template <typename T, int D, int BR>
-__device__ __forceinline__ void wg_store_staged(T* __restrict__ o, float* __restrict__ lse, const Params& p,
-                                                int bh, T* tile, int trow, int row_a, int lane,
-                                                const float (&oacc)[D / 2], const float (&m)[2],
-                                                const float (&l)[2]) {
-    const int g = lane >> 2, tg = lane & 3;
-    __syncwarp();  // every lane has read the previous item's rows back
-#pragma unroll
-    for (int r = 0; r < 2; ++r) {  // rows g and g + 8 of the warp's 16 (tile row trow + g + 8 r)
-        const int row = row_a + r * 8;
-        const float inv = l[r] > 0.f ? 1.f / l[r] : 0.f;
-#pragma unroll
-        for (int dn = 0; dn < D / 8; ++dn)
-            *reinterpret_cast<unsigned int*>(tile + tile_off<D>(trow + g + 8 * r, dn, BR) + tg * 2) =
-                pack2(oacc[4 * dn + 2 * r] * inv, oacc[4 * dn + 2 * r + 1] * inv, T());
-        if (tg == 0 && row < p.nq)
-            lse[(size_t)bh * p.nq + row] = l[r] > 0.f ? (m[r] * p.scale_log2 + log2f(l[r])) * LN2 : NEG_INF;
-    }
-    __syncwarp();
-    T* ob = o + ((size_t)bh * p.nq + row_a - g) * D;  // the warp's first row
-#pragma unroll 1
-    for (int k = 0; k < 16 * (D / 8) / 32; ++k) {
-        const int x = k * 32 + lane, i = x / (D / 8), c = x % (D / 8);  // row i, 16-byte piece c
-        if (row_a - g + i < p.nq)
-            *reinterpret_cast<uint4*>(ob + (size_t)i * D + c * 8) =
-                *reinterpret_cast<const uint4*>(tile + tile_off<D>(trow + i, c, BR));
-    }
-}
-// ANCHOR_END: wg_store_staged
-
 // ANCHOR: work_item
 // Work item `item` of a 1-D order over (query tile, head) pairs of BR rows: in groups of GH heads, tile
 // T - 1 of the group's heads, then T - 2, ... With a causal mask the longest items then start first
@@ -1704,19 +1666,14 @@ __device__ void flash_ws(const TensorMap* tq, const TensorMap* tk, const TensorM
     T* Qs = reinterpret_cast<T*>(smem_raw + ((1024 - (smem_addr(smem_raw) & 1023)) & 1023));
     T* Ks = Qs + QB * BR * D;      // stage s at Ks + s BC D
     T* Vs = Ks + STAGES * BC * D;  // stage s at Vs + s BC D
-    // An O tile where it fits beside them (the host's `v8_o_tile`): O is stored through it in whole rows.
-    constexpr bool OT = QB == 2 && (QB * BR + 2 * STAGES * BC + BR) * D * (int)sizeof(T) + 1024 +
-                                          8 * (2 * QB + 4 * STAGES) + 8 + 128 * NWG * 4 <=
-                                      232448;
-    T* Os = Vs + STAGES * BC * D;
     // Barriers (8 bytes each): Q full and Q empty for each Q tile; then K full, K empty, V full, V empty,
     // one per stage.
-    const unsigned bars = smem_addr(Os + (OT ? BR * D : 0));
+    const unsigned bars = smem_addr(Vs + STAGES * BC * D);
     auto q_full = [&](int n) { return bars + 16u * (n % QB); };  // item n's Q tile is n % QB
     auto q_empty = [&](int n) { return bars + 16u * (n % QB) + 8; };
     auto bar = [&](int kind, int s) { return bars + 8u * (2 * QB + kind * STAGES + s); };
     enum { K_FULL = 0, K_EMPTY = 1, V_FULL = 2, V_EMPTY = 3 };
-    volatile int* s_item = reinterpret_cast<volatile int*>(Os + (OT ? BR * D : 0)) + 2 * (2 * QB + 4 * STAGES);
+    volatile int* s_item = reinterpret_cast<volatile int*>(Vs + STAGES * BC * D) + 2 * (2 * QB + 4 * STAGES);
     // ANCHOR_END: ws_block
 
     const int tid = threadIdx.x, wg = tid / 128;
@@ -1954,10 +1911,7 @@ __device__ void flash_ws(const TensorMap* tq, const TensorMap* tk, const TensorM
             wg_exp<BC>(s, p, nx.t_begin * BC, nx.iw, row_of(nx), tg, m2, l2, alpha);
             wg_wait<0>();  // this item's last P V is done
             release(V_EMPTY, u);
-            if constexpr (OT)
-                wg_store_staged<T, D, BR>(o, lse, p, cur.bh, Os, 64 * wg + 16 * warp, row_a, lane, oacc, m, l);
-            else
-                wg_store<T, D>(o, lse, p, cur.bh, row_a, tg, oacc, m, l);
+            wg_store<T, D>(o, lse, p, cur.bh, row_a, tg, oacc, m, l);
 #pragma unroll
             for (int i = 0; i < D / 2; ++i) oacc[i] = 0.f;
             m[0] = m2[0];
@@ -1982,10 +1936,7 @@ __device__ void flash_ws(const TensorMap* tq, const TensorMap* tk, const TensorM
                 wg_wait<0>();
                 release(V_EMPTY, u);
             }
-            if constexpr (OT)
-                wg_store_staged<T, D, BR>(o, lse, p, cur.bh, Os, 64 * wg + 16 * warp, row_a, lane, oacc, m, l);
-            else
-                wg_store<T, D>(o, lse, p, cur.bh, row_a, tg, oacc, m, l);
+            wg_store<T, D>(o, lse, p, cur.bh, row_a, tg, oacc, m, l);
             if constexpr (QB == 1) nx = item_at(n + 1);
             if (nx.ntiles >= 0) first_tile(nx, n + 1, kv_next);
         }

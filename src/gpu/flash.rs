@@ -303,29 +303,11 @@ pub fn v8_q_buffers(d: usize, stages: usize, consumers: usize) -> usize {
 /// for each stage of K and of V), the two item numbers and one word a consumer thread.
 pub fn v8_smem_bytes(d: usize, stages: usize, consumers: usize) -> usize {
     let qb = v8_q_buffers(d, stages, consumers);
-    let o = if v8_o_tile(d, stages, consumers) {
-        64 * consumers
-    } else {
-        0
-    };
-    (64 * consumers * qb + 2 * stages * 128 + o) * d * 2
+    (64 * consumers * qb + 2 * stages * 128) * d * 2
         + 1024
         + 8 * (2 * qb + 4 * stages)
         + 8
         + 128 * consumers * 4
-}
-
-/// Whether v8 stores O through a tile of its own in shared memory (`wg_store_staged` in the kernel,
-/// which derives the same answer): where one fits beside two Q tiles, the stages and the barriers.
-pub fn v8_o_tile(d: usize, stages: usize, consumers: usize) -> bool {
-    let qb = v8_q_buffers(d, stages, consumers);
-    qb == 2
-        && (64 * consumers * (qb + 1) + 2 * stages * 128) * d * 2
-            + 1024
-            + 8 * (2 * qb + 4 * stages)
-            + 8
-            + 128 * consumers * 4
-            <= 232_448
 }
 
 /// The warps per block `version` runs with by default; for v8, whose block is always 12 warps (two

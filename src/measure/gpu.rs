@@ -382,11 +382,6 @@ mod tests {
         }
         assert_eq!(flash::v8_q_buffers(128, 2, 2), 2);
         assert_eq!(flash::v8_q_buffers(128, 3, 2), 1);
-        // An O tile beside two Q tiles wherever it fits: every kernel with two Q tiles here.
-        for (d, st, c) in [(64, 2, 2), (64, 4, 2), (64, 2, 3), (64, 4, 3), (128, 2, 2)] {
-            assert!(flash::v8_o_tile(d, st, c), "D={d} stages={st} c={c}");
-        }
-        assert!(!flash::v8_o_tile(128, 3, 2), "one Q tile: O from registers");
         // Three consumers at D = 64 but for short causal calls; two at D = 128.
         assert_eq!(flash::v8_consumers(64, 2048, false), 3);
         assert_eq!(flash::v8_consumers(64, 512, true), 2);
