@@ -183,9 +183,16 @@
 //            sanitize's cases, no sanitizer: all match), and slower at every length up to 4096, against
 //            a601e63, both builds twice in one call: D = 128 N = 512 444 -> 398 TFLOP/s, 2048 604 ->
 //            588, causal 512 275 -> 223; D = 64 N = 512 341 -> 274, causal 512 191 -> 148, 4096 401 ->
-//            354; level or faster only at D = 128 N = 16384 (581 -> 595..624, causal 636 -> 640). Most
-//            likely the next-but-one item's Q, now asked for an item later, which short items cannot
-//            hide (not measured apart): the stores alone were not the cost the samples suggested.
+//            354; level or faster only at D = 128 N = 16384 (581 -> 595..624, causal 636 -> 640). Then
+//            the same store through an O tile of its own (commit 2ae4bdf, reverted; it fits beside
+//            two Q tiles in every such kernel), the Q tile released after the last S as before:
+//            checked (gpu-probe check v8: all match), and against a601e63 in one call D = 128
+//            unmasked level at every length (N = 512 442 -> 441, 16384 581 -> 578), causal 512 274
+//            -> 258, 1024 391 -> 382; D = 64 5-10% slower everywhere (N = 512 340 -> 313, causal
+//            512 190 -> 179, 16384 459 -> 430; the three-consumer kernels spill more). So the late
+//            Q was the larger part of the first attempt's loss at D = 128, and the stores were never
+//            the cost the samples suggested: a warp waiting in the epilogue waits where it would
+//            otherwise wait elsewhere.
 //         Where short rows lose (ncu, one launch each, H200, a0e81e9): D = 128 N = 512 unmasked, L2 hit
 //         rate 64% (N = 4096: 91%), DRAM at 32% and L2 at 62% of peak, SM throughput 45% (4096: 69%),
 //         no eligible warp in 68% of cycles; D = 64 causal N = 512 alike (L2 hits 57%, DRAM 28%, SM
