@@ -1668,14 +1668,7 @@ __device__ void flash_ws(const TensorMap* tq, const TensorMap* tk, const TensorM
     constexpr int BR = 64 * NWG, BC = 128;
     constexpr unsigned TILE_BYTES = BC * D * sizeof(T);
     // Q tiles: two where they fit beside the stages in an SM's 227 KB (the host's `v8_q_buffers`).
-    // Three where they fit (the alignment, barriers, item words and the consumers' sink counted
-    // exactly): the item after next's Q is then asked for an item earlier.
-    constexpr int QB = (3 * BR + 2 * STAGES * BC) * D * (int)sizeof(T) + 1024 + 8 * (6 + 4 * STAGES) + 12 +
-                                   128 * NWG * 4 <=
-                               232448
-                           ? 3
-                       : (2 * BR + 2 * STAGES * BC) * D * (int)sizeof(T) + 4096 <= 232448 ? 2
-                                                                                           : 1;
+    constexpr int QB = (2 * BR + 2 * STAGES * BC) * D * (int)sizeof(T) + 4096 <= 232448 ? 2 : 1;
     extern __shared__ __align__(1024) unsigned char smem_raw[];
     T* Qs = reinterpret_cast<T*>(smem_raw + ((1024 - (smem_addr(smem_raw) & 1023)) & 1023));
     T* Ks = Qs + QB * BR * D;      // stage s at Ks + s BC D
@@ -1749,28 +1742,18 @@ __device__ void flash_ws(const TensorMap* tq, const TensorMap* tk, const TensorM
             int kv = 0;  // K/V tiles loaded so far: tile kv goes to stage kv % STAGES
             int item = take();
             publish(0, item);
-            // With three Q tiles the producer publishes two items ahead: item n + 2 once item n's
-            // first tile is asked for.
-            constexpr int LEAD = QB == 3 ? 2 : 1;
-            int next1 = -1;  // QB = 3: item n + 1, already published
-            if constexpr (QB == 3) {
-                if (item >= 0) {
-                    next1 = take();
-                    publish(1, next1);
-                }
-            }
             for (int n = 0; item >= 0; ++n) {
                 int tile, bh, t_begin, ntiles;
                 keys(item, tile, bh, t_begin, ntiles);
                 const int b = bh / p.hq, hk = bh % p.hq / (p.hq / p.hkv), zk = b * p.hkv + hk;
                 // The next item is taken once this one's first tile is asked for (two Q tiles), or
                 // once its last is (one: its Q is free only after the last S).
-                const int ahead = QB >= 2 ? min(1, ntiles) : ntiles;
+                const int ahead = QB == 2 ? min(1, ntiles) : ntiles;
                 int next = -1;
                 for (int t = 0;; ++t, ++kv) {
                     if (t == ahead) {
                         next = take();
-                        publish(n + LEAD, next);
+                        publish(n + 1, next);
                     }
                     if (t == ntiles) break;
                     const int s = kv % STAGES, parity = ((kv / STAGES) & 1) ^ 1, j0 = (t_begin + t) * BC;
@@ -1785,12 +1768,7 @@ __device__ void flash_ws(const TensorMap* tq, const TensorMap* tk, const TensorM
                     for (int cb = 0; cb < D / 64; ++cb)
                         tma_box(Vs + s * BC * D + cb * BC * 64, tv, cb * 64, j0, zk, bar(V_FULL, s));
                 }
-                if constexpr (QB == 3) {
-                    item = next1;
-                    next1 = next;
-                } else {
-                    item = next;
-                }
+                item = next;
             }
             // The last block to finish resets the counters for the next launch (every block has taken
             // its last item by the time it counts itself done).
@@ -1812,7 +1790,7 @@ __device__ void flash_ws(const TensorMap* tq, const TensorMap* tk, const TensorM
 
     // ANCHOR: ws_consumer
     const int warp = (tid / 32) % 4, lane = tid % 32, g = lane >> 2, tg = lane & 3;
-    float* sink = reinterpret_cast<float*>(const_cast<int*>(s_item) + (QB > 2 ? QB : 2)) + tid;
+    float* sink = reinterpret_cast<float*>(const_cast<int*>(s_item) + 2) + tid;
     // Tiles are numbered across items (kv + t), as the producer fills the stages.
     auto wait_full = [&](int kind, int t) { mb_wait(bar(kind, t % STAGES), (t / STAGES) & 1); };
     auto release = [&](int kind, int t) {
@@ -1921,8 +1899,8 @@ __device__ void flash_ws(const TensorMap* tq, const TensorMap* tk, const TensorM
         const int kv_next = kv + cur.ntiles, u = kv_next - 1;
         // ANCHOR: ws_next_item
         Item nx = {0, 0, -1, 0, false};
-        if constexpr (QB >= 2) nx = item_at(n + 1);  // its Q was asked for early
-        if (QB >= 2 && nx.ntiles > 0 && cur.ntiles > 0) {
+        if constexpr (QB == 2) nx = item_at(n + 1);  // its Q was asked for early in this item
+        if (QB == 2 && nx.ntiles > 0 && cur.ntiles > 0) {
             // The next item's first S issued with this item's last P V, its exponentials computed
             // while P V runs; then this item's O is stored and the next one's state takes its place.
             wait_full(K_FULL, kv_next);

@@ -285,16 +285,12 @@ pub fn v8_consumers(d: usize, nq: usize, causal: bool) -> usize {
     }
 }
 
-/// v8's Q tiles for head size `d`, `stages` K/V stages and `consumers` warpgroups: three where they fit
-/// beside the stages in an SM's 227 KB (the producer then asks for the Q of the item after next while
-/// this one runs), else two (the next item's Q loads under this one and its first S is computed under
-/// this one's last `P V`: `ws_next_item` in the kernel, which derives the same number), else one (D =
-/// 128 with three stages).
+/// v8's Q tiles for head size `d`, `stages` K/V stages and `consumers` warpgroups: two where they fit
+/// beside the stages in an SM's 227 KB, so that the next work item's Q loads under this one and its first
+/// S is computed under this one's last `P V` (`ws_next_item` in the kernel, which derives the same
+/// number); one otherwise (D = 128 with three stages).
 pub fn v8_q_buffers(d: usize, stages: usize, consumers: usize) -> usize {
-    let (br, kv) = (64 * consumers, 2 * stages * 128);
-    if (3 * br + kv) * d * 2 + 1024 + 8 * (6 + 4 * stages) + 12 + 128 * consumers * 4 <= 232_448 {
-        3
-    } else if (2 * br + kv) * d * 2 + 4096 <= 232_448 {
+    if (2 * 64 * consumers + 2 * stages * 128) * d * 2 + 4096 <= 232_448 {
         2
     } else {
         1
@@ -310,7 +306,7 @@ pub fn v8_smem_bytes(d: usize, stages: usize, consumers: usize) -> usize {
     (64 * consumers * qb + 2 * stages * 128) * d * 2
         + 1024
         + 8 * (2 * qb + 4 * stages)
-        + 4 * qb.max(2)
+        + 8
         + 128 * consumers * 4
 }
 

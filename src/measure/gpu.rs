@@ -373,14 +373,14 @@ mod tests {
                 }
             }
         }
-        // Three Q tiles (the item after next's Q asked for while this one runs) wherever they fit:
-        // every D = 64 kernel and D = 128 with two stages; one at D = 128 with three.
+        // Two Q tiles (the next item's first S under this one's end) wherever they fit: every D = 64
+        // kernel and D = 128 with two stages; one at D = 128 with three.
         for c in [2, 3] {
             for st in [2, 4] {
-                assert_eq!(flash::v8_q_buffers(64, st, c), 3, "D=64 stages={st} c={c}");
+                assert_eq!(flash::v8_q_buffers(64, st, c), 2, "D=64 stages={st} c={c}");
             }
         }
-        assert_eq!(flash::v8_q_buffers(128, 2, 2), 3);
+        assert_eq!(flash::v8_q_buffers(128, 2, 2), 2);
         assert_eq!(flash::v8_q_buffers(128, 3, 2), 1);
         // Three consumers at D = 64 but for short causal calls; two at D = 128.
         assert_eq!(flash::v8_consumers(64, 2048, false), 3);
