@@ -193,6 +193,14 @@
 //            Q was the larger part of the first attempt's loss at D = 128, and the stores were never
 //            the cost the samples suggested: a warp waiting in the epilogue waits where it would
 //            otherwise wait elsewhere.
+//         j. three Q tiles where they fit (every kernel with two; D = 128 two stages at 226 KB), the
+//            producer publishing two items ahead, so that the item after next's Q is asked for while
+//            this one runs (commit 472216c, reverted; i. had shown a later Q costing 10% at D = 128 N =
+//            512). Checked (gpu-probe check v8: all match); against a601e63 in one call: D = 128
+//            unmasked level (N = 512 446 -> 442, 4096 640 -> 644, 16384 581 -> 598), causal 3-6%
+//            slower (512 276 -> 262, 16384 601 -> 567); D = 64 N = 512 343 -> 318 (both builds twice),
+//            1024 399 -> 382, causal level to 2048 and 4% slower from 4096. Two Q tiles already bring
+//            the next Q in time; a third only takes the producer's attention two items ahead.
 //         Where short rows lose (ncu, one launch each, H200, a0e81e9): D = 128 N = 512 unmasked, L2 hit
 //         rate 64% (N = 4096: 91%), DRAM at 32% and L2 at 62% of peak, SM throughput 45% (4096: 69%),
 //         no eligible warp in 68% of cycles; D = 64 causal N = 512 alike (L2 hits 57%, DRAM 28%, SM
