@@ -440,29 +440,27 @@ fn save_check(dev: &Device, dir: &Path) -> Result<(), String> {
 /// `gpu-probe one VERSION N D [causal]` (one launch on the harness's shape for N and D; for ncu),
 /// `gpu-probe time VERSION N D [causal]` (its median time over 40 launches, for tuning); both take
 /// comma-separated lists of versions (`VERSION:wK` for a knob) and of lengths.
+/// The sanitizer's cases for `versions`: each version whose head sizes fit a case, in f16, then the
+/// tensor-core versions (v4 on) in bf16, each against the reference; whether every one matched.
+fn probe_versions(dev: &Device, versions: &[Version]) -> Result<bool, String> {
+    let mut ok = true;
+    for (i, (s, mask)) in probe_cases().into_iter().enumerate() {
+        let fits = |v: &&Version| v.head_dims().is_empty() || v.head_dims().contains(&s.d);
+        for &ver in versions.iter().filter(fits) {
+            ok &= probe_one::<f16>(dev, ver, s, mask, 100 + i as u64)?;
+        }
+        for &ver in versions.iter().filter(fits).filter(|v| v.number() >= 4) {
+            ok &= probe_one::<bf16>(dev, ver, s, mask, 200 + i as u64)?;
+        }
+    }
+    Ok(ok)
+}
+
 pub fn probe(args: &[String]) -> Result<(), String> {
     let dev = open()?;
     match args.first().map(String::as_str) {
         Some("sanitize") => {
-            let mut ok = true;
-            for (i, (s, mask)) in probe_cases().into_iter().enumerate() {
-                let fits = |v: Version| v.head_dims().is_empty() || v.head_dims().contains(&s.d);
-                for ver in Version::ALL.into_iter().filter(|&v| fits(v)) {
-                    ok &= probe_one::<f16>(&dev, ver, s, mask, 100 + i as u64)?;
-                }
-                for ver in [
-                    Version::V4TensorCores,
-                    Version::V5CpAsync,
-                    Version::V6Wgmma,
-                    Version::V7Overlap,
-                    Version::V8Tma,
-                ]
-                .into_iter()
-                .filter(|&v| fits(v))
-                {
-                    ok &= probe_one::<bf16>(&dev, ver, s, mask, 200 + i as u64)?;
-                }
-            }
+            let mut ok = probe_versions(&dev, &Version::ALL)?;
             ok &= probe_paged(&dev)?;
             if ok {
                 println!("All results match");
@@ -472,22 +470,14 @@ pub fn probe(args: &[String]) -> Result<(), String> {
             }
         }
         Some("check") => {
-            // `gpu-probe check VERSION,...`: the sanitizer's cases for those versions only, f16 and
-            // (tensor-core versions) bf16, each against the reference; no sanitizer.
-            let mut ok = true;
-            for name in args.get(1).ok_or("gpu-probe check VERSION,...")?.split(',') {
-                let ver = Version::parse(name).ok_or(format!("unknown version {name}"))?;
-                for (i, (s, mask)) in probe_cases().into_iter().enumerate() {
-                    if !(ver.head_dims().is_empty() || ver.head_dims().contains(&s.d)) {
-                        continue;
-                    }
-                    ok &= probe_one::<f16>(&dev, ver, s, mask, 100 + i as u64)?;
-                    if ver.number() >= 4 {
-                        ok &= probe_one::<bf16>(&dev, ver, s, mask, 200 + i as u64)?;
-                    }
-                }
-            }
-            if ok {
+            // `gpu-probe check VERSION,...`: the sanitizer's cases for those versions only; no sanitizer.
+            let versions = args
+                .get(1)
+                .ok_or("gpu-probe check VERSION,...")?
+                .split(',')
+                .map(|name| Version::parse(name).ok_or(format!("unknown version {name}")))
+                .collect::<Result<Vec<_>, _>>()?;
+            if probe_versions(&dev, &versions)? {
                 println!("All results match");
                 Ok(())
             } else {

@@ -103,12 +103,13 @@ pub fn head_major<T: Copy + Send + Sync>(
 ) -> Vec<T> {
     use rayon::prelude::*;
     assert_eq!(pool.len(), num_blocks * hkv * piece, "pool shape");
-    let mut out = pool.to_vec();
-    out.par_chunks_mut(piece).enumerate().for_each(|(i, dst)| {
-        let (h, blk) = (i / num_blocks, i % num_blocks);
-        dst.copy_from_slice(&pool[(blk * hkv + h) * piece..][..piece]);
-    });
-    out
+    (0..hkv * num_blocks)
+        .into_par_iter()
+        .flat_map_iter(|i| {
+            let (h, blk) = (i / num_blocks, i % num_blocks);
+            pool[(blk * hkv + h) * piece..][..piece].iter().copied()
+        })
+        .collect()
 }
 
 /// Device buffers of one decode batch.
