@@ -1199,11 +1199,7 @@ __device__ __forceinline__ void issue_pv(float (&o)[D / 2], const unsigned int (
 // leaves the exponentials p = 2^(s scale - m) in s (f32), updates m and l, and returns in alpha the
 // factor O must be scaled by before this tile's P V is added; `wg_pack` rounds them into P V's A
 // fragments, with LOW also the rounding residual P - fp16(P). `wg_softmax` is both.
-// LAZY (v8): a row keeps its old maximum unless the new one exceeds it by more than 2^LAZY_LOG2 in
-// the exponentials (FlashAttention-4's conditional rescaling), so alpha is exactly 1 on most tiles of
-// a long row and O's rescale can be skipped; p stays at most 2^LAZY_LOG2, well inside fp16 and f32.
-#define LAZY_LOG2 8.f
-template <int BC, bool LAZY = false>
+template <int BC>
 __device__ __forceinline__ void wg_exp(float (&s)[BC / 2], const Params& p, int j0, int iw, int row_a, int tg,
                                       float (&m)[2], float (&l)[2], float (&alpha)[2]) {
     const int off = p.nk - p.nq;
@@ -1227,7 +1223,6 @@ __device__ __forceinline__ void wg_exp(float (&s)[BC / 2], const Params& p, int 
     for (int r = 0; r < 2; ++r) {
         mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
         mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
-        if (LAZY && m[r] != NEG_INF && (mx[r] - m[r]) * p.scale_log2 <= LAZY_LOG2) mx[r] = m[r];
         msc[r] = mx[r] == NEG_INF ? 0.f : mx[r] * p.scale_log2;
         alpha[r] = ex2(m[r] * p.scale_log2 - msc[r]);
         l[r] *= alpha[r];
@@ -1610,9 +1605,6 @@ WG(7, 128, 4)
 #endif
 
 #if FA_VERSION == 8
-#ifndef FA_LAZY
-#define FA_LAZY 1
-#endif
 // ANCHOR: v8_intro
 // v8: v7's two-warpgroup loop fed by a third warpgroup through Hopper's tensor memory accelerator
 // (FlashAttention-3's warp specialisation). In v7 every consumer thread computes addresses and issues
@@ -1901,16 +1893,14 @@ __device__ void flash_ws(const TensorMap* tq, const TensorMap* tk, const TensorM
             wg_wait<1>();  // S_t is done; P V may still run
             release(K_EMPTY, u);
             if (t == cur.ntiles - 1) release_q(n);
-            wg_exp<BC, FA_LAZY>(s, p, j0, cur.iw, row_a, tg, m, l, alpha);
+            wg_exp<BC>(s, p, j0, cur.iw, row_a, tg, m, l, alpha);
             asm volatile("st.shared.f32 [%0], %1;\n" ::"r"(smem_addr(sink)), "f"(l[0] + l[1]));
             wg_wait<0>();  // P_{t-1} V_{t-1} is done
             release(V_EMPTY, u - 1);
-            if (!FA_LAZY || __any_sync(0xffffffffu, alpha[0] != 1.f || alpha[1] != 1.f)) {
 #pragma unroll
-                for (int dn = 0; dn < D / 8; ++dn)
+            for (int dn = 0; dn < D / 8; ++dn)
 #pragma unroll
-                    for (int x = 0; x < 4; ++x) oacc[4 * dn + x] *= alpha[x >> 1];
-            }
+                for (int x = 0; x < 4; ++x) oacc[4 * dn + x] *= alpha[x >> 1];
             unsigned int unused[BC / 16][4];
             wg_pack<T, BC, false>(s, pf, unused);
         }
