@@ -201,6 +201,16 @@
 //            slower (512 276 -> 262, 16384 601 -> 567); D = 64 N = 512 343 -> 318 (both builds twice),
 //            1024 399 -> 382, causal level to 2048 and 4% slower from 4096. Two Q tiles already bring
 //            the next Q in time; a third only takes the producer's attention two items ahead.
+//         k. FlashAttention-4's conditional rescale (commit 1e7a7a6, reverted): a row keeps its old
+//            maximum unless the new one is more than 2^8 larger in the exponentials, so alpha is 1 on
+//            most tiles of a long row and the warp skips O's 64 multiplies (a vote, the branch
+//            warp-uniform; p stays at most 256, inside fp16). ptxas: no spill and no serialisation
+//            warning added. Checked (gpu-probe check v8: all match); against the 424cd3d build,
+//            both twice in one call (H200, 2026-11-28): D = 128 unmasked level (N = 512 443 -> 444,
+//            2048 605 -> 604, 16384 593 -> 586..590), causal level to 4096 (-0.2..-0.5%) and +7% at
+//            16384 (590..595 -> 634..635, unexplained); D = 64 1-2% slower up to 4096 (N = 512 341
+//            -> 338, 2048 472 -> 466, causal 4096 401 -> 396). The rescale was never on the loop's
+//            critical path: the other warpgroup's wgmmas fill the tensor cores while one rescales.
 //         Where short rows lose (ncu, one launch each, H200, a0e81e9): D = 128 N = 512 unmasked, L2 hit
 //         rate 64% (N = 4096: 91%), DRAM at 32% and L2 at 62% of peak, SM throughput 45% (4096: 69%),
 //         no eligible warp in 68% of cycles; D = 64 causal N = 512 alike (L2 hits 57%, DRAM 28%, SM
