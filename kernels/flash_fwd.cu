@@ -1680,38 +1680,25 @@ __device__ __forceinline__ void tma_box(void* dst, const TensorMap* map, int c0,
 // (its Q's load, its first S and softmax, which nothing overlaps) is paid in full. Shared memory: QB Q
 // tiles (64 NWG x D), STAGES stages of K, STAGES of V (128 x D each), the barriers, the items in hand and
 // v7's one word a consumer thread.
-template <typename T, int D, int STAGES, int NWG, int VSTAGES = STAGES>
+template <typename T, int D, int STAGES, int NWG>
 __device__ void flash_ws(const TensorMap* tq, const TensorMap* tk, const TensorMap* tv, T* __restrict__ o,
                          float* __restrict__ lse, Params p, unsigned* sched) {
     constexpr int BR = 64 * NWG, BC = 128;
     constexpr unsigned TILE_BYTES = BC * D * sizeof(T);
-    // Fewer V stages than K stages: the producer asks for K_{t+1} before V_t, which the consumers
-    // need one step after K_t anyway, so K runs as far ahead as V with a stage less of V.
-    constexpr bool DEFER_V = VSTAGES < STAGES;
-    // Q tiles: two where they fit beside the stages in an SM's 227 KB (the host's `v8_q_buffers`):
-    // the tiles, 1 KB of alignment, the barriers, the two item numbers and a word a consumer thread.
-    constexpr int QB = (2 * BR + (STAGES + VSTAGES) * BC) * D * (int)sizeof(T) + 1024 +
-                                   8 * (4 + 2 * STAGES + 2 * VSTAGES) + 8 + 512 * NWG <=
-                               232448
-                           ? 2
-                           : 1;
+    // Q tiles: two where they fit beside the stages in an SM's 227 KB (the host's `v8_q_buffers`).
+    constexpr int QB = (2 * BR + 2 * STAGES * BC) * D * (int)sizeof(T) + 4096 <= 232448 ? 2 : 1;
     extern __shared__ __align__(1024) unsigned char smem_raw[];
     T* Qs = reinterpret_cast<T*>(smem_raw + ((1024 - (smem_addr(smem_raw) & 1023)) & 1023));
     T* Ks = Qs + QB * BR * D;      // stage s at Ks + s BC D
     T* Vs = Ks + STAGES * BC * D;  // stage s at Vs + s BC D
-    // Barriers (8 bytes each): Q full and Q empty for each Q tile; then K full and K empty, one per K
-    // stage, V full and V empty, one per V stage.
-    const unsigned bars = smem_addr(Vs + VSTAGES * BC * D);
+    // Barriers (8 bytes each): Q full and Q empty for each Q tile; then K full, K empty, V full, V empty,
+    // one per stage.
+    const unsigned bars = smem_addr(Vs + STAGES * BC * D);
     auto q_full = [&](int n) { return bars + 16u * (n % QB); };  // item n's Q tile is n % QB
     auto q_empty = [&](int n) { return bars + 16u * (n % QB) + 8; };
+    auto bar = [&](int kind, int s) { return bars + 8u * (2 * QB + kind * STAGES + s); };
     enum { K_FULL = 0, K_EMPTY = 1, V_FULL = 2, V_EMPTY = 3 };
-    // Tile kv of a kind sits in stage kv % stages(kind); its barriers' phase is kv / stages(kind).
-    auto stages = [](int kind) { return kind < V_FULL ? STAGES : VSTAGES; };
-    auto bar = [&](int kind, int s) {
-        return bars + 8u * (2 * QB + (kind < V_FULL ? kind * STAGES : 2 * STAGES + (kind - V_FULL) * VSTAGES) + s);
-    };
-    volatile int* s_item =
-        reinterpret_cast<volatile int*>(Vs + VSTAGES * BC * D) + 2 * (2 * QB + 2 * STAGES + 2 * VSTAGES);
+    volatile int* s_item = reinterpret_cast<volatile int*>(Vs + STAGES * BC * D) + 2 * (2 * QB + 4 * STAGES);
     // ANCHOR_END: ws_block
 
     const int tid = threadIdx.x, wg = tid / 128;
@@ -1731,11 +1718,9 @@ __device__ void flash_ws(const TensorMap* tq, const TensorMap* tk, const TensorM
             mb_init(q_empty(b), 128 * NWG);  // every consumer thread arrives
         }
         for (int s = 0; s < STAGES; ++s) {
-            mb_init(bar(K_FULL, s), 1);         // the producer's arrival; the bytes complete the phase
-            mb_init(bar(K_EMPTY, s), 4 * NWG);  // one arrival per consumer warp
-        }
-        for (int s = 0; s < VSTAGES; ++s) {
+            mb_init(bar(K_FULL, s), 1);  // the producer's arrival; the bytes complete the phase
             mb_init(bar(V_FULL, s), 1);
+            mb_init(bar(K_EMPTY, s), 4 * NWG);  // one arrival per consumer warp
             mb_init(bar(V_EMPTY, s), 4 * NWG);
         }
         // The copy engine (the async proxy) must see the initialised barriers.
@@ -1772,18 +1757,7 @@ __device__ void flash_ws(const TensorMap* tq, const TensorMap* tk, const TensorM
                 for (int cb = 0; cb < D / 64; ++cb)
                     tma_box(Qs + (n % QB) * BR * D + cb * BR * 64, tq, cb * 64, tile * BR, bh, q_full(n));
             };
-            // Tile kv (numbered across items) of K or V into its stage, once the consumers are done
-            // with the tile that was there.
-            auto load = [&](int kind, const TensorMap* map, T* base, int kv, int j0, int zk) {
-                const int s = kv % stages(kind), parity = ((kv / stages(kind)) & 1) ^ 1;
-                mb_wait(bar(kind + 1, s), parity);  // the EMPTY barrier of tile kv - stages
-                mb_expect(bar(kind, s), TILE_BYTES);
-#pragma unroll
-                for (int cb = 0; cb < D / 64; ++cb)
-                    tma_box(base + s * BC * D + cb * BC * 64, map, cb * 64, j0, zk, bar(kind, s));
-            };
-            int kv = 0;               // K/V tiles loaded so far
-            int v_kv = -1, v_j0 = 0, v_zk = 0;  // DEFER_V: the V tile still to ask for
+            int kv = 0;  // K/V tiles loaded so far: tile kv goes to stage kv % STAGES
             int item = take();
             publish(0, item);
             for (int n = 0; item >= 0; ++n) {
@@ -1800,20 +1774,20 @@ __device__ void flash_ws(const TensorMap* tq, const TensorMap* tk, const TensorM
                         publish(n + 1, next);
                     }
                     if (t == ntiles) break;
-                    const int j0 = (t_begin + t) * BC;
-                    load(K_FULL, tk, Ks, kv, j0, zk);
-                    if constexpr (DEFER_V) {  // V of the tile before (maybe the last item's last)
-                        if (v_kv >= 0) load(V_FULL, tv, Vs, v_kv, v_j0, v_zk);
-                        v_kv = kv;
-                        v_j0 = j0;
-                        v_zk = zk;
-                    } else {
-                        load(V_FULL, tv, Vs, kv, j0, zk);
-                    }
+                    const int s = kv % STAGES, parity = ((kv / STAGES) & 1) ^ 1, j0 = (t_begin + t) * BC;
+                    mb_wait(bar(K_EMPTY, s), parity);  // every consumer is done with tile kv - STAGES
+                    mb_expect(bar(K_FULL, s), TILE_BYTES);
+#pragma unroll
+                    for (int cb = 0; cb < D / 64; ++cb)
+                        tma_box(Ks + s * BC * D + cb * BC * 64, tk, cb * 64, j0, zk, bar(K_FULL, s));
+                    mb_wait(bar(V_EMPTY, s), parity);
+                    mb_expect(bar(V_FULL, s), TILE_BYTES);
+#pragma unroll
+                    for (int cb = 0; cb < D / 64; ++cb)
+                        tma_box(Vs + s * BC * D + cb * BC * 64, tv, cb * 64, j0, zk, bar(V_FULL, s));
                 }
                 item = next;
             }
-            if (DEFER_V && v_kv >= 0) load(V_FULL, tv, Vs, v_kv, v_j0, v_zk);
             // The last block to finish resets the counters for the next launch (every block has taken
             // its last item by the time it counts itself done).
             __threadfence();
@@ -1836,9 +1810,9 @@ __device__ void flash_ws(const TensorMap* tq, const TensorMap* tk, const TensorM
     const int warp = (tid / 32) % 4, lane = tid % 32, g = lane >> 2, tg = lane & 3;
     float* sink = reinterpret_cast<float*>(const_cast<int*>(s_item) + 2) + tid;
     // Tiles are numbered across items (kv + t), as the producer fills the stages.
-    auto wait_full = [&](int kind, int t) { mb_wait(bar(kind, t % stages(kind)), (t / stages(kind)) & 1); };
+    auto wait_full = [&](int kind, int t) { mb_wait(bar(kind, t % STAGES), (t / STAGES) & 1); };
     auto release = [&](int kind, int t) {
-        if (lane == 0) mb_arrive(bar(kind, t % stages(kind)));
+        if (lane == 0) mb_arrive(bar(kind, t % STAGES));
     };
     // Every consumer thread has read the item, so every one arrives: an arrival releases only its own
     // thread's reads (with one arrival a warp, compute-sanitizer's racecheck reported the producer's
@@ -1846,7 +1820,7 @@ __device__ void flash_ws(const TensorMap* tq, const TensorMap* tk, const TensorM
     auto release_q = [&](int n) { mb_arrive(q_empty(n)); };
     auto q_tile = [&](int n) { return Qs + (n % QB) * BR * D + tile_off<D>(64 * wg, 0, BR); };
     auto k_tile = [&](int t) { return Ks + (t % STAGES) * BC * D; };
-    auto v_tile = [&](int t) { return Vs + (t % VSTAGES) * BC * D; };
+    auto v_tile = [&](int t) { return Vs + (t % STAGES) * BC * D; };
 
     // The block's n-th item as this warpgroup sees it (ntiles < 0: no item, stop).
     struct Item {
@@ -2014,12 +1988,6 @@ WS(64, 2, 3)
 WS(64, 4, 3)
 WS(128, 2, 2)
 WS(128, 3, 2)
-// Three K stages and two V stages (`s3v2`).
-extern "C" __global__ void __launch_bounds__(384, 1)
-    flash_v8_128_s3v2_c2(const __grid_constant__ TensorMap tq, const __grid_constant__ TensorMap tk,
-                         const __grid_constant__ TensorMap tv, elem_t* o, float* lse, Params p, unsigned* sched) {
-    flash_ws<elem_t, 128, 3, 2, 2>(&tq, &tk, &tv, o, lse, p, sched);
-}
 #endif  // FA_VERSION == 8
 #endif  // FA_VERSION >= 6
 #endif  // FA_VERSION >= 4

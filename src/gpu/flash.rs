@@ -262,30 +262,13 @@ pub fn v7_warps(d: usize, nq: usize) -> usize {
 }
 
 /// The K/V stages v8 compiles for head size `d` (`flash_v8_<d>_s<stages>`), the default first: at
-/// D = 128 two stages (Q and two of K and V: 160 KB of shared memory) or three (224 KB), and 32: three
-/// of K and two of V (`flash_v8_128_s3v2`, [`v8_kv_stages`]); at D = 64 four (144 KB) or two.
+/// D = 128 two stages (Q and two of K and V: 160 KB of shared memory) or three (224 KB); at D = 64 four
+/// (144 KB) or two.
 pub fn v8_stage_choices(d: usize) -> &'static [usize] {
     if d > 64 {
-        &[2, 3, 32]
+        &[2, 3]
     } else {
         &[4, 2]
-    }
-}
-
-/// A v8 stage choice as (K stages, V stages): a two-digit choice is K then V, a one-digit one both.
-pub fn v8_kv_stages(choice: usize) -> (usize, usize) {
-    if choice >= 10 {
-        (choice / 10, choice % 10)
-    } else {
-        (choice, choice)
-    }
-}
-
-/// The kernel name's stage part for a v8 stage choice: `s3`, or `s3v2` for three K and two V stages.
-pub fn v8_stage_tag(choice: usize) -> String {
-    match v8_kv_stages(choice) {
-        (k, v) if k == v => format!("s{k}"),
-        (k, v) => format!("s{k}v{v}"),
     }
 }
 
@@ -302,25 +285,16 @@ pub fn v8_consumers(d: usize, nq: usize, causal: bool) -> usize {
     }
 }
 
-/// v8's Q tiles for head size `d`, stage choice `stages` ([`v8_kv_stages`]) and `consumers`
-/// warpgroups: two where they fit beside the stages in an SM's 227 KB, so that the next work item's Q
-/// loads under this one and its first S is computed under this one's last `P V` (`ws_next_item` in the
-/// kernel, which derives the same number); one otherwise (D = 128 with three stages).
+/// v8's Q tiles for head size `d`, `stages` K/V stages and `consumers` warpgroups: two where they fit
+/// beside the stages in an SM's 227 KB, so that the next work item's Q loads under this one and its first
+/// S is computed under this one's last `P V` (`ws_next_item` in the kernel, which derives the same
+/// number); one otherwise (D = 128 with three stages).
 pub fn v8_q_buffers(d: usize, stages: usize, consumers: usize) -> usize {
-    if v8_bytes(d, stages, consumers, 2) <= 232_448 {
+    if (2 * 64 * consumers + 2 * stages * 128) * d * 2 + 4096 <= 232_448 {
         2
     } else {
         1
     }
-}
-
-fn v8_bytes(d: usize, stages: usize, consumers: usize, qb: usize) -> usize {
-    let (ks, vs) = v8_kv_stages(stages);
-    (64 * consumers * qb + (ks + vs) * 128) * d * 2
-        + 1024
-        + 8 * (2 * qb + 2 * ks + 2 * vs)
-        + 8
-        + 128 * consumers * 4
 }
 
 /// v8's dynamic shared memory for head size `d`, `stages` K/V stages and `consumers` warpgroups: the Q
@@ -328,7 +302,12 @@ fn v8_bytes(d: usize, stages: usize, consumers: usize, qb: usize) -> usize {
 /// 16-bit), 1 KB to align the first tile on 1024 bytes, the barriers (full and empty for each Q tile and
 /// for each stage of K and of V), the two item numbers and one word a consumer thread.
 pub fn v8_smem_bytes(d: usize, stages: usize, consumers: usize) -> usize {
-    v8_bytes(d, stages, consumers, v8_q_buffers(d, stages, consumers))
+    let qb = v8_q_buffers(d, stages, consumers);
+    (64 * consumers * qb + 2 * stages * 128) * d * 2
+        + 1024
+        + 8 * (2 * qb + 4 * stages)
+        + 8
+        + 128 * consumers * 4
 }
 
 /// The warps per block `version` runs with by default; for v8, whose block is always 12 warps (two
@@ -615,11 +594,7 @@ pub fn forward_with<T: GpuElement>(
                 choices[0]
             };
             let consumers = v8_consumers(s.d, s.nq, mask.causal);
-            let f = module.load_function(&format!(
-                "flash_v8_{}_{}_c{consumers}",
-                s.d,
-                v8_stage_tag(stages)
-            ))?;
+            let f = module.load_function(&format!("flash_v8_{}_s{stages}_c{consumers}", s.d))?;
             let [tq, tk, tv] = v8_maps(dev, bufs, 64 * v8_consumers(s.d, s.nq, mask.causal))?;
             if bufs.sched.is_none() {
                 bufs.sched = Some(st.alloc_zeros::<u32>(2)?);

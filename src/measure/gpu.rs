@@ -382,11 +382,6 @@ mod tests {
         }
         assert_eq!(flash::v8_q_buffers(128, 2, 2), 2);
         assert_eq!(flash::v8_q_buffers(128, 3, 2), 1);
-        // Three K stages and two V stages leave room for the second Q tile at D = 128.
-        assert_eq!(flash::v8_kv_stages(32), (3, 2));
-        assert_eq!(flash::v8_stage_tag(32), "s3v2");
-        assert_eq!(flash::v8_stage_tag(3), "s3");
-        assert_eq!(flash::v8_q_buffers(128, 32, 2), 2);
         // Three consumers at D = 64 but for short causal calls; two at D = 128.
         assert_eq!(flash::v8_consumers(64, 2048, false), 3);
         assert_eq!(flash::v8_consumers(64, 512, true), 2);
