@@ -211,6 +211,13 @@
 //            16384 (590..595 -> 634..635, unexplained); D = 64 1-2% slower up to 4096 (N = 512 341
 //            -> 338, 2048 472 -> 466, causal 4096 401 -> 396). The rescale was never on the loop's
 //            critical path: the other warpgroup's wgmmas fill the tensor cores while one rescales.
+//         l. three K stages and two V stages at D = 128 (commit 7d484d5, reverted): with V asked for
+//            one tile after K (the consumers read V_t a step after K_t), K and V both run two tiles
+//            ahead, and the 224 KB still hold the second Q tile, which three stages of both do not.
+//            Checked (the edge grid of tests/flash_gpu.rs: ok); against the 424cd3d build, both twice
+//            in one call (H200, 2026-11-28): N = 512 441 -> 448 TFLOP/s (causal 273 -> 274), 1024 1-2%
+//            slower, from 2048 on 1-12% slower (4096 631 -> 552, causal 563 -> 493..556). The short
+//            items' wait is not for stages.
 //         Where short rows lose (ncu, one launch each, H200, a0e81e9): D = 128 N = 512 unmasked, L2 hit
 //         rate 64% (N = 4096: 91%), DRAM at 32% and L2 at 62% of peak, SM throughput 45% (4096: 69%),
 //         no eligible warp in 68% of cycles; D = 64 causal N = 512 alike (L2 hits 57%, DRAM 28%, SM
