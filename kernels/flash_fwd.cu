@@ -1622,15 +1622,6 @@ WG(7, 128, 4)
 #endif
 
 #if FA_VERSION == 8
-#ifndef FA_PINGPONG
-#define FA_PINGPONG 1
-#endif
-__device__ __forceinline__ void named_sync(int id, int threads) {
-    asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(threads) : "memory");
-}
-__device__ __forceinline__ void named_arrive(int id, int threads) {
-    asm volatile("bar.arrive %0, %1;\n" ::"r"(id), "r"(threads) : "memory");
-}
 // ANCHOR: v8_intro
 // v8: v7's two-warpgroup loop fed by a third warpgroup through Hopper's tensor memory accelerator
 // (FlashAttention-3's warp specialisation). In v7 every consumer thread computes addresses and issues
@@ -1863,19 +1854,6 @@ __device__ void flash_ws(const TensorMap* tq, const TensorMap* tk, const TensorM
     };
     auto row_of = [&](const Item& x) { return x.iw + warp * 16 + g; };
 
-    // Ping-pong (FlashAttention-3): the consumer warpgroups take turns issuing their products, each
-    // waiting on its own named barrier (1 + wg) and handing the turn to the next one, so that one's
-    // exponentials run under the other's products instead of all warpgroups' at once. Every warpgroup
-    // takes the same items and the same steps, so the turns match; the last warpgroup's first
-    // arrival lets warpgroup 0 go first, and warpgroup 0 takes the turn left over at the end.
-    auto turn_begin = [&]() {
-        if (FA_PINGPONG) named_sync(1 + wg, 128 * 2);
-    };
-    auto turn_end = [&]() {
-        if (FA_PINGPONG) named_arrive(1 + (wg + 1) % NWG, 128 * 2);
-    };
-    if (FA_PINGPONG && wg == NWG - 1) named_arrive(1, 128 * 2);
-
     float oacc[D / 2];
     float m[2], l[2], alpha[2];
     unsigned int pf[BC / 16][4];  // P of the tile whose P V is next
@@ -1893,22 +1871,18 @@ __device__ void flash_ws(const TensorMap* tq, const TensorMap* tk, const TensorM
         unsigned int pl[BC / 16][4];
         wait_full(K_FULL, kv);
         float s[BC / 2];
-        turn_begin();
         wg_fence();
         issue_qk<D, BR, BC>(s, q_tile(n), k_tile(kv));
         wg_commit();
-        turn_end();
         wg_wait<0>();
         release(K_EMPTY, kv);
         if (x.ntiles == 1) release_q(n);
         wg_softmax<T, BC, true>(s, p, x.t_begin * BC, x.iw, row_of(x), tg, m, l, alpha, pf, pl);
         if (x.short_rows) {  // the first tile's rounding correction, as v7's two-warpgroup block
             wait_full(V_FULL, kv);
-            turn_begin();
             wg_fence();
             issue_pv<D, BC>(oacc, pl, v_tile(kv));
             wg_commit();
-            turn_end();
             wg_wait<0>();
         }
     };
@@ -1928,13 +1902,11 @@ __device__ void flash_ws(const TensorMap* tq, const TensorMap* tk, const TensorM
             wait_full(K_FULL, u);
             wait_full(V_FULL, u - 1);
             float s[BC / 2];
-            turn_begin();
             wg_fence();
             issue_qk<D, BR, BC>(s, q_tile(n), k_tile(u));
             wg_commit();
             issue_pv<D, BC>(oacc, pf, v_tile(u - 1));
             wg_commit();
-            turn_end();
             wg_wait<1>();  // S_t is done; P V may still run
             release(K_EMPTY, u);
             if (t == cur.ntiles - 1) release_q(n);
@@ -1959,13 +1931,11 @@ __device__ void flash_ws(const TensorMap* tq, const TensorMap* tk, const TensorM
             wait_full(K_FULL, kv_next);
             wait_full(V_FULL, u);
             float s[BC / 2];
-            turn_begin();
             wg_fence();
             issue_qk<D, BR, BC>(s, q_tile(n + 1), k_tile(kv_next));
             wg_commit();
             issue_pv<D, BC>(oacc, pf, v_tile(u));
             wg_commit();
-            turn_end();
             wg_wait<1>();  // the next item's S is done
             release(K_EMPTY, kv_next);
             if (nx.ntiles == 1) release_q(n + 1);
@@ -1984,21 +1954,17 @@ __device__ void flash_ws(const TensorMap* tq, const TensorMap* tk, const TensorM
             wg_pack<T, BC, true>(s, pf, pl);
             if (nx.short_rows) {  // the first tile's rounding correction
                 wait_full(V_FULL, kv_next);
-                turn_begin();
                 wg_fence();
                 issue_pv<D, BC>(oacc, pl, v_tile(kv_next));
                 wg_commit();
-                turn_end();
                 wg_wait<0>();
             }
         } else {
             if (cur.ntiles > 0) {  // the last tile's P V on its own
                 wait_full(V_FULL, u);
-                turn_begin();
                 wg_fence();
                 issue_pv<D, BC>(oacc, pf, v_tile(u));
                 wg_commit();
-                turn_end();
                 wg_wait<0>();
                 release(V_EMPTY, u);
             }
@@ -2011,7 +1977,6 @@ __device__ void flash_ws(const TensorMap* tq, const TensorMap* tk, const TensorM
         ++n;
         cur = nx;
     }
-    if (FA_PINGPONG && wg == 0) named_sync(1, 128 * 2);  // the last warpgroup's last hand-over
     // ANCHOR_END: ws_consumer
 }
 
