@@ -218,6 +218,17 @@
 //            in one call (H200, 2026-11-28): N = 512 441 -> 448 TFLOP/s (causal 273 -> 274), 1024 1-2%
 //            slower, from 2048 on 1-12% slower (4096 631 -> 552, causal 563 -> 493..556). The short
 //            items' wait is not for stages.
+//         m. b's ping-pong again, now in the persistent block (commit 4c4c15f, reverted): the consumer
+//            warpgroups take turns issuing their products on named barriers 1 + wg, every group of
+//            products one turn (an item's first S, a step's S and P V, the last P V), the same turns
+//            in every warpgroup because they share items; warpgroup 0 takes the last hand-over. Checked
+//            (gpu-probe check v8: all match; synccheck: 0 errors); against the 424cd3d build, both
+//            twice in one call (H200, 2026-11-28): D = 128 unmasked N = 512 443 -> 451..452 TFLOP/s,
+//            1024 +0.9%, from 2048 level (16384 -0.6%); causal 512 -1.1%, 1024-4096 level; D = 64
+//            (three warpgroups unmasked) 1.5-4% slower from N = 1024, causal 4-7% slower up to 4096.
+//            D = 128 causal 16384 read 566..594 -> 622..634, as in k., and the 424cd3d build itself
+//            read 618..628 there in l.'s call: that shape's spread between calls is larger than any
+//            of these changes.
 //         Where short rows lose (ncu, one launch each, H200, a0e81e9): D = 128 N = 512 unmasked, L2 hit
 //         rate 64% (N = 4096: 91%), DRAM at 32% and L2 at 62% of peak, SM throughput 45% (4096: 69%),
 //         no eligible warp in 68% of cycles; D = 64 causal N = 512 alike (L2 hits 57%, DRAM 28%, SM
