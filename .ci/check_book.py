@@ -61,6 +61,26 @@ def main(root):
                 problems.append(f"{rel}: broken link {link}")
             elif u.fragment and target in pages and u.fragment not in pages[target][0].ids:
                 problems.append(f"{rel}: link {link} names a missing anchor")
+    problems += check_sources(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "book"))
+    return problems
+
+
+def check_sources(book_dir):
+    """A control character in a chapter's source is almost always an escape that went wrong (a TeX
+    `\\times` written through a string that turned `\\t` into a tab): KaTeX renders the rest without an
+    error, so the rendered page cannot show it."""
+    problems = []
+    for dirpath, _, files in os.walk(book_dir):
+        for f in files:
+            if not f.endswith(".md"):
+                continue
+            path = os.path.join(dirpath, f)
+            with open(path, encoding="utf-8") as fh:
+                for n, line in enumerate(fh, 1):
+                    bad = [c for c in line.rstrip("\n") if ord(c) < 32]
+                    if bad:
+                        rel = os.path.relpath(path, os.path.dirname(book_dir))
+                        problems.append(f"{rel}:{n}: control character {bad[0]!r} in the source")
     return problems
 
 
