@@ -235,6 +235,14 @@
 //         45%). Neither memory nor the tensor cores are busy: the consumers wait on first-touch K/V
 //         tiles and Q, with two stages too few to cover DRAM's latency. Next: more stages at short N,
 //         or a K/V tile multicast to a 2-block cluster (asking L2 ahead, h. above, does not help).
+//         More stages did not pay (l.). And cuDNN's kernel at these shapes (ncu LaunchStats, one
+//         launch each, H200, 2026-11-28, PyTorch's cuDNN backend; the kernel's name gives its tile,
+//         `..._wgmma_f16_knob_7_64x128x128_4x1x1_cga1x1x1` at D = 128, `64x128x64` at D = 64) is built
+//         like v8: one persistent block an SM (132), 384 threads, 168 registers at launch, and no
+//         cluster (cga 1x1x1), so multicast is not where its lead comes from. It asks for all 227 KB
+//         of shared memory at D = 128 (v8: 199 KB) and 134 KB at D = 64 (v8's three-consumer block:
+//         183 KB). Under ncu at N = 512, D = 128 it took 169 us to v8's 210 (SM throughput 60% to
+//         47%), at N = 2048 538..544 to 584, at D = 64 N = 512 232 to 271.
 //       Measured at 2dc2b67 (Table 02.1, H200): the fastest version from N = 512 on at D = 128 and
 //       at D = 64 (but causal N = 4096, where v7 is); best ours / cuDNN 0.97-1.07x at D = 128 from
 //       N = 2048, 0.76-0.89x at 512-1024, 0.69-0.95x at D = 64.
