@@ -242,7 +242,8 @@
 //         cluster (cga 1x1x1), so multicast is not where its lead comes from. It asks for all 227 KB
 //         of shared memory at D = 128 (v8: 199 KB) and 134 KB at D = 64 (v8's three-consumer block:
 //         183 KB). Under ncu at N = 512, D = 128 it took 169 us to v8's 210 (SM throughput 60% to
-//         47%), at N = 2048 538..544 to 584, at D = 64 N = 512 232 to 271.
+//         47%), at N = 2048 538..544 to 584, at D = 64 N = 512 232 to 271 (ncu fixes the SM clock,
+//         so these ratios are lower than Table 02.1's, timed at the clocks the card chooses).
 //       Measured at 2dc2b67 (Table 02.1, H200): the fastest version from N = 512 on at D = 128 and
 //       at D = 64 (but causal N = 4096, where v7 is); best ours / cuDNN 0.97-1.07x at D = 128 from
 //       N = 2048, 0.76-0.89x at 512-1024, 0.69-0.95x at D = 64.
