@@ -1694,6 +1694,46 @@ __device__ __forceinline__ void tma_box(void* dst, const TensorMap* map, int c0,
 }
 // ANCHOR_END: mbarrier
 
+// ANCHOR: trace_codes
+// The trace build (FA_TRACE = 1, `gpu-probe trace`): thread 0 of each consumer warpgroup and the
+// producer's thread record every change of state with the SM's clock, in the first FA_TRACE_BLOCKS
+// blocks, FA_TRACE_EVENTS events each. An event starts the state it names, which lasts until the
+// writer's next event. Elsewhere `tr` compiles to nothing.
+#ifndef FA_TRACE
+#define FA_TRACE 0
+#endif
+#ifndef FA_TRACE_BLOCKS
+#define FA_TRACE_BLOCKS 2
+#endif
+#ifndef FA_TRACE_EVENTS
+#define FA_TRACE_EVENTS 8192
+#endif
+enum TraceCode : unsigned {
+    TR_START = 0,
+    // a consumer warpgroup: waiting for Q (the next item), for K, for V; issuing products; waiting for
+    // S; the exponentials; waiting for P V; rescaling O and rounding P; storing O; finished
+    TR_WAIT_Q = 1,
+    TR_WAIT_K = 2,
+    TR_WAIT_V = 3,
+    TR_ISSUE = 4,
+    TR_WAIT_S = 5,
+    TR_SOFTMAX = 6,
+    TR_WAIT_PV = 7,
+    TR_RESCALE = 8,
+    TR_STORE = 9,
+    TR_DONE = 10,
+    // the producer: taking an item, waiting for a free Q tile, K stage or V stage, asking for a box
+    TR_TAKE = 16,
+    TR_WAIT_Q_FREE = 17,
+    TR_LOAD_Q = 18,
+    TR_WAIT_K_FREE = 19,
+    TR_LOAD_K = 20,
+    TR_WAIT_V_FREE = 21,
+    TR_LOAD_V = 22,
+    TR_P_DONE = 23,
+};
+// ANCHOR_END: trace_codes
+
 // ANCHOR: ws_block
 // One block an SM, persistent: consumer warpgroups 0 .. NWG-1 (query rows 64w..64w+63 of a 64 NWG-row
 // tile, as v7's two-warpgroup block when NWG = 2), producer warpgroup NWG. The block walks work items,
@@ -1709,7 +1749,8 @@ __device__ __forceinline__ void tma_box(void* dst, const TensorMap* map, int c0,
 // v7's one word a consumer thread.
 template <typename T, int D, int STAGES, int NWG>
 __device__ void flash_ws(const TensorMap* tq, const TensorMap* tk, const TensorMap* tv, T* __restrict__ o,
-                         float* __restrict__ lse, Params p, unsigned* sched) {
+                         float* __restrict__ lse, Params p, unsigned* sched,
+                         [[maybe_unused]] unsigned long long* trace) {
     constexpr int BR = 64 * NWG, BC = 128;
     constexpr unsigned TILE_BYTES = BC * D * sizeof(T);
     // Q tiles: two where they fit beside the stages in an SM's 227 KB (the host's `v8_q_buffers`).
@@ -1730,6 +1771,18 @@ __device__ void flash_ws(const TensorMap* tq, const TensorMap* tk, const TensorM
 
     const int tid = threadIdx.x, wg = tid / 128;
     const int items = (p.nq + BR - 1) / BR * p.b * p.hq;
+    // The trace build's state changes (`trace_codes`): this block's n-th item, its t-th key tile.
+    [[maybe_unused]] int tr_count = 0;
+    auto tr = [&]([[maybe_unused]] unsigned code, [[maybe_unused]] int n, [[maybe_unused]] int t) {
+        if constexpr (FA_TRACE) {
+            if (trace != nullptr && tid % 128 == 0 && blockIdx.x < FA_TRACE_BLOCKS && tr_count < FA_TRACE_EVENTS) {
+                unsigned long long* e = trace + 2 * ((size_t)(blockIdx.x * 4 + wg) * FA_TRACE_EVENTS + tr_count++);
+                e[0] = clock64();
+                e[1] = code | (unsigned long long)(n & 0xFFFFFF) << 8 | (unsigned long long)(unsigned)t << 32;
+            }
+        }
+    };
+    tr(TR_START, 0, 0);
     // The keys item `item` sees, as tiles [t_begin, t_begin + ntiles) (fully masked tiles skipped).
     auto keys = [&](int item, int& tile, int& bh, int& t_begin, int& ntiles) {
         work_item<T, D, BR>(p, item, tile, bh);
@@ -1764,6 +1817,7 @@ __device__ void flash_ws(const TensorMap* tq, const TensorMap* tk, const TensorM
         }
         if (tid == 128 * NWG) {
             auto take = [&]() {
+                tr(TR_TAKE, 0, 0);
                 const int item = (int)atomicAdd(sched, 1u);
                 return item < items ? item : -1;
             };
@@ -1771,7 +1825,9 @@ __device__ void flash_ws(const TensorMap* tq, const TensorMap* tk, const TensorM
             // will use, the item number is published there (by the arrival: release semantics) and
             // its Q asked for; -1 tells the consumers to stop.
             auto publish = [&](int n, int item) {
+                tr(TR_WAIT_Q_FREE, n, 0);
                 mb_wait(q_empty(n), ((n / QB) & 1) ^ 1);
+                tr(TR_LOAD_Q, n, 0);
                 s_item[n % QB] = item;
                 if (item < 0) {
                     mb_arrive(q_full(n));
@@ -1802,12 +1858,16 @@ __device__ void flash_ws(const TensorMap* tq, const TensorMap* tk, const TensorM
                     }
                     if (t == ntiles) break;
                     const int s = kv % STAGES, parity = ((kv / STAGES) & 1) ^ 1, j0 = (t_begin + t) * BC;
+                    tr(TR_WAIT_K_FREE, n, t);
                     mb_wait(bar(K_EMPTY, s), parity);  // every consumer is done with tile kv - STAGES
+                    tr(TR_LOAD_K, n, t);
                     mb_expect(bar(K_FULL, s), TILE_BYTES);
 #pragma unroll
                     for (int cb = 0; cb < D / 64; ++cb)
                         tma_box(Ks + s * BC * D + cb * BC * 64, tk, cb * 64, j0, zk, bar(K_FULL, s));
+                    tr(TR_WAIT_V_FREE, n, t);
                     mb_wait(bar(V_EMPTY, s), parity);
+                    tr(TR_LOAD_V, n, t);
                     mb_expect(bar(V_FULL, s), TILE_BYTES);
 #pragma unroll
                     for (int cb = 0; cb < D / 64; ++cb)
@@ -1815,6 +1875,7 @@ __device__ void flash_ws(const TensorMap* tq, const TensorMap* tk, const TensorM
                 }
                 item = next;
             }
+            tr(TR_P_DONE, 0, 0);
             // The last block to finish resets the counters for the next launch (every block has taken
             // its last item by the time it counts itself done).
             __threadfence();
@@ -1855,6 +1916,7 @@ __device__ void flash_ws(const TensorMap* tq, const TensorMap* tk, const TensorM
         bool short_rows;  // a row sees fewer than BC keys: the first tile's rounding correction
     };
     auto item_at = [&](int n) {
+        tr(TR_WAIT_Q, n, 0);
         mb_wait(q_full(n), (n / QB) & 1);
         const int item = s_item[n % QB];
         Item x;
@@ -1889,20 +1951,27 @@ __device__ void flash_ws(const TensorMap* tq, const TensorMap* tk, const TensorM
             return;
         }
         unsigned int pl[BC / 16][4];
+        tr(TR_WAIT_K, n, 0);
         wait_full(K_FULL, kv);
         float s[BC / 2];
+        tr(TR_ISSUE, n, 0);
         wg_fence();
         issue_qk<D, BR, BC>(s, q_tile(n), k_tile(kv));
         wg_commit();
+        tr(TR_WAIT_S, n, 0);
         wg_wait<0>();
+        tr(TR_SOFTMAX, n, 0);
         release(K_EMPTY, kv);
         if (x.ntiles == 1) release_q(n);
         wg_softmax<T, BC, true>(s, p, x.t_begin * BC, x.iw, row_of(x), tg, m, l, alpha, pf, pl);
         if (x.short_rows) {  // the first tile's rounding correction, as v7's two-warpgroup block
+            tr(TR_WAIT_V, n, 0);
             wait_full(V_FULL, kv);
+            tr(TR_ISSUE, n, 0);
             wg_fence();
             issue_pv<D, BC>(oacc, pl, v_tile(kv));
             wg_commit();
+            tr(TR_WAIT_PV, n, 0);
             wg_wait<0>();
         }
     };
@@ -1919,20 +1988,27 @@ __device__ void flash_ws(const TensorMap* tq, const TensorMap* tk, const TensorM
         // registers a consumer thread has here do not hold at D = 128.
         for (int t = 1; t < cur.ntiles; ++t) {
             const int j0 = (cur.t_begin + t) * BC, u = kv + t;
+            tr(TR_WAIT_K, n, t);
             wait_full(K_FULL, u);
+            tr(TR_WAIT_V, n, t);
             wait_full(V_FULL, u - 1);
             float s[BC / 2];
+            tr(TR_ISSUE, n, t);
             wg_fence();
             issue_qk<D, BR, BC>(s, q_tile(n), k_tile(u));
             wg_commit();
             issue_pv<D, BC>(oacc, pf, v_tile(u - 1));
             wg_commit();
+            tr(TR_WAIT_S, n, t);
             wg_wait<1>();  // S_t is done; P V may still run
+            tr(TR_SOFTMAX, n, t);
             release(K_EMPTY, u);
             if (t == cur.ntiles - 1) release_q(n);
             wg_exp<BC>(s, p, j0, cur.iw, row_a, tg, m, l, alpha);
             asm volatile("st.shared.f32 [%0], %1;\n" ::"r"(smem_addr(sink)), "f"(l[0] + l[1]));
+            tr(TR_WAIT_PV, n, t);
             wg_wait<0>();  // P_{t-1} V_{t-1} is done
+            tr(TR_RESCALE, n, t);
             release(V_EMPTY, u - 1);
 #pragma unroll
             for (int dn = 0; dn < D / 8; ++dn)
@@ -1948,22 +2024,30 @@ __device__ void flash_ws(const TensorMap* tq, const TensorMap* tk, const TensorM
         if (QB == 2 && nx.ntiles > 0 && cur.ntiles > 0) {
             // The next item's first S issued with this item's last P V, its exponentials computed
             // while P V runs; then this item's O is stored and the next one's state takes its place.
+            tr(TR_WAIT_K, n + 1, 0);
             wait_full(K_FULL, kv_next);
+            tr(TR_WAIT_V, n, cur.ntiles);
             wait_full(V_FULL, u);
             float s[BC / 2];
+            tr(TR_ISSUE, n + 1, 0);
             wg_fence();
             issue_qk<D, BR, BC>(s, q_tile(n + 1), k_tile(kv_next));
             wg_commit();
             issue_pv<D, BC>(oacc, pf, v_tile(u));
             wg_commit();
+            tr(TR_WAIT_S, n + 1, 0);
             wg_wait<1>();  // the next item's S is done
+            tr(TR_SOFTMAX, n + 1, 0);
             release(K_EMPTY, kv_next);
             if (nx.ntiles == 1) release_q(n + 1);
             float m2[2] = {NEG_INF, NEG_INF}, l2[2] = {0.f, 0.f};
             wg_exp<BC>(s, p, nx.t_begin * BC, nx.iw, row_of(nx), tg, m2, l2, alpha);
+            tr(TR_WAIT_PV, n, cur.ntiles);
             wg_wait<0>();  // this item's last P V is done
+            tr(TR_STORE, n, cur.ntiles);
             release(V_EMPTY, u);
             wg_store<T, D>(o, lse, p, cur.bh, row_a, tg, oacc, m, l);
+            tr(TR_RESCALE, n + 1, 0);
 #pragma unroll
             for (int i = 0; i < D / 2; ++i) oacc[i] = 0.f;
             m[0] = m2[0];
@@ -1973,21 +2057,29 @@ __device__ void flash_ws(const TensorMap* tq, const TensorMap* tk, const TensorM
             unsigned int pl[BC / 16][4];
             wg_pack<T, BC, true>(s, pf, pl);
             if (nx.short_rows) {  // the first tile's rounding correction
+                tr(TR_WAIT_V, n + 1, 0);
                 wait_full(V_FULL, kv_next);
+                tr(TR_ISSUE, n + 1, 0);
                 wg_fence();
                 issue_pv<D, BC>(oacc, pl, v_tile(kv_next));
                 wg_commit();
+                tr(TR_WAIT_PV, n + 1, 0);
                 wg_wait<0>();
+                tr(TR_RESCALE, n + 1, 0);
             }
         } else {
             if (cur.ntiles > 0) {  // the last tile's P V on its own
+                tr(TR_WAIT_V, n, cur.ntiles);
                 wait_full(V_FULL, u);
+                tr(TR_ISSUE, n, cur.ntiles);
                 wg_fence();
                 issue_pv<D, BC>(oacc, pf, v_tile(u));
                 wg_commit();
+                tr(TR_WAIT_PV, n, cur.ntiles);
                 wg_wait<0>();
                 release(V_EMPTY, u);
             }
+            tr(TR_STORE, n, cur.ntiles);
             wg_store<T, D>(o, lse, p, cur.bh, row_a, tg, oacc, m, l);
             if constexpr (QB == 1) nx = item_at(n + 1);
             if (nx.ntiles >= 0) first_tile(nx, n + 1, kv_next);
@@ -1997,17 +2089,26 @@ __device__ void flash_ws(const TensorMap* tq, const TensorMap* tk, const TensorM
         ++n;
         cur = nx;
     }
+    tr(TR_DONE, n, 0);
     // ANCHOR_END: ws_consumer
 }
 
 // Tensor maps are kernel parameters (__grid_constant__: the copy instruction takes their address).
+// The trace build takes the trace buffer as one more parameter.
+#if FA_TRACE
+#define TRACE_PARAM , unsigned long long* trace
+#define TRACE_ARG trace
+#else
+#define TRACE_PARAM
+#define TRACE_ARG nullptr
+#endif
 #define WS(DD, S, C)                                                                                    \
     extern "C" __global__ void __launch_bounds__(128 * (C + 1), 1)                                      \
         flash_v8_##DD##_s##S##_c##C(const __grid_constant__ TensorMap tq,                               \
                                     const __grid_constant__ TensorMap tk,                               \
                                     const __grid_constant__ TensorMap tv, elem_t* o, float* lse,        \
-                                    Params p, unsigned* sched) {                                        \
-        flash_ws<elem_t, DD, S, C>(&tq, &tk, &tv, o, lse, p, sched);                                    \
+                                    Params p, unsigned* sched TRACE_PARAM) {                            \
+        flash_ws<elem_t, DD, S, C>(&tq, &tk, &tv, o, lse, p, sched, TRACE_ARG);                         \
     }
 WS(64, 2, 2)
 WS(64, 4, 2)

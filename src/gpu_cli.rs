@@ -590,12 +590,88 @@ pub fn probe(args: &[String]) -> Result<(), String> {
             println!("ran paged and contiguous decode {} at N={n}", tuning.name());
             Ok(())
         }
+        Some("trace") => {
+            // `gpu-probe trace OUT.json COMMIT DATE`: v8's trace build on each of trace::RUNS, after
+            // timing the untraced kernel on the same buffers and checking that both write the same
+            // output.
+            use modern_attention::measure::trace::{TraceFile, TraceRun, RUNS};
+            let usage = "gpu-probe trace OUT.json COMMIT DATE";
+            let out = PathBuf::from(args.get(1).ok_or(usage)?);
+            let err = |e: modern_attention::gpu::GpuError| e.to_string();
+            let mut runs = Vec::new();
+            for (d, n, causal) in RUNS {
+                let s = AttnShape::self_attention((16384 / n).max(1), 2048 / d, n, d)
+                    .map_err(|e| e.to_string())?;
+                let mask = if causal { Mask::CAUSAL } else { Mask::NONE };
+                let mut rng = Rng::new(7);
+                let q: Vec<f16> = convert(&rng.normal_vec_f32(s.q_len()));
+                let mut sets = vec![Buffers::upload(&dev, s, &q, &q[..s.kv_len()], &q[..s.kv_len()])
+                    .map_err(err)?];
+                let stages = flash::v8_stage_choices(d)[0];
+                let mut t = flash::time_ms(&dev, Version::V8Tma, Some(stages), &mut sets, mask, 5, 40)
+                    .map_err(err)?;
+                t.sort_by(f64::total_cmp);
+                let bufs = &mut sets[0];
+                flash::forward_with(&dev, Version::V8Tma, bufs, mask, stages).map_err(err)?;
+                let plain = dev.stream().clone_dtoh(&bufs.o).map_err(|e| e.to_string())?;
+                flash::v8_trace(&dev, bufs, mask, stages).map_err(err)?; // compiles, warms up
+                let traced = flash::v8_trace(&dev, bufs, mask, stages).map_err(err)?;
+                let same = dev.stream().clone_dtoh(&bufs.o).map_err(|e| e.to_string())? == plain;
+                let blocks: Vec<Vec<Vec<[u64; 4]>>> = traced
+                    .iter()
+                    .map(|writers| {
+                        let t0 = writers
+                            .iter()
+                            .filter_map(|w| w.first().map(|e| e.cycle))
+                            .min()
+                            .unwrap_or(0);
+                        writers
+                            .iter()
+                            .map(|w| {
+                                w.iter()
+                                    .map(|e| [e.cycle - t0, e.code as u64, e.item as u64, e.tile as u64])
+                                    .collect()
+                            })
+                            .collect()
+                    })
+                    .collect();
+                let events: usize = blocks.iter().flatten().map(Vec::len).sum();
+                println!(
+                    "trace D={d} N={n} {}: {:.4} ms untraced, {events} events, output {}",
+                    mask.name(),
+                    t[20],
+                    if same { "identical" } else { "DIFFERS" }
+                );
+                runs.push(TraceRun {
+                    d,
+                    n,
+                    causal,
+                    b: s.b,
+                    hq: s.hq,
+                    stages,
+                    consumers: flash::v8_consumers(d, n, causal),
+                    ms: t[20],
+                    same_output: same,
+                    blocks,
+                });
+            }
+            let file = TraceFile {
+                card: dev.name().map_err(err)?,
+                commit: args.get(2).cloned().unwrap_or_default(),
+                date: args.get(3).cloned().unwrap_or_default(),
+                runs,
+            };
+            let json = serde_json::to_string(&file).map_err(|e| e.to_string())?;
+            std::fs::write(&out, json + "\n").map_err(|e| format!("{}: {e}", out.display()))?;
+            println!("wrote {}", out.display());
+            Ok(())
+        }
         Some("save-check") => {
             let dir = PathBuf::from(args.get(1).ok_or("gpu-probe save-check DIR")?);
             save_check(&dev, &dir)
         }
         _ => Err(
-            "usage: gpu-probe sanitize | gpu-probe one|time VERSION N D [causal] [wWARPS] | gpu-probe paged N [async|tc|read] | gpu-probe save-check DIR"
+            "usage: gpu-probe sanitize | gpu-probe check VERSION,... | gpu-probe one|time VERSION N D [causal] [wWARPS] | gpu-probe paged N [async|tc|read] | gpu-probe trace OUT.json COMMIT DATE | gpu-probe save-check DIR"
                 .into(),
         ),
     }

@@ -578,57 +578,154 @@ pub fn forward_with<T: GpuElement>(
             launch_qkv(dev, &f, cfg, bufs, &p)?;
             // ANCHOR_END: wg_launch
         }
-        // ANCHOR: ws_launch
-        Version::V8Tma => {
-            if dev.arch() != "sm_90a" {
-                return Err(GpuError::NotSupported {
-                    what:
-                        "v8_tma needs Hopper's warpgroup MMA and tensor memory accelerator (sm_90a)",
-                    arch: dev.arch(),
-                });
-            }
-            let choices = v8_stage_choices(s.d);
-            let stages = if choices.contains(&warps) {
-                warps
-            } else {
-                choices[0]
-            };
-            let consumers = v8_consumers(s.d, s.nq, mask.causal);
-            let f = module.load_function(&format!("flash_v8_{}_s{stages}_c{consumers}", s.d))?;
-            let [tq, tk, tv] = v8_maps(dev, bufs, 64 * v8_consumers(s.d, s.nq, mask.causal))?;
-            if bufs.sched.is_none() {
-                bufs.sched = Some(st.alloc_zeros::<u32>(2)?);
-            }
-            let br = 64 * consumers;
-            let smem = v8_smem_bytes(s.d, stages, consumers) as u32;
-            f.set_attribute(MAX_DYNAMIC_SMEM, smem as i32)?;
-            // Persistent: one block an SM (at most one per work item), each taking items from the
-            // counter in `sched` until none is left; the last block to finish sets it back to zero.
-            let items = nq.div_ceil(br as u32) * (s.b * s.hq) as u32;
-            let cfg = LaunchConfig {
-                grid_dim: (items.min(dev.sm_count()), 1, 1),
-                block_dim: (128 * (consumers as u32 + 1), 1, 1),
-                shared_mem_bytes: smem,
-            };
-            let sched = bufs.sched.as_mut().expect("allocated above");
-            // SAFETY: argument types and order match `flash_v8_*`; the maps describe q, k and v as
-            // validated above (they were made for these very allocations), o and lse hold the shape,
-            // `sched` holds the two counters the kernel takes and leaves at zero.
-            unsafe {
-                st.launch_builder(&f)
-                    .arg(&tq)
-                    .arg(&tk)
-                    .arg(&tv)
-                    .arg(&mut bufs.o)
-                    .arg(&mut bufs.lse)
-                    .arg(&p)
-                    .arg(sched)
-                    .launch(cfg)
-            }?;
-            // ANCHOR_END: ws_launch
-        }
+        Version::V8Tma => launch_v8(dev, &module, bufs, mask, &p, warps, None)?,
     }
     Ok(())
+}
+
+// ANCHOR: ws_launch
+/// v8's launch, from [`forward_with`] (`trace` None) or [`v8_trace`] (the trace build, its buffer).
+fn launch_v8<T: GpuElement>(
+    dev: &Device,
+    module: &std::sync::Arc<cudarc::driver::CudaModule>,
+    bufs: &mut Buffers<T>,
+    mask: Mask,
+    p: &Params,
+    warps: usize,
+    trace: Option<&mut CudaSlice<u64>>,
+) -> Result<(), GpuError> {
+    let s = bufs.shape;
+    let st = dev.stream();
+    let nq = s.nq as u32;
+    if dev.arch() != "sm_90a" {
+        return Err(GpuError::NotSupported {
+            what: "v8_tma needs Hopper's warpgroup MMA and tensor memory accelerator (sm_90a)",
+            arch: dev.arch(),
+        });
+    }
+    let choices = v8_stage_choices(s.d);
+    let stages = if choices.contains(&warps) {
+        warps
+    } else {
+        choices[0]
+    };
+    let consumers = v8_consumers(s.d, s.nq, mask.causal);
+    let f = module.load_function(&format!("flash_v8_{}_s{stages}_c{consumers}", s.d))?;
+    let [tq, tk, tv] = v8_maps(dev, bufs, 64 * v8_consumers(s.d, s.nq, mask.causal))?;
+    if bufs.sched.is_none() {
+        bufs.sched = Some(st.alloc_zeros::<u32>(2)?);
+    }
+    let br = 64 * consumers;
+    let smem = v8_smem_bytes(s.d, stages, consumers) as u32;
+    f.set_attribute(MAX_DYNAMIC_SMEM, smem as i32)?;
+    // Persistent: one block an SM (at most one per work item), each taking items from the
+    // counter in `sched` until none is left; the last block to finish sets it back to zero.
+    let items = nq.div_ceil(br as u32) * (s.b * s.hq) as u32;
+    let cfg = LaunchConfig {
+        grid_dim: (items.min(dev.sm_count()), 1, 1),
+        block_dim: (128 * (consumers as u32 + 1), 1, 1),
+        shared_mem_bytes: smem,
+    };
+    let sched = bufs.sched.as_mut().expect("allocated above");
+    let mut launch = st.launch_builder(&f);
+    launch
+        .arg(&tq)
+        .arg(&tk)
+        .arg(&tv)
+        .arg(&mut bufs.o)
+        .arg(&mut bufs.lse)
+        .arg(p)
+        .arg(sched);
+    if let Some(t) = trace {
+        launch.arg(t); // the trace build's extra parameter
+    }
+    // SAFETY: argument types and order match `flash_v8_*` (the trace build's with the buffer last);
+    // the maps describe q, k and v as validated above (they were made for these very allocations),
+    // o and lse hold the shape, `sched` holds the two counters the kernel takes and leaves at zero,
+    // and a trace buffer holds TRACE_BLOCKS x 4 writers x TRACE_EVENTS events of two words.
+    unsafe { launch.launch(cfg) }?;
+    Ok(())
+}
+// ANCHOR_END: ws_launch
+
+/// The trace build's blocks and events per writer (`FA_TRACE_BLOCKS`, `FA_TRACE_EVENTS` in the kernel).
+pub const TRACE_BLOCKS: usize = 2;
+/// See [`TRACE_BLOCKS`].
+pub const TRACE_EVENTS: usize = 8192;
+
+/// One event of v8's trace build: the SM's clock, the state it starts (`trace_codes` in the kernel),
+/// the block's item number and the key tile.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct TraceEvent {
+    /// `clock64()` when the state began.
+    pub cycle: u64,
+    /// The state's code.
+    pub code: u32,
+    /// The block's item number (0, 1, ... in the order the block took them).
+    pub item: u32,
+    /// The key tile within the item.
+    pub tile: u32,
+}
+
+/// One launch of v8's trace build (FA_TRACE = 1) on `bufs` with `mask` and the stage choice `stages`:
+/// for each of the first [`TRACE_BLOCKS`] blocks, each writer's events in order (consumer warpgroups
+/// 0, 1, ..., then the producer). The output is written as by [`forward_with`]; the trace build
+/// differs from the timed one only by the recording.
+pub fn v8_trace<T: GpuElement>(
+    dev: &Device,
+    bufs: &mut Buffers<T>,
+    mask: Mask,
+    stages: usize,
+) -> Result<Vec<Vec<Vec<TraceEvent>>>, GpuError> {
+    check_buffers(bufs)?;
+    let s = bufs.shape;
+    let p = params(&s, mask)?;
+    let dims = Version::V8Tma.head_dims();
+    if !dims.contains(&s.d) {
+        return Err(GpuError::HeadDim {
+            version: Version::V8Tma.name(),
+            d: s.d,
+            supported: dims,
+        });
+    }
+    let module = dev.module(
+        "flash_fwd.cu",
+        &[
+            ("FA_VERSION", 8),
+            ("FA_BF16", T::BF16 as i64),
+            ("FA_TRACE", 1),
+            ("FA_TRACE_BLOCKS", TRACE_BLOCKS as i64),
+            ("FA_TRACE_EVENTS", TRACE_EVENTS as i64),
+        ],
+    )?;
+    let st = dev.stream();
+    let mut buf = st.alloc_zeros::<u64>(TRACE_BLOCKS * 4 * TRACE_EVENTS * 2)?;
+    launch_v8(dev, &module, bufs, mask, &p, stages, Some(&mut buf))?;
+    let raw = st.clone_dtoh(&buf)?;
+    let writers = v8_consumers(s.d, s.nq, mask.causal) + 1;
+    Ok(decode_trace(&raw, writers))
+}
+
+/// Split the trace buffer into blocks and writers; a writer's events end at its first unused slot.
+fn decode_trace(raw: &[u64], writers: usize) -> Vec<Vec<Vec<TraceEvent>>> {
+    (0..TRACE_BLOCKS)
+        .map(|b| {
+            (0..writers)
+                .map(|w| {
+                    raw[(b * 4 + w) * TRACE_EVENTS * 2..][..TRACE_EVENTS * 2]
+                        .chunks_exact(2)
+                        .take_while(|e| e[0] != 0)
+                        .map(|e| TraceEvent {
+                            cycle: e[0],
+                            code: (e[1] & 0xFF) as u32,
+                            item: ((e[1] >> 8) & 0xFF_FFFF) as u32,
+                            tile: (e[1] >> 32) as u32,
+                        })
+                        .collect()
+                })
+                .collect()
+        })
+        .collect()
 }
 
 /// What v8's tensor maps were made for: the device addresses of q, k and v, the shape, and the rows of
@@ -766,4 +863,54 @@ pub fn lse_max_err(got: &[f32], want: &[f64]) -> f64 {
         };
         acc.max(e)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The trace buffer's layout: block-major, four writer slots a block, two words an event (the
+    /// clock, then code | item << 8 | tile << 32); a writer's events end at its first zero clock.
+    #[test]
+    fn trace_events_decode_per_block_and_writer() {
+        let mut raw = vec![0u64; TRACE_BLOCKS * 4 * TRACE_EVENTS * 2];
+        let at = |b: usize, w: usize, i: usize| ((b * 4 + w) * TRACE_EVENTS + i) * 2;
+        raw[at(0, 0, 0)] = 100;
+        raw[at(0, 0, 0) + 1] = 0; // TR_START
+        raw[at(0, 0, 1)] = 150;
+        raw[at(0, 0, 1) + 1] = 2 | (3 << 8) | (5u64 << 32); // TR_WAIT_K, item 3, tile 5
+        raw[at(1, 2, 0)] = 7;
+        raw[at(1, 2, 0) + 1] = 19 | (1 << 8);
+        raw[at(1, 3, 0)] = 9; // a fourth writer slot, not asked for below
+        let t = decode_trace(&raw, 3);
+        assert_eq!(t.len(), TRACE_BLOCKS);
+        assert_eq!(t[0].len(), 3);
+        assert_eq!(
+            t[0][0],
+            vec![
+                TraceEvent {
+                    cycle: 100,
+                    code: 0,
+                    item: 0,
+                    tile: 0
+                },
+                TraceEvent {
+                    cycle: 150,
+                    code: 2,
+                    item: 3,
+                    tile: 5
+                }
+            ]
+        );
+        assert!(t[0][1].is_empty() && t[0][2].is_empty() && t[1][0].is_empty());
+        assert_eq!(
+            t[1][2],
+            vec![TraceEvent {
+                cycle: 7,
+                code: 19,
+                item: 1,
+                tile: 0
+            }]
+        );
+    }
 }

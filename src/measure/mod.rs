@@ -6,6 +6,7 @@ pub mod cpu;
 pub mod decode;
 pub mod gpu;
 pub mod gpu_paged;
+pub mod trace;
 
 use crate::minimodel::shape::AttnShape;
 use serde::{Deserialize, Serialize};
