@@ -1822,19 +1822,25 @@ __device__ void flash_ws(const TensorMap* tq, const TensorMap* tk, const TensorM
                 return item < items ? item : -1;
             };
             // Item `item` becomes the block's n-th: once the consumers are done with the Q tile it
-            // will use, the item number is published there (by the arrival: release semantics) and
-            // its Q asked for; -1 tells the consumers to stop.
+            // will use, the item, decoded (its key tiles, head and query tile: the divisions are
+            // done once, here), is published beside it (by the arrival: release semantics) and its
+            // Q asked for; -1 key tiles tell the consumers to stop.
             auto publish = [&](int n, int item) {
                 tr(TR_WAIT_Q_FREE, n, 0);
                 mb_wait(q_empty(n), ((n / QB) & 1) ^ 1);
                 tr(TR_LOAD_Q, n, 0);
-                s_item[n % QB] = item;
+                volatile int* slot = s_item + 4 * (n % QB);
                 if (item < 0) {
+                    slot[0] = -1;
                     mb_arrive(q_full(n));
                     return;
                 }
                 int tile, bh, t_begin, ntiles;
                 keys(item, tile, bh, t_begin, ntiles);
+                slot[0] = ntiles;
+                slot[1] = bh;
+                slot[2] = t_begin;
+                slot[3] = tile;
                 mb_expect(q_full(n), BR * D * sizeof(T));
 #pragma unroll
                 for (int cb = 0; cb < D / 64; ++cb)
@@ -1896,7 +1902,7 @@ __device__ void flash_ws(const TensorMap* tq, const TensorMap* tk, const TensorM
 
     // ANCHOR: ws_consumer
     const int warp = (tid / 32) % 4, lane = tid % 32, g = lane >> 2, tg = lane & 3;
-    float* sink = reinterpret_cast<float*>(const_cast<int*>(s_item) + 2) + tid;
+    float* sink = reinterpret_cast<float*>(const_cast<int*>(s_item) + 8) + tid;
     // Tiles are numbered across items (kv + t), as the producer fills the stages.
     auto wait_full = [&](int kind, int t) { mb_wait(bar(kind, t % STAGES), (t / STAGES) & 1); };
     auto release = [&](int kind, int t) {
@@ -1918,15 +1924,13 @@ __device__ void flash_ws(const TensorMap* tq, const TensorMap* tk, const TensorM
     auto item_at = [&](int n) {
         tr(TR_WAIT_Q, n, 0);
         mb_wait(q_full(n), (n / QB) & 1);
-        const int item = s_item[n % QB];
+        volatile int* slot = s_item + 4 * (n % QB);
         Item x;
-        if (item < 0) {
-            x.ntiles = -1;
-            return x;
-        }
-        int tile;
-        keys(item, tile, x.bh, x.t_begin, x.ntiles);
-        const int i0 = tile * BR;
+        x.ntiles = slot[0];
+        if (x.ntiles < 0) return x;
+        x.bh = slot[1];
+        x.t_begin = slot[2];
+        const int i0 = slot[3] * BR;
         x.iw = i0 + wg * 64;
         int min_keys = p.nk;  // as v7 (`short_rows`)
         if (p.causal) min_keys = min(min_keys, i0 + p.nk - p.nq + 1);

@@ -300,13 +300,14 @@ pub fn v8_q_buffers(d: usize, stages: usize, consumers: usize) -> usize {
 /// v8's dynamic shared memory for head size `d`, `stages` K/V stages and `consumers` warpgroups: the Q
 /// tiles ([`v8_q_buffers`], 64 rows a consumer warpgroup) and the stages of K and V (128 rows each,
 /// 16-bit), 1 KB to align the first tile on 1024 bytes, the barriers (full and empty for each Q tile and
-/// for each stage of K and of V), the two item numbers and one word a consumer thread.
+/// for each stage of K and of V), the two items in hand (four words each: key tiles, head, first key
+/// tile, query tile) and one word a consumer thread.
 pub fn v8_smem_bytes(d: usize, stages: usize, consumers: usize) -> usize {
     let qb = v8_q_buffers(d, stages, consumers);
     (64 * consumers * qb + 2 * stages * 128) * d * 2
         + 1024
         + 8 * (2 * qb + 4 * stages)
-        + 8
+        + 32
         + 128 * consumers * 4
 }
 
