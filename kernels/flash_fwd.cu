@@ -1753,6 +1753,11 @@ __device__ void flash_ws(const TensorMap* tq, const TensorMap* tk, const TensorM
                          [[maybe_unused]] unsigned long long* trace) {
     constexpr int BR = 64 * NWG, BC = 128;
     constexpr unsigned TILE_BYTES = BC * D * sizeof(T);
+    // DECODED: the producer publishes each item decoded (its key tiles, head, first key tile and query
+    // tile), so the consumers' item boundary does no division; otherwise the item's number, which
+    // each consumer warpgroup decodes. Measured (changelog entry n): it pays in the D = 64 block with
+    // two consumers (short causal rows), and the other kernels' loops compiled slower with it.
+    constexpr bool DECODED = D == 64 && NWG == 2;
     // Q tiles: two where they fit beside the stages in an SM's 227 KB (the host's `v8_q_buffers`).
     constexpr int QB = (2 * BR + 2 * STAGES * BC) * D * (int)sizeof(T) + 4096 <= 232448 ? 2 : 1;
     extern __shared__ __align__(1024) unsigned char smem_raw[];
@@ -1829,18 +1834,21 @@ __device__ void flash_ws(const TensorMap* tq, const TensorMap* tk, const TensorM
                 tr(TR_WAIT_Q_FREE, n, 0);
                 mb_wait(q_empty(n), ((n / QB) & 1) ^ 1);
                 tr(TR_LOAD_Q, n, 0);
-                volatile int* slot = s_item + 4 * (n % QB);
+                volatile int* slot = s_item + (DECODED ? 4 : 1) * (n % QB);
+                if constexpr (!DECODED) slot[0] = item;
                 if (item < 0) {
-                    slot[0] = -1;
+                    if constexpr (DECODED) slot[0] = -1;
                     mb_arrive(q_full(n));
                     return;
                 }
                 int tile, bh, t_begin, ntiles;
                 keys(item, tile, bh, t_begin, ntiles);
-                slot[0] = ntiles;
-                slot[1] = bh;
-                slot[2] = t_begin;
-                slot[3] = tile;
+                if constexpr (DECODED) {
+                    slot[0] = ntiles;
+                    slot[1] = bh;
+                    slot[2] = t_begin;
+                    slot[3] = tile;
+                }
                 mb_expect(q_full(n), BR * D * sizeof(T));
 #pragma unroll
                 for (int cb = 0; cb < D / 64; ++cb)
@@ -1902,7 +1910,7 @@ __device__ void flash_ws(const TensorMap* tq, const TensorMap* tk, const TensorM
 
     // ANCHOR: ws_consumer
     const int warp = (tid / 32) % 4, lane = tid % 32, g = lane >> 2, tg = lane & 3;
-    float* sink = reinterpret_cast<float*>(const_cast<int*>(s_item) + 8) + tid;
+    float* sink = reinterpret_cast<float*>(const_cast<int*>(s_item) + (DECODED ? 8 : 2)) + tid;
     // Tiles are numbered across items (kv + t), as the producer fills the stages.
     auto wait_full = [&](int kind, int t) { mb_wait(bar(kind, t % STAGES), (t / STAGES) & 1); };
     auto release = [&](int kind, int t) {
@@ -1924,13 +1932,24 @@ __device__ void flash_ws(const TensorMap* tq, const TensorMap* tk, const TensorM
     auto item_at = [&](int n) {
         tr(TR_WAIT_Q, n, 0);
         mb_wait(q_full(n), (n / QB) & 1);
-        volatile int* slot = s_item + 4 * (n % QB);
+        volatile int* slot = s_item + (DECODED ? 4 : 1) * (n % QB);
         Item x;
-        x.ntiles = slot[0];
-        if (x.ntiles < 0) return x;
-        x.bh = slot[1];
-        x.t_begin = slot[2];
-        const int i0 = slot[3] * BR;
+        int tile;
+        if constexpr (DECODED) {
+            x.ntiles = slot[0];
+            if (x.ntiles < 0) return x;
+            x.bh = slot[1];
+            x.t_begin = slot[2];
+            tile = slot[3];
+        } else {
+            const int item = slot[0];
+            if (item < 0) {
+                x.ntiles = -1;
+                return x;
+            }
+            keys(item, tile, x.bh, x.t_begin, x.ntiles);
+        }
+        const int i0 = tile * BR;
         x.iw = i0 + wg * 64;
         int min_keys = p.nk;  // as v7 (`short_rows`)
         if (p.causal) min_keys = min(min_keys, i0 + p.nk - p.nq + 1);
