@@ -229,6 +229,20 @@
 //            D = 128 causal 16384 read 566..594 -> 622..634, as in k., and the 424cd3d build itself
 //            read 618..628 there in l.'s call: that shape's spread between calls is larger than any
 //            of these changes.
+//         n. The trace build (FA_TRACE, `gpu-probe trace`, commit 871d1e8; Lab 02's Table 02.5 and
+//            Figure 02.y) showed where a short item's time goes: at D = 128 N = 512 each consumer
+//            warpgroup spent about 1250 cycles an item between asking for the next item and waiting
+//            for its first K (the item's Q had arrived long before; the time is the item's decoding,
+//            `keys`, with its divisions) and about 1500 storing O, both warpgroups at once, of about
+//            17000 an item. So the producer now publishes each item decoded (key tiles, head, first key
+//            tile, query tile; commit 99f7225), which halved the first (trace: 1254 -> 676 cycles an
+//            item). Timed against 424cd3d, both twice in one call (H200, 2026-11-28): D = 64 causal,
+//            the two-consumer block, N = 512 190 -> 201 TFLOP/s, 1024 269 -> 282, 2048 341 -> 354; D =
+//            128 causal 512 +1.3..2%; but every other kernel's loop compiled slower (D = 128 unmasked
+//            1-2% at every length, the three-consumer D = 64 block about 1%). Kept only where it paid
+//            (`DECODED`, commit 51f5607, whose other kernels compile to 871d1e8's PTX exactly): again
+//            against 424cd3d, D = 64 causal 512 / 1024 / 2048 +5.1% / +4.5% / +3.4% in both runs, D =
+//            128 within 0.6%; gpu-probe check v8 all match, racecheck 0 hazards.
 //         Where short rows lose (ncu, one launch each, H200, a0e81e9): D = 128 N = 512 unmasked, L2 hit
 //         rate 64% (N = 4096: 91%), DRAM at 32% and L2 at 62% of peak, SM throughput 45% (4096: 69%),
 //         no eligible warp in 68% of cycles; D = 64 causal N = 512 alike (L2 hits 57%, DRAM 28%, SM
