@@ -9,6 +9,8 @@
 #           xcheck (our output vs PyTorch's math backend on the same saved inputs; merged by paged/measure)
 #           fmeasure (lab 02's grid alone, merged into the committed file with peer and ncu rows)
 #           tma (the tensor memory accelerator's boxes against v6/v7's swizzled tile layout)
+#           trace (v8's trace build on Lab 02's traced shapes: OUT/trace.json, commit it as
+#           measurements/traces/gpu-<card>.json)
 #
 # DIR holds the bundle (bin/, tests/) and COMMIT; the peer scripts are read from this script's peers/.
 # OUT receives the logs and measurement files (kept to a handful of files). Each phase has a time limit,
@@ -54,6 +56,10 @@ for phase in $phases; do
       REQUIRE_GPU=1 timeout 240 "$t" --test-threads=4 --nocapture > "$OUT/tests.log" 2>&1
       say "tests rc=$? ok-lines=$(grep -c '^ok ' "$OUT/tests.log") fail-lines=$(grep -c '^FAIL' "$OUT/tests.log")"
       grep -E '^FAIL|panicked|test result' "$OUT/tests.log" | head -20 | tee -a "$log"
+      ;;
+    trace)
+      timeout 200 "$B" gpu-probe trace "$OUT/trace.json" "$(cat "$W/COMMIT")" "$(date -u +%F)" > "$OUT/trace.log" 2>&1
+      say "trace rc=$? shapes=$(grep -c '^trace ' "$OUT/trace.log") differing=$(grep -c 'DIFFERS' "$OUT/trace.log")"
       ;;
     tma)
       t=$(ls "$W"/tests/test-tma_gpu-* | head -1)

@@ -230,7 +230,7 @@
 //            read 618..628 there in l.'s call: that shape's spread between calls is larger than any
 //            of these changes.
 //         n. The trace build (FA_TRACE, `gpu-probe trace`, commit 871d1e8; Lab 02's Table 02.5 and
-//            Figure 02.y) showed where a short item's time goes: at D = 128 N = 512 each consumer
+//            Figure 02.1) showed where a short item's time goes: at D = 128 N = 512 each consumer
 //            warpgroup spent about 1250 cycles an item between asking for the next item and waiting
 //            for its first K (the item's Q had arrived long before; the time is the item's decoding,
 //            `keys`, with its divisions) and about 1500 storing O, both warpgroups at once, of about

@@ -57,7 +57,7 @@ pub struct TraceFile {
 
 /// A consumer's states in the order the figure's legend lists them, with their codes.
 pub const CONSUMER_STATES: [(u32, &str); 9] = [
-    (1, "wait for Q"),
+    (1, "next item (wait for Q, decode)"),
     (2, "wait for K"),
     (3, "wait for V"),
     (4, "issue products"),

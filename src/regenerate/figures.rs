@@ -283,6 +283,99 @@ pub fn roofline(
     Ok(svg)
 }
 
+/// One bar of a [`gantt`] row: start, end and colour.
+pub type Bar = (f64, f64, (u8, u8, u8));
+
+/// One panel of a [`gantt`] chart: a title, and per row a name and its bars `(start, end, colour)`.
+pub struct GanttPanel {
+    /// Drawn above the panel.
+    pub title: String,
+    /// Rows from the top: name and bars, x in the panel's units.
+    pub rows: Vec<(String, Vec<Bar>)>,
+    /// The x range shown.
+    pub x: (f64, f64),
+}
+
+/// Timelines: panels stacked vertically, each row a sequence of coloured bars, with a legend of the
+/// colours below them.
+pub fn gantt(
+    caption: &str,
+    x_desc: &str,
+    panels: &[GanttPanel],
+    legend: &[(String, (u8, u8, u8))],
+) -> Result<String, String> {
+    let per_row = 4;
+    let legend_h = 24 * legend.len().div_ceil(per_row) as u32 + 16;
+    let panel_h = 190u32;
+    let (w, h) = (900u32, 40 + panel_h * panels.len() as u32 + legend_h);
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (w, h)).into_drawing_area();
+        root.fill(&WHITE).map_err(|e| e.to_string())?;
+        let root = root
+            .titled(caption, ("sans-serif", 18))
+            .map_err(|e| e.to_string())?;
+        let (charts, bottom) = root.split_vertically(panel_h * panels.len() as u32);
+        let areas = charts.split_evenly((panels.len(), 1));
+        for (panel, area) in panels.iter().zip(&areas) {
+            let n = panel.rows.len();
+            let names: Vec<String> = panel.rows.iter().map(|r| r.0.clone()).collect();
+            let mut chart = ChartBuilder::on(area)
+                .caption(&panel.title, ("sans-serif", 15))
+                .margin(8)
+                .x_label_area_size(36)
+                .y_label_area_size(90)
+                .build_cartesian_2d(panel.x.0..panel.x.1, -0.5..n as f64 - 0.5)
+                .map_err(|e| e.to_string())?;
+            chart
+                .configure_mesh()
+                .disable_y_mesh()
+                .y_labels(n)
+                .x_desc(x_desc)
+                .y_label_formatter(&|v| {
+                    let i = v.round();
+                    if (v - i).abs() < 0.01 && i >= 0.0 && (i as usize) < n {
+                        names[n - 1 - i as usize].clone() // the first row on top
+                    } else {
+                        String::new()
+                    }
+                })
+                .draw()
+                .map_err(|e| e.to_string())?;
+            for (r, (_, bars)) in panel.rows.iter().enumerate() {
+                let y = (n - 1 - r) as f64;
+                chart
+                    .draw_series(
+                        bars.iter()
+                            .filter(|b| b.1 > panel.x.0 && b.0 < panel.x.1)
+                            .map(|&(a, b, c)| {
+                                Rectangle::new(
+                                    [(a.max(panel.x.0), y - 0.38), (b.min(panel.x.1), y + 0.38)],
+                                    RGBColor(c.0, c.1, c.2).filled(),
+                                )
+                            }),
+                    )
+                    .map_err(|e| e.to_string())?;
+            }
+        }
+        for (i, (name, c)) in legend.iter().enumerate() {
+            let (col, row) = ((i % per_row) as i32, (i / per_row) as i32);
+            let (x, y) = (100 + col * 200, 8 + row * 24);
+            bottom
+                .draw(&Rectangle::new(
+                    [(x, y), (x + 14, y + 14)],
+                    RGBColor(c.0, c.1, c.2).filled(),
+                ))
+                .map_err(|e| e.to_string())?;
+            bottom
+                .draw(&Text::new(name.clone(), (x + 20, y), ("sans-serif", 13)))
+                .map_err(|e| e.to_string())?;
+        }
+        root.present().map_err(|e| e.to_string())?;
+    }
+    Ok(svg)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -304,5 +397,27 @@ mod tests {
             semilog2x("t", "N", "rate", "B/s", &[]).is_err(),
             "nothing to draw"
         );
+    }
+    #[test]
+    fn gantt_draws_the_bars_in_range_and_the_legend() {
+        let panel = GanttPanel {
+            title: "p".into(),
+            rows: vec![
+                (
+                    "a".into(),
+                    vec![(0.0, 1.0, (10, 20, 30)), (5.0, 6.0, (40, 50, 60))],
+                ),
+                ("b".into(), vec![(0.5, 2.0, (70, 80, 90))]),
+            ],
+            x: (0.0, 3.0),
+        };
+        let svg = gantt("c", "x", &[panel], &[("state one".into(), (10, 20, 30))]).unwrap();
+        assert!(svg.contains("#0A141E"), "the first bar's colour");
+        assert!(svg.contains("#46505A"), "the second row's bar");
+        assert!(
+            !svg.contains("#28323C"),
+            "a bar past the x range is not drawn"
+        );
+        assert!(svg.contains("state one"));
     }
 }

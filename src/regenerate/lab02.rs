@@ -2,6 +2,7 @@
 //! bytes the hardware counted beside the model's, from the committed GPU measurements.
 
 use super::{md_table, Artifact};
+use crate::measure::trace::{self, TraceFile, TraceRun};
 use crate::measure::{MeasurementFile, Record};
 use crate::roofline::{si, sig3};
 
@@ -419,4 +420,208 @@ fn bytes_table(name: &str, f: &MeasurementFile) -> String {
         provenance(name, f)
     );
     out
+}
+
+/// A consumer state's colour in Figure 02.1 (codes of `trace::CONSUMER_STATES`).
+const STATE_RGB: [(u8, u8, u8); 9] = [
+    (140, 60, 170),  // wait for Q
+    (210, 40, 40),   // wait for K
+    (240, 140, 40),  // wait for V
+    (30, 60, 160),   // issue products
+    (110, 160, 230), // wait for S
+    (40, 150, 70),   // softmax
+    (80, 200, 200),  // wait for P V
+    (190, 200, 60),  // rescale O, round P
+    (220, 80, 170),  // store O
+];
+
+/// The producer's states in three groups, for the figure: taking an item, waiting for a free tile or
+/// stage, asking for a box.
+fn producer_group(code: u32) -> (&'static str, (u8, u8, u8)) {
+    match code {
+        16 => ("producer: take an item", (120, 120, 120)),
+        17 | 19 | 21 => ("producer: wait for a free tile", (215, 215, 215)),
+        _ => ("producer: ask for a box", (40, 40, 40)),
+    }
+}
+
+fn shape_name(r: &TraceRun) -> String {
+    format!(
+        "D = {}, N = {}, {}",
+        r.d,
+        r.n,
+        if r.causal { "causal" } else { "no mask" }
+    )
+}
+
+/// Cycles an item for a run: each consumer's span over its items, averaged over the traced blocks.
+fn cycles_per_item(r: &TraceRun) -> f64 {
+    let per: Vec<f64> = r
+        .blocks
+        .iter()
+        .filter_map(|b| b.first())
+        .filter(|w| !w.is_empty())
+        .map(|w| trace::span(w) as f64 / (w.iter().map(|e| e[2]).max().unwrap_or(0) + 1) as f64)
+        .collect();
+    per.iter().sum::<f64>() / per.len().max(1) as f64
+}
+
+/// Table 02.5 (where a consumer warpgroup's cycles go, per traced shape) and Figure 02.1 (a stretch
+/// of block 0's timeline at the short and the long rows), from `measurements/traces/`.
+pub fn render_trace(traces: &[TraceFile]) -> Vec<Artifact> {
+    let Some(f) = traces.first() else {
+        let none = "*No trace is committed yet (`gpu-probe trace`).*\n".to_string();
+        return vec![
+            Artifact {
+                name: "lab02_trace.md",
+                contents: none,
+            },
+            Artifact {
+                name: "lab02_trace.svg",
+                contents: "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"400\" height=\"40\"><text x=\"4\" y=\"24\">no trace committed</text></svg>\n".into(),
+            },
+        ];
+    };
+    let mut header = vec!["shape".to_string(), "cycles an item".to_string()];
+    header.extend(trace::CONSUMER_STATES.iter().map(|s| s.1.to_string()));
+    header.push("producer waiting for a free tile".into());
+    header.push("untraced time".into());
+    let rows: Vec<Vec<String>> = f
+        .runs
+        .iter()
+        .map(|r| {
+            let nc = r.consumers;
+            let (mut states, mut total) = (std::collections::BTreeMap::new(), 0u64);
+            let (mut pwait, mut ptotal) = (0u64, 0u64);
+            for b in &r.blocks {
+                for (w, ev) in b.iter().enumerate() {
+                    let c = trace::state_cycles(ev);
+                    if w < nc {
+                        for (k, v) in c {
+                            *states.entry(k).or_insert(0u64) += v;
+                        }
+                        total += trace::span(ev);
+                    } else {
+                        pwait += [17, 19, 21].iter().filter_map(|k| c.get(k)).sum::<u64>();
+                        ptotal += trace::span(ev);
+                    }
+                }
+            }
+            let pct = |x: u64, of: u64| format!("{:.1}%", 100.0 * x as f64 / of.max(1) as f64);
+            let mut row = vec![shape_name(r), format!("{:.0}", cycles_per_item(r))];
+            row.extend(
+                trace::CONSUMER_STATES
+                    .iter()
+                    .map(|(code, _)| pct(*states.get(code).unwrap_or(&0), total)),
+            );
+            row.push(pct(pwait, ptotal));
+            row.push(format!("{:.4} ms", r.ms));
+            row
+        })
+        .collect();
+    let header: Vec<&str> = header.iter().map(String::as_str).collect();
+    let mut table = md_table(&header, &rows);
+    table += &format!(
+        "\n*Table 02.5, {}. v8's trace build (`gpu-probe trace`): the share of a consumer warpgroup's \
+         cycles in each state (thread 0 of every consumer warpgroup of the first {} blocks, from its \
+         first event to its last; a state lasts from its event to the writer's next), the cycles an \
+         item takes (one block's span over the items it took), the producer's share of cycles spent \
+         waiting for a free Q tile, K stage or V stage, and the untraced kernel's median time on the \
+         same inputs (fp16, B N = 16k tokens, H = 2048 / D). {} Commit {}, {}; from \
+         `measurements/traces/`.*\n",
+        f.card,
+        f.runs.first().map_or(0, |r| r.blocks.len()),
+        if f.runs.iter().all(|r| r.same_output) {
+            "Every traced launch wrote the untraced one's output bit for bit."
+        } else {
+            "NOT every traced launch wrote the untraced one's output: the trace build is suspect."
+        },
+        f.commit,
+        f.date
+    );
+    vec![
+        Artifact {
+            name: "lab02_trace.md",
+            contents: table,
+        },
+        Artifact {
+            name: "lab02_trace.svg",
+            contents: trace_figure(f).unwrap_or_else(|e| {
+                format!("<svg xmlns=\"http://www.w3.org/2000/svg\"><text>{e}</text></svg>\n")
+            }),
+        },
+    ]
+}
+
+/// Figure 02.1: block 0's timeline at D = 128 without a mask, N = 512 and N = 4096, over the same
+/// number of cycles (three short items), from the start of its third item.
+fn trace_figure(f: &TraceFile) -> Result<String, String> {
+    use super::figures::{gantt, GanttPanel};
+    let pick = |n: usize| {
+        f.runs
+            .iter()
+            .find(|r| r.d == 128 && r.n == n && !r.causal)
+            .ok_or(format!("no D = 128 N = {n} trace"))
+    };
+    let (short, long) = (pick(512)?, pick(4096)?);
+    let width = 3.0 * cycles_per_item(short);
+    let panel = |r: &TraceRun| -> Result<GanttPanel, String> {
+        let b = r.blocks.first().ok_or("no block")?;
+        let start = b
+            .first()
+            .and_then(|w| w.iter().find(|e| e[1] == 1 && e[2] == 2))
+            .map_or(0.0, |e| e[0] as f64);
+        let rows = b
+            .iter()
+            .enumerate()
+            .map(|(w, ev)| {
+                let name = if w < r.consumers {
+                    format!("warpgroup {w}")
+                } else {
+                    "producer".to_string()
+                };
+                let bars = ev
+                    .windows(2)
+                    .filter_map(|p| {
+                        let code = p[0][1] as u32;
+                        let rgb = if w < r.consumers {
+                            let i = trace::CONSUMER_STATES.iter().position(|s| s.0 == code)?;
+                            STATE_RGB[i]
+                        } else {
+                            producer_group(code).1
+                        };
+                        Some((
+                            (p[0][0] as f64 - start) / 1e3,
+                            (p[1][0] as f64 - start) / 1e3,
+                            rgb,
+                        ))
+                    })
+                    .collect();
+                (name, bars)
+            })
+            .collect();
+        Ok(GanttPanel {
+            title: shape_name(r),
+            rows,
+            x: (0.0, width / 1e3),
+        })
+    };
+    let mut legend: Vec<(String, (u8, u8, u8))> = trace::CONSUMER_STATES
+        .iter()
+        .zip(STATE_RGB)
+        .map(|(s, c)| (s.1.to_string(), c))
+        .collect();
+    for code in [16, 19, 20] {
+        let (name, c) = producer_group(code);
+        legend.push((name.to_string(), c));
+    }
+    gantt(
+        &format!(
+            "{}: v8, one block from its third item ({}, {})",
+            f.card, f.commit, f.date
+        ),
+        "thousands of SM cycles",
+        &[panel(short)?, panel(long)?],
+        &legend,
+    )
 }

@@ -40,6 +40,9 @@ pub fn render_all() -> Vec<Artifact> {
     out.extend(theory02::render());
     out.extend(lab01::render(&files));
     out.extend(lab02::render(&files));
+    let traces = crate::measure::trace::load_all(&dir.join("traces"))
+        .unwrap_or_else(|e| panic!("unreadable traces: {e}"));
+    out.extend(lab02::render_trace(&traces));
     out.extend(lab03::render(&files));
     out.extend(lab04::render(&files));
     out.extend(roofline_fig::render(&files));
