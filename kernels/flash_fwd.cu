@@ -1706,6 +1706,18 @@ __device__ __forceinline__ void tma_box(void* dst, const TensorMap* map, int c0,
         "l"(reinterpret_cast<unsigned long long>(map)), "r"(c0), "r"(r0), "r"(z), "r"(bar)
         : "memory");
 }
+// One box of a (heads, rows, D) tensor map from shared memory at src to columns c0.., rows r0.., head
+// z (rows past the map's end are not written); the copies one thread asked for since its last
+// commit form a bulk group, whose reads of shared memory it can wait for.
+__device__ __forceinline__ void tma_store_box(const TensorMap* map, int c0, int r0, int z, const void* src) {
+    asm volatile("cp.async.bulk.tensor.3d.global.shared::cta.bulk_group [%0, {%1, %2, %3}], [%4];\n" ::"l"(
+                     reinterpret_cast<unsigned long long>(map)),
+                 "r"(c0), "r"(r0), "r"(z), "r"(smem_addr(src))
+                 : "memory");
+}
+__device__ __forceinline__ void bulk_commit() { asm volatile("cp.async.bulk.commit_group;\n" ::: "memory"); }
+__device__ __forceinline__ void bulk_wait_read() { asm volatile("cp.async.bulk.wait_group.read 0;\n" ::: "memory"); }
+__device__ __forceinline__ void wg_bar(int id) { asm volatile("bar.sync %0, 128;\n" ::"r"(id) : "memory"); }
 // ANCHOR_END: mbarrier
 
 // ANCHOR: trace_codes
@@ -1762,7 +1774,8 @@ enum TraceCode : unsigned {
 // tiles (64 NWG x D), STAGES stages of K, STAGES of V (128 x D each), the barriers, the items in hand and
 // v7's one word a consumer thread.
 template <typename T, int D, int STAGES, int NWG>
-__device__ void flash_ws(const TensorMap* tq, const TensorMap* tk, const TensorMap* tv, T* __restrict__ o,
+__device__ void flash_ws(const TensorMap* tq, const TensorMap* tk, const TensorMap* tv, const TensorMap* to,
+                         T* __restrict__ o,
                          float* __restrict__ lse, Params p, unsigned* sched,
                          [[maybe_unused]] unsigned long long* trace) {
     constexpr int BR = 64 * NWG, BC = 128;
@@ -1778,14 +1791,21 @@ __device__ void flash_ws(const TensorMap* tq, const TensorMap* tk, const TensorM
     T* Qs = reinterpret_cast<T*>(smem_raw + ((1024 - (smem_addr(smem_raw) & 1023)) & 1023));
     T* Ks = Qs + QB * BR * D;      // stage s at Ks + s BC D
     T* Vs = Ks + STAGES * BC * D;  // stage s at Vs + s BC D
+    // OSTAGE: where it fits (the host's `v8_o_tile`), each consumer warpgroup writes its 64 rows of O
+    // into a tile of its own and one thread hands the tile to the copy engine (a TMA store), instead
+    // of every thread storing its scattered 4-byte pieces to global memory.
+    constexpr int BASE = (QB * BR + 2 * STAGES * BC) * D * (int)sizeof(T) + 1024 + 8 * (2 * QB + 4 * STAGES) + 32 +
+                         512 * NWG;
+    constexpr bool OSTAGE = BASE + BR * D * (int)sizeof(T) <= 232448;
+    T* Os = Vs + STAGES * BC * D;  // warpgroup w's O tile at Os + 64 w D (OSTAGE)
     // Barriers (8 bytes each): Q full and Q empty for each Q tile; then K full, K empty, V full, V empty,
     // one per stage.
-    const unsigned bars = smem_addr(Vs + STAGES * BC * D);
+    const unsigned bars = smem_addr(Os + (OSTAGE ? BR * D : 0));
     auto q_full = [&](int n) { return bars + 16u * (n % QB); };  // item n's Q tile is n % QB
     auto q_empty = [&](int n) { return bars + 16u * (n % QB) + 8; };
     auto bar = [&](int kind, int s) { return bars + 8u * (2 * QB + kind * STAGES + s); };
     enum { K_FULL = 0, K_EMPTY = 1, V_FULL = 2, V_EMPTY = 3 };
-    volatile int* s_item = reinterpret_cast<volatile int*>(Vs + STAGES * BC * D) + 2 * (2 * QB + 4 * STAGES);
+    volatile int* s_item = reinterpret_cast<volatile int*>(Os + (OSTAGE ? BR * D : 0)) + 2 * (2 * QB + 4 * STAGES);
     // ANCHOR_END: ws_block
 
     const int tid = threadIdx.x, wg = tid / 128;
@@ -1976,6 +1996,35 @@ __device__ void flash_ws(const TensorMap* tq, const TensorMap* tk, const TensorM
     float oacc[D / 2];
     float m[2], l[2], alpha[2];
     unsigned int pf[BC / 16][4];  // P of the tile whose P V is next
+    // O of the item at rows iw.. (this thread's row_a, row_a + 8) divided by its sums, and its LSE.
+    auto store_o = [&](int bh, int iw, int row_a) {
+        if constexpr (OSTAGE) {
+            T* ot = Os + wg * 64 * D;
+            if (tid % 128 == 0) bulk_wait_read();  // the last item's store has read the tile
+            wg_bar(1 + wg);
+            const int ra = warp * 16 + g;  // the row in the tile
+#pragma unroll
+            for (int r = 0; r < 2; ++r) {
+                const float inv = l[r] > 0.f ? 1.f / l[r] : 0.f;
+#pragma unroll
+                for (int dn = 0; dn < D / 8; ++dn)
+                    *reinterpret_cast<unsigned int*>(ot + tile_off<D>(ra + 8 * r, dn, 64) + tg * 2) =
+                        pack2(oacc[4 * dn + 2 * r] * inv, oacc[4 * dn + 2 * r + 1] * inv, T());
+                if (tg == 0 && row_a + 8 * r < p.nq)
+                    lse[(size_t)bh * p.nq + row_a + 8 * r] =
+                        l[r] > 0.f ? (m[r] * p.scale_log2 + log2f(l[r])) * LN2 : NEG_INF;
+            }
+            fence_proxy_async();  // the copy engine must see these writes
+            wg_bar(1 + wg);
+            if (tid % 128 == 0) {
+#pragma unroll
+                for (int cb = 0; cb < D / 64; ++cb) tma_store_box(to, cb * 64, iw, bh, ot + cb * 64 * 64);
+                bulk_commit();
+            }
+        } else {
+            wg_store<T, D>(o, lse, p, bh, row_a, tg, oacc, m, l);
+        }
+    };
     // An item's first tile on its own: S, then its softmax, nothing under either (and, for short
     // rows, the rounding correction's P V).
     auto first_tile = [&](const Item& x, int n, int kv) {
@@ -2083,7 +2132,7 @@ __device__ void flash_ws(const TensorMap* tq, const TensorMap* tk, const TensorM
             wg_wait<0>();  // this item's last P V is done
             tr(TR_STORE, n, cur.ntiles);
             release(V_EMPTY, u);
-            wg_store<T, D>(o, lse, p, cur.bh, row_a, tg, oacc, m, l);
+            store_o(cur.bh, cur.iw, row_a);
             tr(TR_RESCALE, n + 1, 0);
 #pragma unroll
             for (int i = 0; i < D / 2; ++i) oacc[i] = 0.f;
@@ -2117,7 +2166,7 @@ __device__ void flash_ws(const TensorMap* tq, const TensorMap* tk, const TensorM
                 release(V_EMPTY, u);
             }
             tr(TR_STORE, n, cur.ntiles);
-            wg_store<T, D>(o, lse, p, cur.bh, row_a, tg, oacc, m, l);
+            store_o(cur.bh, cur.iw, row_a);
             if constexpr (QB == 1) nx = item_at(n + 1);
             if (nx.ntiles >= 0) first_tile(nx, n + 1, kv_next);
         }
@@ -2127,6 +2176,7 @@ __device__ void flash_ws(const TensorMap* tq, const TensorMap* tk, const TensorM
         cur = nx;
     }
     tr(TR_DONE, n, 0);
+    if (OSTAGE && tid % 128 == 0) bulk_wait_read();  // shared memory stays until the copy engine has read it
     // ANCHOR_END: ws_consumer
 }
 
@@ -2143,9 +2193,10 @@ __device__ void flash_ws(const TensorMap* tq, const TensorMap* tk, const TensorM
     extern "C" __global__ void __launch_bounds__(128 * (C + 1), 1)                                      \
         flash_v8_##DD##_s##S##_c##C(const __grid_constant__ TensorMap tq,                               \
                                     const __grid_constant__ TensorMap tk,                               \
-                                    const __grid_constant__ TensorMap tv, elem_t* o, float* lse,        \
+                                    const __grid_constant__ TensorMap tv,                               \
+                                    const __grid_constant__ TensorMap to, elem_t* o, float* lse,        \
                                     Params p, unsigned* sched TRACE_PARAM) {                            \
-        flash_ws<elem_t, DD, S, C>(&tq, &tk, &tv, o, lse, p, sched, TRACE_ARG);                         \
+        flash_ws<elem_t, DD, S, C>(&tq, &tk, &tv, &to, o, lse, p, sched, TRACE_ARG);                    \
     }
 WS(64, 2, 2)
 WS(64, 4, 2)

@@ -192,7 +192,7 @@ pub struct Buffers<T: GpuElement> {
     pub lse: CudaSlice<f32>,
     scratch: Option<CudaSlice<f32>>,
     /// v8's tensor maps over q, k and v, with the device addresses and the shape they were made for.
-    maps: Option<(MapsKey, [TensorMap; 3])>,
+    maps: Option<(MapsKey, [TensorMap; 4])>,
     /// v8's work counters (next item, blocks done), zero between launches.
     sched: Option<CudaSlice<u32>>,
 }
@@ -303,12 +303,28 @@ pub fn v8_q_buffers(d: usize, stages: usize, consumers: usize) -> usize {
 /// for each stage of K and of V), the two items in hand (four words each: key tiles, head, first key
 /// tile, query tile) and one word a consumer thread.
 pub fn v8_smem_bytes(d: usize, stages: usize, consumers: usize) -> usize {
+    let base = v8_base_bytes(d, stages, consumers);
+    if v8_o_tile(d, stages, consumers) {
+        base + 64 * consumers * d * 2
+    } else {
+        base
+    }
+}
+
+fn v8_base_bytes(d: usize, stages: usize, consumers: usize) -> usize {
     let qb = v8_q_buffers(d, stages, consumers);
     (64 * consumers * qb + 2 * stages * 128) * d * 2
         + 1024
         + 8 * (2 * qb + 4 * stages)
         + 32
         + 128 * consumers * 4
+}
+
+/// Whether v8's block also holds an O tile (64 rows a consumer warpgroup), which the consumers fill
+/// and the copy engine stores (`OSTAGE` in the kernel, which derives the same answer): wherever it
+/// fits in an SM's 227 KB, so every kernel but D = 128 with three stages.
+pub fn v8_o_tile(d: usize, stages: usize, consumers: usize) -> bool {
+    v8_base_bytes(d, stages, consumers) + 64 * consumers * d * 2 <= 232_448
 }
 
 /// The warps per block `version` runs with by default; for v8, whose block is always 12 warps (two
@@ -612,7 +628,7 @@ fn launch_v8<T: GpuElement>(
     };
     let consumers = v8_consumers(s.d, s.nq, mask.causal);
     let f = module.load_function(&format!("flash_v8_{}_s{stages}_c{consumers}", s.d))?;
-    let [tq, tk, tv] = v8_maps(dev, bufs, 64 * v8_consumers(s.d, s.nq, mask.causal))?;
+    let [tq, tk, tv, to] = v8_maps(dev, bufs, 64 * v8_consumers(s.d, s.nq, mask.causal))?;
     if bufs.sched.is_none() {
         bufs.sched = Some(st.alloc_zeros::<u32>(2)?);
     }
@@ -633,6 +649,7 @@ fn launch_v8<T: GpuElement>(
         .arg(&tq)
         .arg(&tk)
         .arg(&tv)
+        .arg(&to)
         .arg(&mut bufs.o)
         .arg(&mut bufs.lse)
         .arg(p)
@@ -731,7 +748,7 @@ fn decode_trace(raw: &[u64], writers: usize) -> Vec<Vec<Vec<TraceEvent>>> {
 
 /// What v8's tensor maps were made for: the device addresses of q, k and v, the shape, and the rows of
 /// Q's box.
-type MapsKey = ([u64; 3], AttnShape, usize);
+type MapsKey = ([u64; 4], AttnShape, usize);
 
 /// v8's tensor maps over `bufs.q` (boxes of 64 columns x `q_rows` rows of one head: the block's query
 /// tile), `bufs.k` and `bufs.v` (64 x 128), made once for the allocations they describe and kept with
@@ -741,13 +758,14 @@ fn v8_maps<T: GpuElement>(
     dev: &Device,
     bufs: &mut Buffers<T>,
     q_rows: usize,
-) -> Result<[TensorMap; 3], GpuError> {
+) -> Result<[TensorMap; 4], GpuError> {
     let st = dev.stream();
     let key = (
         [
             bufs.q.device_ptr(st).0,
             bufs.k.device_ptr(st).0,
             bufs.v.device_ptr(st).0,
+            bufs.o.device_ptr(st).0,
         ],
         bufs.shape,
         q_rows,
@@ -762,6 +780,7 @@ fn v8_maps<T: GpuElement>(
         kv_map(dev, &bufs.q, s.b * s.hq, s.nq, s.d, q_rows)?,
         kv_map(dev, &bufs.k, s.b * s.hkv, s.nk, s.d, 128)?,
         kv_map(dev, &bufs.v, s.b * s.hkv, s.nk, s.d, 128)?,
+        kv_map(dev, &bufs.o, s.b * s.hq, s.nq, s.d, 64)?, // one consumer warpgroup's rows
     ];
     bufs.maps = Some((key, maps));
     Ok(maps)
