@@ -243,6 +243,20 @@
 //            (`DECODED`, commit 51f5607, whose other kernels compile to 871d1e8's PTX exactly): again
 //            against 424cd3d, D = 64 causal 512 / 1024 / 2048 +5.1% / +4.5% / +3.4% in both runs, D =
 //            128 within 0.6%; gpu-probe check v8 all match, racecheck 0 hazards.
+//         o. The trace's other per-item state, storing O (about 1500 cycles an item at N = 512, both
+//            warpgroups at once): each consumer warpgroup writes its 64 rows of O, rounded, into an O
+//            tile of its own in shared memory (tile_off's swizzle, conflict-free), and one thread
+//            hands it to the copy engine (`cp.async.bulk.tensor` store, a bulk group it waits on
+//            before the tile is written again; rows past N are not stored), where the tile fits
+//            beside two Q tiles and the stages. Unlike i., no thread issues a global store. Checked
+//            (gpu-probe check v8: all match; racecheck 0 hazards); against the 51f5607 build in one
+//            call (H200, 2026-11-28, commit ca318e6, every fitting kernel with the tile): D = 128
+//            unmasked N = 512 435 -> 473 TFLOP/s, 1024 534 -> 556, 2048 594 -> 604, 16384 588 -> 570;
+//            causal 512 271 -> 286, 1024 387 -> 400, 2048 487 -> 493, 16384 626 -> 567 (that shape's
+//            spread between calls is as large); D = 64 1-8% slower everywhere (unmasked 512 340 ->
+//            323, 16384 485 -> 451). Kept as the `_o` kernel at D = 128 with two stages up to N =
+//            2048 (`v8_o_tile`; its PTX is the measured build's), the other kernels as before. Not
+//            yet measured: N = 4096-8192, and Table 02.1 with it.
 //         Where short rows lose (ncu, one launch each, H200, a0e81e9): D = 128 N = 512 unmasked, L2 hit
 //         rate 64% (N = 4096: 91%), DRAM at 32% and L2 at 62% of peak, SM throughput 45% (4096: 69%),
 //         no eligible warp in 68% of cycles; D = 64 causal N = 512 alike (L2 hits 57%, DRAM 28%, SM
@@ -1773,7 +1787,7 @@ enum TraceCode : unsigned {
 // (its Q's load, its first S and softmax, which nothing overlaps) is paid in full. Shared memory: QB Q
 // tiles (64 NWG x D), STAGES stages of K, STAGES of V (128 x D each), the barriers, the items in hand and
 // v7's one word a consumer thread.
-template <typename T, int D, int STAGES, int NWG>
+template <typename T, int D, int STAGES, int NWG, bool OTILE>
 __device__ void flash_ws(const TensorMap* tq, const TensorMap* tk, const TensorMap* tv, const TensorMap* to,
                          T* __restrict__ o,
                          float* __restrict__ lse, Params p, unsigned* sched,
@@ -1791,12 +1805,13 @@ __device__ void flash_ws(const TensorMap* tq, const TensorMap* tk, const TensorM
     T* Qs = reinterpret_cast<T*>(smem_raw + ((1024 - (smem_addr(smem_raw) & 1023)) & 1023));
     T* Ks = Qs + QB * BR * D;      // stage s at Ks + s BC D
     T* Vs = Ks + STAGES * BC * D;  // stage s at Vs + s BC D
-    // OSTAGE: where it fits (the host's `v8_o_tile`), each consumer warpgroup writes its 64 rows of O
-    // into a tile of its own and one thread hands the tile to the copy engine (a TMA store), instead
-    // of every thread storing its scattered 4-byte pieces to global memory.
+    // OSTAGE (the `_o` kernels; the host's `v8_o_tile` picks them): each consumer warpgroup writes its
+    // 64 rows of O into a tile of its own and one thread hands the tile to the copy engine (a TMA
+    // store), instead of every thread storing its scattered 4-byte pieces to global memory. Measured
+    // (changelog entry o): it pays at D = 128 up to N = 2048, and costs at D = 64 and at long rows.
     constexpr int BASE = (QB * BR + 2 * STAGES * BC) * D * (int)sizeof(T) + 1024 + 8 * (2 * QB + 4 * STAGES) + 32 +
                          512 * NWG;
-    constexpr bool OSTAGE = BASE + BR * D * (int)sizeof(T) <= 232448;
+    constexpr bool OSTAGE = OTILE && BASE + BR * D * (int)sizeof(T) <= 232448;
     T* Os = Vs + STAGES * BC * D;  // warpgroup w's O tile at Os + 64 w D (OSTAGE)
     // Barriers (8 bytes each): Q full and Q empty for each Q tile; then K full, K empty, V full, V empty,
     // one per stage.
@@ -1996,6 +2011,7 @@ __device__ void flash_ws(const TensorMap* tq, const TensorMap* tk, const TensorM
     float oacc[D / 2];
     float m[2], l[2], alpha[2];
     unsigned int pf[BC / 16][4];  // P of the tile whose P V is next
+    // ANCHOR: ws_store_o
     // O of the item at rows iw.. (this thread's row_a, row_a + 8) divided by its sums, and its LSE.
     auto store_o = [&](int bh, int iw, int row_a) {
         if constexpr (OSTAGE) {
@@ -2025,6 +2041,7 @@ __device__ void flash_ws(const TensorMap* tq, const TensorMap* tk, const TensorM
             wg_store<T, D>(o, lse, p, bh, row_a, tg, oacc, m, l);
         }
     };
+    // ANCHOR_END: ws_store_o
     // An item's first tile on its own: S, then its softmax, nothing under either (and, for short
     // rows, the rounding correction's P V).
     auto first_tile = [&](const Item& x, int n, int kv) {
@@ -2189,21 +2206,22 @@ __device__ void flash_ws(const TensorMap* tq, const TensorMap* tk, const TensorM
 #define TRACE_PARAM
 #define TRACE_ARG nullptr
 #endif
-#define WS(DD, S, C)                                                                                    \
+#define WS(DD, S, C, OT, SUFFIX)                                                                        \
     extern "C" __global__ void __launch_bounds__(128 * (C + 1), 1)                                      \
-        flash_v8_##DD##_s##S##_c##C(const __grid_constant__ TensorMap tq,                               \
+        flash_v8_##DD##_s##S##_c##C##SUFFIX(const __grid_constant__ TensorMap tq,                       \
                                     const __grid_constant__ TensorMap tk,                               \
                                     const __grid_constant__ TensorMap tv,                               \
                                     const __grid_constant__ TensorMap to, elem_t* o, float* lse,        \
                                     Params p, unsigned* sched TRACE_PARAM) {                            \
-        flash_ws<elem_t, DD, S, C>(&tq, &tk, &tv, &to, o, lse, p, sched, TRACE_ARG);                    \
+        flash_ws<elem_t, DD, S, C, OT>(&tq, &tk, &tv, &to, o, lse, p, sched, TRACE_ARG);                \
     }
-WS(64, 2, 2)
-WS(64, 4, 2)
-WS(64, 2, 3)
-WS(64, 4, 3)
-WS(128, 2, 2)
-WS(128, 3, 2)
+WS(64, 2, 2, false, )
+WS(64, 4, 2, false, )
+WS(64, 2, 3, false, )
+WS(64, 4, 3, false, )
+WS(128, 2, 2, false, )
+WS(128, 3, 2, false, )
+WS(128, 2, 2, true, _o)
 #endif  // FA_VERSION == 8
 #endif  // FA_VERSION >= 6
 #endif  // FA_VERSION >= 4

@@ -191,7 +191,7 @@ pub struct Buffers<T: GpuElement> {
     /// `(B, Hq, Nq)`.
     pub lse: CudaSlice<f32>,
     scratch: Option<CudaSlice<f32>>,
-    /// v8's tensor maps over q, k and v, with the device addresses and the shape they were made for.
+    /// v8's tensor maps over q, k, v and o, with the device addresses and the shape they were made for.
     maps: Option<(MapsKey, [TensorMap; 4])>,
     /// v8's work counters (next item, blocks done), zero between launches.
     sched: Option<CudaSlice<u32>>,
@@ -303,15 +303,6 @@ pub fn v8_q_buffers(d: usize, stages: usize, consumers: usize) -> usize {
 /// for each stage of K and of V), the two items in hand (four words each: key tiles, head, first key
 /// tile, query tile) and one word a consumer thread.
 pub fn v8_smem_bytes(d: usize, stages: usize, consumers: usize) -> usize {
-    let base = v8_base_bytes(d, stages, consumers);
-    if v8_o_tile(d, stages, consumers) {
-        base + 64 * consumers * d * 2
-    } else {
-        base
-    }
-}
-
-fn v8_base_bytes(d: usize, stages: usize, consumers: usize) -> usize {
     let qb = v8_q_buffers(d, stages, consumers);
     (64 * consumers * qb + 2 * stages * 128) * d * 2
         + 1024
@@ -320,11 +311,17 @@ fn v8_base_bytes(d: usize, stages: usize, consumers: usize) -> usize {
         + 128 * consumers * 4
 }
 
-/// Whether v8's block also holds an O tile (64 rows a consumer warpgroup), which the consumers fill
-/// and the copy engine stores (`OSTAGE` in the kernel, which derives the same answer): wherever it
-/// fits in an SM's 227 KB, so every kernel but D = 128 with three stages.
-pub fn v8_o_tile(d: usize, stages: usize, consumers: usize) -> bool {
-    v8_base_bytes(d, stages, consumers) + 64 * consumers * d * 2 <= 232_448
+/// [`v8_smem_bytes`] for the `_o` kernels: the O tile (64 rows a consumer warpgroup) besides.
+pub fn v8_smem_bytes_o(d: usize, stages: usize, consumers: usize) -> usize {
+    v8_smem_bytes(d, stages, consumers) + 64 * consumers * d * 2
+}
+
+/// Whether v8 runs its `_o` kernel, whose block also holds an O tile (64 rows a consumer warpgroup)
+/// that the consumers fill and the copy engine stores (`OSTAGE` in the kernel): at D = 128 with two
+/// stages up to N = 2048, where it was measured faster (H200, one call: +9% at N = 512, +2% at 2048;
+/// at N = 16384 3% slower, at D = 64 5-8% slower; changelog entry o).
+pub fn v8_o_tile(d: usize, nq: usize, stages: usize, consumers: usize) -> bool {
+    d == 128 && stages == 2 && nq <= 2048 && v8_smem_bytes_o(d, stages, consumers) <= 232_448
 }
 
 /// The warps per block `version` runs with by default; for v8, whose block is always 12 warps (two
@@ -627,13 +624,22 @@ fn launch_v8<T: GpuElement>(
         choices[0]
     };
     let consumers = v8_consumers(s.d, s.nq, mask.causal);
-    let f = module.load_function(&format!("flash_v8_{}_s{stages}_c{consumers}", s.d))?;
+    let o_tile = v8_o_tile(s.d, s.nq, stages, consumers);
+    let f = module.load_function(&format!(
+        "flash_v8_{}_s{stages}_c{consumers}{}",
+        s.d,
+        if o_tile { "_o" } else { "" }
+    ))?;
     let [tq, tk, tv, to] = v8_maps(dev, bufs, 64 * v8_consumers(s.d, s.nq, mask.causal))?;
     if bufs.sched.is_none() {
         bufs.sched = Some(st.alloc_zeros::<u32>(2)?);
     }
     let br = 64 * consumers;
-    let smem = v8_smem_bytes(s.d, stages, consumers) as u32;
+    let smem = if o_tile {
+        v8_smem_bytes_o(s.d, stages, consumers)
+    } else {
+        v8_smem_bytes(s.d, stages, consumers)
+    } as u32;
     f.set_attribute(MAX_DYNAMIC_SMEM, smem as i32)?;
     // Persistent: one block an SM (at most one per work item), each taking items from the
     // counter in `sched` until none is left; the last block to finish sets it back to zero.
@@ -746,12 +752,13 @@ fn decode_trace(raw: &[u64], writers: usize) -> Vec<Vec<Vec<TraceEvent>>> {
         .collect()
 }
 
-/// What v8's tensor maps were made for: the device addresses of q, k and v, the shape, and the rows of
+/// What v8's tensor maps were made for: the device addresses of q, k, v and o, the shape, and the rows of
 /// Q's box.
 type MapsKey = ([u64; 4], AttnShape, usize);
 
 /// v8's tensor maps over `bufs.q` (boxes of 64 columns x `q_rows` rows of one head: the block's query
-/// tile), `bufs.k` and `bufs.v` (64 x 128), made once for the allocations they describe and kept with
+/// tile), `bufs.k` and `bufs.v` (64 x 128) and `bufs.o` (64 x 64: one consumer warpgroup's rows, for
+/// the `_o` kernels' stores), made once for the allocations they describe and kept with
 /// the buffers: encoding them is host work that would otherwise run before every timed launch. Made
 /// again when the buffers, the shape they claim (a public field) or Q's box change.
 fn v8_maps<T: GpuElement>(

@@ -382,6 +382,12 @@ mod tests {
         }
         assert_eq!(flash::v8_q_buffers(128, 2, 2), 2);
         assert_eq!(flash::v8_q_buffers(128, 3, 2), 1);
+        // The `_o` kernel (O through a shared-memory tile and the copy engine): D = 128, two stages,
+        // up to N = 2048, and it fits beside everything else.
+        assert!(flash::v8_o_tile(128, 512, 2, 2) && flash::v8_o_tile(128, 2048, 2, 2));
+        assert!(!flash::v8_o_tile(128, 4096, 2, 2) && !flash::v8_o_tile(128, 512, 3, 2));
+        assert!(!flash::v8_o_tile(64, 512, 4, 3) && !flash::v8_o_tile(64, 512, 4, 2));
+        assert!(flash::v8_smem_bytes_o(128, 2, 2) <= 227 * 1024);
         // Three consumers at D = 64 but for short causal calls; two at D = 128.
         assert_eq!(flash::v8_consumers(64, 2048, false), 3);
         assert_eq!(flash::v8_consumers(64, 512, true), 2);
