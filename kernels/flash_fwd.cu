@@ -305,6 +305,11 @@ struct Params {
 #define NEG_INF (-__int_as_float(0x7f800000))
 #define LN2 0.69314718055994530942f
 
+// A row's log-sum-exp (natural log) from its running maximum m and its sum l of 2^(s scale - m).
+__device__ __forceinline__ float row_lse(const Params& p, float m, float l) {
+    return l > 0.f ? (m * p.scale_log2 + log2f(l)) * LN2 : NEG_INF;
+}
+
 // ---------------------------------------------------------------------------------------------------
 // Element helpers: f16 and bf16 behind one interface.
 
@@ -1039,8 +1044,7 @@ __device__ void flash_tc(const T* __restrict__ q, const T* __restrict__ k, const
         for (int dn = 0; dn < D / 8; ++dn)
             *reinterpret_cast<unsigned int*>(ob + (size_t)row * D + dn * 8 + tg * 2) =
                 pack2(oacc[dn][2 * r] * inv, oacc[dn][2 * r + 1] * inv, T());
-        if (tg == 0)
-            lse[(size_t)bh * p.nq + row] = l[r] > 0.f ? (m[r] * p.scale_log2 + log2f(l[r])) * LN2 : NEG_INF;
+        if (tg == 0) lse[(size_t)bh * p.nq + row] = row_lse(p, m[r], l[r]);
     }
 }
 
@@ -1371,8 +1375,7 @@ __device__ __forceinline__ void wg_store(T* __restrict__ o, float* __restrict__ 
         for (int dn = 0; dn < D / 8; ++dn)
             *reinterpret_cast<unsigned int*>(ob + (size_t)row * D + dn * 8 + tg * 2) =
                 pack2(oacc[4 * dn + 2 * r] * inv, oacc[4 * dn + 2 * r + 1] * inv, T());
-        if (tg == 0)
-            lse[(size_t)bh * p.nq + row] = l[r] > 0.f ? (m[r] * p.scale_log2 + log2f(l[r])) * LN2 : NEG_INF;
+        if (tg == 0) lse[(size_t)bh * p.nq + row] = row_lse(p, m[r], l[r]);
     }
 }
 // ANCHOR_END: wg_store
@@ -2011,7 +2014,6 @@ __device__ void flash_ws(const TensorMap* tq, const TensorMap* tk, const TensorM
     float oacc[D / 2];
     float m[2], l[2], alpha[2];
     unsigned int pf[BC / 16][4];  // P of the tile whose P V is next
-    // ANCHOR: ws_store_o
     // O of the item at rows iw.. (this thread's row_a, row_a + 8) divided by its sums, and its LSE.
     auto store_o = [&](int bh, int iw, int row_a) {
         if constexpr (OSTAGE) {
@@ -2026,9 +2028,7 @@ __device__ void flash_ws(const TensorMap* tq, const TensorMap* tk, const TensorM
                 for (int dn = 0; dn < D / 8; ++dn)
                     *reinterpret_cast<unsigned int*>(ot + tile_off<D>(ra + 8 * r, dn, 64) + tg * 2) =
                         pack2(oacc[4 * dn + 2 * r] * inv, oacc[4 * dn + 2 * r + 1] * inv, T());
-                if (tg == 0 && row_a + 8 * r < p.nq)
-                    lse[(size_t)bh * p.nq + row_a + 8 * r] =
-                        l[r] > 0.f ? (m[r] * p.scale_log2 + log2f(l[r])) * LN2 : NEG_INF;
+                if (tg == 0 && row_a + 8 * r < p.nq) lse[(size_t)bh * p.nq + row_a + 8 * r] = row_lse(p, m[r], l[r]);
             }
             fence_proxy_async();  // the copy engine must see these writes
             wg_bar(1 + wg);
@@ -2041,7 +2041,6 @@ __device__ void flash_ws(const TensorMap* tq, const TensorMap* tk, const TensorM
             wg_store<T, D>(o, lse, p, bh, row_a, tg, oacc, m, l);
         }
     };
-    // ANCHOR_END: ws_store_o
     // An item's first tile on its own: S, then its softmax, nothing under either (and, for short
     // rows, the rounding correction's P V).
     auto first_tile = [&](const Item& x, int n, int kv) {

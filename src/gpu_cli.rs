@@ -456,6 +456,25 @@ fn probe_versions(dev: &Device, versions: &[Version]) -> Result<bool, String> {
     Ok(ok)
 }
 
+/// The benchmark grid's shape at length `n` and head size `d` (B N = 16k tokens, H = 2048 / D) and
+/// `copies` uploads of the same seeded unit-normal inputs (q, and its first rows as k and v).
+fn grid_inputs(
+    dev: &Device,
+    n: usize,
+    d: usize,
+    copies: usize,
+) -> Result<(AttnShape, Vec<Buffers<f16>>), String> {
+    let s =
+        AttnShape::self_attention((16384 / n).max(1), 2048 / d, n, d).map_err(|e| e.to_string())?;
+    let mut rng = Rng::new(7);
+    let q: Vec<f16> = convert(&rng.normal_vec_f32(s.q_len()));
+    let sets = (0..copies)
+        .map(|_| Buffers::upload(dev, s, &q, &q[..s.kv_len()], &q[..s.kv_len()]))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| e.to_string())?;
+    Ok((s, sets))
+}
+
 pub fn probe(args: &[String]) -> Result<(), String> {
     let dev = open()?;
     match args.first().map(String::as_str) {
@@ -515,15 +534,7 @@ pub fn probe(args: &[String]) -> Result<(), String> {
             }
             let mask = if causal { Mask::CAUSAL } else { Mask::NONE };
             for &n in &n_list {
-                let s = AttnShape::self_attention((16384 / n).max(1), 2048 / d, n, d)
-                    .map_err(|e| e.to_string())?;
-                let mut rng = Rng::new(7);
-                let q: Vec<f16> = convert(&rng.normal_vec_f32(s.q_len()));
-                let copies = if cmd == "time" { 4 } else { 1 };
-                let mut sets = (0..copies)
-                    .map(|_| Buffers::upload(&dev, s, &q, &q[..s.kv_len()], &q[..s.kv_len()]))
-                    .collect::<Result<Vec<_>, _>>()
-                    .map_err(|e| e.to_string())?;
+                let (s, mut sets) = grid_inputs(&dev, n, d, if cmd == "time" { 4 } else { 1 })?;
                 for &(ver, w) in &versions {
                     if cmd == "one" {
                         match w {
@@ -600,13 +611,8 @@ pub fn probe(args: &[String]) -> Result<(), String> {
             let err = |e: modern_attention::gpu::GpuError| e.to_string();
             let mut runs = Vec::new();
             for (d, n, causal) in RUNS {
-                let s = AttnShape::self_attention((16384 / n).max(1), 2048 / d, n, d)
-                    .map_err(|e| e.to_string())?;
+                let (s, mut sets) = grid_inputs(&dev, n, d, 1)?;
                 let mask = if causal { Mask::CAUSAL } else { Mask::NONE };
-                let mut rng = Rng::new(7);
-                let q: Vec<f16> = convert(&rng.normal_vec_f32(s.q_len()));
-                let mut sets = vec![Buffers::upload(&dev, s, &q, &q[..s.kv_len()], &q[..s.kv_len()])
-                    .map_err(err)?];
                 let stages = flash::v8_stage_choices(d)[0];
                 let mut t = flash::time_ms(&dev, Version::V8Tma, Some(stages), &mut sets, mask, 5, 40)
                     .map_err(err)?;

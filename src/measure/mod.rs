@@ -231,16 +231,7 @@ impl MeasurementFile {
 /// Read every `*.json` measurement file in `dir`, sorted by file name. Unreadable files are errors.
 pub fn load_all(dir: &Path) -> Result<Vec<(String, MeasurementFile)>, String> {
     let mut out = Vec::new();
-    let Ok(rd) = std::fs::read_dir(dir) else {
-        return Ok(out);
-    };
-    let mut names: Vec<_> = rd
-        .filter_map(|e| e.ok())
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|x| x == "json"))
-        .collect();
-    names.sort();
-    for p in names {
+    for p in json_files(dir) {
         let text = std::fs::read_to_string(&p).map_err(|e| format!("{}: {e}", p.display()))?;
         let f: MeasurementFile =
             serde_json::from_str(&text).map_err(|e| format!("{}: {e}", p.display()))?;
@@ -253,6 +244,20 @@ pub fn load_all(dir: &Path) -> Result<Vec<(String, MeasurementFile)>, String> {
         ));
     }
     Ok(out)
+}
+
+/// The `.json` files directly in `dir`, sorted by name (none if `dir` cannot be read).
+pub fn json_files(dir: &Path) -> Vec<std::path::PathBuf> {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut names: Vec<_> = rd
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .collect();
+    names.sort();
+    names
 }
 
 /// FlashAttention's FLOP count: `4 B Hq Nq Nk D`, halved for a causal mask (FA's benchmark convention).

@@ -98,16 +98,7 @@ pub fn span(events: &[[u64; 4]]) -> u64 {
 
 /// Every trace file under `dir` (`measurements/traces/*.json`), sorted by name.
 pub fn load_all(dir: &Path) -> Result<Vec<TraceFile>, String> {
-    let Ok(rd) = std::fs::read_dir(dir) else {
-        return Ok(Vec::new());
-    };
-    let mut names: Vec<_> = rd
-        .filter_map(|e| e.ok())
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|x| x == "json"))
-        .collect();
-    names.sort();
-    names
+    super::json_files(dir)
         .iter()
         .map(|p| {
             let text = std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))?;
