@@ -255,8 +255,24 @@
 //            causal 512 271 -> 286, 1024 387 -> 400, 2048 487 -> 493, 16384 626 -> 567 (that shape's
 //            spread between calls is as large); D = 64 1-8% slower everywhere (unmasked 512 340 ->
 //            323, 16384 485 -> 451). Kept as the `_o` kernel at D = 128 with two stages up to N =
-//            2048 (`v8_o_tile`; its PTX is the measured build's), the other kernels as before. Not
-//            yet measured: N = 4096-8192, and Table 02.1 with it.
+//            2048 (`v8_o_tile`; its PTX is the measured build's), the other kernels as before; its
+//            length rule was revised in p.
+//         p. The item boundary reordered (`LATE_S`, every kernel with two Q tiles): this item's last
+//            P V is issued first and the next item read (and decoded) under it; then the next item's
+//            first S is issued and this item's O stored while that S runs. The S's exponentials,
+//            which the old order computed under the last P V, now have nothing under them. The trace
+//            at 4887609 (before this) gave the two hidden states 6.8% and 8.4% of a consumer's cycles
+//            at D = 128 N = 512. Every path waits for both products before paths join: a product in
+//            flight where they join is serialised by ptxas (its C7514 / C7515 notes). Checked
+//            (gpu-probe check v8: all match; racecheck 0 hazards); against 4887609, both twice in
+//            one call (H200, 2026-11-28): D = 128 unmasked N = 512 482 -> 508 TFLOP/s, 1024 566 ->
+//            588, 2048 615 -> 634, 4096 638 -> 635; causal 512 288 -> 297, 1024 406 -> 421, 2048
+//            502 -> 519, 4096 567 -> 563; D = 64 unmasked within 0.6% (512 340 -> 338), causal 512
+//            200 -> 209, 1024 281 -> 289, 2048 352 -> 360, 16384 462..464 -> 486..503. Kept. In the
+//            same call, the `_o` kernel past N = 2048 (both builds with p): unmasked 4096 634 -> 658,
+//            8192 654 -> 636..649; causal 4096 562 -> 584, 8192 606 -> 621; at 16384 the two runs
+//            disagree by more than the change. So `v8_o_tile` now takes rows that see at most 4096
+//            keys on average (N / 2 under a causal mask).
 //         Where short rows lose (ncu, one launch each, H200, a0e81e9): D = 128 N = 512 unmasked, L2 hit
 //         rate 64% (N = 4096: 91%), DRAM at 32% and L2 at 62% of peak, SM throughput 45% (4096: 69%),
 //         no eligible warp in 68% of cycles; D = 64 causal N = 512 alike (L2 hits 57%, DRAM 28%, SM
@@ -1804,6 +1820,10 @@ __device__ void flash_ws(const TensorMap* tq, const TensorMap* tk, const TensorM
     constexpr bool DECODED = D == 64 && NWG == 2;
     // Q tiles: two where they fit beside the stages in an SM's 227 KB (the host's `v8_q_buffers`).
     constexpr int QB = (2 * BR + 2 * STAGES * BC) * D * (int)sizeof(T) + 4096 <= 232448 ? 2 : 1;
+    // LATE_S (changelog entry p): at an item boundary, this item's last P V is issued first and the
+    // next item read under it, then the next item's first S issued and this item's O stored under
+    // that. It needs the next item's Q in hand, so two Q tiles.
+    constexpr bool LATE_S = QB == 2;
     extern __shared__ __align__(1024) unsigned char smem_raw[];
     T* Qs = reinterpret_cast<T*>(smem_raw + ((1024 - (smem_addr(smem_raw) & 1023)) & 1023));
     T* Ks = Qs + QB * BR * D;      // stage s at Ks + s BC D
@@ -2122,54 +2142,64 @@ __device__ void flash_ws(const TensorMap* tq, const TensorMap* tk, const TensorM
         const int kv_next = kv + cur.ntiles, u = kv_next - 1;
         // ANCHOR: ws_next_item
         Item nx = {0, 0, -1, 0, false};
-        if constexpr (QB == 2) nx = item_at(n + 1);  // its Q was asked for early in this item
-        if (QB == 2 && nx.ntiles > 0 && cur.ntiles > 0) {
-            // The next item's first S issued with this item's last P V, its exponentials computed
-            // while P V runs; then this item's O is stored and the next one's state takes its place.
-            tr(TR_WAIT_K, n + 1, 0);
-            wait_full(K_FULL, kv_next);
+        if (LATE_S && cur.ntiles > 0) {
+            // This item's last P V issued first and the next item read under it; then, if the next
+            // item has keys, its first S issued and this item's O stored while that S runs (its
+            // exponentials have nothing under them). Every path waits for the products before it
+            // leaves this block: a product in flight where paths join would be serialised.
             tr(TR_WAIT_V, n, cur.ntiles);
             wait_full(V_FULL, u);
-            float s[BC / 2];
-            tr(TR_ISSUE, n + 1, 0);
+            tr(TR_ISSUE, n, cur.ntiles);
             wg_fence();
-            issue_qk<D, BR, BC>(s, q_tile(n + 1), k_tile(kv_next));
-            wg_commit();
             issue_pv<D, BC>(oacc, pf, v_tile(u));
             wg_commit();
-            tr(TR_WAIT_S, n + 1, 0);
-            wg_wait<1>();  // the next item's S is done
-            tr(TR_SOFTMAX, n + 1, 0);
-            release(K_EMPTY, kv_next);
-            if (nx.ntiles == 1) release_q(n + 1);
-            float m2[2] = {NEG_INF, NEG_INF}, l2[2] = {0.f, 0.f};
-            wg_exp<BC>(s, p, nx.t_begin * BC, nx.iw, row_of(nx), tg, m2, l2, alpha);
-            tr(TR_WAIT_PV, n, cur.ntiles);
-            wg_wait<0>();  // this item's last P V is done
-            tr(TR_STORE, n, cur.ntiles);
-            release(V_EMPTY, u);
-            store_o(cur.bh, cur.iw, row_a);
-            tr(TR_RESCALE, n + 1, 0);
-#pragma unroll
-            for (int i = 0; i < D / 2; ++i) oacc[i] = 0.f;
-            m[0] = m2[0];
-            m[1] = m2[1];
-            l[0] = l2[0];
-            l[1] = l2[1];
-            unsigned int pl[BC / 16][4];
-            wg_pack<T, BC, true>(s, pf, pl);
-            if (nx.short_rows) {  // the first tile's rounding correction
-                tr(TR_WAIT_V, n + 1, 0);
-                wait_full(V_FULL, kv_next);
+            nx = item_at(n + 1);  // its Q was asked for early in this item
+            if (nx.ntiles > 0) {
+                tr(TR_WAIT_K, n + 1, 0);
+                wait_full(K_FULL, kv_next);
+                float s[BC / 2];
                 tr(TR_ISSUE, n + 1, 0);
                 wg_fence();
-                issue_pv<D, BC>(oacc, pl, v_tile(kv_next));
+                issue_qk<D, BR, BC>(s, q_tile(n + 1), k_tile(kv_next));
                 wg_commit();
-                tr(TR_WAIT_PV, n + 1, 0);
+                tr(TR_WAIT_PV, n, cur.ntiles);
+                wg_wait<1>();  // this item's last P V is done; the next item's S may still run
+                tr(TR_STORE, n, cur.ntiles);
+                release(V_EMPTY, u);
+                store_o(cur.bh, cur.iw, row_a);
+                tr(TR_WAIT_S, n + 1, 0);
                 wg_wait<0>();
+                tr(TR_SOFTMAX, n + 1, 0);
+                release(K_EMPTY, kv_next);
+                if (nx.ntiles == 1) release_q(n + 1);
+#pragma unroll
+                for (int i = 0; i < D / 2; ++i) oacc[i] = 0.f;  // not before the wait: S would be serialised
+                m[0] = m[1] = NEG_INF;
+                l[0] = l[1] = 0.f;
+                unsigned int pl[BC / 16][4];
+                wg_softmax<T, BC, true>(s, p, nx.t_begin * BC, nx.iw, row_of(nx), tg, m, l, alpha, pf, pl);
                 tr(TR_RESCALE, n + 1, 0);
+                if (nx.short_rows) {  // the first tile's rounding correction
+                    tr(TR_WAIT_V, n + 1, 0);
+                    wait_full(V_FULL, kv_next);
+                    tr(TR_ISSUE, n + 1, 0);
+                    wg_fence();
+                    issue_pv<D, BC>(oacc, pl, v_tile(kv_next));
+                    wg_commit();
+                    tr(TR_WAIT_PV, n + 1, 0);
+                    wg_wait<0>();
+                    tr(TR_RESCALE, n + 1, 0);
+                }
+            } else {
+                tr(TR_WAIT_PV, n, cur.ntiles);
+                wg_wait<0>();
+                release(V_EMPTY, u);
+                tr(TR_STORE, n, cur.ntiles);
+                store_o(cur.bh, cur.iw, row_a);
+                if (nx.ntiles == 0) first_tile(nx, n + 1, kv_next);
             }
-        } else {
+        } else {  // one Q tile, or this item has no keys
+            if constexpr (QB == 2) nx = item_at(n + 1);  // its Q was asked for early in this item
             if (cur.ntiles > 0) {  // the last tile's P V on its own
                 tr(TR_WAIT_V, n, cur.ntiles);
                 wait_full(V_FULL, u);

@@ -318,10 +318,12 @@ pub fn v8_smem_bytes_o(d: usize, stages: usize, consumers: usize) -> usize {
 
 /// Whether v8 runs its `_o` kernel, whose block also holds an O tile (64 rows a consumer warpgroup)
 /// that the consumers fill and the copy engine stores (`OSTAGE` in the kernel): at D = 128 with two
-/// stages up to N = 2048, where it was measured faster (H200, one call: +9% at N = 512, +2% at 2048;
-/// at N = 16384 3% slower, at D = 64 5-8% slower; changelog entry o).
-pub fn v8_o_tile(d: usize, nq: usize, stages: usize, consumers: usize) -> bool {
-    d == 128 && stages == 2 && nq <= 2048 && v8_smem_bytes_o(d, stages, consumers) <= 232_448
+/// stages where a row sees at most 4096 keys on average (N / 2 under a causal mask), where it was
+/// measured faster (H200, one call each: +9% at N = 512, +2% at 2048, +4% at 4096 and causal 4096,
+/// +3% at causal 8192; unmasked 8192 1-3% slower; at D = 64 5-8% slower; changelog entries o and p).
+pub fn v8_o_tile(d: usize, nq: usize, causal: bool, stages: usize, consumers: usize) -> bool {
+    let keys = if causal { nq / 2 } else { nq };
+    d == 128 && stages == 2 && keys <= 4096 && v8_smem_bytes_o(d, stages, consumers) <= 232_448
 }
 
 /// The warps per block `version` runs with by default; for v8, whose block is always 12 warps (two
@@ -624,7 +626,7 @@ fn launch_v8<T: GpuElement>(
         choices[0]
     };
     let consumers = v8_consumers(s.d, s.nq, mask.causal);
-    let o_tile = v8_o_tile(s.d, s.nq, stages, consumers);
+    let o_tile = v8_o_tile(s.d, s.nq, mask.causal, stages, consumers);
     let f = module.load_function(&format!(
         "flash_v8_{}_s{stages}_c{consumers}{}",
         s.d,
