@@ -273,6 +273,17 @@
 //            8192 654 -> 636..649; causal 4096 562 -> 584, 8192 606 -> 621; at 16384 the two runs
 //            disagree by more than the change. So `v8_o_tile` now takes rows that see at most 4096
 //            keys on average (N / 2 under a causal mask).
+//         q. Not a change: where the O store's time goes, from a diagnostic trace build with four more
+//            events inside `store_o` (96af004 plus the events, not kept; H200, 2026-11-28, one call,
+//            medians over the first two blocks). With the O tile (D = 128): the rounded writes into
+//            the tile 1080-1140 cycles, the proxy fence and the second warpgroup barrier about 100
+//            each, thread 0's TMA issue about 330; at D = 64 the plain global stores (`wg_store`)
+//            about 1600. The same at N = 512 and 4096, causal or not. So the stores themselves are
+//            slow, not the synchronisation around them; most likely they queue for the shared memory
+//            unit behind the S product's operand reads (each consumer's S reads 48 KB of Q and K
+//            from shared memory), and so stretch over the product, which finishes under them (the
+//            wait for S after the store is about 110 cycles). The boundary now costs about one loop
+//            step plus S_0's exponentials.
 //         Where short rows lose (ncu, one launch each, H200, a0e81e9): D = 128 N = 512 unmasked, L2 hit
 //         rate 64% (N = 4096: 91%), DRAM at 32% and L2 at 62% of peak, SM throughput 45% (4096: 69%),
 //         no eligible warp in 68% of cycles; D = 64 causal N = 512 alike (L2 hits 57%, DRAM 28%, SM
@@ -291,6 +302,10 @@
 //       Measured at 2dc2b67 (Table 02.1, H200): the fastest version from N = 512 on at D = 128 and
 //       at D = 64 (but causal N = 4096, where v7 is); best ours / cuDNN 0.97-1.07x at D = 128 from
 //       N = 2048, 0.76-0.89x at 512-1024, 0.69-0.95x at D = 64.
+//       Measured at 0d78c28 (Table 02.1, H200, 2026-11-28, PyTorch 2.11 in the same call): best ours /
+//       cuDNN at D = 128 unmasked 0.94x / 0.97x at N = 512 / 1024, 1.10x at 2048, 0.97-1.00x beyond;
+//       causal 0.87x / 0.97x at 512 / 1024, 1.02-1.07x from 2048. At D = 64 unmasked 0.85x / 0.88x at
+//       512 / 1024, 1.02-1.09x from 2048; causal 0.79-0.95x up to 4096, 1.02x / 1.06x at 8192 / 16384.
 // ANCHOR_END: changelog
 
 #include <cuda_fp16.h>
