@@ -12,8 +12,10 @@
 #           trace (v8's trace build on Lab 02's traced shapes: OUT/trace.json, commit it as
 #           measurements/traces/gpu-<card>.json)
 #
-# DIR holds the bundle (bin/, tests/) and COMMIT; the peer scripts are read from this script's peers/.
-# OUT receives the logs and measurement files (kept to a handful of files). Each phase has a time limit,
+# DIR holds the bundle (bin/, tests/), COMMIT (the commit it was built from) and RUSTC (`rustc --version`
+# of the compiler that built it; "unknown" in the records without it); the peer scripts are read from this
+# script's peers/.
+# OUT receives summary.log, the measurement files and logs.tar.gz (the phases' logs). Each phase has a time limit,
 # so one hung phase cannot eat the whole call.
 set -u
 W=$1
@@ -155,3 +157,6 @@ PY
   case $phase in paged|measure|fmeasure|peer|dpeer) smi_stop "$phase" ;; esac
   say "-- phase $phase took $(( $(date +%s) - t0 )) s"
 done
+# The phases' own logs and the clock samples in one archive beside summary.log and the measurement files,
+# so that OUT stays a handful of files.
+(cd "$OUT" && ls *.log smi-*.csv ncu.csv 2>/dev/null | grep -vx summary.log | tar czf logs.tar.gz -T - --remove-files 2>/dev/null)
