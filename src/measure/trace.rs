@@ -96,6 +96,80 @@ pub fn span(events: &[[u64; 4]]) -> u64 {
     }
 }
 
+/// An item boundary against a step of the loop, over consumer writers' events (medians in cycles).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Boundaries {
+    /// One step of the loop: from the first event of an item's key tile t >= 1 to the first of tile t + 1
+    /// (or of the item's last P V, which the kernel tags with the item's tile count).
+    pub step: f64,
+    /// One boundary: from the first event of an item's last P V to the first event of the next item's
+    /// tile 1 (its second key tile, or its own last P V when it has one tile).
+    pub boundary: f64,
+    /// Within a boundary, the cycles in each state (by code; 0 where a boundary has none).
+    pub states: BTreeMap<u32, f64>,
+    /// Boundaries counted.
+    pub count: usize,
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    if v.is_empty() {
+        return 0.0;
+    }
+    v.sort_by(f64::total_cmp);
+    let m = v.len() / 2;
+    if v.len() % 2 == 1 {
+        v[m]
+    } else {
+        (v[m - 1] + v[m]) / 2.0
+    }
+}
+
+/// [`Boundaries`] over the given writers' events (each `[cycle, code, item, tile]`, in order). An item's
+/// last tile is the largest tile its events carry; the state codes are those of [`CONSUMER_STATES`].
+pub fn boundaries(writers: &[&[[u64; 4]]]) -> Boundaries {
+    let (mut steps, mut spans) = (Vec::new(), Vec::new());
+    let mut per_state: BTreeMap<u32, Vec<f64>> =
+        CONSUMER_STATES.iter().map(|s| (s.0, Vec::new())).collect();
+    for ev in writers {
+        // The first event carrying each (item, tile), and each item's last tile.
+        let mut first: BTreeMap<(u64, u64), usize> = BTreeMap::new();
+        let mut last_tile: BTreeMap<u64, u64> = BTreeMap::new();
+        for (i, e) in ev.iter().enumerate() {
+            first.entry((e[2], e[3])).or_insert(i);
+            let t = last_tile.entry(e[2]).or_insert(0);
+            *t = (*t).max(e[3]);
+        }
+        for (&n, &tn) in &last_tile {
+            for t in 1..tn {
+                if let (Some(&a), Some(&b)) = (first.get(&(n, t)), first.get(&(n, t + 1))) {
+                    steps.push(ev[b][0].saturating_sub(ev[a][0]) as f64);
+                }
+            }
+            let next_tile1 = last_tile.get(&(n + 1)).and_then(|_| first.get(&(n + 1, 1)));
+            let (Some(&a), Some(&b)) = (first.get(&(n, tn)), next_tile1) else {
+                continue;
+            };
+            if tn == 0 || b <= a {
+                continue;
+            }
+            spans.push(ev[b][0].saturating_sub(ev[a][0]) as f64);
+            let mut sums: BTreeMap<u32, u64> = BTreeMap::new();
+            for w in ev[a..=b].windows(2) {
+                *sums.entry(w[0][1] as u32).or_insert(0) += w[1][0].saturating_sub(w[0][0]);
+            }
+            for (code, v) in per_state.iter_mut() {
+                v.push(*sums.get(code).unwrap_or(&0) as f64);
+            }
+        }
+    }
+    Boundaries {
+        step: median(steps),
+        boundary: median(spans.clone()),
+        states: per_state.into_iter().map(|(k, v)| (k, median(v))).collect(),
+        count: spans.len(),
+    }
+}
+
 /// Every trace file under `dir` (`measurements/traces/*.json`), sorted by name.
 pub fn load_all(dir: &Path) -> Result<Vec<TraceFile>, String> {
     super::json_files(dir)
@@ -128,5 +202,39 @@ mod tests {
         assert_eq!(c.get(&10), None, "the last state has no length");
         assert_eq!(c.values().sum::<u64>(), span(&ev));
         assert_eq!(span(&[]), 0);
+    }
+
+    #[test]
+    fn a_boundary_runs_from_the_last_p_v_to_the_next_items_second_tile() {
+        // Item 0 has two key tiles (its last P V tagged tile 2), item 1 three. Tile 1 of item 0 is one
+        // step (100..200); the boundary runs from the last P V's first event (200) to item 1's tile 1
+        // (500), with the next item read 210..260, its S issued and O stored 260..400, its softmax
+        // 400..500. Item 1's steps: 500..620 and 620..760. No boundary follows item 1.
+        let ev = [
+            [0, 2, 0, 0],
+            [100, 2, 0, 1],
+            [200, 3, 0, 2],
+            [210, 1, 1, 0],
+            [260, 4, 1, 0],
+            [300, 9, 0, 2],
+            [400, 6, 1, 0],
+            [500, 2, 1, 1],
+            [620, 2, 1, 2],
+            [760, 3, 1, 3],
+            [800, 10, 2, 0],
+        ];
+        let b = boundaries(&[&ev]);
+        assert_eq!(b.count, 1);
+        assert_eq!(b.boundary, 300.0);
+        assert_eq!(b.step, 120.0, "median of 100, 120 and 140");
+        assert_eq!(b.states[&3], 10.0);
+        assert_eq!(b.states[&1], 50.0);
+        assert_eq!(b.states[&4], 40.0);
+        assert_eq!(b.states[&9], 100.0);
+        assert_eq!(b.states[&6], 100.0);
+        assert_eq!(b.states[&5], 0.0, "no wait for S in this boundary");
+        assert_eq!(b.states.values().sum::<f64>(), b.boundary);
+        let none = boundaries(&[]);
+        assert_eq!((none.count, none.step, none.boundary), (0, 0.0, 0.0));
     }
 }

@@ -474,6 +474,10 @@ pub fn render_trace(traces: &[TraceFile]) -> Vec<Artifact> {
         return vec![
             Artifact {
                 name: "lab02_trace.md",
+                contents: none.clone(),
+            },
+            Artifact {
+                name: "lab02_boundary.md",
                 contents: none,
             },
             Artifact {
@@ -545,12 +549,62 @@ pub fn render_trace(traces: &[TraceFile]) -> Vec<Artifact> {
             contents: table,
         },
         Artifact {
+            name: "lab02_boundary.md",
+            contents: boundary_table(f),
+        },
+        Artifact {
             name: "lab02_trace.svg",
             contents: trace_figure(f).unwrap_or_else(|e| {
                 format!("<svg xmlns=\"http://www.w3.org/2000/svg\"><text>{e}</text></svg>\n")
             }),
         },
     ]
+}
+
+/// Table 02.6: an item boundary against a step of the loop, per traced shape (medians over the
+/// consumer warpgroups of the traced blocks).
+fn boundary_table(f: &TraceFile) -> String {
+    let mut header = vec![
+        "shape".to_string(),
+        "a step of the loop".to_string(),
+        "an item boundary".to_string(),
+    ];
+    header.extend(trace::CONSUMER_STATES.iter().map(|s| s.1.to_string()));
+    let rows: Vec<Vec<String>> = f
+        .runs
+        .iter()
+        .map(|r| {
+            let writers: Vec<&[[u64; 4]]> = r
+                .blocks
+                .iter()
+                .flat_map(|b| b.iter().take(r.consumers).map(Vec::as_slice))
+                .collect();
+            let b = trace::boundaries(&writers);
+            let mut row = vec![
+                shape_name(r),
+                format!("{:.0}", b.step),
+                format!("{:.0}", b.boundary),
+            ];
+            row.extend(
+                trace::CONSUMER_STATES
+                    .iter()
+                    .map(|(code, _)| format!("{:.0}", b.states.get(code).copied().unwrap_or(0.0))),
+            );
+            row
+        })
+        .collect();
+    let header: Vec<&str> = header.iter().map(String::as_str).collect();
+    let mut table = md_table(&header, &rows);
+    table += &format!(
+        "\n*Table 02.6, {}. An item's boundary in v8's trace (Table 02.5's events), in cycles: the median \
+         step of the loop (from the first event of an item's key tile to the first of its next, the \
+         last P V included), the median boundary (from the first event of an item's last P V to the \
+         first of the next item's second key tile), and the median cycles of each state within a \
+         boundary. A state that runs under a product (Step 8, entry p) still counts here: compare the \
+         boundary with the step, not the states with zero. Commit {}, {}; from `measurements/traces/`.*\n",
+        f.card, f.commit, f.date
+    );
+    table
 }
 
 /// Figure 02.1: block 0's timeline at D = 128 without a mask, N = 512 and N = 4096, over the same
