@@ -2076,13 +2076,29 @@ __device__ void flash_ws(const TensorMap* tq, const TensorMap* tk, const TensorM
             wg_store<T, D>(o, lse, p, bh, row_a, tg, oacc, m, l);
         }
     };
-    // An item's first tile on its own: S, then its softmax, nothing under either (and, for short
-    // rows, the rounding correction's P V).
-    auto first_tile = [&](const Item& x, int n, int kv) {
+    // A new item's state: O zero, no maximum, no sum.
+    auto reset = [&]() {
 #pragma unroll
         for (int i = 0; i < D / 2; ++i) oacc[i] = 0.f;
         m[0] = m[1] = NEG_INF;
         l[0] = l[1] = 0.f;
+    };
+    // The first tile's rounding correction, O = (P - fp16(P)) V_0, for rows that see fewer than BC
+    // keys (`short_rows`), as v7's two-warpgroup block.
+    auto correct_first = [&](const unsigned int (&pl)[BC / 16][4], int n, int kv) {
+        tr(TR_WAIT_V, n, 0);
+        wait_full(V_FULL, kv);
+        tr(TR_ISSUE, n, 0);
+        wg_fence();
+        issue_pv<D, BC>(oacc, pl, v_tile(kv));
+        wg_commit();
+        tr(TR_WAIT_PV, n, 0);
+        wg_wait<0>();
+    };
+    // An item's first tile on its own: S, then its softmax, nothing under either (and, for short
+    // rows, the rounding correction's P V).
+    auto first_tile = [&](const Item& x, int n, int kv) {
+        reset();
         if (x.ntiles == 0) {
             release_q(n);
             return;
@@ -2101,16 +2117,7 @@ __device__ void flash_ws(const TensorMap* tq, const TensorMap* tk, const TensorM
         release(K_EMPTY, kv);
         if (x.ntiles == 1) release_q(n);
         wg_softmax<T, BC, true>(s, p, x.t_begin * BC, x.iw, row_of(x), tg, m, l, alpha, pf, pl);
-        if (x.short_rows) {  // the first tile's rounding correction, as v7's two-warpgroup block
-            tr(TR_WAIT_V, n, 0);
-            wait_full(V_FULL, kv);
-            tr(TR_ISSUE, n, 0);
-            wg_fence();
-            issue_pv<D, BC>(oacc, pl, v_tile(kv));
-            wg_commit();
-            tr(TR_WAIT_PV, n, 0);
-            wg_wait<0>();
-        }
+        if (x.short_rows) correct_first(pl, n, kv);
     };
 
     int kv = 0, n = 0;
@@ -2187,22 +2194,12 @@ __device__ void flash_ws(const TensorMap* tq, const TensorMap* tk, const TensorM
                 tr(TR_SOFTMAX, n + 1, 0);
                 release(K_EMPTY, kv_next);
                 if (nx.ntiles == 1) release_q(n + 1);
-#pragma unroll
-                for (int i = 0; i < D / 2; ++i) oacc[i] = 0.f;  // not before the wait: S would be serialised
-                m[0] = m[1] = NEG_INF;
-                l[0] = l[1] = 0.f;
+                reset();  // not before the wait: S would be serialised
                 unsigned int pl[BC / 16][4];
                 wg_softmax<T, BC, true>(s, p, nx.t_begin * BC, nx.iw, row_of(nx), tg, m, l, alpha, pf, pl);
                 tr(TR_RESCALE, n + 1, 0);
-                if (nx.short_rows) {  // the first tile's rounding correction
-                    tr(TR_WAIT_V, n + 1, 0);
-                    wait_full(V_FULL, kv_next);
-                    tr(TR_ISSUE, n + 1, 0);
-                    wg_fence();
-                    issue_pv<D, BC>(oacc, pl, v_tile(kv_next));
-                    wg_commit();
-                    tr(TR_WAIT_PV, n + 1, 0);
-                    wg_wait<0>();
+                if (nx.short_rows) {
+                    correct_first(pl, n + 1, kv_next);
                     tr(TR_RESCALE, n + 1, 0);
                 }
             } else {

@@ -162,11 +162,12 @@ pub fn boundaries(writers: &[&[[u64; 4]]]) -> Boundaries {
             }
         }
     }
+    let count = spans.len();
     Boundaries {
         step: median(steps),
-        boundary: median(spans.clone()),
+        boundary: median(spans),
         states: per_state.into_iter().map(|(k, v)| (k, median(v))).collect(),
-        count: spans.len(),
+        count,
     }
 }
 
