@@ -284,6 +284,46 @@
 //            from shared memory), and so stretch over the product, which finishes under them (the
 //            wait for S after the store is about 110 cycles). The boundary now costs about one loop
 //            step plus S_0's exponentials.
+//         r. S_0's exponentials under the next S (`EARLY_S1`, code not kept): at the boundary, once the
+//            next item's S_0 is done, its S_1 issued before S_0's exponentials, and that item's first
+//            step done there (P_0 V_0 a write-only product, scale-d 0, so O is not live under S_1;
+//            S_1's exponentials under it), its loop starting at t = 2; items with two tiles or more
+//            and no short rows. Without the loop's shared store after the exponentials ptxas waited
+//            for P_0 V_0 before them and spilled; with it, no spill, no C75xx note. Checked (gpu-probe
+//            check v8: all match; racecheck 0 hazards; REQUIRE_GPU flash tests 1948 ok). Against the
+//            same source without it, twice in one call (H200, 2026-11-28): D = 128 unmasked N = 512
+//            506 -> 499 TFLOP/s, 1024 587 -> 579, 2048 627 -> 621, 4096 643 -> 638; causal 512 296 ->
+//            285, 1024 418 -> 414; D = 64 within 0.6%. Slower: the other consumer warpgroup's
+//            products already run while one computes S_0's exponentials, so the tensor cores were
+//            not idle there; what the change adds is the hand-over at the join (the peeled step
+//            leaves O and P in other registers than the loop's). `DECODED` at D = 128 as well (same
+//            call, with r): slower again, 512 499 -> 490, causal 1024 414 -> 408.
+//         s. Ping-pong a third time (after b. and m.), now that p. put a product under most of the
+//            boundary: the two consumer warpgroups issue in turns (named barriers 3 and 4) at every
+//            issue point, or in the loop only. Checked (check v8 all match, racecheck 0 hazards).
+//            Against the free-running build, twice in one call (H200, 2026-11-28): D = 128 level at
+//            N = 512, slower from 1024 (unmasked 596 -> 583, 2048 641 -> 623, 4096 659 -> 640; causal
+//            4096 593 -> 574); D = 64 unmasked level; causal 512 210 -> 180 (every issue point) / 200
+//            (loop only), 1024 290 -> 255 / 268. Not kept. (The free-running build ran 1-2.5% faster
+//            in this call than the same source in r.'s, on another H200: why only same-call ratios
+//            count.)
+//         t. Not a change: v8 beside cuDNN in ncu's counters (49f9a08's kernels, PyTorch's cuDNN
+//            backend, one launch each, one call, H200, 2026-11-28; ncu fixes the clocks). Elapsed
+//            cycles ours / cuDNN: D = 128 unmasked N = 4096 1.02x, 512 1.09x; D = 64 causal 512 1.33x.
+//            Tensor pipe active 71.7% / 73.5% at 4096, 54.9% / 59.9% at 512, 27.7% / 35.0% D = 64
+//            causal. Instructions: 0.95x cuDNN's at 4096, 1.07x at 512, 1.38x at D = 64 causal (its
+//            kernel also issues 6% fewer wgmmas there: finer causal skipping). Stalls per issued
+//            instruction that differ: "no instruction" (instruction cache misses) 0.32 at N = 512 and
+//            0.27 at D = 64 causal against 0.08 at 4096, cuDNN 0.06-0.09 everywhere; "gmma" 0.20 /
+//            0.15 against 0.08 (cuDNN 0.04-0.06). "Long scoreboard" (waits for memory) is cuDNN's
+//            within 0.1, so the first-touch reading below is not where the short rows lose. cuDNN's
+//            warps stall at barriers (1.25-1.72 an issued instruction, ours 0.13-0.39) and ours on
+//            fixed-latency dependencies ("wait" 1.4-1.8, cuDNN 0.9) at every length, so neither
+//            explains the short rows. The likeliest reading of the rest: each item boundary runs code
+//            the loop does not (each v8 kernel is 113-131 KB of SASS, wg_softmax inlined at every
+//            call site), fetched again at every item. Next: one copy of the boundary's softmax (or
+//            the loop's reused) and fewer paths, then the same counters; at D = 64 causal, fewer
+//            instructions in the masked tiles.
 //         Where short rows lose (ncu, one launch each, H200, a0e81e9): D = 128 N = 512 unmasked, L2 hit
 //         rate 64% (N = 4096: 91%), DRAM at 32% and L2 at 62% of peak, SM throughput 45% (4096: 69%),
 //         no eligible warp in 68% of cycles; D = 64 causal N = 512 alike (L2 hits 57%, DRAM 28%, SM
