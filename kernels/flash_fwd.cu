@@ -324,6 +324,18 @@
 //            call site), fetched again at every item. Next: one copy of the boundary's softmax (or
 //            the loop's reused) and fewer paths, then the same counters; at D = 64 causal, fewer
 //            instructions in the masked tiles.
+//         u. Following t.: the first tile's rounding residual (`wg_pack` with LOW: P - fp16(P),
+//            converted back and rounded again) computed at the boundary only for items with short
+//            rows, the only ones whose correction uses it (one softmax instance of each kind, one
+//            executed an item). ncu's per-instruction counts (same call as t., N = 512, D = 128) put
+//            about 1110 instructions a warp into each boundary against 532 into a loop step, of them
+//            64 conversions, 64 subtractions and 32 packs for the residual. Checked (check v8 all
+//            match, racecheck 0 hazards, REQUIRE_GPU flash tests 1948 ok). Against the build
+//            without it, twice in one call (H200, 2026-11-28), means of the two: D = 128 unmasked N =
+//            512 499.2 -> 501.0 TFLOP/s, 1024 579.6 -> 581.9; causal 512 294.8 -> 295.8, 2048 511.5 ->
+//            514.3; D = 64 unmasked 512 338.1 -> 340.6, causal 512 209.1 -> 210.9, 1024 289.2 ->
+//            290.2; N = 4096 within 0.3% either way. Small, but in both rounds: kept. (The one-Q-tile
+//            kernel's `first_tile` still computes it for every item.)
 //         Where short rows lose (ncu, one launch each, H200, a0e81e9): D = 128 N = 512 unmasked, L2 hit
 //         rate 64% (N = 4096: 91%), DRAM at 32% and L2 at 62% of peak, SM throughput 45% (4096: 69%),
 //         no eligible warp in 68% of cycles; D = 64 causal N = 512 alike (L2 hits 57%, DRAM 28%, SM
@@ -2236,10 +2248,15 @@ __device__ void flash_ws(const TensorMap* tq, const TensorMap* tk, const TensorM
                 if (nx.ntiles == 1) release_q(n + 1);
                 reset();  // not before the wait: S would be serialised
                 unsigned int pl[BC / 16][4];
-                wg_softmax<T, BC, true>(s, p, nx.t_begin * BC, nx.iw, row_of(nx), tg, m, l, alpha, pf, pl);
-                tr(TR_RESCALE, n + 1, 0);
+                // The rounding residual only where it is used (changelog entry u): its conversions
+                // are about a seventh of the boundary's instructions.
                 if (nx.short_rows) {
+                    wg_softmax<T, BC, true>(s, p, nx.t_begin * BC, nx.iw, row_of(nx), tg, m, l, alpha, pf, pl);
+                    tr(TR_RESCALE, n + 1, 0);
                     correct_first(pl, n + 1, kv_next);
+                    tr(TR_RESCALE, n + 1, 0);
+                } else {
+                    wg_softmax<T, BC, false>(s, p, nx.t_begin * BC, nx.iw, row_of(nx), tg, m, l, alpha, pf, pl);
                     tr(TR_RESCALE, n + 1, 0);
                 }
             } else {
