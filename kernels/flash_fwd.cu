@@ -293,11 +293,11 @@
 //            check v8: all match; racecheck 0 hazards; REQUIRE_GPU flash tests 1948 ok). Against the
 //            same source without it, twice in one call (H200, 2026-11-28): D = 128 unmasked N = 512
 //            506 -> 499 TFLOP/s, 1024 587 -> 579, 2048 627 -> 621, 4096 643 -> 638; causal 512 296 ->
-//            285, 1024 418 -> 414; D = 64 within 0.6%. Slower: the other consumer warpgroup's
-//            products already run while one computes S_0's exponentials, so the tensor cores were
-//            not idle there; what the change adds is the hand-over at the join (the peeled step
-//            leaves O and P in other registers than the loop's). `DECODED` at D = 128 as well (same
-//            call, with r): slower again, 512 499 -> 490, causal 1024 414 -> 408.
+//            285, 1024 418 -> 414; D = 64 within 0.6%. Slower: it assumed the tensor cores idle
+//            under S_0's exponentials, which the per-warpgroup trace cannot show (the other
+//            warpgroup's products compete for them); what it surely adds is the hand-over at the
+//            join (the peeled step leaves O and P in other registers than the loop's). `DECODED` at
+//            D = 128 as well (same call, with r): slower again, 512 499 -> 490, causal 1024 414 -> 408.
 //         s. Ping-pong a third time (after b. and m.), now that p. put a product under most of the
 //            boundary: the two consumer warpgroups issue in turns (named barriers 3 and 4) at every
 //            issue point, or in the loop only. Checked (check v8 all match, racecheck 0 hazards).
