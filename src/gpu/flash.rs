@@ -632,11 +632,11 @@ fn launch_v8<T: GpuElement>(
         s.d,
         if o_tile { "_o" } else { "" }
     ))?;
-    let [tq, tk, tv, to] = v8_maps(dev, bufs, 64 * v8_consumers(s.d, s.nq, mask.causal))?;
+    let br = 64 * consumers; // the block's query rows: Q's box
+    let [tq, tk, tv, to] = v8_maps(dev, bufs, br)?;
     if bufs.sched.is_none() {
         bufs.sched = Some(st.alloc_zeros::<u32>(2)?);
     }
-    let br = 64 * consumers;
     let smem = if o_tile {
         v8_smem_bytes_o(s.d, stages, consumers)
     } else {

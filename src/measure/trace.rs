@@ -79,6 +79,9 @@ pub const PRODUCER_STATES: [(u32, &str); 7] = [
     (22, "ask for V"),
 ];
 
+/// The producer's waits for a free Q tile, K stage or V stage (codes of [`PRODUCER_STATES`]).
+pub const PRODUCER_WAITS: [u32; 3] = [17, 19, 21];
+
 /// Cycles a writer spent in each state, from its first event to its last.
 pub fn state_cycles(events: &[[u64; 4]]) -> BTreeMap<u32, u64> {
     let mut out = BTreeMap::new();
@@ -145,18 +148,14 @@ pub fn boundaries(writers: &[&[[u64; 4]]]) -> Boundaries {
                     steps.push(ev[b][0].saturating_sub(ev[a][0]) as f64);
                 }
             }
-            let next_tile1 = last_tile.get(&(n + 1)).and_then(|_| first.get(&(n + 1, 1)));
-            let (Some(&a), Some(&b)) = (first.get(&(n, tn)), next_tile1) else {
+            let (Some(&a), Some(&b)) = (first.get(&(n, tn)), first.get(&(n + 1, 1))) else {
                 continue;
             };
             if tn == 0 || b <= a {
                 continue;
             }
             spans.push(ev[b][0].saturating_sub(ev[a][0]) as f64);
-            let mut sums: BTreeMap<u32, u64> = BTreeMap::new();
-            for w in ev[a..=b].windows(2) {
-                *sums.entry(w[0][1] as u32).or_insert(0) += w[1][0].saturating_sub(w[0][0]);
-            }
+            let sums = state_cycles(&ev[a..=b]);
             for (code, v) in per_state.iter_mut() {
                 v.push(*sums.get(code).unwrap_or(&0) as f64);
             }

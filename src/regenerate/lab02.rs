@@ -424,7 +424,7 @@ fn bytes_table(name: &str, f: &MeasurementFile) -> String {
 
 /// A consumer state's colour in Figure 02.1 (codes of `trace::CONSUMER_STATES`).
 const STATE_RGB: [(u8, u8, u8); 9] = [
-    (140, 60, 170),  // wait for Q
+    (140, 60, 170),  // next item (wait for Q, decode)
     (210, 40, 40),   // wait for K
     (240, 140, 40),  // wait for V
     (30, 60, 160),   // issue products
@@ -438,10 +438,12 @@ const STATE_RGB: [(u8, u8, u8); 9] = [
 /// The producer's states in three groups, for the figure: taking an item, waiting for a free tile or
 /// stage, asking for a box.
 fn producer_group(code: u32) -> (&'static str, (u8, u8, u8)) {
-    match code {
-        16 => ("producer: take an item", (120, 120, 120)),
-        17 | 19 | 21 => ("producer: wait for a free tile", (215, 215, 215)),
-        _ => ("producer: ask for a box", (40, 40, 40)),
+    if code == 16 {
+        ("producer: take an item", (120, 120, 120))
+    } else if trace::PRODUCER_WAITS.contains(&code) {
+        ("producer: wait for a free tile", (215, 215, 215))
+    } else {
+        ("producer: ask for a box", (40, 40, 40))
     }
 }
 
@@ -506,7 +508,10 @@ pub fn render_trace(traces: &[TraceFile]) -> Vec<Artifact> {
                         }
                         total += trace::span(ev);
                     } else {
-                        pwait += [17, 19, 21].iter().filter_map(|k| c.get(k)).sum::<u64>();
+                        pwait += trace::PRODUCER_WAITS
+                            .iter()
+                            .filter_map(|k| c.get(k))
+                            .sum::<u64>();
                         ptotal += trace::span(ev);
                     }
                 }
