@@ -336,6 +336,24 @@
 //            514.3; D = 64 unmasked 512 338.1 -> 340.6, causal 512 209.1 -> 210.9, 1024 289.2 ->
 //            290.2; N = 4096 within 0.3% either way. Small, but in both rounds: kept. (The one-Q-tile
 //            kernel's `first_tile` still computes it for every item.)
+//         v. Following t.'s D = 64 causal lead: `wg_exp`'s mask with each row's part done once. Per
+//            element, `visible` compared the key with Nk, the causal limit and the window, with the
+//            flags read at run time; ptxas made of it about 600 instructions a masked tile (predicate
+//            juggling through P2R / LOP3) and the three-consumer kernels spilled 116 bytes around it
+//            (ptxas 13.5, locally). Now each of the thread's two rows gets the range [lo, hi) of its
+//            columns once, and an element costs a compare with a constant and a select (two compares
+//            with a window): about 140 instructions a masked tile, no spill in any kernel, each
+//            kernel's SASS a quarter smaller (D = 64 two consumers 8432 -> 6128 instructions, D = 128
+//            9352 -> 7064). Checked (check v8 all match, REQUIRE_GPU flash tests pass). Against the
+//            build without it, twice in one call (H200, 2026-11-29), means: D = 64 causal N = 512
+//            210.9 -> 242.4 TFLOP/s, 1024 290.1 -> 321.8, 2048 361.0 -> 375.9, 4096 401.9 -> 445.6;
+//            unmasked 512 340.8 -> 375.4, 1024 395.2 -> 421.6, 4096 500.0 -> 511.9 (the spill was in
+//            the three-consumer kernel's loop); D = 128 causal 512 299.1 -> 333.1, 1024 428.1 ->
+//            462.8, 4096 595.9 -> 608.6; D = 128 unmasked 0.997-0.998x (level). Kept: the masked
+//            tiles' code, which no profile of an unmasked loop shows, was most of t.'s D = 64 gap.
+//         w. With v.: the one-Q-tile kernel's `first_tile` (every item starts there) computes the
+//            rounding residual only for short rows, as u. at the two-Q-tile boundary; it is that
+//            kernel's only change (D = 128, three stages, not the default), checked with v.
 //         Where short rows lose (ncu, one launch each, H200, a0e81e9): D = 128 N = 512 unmasked, L2 hit
 //         rate 64% (N = 4096: 91%), DRAM at 32% and L2 at 62% of peak, SM throughput 45% (4096: 69%),
 //         no eligible warp in 68% of cycles; D = 64 causal N = 512 alike (L2 hits 57%, DRAM 28%, SM
@@ -1358,11 +1376,32 @@ __device__ __forceinline__ void wg_exp(float (&s)[BC / 2], const Params& p, int 
     const bool need_mask = j0 + BC > p.nk || (p.causal && j0 + BC - 1 > iw + off) ||
                            (p.window && j0 <= iw + 63 + off - p.window);
     if (need_mask) {
+        // `visible` per element, with the row's part done once: row r of this thread sees the keys
+        // jb + c for c in [lo[r], hi[r]), where jb is its first column; an element then costs a compare
+        // with a constant (two with a window) and a select (changelog entry v).
+        const int jb = j0 + tg * 2;
+        int lo[2], hi[2];
 #pragma unroll
-        for (int nt = 0; nt < BC / 8; ++nt)
+        for (int r = 0; r < 2; ++r) {
+            const int pos = row_a + 8 * r + off;
+            hi[r] = (p.causal ? min(p.nk, pos + 1) : p.nk) - jb;
+            lo[r] = pos - p.window + 1 - jb;
+        }
+        if (p.window) {
 #pragma unroll
-            for (int e = 0; e < 4; ++e)
-                if (!visible(p, row_a + (e >> 1) * 8, j0 + nt * 8 + tg * 2 + (e & 1))) s[4 * nt + e] = NEG_INF;
+            for (int nt = 0; nt < BC / 8; ++nt)
+#pragma unroll
+                for (int e = 0; e < 4; ++e) {
+                    const int c = nt * 8 + (e & 1);
+                    if (c >= hi[e >> 1] || c < lo[e >> 1]) s[4 * nt + e] = NEG_INF;
+                }
+        } else {
+#pragma unroll
+            for (int nt = 0; nt < BC / 8; ++nt)
+#pragma unroll
+                for (int e = 0; e < 4; ++e)
+                    if (nt * 8 + (e & 1) >= hi[e >> 1]) s[4 * nt + e] = NEG_INF;
+        }
     }
     float mx[2] = {m[0], m[1]};
 #pragma unroll
@@ -2168,8 +2207,15 @@ __device__ void flash_ws(const TensorMap* tq, const TensorMap* tk, const TensorM
         tr(TR_SOFTMAX, n, 0);
         release(K_EMPTY, kv);
         if (x.ntiles == 1) release_q(n);
-        wg_softmax<T, BC, true>(s, p, x.t_begin * BC, x.iw, row_of(x), tg, m, l, alpha, pf, pl);
-        if (x.short_rows) correct_first(pl, n, kv);
+        // With one Q tile every item starts here, and the rounding residual is computed only where
+        // it is used (changelog entry w, as u at LATE_S's boundary); with two, only the block's first
+        // item does, and one softmax is less code.
+        if (!LATE_S && !x.short_rows) {
+            wg_softmax<T, BC, false>(s, p, x.t_begin * BC, x.iw, row_of(x), tg, m, l, alpha, pf, pl);
+        } else {
+            wg_softmax<T, BC, true>(s, p, x.t_begin * BC, x.iw, row_of(x), tg, m, l, alpha, pf, pl);
+            if (x.short_rows) correct_first(pl, n, kv);
+        }
     };
 
     int kv = 0, n = 0;
