@@ -354,6 +354,22 @@
 //         w. With v.: the one-Q-tile kernel's `first_tile` (every item starts there) computes the
 //            rounding residual only for short rows, as u. at the two-Q-tile boundary; it is that
 //            kernel's only change (D = 128, three stages, not the default), checked with v.
+//         x. FlashAttention-4's lazy rescale, in v8's loop: a row's running maximum moves only when
+//            the tile's maximum exceeds it by more than 8 in the exponent (2^8 in P), else alpha is
+//            exactly 1, and a warp whose 16 rows all kept theirs skips O's rescale (D / 2 multiplies a
+//            thread) behind one vote. P then stays below 256, which fp16 and bf16 hold to the same
+//            relative precision; l and O are f32. Unit-normal scores almost never grow that much after
+//            a row's first tile, so a test with scores that jump 2^12 or more a tile drives the other
+//            path (`a_growing_maximum_is_rescaled`). No spill, no C75xx note. Checked (check v8 all
+//            match, REQUIRE_GPU flash tests pass). Against v.'s build, twice in one call (H200,
+//            2026-11-29), means: D = 128 unmasked N = 512 519.5 -> 524.3 TFLOP/s, 1024 602.8 ->
+//            610.7, 2048 643.2 -> 651.9, 4096 659.7 -> 671.1; causal 1024 466.0 -> 469.9, 4096 612.9
+//            -> 622.4; D = 64 unmasked 512 377.4 -> 383.9, 2048 493.6 -> 503.4; causal 4096 446.5 ->
+//            453.2; D = 64 causal 512-2048 level (0.996-1.004x in each round). Kept.
+//         Not kept, not timed: the diagonal tile's right half skipped for the warpgroup whose rows
+//            end before it (an N = 64 S product and half the P V, behind a branch on the item). ptxas
+//            serialised every kernel's wgmmas (C7520: warpgroup.arrive injected in a divergent path;
+//            with the branch made warp-uniform by a shuffle, C7511 / C7515 and kilobytes of spills).
 //         Where short rows lose (ncu, one launch each, H200, a0e81e9): D = 128 N = 512 unmasked, L2 hit
 //         rate 64% (N = 4096: 91%), DRAM at 32% and L2 at 62% of peak, SM throughput 45% (4096: 69%),
 //         no eligible warp in 68% of cycles; D = 64 causal N = 512 alike (L2 hits 57%, DRAM 28%, SM
@@ -1169,6 +1185,10 @@ TC(5, true, 128, 8)
 #endif  // FA_VERSION == 4 || FA_VERSION == 5
 
 #if FA_VERSION >= 6
+// FA_LAZY (changelog entry x): v8's loop moves a row's running maximum only when it grows a lot.
+#ifndef FA_LAZY
+#define FA_LAZY 1
+#endif
 // ---------------------------------------------------------------------------------------------------
 // ANCHOR: wgmma_intro
 // v6 (Hopper, sm_90a): warpgroup matrix multiply. A warpgroup is 4 consecutive warps (128 threads);
@@ -1369,7 +1389,7 @@ __device__ __forceinline__ void issue_pv(float (&o)[D / 2], const unsigned int (
 // leaves the exponentials p = 2^(s scale - m) in s (f32), updates m and l, and returns in alpha the
 // factor O must be scaled by before this tile's P V is added; `wg_pack` rounds them into P V's A
 // fragments, with LOW also the rounding residual P - fp16(P). `wg_softmax` is both.
-template <int BC>
+template <int BC, bool LAZY = false>
 __device__ __forceinline__ void wg_exp(float (&s)[BC / 2], const Params& p, int j0, int iw, int row_a, int tg,
                                       float (&m)[2], float (&l)[2], float (&alpha)[2]) {
     const int off = p.nk - p.nq;
@@ -1414,6 +1434,16 @@ __device__ __forceinline__ void wg_exp(float (&s)[BC / 2], const Params& p, int 
     for (int r = 0; r < 2; ++r) {
         mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
         mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
+        if constexpr (LAZY) {
+            // The maximum is moved only when it grows by more than 2^8 in P (changelog entry x):
+            // P then stays below 256 (fp16 and bf16 hold it to the same relative precision, and l
+            // and O in f32), alpha is exactly 1 otherwise, and O's rescale can be skipped.
+            if (!(mx[r] * p.scale_log2 > m[r] * p.scale_log2 + 8.f)) {
+                msc[r] = m[r] == NEG_INF ? 0.f : m[r] * p.scale_log2;
+                alpha[r] = 1.f;
+                continue;
+            }
+        }
         msc[r] = mx[r] == NEG_INF ? 0.f : mx[r] * p.scale_log2;
         alpha[r] = ex2(m[r] * p.scale_log2 - msc[r]);
         l[r] *= alpha[r];
@@ -2246,16 +2276,19 @@ __device__ void flash_ws(const TensorMap* tq, const TensorMap* tk, const TensorM
             tr(TR_SOFTMAX, n, t);
             release(K_EMPTY, u);
             if (t == cur.ntiles - 1) release_q(n);
-            wg_exp<BC>(s, p, j0, cur.iw, row_a, tg, m, l, alpha);
+            wg_exp<BC, FA_LAZY>(s, p, j0, cur.iw, row_a, tg, m, l, alpha);
             asm volatile("st.shared.f32 [%0], %1;\n" ::"r"(smem_addr(sink)), "f"(l[0] + l[1]));
             tr(TR_WAIT_PV, n, t);
             wg_wait<0>();  // P_{t-1} V_{t-1} is done
             tr(TR_RESCALE, n, t);
             release(V_EMPTY, u - 1);
+            // With FA_LAZY, a warp whose rows all kept their maximum skips the rescale.
+            if (!FA_LAZY || __any_sync(0xffffffffu, alpha[0] != 1.f || alpha[1] != 1.f)) {
 #pragma unroll
-            for (int dn = 0; dn < D / 8; ++dn)
+                for (int dn = 0; dn < D / 8; ++dn)
 #pragma unroll
-                for (int x = 0; x < 4; ++x) oacc[4 * dn + x] *= alpha[x >> 1];
+                    for (int x = 0; x < 4; ++x) oacc[4 * dn + x] *= alpha[x >> 1];
+            }
             unsigned int unused[BC / 16][4];
             wg_pack<T, BC, false>(s, pf, unused);
         }

@@ -71,9 +71,29 @@ struct Case<T> {
 }
 
 fn make_case<T: GpuElement>(shape: AttnShape, mask: Mask, seed: u64) -> Case<T> {
+    make_case_stepped(shape, mask, seed, 0.0)
+}
+
+/// As `make_case`, with every query's first component set to 4 and key j's first component raised by
+/// `step` once every 128 keys (the last full 128 keys and the rest share a level): each row's scores,
+/// and so its running maximum, jump from one 128-key tile to the next, while the keys of one level
+/// stay as spread as unit-normal ones (the softmax is not one-hot).
+fn make_case_stepped<T: GpuElement>(shape: AttnShape, mask: Mask, seed: u64, step: f32) -> Case<T> {
     let mut rng = Rng::new(seed);
-    let q: Vec<T> = convert(&rng.normal_vec_f32(shape.q_len()));
-    let k: Vec<T> = convert(&rng.normal_vec_f32(shape.kv_len()));
+    let mut q32 = rng.normal_vec_f32(shape.q_len());
+    let mut k32 = rng.normal_vec_f32(shape.kv_len());
+    if step != 0.0 {
+        let levels = (shape.nk / 128).max(1);
+        for row in q32.chunks_mut(shape.d) {
+            row[0] = 4.0;
+        }
+        for (i, row) in k32.chunks_mut(shape.d).enumerate() {
+            let j = i % shape.nk; // (B, Hkv, Nk, D), row-major
+            row[0] += step * (j / 128).min(levels - 1) as f32;
+        }
+    }
+    let q: Vec<T> = convert(&q32);
+    let k: Vec<T> = convert(&k32);
     let v: Vec<T> = convert(&rng.normal_vec_f32(shape.kv_len()));
     let ref64 = attention_ref64(&q, &k, &v, &shape, mask).unwrap();
     let lowp = attention_lowp(&q, &k, &v, &shape, mask, T::DTYPE).unwrap();
@@ -174,6 +194,35 @@ fn every_version_matches_the_reference_on_the_edge_grid() {
         failures.join("\n")
     );
     println!("All results match");
+}
+
+/// Scores that jump from one 128-key tile to the next (by 2^12 or more in P, above the 2^8 within
+/// which v8 keeps a row's running maximum, changelog entry x): the path that moves the maximum and
+/// rescales O, which unit-normal inputs hardly take after a row's first tile. v7 (which always
+/// rescales) and v8 at both stage counts, f16 and bf16, D = 64 and 128, Nq = Nk and not, unmasked
+/// (a causal row would see only a few keys of its last level).
+#[test]
+fn a_growing_maximum_is_rescaled() {
+    let Some(dev) = device() else { return };
+    let mut failures = Vec::new();
+    for d in [64, 128] {
+        for (nq, nk) in [(1024, 1024), (300, 700)] {
+            let shape = AttnShape::new(1, 2, 1, nq, nk, d).unwrap();
+            let seed = 7000 + (d + nq + nk) as u64;
+            let mut impls = vec![(Version::V7Overlap, 8)];
+            impls.extend(v8_stage_choices(d).iter().map(|&st| (Version::V8Tma, st)));
+            let c16: Case<f16> = make_case_stepped(shape, Mask::NONE, seed, 24.0);
+            failures.extend(run_cases(&dev, std::slice::from_ref(&c16), &impls));
+            let cb: Case<bf16> = make_case_stepped(shape, Mask::NONE, seed, 24.0);
+            failures.extend(run_cases(&dev, std::slice::from_ref(&cb), &impls));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} failures:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }
 
 /// The tensor-core versions in bf16 on part of the grid (every length pair, D and mask; fewer sizes).
