@@ -392,6 +392,10 @@
 //       cuDNN at D = 128 unmasked 0.94x / 0.97x at N = 512 / 1024, 1.10x at 2048, 0.97-1.00x beyond;
 //       causal 0.87x / 0.97x at 512 / 1024, 1.02-1.07x from 2048. At D = 64 unmasked 0.85x / 0.88x at
 //       512 / 1024, 1.02-1.09x from 2048; causal 0.79-0.95x up to 4096, 1.02x / 1.06x at 8192 / 16384.
+//       Measured at f917a64 (after v. and x.; Table 02.1, H200, 2026-11-29, PyTorch in the same call):
+//       best ours / cuDNN at D = 128 unmasked 0.97x / 0.99x at N = 512 / 1024, 1.00-1.03x from 2048;
+//       causal 0.98x at 512, 1.06-1.20x from 1024. At D = 64 unmasked 0.95x / 0.97x at 512 / 1024,
+//       1.06-1.10x from 2048; causal 0.92-0.94x at 512-2048, 1.09x from 4096.
 // ANCHOR_END: changelog
 
 #include <cuda_fp16.h>
