@@ -370,6 +370,13 @@
 //            end before it (an N = 64 S product and half the P V, behind a branch on the item). ptxas
 //            serialised every kernel's wgmmas (C7520: warpgroup.arrive injected in a divergent path;
 //            with the branch made warp-uniform by a shuffle, C7511 / C7515 and kilobytes of spills).
+//         y. Host side, after v.: D = 64 causal takes three consumer warpgroups from N = 2048 (was
+//            4096; `v8_consumers`). Three rounds, one call (H200, 2026-11-29), the same source with
+//            either choice, check v8 all match for both: N = 2048 375.5 -> 394.1 TFLOP/s (+5.0%,
+//            every round), 4096 level (three either way), 512 242.8 -> 213.7 and 1024 320.8 -> 284.5
+//            (two kept there). The three-consumer kernel's causal path was checked before timing at
+//            N >= 4096 (Table 02.1); the REQUIRE_GPU tests on the edge grid, whose N = 2048 causal
+//            D = 64 cases now take it, have not run on this build yet.
 //         Where short rows lose (ncu, one launch each, H200, a0e81e9): D = 128 N = 512 unmasked, L2 hit
 //         rate 64% (N = 4096: 91%), DRAM at 32% and L2 at 62% of peak, SM throughput 45% (4096: 69%),
 //         no eligible warp in 68% of cycles; D = 64 causal N = 512 alike (L2 hits 57%, DRAM 28%, SM

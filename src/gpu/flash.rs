@@ -274,11 +274,13 @@ pub fn v8_stage_choices(d: usize) -> &'static [usize] {
 
 /// v8's consumer warpgroups (64 query rows each) for head size `d`, `nq` query rows and the mask:
 /// three at D = 64 (192 rows share each K/V tile, FlashAttention-3's shape there), except causal up to
-/// N = 2048, where a 192-row tile leaves too few and too unequal items (H200, one call, against two:
+/// N = 1024, where a 192-row tile leaves too few and too unequal items (H200, one call, against two:
 /// +4..+18% unmasked from N = 512 and causal from N = 4096, equal causal at 2048, 15-17% slower
-/// causal at 512-1024); two above D = 64.
+/// causal at 512-1024). Since the kernel's changelog entry v removed the three-consumer kernel's
+/// spill, three are also 5% faster causal at N = 2048 (entry y; 12% slower at 512 and 1024 still);
+/// two above D = 64.
 pub fn v8_consumers(d: usize, nq: usize, causal: bool) -> usize {
-    if d <= 64 && !(causal && nq <= 2048) {
+    if d <= 64 && !(causal && nq <= 1024) {
         3
     } else {
         2
