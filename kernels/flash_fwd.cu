@@ -374,9 +374,8 @@
 //            4096; `v8_consumers`). Three rounds, one call (H200, 2026-11-29), the same source with
 //            either choice, check v8 all match for both: N = 2048 375.5 -> 394.1 TFLOP/s (+5.0%,
 //            every round), 4096 level (three either way), 512 242.8 -> 213.7 and 1024 320.8 -> 284.5
-//            (two kept there). The three-consumer kernel's causal path was checked before timing at
-//            N >= 4096 (Table 02.1); the REQUIRE_GPU tests on the edge grid, whose N = 2048 causal
-//            D = 64 cases now take it, have not run on this build yet.
+//            (two kept there). The REQUIRE_GPU flash tests, whose edge grid's N = 2048 causal D = 64
+//            cases now take the three-consumer kernel, pass on this build (H200, 2026-11-29).
 //         Where short rows lose (ncu, one launch each, H200, a0e81e9): D = 128 N = 512 unmasked, L2 hit
 //         rate 64% (N = 4096: 91%), DRAM at 32% and L2 at 62% of peak, SM throughput 45% (4096: 69%),
 //         no eligible warp in 68% of cycles; D = 64 causal N = 512 alike (L2 hits 57%, DRAM 28%, SM
@@ -403,6 +402,10 @@
 //       best ours / cuDNN at D = 128 unmasked 0.97x / 0.99x at N = 512 / 1024, 1.00-1.03x from 2048;
 //       causal 0.98x at 512, 1.06-1.20x from 1024. At D = 64 unmasked 0.95x / 0.97x at 512 / 1024,
 //       1.06-1.10x from 2048; causal 0.92-0.94x at 512-2048, 1.09x from 4096.
+//       Measured at e1d17e3 (after y.; Table 02.1, H200, 2026-11-29, PyTorch in the same call): best
+//       ours / cuDNN at D = 128 unmasked 0.98x / 0.99x at N = 512 / 1024, 1.00-1.10x from 2048; causal
+//       0.99x at 512, 1.06-1.12x from 1024. At D = 64 unmasked 0.97x / 0.95x at 512 / 1024, 1.04-1.16x
+//       from 2048; causal 0.92x / 0.95x at 512 / 1024, 1.02-1.09x from 2048.
 // ANCHOR_END: changelog
 
 #include <cuda_fp16.h>
