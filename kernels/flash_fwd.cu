@@ -376,6 +376,27 @@
 //            every round), 4096 level (three either way), 512 242.8 -> 213.7 and 1024 320.8 -> 284.5
 //            (two kept there). The REQUIRE_GPU flash tests, whose edge grid's N = 2048 causal D = 64
 //            cases now take the three-consumer kernel, pass on this build (H200, 2026-11-29).
+//         z. Not kept: FlashAttention-4's other trick, some exponentials on the FMA pipe. In the
+//            loop's `wg_exp`, the last 1 or 2 of every 8 column fragments took 2^x from a degree-4
+//            polynomial (x rounded with the 1.5 2^23 shift, the integer added to the exponent bits;
+//            relative error 2.7e-6, about 10 instructions each) instead of MUFU.EX2, 12.5% or 25% of
+//            them. No spill, no C75xx note; check v8 all match. Against the build without it, twice in
+//            one call (H200, 2026-11-29), D = 64: one in 8 0.93-0.98x at every length and mask, two in 8
+//            0.88-0.97x. So at D = 64 on this card the exponential unit is not the limit it is on
+//            Blackwell: 16 exponentials a clock an SM would allow about 1000 TFLOP/s, and what the
+//            emulation adds to every other pipe costs more than the MUFU time it frees.
+//         Not kept again: g.'s idle warpgroups (rows all past Nq) passing their tiles on without
+//            products, retried after v. (no spill in the loop now): the branch at the top of the item
+//            loop made every kernel slower, D = 64 0.89-0.93x, and D = 128, which has no idle
+//            warpgroup at these lengths, 0.95-0.96x (H200, twice in one call, 2026-11-29).
+//         aa. Not kept: the row sums on the tensor cores (D = 64). P V as m64n72k16, its last 8
+//            columns read through the descriptor's LBO from a 16 KB block of ones beside the stages,
+//            so the accumulators add up P's rows and the exponentials' loop has no sums: 499 -> 417
+//            instructions a tile in the three-consumer loop, no spill. Against the build without it,
+//            twice in one call (H200, 2026-11-29): level, 0.96x (D = 64 unmasked N = 512) to 1.01x
+//            (8192), the 12.5% wider P V taking back what the fewer instructions gave. And l is then
+//            the sum of the rounded P: O is normalised consistently, but in bf16 the LSE moved by
+//            1.2e-3 on a 100-key window, past the tests' 1e-3 bound, so it would need f32 sums too.
 //         Where short rows lose (ncu, one launch each, H200, a0e81e9): D = 128 N = 512 unmasked, L2 hit
 //         rate 64% (N = 4096: 91%), DRAM at 32% and L2 at 62% of peak, SM throughput 45% (4096: 69%),
 //         no eligible warp in 68% of cycles; D = 64 causal N = 512 alike (L2 hits 57%, DRAM 28%, SM
