@@ -397,6 +397,15 @@
 //            (8192), the 12.5% wider P V taking back what the fewer instructions gave. And l is then
 //            the sum of the rounded P: O is normalised consistently, but in bf16 the LSE moved by
 //            1.2e-3 on a 100-key window, past the tests' 1e-3 bound, so it would need f32 sums too.
+//         ab. Not kept, host side and one constant (H200, 2026-11-29, one call, means of two rounds,
+//            check v8 all match for each build): two consumers at D = 64 unmasked up to N = 1024 too,
+//            which leaves no idle warpgroup (512 rows are four 128-row tiles): 0.92x at 512 and 1024
+//            (382.7 -> 352.4, 427.1 -> 392.0 TFLOP/s), so the third warpgroup is worth more than the
+//            ninth of its work that is padding. The causal item order's head groups (`work_item`,
+//            K and V of 8 MB) at 4 MB: D = 64 causal N = 512 +2.1%, 1024 and 2048 -0.4 / -0.7%,
+//            D = 128 causal +1.4% at 512, -2.2% / -3.1% at 1024 / 2048; at 16 MB: D = 64 causal
+//            +0.7% / -0.3% / +1.8%, D = 128 causal -5.6% / -3.5% / -0.3% (one round there: the
+//            call's time ran out). No size wins at every length.
 //         Where short rows lose (ncu, one launch each, H200, a0e81e9): D = 128 N = 512 unmasked, L2 hit
 //         rate 64% (N = 4096: 91%), DRAM at 32% and L2 at 62% of peak, SM throughput 45% (4096: 69%),
 //         no eligible warp in 68% of cycles; D = 64 causal N = 512 alike (L2 hits 57%, DRAM 28%, SM
