@@ -11,6 +11,8 @@
 #           tma (the tensor memory accelerator's boxes against v6/v7's swizzled tile layout)
 #           trace (v8's trace build on Lab 02's traced shapes: OUT/trace.json, commit it as
 #           measurements/traces/gpu-<card>.json)
+#           race (v8 and PyTorch's cuDNN and FA2 backends timed shape by shape in alternating rounds,
+#           bench/peers/torch_race.py; ROUNDS, default 3; merged by measure/fmeasure, or on its own)
 #
 # DIR holds the bundle (bin/, tests/), COMMIT (the commit it was built from) and RUSTC (`rustc --version`
 # of the compiler that built it; "unknown" in the records without it); the peer scripts are read from this
@@ -27,6 +29,10 @@ phases=${*:-tests sanitize peer ncu measure}
 has() { case " $phases " in *" $1 "*) return 0 ;; esac; return 1; }
 if has ncu && { has measure || has fmeasure; }; then
   phases="ncu $(echo " $phases " | sed 's/ ncu / /g' | xargs)"
+fi
+# ... and the race before them, which merge it.
+if has race && { has measure || has fmeasure; }; then
+  phases="race $(echo " $phases " | sed 's/ race / /g' | xargs)"
 fi
 B=$W/bin/modern-attention
 PEERS=$(cd "$(dirname "$0")" && pwd)/peers
@@ -51,7 +57,7 @@ smi_stop() {
 }
 for phase in $phases; do
   t0=$(date +%s)
-  case $phase in paged|measure|fmeasure|peer|dpeer) smi_start "$phase" ;; esac
+  case $phase in paged|measure|fmeasure|peer|dpeer|race) smi_start "$phase" ;; esac
   case $phase in
     tests)
       t=$(ls "$W"/tests/test-flash_gpu-* | head -1)
@@ -105,6 +111,16 @@ for phase in $phases; do
     peer)
       timeout 300 python3 "$PEERS/torch_sdpa.py" --out "$OUT/torch.json" 2>&1 | tee -a "$log"
       ;;
+    race)
+      timeout 400 python3 "$PEERS/torch_race.py" --bin "$B" --rounds "${ROUNDS:-3}" --out "$OUT/race.json" \
+        > "$OUT/race.log" 2>&1
+      say "race rc=$? records=$(grep -c '^r[0-9]' "$OUT/race.log")"
+      grep -vE '^r[0-9]' "$OUT/race.log" | head -20 | tee -a "$log"
+      if ! has measure && ! has fmeasure && [ -f "$OUT/race.json" ]; then
+        timeout 120 "$B" measure-gpu --only race --race "$OUT/race.json" --out "$OUT" --commit "$(cat "$W/COMMIT")" \
+          --date "$(date -u +%F)" --rustc "$(cat "$W/RUSTC" 2>/dev/null || echo unknown)" 2>&1 | tee -a "$log"
+      fi
+      ;;
     ncu)
       : > "$OUT/ncu.csv"
       for v in v1 v1b v5 v6 v7 v8; do
@@ -146,6 +162,7 @@ PY
       [ -f "$OUT/torch.json" ] && extra="$extra --peer $OUT/torch.json"
       [ -f "$OUT/dram.json" ] && extra="$extra --dram $OUT/dram.json"
       [ -f "$OUT/crosscheck.json" ] && extra="$extra --peer-check $OUT/crosscheck.json"
+      [ -f "$OUT/race.json" ] && extra="$extra --race $OUT/race.json"
       if [ "$phase" = measure ]; then
         [ -f "$OUT/torch_decode.json" ] && extra="$extra --peer-decode $OUT/torch_decode.json"
       fi
@@ -154,7 +171,7 @@ PY
         2>&1 | grep -v '^\[measure-gpu\] reference' | tee -a "$log"
       ;;
   esac
-  case $phase in paged|measure|fmeasure|peer|dpeer) smi_stop "$phase" ;; esac
+  case $phase in paged|measure|fmeasure|peer|dpeer|race) smi_stop "$phase" ;; esac
   say "-- phase $phase took $(( $(date +%s) - t0 )) s"
 done
 # The phases' own logs and the clock samples in one archive beside summary.log and the measurement files,

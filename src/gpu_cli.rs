@@ -57,14 +57,16 @@ fn read_peer(p: &str) -> Result<PeerFile, String> {
     serde_json::from_str(&text).map_err(|e| format!("{p}: {e}"))
 }
 
-/// `measure-gpu [--quick] [--only flash|paged] [--peer FILE] [--peer-decode FILE] [--peer-check FILE] [--dram FILE]
-/// [--out DIR] [--commit C] [--date D] [--rustc R]`
+/// `measure-gpu [--quick] [--only flash|paged|race] [--peer FILE] [--peer-decode FILE] [--peer-check FILE]
+/// [--race FILE] [--dram FILE] [--out DIR] [--commit C] [--date D] [--rustc R]`
 ///
 /// Without `--only`, measures lab 02's flash grid and lab 03's paged decode and writes a whole file.
 /// With `--only paged` (or `flash`), re-measures that part alone and merges it into the committed file
 /// for this card (`measurements/gpu-<card>.json`), replacing that file's records of every variant
 /// measured now (e.g. `paged_decode`, `paged_decode_sweep`, and `crosscheck` from `--peer-check FILE`)
-/// and marking the new ones with their own commit and date (`measured`).
+/// and marking the new ones with their own commit and date (`measured`). `--only race` measures no
+/// attention itself and merges the interleaved comparison of `--race FILE` (variant `race`, from
+/// `bench/peers/torch_race.py`) the same way.
 pub fn measure_gpu(
     root: &Path,
     args: &[String],
@@ -74,19 +76,22 @@ pub fn measure_gpu(
     let dev = open()?;
     let quick = args.iter().any(|a| a == "--quick");
     let only = flag(args, "--only").map(String::as_str);
-    if only.is_some_and(|o| o != "flash" && o != "paged") {
-        return Err(format!("--only takes flash or paged, not {only:?}"));
+    if only.is_some_and(|o| o != "flash" && o != "paged" && o != "race") {
+        return Err(format!("--only takes flash, paged or race, not {only:?}"));
+    }
+    if only == Some("race") && flag(args, "--race").is_none() {
+        return Err("--only race merges a --race FILE and measures nothing itself".into());
     }
     let date = flag(args, "--date").cloned().unwrap_or_default();
     let commit = flag(args, "--commit").cloned().unwrap_or(commit);
     let t = Instant::now();
     let mut log = |line: &str| println!("[measure-gpu] {line}");
     let mut records = Vec::new();
-    if only != Some("paged") {
+    if only.is_none() || only == Some("flash") {
         records.extend(gpu::measure(&dev, quick, &mut log).map_err(|e| e.to_string())?);
     }
     let mut read_gbps = None;
-    if only != Some("flash") {
+    if only.is_none() || only == Some("paged") {
         let (r, read) = gpu_paged::measure(&dev, quick, &mut log).map_err(|e| e.to_string())?;
         records.extend(r);
         read_gbps = Some(read);
@@ -105,12 +110,12 @@ pub fn measure_gpu(
     }
     for p in args
         .windows(2)
-        .filter(|w| w[0] == "--peer-check")
+        .filter(|w| w[0] == "--peer-check" || w[0] == "--race")
         .map(|w| &w[1])
     {
         let peer = read_peer(p)?;
         println!(
-            "[measure-gpu] merged {} cross-check records from {p}",
+            "[measure-gpu] merged {} cross-check or race records from {p}",
             peer.records.len()
         );
         records.extend(peer.records);
@@ -457,30 +462,60 @@ fn probe_versions(dev: &Device, versions: &[Version]) -> Result<bool, String> {
 }
 
 /// The benchmark grid's shape at length `n` and head size `d` (B N = 16k tokens, H = 2048 / D) and
-/// `copies` uploads of the same seeded unit-normal inputs (q, and its first rows as k and v).
-fn grid_inputs(
-    dev: &Device,
-    n: usize,
-    d: usize,
-    copies: usize,
-) -> Result<(AttnShape, Vec<Buffers<f16>>), String> {
+/// `copies` uploads of the same seeded inputs: q, k and v independent and unit normal, as the harness's
+/// and the peer script's (k = q would put every row's maximum on its own key, which the lazy rescale
+/// of changelog entry x would then never have to move).
+type GridInputs = (AttnShape, Vec<Buffers<f16>>, [Vec<f16>; 3]);
+
+/// ... and the host's q, k and v.
+fn grid_inputs(dev: &Device, n: usize, d: usize, copies: usize) -> Result<GridInputs, String> {
     let s =
         AttnShape::self_attention((16384 / n).max(1), 2048 / d, n, d).map_err(|e| e.to_string())?;
-    let mut rng = Rng::new(7);
-    let q: Vec<f16> = convert(&rng.normal_vec_f32(s.q_len()));
+    let seed = 7 + 1000 * n as u64 + d as u64;
+    let q = gpu_paged::normal_f16(s.q_len(), seed);
+    let k = gpu_paged::normal_f16(s.kv_len(), seed + 1);
+    let v = gpu_paged::normal_f16(s.kv_len(), seed + 2);
     let sets = (0..copies)
-        .map(|_| Buffers::upload(dev, s, &q, &q[..s.kv_len()], &q[..s.kv_len()]))
+        .map(|_| Buffers::upload(dev, s, &q, &k, &v))
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| e.to_string())?;
-    Ok((s, sets))
+    Ok((s, sets, [q, k, v]))
 }
 
 pub fn probe(args: &[String]) -> Result<(), String> {
     let dev = open()?;
+    if args.first().map(String::as_str) == Some("serve") {
+        // `gpu-probe serve`: one gpu-probe command a line from stdin, each answered on stdout and
+        // ended by a line `done` (or `error: ...` then `done`), in one process, so the modules are
+        // compiled once (how bench/peers/torch_race.py interleaves our kernel with PyTorch's).
+        use std::io::{BufRead, Write};
+        let mut inputs = Inputs::new();
+        for line in std::io::stdin().lock().lines() {
+            let line = line.map_err(|e| e.to_string())?;
+            let words: Vec<String> = line.split_whitespace().map(String::from).collect();
+            if words.is_empty() || words[0] == "serve" {
+                continue;
+            }
+            if let Err(e) = probe_on(&dev, &words, &mut inputs) {
+                println!("error: {e}");
+            }
+            println!("done");
+            std::io::stdout().flush().map_err(|e| e.to_string())?;
+        }
+        return Ok(());
+    }
+    probe_on(&dev, args, &mut Inputs::new())
+}
+
+/// The grid's inputs uploaded so far, by (N, D, copies): a `serve` session times each shape on the
+/// same buffers every round, as the peer script does, instead of generating them again.
+type Inputs = std::collections::HashMap<(usize, usize, usize), GridInputs>;
+
+fn probe_on(dev: &Device, args: &[String], inputs: &mut Inputs) -> Result<(), String> {
     match args.first().map(String::as_str) {
         Some("sanitize") => {
-            let mut ok = probe_versions(&dev, &Version::ALL)?;
-            ok &= probe_paged(&dev)?;
+            let mut ok = probe_versions(dev, &Version::ALL)?;
+            ok &= probe_paged(dev)?;
             if ok {
                 println!("All results match");
                 Ok(())
@@ -496,7 +531,7 @@ pub fn probe(args: &[String]) -> Result<(), String> {
                 .split(',')
                 .map(|name| Version::parse(name).ok_or(format!("unknown version {name}")))
                 .collect::<Result<Vec<_>, _>>()?;
-            if probe_versions(&dev, &versions)? {
+            if probe_versions(dev, &versions)? {
                 println!("All results match");
                 Ok(())
             } else {
@@ -508,13 +543,14 @@ pub fn probe(args: &[String]) -> Result<(), String> {
             // times it over four rotated input sets (no check: the tests and the harness do that).
             // `time` takes lists, so that one process (one compile of each module) compares several
             // versions and lengths: `time v7,v8,v8:w3 512,2048 128 causal`.
-            let usage = format!("gpu-probe {cmd} VERSION[:wK],... N,... D [causal] [wWARPS]");
+            let usage = format!("gpu-probe {cmd} VERSION[:wK],... N,... D [causal] [wWARPS] [check]");
             let n_list: Vec<usize> = args
                 .get(2)
                 .map(|x| x.split(',').filter_map(|n| n.parse().ok()).collect())
                 .unwrap_or_default();
             let d: usize = args.get(3).and_then(|x| x.parse().ok()).ok_or("D")?;
             let causal = args.get(4).is_some_and(|a| a == "causal");
+            let check = args.get(4..).unwrap_or_default().iter().any(|a| a == "check");
             // `w4` / `w8`: the warps per block (v8: its stages), for the versions that have a choice.
             let warps = args
                 .get(4..)
@@ -534,30 +570,58 @@ pub fn probe(args: &[String]) -> Result<(), String> {
             }
             let mask = if causal { Mask::CAUSAL } else { Mask::NONE };
             for &n in &n_list {
-                let (s, mut sets) = grid_inputs(&dev, n, d, if cmd == "time" { 4 } else { 1 })?;
+                let copies = if cmd == "time" { 4 } else { 1 };
+                let (s, sets, [q, k, v]) = match inputs.entry((n, d, copies)) {
+                    std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                    std::collections::hash_map::Entry::Vacant(e) => {
+                        e.insert(grid_inputs(dev, n, d, copies)?)
+                    }
+                };
+                let s = *s;
+                // `check`: each version's output first checked as the harness checks it.
+                let checker = check.then(|| gpu::Checker::new(q, k, v, &s, mask));
                 for &(ver, w) in &versions {
                     if cmd == "one" {
                         match w {
-                            Some(w) => flash::forward_with(&dev, ver, &mut sets[0], mask, w),
-                            None => flash::forward(&dev, ver, &mut sets[0], mask),
+                            Some(w) => flash::forward_with(dev, ver, &mut sets[0], mask, w),
+                            None => flash::forward(dev, ver, &mut sets[0], mask),
                         }
                         .map_err(|e| e.to_string())?;
                         dev.synchronize().map_err(|e| e.to_string())?;
                         println!("ran {} on {s:?} {}", ver.name(), mask.name());
                         continue;
                     }
-                    let mut t = flash::time_ms(&dev, ver, w, &mut sets, mask, 5, 40)
+                    let label = format!(
+                        "{}{} N={n} D={d} {}",
+                        ver.name(),
+                        w.map_or(String::new(), |w| format!("_w{w}")),
+                        mask.name()
+                    );
+                    if let Some(checker) = &checker {
+                        sets[0].poison(dev).map_err(|e| e.to_string())?;
+                        match w {
+                            Some(w) => flash::forward_with(dev, ver, &mut sets[0], mask, w),
+                            None => flash::forward(dev, ver, &mut sets[0], mask),
+                        }
+                        .map_err(|e| e.to_string())?;
+                        let (o, _) = sets[0].download(dev).map_err(|e| e.to_string())?;
+                        let r = checker
+                            .check(&label, &o, &s)
+                            .map_err(|e| format!("check failed, not timed: {e}"))?;
+                        println!("check {label}: max error {:.2e}", r.candidate.max);
+                    }
+                    let mut t = flash::time_ms(dev, ver, w, sets, mask, 5, 40)
                         .map_err(|e| e.to_string())?;
                     t.sort_by(f64::total_cmp);
                     let flops =
                         4.0 * (s.b * s.hq * n * n * d) as f64 / if causal { 2.0 } else { 1.0 };
                     println!(
-                        "time {}{} N={n} D={d} {}: {:.4} ms {:.1} TFLOP/s",
-                        ver.name(),
-                        w.map_or(String::new(), |w| format!("_w{w}")),
-                        mask.name(),
+                        "time {label}: {:.4} ms {:.1} TFLOP/s (min {:.4} max {:.4} ms, {} runs)",
                         t[20],
-                        flops / t[20] / 1e9
+                        flops / t[20] / 1e9,
+                        t[0],
+                        t[t.len() - 1],
+                        t.len()
                     );
                 }
             }
@@ -583,18 +647,18 @@ pub fn probe(args: &[String]) -> Result<(), String> {
             };
             let (b, hq, hkv, d, bs) = gpu_paged::SHAPE;
             let s = AttnShape::new(b, hq, hkv, 1, n, d).map_err(|e| e.to_string())?;
-            let (_, _, _, mut paged, mut flat) = decode_batch(&dev, s, bs, &vec![n; b])?;
+            let (_, _, _, mut paged, mut flat) = decode_batch(dev, s, bs, &vec![n; b])?;
             let err = |e: modern_attention::gpu::GpuError| e.to_string();
             if args.get(2).map(String::as_str) == Some("read") {
                 for bufs in [&paged, &flat] {
-                    modern_attention::gpu::paged::read_pass_ms(&dev, bufs, 1, 1).map_err(err)?;
+                    modern_attention::gpu::paged::read_pass_ms(dev, bufs, 1, 1).map_err(err)?;
                 }
                 println!("ran the paged and contiguous read passes at N={n}");
                 return Ok(());
             }
             for bufs in [&mut paged, &mut flat] {
                 for _ in 0..2 {
-                    decode_tuned(&dev, bufs, Mask::NONE, None, tuning).map_err(err)?;
+                    decode_tuned(dev, bufs, Mask::NONE, None, tuning).map_err(err)?;
                 }
             }
             dev.synchronize().map_err(|e| e.to_string())?;
@@ -611,17 +675,17 @@ pub fn probe(args: &[String]) -> Result<(), String> {
             let err = |e: modern_attention::gpu::GpuError| e.to_string();
             let mut runs = Vec::new();
             for (d, n, causal) in RUNS {
-                let (s, mut sets) = grid_inputs(&dev, n, d, 1)?;
+                let (s, mut sets, _) = grid_inputs(dev, n, d, 1)?;
                 let mask = if causal { Mask::CAUSAL } else { Mask::NONE };
                 let stages = flash::v8_stage_choices(d)[0];
-                let mut t = flash::time_ms(&dev, Version::V8Tma, Some(stages), &mut sets, mask, 5, 40)
+                let mut t = flash::time_ms(dev, Version::V8Tma, Some(stages), &mut sets, mask, 5, 40)
                     .map_err(err)?;
                 t.sort_by(f64::total_cmp);
                 let bufs = &mut sets[0];
-                flash::forward_with(&dev, Version::V8Tma, bufs, mask, stages).map_err(err)?;
+                flash::forward_with(dev, Version::V8Tma, bufs, mask, stages).map_err(err)?;
                 let plain = dev.stream().clone_dtoh(&bufs.o).map_err(|e| e.to_string())?;
-                flash::v8_trace(&dev, bufs, mask, stages).map_err(err)?; // compiles, warms up
-                let traced = flash::v8_trace(&dev, bufs, mask, stages).map_err(err)?;
+                flash::v8_trace(dev, bufs, mask, stages).map_err(err)?; // compiles, warms up
+                let traced = flash::v8_trace(dev, bufs, mask, stages).map_err(err)?;
                 let same = dev.stream().clone_dtoh(&bufs.o).map_err(|e| e.to_string())? == plain;
                 let blocks: Vec<Vec<Vec<[u64; 4]>>> = traced
                     .iter()
@@ -674,7 +738,7 @@ pub fn probe(args: &[String]) -> Result<(), String> {
         }
         Some("save-check") => {
             let dir = PathBuf::from(args.get(1).ok_or("gpu-probe save-check DIR")?);
-            save_check(&dev, &dir)
+            save_check(dev, &dir)
         }
         _ => Err(
             "usage: gpu-probe sanitize | gpu-probe check VERSION,... | gpu-probe one|time VERSION N D [causal] [wWARPS] | gpu-probe paged N [async|tc|read] | gpu-probe trace OUT.json COMMIT DATE | gpu-probe save-check DIR"

@@ -14,15 +14,19 @@
 //!                              check then time every CPU version on this machine; with --with-torch,
 //!                              time PyTorch's CPU SDPA (bench/peers/torch_cpu_sdpa.py --serve) in
 //!                              windows alternating with ours; write measurements/cpu-<name>.json
-//! modern-attention measure-gpu [--quick] [--only flash|paged] [--peer FILE] [--peer-decode FILE]
-//!                              [--peer-check FILE] [--dram FILE] [--out DIR] [--commit C] [--date D]
+//! modern-attention measure-gpu [--quick] [--only flash|paged|race] [--peer FILE] [--peer-decode FILE]
+//!                              [--peer-check FILE] [--race FILE] [--dram FILE] [--out DIR] [--commit C]
+//!                              [--date D]
 //!                              check then time every GPU kernel version (lab 02) and the paged decode
 //!                              (lab 03), merge PyTorch's records (bench/peers/torch_sdpa.py,
-//!                              torch_decode.py, torch_check.py) and ncu's DRAM bytes, and write
-//!                              measurements/gpu-<card>.json (`--only paged`: merged into the committed file)
-//! modern-attention gpu-probe sanitize | one VERSION N D [causal] | save-check DIR
-//!                              small checked runs for compute-sanitizer; one launch for ncu; saved
-//!                              inputs and outputs for the check against PyTorch's math backend
+//!                              torch_decode.py, torch_check.py, torch_race.py) and ncu's DRAM bytes, and
+//!                              write measurements/gpu-<card>.json (`--only ...`: merged into the
+//!                              committed file)
+//! modern-attention gpu-probe sanitize | one VERSION N D [causal] | time VERSION N D [causal] [check]
+//!                              | save-check DIR | trace OUT COMMIT DATE | serve
+//!                              small checked runs for compute-sanitizer; one launch for ncu; timings of
+//!                              one shape; saved inputs and outputs for the check against PyTorch's math
+//!                              backend; v8's trace; `serve`: those commands read from stdin, one a line
 //! ```
 
 mod gpu_cli;
@@ -411,8 +415,8 @@ fn run() -> Result<(), String> {
             println!(
                 "usage: modern-attention [all|render|check|book|predict KEY=VALUE...|\
                  measure-cpu [--quick] [--with-torch] [--peer FILE]|\
-                 measure-gpu [--quick] [--only flash|paged] [--peer FILE] [--peer-decode FILE] \
-                 [--peer-check FILE] [--dram FILE] [--out DIR]|gpu-probe ...]"
+                 measure-gpu [--quick] [--only flash|paged|race] [--peer FILE] [--peer-decode FILE] \
+                 [--peer-check FILE] [--race FILE] [--dram FILE] [--out DIR]|gpu-probe ...]"
             );
             Ok(())
         }

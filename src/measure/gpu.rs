@@ -123,14 +123,17 @@ fn check_slices(s: &AttnShape, mask: Mask) -> Vec<(usize, std::ops::Range<usize>
     out
 }
 
-/// Host copies of the inputs and what the check needs of the reference.
-struct Checker {
+/// What the check of a grid configuration needs of the reference: the f64 and the fp16-storage
+/// answers of a few query rows of batch 0 (the last 128 rows of the first and last heads, and under a
+/// causal mask their first 64 rows too), computed once per inputs and mask.
+pub struct Checker {
     slices: Vec<(usize, std::ops::Range<usize>, usize)>,
     refs: Vec<(Vec<f64>, Vec<f64>)>, // (ref64, lowp) per slice
 }
 
 impl Checker {
-    fn new(q: &[f16], k: &[f16], v: &[f16], s: &AttnShape, mask: Mask) -> Checker {
+    /// The reference answers for `s`'s inputs under `mask`.
+    pub fn new(q: &[f16], k: &[f16], v: &[f16], s: &AttnShape, mask: Mask) -> Checker {
         let slices = check_slices(s, mask);
         let refs = slices
             .par_iter()
@@ -150,7 +153,7 @@ impl Checker {
     }
 
     /// Apply the rule to each slice of `o`; the report with the largest error, or the first failure.
-    fn check(&self, name: &str, o: &[f16], s: &AttnShape) -> Result<CloseReport, String> {
+    pub fn check(&self, name: &str, o: &[f16], s: &AttnShape) -> Result<CloseReport, String> {
         let mut worst: Option<CloseReport> = None;
         for ((h, rows, nk), (r64, lowp)) in self.slices.iter().zip(&self.refs) {
             let got: Vec<f64> = head_rows(o, s, *h, rows.clone(), false)

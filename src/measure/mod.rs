@@ -139,6 +139,10 @@ pub struct Record {
     /// (a section re-measured alone, e.g. `measure-gpu --only paged`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub measured: Option<String>,
+    /// Variant `race`: the round of an interleaved comparison (`bench/peers/torch_race.py`: our kernel
+    /// and PyTorch's timed shape by shape, alternating) in which this record was timed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub round: Option<usize>,
 }
 
 impl Record {
@@ -179,6 +183,7 @@ impl Record {
             err_vs_f64: None,
             torch_math_err_vs_f64: None,
             measured: None,
+            round: None,
         }
     }
 

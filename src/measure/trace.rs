@@ -8,12 +8,13 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 /// The shapes `gpu-probe trace` records, as (D, N, causal): the short and the long unmasked rows at
-/// D = 128, the short causal ones, and the short rows at D = 64.
-pub const RUNS: [(usize, usize, bool); 4] = [
+/// D = 128, the short causal ones, and the short rows at D = 64, unmasked and causal.
+pub const RUNS: [(usize, usize, bool); 5] = [
     (128, 512, false),
     (128, 4096, false),
     (128, 512, true),
     (64, 512, false),
+    (64, 512, true),
 ];
 
 /// One traced launch.

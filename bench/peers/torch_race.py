@@ -1,0 +1,190 @@
+#!/usr/bin/env python3
+"""Our fastest kernel and PyTorch's cuDNN and FlashAttention-2 backends, interleaved shape by shape.
+
+Table 02.1 times every version in one phase and PyTorch's backends in another of the same call, minutes
+apart; under sustained load the card's clock moves, and the same kernel's rows have moved by several
+percent between calls. Here, for each shape of the grid, our kernel (`modern-attention gpu-probe serve`,
+one process for the whole run, so its modules compile once) and PyTorch's backends (this process) are
+timed back to back, in rounds, the side that goes first alternating from round to round. A ratio is
+taken within a round, between runs seconds apart, and the table reports each shape's ratios over the
+rounds.
+
+Both sides use the same method: fresh unit-normal q, k and v (independent) whose bytes exceed the L2,
+rotated over several sets; 5 warm-up launches, then 40 launches each between its own pair of CUDA events;
+the 21st fastest of the 40. Each side is checked before it is timed, in the first round: ours against
+the f64 reference as the harness checks it (`time ... check`), PyTorch's on the last 128 rows of batch
+0, head 0, against float64 (max error <= 1e-3).
+
+    python3 bench/peers/torch_race.py --bin .gpu/bin/modern-attention --out OUT/race.json [--rounds 3]
+    modern-attention measure-gpu --only race --race OUT/race.json
+
+Records: variant `race`, `impl` `ours/v8_tma` (the default configuration `flash::forward` picks) or
+`torch/cudnn`, `torch/flash`, with `round`.
+"""
+import argparse
+import json
+import re
+import subprocess
+import sys
+
+import torch
+import torch.nn.functional as F
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+BACKENDS = [("torch/cudnn", SDPBackend.CUDNN_ATTENTION), ("torch/flash", SDPBackend.FLASH_ATTENTION)]
+WARMUP, RUNS = 5, 40
+TIME = re.compile(r"^time (\S+) N=(\d+) D=(\d+) (\S+): ([\d.]+) ms [\d.]+ TFLOP/s \(min ([\d.]+) max ([\d.]+) ms")
+CHECK = re.compile(r"^check \S+ N=\d+ D=\d+ \S+: max error (\S+)")
+
+
+class Ours:
+    """`gpu-probe serve`: one command a line, each answer ended by `done`."""
+
+    def __init__(self, binary):
+        self.p = subprocess.Popen([binary, "gpu-probe", "serve"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                  text=True, bufsize=1)
+
+    def ask(self, line):
+        self.p.stdin.write(line + "\n")
+        self.p.stdin.flush()
+        out = []
+        while True:
+            reply = self.p.stdout.readline()
+            if not reply:
+                raise RuntimeError(f"gpu-probe serve ended during `{line}`: {out}")
+            reply = reply.rstrip("\n")
+            if reply == "done":
+                return out
+            out.append(reply)
+
+    def close(self):
+        self.p.stdin.close()
+        self.p.wait(timeout=60)
+
+
+def time_torch(fn, nsets):
+    for i in range(WARMUP):
+        fn(i % nsets)
+    pairs = []
+    for i in range(RUNS):
+        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        a.record()
+        fn(i % nsets)
+        b.record()
+        pairs.append((a, b))
+    torch.cuda.synchronize()
+    return sorted(a.elapsed_time(b) for a, b in pairs)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--bin", required=True, help="the modern-attention binary")
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--ns", default="512,1024,2048,4096,8192,16384")
+    ap.add_argument("--shapes", default="64;64 causal;128;128 causal", help="`D [causal]`, semicolon-separated")
+    a = ap.parse_args()
+    torch.manual_seed(29)
+    dev = torch.cuda.get_device_properties(0)
+    l2 = getattr(dev, "L2_cache_size", 50 << 20)
+    ns = [int(x) for x in a.ns.split(",")]
+    shapes = [(int(s.split()[0]), "causal" in s) for s in a.shapes.split(";")]
+    ours = Ours(a.bin)
+    print(f"race: torch {torch.__version__} cudnn {torch.backends.cudnn.version()} on {dev.name}, "
+          f"{a.rounds} rounds", flush=True)
+
+    inputs, checked = {}, {}
+    records = []
+
+    def record(name, d, n, causal, r, ms, lo, hi, err, ok):
+        b, h = 16384 // n, 2048 // d
+        flops = 4.0 * b * h * n * n * d / (2 if causal else 1)
+        bytes_model = 2.0 * b * h * 4 * n * d
+        records.append(dict(variant="race", impl=name, dtype="f16", b=b, hq=h, hkv=h, nq=n, nk=n, d=d,
+                            mask="causal" if causal else "none", ms=ms, ms_min=lo, ms_max=hi,
+                            tflops=flops / ms / 1e9, gbps=bytes_model / ms / 1e6, flops=flops,
+                            bytes_model=bytes_model, bytes_counted=None, dram_bytes=None, max_err=err,
+                            checked=ok, round=r))
+        print(f"r{r} {name:12} D={d:3} N={n:5} {'causal' if causal else 'none':6}: {ms:8.4f} ms "
+              f"{flops / ms / 1e9:6.1f} TFLOP/s", flush=True)
+
+    def run_ours(d, n, causal, r):
+        cmd = f"time v8 {n} {d}" + (" causal" if causal else "") + (" check" if r == 1 else "")
+        lines = ours.ask(cmd)
+        err = next((float(m.group(1)) for m in map(CHECK.match, lines) if m), None)
+        if r == 1:
+            if err is None:
+                print(f"ours D={d} N={n} causal={causal}: not checked ({lines}); not timed", flush=True)
+                checked[("ours", d, n, causal)] = None
+                return
+            checked[("ours", d, n, causal)] = err
+        err = checked.get(("ours", d, n, causal))
+        if err is None:
+            return
+        m = next((m for m in map(TIME.match, lines) if m), None)
+        if m is None:
+            print(f"ours D={d} N={n} causal={causal}: no time in {lines}", flush=True)
+            return
+        record("ours/v8_tma", d, n, causal, r, float(m.group(5)), float(m.group(6)), float(m.group(7)), err, True)
+
+    def run_torch(d, n, causal, r):
+        sets, nsets = inputs[(d, n)]
+        for name, backend in BACKENDS:
+            key = (name, d, n, causal)
+            if r == 1:
+                q, k, v = (t[:1, :1, -128:] if j == 0 else t[:1, :1] for j, t in enumerate(sets[0]))
+                qf, kf, vf = (x.double() for x in (q, k, v))
+                s = (qf @ kf.transpose(-1, -2)) / d**0.5
+                if causal:
+                    rows = torch.arange(n - 128, n, device="cuda")[:, None]
+                    s = s.masked_fill(torch.arange(n, device="cuda")[None, :] > rows, float("-inf"))
+                ref = torch.softmax(s, -1) @ vf
+                try:
+                    with sdpa_kernel([backend]):
+                        out = F.scaled_dot_product_attention(*sets[0], is_causal=causal)
+                    err = (out[:1, :1, -128:].double() - ref).abs().max().item()
+                    del out
+                except (RuntimeError, torch.OutOfMemoryError) as e:
+                    print(f"{name} D={d} N={n} causal={causal}: skipped ({str(e).splitlines()[0][:80]})", flush=True)
+                    err = None
+                checked[key] = err if err is not None and err <= 1e-3 else None
+                if err is not None and err > 1e-3:
+                    print(f"{name} D={d} N={n} causal={causal}: error {err:.1e} > 1e-3; not timed", flush=True)
+            if checked.get(key) is None:
+                continue
+            with sdpa_kernel([backend]):
+                t = time_torch(lambda i: F.scaled_dot_product_attention(*sets[i], is_causal=causal), nsets)
+            record(name, d, n, causal, r, t[RUNS // 2], t[0], t[-1], checked[key], True)
+
+    for d in sorted({d for d, _ in shapes}):
+        for n in ns:
+            b, h = 16384 // n, 2048 // d
+            one = 4 * b * h * n * d * 2  # bytes of q, k, v, o
+            nsets = max(2, -(-2 * l2 // one) + 1)
+            inputs[(d, n)] = ([[torch.randn(b, h, n, d, device="cuda", dtype=torch.float16) for _ in range(3)]
+                               for _ in range(nsets)], nsets)
+    for r in range(1, a.rounds + 1):
+        for d, causal in shapes:
+            for n in ns:
+                sides = [run_ours, run_torch] if r % 2 == 1 else [run_torch, run_ours]
+                for side in sides:
+                    side(d, n, causal, r)
+    ours.close()
+    try:
+        driver = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                                capture_output=True, text=True).stdout.strip().splitlines()[0]
+    except (OSError, IndexError):
+        driver = None
+    machine = dict(name=dev.name, driver=driver, cuda=torch.version.cuda, torch=torch.__version__,
+                   cudnn=torch.backends.cudnn.version())
+    for rec in records:
+        if rec["impl"].startswith("torch/"):
+            rec["torch"] = torch.__version__
+    with open(a.out, "w") as f:
+        json.dump(dict(machine=machine, records=records), f, indent=1)
+    print(f"race: {len(records)} records -> {a.out}", flush=True)
+    return 0 if records else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
