@@ -406,6 +406,27 @@
 //            D = 128 causal +1.4% at 512, -2.2% / -3.1% at 1024 / 2048; at 16 MB: D = 64 causal
 //            +0.7% / -0.3% / +1.8%, D = 128 causal -5.6% / -3.5% / -0.3% (one round there: the
 //            call's time ran out). No size wins at every length.
+//         ac. Not kept: a causal diagonal tile's dead columns skipped in `wg_exp` (FA_DEAD, code not
+//            kept). Where every element of a 32- or 64-column chunk is masked for all 16 rows of a warp
+//            (past the warp's last row on the diagonal, or past Nk), its maxima, exponentials and sums
+//            skipped and P zero there, bit for bit the masked result: on the diagonal a quarter (64-
+//            column chunks) to three eighths (32) of the tile's exponentials, and at N = 512 the
+//            diagonal is one tile in 2.5. With the chunk test in every tile's code, ptxas cut the
+//            exponentials into separate blocks (a branch and a reconvergence per chunk) and every
+//            kernel got slower, D = 128 unmasked, which has no masked tile, included: 0.80-0.91x.
+//            With a second copy of the exponentials, taken only by tiles that have a dead chunk, in
+//            the two-consumer loop only (the three-consumer kernels spilled with it): 32-column chunks
+//            0.94-0.97x, 64-column 0.97-0.99x, D = 128 unmasked as much as the causal rows (about 800
+//            more instructions in each kernel's code). H200, 2026-11-29, two rounds in one call each,
+//            check v8 all match for every build. The loop's code is worth more than a saving on one
+//            tile in a few.
+//         ad. `DECODED` (entry n) in the three-consumer D = 64 kernels too, which did not exist when n
+//            was measured (330 fewer instructions, spills 12 / 8 bytes instead of 4 / 4). Against the
+//            build without it, two rounds in one call (H200, 2026-11-29), check v8 all match for both:
+//            D = 64 unmasked N = 512 384.6 -> 393.2 TFLOP/s, 1024 428.8 -> 440.0, 2048 501.8 -> 509.5
+//            (+1.5-2.6%, both rounds), 4096 level (0.987x, 1.009x); causal 2048 395.5 -> 405.7, 4096
+//            452.6 -> 460.9 (+1.6-2.9%, both rounds); the two-consumer shapes (causal 512, 1024),
+//            whose kernel did not change, level. Kept.
 //         Where short rows lose (ncu, one launch each, H200, a0e81e9): D = 128 N = 512 unmasked, L2 hit
 //         rate 64% (N = 4096: 91%), DRAM at 32% and L2 at 62% of peak, SM throughput 45% (4096: 69%),
 //         no eligible warp in 68% of cycles; D = 64 causal N = 512 alike (L2 hits 57%, DRAM 28%, SM
@@ -1995,9 +2016,9 @@ __device__ void flash_ws(const TensorMap* tq, const TensorMap* tk, const TensorM
     constexpr unsigned TILE_BYTES = BC * D * sizeof(T);
     // DECODED: the producer publishes each item decoded (its key tiles, head, first key tile and query
     // tile), so the consumers' item boundary does no division; otherwise the item's number, which
-    // each consumer warpgroup decodes. Measured (changelog entry n): it pays in the D = 64 block with
-    // two consumers (short causal rows), and the other kernels' loops compiled slower with it.
-    constexpr bool DECODED = D == 64 && NWG == 2;
+    // each consumer warpgroup decodes. Measured (changelog entries n and ad): it pays in every D = 64
+    // block, and the D = 128 kernels' loops compiled slower with it.
+    constexpr bool DECODED = D == 64;
     // Q tiles: two where they fit beside the stages in an SM's 227 KB (the host's `v8_q_buffers`).
     constexpr int QB = (2 * BR + 2 * STAGES * BC) * D * (int)sizeof(T) + 4096 <= 232448 ? 2 : 1;
     // LATE_S (changelog entry p): at an item boundary, this item's last P V is issued first and the
