@@ -148,6 +148,8 @@ fn race_table(name: &str, f: &MeasurementFile) -> String {
         .find(|r| r.implementation.starts_with("ours/"))
         .map_or("ours", |r| r.implementation.as_str());
     let mut rows = Vec::new();
+    // Against cuDNN, each shape by where its rounds' ratios lie: all above 1, on both sides, all below.
+    let (mut ahead, mut level, mut behind) = (Vec::new(), Vec::new(), Vec::new());
     for (d, mask, n) in &shapes {
         let at = |imp: &str, round: usize| {
             recs.iter().find(|r| {
@@ -178,6 +180,19 @@ fn race_table(name: &str, f: &MeasurementFile) -> String {
                 None => "—".into(),
             }
         };
+        let within: Vec<f64> = rounds
+            .iter()
+            .filter_map(|&k| Some(at(ours_name, k)?.tflops / at("torch/cudnn", k)?.tflops))
+            .collect();
+        let name = format!("D = {d} {mask} N = {n}");
+        if within.is_empty() {
+        } else if within.iter().all(|&r| r > 1.0) {
+            ahead.push(name);
+        } else if within.iter().all(|&r| r < 1.0) {
+            behind.push(name);
+        } else {
+            level.push(name);
+        }
         let cell = |imp: &str| median(&rates(imp)).map_or("—".into(), sig3);
         rows.push(vec![
             d.to_string(),
@@ -205,6 +220,21 @@ fn race_table(name: &str, f: &MeasurementFile) -> String {
             "rounds",
         ],
         &rows,
+    );
+    let list = |v: &[String]| {
+        if v.is_empty() {
+            "none".to_string()
+        } else {
+            v.join(", ")
+        }
+    };
+    out += &format!(
+        "\nAgainst cuDNN, every round: ours ahead at {} of {} shapes; behind at {}; on both sides \
+         of 1 (level on this card) at {}.\n",
+        ahead.len(),
+        ahead.len() + level.len() + behind.len(),
+        list(&behind),
+        list(&level)
     );
     let when = recs.first().map_or_else(|| flash_when(f), |r| f.when(r));
     out += &format!(
@@ -873,6 +903,13 @@ mod tests {
             "| 64 | causal | 512 | 300 | 150 | 150 | 2.000x (2.000-2.000) | 2.000x (1.000-4.000) | 3 |"
         );
         assert!(t.contains("in 3 rounds"), "{t}");
+        assert!(
+            t.contains(
+                "ours ahead at 1 of 1 shapes; behind at none; on both sides of 1 (level on this \
+                 card) at none."
+            ),
+            "{t}"
+        );
         assert!(t.contains("Test Card (commit abc, 2026-11-29)"), "{t}");
     }
 }
