@@ -457,6 +457,13 @@
 //       ours / cuDNN at D = 128 unmasked 0.98x / 0.99x at N = 512 / 1024, 1.00-1.10x from 2048; causal
 //       0.99x at 512, 1.06-1.12x from 1024. At D = 64 unmasked 0.97x / 0.95x at 512 / 1024, 1.04-1.16x
 //       from 2048; causal 0.92x / 0.95x at 512 / 1024, 1.02-1.09x from 2048.
+//       Measured at a01189d (after ad.; Table 02.1, H200, 2026-11-29, PyTorch in the same call): best
+//       ours / cuDNN at D = 128 unmasked 0.98x / 0.99x at N = 512 / 1024, 1.00-1.04x from 2048; causal
+//       0.99x at 512, 1.07-1.09x from 1024. At D = 64 unmasked 0.98x / 0.99x at 512 / 1024, 1.06-1.11x
+//       from 2048; causal 0.91x / 0.94x at 512 / 1024, 1.02-1.11x from 2048. Interleaved with cuDNN
+//       shape by shape (Table 02.7, four rounds, same day): ahead in every round at 15 of the 24
+//       shapes, behind in every round at D = 64 causal 512 / 1024 (0.93x / 0.94x medians), D = 64
+//       unmasked 1024 and D = 128 unmasked 512 (0.99x / 0.98x), level at the other five.
 // ANCHOR_END: changelog
 
 #include <cuda_fp16.h>
