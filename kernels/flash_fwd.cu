@@ -427,6 +427,11 @@
 //            (+1.5-2.6%, both rounds), 4096 level (0.987x, 1.009x); causal 2048 395.5 -> 405.7, 4096
 //            452.6 -> 460.9 (+1.6-2.9%, both rounds); the two-consumer shapes (causal 512, 1024),
 //            whose kernel did not change, level. Kept.
+//         ae. Not kept: o.'s O tile for the two-consumer D = 64 kernel (causal, N up to 1024; four
+//            stages, 16 KB more), whose O was last tried there before p. put the store under the next
+//            S. No spill; check v8 all match. Against the build without it, three rounds in one call
+//            (H200, 2026-11-29): N = 512 243.3 -> 242.0 TFLOP/s (0.995x), 1024 321.6 -> 323.8
+//            (1.007x), each in every round. Level: under the next S, the store's path matters little.
 //         Where short rows lose (ncu, one launch each, H200, a0e81e9): D = 128 N = 512 unmasked, L2 hit
 //         rate 64% (N = 4096: 91%), DRAM at 32% and L2 at 62% of peak, SM throughput 45% (4096: 69%),
 //         no eligible warp in 68% of cycles; D = 64 causal N = 512 alike (L2 hits 57%, DRAM 28%, SM
