@@ -432,6 +432,12 @@
 //            S. No spill; check v8 all match. Against the build without it, three rounds in one call
 //            (H200, 2026-11-29): N = 512 243.3 -> 242.0 TFLOP/s (0.995x), 1024 321.6 -> 323.8
 //            (1.007x), each in every round. Level: under the next S, the store's path matters little.
+//         af. Not kept, a third time (after n. and r.): `DECODED` in the D = 128 kernels too, now that
+//            ad. found it paying in every D = 64 kernel (about 300 fewer instructions, no spill; check
+//            v8 all match). Against the build without it, two rounds in one call (H200, 2026-11-29):
+//            unmasked N = 512 / 1024 / 2048 510.9 -> 502.9, 592.1 -> 582.5, 639.8 -> 629.4 TFLOP/s
+//            (0.984x at each, every round), causal 0.998x / 1.009x / 1.000x. The D = 128 loop still
+//            compiles slower with the decoded item, for reasons its instruction count does not show.
 //         Where short rows lose (ncu, one launch each, H200, a0e81e9): D = 128 N = 512 unmasked, L2 hit
 //         rate 64% (N = 4096: 91%), DRAM at 32% and L2 at 62% of peak, SM throughput 45% (4096: 69%),
 //         no eligible warp in 68% of cycles; D = 64 causal N = 512 alike (L2 hits 57%, DRAM 28%, SM
@@ -2028,8 +2034,8 @@ __device__ void flash_ws(const TensorMap* tq, const TensorMap* tk, const TensorM
     constexpr unsigned TILE_BYTES = BC * D * sizeof(T);
     // DECODED: the producer publishes each item decoded (its key tiles, head, first key tile and query
     // tile), so the consumers' item boundary does no division; otherwise the item's number, which
-    // each consumer warpgroup decodes. Measured (changelog entries n and ad): it pays in every D = 64
-    // block, and the D = 128 kernels' loops compiled slower with it.
+    // each consumer warpgroup decodes. Measured (changelog entries n, ad and af): it pays in every
+    // D = 64 block, and the D = 128 kernels' loops compiled slower with it, three times.
     constexpr bool DECODED = D == 64;
     // Q tiles: two where they fit beside the stages in an SM's 227 KB (the host's `v8_q_buffers`).
     constexpr int QB = (2 * BR + 2 * STAGES * BC) * D * (int)sizeof(T) + 4096 <= 232448 ? 2 : 1;
