@@ -473,13 +473,13 @@ fn probe_versions(dev: &Device, versions: &[Version]) -> Result<bool, String> {
     Ok(ok)
 }
 
-/// The benchmark grid's shape at length `n` and head size `d` (B N = 16k tokens, H = 2048 / D) and
-/// `copies` uploads of the same seeded inputs: q, k and v independent and unit normal, as the harness's
-/// and the peer script's (k = q would put every row's maximum on its own key, which the lazy rescale
-/// of changelog entry x would then never have to move).
+/// A grid configuration's shape, its device buffers and the host's q, k and v.
 type GridInputs = (AttnShape, Vec<Buffers<f16>>, [Vec<f16>; 3]);
 
-/// ... and the host's q, k and v.
+/// The benchmark grid's shape at length `n` and head size `d` (B N = 16k tokens, H = 2048 / D),
+/// `copies` uploads of the same seeded inputs, and those inputs: q, k and v independent and unit
+/// normal, as the harness's and the peer script's (k = q would put every row's maximum on its own key,
+/// which the lazy rescale of changelog entry x would then never have to move).
 fn grid_inputs(dev: &Device, n: usize, d: usize, copies: usize) -> Result<GridInputs, String> {
     let s =
         AttnShape::self_attention((16384 / n).max(1), 2048 / d, n, d).map_err(|e| e.to_string())?;
