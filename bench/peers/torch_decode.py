@@ -16,11 +16,12 @@ Bytes in the records use the kernels' model (K and V rows, q, o, one f32 per row
 import argparse
 import contextlib
 import json
-import subprocess
 
 import torch
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
+
+from peer_common import driver_version
 
 S, HQ, HKV, D = 16, 32, 8, 128
 CONTEXTS = [64, 2048, 4096, 16384, 65536]
@@ -114,12 +115,7 @@ def main():
                     break  # the backend takes GQA: no need for the repeated copy
         del q, k, v
         torch.cuda.empty_cache()
-    try:
-        driver = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
-                                capture_output=True, text=True).stdout.strip().splitlines()[0]
-    except (OSError, IndexError):
-        driver = None
-    machine = dict(name=dev.name, driver=driver, cuda=torch.version.cuda, torch=torch.__version__,
+    machine = dict(name=dev.name, driver=driver_version(), cuda=torch.version.cuda, torch=torch.__version__,
                    read_gbps_torch_sum=read)
     with open(a.out, "w") as f:
         json.dump(dict(machine=machine, records=records), f, indent=1)

@@ -31,6 +31,8 @@ import torch
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
+from peer_common import driver_version, reference_last_rows, time_ms
+
 BACKENDS = [("torch/cudnn", SDPBackend.CUDNN_ATTENTION), ("torch/flash", SDPBackend.FLASH_ATTENTION)]
 WARMUP, RUNS = 5, 40
 TIME = re.compile(r"^time (\S+) N=(\d+) D=(\d+) (\S+): ([\d.]+) ms [\d.]+ TFLOP/s \(min ([\d.]+) max ([\d.]+) ms")
@@ -60,20 +62,6 @@ class Ours:
     def close(self):
         self.p.stdin.close()
         self.p.wait(timeout=60)
-
-
-def time_torch(fn, nsets):
-    for i in range(WARMUP):
-        fn(i % nsets)
-    pairs = []
-    for i in range(RUNS):
-        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        a.record()
-        fn(i % nsets)
-        b.record()
-        pairs.append((a, b))
-    torch.cuda.synchronize()
-    return sorted(a.elapsed_time(b) for a, b in pairs)
 
 
 def main():
@@ -133,12 +121,7 @@ def main():
             key = (name, d, n, causal)
             if r == 1:
                 q, k, v = (t[:1, :1, -128:] if j == 0 else t[:1, :1] for j, t in enumerate(sets[0]))
-                qf, kf, vf = (x.double() for x in (q, k, v))
-                s = (qf @ kf.transpose(-1, -2)) / d**0.5
-                if causal:
-                    rows = torch.arange(n - 128, n, device="cuda")[:, None]
-                    s = s.masked_fill(torch.arange(n, device="cuda")[None, :] > rows, float("-inf"))
-                ref = torch.softmax(s, -1) @ vf
+                ref = reference_last_rows(q, k, v, n, causal)
                 try:
                     with sdpa_kernel([backend]):
                         out = F.scaled_dot_product_attention(*sets[0], is_causal=causal)
@@ -153,7 +136,10 @@ def main():
             if checked.get(key) is None:
                 continue
             with sdpa_kernel([backend]):
-                t = time_torch(lambda i: F.scaled_dot_product_attention(*sets[i], is_causal=causal), nsets)
+                fn = lambda i: F.scaled_dot_product_attention(*sets[i % nsets], is_causal=causal)
+                for i in range(WARMUP):
+                    fn(i)
+                t = time_ms(fn, RUNS, warmup=0)
             record(name, d, n, causal, r, t[RUNS // 2], t[0], t[-1], checked[key], True)
 
     for d in sorted({d for d, _ in shapes}):
@@ -170,12 +156,7 @@ def main():
                 for side in sides:
                     side(d, n, causal, r)
     ours.close()
-    try:
-        driver = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
-                                capture_output=True, text=True).stdout.strip().splitlines()[0]
-    except (OSError, IndexError):
-        driver = None
-    machine = dict(name=dev.name, driver=driver, cuda=torch.version.cuda, torch=torch.__version__,
+    machine = dict(name=dev.name, driver=driver_version(), cuda=torch.version.cuda, torch=torch.__version__,
                    cudnn=torch.backends.cudnn.version())
     for rec in records:
         if rec["impl"].startswith("torch/"):

@@ -16,11 +16,12 @@ device-to-device copy (bandwidth, bytes read plus written). Run on the GPU machi
 """
 import argparse
 import json
-import subprocess
 
 import torch
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
+
+from peer_common import driver_version, reference_last_rows, time_ms
 
 BACKENDS = [
     ("torch/flash", SDPBackend.FLASH_ATTENTION),
@@ -29,20 +30,6 @@ BACKENDS = [
     ("torch/math", SDPBackend.MATH),
 ]
 NS = [64, 512, 1024, 2048, 4096, 8192, 16384]
-
-
-def time_ms(fn, runs, warmup=3):
-    for _ in range(warmup):
-        fn(0)
-    pairs = []
-    for i in range(runs):
-        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        a.record()
-        fn(i)
-        b.record()
-        pairs.append((a, b))
-    torch.cuda.synchronize()
-    return sorted(a.elapsed_time(b) for a, b in pairs)
 
 
 def ceilings():
@@ -82,12 +69,7 @@ def main():
             for causal in (False, True):
                 q, k, v = (t[:1, :1, -128:] if j == 0 else t[:1, :1] for j, t in enumerate(sets[0]))
                 # Reference: the last 128 rows of head 0 in float64, bottom-right aligned like ours.
-                qf, kf, vf = (x.double() for x in (q, k, v))
-                s = (qf @ kf.transpose(-1, -2)) / d**0.5
-                if causal:
-                    rows = torch.arange(n - q.shape[2], n, device="cuda")[:, None]
-                    s = s.masked_fill(torch.arange(n, device="cuda")[None, :] > rows, float("-inf"))
-                ref = torch.softmax(s, -1) @ vf
+                ref = reference_last_rows(q, k, v, n, causal)
                 for name, backend in BACKENDS:
                     if name == "torch/math" and n > 4096:
                         continue  # materialises S: gigabytes, and minutes of device time
@@ -118,12 +100,7 @@ def main():
                                         torch=torch.__version__))
             del sets
             torch.cuda.empty_cache()
-    try:
-        driver = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
-                                capture_output=True, text=True).stdout.strip().splitlines()[0]
-    except (OSError, IndexError):
-        driver = None
-    machine = dict(name=dev.name, driver=driver, cuda=torch.version.cuda, torch=torch.__version__,
+    machine = dict(name=dev.name, driver=driver_version(), cuda=torch.version.cuda, torch=torch.__version__,
                    cudnn=torch.backends.cudnn.version(), peak_tflops=peak, copy_gbps=copy)
     with open(a.out, "w") as f:
         json.dump(dict(machine=machine, records=records), f, indent=1)

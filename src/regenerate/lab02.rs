@@ -166,11 +166,15 @@ fn race_table(name: &str, f: &MeasurementFile) -> String {
                 .filter_map(|&k| at(imp, k).map(|r| r.tflops))
                 .collect()
         };
-        let ratio = |peer: &str| -> String {
-            let v: Vec<f64> = rounds
+        // Ours over `peer`, each round's ratio within that round.
+        let within = |peer: &str| -> Vec<f64> {
+            rounds
                 .iter()
                 .filter_map(|&k| Some(at(ours_name, k)?.tflops / at(peer, k)?.tflops))
-                .collect();
+                .collect()
+        };
+        let ratio = |peer: &str| -> String {
+            let v = within(peer);
             match median(&v) {
                 Some(m) => {
                     let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
@@ -180,15 +184,12 @@ fn race_table(name: &str, f: &MeasurementFile) -> String {
                 None => "—".into(),
             }
         };
-        let within: Vec<f64> = rounds
-            .iter()
-            .filter_map(|&k| Some(at(ours_name, k)?.tflops / at("torch/cudnn", k)?.tflops))
-            .collect();
+        let cudnn = within("torch/cudnn");
         let name = format!("D = {d} {mask} N = {n}");
-        if within.is_empty() {
-        } else if within.iter().all(|&r| r > 1.0) {
+        if cudnn.is_empty() {
+        } else if cudnn.iter().all(|&r| r > 1.0) {
             ahead.push(name);
-        } else if within.iter().all(|&r| r < 1.0) {
+        } else if cudnn.iter().all(|&r| r < 1.0) {
             behind.push(name);
         } else {
             level.push(name);
