@@ -243,6 +243,10 @@ fn probe_cases() -> Vec<(AttnShape, Mask)> {
         ((1, 2, 1, 200, 200, 64), Mask::NONE),
         ((1, 2, 2, 130, 257, 128), Mask::CAUSAL),
         ((1, 2, 1, 257, 130, 128), w(40, true)),
+        // Several key tiles under a causal mask at D = 64 (v8's half diagonal tile, Nq = Nk and not).
+        ((1, 2, 1, 300, 300, 64), Mask::CAUSAL),
+        ((1, 2, 2, 200, 330, 64), w(100, true)),
+        ((1, 1, 1, 330, 200, 64), Mask::CAUSAL),
     ]
     .into_iter()
     .map(|((b, hq, hkv, nq, nk, d), m)| (AttnShape::new(b, hq, hkv, nq, nk, d).expect("case"), m))
