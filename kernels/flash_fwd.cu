@@ -438,6 +438,37 @@
 //            unmasked N = 512 / 1024 / 2048 510.9 -> 502.9, 592.1 -> 582.5, 639.8 -> 629.4 TFLOP/s
 //            (0.984x at each, every round), causal 0.998x / 1.009x / 1.000x. The D = 128 loop still
 //            compiles slower with the decoded item, for reasons its instruction count does not show.
+//         ag. Not kept: half a diagonal tile (code not kept). In the two-consumer D = 64 kernels
+//            (causal, N up to 1024), a warpgroup none of whose rows sees a key in its last tile's
+//            second half computed S over the first 64 keys only (an m64n64 wgmma), its exponentials
+//            over 32 columns a thread instead of 64, P's second half zero; in a step of its own
+//            after the loop and a third path of the item boundary, so the loop's code did not
+//            change. With Nq = Nk that is every item's last tile for the first warpgroup: at N = 512
+//            a tenth of the block's exponentials and a twentieth of its products. Branches between
+//            two different products had to test a vote (`__all_sync`), or ptxas serialised every
+//            product around them (C7520); the kernel's code grew by 31%. Against the build without
+//            it, three rounds in one call (H200, 2026-11-29; check v8 all match for both, the
+//            sanitizer's cases now with several key tiles under a causal mask at D = 64): N = 512
+//            242.3 -> 235.3 TFLOP/s (0.971x), 1024 319.8 -> 311.5 (0.974x), every round; 2048
+//            (three consumers, unchanged) level. Its P V over the first 64 keys too: 0.966x /
+//            0.969x. The work came off the warpgroup that does not set the pace: an item ends when
+//            the second warpgroup's full diagonal tile does, and both share every K/V stage and the
+//            next Q, so unless the second waited for the tensor cores the first used, the first only
+//            waits longer; the extra code costs on every item. One call cannot tell the two apart.
+//         ah. The O tile (entry o) written with `stmatrix` (four 8 x 8 matrices of the accumulator
+//            layout an instruction, a row address a lane) instead of a 4-byte store per fragment
+//            row: 8 instructions a thread instead of 32 at D = 128, 4 instead of 16 at D = 64 (80
+//            fewer in the `_o` kernel's code). Against the build without it, two rounds in one call
+//            (H200, 2026-11-29), check v8 all match for each: at D = 128, where the tile was already
+//            used, level (unmasked N = 512-2048 0.996-0.998x, causal 1.000-1.006x); with it, the
+//            tile now pays in D = 64's two-consumer kernel (causal, N up to 1024), level there
+//            without it (entry ae): N = 512 242.6 -> 246.6 TFLOP/s (+1.6%), 1024 319.7 -> 325.8
+//            (+1.9%), every round. In the three-consumer kernels, against the build with the tile in
+//            the two-consumer one only (same call length, two rounds): unmasked N = 512 +1.0%, 1024
+//            level, 2048 -0.9%, 8192 -4.4%; causal 2048 -0.9%, 8192 -0.5%. Kept, and `v8_o_tile`
+//            picks the tile at D = 64 for the two-consumer kernel and where a row sees at most 512
+//            keys, as at D = 128 where it sees at most 4096 (why long rows lose with the tile is not
+//            measured; it takes 16-32 KB of shared memory, which the L1 cache shares).
 //         Where short rows lose (ncu, one launch each, H200, a0e81e9): D = 128 N = 512 unmasked, L2 hit
 //         rate 64% (N = 4096: 91%), DRAM at 32% and L2 at 62% of peak, SM throughput 45% (4096: 69%),
 //         no eligible warp in 68% of cycles; D = 64 causal N = 512 alike (L2 hits 57%, DRAM 28%, SM
@@ -1969,6 +2000,13 @@ __device__ __forceinline__ void tma_store_box(const TensorMap* map, int c0, int 
 }
 __device__ __forceinline__ void bulk_commit() { asm volatile("cp.async.bulk.commit_group;\n" ::: "memory"); }
 __device__ __forceinline__ void bulk_wait_read() { asm volatile("cp.async.bulk.wait_group.read 0;\n" ::: "memory"); }
+// Four 8 x 8 matrices of 16-bit values from the mma fragment layout (register i of each thread: its
+// two values of matrix i) to shared memory, one row address a lane (lanes 8i..8i+7: matrix i's rows).
+__device__ __forceinline__ void stsm_x4(unsigned addr, unsigned r0, unsigned r1, unsigned r2, unsigned r3) {
+    asm volatile("stmatrix.sync.aligned.m8n8.x4.shared.b16 [%0], {%1, %2, %3, %4};\n" ::"r"(addr), "r"(r0), "r"(r1),
+                 "r"(r2), "r"(r3)
+                 : "memory");
+}
 __device__ __forceinline__ void wg_bar(int id) { asm volatile("bar.sync %0, 128;\n" ::"r"(id) : "memory"); }
 // ANCHOR_END: mbarrier
 
@@ -2048,9 +2086,10 @@ __device__ void flash_ws(const TensorMap* tq, const TensorMap* tk, const TensorM
     T* Ks = Qs + QB * BR * D;      // stage s at Ks + s BC D
     T* Vs = Ks + STAGES * BC * D;  // stage s at Vs + s BC D
     // OSTAGE (the `_o` kernels; the host's `v8_o_tile` picks them): each consumer warpgroup writes its
-    // 64 rows of O into a tile of its own and one thread hands the tile to the copy engine (a TMA
-    // store), instead of every thread storing its scattered 4-byte pieces to global memory. Measured
-    // (changelog entry o): it pays at D = 128 up to N = 2048, and costs at D = 64 and at long rows.
+    // 64 rows of O into a tile of its own (stmatrix: four 8 x 8 matrices an instruction) and one
+    // thread hands the tile to the copy engine (a TMA store), instead of every thread storing its
+    // scattered 4-byte pieces to global memory. Measured (changelog entries o and ah): it pays at
+    // short rows, and costs at long ones.
     constexpr int BASE = (QB * BR + 2 * STAGES * BC) * D * (int)sizeof(T) + 1024 + 8 * (2 * QB + 4 * STAGES) + 32 +
                          512 * NWG;
     constexpr bool OSTAGE = OTILE && BASE + BR * D * (int)sizeof(T) <= 232448;
@@ -2259,16 +2298,24 @@ __device__ void flash_ws(const TensorMap* tq, const TensorMap* tk, const TensorM
             T* ot = Os + wg * 64 * D;
             if (tid % 128 == 0) bulk_wait_read();  // the last item's store has read the tile
             wg_bar(1 + wg);
-            const int ra = warp * 16 + g;  // the row in the tile
+            // stmatrix: columns 8dn.. and 8dn + 8.. of the warp's 16 rows, four 8 x 8 matrices an
+            // instruction (rows 0-7 and 8-15 of each): lane L gives row 8 (L / 8 % 2) + L % 8 of
+            // chunk dn + L / 16.
+            float inv[2];
 #pragma unroll
-            for (int r = 0; r < 2; ++r) {
-                const float inv = l[r] > 0.f ? 1.f / l[r] : 0.f;
+            for (int r = 0; r < 2; ++r) inv[r] = l[r] > 0.f ? 1.f / l[r] : 0.f;
+            const int rl = warp * 16 + (lane >> 3 & 1) * 8 + (lane & 7), cl = lane >> 4;
 #pragma unroll
-                for (int dn = 0; dn < D / 8; ++dn)
-                    *reinterpret_cast<unsigned int*>(ot + tile_off<D>(ra + 8 * r, dn, 64) + tg * 2) =
-                        pack2(oacc[4 * dn + 2 * r] * inv, oacc[4 * dn + 2 * r + 1] * inv, T());
-                if (tg == 0 && row_a + 8 * r < p.nq) lse[(size_t)bh * p.nq + row_a + 8 * r] = row_lse(p, m[r], l[r]);
-            }
+            for (int dn = 0; dn < D / 8; dn += 2)
+                stsm_x4(smem_addr(ot + tile_off<D>(rl, dn + cl, 64)),
+                        pack2(oacc[4 * dn] * inv[0], oacc[4 * dn + 1] * inv[0], T()),
+                        pack2(oacc[4 * dn + 2] * inv[1], oacc[4 * dn + 3] * inv[1], T()),
+                        pack2(oacc[4 * dn + 4] * inv[0], oacc[4 * dn + 5] * inv[0], T()),
+                        pack2(oacc[4 * dn + 6] * inv[1], oacc[4 * dn + 7] * inv[1], T()));
+#pragma unroll
+            for (int r = 0; r < 2; ++r)
+                if (tg == 0 && row_a + 8 * r < p.nq)
+                    lse[(size_t)bh * p.nq + row_a + 8 * r] = row_lse(p, m[r], l[r]);
             fence_proxy_async();  // the copy engine must see these writes
             wg_bar(1 + wg);
             if (tid % 128 == 0) {
@@ -2482,6 +2529,10 @@ WS(64, 4, 3, false, )
 WS(128, 2, 2, false, )
 WS(128, 3, 2, false, )
 WS(128, 2, 2, true, _o)
+WS(64, 2, 2, true, _o)
+WS(64, 4, 2, true, _o)
+WS(64, 2, 3, true, _o)
+WS(64, 4, 3, true, _o)
 #endif  // FA_VERSION == 8
 #endif  // FA_VERSION >= 6
 #endif  // FA_VERSION >= 4

@@ -319,14 +319,20 @@ pub fn v8_smem_bytes_o(d: usize, stages: usize, consumers: usize) -> usize {
 }
 
 /// Whether v8 runs its `_o` kernel, whose block also holds an O tile (64 rows a consumer warpgroup)
-/// that the consumers fill and the copy engine stores (`OSTAGE` in the kernel): at D = 128 with two
-/// stages where a row sees at most 4096 keys on average (N / 2 under a causal mask), where it was
-/// measured faster (H200, one call each: +9% at N = 512, +2% at 2048, +4% at 4096 and causal 4096,
-/// +3% at causal 8192; unmasked 8192 1-3% slower; at D = 64 5-8% slower; changelog entries o and p;
-/// for D = 64's two-consumer causal kernel, after p, level: entry ae).
+/// that the consumers fill (`stmatrix`) and the copy engine stores (`OSTAGE` in the kernel): at
+/// D = 128 with two stages where a row sees at most 4096 keys on average (N / 2 under a causal mask),
+/// where it was measured faster (H200, one call each: +9% at N = 512, +2% at 2048, +4% at 4096 and
+/// causal 4096, +3% at causal 8192; unmasked 8192 1-3% slower; changelog entries o and p); at D = 64
+/// in the two-consumer kernel (causal, N up to 1024: +1.6% / +1.9%) and where a row sees at most 512
+/// keys (+1.0% at N = 512; up to 4% slower from 2048), since its stores became `stmatrix` (entry ah).
 pub fn v8_o_tile(d: usize, nq: usize, causal: bool, stages: usize, consumers: usize) -> bool {
     let keys = if causal { nq / 2 } else { nq };
-    d == 128 && stages == 2 && keys <= 4096 && v8_smem_bytes_o(d, stages, consumers) <= 232_448
+    let short = match d {
+        128 => stages == 2 && keys <= 4096,
+        64 => consumers == 2 || keys <= 512,
+        _ => false,
+    };
+    short && v8_smem_bytes_o(d, stages, consumers) <= 232_448
 }
 
 /// The warps per block `version` runs with by default; for v8, whose block is always 12 warps (two

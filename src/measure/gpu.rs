@@ -386,7 +386,8 @@ mod tests {
         assert_eq!(flash::v8_q_buffers(128, 2, 2), 2);
         assert_eq!(flash::v8_q_buffers(128, 3, 2), 1);
         // The `_o` kernel (O through a shared-memory tile and the copy engine): D = 128, two stages,
-        // rows of at most 4096 keys on average (N / 2 when causal), and it fits beside everything else.
+        // rows of at most 4096 keys on average (N / 2 when causal); D = 64's two-consumer kernel and
+        // rows of at most 512 keys; and it fits beside everything else.
         assert!(
             flash::v8_o_tile(128, 512, false, 2, 2) && flash::v8_o_tile(128, 4096, false, 2, 2)
         );
@@ -396,8 +397,17 @@ mod tests {
         assert!(
             !flash::v8_o_tile(128, 16384, true, 2, 2) && !flash::v8_o_tile(128, 512, false, 3, 2)
         );
-        assert!(!flash::v8_o_tile(64, 512, false, 4, 3) && !flash::v8_o_tile(64, 512, true, 4, 2));
-        assert!(flash::v8_smem_bytes_o(128, 2, 2) <= 227 * 1024);
+        assert!(flash::v8_o_tile(64, 512, false, 4, 3) && flash::v8_o_tile(64, 1024, true, 4, 2));
+        assert!(
+            !flash::v8_o_tile(64, 1024, false, 4, 3) && !flash::v8_o_tile(64, 2048, true, 4, 3)
+        );
+        assert!(!flash::v8_o_tile(32, 512, false, 2, 2));
+        for (d, st, c) in [(128, 2, 2), (64, 4, 2), (64, 4, 3), (64, 2, 3)] {
+            assert!(
+                flash::v8_smem_bytes_o(d, st, c) <= 227 * 1024,
+                "D={d} stages={st} c={c}"
+            );
+        }
         // Three consumers at D = 64 but for short causal calls; two at D = 128.
         assert_eq!(flash::v8_consumers(64, 2048, false), 3);
         assert_eq!(flash::v8_consumers(64, 512, true), 2);
