@@ -506,6 +506,13 @@
 //       shape by shape (Table 02.7, four rounds, same day): ahead in every round at 15 of the 24
 //       shapes, behind in every round at D = 64 causal 512 / 1024 (0.93x / 0.94x medians), D = 64
 //       unmasked 1024 and D = 128 unmasked 512 (0.99x / 0.98x), level at the other five.
+//       Measured at 53c8f22 (after ah.; Table 02.1, H200, 2026-11-29, PyTorch in the same call): best
+//       ours / cuDNN at D = 128 unmasked 0.98x / 0.99x at N = 512 / 1024, 1.00-1.05x from 2048; causal
+//       1.00x at 512, 1.07-1.21x from 1024. At D = 64 unmasked 1.00x / 1.01x at 512 / 1024, 1.05-1.13x
+//       from 2048; causal 0.93x / 0.96x at 512 / 1024, 1.05-1.10x from 2048. Interleaved (Table 02.7,
+//       four rounds, same day): ahead in every round at 14 of 24 shapes, behind in every round at
+//       D = 64 causal 512 (0.95x median) and D = 128 unmasked 512 (0.98x), level at the other eight
+//       (D = 64 causal 1024 now among them, 0.98x median, rounds 0.95-1.04x).
 // ANCHOR_END: changelog
 
 #include <cuda_fp16.h>
