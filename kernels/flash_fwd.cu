@@ -469,6 +469,12 @@
 //            picks the tile at D = 64 for the two-consumer kernel and where a row sees at most 512
 //            keys, as at D = 128 where it sees at most 4096 (why long rows lose with the tile is not
 //            measured; it takes 16-32 KB of shared memory, which the L1 cache shares).
+//         ai. Not settled, so not changed: with ah.'s cheaper store, the O tile at D = 128 for long rows
+//            too (`v8_o_tile` without its 4096-key limit; host only). Two calls (H200, 2026-11-29,
+//            check v8 all match for both builds), six rounds in all: per-round ratios at unmasked
+//            N = 8192 0.91-1.05x, at 16384 0.98-1.09x, causal 16384 level; the build without the tile
+//            itself moved by up to 8% between rounds there. At long rows the card holds its clock
+//            less steadily than the difference to be measured, and the limit stays as measured in p.
 //         Where short rows lose (ncu, one launch each, H200, a0e81e9): D = 128 N = 512 unmasked, L2 hit
 //         rate 64% (N = 4096: 91%), DRAM at 32% and L2 at 62% of peak, SM throughput 45% (4096: 69%),
 //         no eligible warp in 68% of cycles; D = 64 causal N = 512 alike (L2 hits 57%, DRAM 28%, SM
