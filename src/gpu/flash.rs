@@ -417,6 +417,20 @@ pub fn forward_fastest<T: GpuElement>(
     Ok(version)
 }
 
+/// [`forward_with`] where `warps` is given, [`forward`] (the version's default) where it is not.
+pub fn forward_knob<T: GpuElement>(
+    dev: &Device,
+    version: Version,
+    bufs: &mut Buffers<T>,
+    mask: Mask,
+    warps: Option<usize>,
+) -> Result<(), GpuError> {
+    match warps {
+        Some(w) => forward_with(dev, version, bufs, mask, w),
+        None => forward(dev, version, bufs, mask),
+    }
+}
+
 // ANCHOR: forward_checks
 /// [`forward`] with the warps per block of the tensor-core versions chosen: 4 or 8 for v4, v5 (at
 /// D >= 64) and v7; v6 always runs 8 (other values are taken as 8), the CUDA-core versions ignore it.
@@ -846,9 +860,8 @@ pub fn time_ms<T: GpuElement>(
     runs: usize,
 ) -> Result<Vec<f64>, GpuError> {
     let n = sets.len().max(1);
-    dev.time_each(warmup, runs, |i| match warps {
-        Some(w) => forward_with(dev, version, &mut sets[i % n], mask, w),
-        None => forward(dev, version, &mut sets[i % n], mask),
+    dev.time_each(warmup, runs, |i| {
+        forward_knob(dev, version, &mut sets[i % n], mask, warps)
     })
 }
 // ANCHOR_END: time_ms
