@@ -155,6 +155,16 @@
 #define PA_HEAD_MAJOR 0  // 1: the pool is (Hkv, num_blocks, BLOCK, D): a block id names a slot in each kv
                          // head's own pool, so one head's blocks of a run of ids are one contiguous run
 #endif
+#ifndef PA_HPB
+#define PA_HPB 1  // PA_TC: head chunks a block (warp w takes chunk w % PA_HPB): the block's warps then read
+                  // the same table block's kv heads side by side (one block-major pool block at a time)
+#endif
+#if PA_HPB > 1 && !PA_TC
+#error "PA_HPB > 1 needs the tensor-core path (PA_TC)"
+#endif
+#if PA_WARPS % PA_HPB != 0
+#error "PA_WARPS must be a multiple of PA_HPB"
+#endif
 #ifndef PA_PREFETCH
 #define PA_PREFETCH 0  // PA_TC: > 0, each warp asks L2 for the K/V block of the chunk this many ahead
 #endif
@@ -370,8 +380,8 @@ __device__ __forceinline__ float merge_row(const float* part_out, const float* p
 // ANCHOR_END: paged_merge
 
 // ANCHOR: paged_partition
-// One thread block's work on one range: query heads [h0, h0 + PA_GC) of sequence `seq` attended to its
-// keys [t_lo, t_hi). `slot` < 0: the range is the row's every key, and the block writes `o` and `lse`;
+// One thread block's work on one range: query heads [h0, h0 + PA_HPB PA_GC) of sequence `seq` attended
+// to its keys [t_lo, t_hi) (warp w: the head chunk w % PA_HPB, every (WARPS / PA_HPB)-th chunk of keys). `slot` < 0: the range is the row's every key, and the block writes `o` and `lse`;
 // otherwise it writes partial `slot` of each row, and when `arrivals` > 0 the last of the `arrivals`
 // blocks writing this row's partials (a ticket on counters[ticket]) merges the first `parts` of them.
 template <bool PAGED>
@@ -400,8 +410,11 @@ __device__ __forceinline__ void attend_range(const elem_t* __restrict__ q,
 #define S_ACC(w, g, e) s_acc[w][g][e]
 #endif
 
-    const int kvh = h0 / (p.hq / p.hkv);
     const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
+    constexpr int WPH = WARPS / PA_HPB;           // warps on one head chunk
+    const int hc = warp % PA_HPB, sub = warp / PA_HPB;  // this warp's head chunk, its place among them
+    const int hw = h0 + hc * PA_GC;               // this warp's first query head
+    const int kvh = hw / (p.hq / p.hkv);
     const int slice = lane % TPT, tok = lane / TPT;  // which 8 elements, which token of a pass
 
 #if PA_TC
@@ -415,7 +428,7 @@ __device__ __forceinline__ void attend_range(const elem_t* __restrict__ q,
     for (int kk = 0; kk < PA_D / 16; ++kk) {
         unsigned int lo = 0, hi = 0;
         if (g < PA_GC) {
-            const elem_t* qh = q + ((size_t)seq * p.hq + h0 + g) * PA_D + kk * 16 + tg * 2;
+            const elem_t* qh = q + ((size_t)seq * p.hq + hw + g) * PA_D + kk * 16 + tg * 2;
             lo = *reinterpret_cast<const unsigned int*>(qh);
             hi = *reinterpret_cast<const unsigned int*>(qh + 8);
         }
@@ -435,7 +448,7 @@ __device__ __forceinline__ void attend_range(const elem_t* __restrict__ q,
     uint4 qraw[PA_GC];
 #pragma unroll
     for (int g = 0; g < PA_GC; ++g)
-        qraw[g] = *reinterpret_cast<const uint4*>(q + ((size_t)seq * p.hq + h0 + g) * PA_D + slice * 8);
+        qraw[g] = *reinterpret_cast<const uint4*>(q + ((size_t)seq * p.hq + hw + g) * PA_D + slice * 8);
     // The shared state of a previous range on this block (its table, its partial sums) is free again.
     __syncthreads();
 
@@ -480,8 +493,8 @@ __device__ __forceinline__ void attend_range(const elem_t* __restrict__ q,
         p_hi = t_hi;
     }
     // ANCHOR_END: paged_address
-    const int stride = WARPS * CHUNK;
-    const int n_chunks = p_hi - p_lo > warp * CHUNK ? (p_hi - p_lo - warp * CHUNK + stride - 1) / stride : 0;
+    const int stride = WPH * CHUNK;
+    const int n_chunks = p_hi - p_lo > sub * CHUNK ? (p_hi - p_lo - sub * CHUNK + stride - 1) / stride : 0;
 
 #if PA_TC
     // ANCHOR: paged_tc
@@ -491,7 +504,7 @@ __device__ __forceinline__ void attend_range(const elem_t* __restrict__ q,
     elem_t* ring = reinterpret_cast<elem_t*>(dyn_smem + (size_t)warp * RING_BYTES);
     auto issue = [&](int c) {
         if (c < n_chunks) {
-            const int t0 = p_lo + warp * CHUNK + c * stride;
+            const int t0 = p_lo + sub * CHUNK + c * stride;
             elem_t* kd = ring + (size_t)(c % PA_STAGES) * 2 * CHUNK * LDT;
             elem_t* vd = kd + CHUNK * LDT;
 #pragma unroll
@@ -507,7 +520,7 @@ __device__ __forceinline__ void attend_range(const elem_t* __restrict__ q,
         // entries are read, its addresses translated and its lines on their way from DRAM while
         // the ring still holds earlier chunks. Each lane takes 128-byte lines of its rows.
         if (c + PA_PREFETCH < n_chunks) {
-            const int tp = p_lo + warp * CHUNK + (c + PA_PREFETCH) * stride;
+            const int tp = p_lo + sub * CHUNK + (c + PA_PREFETCH) * stride;
             constexpr int LPR = PA_D * (int)sizeof(elem_t) >= 128 ? PA_D * (int)sizeof(elem_t) / 128 : 1;
 #pragma unroll
             for (int i = lane; i < CHUNK * LPR; i += 32) {
@@ -523,7 +536,7 @@ __device__ __forceinline__ void attend_range(const elem_t* __restrict__ q,
     };
     for (int c = 0; c + 1 < PA_STAGES; ++c) issue(c);
     for (int c = 0; c < n_chunks; ++c) {
-        const int c0 = p_lo + warp * CHUNK + c * stride;
+        const int c0 = p_lo + sub * CHUNK + c * stride;
         issue(c + PA_STAGES - 1);
         asm volatile("cp.async.wait_group %0;" ::"n"(PA_STAGES - 1) : "memory");
         __syncwarp();  // every lane's copies of chunk c have landed
@@ -603,7 +616,7 @@ __device__ __forceinline__ void attend_range(const elem_t* __restrict__ q,
     elem_t* ring = reinterpret_cast<elem_t*>(dyn_smem) + (size_t)warp * PA_STAGES * 2 * CHUNK * PA_D;
     auto issue = [&](int c) {
         if (c < n_chunks) {
-            const int t0 = p_lo + warp * CHUNK + c * stride;
+            const int t0 = p_lo + sub * CHUNK + c * stride;
             elem_t* kd = ring + (size_t)(c % PA_STAGES) * 2 * CHUNK * PA_D;
 #pragma unroll
             for (int i = 0; i < PASSES; ++i) {
@@ -623,7 +636,7 @@ __device__ __forceinline__ void attend_range(const elem_t* __restrict__ q,
     __shared__ __align__(8) unsigned long long bars[WARPS][PA_STAGES];
     // Lane 0 asks for chunk c: one bulk copy per run of rows contiguous in memory (a block's rows).
     auto issue = [&](int c) {
-        const int t0 = p_lo + warp * CHUNK + c * stride, t1 = min(t0 + CHUNK, p_hi);
+        const int t0 = p_lo + sub * CHUNK + c * stride, t1 = min(t0 + CHUNK, p_hi);
         elem_t* kd = ring + (size_t)(c % PA_STAGES) * 2 * CHUNK * PA_D;
         elem_t* vd = kd + CHUNK * PA_D;
         unsigned long long* bar = &bars[warp][c % PA_STAGES];
@@ -646,7 +659,7 @@ __device__ __forceinline__ void attend_range(const elem_t* __restrict__ q,
 #endif
 
     for (int c = 0; c < n_chunks; ++c) {
-        const int c0 = p_lo + warp * CHUNK + c * stride;
+        const int c0 = p_lo + sub * CHUNK + c * stride;
         // 1. Every load of the chunk first: K and V rows of PASSES tokens, 16 bytes each per lane.
         uint4 kr[PASSES], vr[PASSES];
 #if PA_BULK == 2
@@ -772,22 +785,23 @@ __device__ __forceinline__ void attend_range(const elem_t* __restrict__ q,
     }
 #endif
     __syncthreads();
-    for (int x = tid; x < PA_GC * PA_D; x += WARPS * 32) {
-        const int g = x / PA_D, e = x % PA_D;
+    for (int x = tid; x < PA_HPB * PA_GC * PA_D; x += WARPS * 32) {
+        const int j = x / (PA_GC * PA_D), g = x / PA_D % PA_GC, e = x % PA_D;  // head chunk j's warps: j + PA_HPB i
         float mm = NEG_INF;
 #pragma unroll
-        for (int w = 0; w < WARPS; ++w) mm = fmaxf(mm, s_m[w][g]);
+        for (int i = 0; i < WPH; ++i) mm = fmaxf(mm, s_m[j + PA_HPB * i][g]);
         float ll = 0.f, oo = 0.f;
         if (mm != NEG_INF) {
 #pragma unroll
-            for (int w = 0; w < WARPS; ++w) {
+            for (int i = 0; i < WPH; ++i) {
+                const int w = j + PA_HPB * i;
                 const float a = ex2(s_m[w][g] - mm);  // 0 for a warp that saw no key
                 ll += a * s_l[w][g];
                 oo += a * S_ACC(w, g, e);
             }
         }
         const float out = ll > 0.f ? oo / ll : 0.f;
-        const size_t row = (size_t)seq * p.hq + h0 + g;
+        const size_t row = (size_t)seq * p.hq + h0 + j * PA_GC + g;
         if (slot < 0) {  // the row's every key: this is the answer
             o[row * PA_D + e] = from_f(out);
             if (e == 0) lse[row] = ll > 0.f ? (mm + log2f(ll)) * LN2 : NEG_INF;
@@ -811,9 +825,9 @@ __device__ __forceinline__ void attend_range(const elem_t* __restrict__ q,
         __syncthreads();
         if (s_last) {
             __threadfence();
-            for (int x = tid; x < PA_GC * PA_D; x += WARPS * 32) {
-                const int g = x / PA_D, e = x % PA_D;
-                const size_t row = (size_t)seq * p.hq + h0 + g;
+            for (int x = tid; x < PA_HPB * PA_GC * PA_D; x += WARPS * 32) {
+                const int e = x % PA_D;
+                const size_t row = (size_t)seq * p.hq + h0 + x / PA_D;
                 float l2;
                 o[row * PA_D + e] = from_f(merge_row(part_out, part_ml, row, parts, e, p, &l2));
                 if (e == 0) lse[row] = l2;
@@ -842,7 +856,7 @@ __device__ __forceinline__ void decode_body(const elem_t* __restrict__ q, const 
                                             float* __restrict__ part_out, float* __restrict__ part_ml,
                                             elem_t* __restrict__ o, float* __restrict__ lse,
                                             int* __restrict__ counters, const PagedParams& p) {
-    const int gy = p.hq / PA_GC;  // head chunks of a sequence
+    const int gy = p.hq / (PA_GC * PA_HPB);  // thread blocks' head chunks of a sequence
 #if PA_SPLIT
     // prefix[s]: the visible keys of the sequences before s. Sequence s's head chunk y starts at
     // prefix[s] gy + y (prefix[s + 1] - prefix[s]) of the W = prefix[S] gy keys.
@@ -863,7 +877,7 @@ __device__ __forceinline__ void decode_body(const elem_t* __restrict__ q, const 
         const int len = seq_lens[seq], lo = p.window > 0 ? max(0, len - p.window) : 0;
         const long long first = split_block_of(u0, p);
         const int blocks = (int)(split_block_of(u1 - 1, p) - first + 1);  // blocks sharing this row
-        attend_range<PAGED>(q, k, v, tables, part_out, part_ml, o, lse, counters, p, seq, y * PA_GC,
+        attend_range<PAGED>(q, k, v, tables, part_out, part_ml, o, lse, counters, p, seq, y * PA_GC * PA_HPB,
                             lo + (int)(x - u0), lo + (int)(x1 - u0), blocks == 1 ? -1 : (int)(b - first),
                             blocks, blocks, seq * gy + y);
         x = x1;
@@ -874,7 +888,7 @@ __device__ __forceinline__ void decode_body(const elem_t* __restrict__ q, const 
     const int lo = p.window > 0 ? max(0, len - p.window) : 0;
     const int p_lo = max(lo, part * p.partition), p_hi = min(len, (part + 1) * p.partition);
     // Every partition's block writes its partial, empty or not; the merge reads those holding keys.
-    attend_range<PAGED>(q, k, v, tables, part_out, part_ml, o, lse, counters, p, seq, blockIdx.y * PA_GC,
+    attend_range<PAGED>(q, k, v, tables, part_out, part_ml, o, lse, counters, p, seq, blockIdx.y * PA_GC * PA_HPB,
                         p_lo, max(p_lo, p_hi), p.num_parts == 1 ? -1 : part, PA_FUSED ? (int)gridDim.x : 0,
                         min(p.num_parts, (len + p.partition - 1) / p.partition), seq * gy + blockIdx.y);
 #endif

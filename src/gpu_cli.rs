@@ -367,10 +367,38 @@ fn probe_paged(dev: &Device) -> Result<bool, String> {
         };
         let tc = Tuning::TENSOR_CORES;
         let tc_split = Tuning { split: true, ..tc };
+        // Both head chunks of a sequence in one block (4 warps each), merged by the last block or split.
+        let heads = Tuning {
+            heads: 2,
+            fused: true,
+            ..tc
+        };
+        let heads_split = Tuning {
+            heads: 2,
+            split: true,
+            ..tc
+        };
         let tunings: &[Tuning] = if dev.arch().starts_with("sm_9") {
-            &[Tuning::REGISTERS, split, lanes, tc, tc_split, bulk]
+            &[
+                Tuning::REGISTERS,
+                split,
+                lanes,
+                tc,
+                tc_split,
+                heads,
+                heads_split,
+                bulk,
+            ]
         } else {
-            &[Tuning::REGISTERS, split, lanes, tc, tc_split]
+            &[
+                Tuning::REGISTERS,
+                split,
+                lanes,
+                tc,
+                tc_split,
+                heads,
+                heads_split,
+            ]
         };
         for (partition, &t) in [None, Some(64)]
             .into_iter()

@@ -120,7 +120,8 @@ fn every_head_size_decodes_with_the_default_tuning() {
 #[test]
 fn every_tuning_matches_the_reference() {
     let Some(dev) = device() else { return };
-    let (lens, hq, hkv, d, bs) = (vec![1, 300, 5000], 8, 2, 128, 16);
+    // 8 head chunks of 4 query heads a sequence: the tunings that put 4 or 8 of them in a block too.
+    let (lens, hq, hkv, d, bs) = (vec![1, 300, 5000], 32, 8, 128, 16);
     let st = setup::<f16>(&lens, hkv, d, bs, 41);
     let q: Vec<f16> = convert(&Rng::new(42).normal_vec_f32(lens.len() * hq * d));
     let mut bufs = DecodeBuffers::upload_paged(&dev, &q, hq, &st.kv(), &st.batch()).unwrap();
@@ -343,6 +344,29 @@ fn bad_batches_are_refused_before_anything_runs() {
     };
     let e = decode_tuned(&dev, &mut bufs, Mask::NONE, None, two).err();
     assert!(matches!(e, Some(GpuError::NotSupported { .. })), "{e:?}");
+    // Head chunks a block: not dividing the warps, off the tensor-core path, or more than the
+    // sequence has (4 query heads over 2 kv heads: 2 chunks of 2): refused.
+    for t in [
+        Tuning {
+            heads: 3,
+            ..Tuning::TENSOR_CORES
+        },
+        Tuning {
+            heads: 2,
+            ..Tuning::REGISTERS
+        },
+        Tuning {
+            heads: 4,
+            ..Tuning::TENSOR_CORES
+        },
+    ] {
+        let e = decode_tuned(&dev, &mut bufs, Mask::NONE, None, t).err();
+        assert!(
+            matches!(e, Some(GpuError::NotSupported { .. })),
+            "{}: {e:?}",
+            t.name()
+        );
+    }
     let (o, _) = bufs.download(&dev).unwrap();
     assert!(
         o.iter().all(|x| x.is_nan()),

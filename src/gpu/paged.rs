@@ -407,6 +407,11 @@ pub struct Tuning {
     /// hints, no registers held), so that the table entry, the address translation and the DRAM read
     /// of a scattered block start before the ring needs it; 0 for none.
     pub prefetch: usize,
+    /// `tc` only: head chunks (`group_chunk` query heads of one kv head each) a thread block takes, warp
+    /// `w` the chunk `w % heads`, so that the block's warps read the kv heads of one table block side by
+    /// side (in the block-major pool, one contiguous run of `Hkv` heads' rows) instead of one head's
+    /// rows of `warps` blocks scattered over the pool. 1: one head chunk a block.
+    pub heads: usize,
 }
 
 impl Tuning {
@@ -425,6 +430,7 @@ impl Tuning {
         stages: 3,
         split: false,
         prefetch: 0,
+        heads: 1,
     };
 
     /// The tensor-core path: 8 warps a block, each taking chunks of 16 tokens through a ring of three
@@ -542,6 +548,29 @@ impl Tuning {
                 hint: true,
                 ..Tuning::TENSOR_CORES
             },
+            // Every head chunk of a sequence in one block, a warp each (8 kv heads: a block-major
+            // pool block's 8 heads read side by side, one run of 32 KB of K and one of V), or two
+            // warps each on four; partitions merged by a second launch, by the last block, or an
+            // even split over one wave.
+            Tuning {
+                heads: 8,
+                ..Tuning::TENSOR_CORES
+            },
+            Tuning {
+                heads: 8,
+                fused: true,
+                ..Tuning::TENSOR_CORES
+            },
+            Tuning {
+                heads: 8,
+                split: true,
+                ..Tuning::TENSOR_CORES
+            },
+            Tuning {
+                heads: 4,
+                fused: true,
+                ..Tuning::TENSOR_CORES
+            },
             // Two resident blocks an SM (4 warps each): one block's start and end under the other's
             // loads; and partitions for two waves.
             Tuning {
@@ -593,10 +622,10 @@ impl Tuning {
         ]
     }
 
-    /// `w4-p8-x1`, `w4-p8-x1-fused-hint`, `w4-p8-x1-bulk3`, `w16-p4-x1-split`, ...
+    /// `w4-p8-x1`, `w4-p8-x1-fused-hint`, `w4-p8-x1-bulk3`, `w16-p4-x1-split`, `w8-p4-x1-tc3-h8`, ...
     pub fn name(&self) -> String {
         format!(
-            "w{}-p{}-x{}{}{}{}{}{}",
+            "w{}-p{}-x{}{}{}{}{}{}{}",
             self.warps,
             self.passes,
             self.waves,
@@ -615,12 +644,17 @@ impl Tuning {
             match self.prefetch {
                 0 => String::new(),
                 n => format!("-pf{n}"),
+            },
+            match self.heads {
+                1 => String::new(),
+                n => format!("-h{n}"),
             }
         )
     }
 
-    fn defines(&self) -> [(&'static str, i64); 9] {
+    fn defines(&self) -> [(&'static str, i64); 10] {
         [
+            ("PA_HPB", self.heads as i64),
             ("PA_PREFETCH", self.prefetch as i64),
             ("PA_TC", self.tc as i64),
             ("PA_SPLIT", self.split as i64),
@@ -801,6 +835,15 @@ pub fn decode_tuned<T: GpuElement>(
             arch: dev.arch(),
         });
     }
+    if tuning.heads == 0
+        || (tuning.heads > 1 && !tuning.tc)
+        || !tuning.warps.is_multiple_of(tuning.heads)
+    {
+        return Err(GpuError::NotSupported {
+            what: "head chunks a block other than 1 without the tensor-core path, or not dividing the warps",
+            arch: dev.arch(),
+        });
+    }
     if tuning.bulk && tuning.split {
         return Err(GpuError::NotSupported {
             what: "bulk copies with the even split (a warp's copy ring is set up once a range)",
@@ -821,6 +864,14 @@ pub fn decode_tuned<T: GpuElement>(
     let (s, hq, d) = (bufs.num_seqs(), bufs.hq, bufs.d);
     let g = hq / bufs.hkv;
     let gc = group_chunk(g);
+    // Thread blocks a sequence's query heads need: `hq / gc` head chunks, `tuning.heads` a block.
+    if !(hq / gc).is_multiple_of(tuning.heads) {
+        return Err(GpuError::NotSupported {
+            what: "head chunks a block that do not divide the sequence's head chunks (Hq / heads per chunk)",
+            arch: dev.arch(),
+        });
+    }
+    let grid_y = hq / gc / tuning.heads;
     let bs = match bufs.layout {
         Layout::Paged { block_size, .. } => block_size,
         Layout::Contiguous { .. } => 16, // only the partition's granularity
@@ -857,7 +908,8 @@ pub fn decode_tuned<T: GpuElement>(
             smem as i32,
         )?;
     }
-    let min_tokens = tuning.warps * tuning.chunk_tokens(d);
+    // At least one chunk a warp: a head chunk's warps share its keys.
+    let min_tokens = tuning.warps / tuning.heads * tuning.chunk_tokens(d);
     let slots = || -> Result<usize, GpuError> {
         let sms = dev.attribute(
             cudarc::driver::sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT,
@@ -871,7 +923,7 @@ pub fn decode_tuned<T: GpuElement>(
         true => Some(split_plan(
             &bufs.seq_lens,
             mask,
-            hq / gc,
+            grid_y,
             tuning.waves * slots()?,
             min_tokens,
         )),
@@ -882,7 +934,7 @@ pub fn decode_tuned<T: GpuElement>(
         (Some(p), None) => p,
         (None, None) => partition_for(
             max_len,
-            s * (hq / gc),
+            s * grid_y,
             slots()?,
             tuning.waves,
             min_tokens,
@@ -899,7 +951,6 @@ pub fn decode_tuned<T: GpuElement>(
     }
     // Partials a row can have: its partitions, or the blocks of an even split its keys touch.
     let num_parts = split.map_or(max_len.div_ceil(partition), |sp| sp.max_parts);
-    let grid_y = hq / gc;
     if s > 65_535 || grid_y > 65_535 {
         return Err(GpuError::TooLarge {
             what: "S or Hq / heads per block (grid)",
@@ -938,7 +989,8 @@ pub fn decode_tuned<T: GpuElement>(
         bufs.part_out = Some(unsafe { st.alloc::<f32>(need * d) }?);
         bufs.part_ml = Some(unsafe { st.alloc::<f32>(need * 2) }?);
     }
-    if bufs.counters.is_none() {
+    if bufs.counters.as_ref().is_none_or(|c| c.len() < s * grid_y) {
+        // Zeros, as the last block of each row leaves them.
         bufs.counters = Some(st.alloc_zeros::<i32>(s * grid_y)?);
     }
     // The split's prefix of visible keys, uploaded again only when the window changes.
