@@ -97,6 +97,28 @@ pub fn fresh_tables(b: usize, n: usize, bs: usize) -> Result<Vec<Vec<usize>>, Bl
         .collect()
 }
 
+/// Windows of the pool (in blocks) that [`window_shuffled`] tables stay within, for the sweep: at the
+/// experiment's shape a block-major pool block holds 8 kv heads x 16 rows x 256 bytes = 32 KB of K (and as
+/// much of V), so these windows are 256 KB, 2 MB (a GPU's large page) and 16 MB of K.
+pub const WINDOWS: [usize; 3] = [8, 64, 512];
+
+/// `tables` with the pool's block ids permuted within aligned windows of `w` ids (a seeded shuffle of
+/// each window): a sequence of fresh tables keeps its blocks in the same windows of the pool, in a
+/// random order inside each. Between the fresh tables (`w` = 1) and a whole-pool shuffle, it says at
+/// what distance a block's scatter starts to cost.
+pub fn window_shuffled(tables: &[Vec<usize>], w: usize, seed: u64) -> Vec<Vec<usize>> {
+    let total = tables.iter().flatten().max().map_or(0, |&m| m + 1);
+    let mut perm: Vec<usize> = (0..total).collect();
+    let mut rng = Rng::new(seed);
+    for window in perm.chunks_mut(w.max(1)) {
+        rng.shuffle(window);
+    }
+    tables
+        .iter()
+        .map(|t| t.iter().map(|&b| perm[b]).collect())
+        .collect()
+}
+
 fn median_times(
     dev: &Device,
     bufs: &mut DecodeBuffers<f16>,
@@ -259,6 +281,25 @@ pub fn measure(
                 }
             }
         }
+        // The fresh tables shuffled within windows of the pool (variant `paged_decode_sweep`): how
+        // far apart a sequence's blocks must be before their scatter costs.
+        if let Some(fresh_t) = &fresh_t {
+            for w in WINDOWS {
+                let mut local = upload_pool(
+                    &window_shuffled(fresh_t, w, seed + 4),
+                    PoolOrder::BlockMajor,
+                )?;
+                let name = format!("ours/gpu-paged-local{w}");
+                records.push(run(
+                    "paged_decode_sweep",
+                    &name,
+                    &mut local,
+                    None,
+                    def,
+                    log,
+                )?);
+            }
+        }
         // The block-major pool's fresh tables with every head chunk of a sequence in one block: a
         // block's warps read one run of consecutive pool blocks, all heads side by side.
         if let Some(fresh) = fresh.as_mut() {
@@ -330,5 +371,23 @@ mod tests {
             assert!(mgr.allocate(&[seq], &[0; 40]).is_ok());
         }
         assert!(mgr.allocate(&[2], &[0; 40]).is_err());
+    }
+
+    #[test]
+    fn window_shuffles_keep_every_block_in_its_window() {
+        let fresh = fresh_tables(4, 16 * 50, 16).expect("fits exactly"); // 200 blocks
+        for w in [1, 8, 64] {
+            let t = window_shuffled(&fresh, w, 7);
+            let mut seen: Vec<usize> = t.iter().flatten().copied().collect();
+            // Each logical block's physical block lies in the window of its fresh block.
+            for (a, b) in fresh.iter().flatten().zip(t.iter().flatten()) {
+                assert_eq!(a / w, b / w, "window {w}: block {a} moved to {b}");
+            }
+            // A permutation of the pool: no block given twice, none lost.
+            seen.sort_unstable();
+            assert_eq!(seen, (0..200).collect::<Vec<_>>());
+            // Windows of one block are the fresh tables; larger ones do move blocks.
+            assert_eq!(t == fresh, w == 1, "window {w}");
+        }
     }
 }

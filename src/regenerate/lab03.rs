@@ -328,7 +328,11 @@ fn gpu_sweep_card((name, f, recs, ns): &Gpu) -> String {
          chunks arrive in shared memory by Hopper's bulk asynchronous copies, S per warp in flight; `-asyncS`: each \
          lane's own 16-byte asynchronous copies (`cp.async`) into a ring of S chunks per warp, S - 1 in flight while \
          one is computed; `-tcS`: scores and P V on the tensor cores (`mma.sync`, the block's query heads as the rows of \
-         a 16-row tile), chunks of 16 tokens through a ring of S per warp; `-split`: one even share of all rows' keys per resident block; `...-PN`: a fixed \
+         a 16-row tile), chunks of 16 tokens through a ring of S per warp; `-split`: one even share of all rows' keys per resident block; `-hN`: N head chunks \
+         of a sequence in one block, warp w on chunk w mod N (at N = 8 the block's warps read one pool block's 8 kv \
+         heads side by side), and `fresh-...-hN` the same on the fresh tables; `localW`: the default tuning through the fresh \
+         tables with the pool's blocks shuffled within each aligned window of W blocks (at W = 8, 64, 512 windows \
+         of 256 KB, 2 MB and 16 MB of K); `...-PN`: a fixed \
          partition of N keys with the tuning named before it. Read roof as in Table 03.3. {}, {}; from \
          `measurements/{name}`.*\n",
         f.machine.name,
