@@ -165,6 +165,10 @@
 #if PA_WARPS % PA_HPB != 0
 #error "PA_WARPS must be a multiple of PA_HPB"
 #endif
+#ifndef PA_TOUCH
+#define PA_TOUCH 0  // PA_TC: > 0, lane 0 of each warp asks L2 for one line of K and one of V of the chunk
+                    // this many ahead (the pages' address translations, not the bytes)
+#endif
 #ifndef PA_PREFETCH
 #define PA_PREFETCH 0  // PA_TC: > 0, each warp asks L2 for the K/V block of the chunk this many ahead
 #endif
@@ -530,6 +534,16 @@ __device__ __forceinline__ void attend_range(const elem_t* __restrict__ q,
                 asm volatile("prefetch.global.L2 [%0];" ::"l"(kp));
                 asm volatile("prefetch.global.L2 [%0];" ::"l"(vp));
             }
+        }
+#endif
+#if PA_TOUCH
+        // One line of K and one of V of the chunk PA_TOUCH ahead, asked of L2 by lane 0: a scattered
+        // block's pages are translated (the TLB filled) before the ring's copies for it go out, at two
+        // requests where the copies make 64, and the lines are the copies' own (L2 hits later).
+        if (lane == 0 && c + PA_TOUCH < n_chunks) {
+            const size_t row = row_of(p_lo + sub * CHUNK + (c + PA_TOUCH) * stride);
+            asm volatile("prefetch.global.L2 [%0];" ::"l"(k + row * PA_D));
+            asm volatile("prefetch.global.L2 [%0];" ::"l"(v + row * PA_D));
         }
 #endif
         asm volatile("cp.async.commit_group;" ::: "memory");

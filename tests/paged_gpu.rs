@@ -345,7 +345,7 @@ fn bad_batches_are_refused_before_anything_runs() {
     let e = decode_tuned(&dev, &mut bufs, Mask::NONE, None, two).err();
     assert!(matches!(e, Some(GpuError::NotSupported { .. })), "{e:?}");
     // Head chunks a block: not dividing the warps, off the tensor-core path, or more than the
-    // sequence has (4 query heads over 2 kv heads: 2 chunks of 2): refused.
+    // sequence has (4 query heads over 2 kv heads: 2 chunks of 2); a touch off that path: refused.
     for t in [
         Tuning {
             heads: 3,
@@ -358,6 +358,11 @@ fn bad_batches_are_refused_before_anything_runs() {
         Tuning {
             heads: 4,
             ..Tuning::TENSOR_CORES
+        },
+        // A translation touch without the tensor cores' ring.
+        Tuning {
+            touch: 1,
+            ..Tuning::REGISTERS
         },
     ] {
         let e = decode_tuned(&dev, &mut bufs, Mask::NONE, None, t).err();

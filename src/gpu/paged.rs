@@ -412,6 +412,10 @@ pub struct Tuning {
     /// side (in the block-major pool, one contiguous run of `Hkv` heads' rows) instead of one head's
     /// rows of `warps` blocks scattered over the pool. 1: one head chunk a block.
     pub heads: usize,
+    /// `tc` only: lane 0 of each warp asks L2 for one line of K and one of V of the chunk this many
+    /// ahead (`prefetch` hints for two lines where the ring's copies make 64 requests), so that a
+    /// scattered block's pages are translated before its copies are issued; 0 for none.
+    pub touch: usize,
 }
 
 impl Tuning {
@@ -431,6 +435,7 @@ impl Tuning {
         split: false,
         prefetch: 0,
         heads: 1,
+        touch: 0,
     };
 
     /// The tensor-core path: 8 warps a block, each taking chunks of 16 tokens through a ring of three
@@ -571,6 +576,20 @@ impl Tuning {
                 fused: true,
                 ..Tuning::TENSOR_CORES
             },
+            // One line of K and of V of the chunk 1, 2 or 4 past the one issued: the pages'
+            // translations ahead of the copies (the local-window rows say where a scatter costs).
+            Tuning {
+                touch: 1,
+                ..Tuning::TENSOR_CORES
+            },
+            Tuning {
+                touch: 2,
+                ..Tuning::TENSOR_CORES
+            },
+            Tuning {
+                touch: 4,
+                ..Tuning::TENSOR_CORES
+            },
             // Two resident blocks an SM (4 warps each): one block's start and end under the other's
             // loads; and partitions for two waves.
             Tuning {
@@ -625,7 +644,7 @@ impl Tuning {
     /// `w4-p8-x1`, `w4-p8-x1-fused-hint`, `w4-p8-x1-bulk3`, `w16-p4-x1-split`, `w8-p4-x1-tc3-h8`, ...
     pub fn name(&self) -> String {
         format!(
-            "w{}-p{}-x{}{}{}{}{}{}{}",
+            "w{}-p{}-x{}{}{}{}{}{}{}{}",
             self.warps,
             self.passes,
             self.waves,
@@ -648,12 +667,17 @@ impl Tuning {
             match self.heads {
                 1 => String::new(),
                 n => format!("-h{n}"),
+            },
+            match self.touch {
+                0 => String::new(),
+                n => format!("-t{n}"),
             }
         )
     }
 
-    fn defines(&self) -> [(&'static str, i64); 10] {
+    fn defines(&self) -> [(&'static str, i64); 11] {
         [
+            ("PA_TOUCH", self.touch as i64),
             ("PA_HPB", self.heads as i64),
             ("PA_PREFETCH", self.prefetch as i64),
             ("PA_TC", self.tc as i64),
@@ -829,9 +853,13 @@ pub fn decode_tuned<T: GpuElement>(
             arch: dev.arch(),
         });
     }
-    if (tuning.prefetch > 0 && !tuning.tc) || tuning.prefetch > 64 {
+    if (tuning.prefetch + tuning.touch > 0 && !tuning.tc)
+        || tuning.prefetch > 64
+        || tuning.touch > 64
+    {
         return Err(GpuError::NotSupported {
-            what: "prefetch other than 0 to 64 chunks ahead, or without the tensor-core path",
+            what:
+                "prefetch or touch other than 0 to 64 chunks ahead, or without the tensor-core path",
             arch: dev.arch(),
         });
     }
