@@ -29,7 +29,8 @@
 //
 // Compiled at run time by NVRTC with PA_D (head size), PA_GC (query heads per block), PA_BLOCK (tokens
 // per block), PA_BF16, the pool's order (PA_HEAD_MAJOR) and the tuning (PA_WARPS, PA_PASSES, PA_FUSED,
-// PA_HINT, PA_BULK, PA_STAGES, PA_PREFETCH) defined by the host (src/gpu/paged.rs).
+// PA_HINT, PA_BULK, PA_STAGES, PA_SPLIT, PA_TC, PA_PREFETCH, PA_TOUCH, PA_HPB) defined by the host
+// (src/gpu/paged.rs).
 //
 // Changelog (H100, measured with bench/gpu.sh; the numbers are in measurements/gpu-*.json, variants
 // paged_decode and paged_decode_sweep, and in Lab 03's tables 03.3 and 03.4):
@@ -107,9 +108,24 @@
 //      same 128 regions of 16 MB are read as the twin's by other thread blocks (unexplained; the
 //      order of a pool's regions, not its blocks' layout, is the suspect). Paging's remaining cost
 //      on a shuffled pool is then neither the table's latency nor the layout of a block's heads.
+//  16. Every head chunk of a sequence in one block (PA_HPB, `-hN`: warp w on chunk w % N), so that at
+//      N = 8 a block's warps read one pool block's eight kv heads side by side: 32 KB runs of K and V
+//      instead of scattered 4 KB pieces. H200 at 958b786, 16k / 64k: shuffled 0.2547 / 0.9588 ms
+//      against the default's 0.2454 / 0.9566, fresh tables 0.2487 / 0.9326 against 0.2374 / 0.9258:
+//      slower (16 rows of blocks need partitions and a merge), and the scatter costs it as much.
+//      A switch, not the default.
+//  17. A diagnosis (host only): the fresh tables with the pool's blocks shuffled within aligned
+//      windows of 8, 64 or 512 blocks (`localW`; 256 KB, 2 MB, 16 MB of K). H200 at 958b786, 16k:
+//      fresh 0.2374, local8 0.2375, local64 0.2397, local512 0.2436, shuffled 0.2454 ms (64k: 0.9258,
+//      0.9261, 0.9295, 0.9393, 0.9460). A scatter within 256 KB is free; the cost grows with the
+//      number of large pages a sequence's blocks span: address translation, not DRAM.
+//  18. Translations ahead (PA_TOUCH, `-tN`): lane 0 asks L2 for one line of K and of V of the chunk
+//      N ahead. H200 at 958b786, 16k / 64k: 0.2470 / 0.9627 ms at N = 1, 0.2481 / 0.9690 at N = 4,
+//      against the default's 0.2454 / 0.9566 in the same sweep: no gain (the misses are as many, only
+//      earlier). A switch.
 // cuDNN's decode (PyTorch's default dispatch) stays a few percent ahead at 4k-64k tokens on the H100
-// (register path, 07286fc) and a few percent ahead of the paged kernel on the H200 (709ee7c): paging's
-// own cost, since the contiguous twin matches it there.
+// (register path, 07286fc) and a few percent ahead of the paged kernel on a shuffled pool on the H200
+// (958b786): paging's own cost, since the contiguous twin and the fresh pool's tables match it there.
 
 #include <cuda_fp16.h>
 #include <cuda_bf16.h>
