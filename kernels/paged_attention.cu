@@ -118,11 +118,11 @@
 //      windows of 8, 64 or 512 blocks (`localW`; 256 KB, 2 MB, 16 MB of K). H200 at 958b786, 16k:
 //      fresh 0.2374, local8 0.2375, local64 0.2397, local512 0.2436, shuffled 0.2454 ms (64k: 0.9258,
 //      0.9261, 0.9295, 0.9393, 0.9460). A scatter within 256 KB is free; the cost grows with the
-//      number of large pages a sequence's blocks span: address translation, not DRAM.
+//      distance between the blocks read at once (2 MB translation pages, or the DRAM's open rows).
 //  18. Translations ahead (PA_TOUCH, `-tN`): lane 0 asks L2 for one line of K and of V of the chunk
 //      N ahead. H200 at 958b786, 16k / 64k: 0.2470 / 0.9627 ms at N = 1, 0.2481 / 0.9690 at N = 4,
-//      against the default's 0.2454 / 0.9566 in the same sweep: no gain (the misses are as many, only
-//      earlier). A switch.
+//      against the default's 0.2454 / 0.9566 in the same sweep: no gain, so not the translations'
+//      latency (the DRAM's rows remain the suspect). A switch.
 // cuDNN's decode (PyTorch's default dispatch) stays a few percent ahead at 4k-64k tokens on the H100
 // (register path, 07286fc) and a few percent ahead of the paged kernel on a shuffled pool on the H200
 // (958b786): paging's own cost, since the contiguous twin and the fresh pool's tables match it there.
