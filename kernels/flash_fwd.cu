@@ -475,6 +475,15 @@
 //            N = 8192 0.91-1.05x, at 16384 0.98-1.09x, causal 16384 level; the build without the tile
 //            itself moved by up to 8% between rounds there. At long rows the card holds its clock
 //            less steadily than the difference to be measured, and the limit stays as measured in p.
+//         aj. Not kept: one consumer warpgroup a block, two blocks an SM (code not kept: instances
+//            flash_v8_64_s2_c1{,_o}, `__launch_bounds__(256, 2)`, consumers up to 216 registers, a grid
+//            of two blocks an SM) for D = 64 causal up to N = 1024, in place of the two-consumer kernel.
+//            Each warpgroup then has an item of 64 rows to itself, so none waits on a partner's longer
+//            diagonal (ag.'s diagnosis), at the price of twice the items (each with its Q, its O and
+//            its first K/V tile) and K/V read once per 64 rows. Against the build without it, three
+//            rounds in one call (H200, 2026-11-29, check v8 all match for both): N = 512 246.6 ->
+//            231.5 TFLOP/s (0.939x), 1024 326.0 -> 314.5 (0.965x), every round; 2048 (three
+//            consumers, unchanged) level. The per-item costs outweigh the partner's wait.
 //         Where short rows lose (ncu, one launch each, H200, a0e81e9): D = 128 N = 512 unmasked, L2 hit
 //         rate 64% (N = 4096: 91%), DRAM at 32% and L2 at 62% of peak, SM throughput 45% (4096: 69%),
 //         no eligible warp in 68% of cycles; D = 64 causal N = 512 alike (L2 hits 57%, DRAM 28%, SM
