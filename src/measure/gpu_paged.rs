@@ -300,6 +300,28 @@ pub fn measure(
                 )?);
             }
         }
+        // The shuffled tables with each sequence's entries in increasing block order (a diagnosis: an
+        // unmasked decode step does not see its keys' order): every row then sweeps the pool from its
+        // low end to its high end, and the rows' reads at one moment fall near each other.
+        if fresh_t.is_some() {
+            let sorted: Vec<Vec<usize>> = tables
+                .iter()
+                .map(|t| {
+                    let mut t = t.clone();
+                    t.sort_unstable();
+                    t
+                })
+                .collect();
+            let mut bufs = upload_pool(&sorted, PoolOrder::BlockMajor)?;
+            records.push(run(
+                "paged_decode_sweep",
+                "ours/gpu-paged-sorted",
+                &mut bufs,
+                None,
+                def,
+                log,
+            )?);
+        }
         // The block-major pool's fresh tables with every head chunk of a sequence in one block: a
         // block's warps read one run of consecutive pool blocks, all heads side by side.
         if let Some(fresh) = fresh.as_mut() {

@@ -332,7 +332,8 @@ fn gpu_sweep_card((name, f, recs, ns): &Gpu) -> String {
          of a sequence in one block, warp w on chunk w mod N (at N = 8 the block's warps read one pool block's 8 kv \
          heads side by side), and `fresh-...-hN` the same on the fresh tables; `localW`: the default tuning through the fresh \
          tables with the pool's blocks shuffled within each aligned window of W blocks (at W = 8, 64, 512 windows \
-         of 256 KB, 2 MB and 16 MB of K); `...-PN`: a fixed \
+         of 256 KB, 2 MB and 16 MB of K); `sorted`: the shuffled tables with each sequence's entries in \
+         increasing block order (its keys in another order, which an unmasked decode does not see); `...-PN`: a fixed \
          partition of N keys with the tuning named before it. Read roof as in Table 03.3. {}, {}; from \
          `measurements/{name}`.*\n",
         f.machine.name,
