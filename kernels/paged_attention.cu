@@ -119,10 +119,14 @@
 //      fresh 0.2374, local8 0.2375, local64 0.2397, local512 0.2436, shuffled 0.2454 ms (64k: 0.9258,
 //      0.9261, 0.9295, 0.9393, 0.9460). A scatter within 256 KB is free; the cost grows with the
 //      distance between the blocks read at once (2 MB translation pages, or the DRAM's open rows).
+//      The shuffled tables with each row's entries sorted (`sorted`, every row sweeping the pool in
+//      address order; H200 at 1d070e4): 16k 0.2487 ms as the shuffled pool's 0.2487, 64k 0.9645
+//      against 0.9761 and local512's 0.9666: the rows' places relative to each other do not matter,
+//      one row's own spread does (each SM's translations more likely than the shared DRAM rows).
 //  18. Translations ahead (PA_TOUCH, `-tN`): lane 0 asks L2 for one line of K and of V of the chunk
 //      N ahead. H200 at 958b786, 16k / 64k: 0.2470 / 0.9627 ms at N = 1, 0.2481 / 0.9690 at N = 4,
 //      against the default's 0.2454 / 0.9566 in the same sweep: no gain, so not the translations'
-//      latency (the DRAM's rows remain the suspect). A switch.
+//      latency. A switch.
 // cuDNN's decode (PyTorch's default dispatch) stays a few percent ahead at 4k-64k tokens on the H100
 // (register path, 07286fc) and a few percent ahead of the paged kernel on a shuffled pool on the H200
 // (958b786): paging's own cost, since the contiguous twin and the fresh pool's tables match it there.
