@@ -378,28 +378,18 @@ fn probe_paged(dev: &Device) -> Result<bool, String> {
             split: true,
             ..tc
         };
-        let tunings: &[Tuning] = if dev.arch().starts_with("sm_9") {
-            &[
-                Tuning::REGISTERS,
-                split,
-                lanes,
-                tc,
-                tc_split,
-                heads,
-                heads_split,
-                bulk,
-            ]
-        } else {
-            &[
-                Tuning::REGISTERS,
-                split,
-                lanes,
-                tc,
-                tc_split,
-                heads,
-                heads_split,
-            ]
-        };
+        let mut tunings = vec![
+            Tuning::REGISTERS,
+            split,
+            lanes,
+            tc,
+            tc_split,
+            heads,
+            heads_split,
+        ];
+        if dev.arch().starts_with("sm_9") {
+            tunings.push(bulk); // Hopper's bulk copies
+        }
         for (partition, &t) in [None, Some(64)]
             .into_iter()
             .flat_map(|p| tunings.iter().map(move |t| (p, t)))

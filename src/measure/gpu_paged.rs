@@ -281,29 +281,12 @@ pub fn measure(
                 }
             }
         }
-        // The fresh tables shuffled within windows of the pool (variant `paged_decode_sweep`): how
-        // far apart a sequence's blocks must be before their scatter costs.
+        // Diagnoses on the block-major pool (variant `paged_decode_sweep`): the fresh tables shuffled
+        // within windows of the pool (how far apart a sequence's blocks must be before their scatter
+        // costs), and the shuffled tables with each sequence's entries in increasing block order (an
+        // unmasked decode step does not see its keys' order: every row then sweeps the pool from its
+        // low end to its high end, and the rows' reads at one moment fall near each other).
         if let Some(fresh_t) = &fresh_t {
-            for w in WINDOWS {
-                let mut local = upload_pool(
-                    &window_shuffled(fresh_t, w, seed + 4),
-                    PoolOrder::BlockMajor,
-                )?;
-                let name = format!("ours/gpu-paged-local{w}");
-                records.push(run(
-                    "paged_decode_sweep",
-                    &name,
-                    &mut local,
-                    None,
-                    def,
-                    log,
-                )?);
-            }
-        }
-        // The shuffled tables with each sequence's entries in increasing block order (a diagnosis: an
-        // unmasked decode step does not see its keys' order): every row then sweeps the pool from its
-        // low end to its high end, and the rows' reads at one moment fall near each other.
-        if fresh_t.is_some() {
             let sorted: Vec<Vec<usize>> = tables
                 .iter()
                 .map(|t| {
@@ -312,15 +295,17 @@ pub fn measure(
                     t
                 })
                 .collect();
-            let mut bufs = upload_pool(&sorted, PoolOrder::BlockMajor)?;
-            records.push(run(
-                "paged_decode_sweep",
-                "ours/gpu-paged-sorted",
-                &mut bufs,
-                None,
-                def,
-                log,
-            )?);
+            let diagnoses = WINDOWS
+                .iter()
+                .map(|&w| {
+                    let local = window_shuffled(fresh_t, w, seed + 4);
+                    (format!("ours/gpu-paged-local{w}"), local)
+                })
+                .chain([("ours/gpu-paged-sorted".to_string(), sorted)]);
+            for (name, t) in diagnoses {
+                let mut bufs = upload_pool(&t, PoolOrder::BlockMajor)?;
+                records.push(run("paged_decode_sweep", &name, &mut bufs, None, def, log)?);
+            }
         }
         // The block-major pool's fresh tables with every head chunk of a sequence in one block: a
         // block's warps read one run of consecutive pool blocks, all heads side by side.
