@@ -10,33 +10,50 @@
 use crate::minimodel::attention_flash::kernels::{exp2_into, Isa};
 use std::time::Instant;
 
+/// Independent accumulators, each a vector register: 12 chains cover the FMA's latency (4 cycles)
+/// on two FMA units with room to spare.
 const ACC: usize = 12;
-const LANES: usize = 16;
 
+/// `ACC` vector accumulators of `LANES` floats through `a = a x + y`, `iters` times. The array must fit
+/// the register file: AVX-512 passes 16 lanes (12 of its 32 registers), AVX2 8 (12 of its 16); with 16
+/// lanes on AVX2 the 24 registers' worth spilled to the stack, and the "peak" measured the stack's
+/// load-to-store latency at half the FMA rate.
 #[inline(always)]
-fn fma_loop<const FUSED: bool>(iters: usize, seed: f32) -> f32 {
-    let mut acc = [seed; ACC * LANES];
+fn fma_loop<const FUSED: bool, const LANES: usize>(iters: usize, seed: f32) -> f32 {
+    let mut acc = [[seed; LANES]; ACC];
     let (x, y) = (0.999_99f32, 1e-6f32);
     for _ in 0..iters {
-        for v in acc.iter_mut() {
-            *v = if FUSED { v.mul_add(x, y) } else { *v * x + y };
+        for r in acc.iter_mut() {
+            for v in r.iter_mut() {
+                *v = if FUSED { v.mul_add(x, y) } else { *v * x + y };
+            }
         }
     }
-    acc.iter().sum()
+    acc.iter().flatten().sum()
+}
+
+/// Multiply-adds one `fma_loop` iteration does with `isa`'s vector width.
+fn lanes(isa: Isa) -> usize {
+    match isa {
+        Isa::Avx512 => 16,
+        Isa::Avx2Fma => 8,
+        Isa::Portable => 4,
+    }
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx2,fma")]
 unsafe fn fma_avx512(iters: usize, seed: f32) -> f32 {
-    fma_loop::<true>(iters, seed)
+    fma_loop::<true, 16>(iters, seed)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn fma_avx2(iters: usize, seed: f32) -> f32 {
-    fma_loop::<true>(iters, seed)
+    fma_loop::<true, 8>(iters, seed)
 }
 
+/// One thread's `fma_loop` with `isa`'s width; [`lanes`] multiply-adds per accumulator and iteration.
 fn fma_run(isa: Isa, iters: usize, seed: f32) -> f32 {
     #[cfg(target_arch = "x86_64")]
     match isa {
@@ -49,8 +66,7 @@ fn fma_run(isa: Isa, iters: usize, seed: f32) -> f32 {
         },
         _ => {}
     }
-    let _ = isa;
-    fma_loop::<false>(iters, seed)
+    fma_loop::<false, 4>(iters, seed)
 }
 
 /// Peak FLOP/s over `threads` threads (the best of three timed runs).
@@ -68,7 +84,7 @@ pub fn peak_flops(threads: usize) -> f64 {
         });
         let secs = t.elapsed().as_secs_f64();
         std::hint::black_box(sink);
-        let flops = (threads * iters * ACC * LANES * 2) as f64;
+        let flops = (threads * iters * ACC * lanes(isa) * 2) as f64;
         best = best.max(flops / secs);
     }
     best

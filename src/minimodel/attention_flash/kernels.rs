@@ -171,6 +171,10 @@ fn tile_gemm<const FUSED: bool, const CS: usize>(
         // SAFETY: CS == 32 only in `tile_step_avx512`, compiled for and run on AVX-512F; the slices
         // have the shapes `gemm` asks for (checked by its blocks' asserts).
         unsafe { x86::gemm(a, b, c, m, k, n, accumulate) }
+    } else if CS == 16 && k > 0 {
+        // SAFETY: CS == 16 only in `tile_step_avx2`, compiled for and run on AVX2 with FMA; the
+        // slices have the shapes `gemm` asks for (checked by its blocks' asserts).
+        unsafe { avx2::gemm(a, b, c, m, k, n, accumulate) }
     } else {
         0
     };
@@ -251,6 +255,9 @@ fn softmax_tile<const FUSED: bool>(
     }
 }
 // ANCHOR_END: softmax_tile
+
+#[cfg(target_arch = "x86_64")]
+mod avx2;
 
 /// The AVX-512 register blocks, with explicit intrinsics: the compiler's auto-vectorised loops above
 /// spilled accumulators to the stack, and these two blocks are where nearly all the FLOPs are.
@@ -771,15 +778,25 @@ fn tile_step<const FUSED: bool, const CS: usize>(t: &mut Tile, mask: Option<RowR
         }
     }
     #[cfg(target_arch = "x86_64")]
-    let fast = CS == 32 && bc.is_multiple_of(16) && d.is_multiple_of(16);
+    let (fast, fast8) = (
+        CS == 32 && bc.is_multiple_of(16) && d.is_multiple_of(16),
+        CS == 16 && bc.is_multiple_of(8) && d.is_multiple_of(8),
+    );
     #[cfg(not(target_arch = "x86_64"))]
-    let fast = false;
+    let (fast, fast8) = (false, false);
     if fast {
         // SAFETY: CS == 32 only in `tile_step_avx512`, compiled for and run on AVX-512F; the tile's
         // slices have the shapes asked for (checked by the asserts inside).
         #[cfg(target_arch = "x86_64")]
         unsafe {
             x86::softmax_tile(t.s, t.m, t.l, t.o, br, bc, d)
+        };
+    } else if fast8 {
+        // SAFETY: CS == 16 only in `tile_step_avx2`, compiled for and run on AVX2 with FMA; the
+        // tile's slices have the shapes asked for (checked by the asserts inside).
+        #[cfg(target_arch = "x86_64")]
+        unsafe {
+            avx2::softmax_tile(t.s, t.m, t.l, t.o, br, bc, d)
         };
     } else {
         softmax_tile::<FUSED>(t.s, t.m, t.l, t.o, br, bc, d);
@@ -836,7 +853,8 @@ unsafe fn tile_step_avx2(t: &mut Tile, mask: Option<RowRange>) {
 /// `dst (cols x rows) = scale src (rows x cols)` transposed: the K tile's load, which also applies the
 /// softmax's scale `log2(e) / sqrt(D)` (so that Q is read in place, never copied). On AVX-512 in 16 x 16
 /// blocks of register shuffles when both sizes are multiples of 16 (a scalar transpose, one strided
-/// store an element, was 8% of the tiled loop's time at N = 2048); element by element otherwise.
+/// store an element, was 8% of the tiled loop's time at N = 2048), on AVX2 in 8 x 8 blocks when both
+/// are multiples of 8; element by element otherwise.
 pub fn transpose(isa: Isa, src: &[f32], rows: usize, cols: usize, dst: &mut [f32], scale: f32) {
     assert!(src.len() >= rows * cols && dst.len() >= rows * cols);
     #[cfg(target_arch = "x86_64")]
@@ -861,6 +879,29 @@ pub fn transpose(isa: Isa, src: &[f32], rows: usize, cols: usize, dst: &mut [f32
         }
         return;
     }
+    #[cfg(target_arch = "x86_64")]
+    if isa == Isa::Avx2Fma
+        && rows.is_multiple_of(8)
+        && cols.is_multiple_of(8)
+        && std::is_x86_feature_detected!("avx2")
+        && std::is_x86_feature_detected!("fma")
+    {
+        for r0 in (0..rows).step_by(8) {
+            for c0 in (0..cols).step_by(8) {
+                // SAFETY: AVX2 and FMA are present; both 8 x 8 blocks are inside the slices (asserted).
+                unsafe {
+                    avx2::transpose8(
+                        src.as_ptr().add(r0 * cols + c0),
+                        cols,
+                        dst.as_mut_ptr().add(c0 * rows + r0),
+                        rows,
+                        scale,
+                    )
+                };
+            }
+        }
+        return;
+    }
     let _ = isa;
     for (r, row) in src[..rows * cols].chunks_exact(cols).enumerate() {
         for (c, x) in row.iter().enumerate() {
@@ -869,8 +910,8 @@ pub fn transpose(isa: Isa, src: &[f32], rows: usize, cols: usize, dst: &mut [f32
     }
 }
 
-/// `dst[i] = 2^src[i]` with the softmax's exponential (16 lanes at a time on AVX-512, `src.len()` a
-/// multiple of 16 there): what the ceilings time to measure the machine's exponential rate.
+/// `dst[i] = 2^src[i]` with the softmax's exponential (16 lanes at a time on AVX-512, 8 on AVX2,
+/// `src.len()` a multiple of the lanes there): what the ceilings time to measure the machine's exponential rate.
 pub fn exp2_into(isa: Isa, src: &[f32], dst: &mut [f32]) {
     assert_eq!(src.len(), dst.len());
     #[cfg(target_arch = "x86_64")]
@@ -880,6 +921,16 @@ pub fn exp2_into(isa: Isa, src: &[f32], dst: &mut [f32]) {
     {
         // SAFETY: AVX-512F is present; both slices hold `src.len()` floats, a multiple of 16.
         unsafe { x86::exp2_slice(src, dst) };
+        return;
+    }
+    #[cfg(target_arch = "x86_64")]
+    if isa == Isa::Avx2Fma
+        && src.len().is_multiple_of(8)
+        && std::is_x86_feature_detected!("avx2")
+        && std::is_x86_feature_detected!("fma")
+    {
+        // SAFETY: AVX2 and FMA are present; both slices hold `src.len()` floats, a multiple of 8.
+        unsafe { avx2::exp2_slice(src, dst) };
         return;
     }
     let _ = isa;
@@ -932,7 +983,16 @@ mod tests {
 
     #[test]
     fn the_vector_transpose_equals_the_scalar_one() {
-        for (rows, cols) in [(16, 16), (64, 64), (32, 128), (48, 16), (17, 64), (64, 40)] {
+        for (rows, cols) in [
+            (16, 16),
+            (64, 64),
+            (32, 128),
+            (48, 16),
+            (17, 64),
+            (64, 40),
+            (8, 24),
+            (40, 8),
+        ] {
             let src: Vec<f32> = (0..rows * cols).map(|i| i as f32).collect();
             let mut want = vec![0.0f32; rows * cols];
             transpose(Isa::Portable, &src, rows, cols, &mut want, 0.5);
@@ -1009,20 +1069,64 @@ mod tests {
         }
     }
 
-    /// A whole tile step, AVX-512 (64- and 32-key tiles: the fused row blocks) against portable, with and
-    /// without a mask, on tiles whose row counts exercise every row-block size (6, 4, 2, 1) and head
-    /// sizes that exercise every output-column block (64, 32, 16).
+    /// The AVX2 exponential is the scalar one, lane for lane, bit for bit, and the AVX2 softmax
+    /// matches the portable one (8 lanes: tiles and head sizes that are multiples of 8, not of 16).
+    #[cfg(target_arch = "x86_64")]
     #[test]
-    fn the_fused_tile_step_matches_the_portable_one() {
-        if Isa::detect() != Isa::Avx512 {
-            println!("skipped: no AVX-512 on this CPU");
+    fn avx2_softmax_matches_the_portable_one() {
+        if !(std::arch::is_x86_feature_detected!("avx2")
+            && std::arch::is_x86_feature_detected!("fma"))
+        {
+            println!("skipped: no AVX2 with FMA on this CPU");
+            return;
+        }
+        let mut xs: Vec<f32> = (0..4000).map(|i| -40.0 + i as f32 * 0.01).collect();
+        xs.extend([0.0, -0.5, -125.9, -126.0, -126.1, -300.0, f32::NEG_INFINITY]);
+        xs.resize(xs.len().div_ceil(8) * 8, -1.0);
+        let mut got = vec![0.0f32; xs.len()];
+        // SAFETY: AVX2 and FMA were detected above; both slices hold a multiple of 8 floats.
+        unsafe { avx2::exp2_slice(&xs, &mut got) };
+        for (g, x) in got.iter().zip(&xs) {
+            assert_eq!(g.to_bits(), exp2::<true>(*x).to_bits(), "2^{x}");
+        }
+        // A 20 x 24 tile: every third row starts at -inf (nothing seen yet); rows 5 and 6 fully masked.
+        let (br, bc, d) = (20, 24, 40);
+        let mut rng = crate::minimodel::rng::Rng::new(3);
+        let mut s0 = rng.normal_vec_f32(br * bc);
+        s0[5 * bc..7 * bc].fill(f32::NEG_INFINITY);
+        let o0 = rng.normal_vec_f32(br * d);
+        let (m0, l0) = start_state(br);
+        let (mut s1, mut m1, mut l1, mut o1) = (s0.clone(), m0.clone(), l0.clone(), o0.clone());
+        softmax_tile::<true>(&mut s1, &mut m1, &mut l1, &mut o1, br, bc, d);
+        let (mut s2, mut m2, mut l2, mut o2) = (s0, m0, l0, o0);
+        // SAFETY: AVX2 and FMA were detected above; the slices have the shapes passed.
+        unsafe { avx2::softmax_tile(&mut s2, &mut m2, &mut l2, &mut o2, br, bc, d) };
+        assert_eq!(s1, s2);
+        assert_eq!(m1, m2);
+        assert_eq!(o1, o2);
+        for (a, b) in l1.chunks(L).zip(l2.chunks(L)) {
+            let (a, b) = (row_sum(a), row_sum(b));
+            assert!((a - b).abs() <= 1e-6 * a.abs(), "row sums {a} and {b}");
+        }
+    }
+
+    /// A whole tile step with the CPU's widest instruction set (AVX-512: the fused row blocks on 64-
+    /// and 32-key tiles; AVX2: the 8-lane register blocks and softmax) against portable, with and
+    /// without a mask, on tiles whose row counts exercise every row-block size (6, 4, 2, 1), head
+    /// sizes that exercise every output-column block (64, 32, 16; 8 on AVX2), and key tiles whose
+    /// width is not a multiple of the vector (the portable loop's columns after the blocks).
+    #[test]
+    fn the_vector_tile_step_matches_the_portable_one() {
+        let isa = Isa::detect();
+        if isa == Isa::Portable {
+            println!("skipped: no AVX2 or AVX-512 on this CPU");
             return;
         }
         let mut rng = crate::minimodel::rng::Rng::new(5);
-        let cases = [(13, 64), (7, 112), (1, 16), (32, 128)];
+        let cases = [(13, 64), (7, 112), (1, 16), (32, 128), (5, 24)];
         for (br, d, bc) in cases
             .into_iter()
-            .flat_map(|(br, d)| [(br, d, 64), (br, d, 32)])
+            .flat_map(|(br, d)| [(br, d, 64), (br, d, 32), (br, d, 40), (br, d, 20)])
         {
             let (q, kt, v) = (
                 rng.normal_vec_f32(br * d),
@@ -1056,7 +1160,7 @@ mod tests {
                     (m, sums, o)
                 };
                 let (m1, l1, o1) = run(Isa::Portable);
-                let (m2, l2, o2) = run(Isa::Avx512);
+                let (m2, l2, o2) = run(isa);
                 // The products' sums run in different orders: equal to rounding, not bit for bit.
                 for (a, b) in m1.iter().zip(&m2) {
                     assert!(a == b || (a - b).abs() <= 1e-5 * a.abs(), "max {a} vs {b}");
