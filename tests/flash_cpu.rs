@@ -53,7 +53,13 @@ fn check<T: Element>(
         (s.b, s.hq, s.hkv, s.nq, s.nk, s.d),
         mask.name()
     );
-    assert_attn_close(&full, &out, &lowp, &reference, T::DTYPE, s.nk, bar);
+    // The f32 floor's terms: the keys each output sums over, and the head size each score sums over
+    // before the exponential turns its absolute error into a relative error of every probability. The
+    // kernels also round K times the softmax's scale and take 2^x from a polynomial, which the
+    // low-precision reference (one f32 product and the library's exp) does not; on outputs of a few
+    // hundred elements the reference's own maximum can be small by luck, and with the keys alone the
+    // bound then failed about one seeded draw in 4000 at the smallest shapes (portable and AVX2 alike).
+    assert_attn_close(&full, &out, &lowp, &reference, T::DTYPE, s.nk + s.d, bar);
 }
 
 #[test]
@@ -307,8 +313,14 @@ fn tiles_from_cache_sizes() {
     assert_eq!(w(256).bc, machine.bc);
 }
 
+// A fixed seed: the same 256 random shapes in every run, so that a failure reproduces (and CI does not
+// depend on the draw); change the seed to explore others.
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig {
+        cases: 256,
+        rng_seed: proptest::test_runner::RngSeed::Fixed(0x5eed_f1a5),
+        ..ProptestConfig::default()
+    })]
 
     #[test]
     fn tile_range_matches_brute_force(

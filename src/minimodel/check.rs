@@ -9,6 +9,9 @@
 //! For `f32` (and wider) candidates the twin is as precise as the candidate, so a factor of two is within
 //! the noise of summation order; the bound then also admits an accumulation floor,
 //! `sqrt(Nk) * 2^-24 * max|ref|` (the typical error of summing `Nk` terms in f32), negligible at f16.
+//! `Nk` is the number of terms the caller says each output's f32 sums run over: the keys, plus the head
+//! size where the candidate's scores are themselves f32 sums whose error the exponential carries into
+//! every probability (the CPU kernels' tests pass both).
 //! The reference is computed from the candidate's own stored inputs (an `f16` tensor widened exactly), as
 //! FlashAttention's tests do: rounding the inputs to the storage type is not the kernel's error.
 //! For `f16` with unit-normal inputs the phase adds an absolute bar: `max|out - ref64| <= 1e-3`.
@@ -127,7 +130,8 @@ pub enum CloseError {
 // ANCHOR: attn_close
 /// Apply the rule. `out`, `lowp` and `reference` are the candidate, the low-precision reference and the
 /// `f64` reference, all widened to `f64`; `bar` adds an absolute limit (use [`FP16_BAR`] for `f16`
-/// outputs on unit-normal inputs); `nk` is the number of keys each output row sums over.
+/// outputs on unit-normal inputs); `nk` is the number of terms each output's f32 sums run over (the
+/// keys, or the keys plus the head size: see the module's note).
 pub fn attn_close(
     name: &str,
     out: &[f64],
