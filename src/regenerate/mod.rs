@@ -32,9 +32,7 @@ pub fn render_all() -> Vec<Artifact> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("measurements");
     let mut files =
         crate::measure::load_all(&dir).unwrap_or_else(|e| panic!("unreadable measurements: {e}"));
-    // This machine's own CPU file first, so a reader's fresh measurement is the one the book shows.
-    let here = crate::measure::cpu::cpu_name();
-    files.sort_by_key(|(_, f)| !(f.machine.kind == "cpu" && f.machine.name == here));
+    cpu_files_first(&mut files);
     let mut out = theory00::render();
     out.extend(lab00::render());
     out.extend(theory02::render());
@@ -47,6 +45,26 @@ pub fn render_all() -> Vec<Artifact> {
     out.extend(lab04::render(&files));
     out.extend(roofline_fig::render(&files));
     out
+}
+
+/// The CPU files first, the most recently measured first (then by file name), so a reader's fresh
+/// measurement is the one the book's single-machine tables and figures show; the GPU files after them
+/// in their loaded order. The order depends on the files only, never on the machine rendering them, so
+/// every machine renders the same book from the same files.
+fn cpu_files_first(files: &mut [(String, crate::measure::MeasurementFile)]) {
+    files.sort_by(|(na, a), (nb, b)| {
+        let (ca, cb) = (a.machine.kind == "cpu", b.machine.kind == "cpu");
+        match (ca, cb) {
+            (true, true) => b
+                .generated
+                .date
+                .cmp(&a.generated.date)
+                .then_with(|| na.cmp(nb)),
+            (true, false) => std::cmp::Ordering::Less,
+            (false, true) => std::cmp::Ordering::Greater,
+            (false, false) => std::cmp::Ordering::Equal,
+        }
+    });
 }
 
 /// Write every artifact into `dir`, creating it if needed. Returns the names written.
@@ -88,4 +106,42 @@ pub fn md_table(header: &[&str], rows: &[Vec<String>]) -> String {
         s += &format!("| {} |\n", r.join(" | "));
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(kind: &str, date: &str) -> crate::measure::MeasurementFile {
+        serde_json::from_value(serde_json::json!({
+            "machine": {"kind": kind, "name": "m", "cores": 2, "peak_gflops": 1.0, "bandwidth_gbps": 1.0},
+            "generated": {"date": date, "commit": "c", "rustc": "r", "threads": 2},
+            "records": []
+        }))
+        .expect("a minimal measurement file")
+    }
+
+    /// The newest CPU file leads whatever machine renders the book; GPU files keep their order.
+    #[test]
+    fn the_newest_cpu_file_leads_and_gpu_files_keep_their_order() {
+        let mut files = vec![
+            ("cpu-a.json".to_string(), file("cpu", "2026-11-28")),
+            ("gpu-b.json".to_string(), file("gpu", "2026-11-30")),
+            ("cpu-c.json".to_string(), file("cpu", "2026-11-29")),
+            ("gpu-a.json".to_string(), file("gpu", "2026-11-01")),
+            ("cpu-b.json".to_string(), file("cpu", "2026-11-29")),
+        ];
+        cpu_files_first(&mut files);
+        let names: Vec<&str> = files.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "cpu-b.json",
+                "cpu-c.json",
+                "cpu-a.json",
+                "gpu-b.json",
+                "gpu-a.json"
+            ]
+        );
+    }
 }
