@@ -659,12 +659,13 @@ fn probe_on(dev: &Device, args: &[String], inputs: &mut Inputs) -> Result<(), St
         Some("paged") => {
             // One decode step of lab 03's batch at N tokens, paged then contiguous, each launched once
             // after one warm-up (for ncu: `-k regex:decode_partition`); `async` picks the cp.async ring,
-            // `tc` the tensor cores, `read` the read passes alone (`-k regex:read_pass`).
+            // `tc` the tensor cores, `read` the read passes alone (`-k regex:read_pass`); `fresh` reads
+            // the pool through the block manager's tables on a fresh pool instead of shuffled ones.
             use modern_attention::gpu::paged::{decode_tuned, Tuning};
             let n: usize = args
                 .get(1)
                 .and_then(|x| x.parse().ok())
-                .ok_or("gpu-probe paged N [async|tc|read]")?;
+                .ok_or("gpu-probe paged N [async|tc|read] [fresh]")?;
             let tuning = match args.get(2).map(String::as_str) {
                 Some("async") => Tuning {
                     cp_async: true,
@@ -676,8 +677,28 @@ fn probe_on(dev: &Device, args: &[String], inputs: &mut Inputs) -> Result<(), St
             };
             let (b, hq, hkv, d, bs) = gpu_paged::SHAPE;
             let s = AttnShape::new(b, hq, hkv, 1, n, d).map_err(|e| e.to_string())?;
-            let (_, _, _, mut paged, mut flat) = decode_batch(dev, s, bs, &vec![n; b])?;
+            let lens = vec![n; b];
+            let (q, k, v, mut paged, mut flat) = decode_batch(dev, s, bs, &lens)?;
             let err = |e: modern_attention::gpu::GpuError| e.to_string();
+            if args.iter().any(|a| a == "fresh") {
+                use modern_attention::minimodel::paged::paged_attention::{PagedBatch, PagedKv};
+                let tables = gpu_paged::fresh_tables(b, n, bs).map_err(|e| e.to_string())?;
+                let (kp, vp) = (
+                    gpu_paged::scatter(&k, &s, &tables, bs),
+                    gpu_paged::scatter(&v, &s, &tables, bs),
+                );
+                let blocks = kp.len() / (hkv * bs * d);
+                let kv = PagedKv::new(&kp, &vp, blocks, hkv, bs, d).map_err(|e| e.to_string())?;
+                let batch = PagedBatch {
+                    tables: &tables,
+                    seq_lens: &lens,
+                };
+                paged = modern_attention::gpu::paged::DecodeBuffers::upload_paged(
+                    dev, &q, hq, &kv, &batch,
+                )
+                .map_err(err)?;
+                println!("paged pool through the fresh tables");
+            }
             if args.get(2).map(String::as_str) == Some("read") {
                 for bufs in [&paged, &flat] {
                     modern_attention::gpu::paged::read_pass_ms(dev, bufs, 1, 1).map_err(err)?;
