@@ -29,7 +29,7 @@
 //
 // Compiled at run time by NVRTC with PA_D (head size), PA_GC (query heads per block), PA_BLOCK (tokens
 // per block), PA_BF16, the pool's order (PA_HEAD_MAJOR) and the tuning (PA_WARPS, PA_PASSES, PA_FUSED,
-// PA_HINT, PA_BULK, PA_STAGES, PA_SPLIT, PA_TC, PA_PREFETCH, PA_TOUCH, PA_HPB) defined by the host
+// PA_HINT, PA_BULK, PA_STAGES, PA_SPLIT, PA_TC, PA_PREFETCH, PA_TOUCH, PA_HPB, PA_CLUSTER) defined by the host
 // (src/gpu/paged.rs).
 //
 // Changelog (H100, measured with bench/gpu.sh; the numbers are in measurements/gpu-*.json, variants
@@ -191,6 +191,14 @@
 #endif
 #ifndef PA_PREFETCH
 #define PA_PREFETCH 0  // PA_TC: > 0, each warp asks L2 for the K/V block of the chunk this many ahead
+#endif
+#ifndef PA_CLUSTER
+#define PA_CLUSTER 1  // > 1: a sequence's thread blocks launched as clusters of this many (one GPC each)
+#endif
+#if PA_CLUSTER > 1
+#define PA_CLUSTER_DIMS __cluster_dims__(1, PA_CLUSTER, 1)
+#else
+#define PA_CLUSTER_DIMS
 #endif
 
 #if PA_BF16
@@ -931,7 +939,7 @@ __device__ __forceinline__ void decode_body(const elem_t* __restrict__ q, const 
 
 // With the even split, blocks of fewer than 16 warps are capped at 128 registers a thread so that
 // 16 warps' worth of blocks share an SM: one block's start runs under the others' loads.
-extern "C" __global__ void __launch_bounds__(WARPS * 32, (PA_SPLIT || PA_BULK == 2) && !PA_TC ? 16 / WARPS : 1)
+extern "C" __global__ void PA_CLUSTER_DIMS __launch_bounds__(WARPS * 32, (PA_SPLIT || PA_BULK == 2) && !PA_TC ? 16 / WARPS : 1)
     paged_decode_partition(const elem_t* __restrict__ q, const elem_t* __restrict__ k_pool,
                            const elem_t* __restrict__ v_pool, const int* __restrict__ tables,
                            const int* __restrict__ seq_lens, const long long* __restrict__ prefix,
@@ -941,7 +949,7 @@ extern "C" __global__ void __launch_bounds__(WARPS * 32, (PA_SPLIT || PA_BULK ==
     decode_body<true>(q, k_pool, v_pool, tables, seq_lens, prefix, part_out, part_ml, o, lse, counters, p);
 }
 
-extern "C" __global__ void __launch_bounds__(WARPS * 32, (PA_SPLIT || PA_BULK == 2) && !PA_TC ? 16 / WARPS : 1)
+extern "C" __global__ void PA_CLUSTER_DIMS __launch_bounds__(WARPS * 32, (PA_SPLIT || PA_BULK == 2) && !PA_TC ? 16 / WARPS : 1)
     contiguous_decode_partition(const elem_t* __restrict__ q, const elem_t* __restrict__ k,
                                 const elem_t* __restrict__ v, const int* __restrict__ tables,
                                 const int* __restrict__ seq_lens, const long long* __restrict__ prefix,

@@ -126,7 +126,10 @@ fn every_tuning_matches_the_reference() {
     let q: Vec<f16> = convert(&Rng::new(42).normal_vec_f32(lens.len() * hq * d));
     let mut bufs = DecodeBuffers::upload_paged(&dev, &q, hq, &st.kv(), &st.batch()).unwrap();
     let hopper = dev.arch().starts_with("sm_9");
-    for t in Tuning::sweep().into_iter().filter(|t| hopper || !t.bulk) {
+    for t in Tuning::sweep()
+        .into_iter()
+        .filter(|t| hopper || (!t.bulk && t.cluster == 1))
+    {
         for (partition, mask) in [
             (None, Mask::NONE),
             (Some(256), Mask::NONE),
@@ -345,7 +348,8 @@ fn bad_batches_are_refused_before_anything_runs() {
     let e = decode_tuned(&dev, &mut bufs, Mask::NONE, None, two).err();
     assert!(matches!(e, Some(GpuError::NotSupported { .. })), "{e:?}");
     // Head chunks a block: not dividing the warps, off the tensor-core path, or more than the
-    // sequence has (4 query heads over 2 kv heads: 2 chunks of 2); a touch off that path: refused.
+    // sequence has (4 query heads over 2 kv heads: 2 chunks of 2); a touch off that path; clusters
+    // that do not fit the grid: refused.
     for t in [
         Tuning {
             heads: 3,
@@ -363,6 +367,21 @@ fn bad_batches_are_refused_before_anything_runs() {
         Tuning {
             touch: 1,
             ..Tuning::REGISTERS
+        },
+        // Clusters: not a power of two up to 8, not dividing the sequence's 2 thread blocks, or on
+        // the even split's 1-D grid.
+        Tuning {
+            cluster: 3,
+            ..Tuning::TENSOR_CORES
+        },
+        Tuning {
+            cluster: 4,
+            ..Tuning::TENSOR_CORES
+        },
+        Tuning {
+            cluster: 2,
+            split: true,
+            ..Tuning::TENSOR_CORES
         },
     ] {
         let e = decode_tuned(&dev, &mut bufs, Mask::NONE, None, t).err();

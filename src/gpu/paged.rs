@@ -416,6 +416,11 @@ pub struct Tuning {
     /// ahead (`prefetch` hints for two lines where the ring's copies make 64 requests), so that a
     /// scattered block's pages are translated before its copies are issued; 0 for none.
     pub touch: usize,
+    /// Thread blocks of one sequence launched as a cluster (Hopper's `__cluster_dims__(1, N, 1)`), so
+    /// that the hardware places them on one GPC: the `N` rows of blocks reading one sequence's pool
+    /// blocks share that GPC's caches and address translations, instead of spreading over the GPU
+    /// with other sequences' rows beside them. 1: no cluster.
+    pub cluster: usize,
 }
 
 impl Tuning {
@@ -436,6 +441,7 @@ impl Tuning {
         prefetch: 0,
         heads: 1,
         touch: 0,
+        cluster: 1,
     };
 
     /// The tensor-core path: 8 warps a block, each taking chunks of 16 tokens through a ring of three
@@ -590,6 +596,19 @@ impl Tuning {
                 touch: 4,
                 ..Tuning::TENSOR_CORES
             },
+            // A sequence's rows of blocks on one GPC (thread block clusters of 8, 4 or 2).
+            Tuning {
+                cluster: 8,
+                ..Tuning::TENSOR_CORES
+            },
+            Tuning {
+                cluster: 4,
+                ..Tuning::TENSOR_CORES
+            },
+            Tuning {
+                cluster: 2,
+                ..Tuning::TENSOR_CORES
+            },
             // Two resident blocks an SM (4 warps each): one block's start and end under the other's
             // loads; and partitions for two waves.
             Tuning {
@@ -644,7 +663,7 @@ impl Tuning {
     /// `w4-p8-x1`, `w4-p8-x1-fused-hint`, `w4-p8-x1-bulk3`, `w16-p4-x1-split`, `w8-p4-x1-tc3-h8`, ...
     pub fn name(&self) -> String {
         format!(
-            "w{}-p{}-x{}{}{}{}{}{}{}{}",
+            "w{}-p{}-x{}{}{}{}{}{}{}{}{}",
             self.warps,
             self.passes,
             self.waves,
@@ -671,12 +690,17 @@ impl Tuning {
             match self.touch {
                 0 => String::new(),
                 n => format!("-t{n}"),
+            },
+            match self.cluster {
+                1 => String::new(),
+                n => format!("-c{n}"),
             }
         )
     }
 
-    fn defines(&self) -> [(&'static str, i64); 11] {
+    fn defines(&self) -> [(&'static str, i64); 12] {
         [
+            ("PA_CLUSTER", self.cluster as i64),
             ("PA_TOUCH", self.touch as i64),
             ("PA_HPB", self.heads as i64),
             ("PA_PREFETCH", self.prefetch as i64),
@@ -872,6 +896,20 @@ pub fn decode_tuned<T: GpuElement>(
             arch: dev.arch(),
         });
     }
+    if ![1, 2, 4, 8].contains(&tuning.cluster)
+        || (tuning.cluster > 1 && tuning.split && partition.is_none())
+    {
+        return Err(GpuError::NotSupported {
+            what: "clusters other than 1, 2, 4 or 8 thread blocks, or with the even split (a 1-D grid)",
+            arch: dev.arch(),
+        });
+    }
+    if tuning.cluster > 1 && !dev.arch().starts_with("sm_9") && !dev.arch().starts_with("sm_1") {
+        return Err(GpuError::NotSupported {
+            what: "thread block clusters (sm_90 or newer)",
+            arch: dev.arch(),
+        });
+    }
     if tuning.bulk && tuning.split {
         return Err(GpuError::NotSupported {
             what: "bulk copies with the even split (a warp's copy ring is set up once a range)",
@@ -900,6 +938,13 @@ pub fn decode_tuned<T: GpuElement>(
         });
     }
     let grid_y = hq / gc / tuning.heads;
+    if !grid_y.is_multiple_of(tuning.cluster) {
+        return Err(GpuError::NotSupported {
+            what:
+                "a cluster that does not divide a sequence's thread blocks (Hq / heads per block)",
+            arch: dev.arch(),
+        });
+    }
     let bs = match bufs.layout {
         Layout::Paged { block_size, .. } => block_size,
         Layout::Contiguous { .. } => 16, // only the partition's granularity

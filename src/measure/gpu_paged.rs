@@ -309,10 +309,12 @@ pub fn measure(
         }
         // The block-major pool's fresh tables with every head chunk of a sequence in one block: a
         // block's warps read one run of consecutive pool blocks, all heads side by side.
+        // And with a sequence's thread blocks in one cluster (one GPC).
         if let Some(fresh) = fresh.as_mut() {
-            let t = Tuning { heads: 8, ..def };
-            let name = format!("ours/gpu-paged-fresh-{}", t.name());
-            records.push(run("paged_decode_sweep", &name, fresh, None, t, log)?);
+            for t in [Tuning { heads: 8, ..def }, Tuning { cluster: 8, ..def }] {
+                let name = format!("ours/gpu-paged-fresh-{}", t.name());
+                records.push(run("paged_decode_sweep", &name, fresh, None, t, log)?);
+            }
         }
         // The reads alone (variant `paged_read`, not attention, so nothing to check): what the access
         // pattern costs without the arithmetic, through the table and on the contiguous copy.
