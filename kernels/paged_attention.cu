@@ -127,6 +127,18 @@
 //      N ahead. H200 at 958b786, 16k / 64k: 0.2470 / 0.9627 ms at N = 1, 0.2481 / 0.9690 at N = 4,
 //      against the default's 0.2454 / 0.9566 in the same sweep: no gain, so not the translations'
 //      latency. A switch.
+//  19. A sequence's thread blocks as one cluster (PA_CLUSTER, `-cN`, `__cluster_dims__(1, N, 1)`), so
+//      that the hardware puts the N rows of blocks reading the same pool blocks on one GPC (at N = 2,
+//      in practice one pair of SMs) instead of beside other sequences' rows: if a GPC's or a pair's
+//      address translations were what the scatter costs, fewer sequences a GPC would recover it.
+//      H200 at b9dfac4, shuffled pool, 2k / 4k / 16k / 64k: N = 2 0.0380 / 0.0686 / 0.2485 / 0.9669 ms
+//      against the default's 0.0381 / 0.0687 / 0.2505 / 0.9980 in the same sweep (and 0.0387 / 0.0688 /
+//      0.2489 / 0.9740 in Table 03.3's column of the same run): level at 2k-4k, and at 16k / 64k ahead
+//      of both measurements of the default by 0.2% / 0.7% against the nearer one, less than the 2.5%
+//      between those two at 64k: too little to call from one run. N = 8 and 4: a third slower at every
+//      context (16k 0.3589 / 0.3420), on the fresh tables too (N = 8: 0.3403 against 0.2427): fewer
+//      clusters fit the GPU at once than there are rows, so the step takes a partial second wave, and
+//      the test of the hypothesis drowns in it. A switch (`-c2` swept), not the default.
 // cuDNN's decode (PyTorch's default dispatch) stays a few percent ahead at 4k-64k tokens on the H100
 // (register path, 07286fc) and a few percent ahead of the paged kernel on a shuffled pool on the H200
 // (958b786): paging's own cost, since the contiguous twin and the fresh pool's tables match it there.

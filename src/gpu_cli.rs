@@ -389,6 +389,7 @@ fn probe_paged(dev: &Device) -> Result<bool, String> {
         ];
         if dev.arch().starts_with("sm_9") {
             tunings.push(bulk); // Hopper's bulk copies
+            tunings.push(Tuning { cluster: 2, ..tc }); // a sequence's two blocks as one cluster
         }
         for (partition, &t) in [None, Some(64)]
             .into_iter()

@@ -596,15 +596,9 @@ impl Tuning {
                 touch: 4,
                 ..Tuning::TENSOR_CORES
             },
-            // A sequence's rows of blocks on one GPC (thread block clusters of 8, 4 or 2).
-            Tuning {
-                cluster: 8,
-                ..Tuning::TENSOR_CORES
-            },
-            Tuning {
-                cluster: 4,
-                ..Tuning::TENSOR_CORES
-            },
+            // Two of a sequence's rows of blocks as one cluster (one GPC, in practice one pair of
+            // SMs). Clusters of 4 and 8 were slower by a third at every context (changelog 19):
+            // fewer of them fit the GPU at once than there are rows.
             Tuning {
                 cluster: 2,
                 ..Tuning::TENSOR_CORES

@@ -330,7 +330,9 @@ fn gpu_sweep_card((name, f, recs, ns): &Gpu) -> String {
          one is computed; `-tcS`: scores and P V on the tensor cores (`mma.sync`, the block's query heads as the rows of \
          a 16-row tile), chunks of 16 tokens through a ring of S per warp; `-split`: one even share of all rows' keys per resident block; `-hN`: N head chunks \
          of a sequence in one block, warp w on chunk w mod N (at N = 8 the block's warps read one pool block's 8 kv \
-         heads side by side), and `fresh-...-hN` the same on the fresh tables; `localW`: the default tuning through the fresh \
+         heads side by side), and `fresh-...-hN` the same on the fresh tables; `-cN`: a sequence's thread blocks \
+         launched N at a time as one cluster (Hopper places a cluster's blocks on one GPC), and `fresh-...-cN` the \
+         same on the fresh tables; `localW`: the default tuning through the fresh \
          tables with the pool's blocks shuffled within each aligned window of W blocks (at W = 8, 64, 512 windows \
          of 256 KB, 2 MB and 16 MB of K); `sorted`: the shuffled tables with each sequence's entries in \
          increasing block order (its keys in another order, which an unmasked decode does not see); `...-PN`: a fixed \
