@@ -661,12 +661,13 @@ fn probe_on(dev: &Device, args: &[String], inputs: &mut Inputs) -> Result<(), St
             // One decode step of lab 03's batch at N tokens, paged then contiguous, each launched once
             // after one warm-up (for ncu: `-k regex:decode_partition`); `async` picks the cp.async ring,
             // `tc` the tensor cores, `read` the read passes alone (`-k regex:read_pass`); `fresh` reads
-            // the pool through the block manager's tables on a fresh pool instead of shuffled ones.
+            // the pool through the block manager's tables on a fresh pool instead of shuffled ones; `ab`
+            // times the tuning against two-block clusters in alternating rounds instead.
             use modern_attention::gpu::paged::{decode_tuned, Tuning};
             let n: usize = args
                 .get(1)
                 .and_then(|x| x.parse().ok())
-                .ok_or("gpu-probe paged N [async|tc|read] [fresh]")?;
+                .ok_or("gpu-probe paged N [async|tc|read] [fresh] [ab]")?;
             let tuning = match args.get(2).map(String::as_str) {
                 Some("async") => Tuning {
                     cp_async: true,
@@ -699,6 +700,50 @@ fn probe_on(dev: &Device, args: &[String], inputs: &mut Inputs) -> Result<(), St
                 )
                 .map_err(err)?;
                 println!("paged pool through the fresh tables");
+            }
+            if args.iter().any(|a| a == "ab") {
+                // `gpu-probe paged N tc [fresh] ab`: the tuning against the same with a sequence's two
+                // blocks as one cluster, in alternating rounds of 20 timed launches each.
+                let two = Tuning {
+                    cluster: 2,
+                    ..tuning
+                };
+                let mut ratios = Vec::new();
+                for round in 0..8 {
+                    let mut med = [0.0f64; 2];
+                    for j in 0..2 {
+                        let i = (round + j) % 2;
+                        let t = [tuning, two][i];
+                        let mut ts = modern_attention::gpu::paged::time_ms(
+                            dev,
+                            &mut paged,
+                            Mask::NONE,
+                            None,
+                            t,
+                            3,
+                            20,
+                        )
+                        .map_err(err)?;
+                        ts.sort_by(f64::total_cmp);
+                        med[i] = ts[ts.len() / 2];
+                    }
+                    ratios.push(med[0] / med[1]);
+                    println!(
+                        "round {round}: {} {:.4} ms, {} {:.4} ms",
+                        tuning.name(),
+                        med[0],
+                        two.name(),
+                        med[1]
+                    );
+                }
+                ratios.sort_by(f64::total_cmp);
+                println!(
+                    "N={n}: default / two-block clusters, median of rounds {:.4} (range {:.4}-{:.4})",
+                    ratios[ratios.len() / 2],
+                    ratios[0],
+                    ratios[ratios.len() - 1]
+                );
+                return Ok(());
             }
             if args.get(2).map(String::as_str) == Some("read") {
                 for bufs in [&paged, &flat] {
