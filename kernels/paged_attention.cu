@@ -138,7 +138,11 @@
 //      between those two at 64k: too little to call from one run. N = 8 and 4: a third slower at every
 //      context (16k 0.3589 / 0.3420), on the fresh tables too (N = 8: 0.3403 against 0.2427): fewer
 //      clusters fit the GPU at once than there are rows, so the step takes a partial second wave, and
-//      the test of the hypothesis drowns in it. A switch (`-c2` swept), not the default.
+//      the test of the hypothesis drowns in it. N = 2 against the plain kernel in alternating rounds
+//      (`gpu-probe paged N tc [fresh] ab`, 8 rounds of 20 launches each, H200, 2026-11-29), median
+//      ratio plain / clustered: shuffled 2k 1.008, 4k 1.006, 16k 1.007 (every round 1.005-1.008), 64k
+//      1.011 (1.003-1.014); fresh 2k 1.000, 4k 1.001, 16k 1.001, 64k 1.012 (1.004-1.013). Never slower,
+//      ahead most on the scattered pool: the default on sm_90 and newer (Tuning::for_call).
 // cuDNN's decode (PyTorch's default dispatch) stays a few percent ahead at 4k-64k tokens on the H100
 // (register path, 07286fc) and a few percent ahead of the paged kernel on a shuffled pool on the H200
 // (958b786): paging's own cost, since the contiguous twin and the fresh pool's tables match it there.

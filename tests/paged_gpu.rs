@@ -58,7 +58,7 @@ fn grid<T: GpuElement>(dev: &Device) {
                             None => decode(dev, &mut bufs, mask, partition).unwrap(),
                             Some(t) => decode_tuned(dev, &mut bufs, mask, partition, t).unwrap(),
                         };
-                        let tuning = tuning.unwrap_or(Tuning::for_head(d));
+                        let tuning = tuning.unwrap_or(Tuning::for_call(dev, &bufs));
                         let (o, lse) = bufs.download(dev).unwrap();
                         let name = format!("gpu paged {} P={p}", tuning.name());
                         st.check(&name, &q, &o, hq, 1, mask);
@@ -110,7 +110,7 @@ fn every_head_size_decodes_with_the_default_tuning() {
             let (o, _) = bufs.download(&dev).unwrap();
             let name = format!(
                 "gpu paged default D={d} {} P={p}",
-                Tuning::for_head(d).name()
+                Tuning::for_call(&dev, &bufs).name()
             );
             st.check(&name, &q, &o, hq, 1, mask);
         }

@@ -250,7 +250,7 @@ pub fn measure(
             ));
             Ok(rec)
         };
-        let def = Tuning::for_head(d); // what `decode` runs
+        let def = Tuning::for_call(dev, &flat); // what `decode` runs
         records.push(run(
             variant,
             "ours/gpu-contiguous",
@@ -311,7 +311,15 @@ pub fn measure(
         // block's warps read one run of consecutive pool blocks, all heads side by side.
         // And with a sequence's thread blocks in one cluster (one GPC).
         if let Some(fresh) = fresh.as_mut() {
-            for t in [Tuning { heads: 8, ..def }, Tuning { cluster: 8, ..def }] {
+            let eight = [
+                Tuning {
+                    heads: 8,
+                    cluster: 1,
+                    ..def
+                },
+                Tuning { cluster: 8, ..def },
+            ];
+            for t in eight {
                 let name = format!("ours/gpu-paged-fresh-{}", t.name());
                 records.push(run("paged_decode_sweep", &name, fresh, None, t, log)?);
             }
