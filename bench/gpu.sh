@@ -77,7 +77,7 @@ for phase in $phases; do
       ;;
     ptests)
       t=$(ls "$W"/tests/test-paged_gpu-* | head -1)
-      REQUIRE_GPU=1 timeout 360 "$t" --test-threads=2 --nocapture > "$OUT/ptests.log" 2>&1
+      REQUIRE_GPU=1 timeout 480 "$t" --test-threads=2 --nocapture > "$OUT/ptests.log" 2>&1
       say "paged tests rc=$?"
       grep -E 'panicked|test result|configurations checked|^test ' "$OUT/ptests.log" | head -20 | tee -a "$log"
       ;;
