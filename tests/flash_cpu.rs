@@ -4,7 +4,7 @@
 use half::{bf16, f16};
 use modern_attention::minimodel::attention_flash::kernels::Isa;
 use modern_attention::minimodel::attention_flash::{
-    kv_tile_range, tiled, Counter, FlashError, NoCount, Tiles, Version,
+    kv_tile_range, tiled, Counter, FlashError, NoCount, Tiles, Version, L2_SHARE,
 };
 use modern_attention::minimodel::check::{assert_attn_close, FP16_BAR};
 use modern_attention::minimodel::numeric::{convert, DType, Element};
@@ -285,15 +285,18 @@ fn tiles_from_cache_sizes() {
         (32, 32 << 10, 512 << 10),
     ] {
         let t = Tiles::for_cache(d, l1, l2);
-        // Bc a multiple of the 32 register columns; Q, S and O tiles in an eighth of L2.
+        // Bc a multiple of the 32 register columns; Q, S and O tiles in their share of L2.
         assert!(t.bc == 64 || t.bc == 32, "{t:?}");
         assert!(
             t.br.is_multiple_of(32) && (32..=256).contains(&t.br),
             "{t:?}"
         );
-        assert!(t.br == 32 || t.br * (2 * d + t.bc) * 4 <= l2 / 8, "{t:?}");
         assert!(
-            t.br == 256 || (t.br + 32) * (2 * d + t.bc) * 4 > l2 / 8,
+            t.br == 32 || t.br * (2 * d + t.bc) * 4 <= l2 / L2_SHARE,
+            "{t:?}"
+        );
+        assert!(
+            t.br == 256 || (t.br + 32) * (2 * d + t.bc) * 4 > l2 / L2_SHARE,
             "Br is the largest that fits: {t:?}"
         );
     }
