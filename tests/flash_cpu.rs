@@ -306,13 +306,21 @@ fn tiles_from_cache_sizes() {
     );
     assert_eq!(Tiles::for_cache(64, 0, 0), Tiles { br: 32, bc: 32 });
     // Under a sliding window the query tiles shrink to about a quarter of the window, never below 32
-    // rows and never above the cache's choice; without one the cache's choice stands.
+    // rows and never above the cache's choice; a causal mask caps them at 128 rows; without either the
+    // cache's choice stands.
     let machine = Tiles::for_this_machine(64);
-    assert_eq!(Tiles::for_call(64, Mask::CAUSAL), machine);
+    assert_eq!(
+        Tiles::for_call(64, Mask::CAUSAL),
+        Tiles {
+            br: machine.br.min(128),
+            ..machine
+        }
+    );
+    assert_eq!(Tiles::for_call(64, Mask::NONE), machine);
     let w = |n: usize| Tiles::for_call(64, Mask::sliding(n, true).unwrap());
     assert_eq!(w(256).br, machine.br.min(64));
     assert_eq!(w(8).br, 32);
-    assert_eq!(w(1 << 20).br, machine.br);
+    assert_eq!(w(1 << 20).br, machine.br.min(128)); // a causal window: the causal cap
     assert_eq!(w(256).bc, machine.bc);
 }
 
