@@ -75,10 +75,9 @@ pub struct Tiles {
 /// The query tile's Q, S and O take up to `L2 / L2_SHARE` bytes. Half: a taller query tile re-reads K
 /// and V fewer times and transposes each K tile once for more rows. An eighth (the first rule, chosen on
 /// a Xeon whose 2 MB L2 makes both the same 256 rows at `D = 64`) gave a 512 KB L2 (AMD EPYC) 64 rows at
-/// `D = 64` and 32 at `D = 128`; half gives it 256 and 192, and in back-to-back runs against PyTorch on
-/// that machine lifted every `N = 2048` configuration, by 4-30% (f32 and f16, both head sizes, masked
-/// or not). At `N = 512` under a causal mask fewer, taller tiles balance two threads worse (`D = 64`
-/// fell from 1.50x PyTorch to 1.22x, still ahead).
+/// `D = 64` and 32 at `D = 128`; half gives it 256 and 192, which in interleaved rounds on that machine
+/// (2 threads, f32, `N = 2048`, ten rounds, medians) were 9% (`D = 64`) and 12% (`D = 128`) faster
+/// without a mask. Under a causal mask [`Tiles::for_call`] caps the rows at 128.
 pub const L2_SHARE: usize = 2;
 
 impl Tiles {
