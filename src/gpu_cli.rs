@@ -310,7 +310,6 @@ fn decode_batch(
     String,
 > {
     use modern_attention::gpu::paged::DecodeBuffers;
-    use modern_attention::minimodel::paged::paged_attention::{PagedBatch, PagedKv};
     let q = gpu_paged::normal_f16(s.q_len(), 1);
     let k = gpu_paged::normal_f16(s.kv_len(), 2);
     let v = gpu_paged::normal_f16(s.kv_len(), 3);
@@ -318,19 +317,35 @@ fn decode_batch(
     let mut ids: Vec<usize> = (0..s.b * per).collect();
     Rng::new(4).shuffle(&mut ids);
     let tables: Vec<Vec<usize>> = ids.chunks(per).map(<[usize]>::to_vec).collect();
+    let paged = upload_through(dev, s, bs, (&q, &k, &v), &tables, lens)?;
+    let flat =
+        DecodeBuffers::upload_contiguous(dev, &s, &q, &k, &v, lens).map_err(|e| e.to_string())?;
+    Ok((q, k, v, paged, flat))
+}
+
+/// K and V of shape `s` scattered into a pool of blocks of `bs` through `tables` (every block of the
+/// pool in some table), uploaded with `q` as a paged decode batch of `lens` keys a sequence.
+fn upload_through(
+    dev: &Device,
+    s: AttnShape,
+    bs: usize,
+    (q, k, v): (&[f16], &[f16], &[f16]),
+    tables: &[Vec<usize>],
+    lens: &[usize],
+) -> Result<modern_attention::gpu::paged::DecodeBuffers<f16>, String> {
+    use modern_attention::minimodel::paged::paged_attention::{PagedBatch, PagedKv};
     let (kp, vp) = (
-        gpu_paged::scatter(&k, &s, &tables, bs),
-        gpu_paged::scatter(&v, &s, &tables, bs),
+        gpu_paged::scatter(k, &s, tables, bs),
+        gpu_paged::scatter(v, &s, tables, bs),
     );
-    let kv = PagedKv::new(&kp, &vp, s.b * per, s.hkv, bs, s.d).map_err(|e| e.to_string())?;
+    let blocks = tables.iter().map(Vec::len).sum();
+    let kv = PagedKv::new(&kp, &vp, blocks, s.hkv, bs, s.d).map_err(|e| e.to_string())?;
     let batch = PagedBatch {
-        tables: &tables,
+        tables,
         seq_lens: lens,
     };
-    let err = |e: modern_attention::gpu::GpuError| e.to_string();
-    let paged = DecodeBuffers::upload_paged(dev, &q, s.hq, &kv, &batch).map_err(err)?;
-    let flat = DecodeBuffers::upload_contiguous(dev, &s, &q, &k, &v, lens).map_err(err)?;
-    Ok((q, k, v, paged, flat))
+    modern_attention::gpu::paged::DecodeBuffers::upload_paged(dev, q, s.hq, &kv, &batch)
+        .map_err(|e| e.to_string())
 }
 
 /// Paged decode on small batches (partial last blocks, a window, one and several partitions, and the
@@ -683,22 +698,8 @@ fn probe_on(dev: &Device, args: &[String], inputs: &mut Inputs) -> Result<(), St
             let (q, k, v, mut paged, mut flat) = decode_batch(dev, s, bs, &lens)?;
             let err = |e: modern_attention::gpu::GpuError| e.to_string();
             if args.iter().any(|a| a == "fresh") {
-                use modern_attention::minimodel::paged::paged_attention::{PagedBatch, PagedKv};
                 let tables = gpu_paged::fresh_tables(b, n, bs).map_err(|e| e.to_string())?;
-                let (kp, vp) = (
-                    gpu_paged::scatter(&k, &s, &tables, bs),
-                    gpu_paged::scatter(&v, &s, &tables, bs),
-                );
-                let blocks = kp.len() / (hkv * bs * d);
-                let kv = PagedKv::new(&kp, &vp, blocks, hkv, bs, d).map_err(|e| e.to_string())?;
-                let batch = PagedBatch {
-                    tables: &tables,
-                    seq_lens: &lens,
-                };
-                paged = modern_attention::gpu::paged::DecodeBuffers::upload_paged(
-                    dev, &q, hq, &kv, &batch,
-                )
-                .map_err(err)?;
+                paged = upload_through(dev, s, bs, (&q, &k, &v), &tables, &lens)?;
                 println!("paged pool through the fresh tables");
             }
             if args.iter().any(|a| a == "ab") {

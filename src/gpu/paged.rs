@@ -671,6 +671,14 @@ impl Tuning {
 
     /// `w4-p8-x1`, `w4-p8-x1-fused-hint`, `w4-p8-x1-bulk3`, `w16-p4-x1-split`, `w8-p4-x1-tc3-h8`, ...
     pub fn name(&self) -> String {
+        // `-{tag}{n}` for a count other than its default, nothing for the default.
+        let opt = |tag: &str, n: usize, default: usize| {
+            if n == default {
+                String::new()
+            } else {
+                format!("-{tag}{n}")
+            }
+        };
         format!(
             "w{}-p{}-x{}{}{}{}{}{}{}{}{}",
             self.warps,
@@ -688,22 +696,10 @@ impl Tuning {
             } else {
                 String::new()
             },
-            match self.prefetch {
-                0 => String::new(),
-                n => format!("-pf{n}"),
-            },
-            match self.heads {
-                1 => String::new(),
-                n => format!("-h{n}"),
-            },
-            match self.touch {
-                0 => String::new(),
-                n => format!("-t{n}"),
-            },
-            match self.cluster {
-                1 => String::new(),
-                n => format!("-c{n}"),
-            }
+            opt("pf", self.prefetch, 0),
+            opt("h", self.heads, 1),
+            opt("t", self.touch, 0),
+            opt("c", self.cluster, 1)
         )
     }
 

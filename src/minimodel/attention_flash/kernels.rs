@@ -857,50 +857,40 @@ unsafe fn tile_step_avx2(t: &mut Tile, mask: Option<RowRange>) {
 /// are multiples of 8; element by element otherwise.
 pub fn transpose(isa: Isa, src: &[f32], rows: usize, cols: usize, dst: &mut [f32], scale: f32) {
     assert!(src.len() >= rows * cols && dst.len() >= rows * cols);
+    // The register-shuffle block of `isa`, and its side: 16 x 16 on AVX-512, 8 x 8 on AVX2.
     #[cfg(target_arch = "x86_64")]
-    if isa == Isa::Avx512
-        && rows.is_multiple_of(16)
-        && cols.is_multiple_of(16)
-        && std::is_x86_feature_detected!("avx512f")
     {
-        for r0 in (0..rows).step_by(16) {
-            for c0 in (0..cols).step_by(16) {
-                // SAFETY: AVX-512F is present; both 16 x 16 blocks are inside the slices (asserted).
-                unsafe {
-                    x86::transpose16(
-                        src.as_ptr().add(r0 * cols + c0),
-                        cols,
-                        dst.as_mut_ptr().add(c0 * rows + r0),
-                        rows,
-                        scale,
-                    )
-                };
+        type Block = unsafe fn(*const f32, usize, *mut f32, usize, f32);
+        let block: Option<(usize, Block)> = match isa {
+            Isa::Avx512 if std::is_x86_feature_detected!("avx512f") => Some((16, x86::transpose16)),
+            Isa::Avx2Fma
+                if std::is_x86_feature_detected!("avx2")
+                    && std::is_x86_feature_detected!("fma") =>
+            {
+                Some((8, avx2::transpose8))
             }
-        }
-        return;
-    }
-    #[cfg(target_arch = "x86_64")]
-    if isa == Isa::Avx2Fma
-        && rows.is_multiple_of(8)
-        && cols.is_multiple_of(8)
-        && std::is_x86_feature_detected!("avx2")
-        && std::is_x86_feature_detected!("fma")
-    {
-        for r0 in (0..rows).step_by(8) {
-            for c0 in (0..cols).step_by(8) {
-                // SAFETY: AVX2 and FMA are present; both 8 x 8 blocks are inside the slices (asserted).
-                unsafe {
-                    avx2::transpose8(
-                        src.as_ptr().add(r0 * cols + c0),
-                        cols,
-                        dst.as_mut_ptr().add(c0 * rows + r0),
-                        rows,
-                        scale,
-                    )
-                };
+            _ => None,
+        };
+        if let Some((b, f)) =
+            block.filter(|(b, _)| rows.is_multiple_of(*b) && cols.is_multiple_of(*b))
+        {
+            for r0 in (0..rows).step_by(b) {
+                for c0 in (0..cols).step_by(b) {
+                    // SAFETY: the block's instruction set is present (detected above); both b x b
+                    // blocks are inside the slices (asserted).
+                    unsafe {
+                        f(
+                            src.as_ptr().add(r0 * cols + c0),
+                            cols,
+                            dst.as_mut_ptr().add(c0 * rows + r0),
+                            rows,
+                            scale,
+                        )
+                    };
+                }
             }
+            return;
         }
-        return;
     }
     let _ = isa;
     for (r, row) in src[..rows * cols].chunks_exact(cols).enumerate() {
