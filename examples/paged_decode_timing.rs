@@ -1,19 +1,32 @@
 //! Time paged decode against contiguous decode on the same data: `cargo run --release --example
-//! paged_decode_timing`. (A quick probe; `measure-cpu` records the same runs as variant `paged_decode`.)
+//! paged_decode_timing`. (A quick probe; `measure-cpu` records the same runs as variants `paged_decode`,
+//! `paged_read` and `paged_decode_sweep`.)
 
 use half::f16;
 use modern_attention::measure::cpu::paged_decode_records;
+use modern_attention::minimodel::paged::decode_avx2_in_use;
 
 fn main() {
     let mut log = |s: &str| println!("{s}");
+    println!("AVX2 in-place decode loop: {}", decode_avx2_in_use());
     for recs in [
         paged_decode_records::<f32>(false, &mut log),
         paged_decode_records::<f16>(false, &mut log),
     ] {
-        let base = recs[0].ms;
         for r in &recs {
+            // Each against its contiguous twin, as Tables 03.2 and 03.3 do.
+            let twin = match r.implementation.as_str() {
+                "ours/read-pass-paged" => "ours/read-pass-contiguous".to_string(),
+                imp if imp.starts_with("ours/paged-v1-bs") => imp.replace("paged-v1", "contiguous"),
+                _ if r.variant == "paged_decode" => "ours/contiguous".to_string(),
+                imp => imp.to_string(),
+            };
+            let base = recs
+                .iter()
+                .find(|b| b.implementation == twin)
+                .map_or(r.ms, |b| b.ms);
             println!(
-                "  {:16} {:.3} ms ({:+.1}% vs contiguous)",
+                "  {:28} {:.3} ms ({:+.1}% vs {twin})",
                 r.implementation,
                 r.ms,
                 100.0 * (r.ms / base - 1.0)

@@ -2,11 +2,11 @@
 //! an oversized, NaN-poisoned pool through shuffled block tables, partial last blocks, GQA, masks; the
 //! partitioned (V2) decode against the reference and against V1; refused calls leave the output alone.
 
-use half::f16;
+use half::{bf16, f16};
 use modern_attention::minimodel::numeric::{convert, Element};
 use modern_attention::minimodel::paged::paged_attention::{
-    contiguous_decode, gather, paged_attention, paged_decode, paged_decode_partitioned,
-    reduce_partitions, PagedBatch, PagedError, PagedKv, Partial,
+    contiguous_decode, gather, paged_attention, paged_decode, paged_decode_partitioned, read_pass,
+    read_pass_contiguous, reduce_partitions, PagedBatch, PagedError, PagedKv, Partial,
 };
 use modern_attention::minimodel::rng::Rng;
 use modern_attention::minimodel::shape::{AttnShape, Mask};
@@ -22,8 +22,10 @@ fn decode_grid<T: Element>() {
         (vec![5, 33, 40], 5),
         (vec![9, 2], 1),
     ] {
-        for d in [32, 64, 128] {
-            for (hq, hkv) in [(4, 4), (4, 2), (4, 1)] {
+        // D = 20 takes the portable path (the AVX2 loop wants multiples of 8); 6 heads a group, a
+        // block of 4 query rows and one of 2.
+        for d in [20, 32, 64, 128] {
+            for (hq, hkv) in [(4, 4), (4, 2), (4, 1), (6, 1)] {
                 seed += 1;
                 let st = setup::<T>(&lens, hkv, d, bs, seed);
                 let mut r = Rng::new(seed + 1000);
@@ -52,6 +54,11 @@ fn decode_equals_dense_attention_f32() {
 #[test]
 fn decode_equals_dense_attention_f16() {
     decode_grid::<f16>();
+}
+
+#[test]
+fn decode_equals_dense_attention_bf16() {
+    decode_grid::<bf16>();
 }
 
 #[test]
@@ -142,6 +149,19 @@ fn contiguous_decode_and_gather_agree_with_the_paged_path() {
     contiguous_decode(&q, &k, &v, &s, bs, &mut o1).unwrap();
     paged_decode(&q, hq, &st.kv(), &st.batch(), Mask::NONE, &mut o2).unwrap();
     assert_eq!(o1, o2, "same kernel, same order: bit-identical");
+    // The read passes walk the same rows: every valid row once, nothing of the NaN-poisoned rest of the
+    // pool. A block missed or read twice moves the sum by about sqrt(16 D) = 32; f32 rounding by far
+    // less than the bound (1e-5 of the sum of magnitudes, about 1.2 here).
+    let through = read_pass(&st.kv(), &st.batch());
+    let flat = read_pass_contiguous(&k, &v, &s, bs);
+    let exact: f64 = k.iter().chain(&v).map(|&x| f64::from(x)).sum();
+    let bound = 1e-5 * k.iter().chain(&v).map(|&x| f64::from(x).abs()).sum::<f64>();
+    for (name, got) in [("through the tables", through), ("contiguous", flat)] {
+        assert!(
+            (f64::from(got) - exact).abs() <= bound,
+            "read pass {name}: {got} against {exact} (bound {bound})"
+        );
+    }
 }
 
 #[test]

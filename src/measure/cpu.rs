@@ -483,14 +483,74 @@ pub fn measure(
 /// The paged-decode experiment's shape: 16 sequences of 2048 tokens, GQA 8/2, D = 128, blocks of 16.
 pub const PAGED_DECODE: (usize, usize, usize, usize, usize, usize) = (16, 8, 2, 2048, 128, 16);
 
+/// Block sizes of the CPU sweep beside [`PAGED_DECODE`]'s 16: the price of the table is paid per block,
+/// and vLLM's CPU backend takes 128-token blocks where its optimised kernels run.
+pub const PAGED_SWEEP_BLOCKS: [usize; 3] = [32, 64, 128];
+
+/// Every sequence's K and V (`s`: `(S, Hkv, Nk, D)`) scattered into a pool of blocks of `bs` rows
+/// through a shuffled table (every block used): the tables and the two pools.
+#[allow(clippy::type_complexity)]
+fn scatter_pool<T: Element>(
+    k: &[T],
+    v: &[T],
+    s: &AttnShape,
+    bs: usize,
+    rng: &mut Rng,
+) -> (Vec<Vec<usize>>, Vec<T>, Vec<T>) {
+    let per_seq = s.nk.div_ceil(bs);
+    let mut ids: Vec<usize> = (0..s.b * per_seq).collect();
+    rng.shuffle(&mut ids);
+    let tables: Vec<Vec<usize>> = ids.chunks(per_seq).map(<[usize]>::to_vec).collect();
+    let pool = ids.len() * s.hkv * bs * s.d;
+    let (mut kc, mut vc) = (vec![T::from_f32(0.0); pool], vec![T::from_f32(0.0); pool]);
+    for (seq, table) in tables.iter().enumerate() {
+        for h in 0..s.hkv {
+            for t in 0..s.nk {
+                let at = ((table[t / bs] * s.hkv + h) * bs + t % bs) * s.d;
+                let src = s.kv_row(seq, h, t);
+                kc[at..at + s.d].copy_from_slice(&k[src..src + s.d]);
+                vc[at..at + s.d].copy_from_slice(&v[src..src + s.d]);
+            }
+        }
+    }
+    (tables, kc, vc)
+}
+
+type Run<'a, T> = Box<dyn Fn(&mut [T]) + 'a>;
+
+/// Time `runs` in interleaved rounds (one run of each per round, each round starting with a different
+/// one, so that neither a slow phase of the machine nor a place in the round favours one), at least 10
+/// rounds and then until `seconds` or 150 rounds: each run's times in ms.
+fn interleaved<T: Element>(runs: &[(String, Run<T>)], o: &mut [T], seconds: f64) -> Vec<Vec<f64>> {
+    let mut times = vec![Vec::new(); runs.len()];
+    let budget = Instant::now();
+    let mut round = 0;
+    while times[0].len() < 10 || (budget.elapsed().as_secs_f64() < seconds && times[0].len() < 150)
+    {
+        for j in 0..runs.len() {
+            let i = (round + j) % runs.len();
+            o.fill(T::from_f32(f32::NAN));
+            let t = Instant::now();
+            (runs[i].1)(o);
+            times[i].push(t.elapsed().as_secs_f64() * 1e3);
+        }
+        round += 1;
+    }
+    times
+}
+
 /// Decode through a shuffled block table (V1, and V2 with partitions of 512) against the same kernel on
-/// contiguous K and V holding the same data: each checked on sequence 0 against the f64 reference, then
-/// timed in interleaved rounds (one run of each per round, so a busy neighbour slows all three alike)
-/// for 4 s (2 s with `quick`).
-/// Records: variant `paged_decode`, implementations `ours/contiguous`, `ours/paged-v1`, `ours/paged-v2`.
+/// contiguous K and V holding the same data, and the same walks with the arithmetic taken out (the
+/// read passes); each decode checked on sequence 0 against the f64 reference, then all five timed in
+/// interleaved rounds for 4 s (2 s with `quick`). Then the block-size sweep: contiguous and V1 at each
+/// of [`PAGED_SWEEP_BLOCKS`], checked, then timed in pairs for 1.5 s (0.5 s).
+/// Records: variant `paged_decode` (`ours/contiguous`, `ours/paged-v1`, `ours/paged-v2`), `paged_read`
+/// (`ours/read-pass-contiguous`, `ours/read-pass-paged`), `paged_decode_sweep` (`ours/contiguous-bs<B>`,
+/// `ours/paged-v1-bs<B>`).
 pub fn paged_decode_records<T: Element>(quick: bool, log: &mut dyn FnMut(&str)) -> Vec<Record> {
     use crate::minimodel::paged::paged_attention::{
-        contiguous_decode, paged_decode, paged_decode_partitioned, PagedBatch, PagedKv,
+        contiguous_decode, paged_decode, paged_decode_partitioned, read_pass, read_pass_contiguous,
+        PagedBatch, PagedKv,
     };
     let (b, hq, hkv, n, d, bs) = PAGED_DECODE;
     let s = AttnShape::new(b, hq, hkv, 1, n, d).expect("decode shape");
@@ -498,104 +558,148 @@ pub fn paged_decode_records<T: Element>(quick: bool, log: &mut dyn FnMut(&str)) 
     let q: Vec<T> = convert(&rng.normal_vec_f32(s.q_len()));
     let k: Vec<T> = convert(&rng.normal_vec_f32(s.kv_len()));
     let v: Vec<T> = convert(&rng.normal_vec_f32(s.kv_len()));
-    // Scatter every sequence's K and V into a pool through a shuffled table (all blocks used).
-    let per_seq = n / bs;
-    let num_blocks = b * per_seq;
-    let mut ids: Vec<usize> = (0..num_blocks).collect();
-    rng.shuffle(&mut ids);
-    let tables: Vec<Vec<usize>> = ids.chunks(per_seq).map(|c| c.to_vec()).collect();
-    let (mut kc, mut vc) = (k.clone(), v.clone());
-    for (seq, table) in tables.iter().enumerate() {
-        for h in 0..hkv {
-            for t in 0..n {
-                let at = ((table[t / bs] * hkv + h) * bs + t % bs) * d;
-                let src = s.kv_row(seq, h, t);
-                kc[at..at + d].copy_from_slice(&k[src..src + d]);
-                vc[at..at + d].copy_from_slice(&v[src..src + d]);
-            }
-        }
-    }
-    let kv = PagedKv::new(&kc, &vc, num_blocks, hkv, bs, d).expect("pool shape");
     let lens = vec![n; b];
-    let batch = PagedBatch {
-        tables: &tables,
-        seq_lens: &lens,
-    };
     let sub = AttnShape::new(1, hq, hkv, 1, n, d).expect("sub shape");
     let (q0, k0, v0) = (&q[..sub.q_len()], &k[..sub.kv_len()], &v[..sub.kv_len()]);
     let reference = attention_ref64(q0, k0, v0, &sub, Mask::NONE).expect("valid shape");
     let lowp = attention_lowp(q0, k0, v0, &sub, Mask::NONE, T::DTYPE).expect("valid shape");
-    type Run<'a, T> = Box<dyn Fn(&mut [T]) + 'a>;
-    let runs: Vec<(&str, Run<T>)> = vec![
+    let mut o = vec![T::from_f32(f32::NAN); s.q_len()];
+    // Run once into a poisoned output and check sequence 0 against the reference.
+    let check = |name: &str, run: &Run<T>, o: &mut [T], log: &mut dyn FnMut(&str)| {
+        o.fill(T::from_f32(f32::NAN));
+        run(o);
+        let got: Vec<f64> = o[..sub.q_len()].iter().map(|x| x.to_f64()).collect();
+        let bar = (T::DTYPE == DType::F16).then_some(FP16_BAR);
+        let result = attn_close(name, &got, &lowp, &reference, T::DTYPE, n, bar);
+        crate::minimodel::check::verdict(&result, log)
+    };
+    let flops = fa_flops(b, hq, 1, n, d, false);
+    // Bytes: K and V once per kv head (the G query heads share each block), q and o once.
+    let e = T::DTYPE.bytes() as f64;
+    let bytes_model = e * (2.0 * s.kv_len() as f64 + 2.0 * s.q_len() as f64);
+    let kv_bytes = e * 2.0 * s.kv_len() as f64;
+    let mut out = Vec::new();
+    let mut record = |variant: &str,
+                      name: &str,
+                      ts: &mut Vec<f64>,
+                      ok: Option<(bool, f64)>,
+                      log: &mut dyn FnMut(&str)| {
+        ts.sort_by(f64::total_cmp);
+        let ms = ts[ts.len() / 2];
+        let (f, by) = if ok.is_some() {
+            (flops, bytes_model)
+        } else {
+            (0.0, kv_bytes)
+        };
+        let rec = Record::new(
+            variant,
+            &format!("ours/{name}"),
+            T::DTYPE.name(),
+            &s,
+            "none",
+        )
+        .timed(ts, f, by);
+        // A read pass computes nothing to check: it stays unchecked, and no table takes it for attention.
+        out.push(match ok {
+            Some((ok, err)) => rec.checked(ok, err),
+            None => rec,
+        });
+        log(&format!(
+            "{variant} {name:24} {:4} B={b} Hq={hq} Hkv={hkv} N={n} D={d}: {ms:8.3} ms {:6.1} GB/s {}",
+            T::DTYPE.name(),
+            by / ms / 1e6,
+            match ok {
+                Some((true, _)) => "checked",
+                Some((false, _)) => "NOT CHECKED",
+                None => "(reads only)",
+            }
+        ));
+    };
+
+    let (tables, kc, vc) = scatter_pool(&k, &v, &s, bs, &mut rng);
+    let kv = PagedKv::new(&kc, &vc, tables.len() * n / bs, hkv, bs, d).expect("pool shape");
+    let batch = PagedBatch {
+        tables: &tables,
+        seq_lens: &lens,
+    };
+    let runs: Vec<(String, Run<T>)> = vec![
         (
-            "contiguous",
+            "contiguous".into(),
             Box::new(|o: &mut [T]| contiguous_decode(&q, &k, &v, &s, bs, o).expect("valid call")),
         ),
         (
-            "paged-v1",
+            "paged-v1".into(),
             Box::new(|o: &mut [T]| {
                 paged_decode(&q, hq, &kv, &batch, Mask::NONE, o).expect("valid call")
             }),
         ),
         (
-            "paged-v2",
+            "paged-v2".into(),
             Box::new(|o: &mut [T]| {
                 paged_decode_partitioned(&q, hq, &kv, &batch, Mask::NONE, 512, o)
                     .expect("valid call")
             }),
         ),
+        (
+            "read-pass-contiguous".into(),
+            Box::new(|o: &mut [T]| o[0] = T::from_f32(read_pass_contiguous(&k, &v, &s, bs))),
+        ),
+        (
+            "read-pass-paged".into(),
+            Box::new(|o: &mut [T]| o[0] = T::from_f32(read_pass(&kv, &batch))),
+        ),
     ];
-    let mut o = vec![T::from_f32(f32::NAN); s.q_len()];
-    let mut checked = Vec::new();
-    for (name, run) in &runs {
-        o.fill(T::from_f32(f32::NAN));
-        run(&mut o);
-        let got: Vec<f64> = o[..sub.q_len()].iter().map(|x| x.to_f64()).collect();
-        let bar = (T::DTYPE == DType::F16).then_some(FP16_BAR);
-        let result = attn_close(name, &got, &lowp, &reference, T::DTYPE, n, bar);
-        checked.push(crate::minimodel::check::verdict(&result, log));
+    let checked: Vec<_> = runs[..3]
+        .iter()
+        .map(|(name, run)| check(name, run, &mut o, log))
+        .collect();
+    let mut times = interleaved(&runs, &mut o, if quick { 2.0 } else { 4.0 });
+    for (i, ((name, _), ts)) in runs.iter().zip(times.iter_mut()).enumerate() {
+        let (variant, ok) = match checked.get(i) {
+            Some(c) => ("paged_decode", Some(*c)),
+            None => ("paged_read", None),
+        };
+        record(variant, name, ts, ok, log);
     }
-    let mut times = vec![Vec::new(); runs.len()];
-    let budget = Instant::now();
-    // Interleaved rounds, each starting with a different kernel, so that neither a slow phase of the
-    // machine nor a position in the round favours one of them.
-    let mut round = 0;
-    let seconds = if quick { 2.0 } else { 4.0 };
-    while times[0].len() < 10 || (budget.elapsed().as_secs_f64() < seconds && times[0].len() < 150)
-    {
-        for j in 0..runs.len() {
-            let i = (round + j) % runs.len();
-            o.fill(T::from_f32(f32::NAN));
-            let t = Instant::now();
-            (runs[i].1)(&mut o);
-            times[i].push(t.elapsed().as_secs_f64() * 1e3);
+    drop(runs);
+
+    for sweep_bs in PAGED_SWEEP_BLOCKS {
+        let (tables, kc, vc) = scatter_pool(&k, &v, &s, sweep_bs, &mut rng);
+        let kv = PagedKv::new(
+            &kc,
+            &vc,
+            tables.len() * n.div_ceil(sweep_bs),
+            hkv,
+            sweep_bs,
+            d,
+        )
+        .expect("pool shape");
+        let batch = PagedBatch {
+            tables: &tables,
+            seq_lens: &lens,
+        };
+        let runs: Vec<(String, Run<T>)> = vec![
+            (
+                format!("contiguous-bs{sweep_bs}"),
+                Box::new(|o: &mut [T]| {
+                    contiguous_decode(&q, &k, &v, &s, sweep_bs, o).expect("valid call")
+                }),
+            ),
+            (
+                format!("paged-v1-bs{sweep_bs}"),
+                Box::new(|o: &mut [T]| {
+                    paged_decode(&q, hq, &kv, &batch, Mask::NONE, o).expect("valid call")
+                }),
+            ),
+        ];
+        let checked: Vec<_> = runs
+            .iter()
+            .map(|(name, run)| check(name, run, &mut o, log))
+            .collect();
+        let mut times = interleaved(&runs, &mut o, if quick { 0.5 } else { 1.5 });
+        for (((name, _), ts), ok) in runs.iter().zip(times.iter_mut()).zip(checked) {
+            record("paged_decode_sweep", name, ts, Some(ok), log);
         }
-        round += 1;
-    }
-    let flops = fa_flops(b, hq, 1, n, d, false);
-    // Bytes: K and V once per kv head (the G query heads share each block), q and o once, the tables.
-    let e = T::DTYPE.bytes() as f64;
-    let bytes_model = e * (2.0 * s.kv_len() as f64 + 2.0 * s.q_len() as f64);
-    let mut out = Vec::new();
-    for (((name, _), mut ts), (ok, max_err)) in runs.iter().zip(times).zip(checked) {
-        ts.sort_by(f64::total_cmp);
-        let ms = ts[ts.len() / 2];
-        log(&format!(
-            "paged_decode {:10} {:4} B={b} Hq={hq} Hkv={hkv} N={n} D={d}: {ms:8.3} ms {:6.1} GB/s {}",
-            name,
-            T::DTYPE.name(),
-            bytes_model / ms / 1e6,
-            if ok { "checked" } else { "NOT CHECKED" }
-        ));
-        let shape = AttnShape::new(b, hq, hkv, 1, n, d).expect("paged decode shape");
-        let rec = Record::new(
-            "paged_decode",
-            &format!("ours/{name}"),
-            T::DTYPE.name(),
-            &shape,
-            "none",
-        );
-        out.push(rec.timed(&ts, flops, bytes_model).checked(ok, max_err));
     }
     out
 }

@@ -20,6 +20,10 @@ pub fn render(files: &[(String, crate::measure::MeasurementFile)]) -> Vec<Artifa
             contents: decode_table(files),
         },
         Artifact {
+            name: "lab03_cpu_blocks.md",
+            contents: cpu_block_table(files),
+        },
+        Artifact {
             name: "lab03_gpu_decode.md",
             contents: gpu_decode_table(files),
         },
@@ -345,7 +349,8 @@ fn gpu_sweep_card((name, f, recs, ns): &Gpu) -> String {
     out
 }
 
-/// Table 03.2: paged decode against contiguous decode on the same tokens, from the CPU measurements.
+/// Table 03.2: the CPU decode step on the first CPU file that has one: contiguous, paged (V1, V2), and
+/// the same two walks with the arithmetic taken out (the read passes), each against its contiguous twin.
 fn decode_table(files: &[(String, crate::measure::MeasurementFile)]) -> String {
     use crate::roofline::si;
     let mut out = String::new();
@@ -353,17 +358,25 @@ fn decode_table(files: &[(String, crate::measure::MeasurementFile)]) -> String {
         let recs: Vec<_> = f
             .records
             .iter()
-            .filter(|r| r.variant == "paged_decode" && r.checked)
+            .filter(|r| (r.variant == "paged_decode" && r.checked) || r.variant == "paged_read")
             .collect();
-        if recs.is_empty() {
+        if !recs.iter().any(|r| r.variant == "paged_decode") {
             continue;
         }
         let mut rows = Vec::new();
         for dtype in ["f32", "f16"] {
-            let base = recs
-                .iter()
-                .find(|r| r.dtype == dtype && r.implementation == "ours/contiguous");
+            let find = |imp: &str| {
+                recs.iter()
+                    .find(|r| r.dtype == dtype && r.implementation == imp)
+            };
             for r in recs.iter().filter(|r| r.dtype == dtype) {
+                // Each against its contiguous twin: the decodes against the contiguous decode, the
+                // read passes against the contiguous read pass.
+                let base = if r.variant == "paged_read" {
+                    find("ours/read-pass-contiguous")
+                } else {
+                    find("ours/contiguous")
+                };
                 rows.push(vec![
                     dtype.to_string(),
                     format!("`{}`", r.implementation),
@@ -390,9 +403,10 @@ fn decode_table(files: &[(String, crate::measure::MeasurementFile)]) -> String {
         );
         out += &format!(
             "\n*Table 03.2. One decode step of {} sequences of {} tokens, GQA {}/{} heads, D = {}, block size 16, on \
-             the same data for all three (paged tables shuffled); each checked against the f64 reference first; \
-             timed in interleaved rounds. {} ({} threads), copy bandwidth {} GB/s; {}; from \
-             `measurements/{name}`.*\n",
+             the same data for all (paged tables shuffled); each decode checked against the f64 reference first; \
+             the `read-pass` rows are the same walks reading the same rows with no arithmetic (K and V \
+             bytes only), against the contiguous read pass; all timed in interleaved rounds. {} ({} threads), \
+             read bandwidth {} GB/s; {}; from `measurements/{name}`.*\n",
             r0.b,
             r0.nk,
             r0.hq,
@@ -400,7 +414,7 @@ fn decode_table(files: &[(String, crate::measure::MeasurementFile)]) -> String {
             r0.d,
             f.machine.name,
             f.generated.threads,
-            sig3(f.machine.bandwidth_gbps),
+            sig3(f.machine.read_gbps.unwrap_or(f.machine.bandwidth_gbps)),
             f.when(r0),
         );
         break;
@@ -409,6 +423,66 @@ fn decode_table(files: &[(String, crate::measure::MeasurementFile)]) -> String {
         out = "*No paged decode measurements are committed yet: run `cargo run --release -- measure-cpu`.*\n".into();
     }
     out
+}
+
+/// Table 03.3 (CPU): the paged decode's price against the block size, on the first CPU file with the
+/// sweep: block size 16 from the main comparison, the rest from `paged_decode_sweep`.
+fn cpu_block_table(files: &[(String, crate::measure::MeasurementFile)]) -> String {
+    for (name, f) in files.iter().filter(|(_, f)| f.machine.kind == "cpu") {
+        let recs: Vec<_> = f.records.iter().filter(|r| r.checked).collect();
+        if !recs.iter().any(|r| r.variant == "paged_decode_sweep") {
+            continue;
+        }
+        let mut rows = Vec::new();
+        for dtype in ["f32", "f16"] {
+            let ms = |variant: &str, imp: &str| {
+                recs.iter()
+                    .find(|r| r.dtype == dtype && r.variant == variant && r.implementation == imp)
+                    .map(|r| r.ms)
+            };
+            let mut sizes: Vec<usize> = vec![16];
+            sizes.extend(crate::measure::cpu::PAGED_SWEEP_BLOCKS);
+            for bs in sizes {
+                let (c, p) = if bs == 16 {
+                    (
+                        ms("paged_decode", "ours/contiguous"),
+                        ms("paged_decode", "ours/paged-v1"),
+                    )
+                } else {
+                    (
+                        ms("paged_decode_sweep", &format!("ours/contiguous-bs{bs}")),
+                        ms("paged_decode_sweep", &format!("ours/paged-v1-bs{bs}")),
+                    )
+                };
+                if let (Some(c), Some(p)) = (c, p) {
+                    rows.push(vec![
+                        dtype.to_string(),
+                        bs.to_string(),
+                        format!("{c:.3}"),
+                        format!("{p:.3}"),
+                        format!("{:+.1}%", 100.0 * (p / c - 1.0)),
+                    ]);
+                }
+            }
+        }
+        let r0 = recs
+            .iter()
+            .find(|r| r.variant == "paged_decode_sweep")
+            .expect("checked above");
+        return md_table(
+            &["dtype", "block size", "contiguous ms", "paged ms", "price of the table"],
+            &rows,
+        ) + &format!(
+            "\n*Table 03.3. The decode step of Table 03.2 at four block sizes (the same data scattered \
+             anew for each, tables shuffled; the contiguous walk cut into blocks of the same size); \
+             each checked, then timed in interleaved pairs (block size 16: Table 03.2's rounds). {} \
+             ({} threads); {}; from `measurements/{name}`.*\n",
+            f.machine.name,
+            f.generated.threads,
+            f.when(r0),
+        );
+    }
+    "*No CPU block-size sweep is committed yet: run `cargo run --release -- measure-cpu`.*\n".into()
 }
 
 /// Mean, median and 99th percentile of `xs`.

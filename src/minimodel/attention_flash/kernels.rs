@@ -257,7 +257,7 @@ fn softmax_tile<const FUSED: bool>(
 // ANCHOR_END: softmax_tile
 
 #[cfg(target_arch = "x86_64")]
-mod avx2;
+pub(crate) mod avx2;
 
 /// The AVX-512 register blocks, with explicit intrinsics: the compiler's auto-vectorised loops above
 /// spilled accumulators to the stack, and these two blocks are where nearly all the FLOPs are.

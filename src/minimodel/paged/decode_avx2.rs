@@ -1,0 +1,354 @@
+//! Decode's inner loop on AVX2, reading a block's K and V rows where they lie.
+//!
+//! The portable walk ([`super::paged_attention`]) copies each block into f32 tiles, transposes K, and
+//! runs the tiled kernel's step on them: right for a prefill tile of hundreds of query rows, wasteful for
+//! decode, whose `G` query rows (one per head of a GQA group, 4 for 8 query heads on 2 kv heads) see each
+//! key once. There the copies cost as much as the arithmetic, and the whole step ran at a third of the
+//! machine's read bandwidth in f32 and a sixth in f16. Here the block's rows are read in place, 8 lanes at
+//! a time, widened to f32 in registers (F16C's `vcvtph2ps` for f16, a shift for bf16):
+//!
+//! 1. `S = Q K^T`: every (query row, key row) pair is a dot product of length `D`; 4 query rows by 2 key
+//!    rows at a time keep 8 accumulators in registers, each query load shared by two keys.
+//! 2. The online softmax of the tiled kernel, [`avx2::softmax_tile`], on `S` padded to 8 columns.
+//! 3. `O += P V`: 4 query rows by 16 columns of accumulators, each V row's 16 columns loaded once and
+//!    widened once for the 4 rows.
+//!
+//! Memory is the bound, so the loop also asks for the next block's rows (its address is known from the
+//! table one block ahead, which no hardware prefetcher can guess): one row of K and one of V per key row
+//! computed, spread over the block's work rather than issued in one burst.
+
+use crate::minimodel::attention_flash::kernels::avx2;
+use crate::minimodel::numeric::Element;
+use half::{bf16, f16};
+use std::arch::x86_64::*;
+
+/// An element type the loop reads 8 at a time, widened to f32 in a register.
+pub trait Lanes: Element {
+    /// Load 8 elements from `p` as 8 f32 lanes.
+    ///
+    /// # Safety
+    /// The CPU has AVX2 and F16C; 8 elements are readable at `p`.
+    unsafe fn load8(p: *const Self) -> __m256;
+}
+
+impl Lanes for f32 {
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    unsafe fn load8(p: *const f32) -> __m256 {
+        _mm256_loadu_ps(p)
+    }
+}
+
+impl Lanes for f16 {
+    #[inline]
+    #[target_feature(enable = "avx2,f16c")]
+    unsafe fn load8(p: *const f16) -> __m256 {
+        _mm256_cvtph_ps(_mm_loadu_si128(p.cast()))
+    }
+}
+
+impl Lanes for bf16 {
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    unsafe fn load8(p: *const bf16) -> __m256 {
+        // A bf16 is the top half of the f32 with the same bits.
+        let wide = _mm256_cvtepu16_epi32(_mm_loadu_si128(p.cast()));
+        _mm256_castsi256_ps(_mm256_slli_epi32::<16>(wide))
+    }
+}
+
+/// Whether this CPU runs [`absorb`].
+pub fn available() -> bool {
+    std::is_x86_feature_detected!("avx2")
+        && std::is_x86_feature_detected!("fma")
+        && std::is_x86_feature_detected!("f16c")
+}
+
+/// The sum of 8 lanes.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn hsum(x: __m256) -> f32 {
+    let h = _mm_add_ps(_mm256_castps256_ps128(x), _mm256_extractf128_ps::<1>(x));
+    let h = _mm_add_ps(h, _mm_movehl_ps(h, h));
+    _mm_cvtss_f32(_mm_add_ss(h, _mm_shuffle_ps::<1>(h, h)))
+}
+
+/// The sums of 8 vectors, as the lanes of one: `hadd` pairs them within 128-bit halves twice, then
+/// the two halves of each are added.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn hsum8(a: [__m256; 8]) -> __m256 {
+    let h01 = _mm256_hadd_ps(a[0], a[1]);
+    let h23 = _mm256_hadd_ps(a[2], a[3]);
+    let h45 = _mm256_hadd_ps(a[4], a[5]);
+    let h67 = _mm256_hadd_ps(a[6], a[7]);
+    let lo = _mm256_hadd_ps(h01, h23); // [a0 a1 a2 a3 | a0 a1 a2 a3]: low and high halves' sums
+    let hi = _mm256_hadd_ps(h45, h67);
+    _mm256_add_ps(
+        _mm256_permute2f128_ps::<0x20>(lo, hi),
+        _mm256_permute2f128_ps::<0x31>(lo, hi),
+    )
+}
+
+/// Ask for the lines of `bytes` bytes at `p` (into every cache level).
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn prefetch(p: *const u8, bytes: usize) {
+    for off in (0..bytes).step_by(64) {
+        _mm_prefetch::<_MM_HINT_T0>(p.add(off).cast());
+    }
+}
+
+/// The next block's K and V rows to ask for while this one is computed (`rows` of `D` each).
+#[derive(Clone, Copy)]
+pub struct Ahead<E> {
+    /// First K row of the next block.
+    pub k: *const E,
+    /// First V row of the next block.
+    pub v: *const E,
+    /// Rows in it.
+    pub rows: usize,
+}
+
+// ANCHOR: scores
+/// `s[r ls + j] = q_r . k_j` for query rows `r0 .. r0 + R` and key rows `j0 .. j0 + J`: `R J`
+/// accumulators across `D`, one load of each key chunk for the `R` rows, one of each query chunk for the
+/// `J` keys.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn dots<E: Lanes, const R: usize, const J: usize>(
+    q: *const f32,
+    k: *const E,
+    d: usize,
+    s: *mut f32,
+    ls: usize,
+) {
+    let mut acc = [[_mm256_setzero_ps(); J]; R];
+    for c in (0..d).step_by(8) {
+        let mut kv = [_mm256_setzero_ps(); J];
+        for (j, x) in kv.iter_mut().enumerate() {
+            *x = E::load8(k.add(j * d + c));
+        }
+        for (r, acc_r) in acc.iter_mut().enumerate() {
+            let qv = _mm256_loadu_ps(q.add(r * d + c));
+            for (a, x) in acc_r.iter_mut().zip(&kv) {
+                *a = _mm256_fmadd_ps(qv, *x, *a);
+            }
+        }
+    }
+    if R == 4 && J == 2 {
+        // The 8 sums at once: three rounds of pairwise adds leave lane i holding accumulator i's sum.
+        let a: [__m256; 8] = std::array::from_fn(|i| acc[i / 2][i % 2]);
+        let sums = hsum8(a);
+        let mut out = [0.0f32; 8];
+        _mm256_storeu_ps(out.as_mut_ptr(), sums);
+        for (i, x) in out.iter().enumerate() {
+            *s.add(i / 2 * ls + i % 2) = *x;
+        }
+        return;
+    }
+    for (r, acc_r) in acc.iter().enumerate() {
+        for (j, a) in acc_r.iter().enumerate() {
+            *s.add(r * ls + j) = hsum(*a);
+        }
+    }
+}
+// ANCHOR_END: scores
+
+/// `o[r] += sum_j p[r ls + j] v_j` for rows `r0 .. r0 + R` and the 8 `V` columns at `c`, over the `n`
+/// key rows: `R V` accumulators, one load and widening of each V chunk for the `R` rows.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn pv<E: Lanes, const R: usize, const V: usize>(
+    p: *const f32,
+    ls: usize,
+    v: *const E,
+    n: usize,
+    d: usize,
+    o: *mut f32,
+) {
+    let mut acc = [[_mm256_setzero_ps(); V]; R];
+    for (r, acc_r) in acc.iter_mut().enumerate() {
+        for (c, a) in acc_r.iter_mut().enumerate() {
+            *a = _mm256_loadu_ps(o.add(r * d + 8 * c));
+        }
+    }
+    for j in 0..n {
+        let mut vv = [_mm256_setzero_ps(); V];
+        for (c, x) in vv.iter_mut().enumerate() {
+            *x = E::load8(v.add(j * d + 8 * c));
+        }
+        for (r, acc_r) in acc.iter_mut().enumerate() {
+            let pr = _mm256_set1_ps(*p.add(r * ls + j));
+            for (a, x) in acc_r.iter_mut().zip(&vv) {
+                *a = _mm256_fmadd_ps(pr, *x, *a);
+            }
+        }
+    }
+    for (r, acc_r) in acc.iter().enumerate() {
+        for (c, a) in acc_r.iter().enumerate() {
+            _mm256_storeu_ps(o.add(r * d + 8 * c), *a);
+        }
+    }
+}
+
+/// Keys per pass of the three loops: 16 rows of K and of V in f32 at D = 128 are 16 KB, which stay in
+/// L1 while the scores, the softmax and `P V` pass over them (64-row blocks in one pass were 30% slower
+/// at D = 128 in f32: the `P V` loop's column slices found V in L2).
+pub const CHUNK: usize = 16;
+
+// ANCHOR: absorb
+/// Absorb `n` keys (`k`, `v`: `n` rows of `D`, in place) into `G` query rows: `q: (G, D)` already
+/// scaled by `log2(e) / sqrt(D)`; running max `m: (G)`, partial sums `l: (G, L)` and output
+/// `o: (G, D)` as in the tiled kernel; `s` scratch of `G` rows of [`CHUNK`]. In passes of [`CHUNK`]
+/// keys, each asking for the next pass's rows (the last for `ahead`'s, the next block's).
+///
+/// # Safety
+/// [`available`]; `D` a multiple of 8; `k` and `v` hold `n D` elements, `ahead` (if any) `rows D`.
+#[allow(clippy::too_many_arguments)]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn absorb<E: Lanes>(
+    q: &[f32],
+    k: &[E],
+    v: &[E],
+    n: usize,
+    d: usize,
+    m: &mut [f32],
+    l: &mut [f32],
+    o: &mut [f32],
+    s: &mut [f32],
+    ahead: Option<Ahead<E>>,
+) {
+    assert!(k.len() >= n * d && v.len() >= n * d);
+    for j in (0..n).step_by(CHUNK) {
+        let c = (n - j).min(CHUNK);
+        let next = if j + c < n {
+            Some(Ahead {
+                k: k.as_ptr().add((j + c) * d),
+                v: v.as_ptr().add((j + c) * d),
+                rows: (n - j - c).min(CHUNK),
+            })
+        } else {
+            ahead
+        };
+        let rows = j * d..(j + c) * d;
+        pass(q, &k[rows.clone()], &v[rows], c, d, m, l, o, s, next);
+    }
+}
+// ANCHOR_END: absorb
+
+// ANCHOR: pass
+/// One pass of [`absorb`] over `n <= CHUNK` keys.
+#[allow(clippy::too_many_arguments)]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn pass<E: Lanes>(
+    q: &[f32],
+    k: &[E],
+    v: &[E],
+    n: usize,
+    d: usize,
+    m: &mut [f32],
+    l: &mut [f32],
+    o: &mut [f32],
+    s: &mut [f32],
+    ahead: Option<Ahead<E>>,
+) {
+    let g = m.len();
+    let ls = n.next_multiple_of(8);
+    assert!(d.is_multiple_of(8) && n > 0 && k.len() >= n * d && v.len() >= n * d);
+    assert!(q.len() >= g * d && o.len() >= g * d && s.len() >= g * ls);
+    let (kp, vp, qp, sp) = (k.as_ptr(), v.as_ptr(), q.as_ptr(), s.as_mut_ptr());
+    let row_bytes = d * std::mem::size_of::<E>();
+    // 1. Scores, 4 query rows by 2 keys at a time; with each pair of keys, the next block's same rows.
+    let mut r0 = 0;
+    while r0 < g {
+        let rows = (g - r0).min(4);
+        let (qr, sr) = (qp.add(r0 * d), sp.add(r0 * ls));
+        let mut j = 0;
+        while j < n {
+            if let (0, Some(a)) = (r0, ahead) {
+                for jj in j..(j + 2).min(a.rows) {
+                    prefetch(a.k.add(jj * d).cast(), row_bytes); // the next block's K, row for row
+                }
+            }
+            let (kj, sj) = (kp.add(j * d), sr.add(j));
+            match (rows, n - j >= 2) {
+                (4, true) => dots::<E, 4, 2>(qr, kj, d, sj, ls),
+                (4, false) => dots::<E, 4, 1>(qr, kj, d, sj, ls),
+                (3, true) => dots::<E, 3, 2>(qr, kj, d, sj, ls),
+                (3, false) => dots::<E, 3, 1>(qr, kj, d, sj, ls),
+                (2, true) => dots::<E, 2, 2>(qr, kj, d, sj, ls),
+                (2, false) => dots::<E, 2, 1>(qr, kj, d, sj, ls),
+                (_, true) => dots::<E, 1, 2>(qr, kj, d, sj, ls),
+                (_, false) => dots::<E, 1, 1>(qr, kj, d, sj, ls),
+            }
+            j += 2;
+        }
+        for i in 0..rows {
+            s[(r0 + i) * ls + n..][..ls - n].fill(f32::NEG_INFINITY); // padding: weight 0
+        }
+        r0 += rows;
+    }
+    // 2. The online softmax: new maxima, P = 2^(S - m'), l and o rescaled by 2^(m - m').
+    avx2::softmax_tile(&mut s[..g * ls], m, l, o, g, ls, d);
+    // 3. O += P V, 4 rows by 16 columns (then 8) at a time.
+    let op = o.as_mut_ptr();
+    let mut r0 = 0;
+    while r0 < g {
+        let rows = (g - r0).min(4);
+        let (pr, or) = (sp.add(r0 * ls), op.add(r0 * d));
+        let mut c = 0;
+        while c < d {
+            let wide = d - c >= 16;
+            if let (0, Some(a)) = (r0, ahead) {
+                // The next block's V, its rows spread over this block's column slices.
+                let per = a.rows.div_ceil(d.div_ceil(16));
+                for jj in (c / 16 * per..).take(per).take_while(|&jj| jj < a.rows) {
+                    prefetch(a.v.add(jj * d).cast(), row_bytes);
+                }
+            }
+            let (vc, oc) = (vp.add(c), or.add(c));
+            match (rows, wide) {
+                (4, true) => pv::<E, 4, 2>(pr, ls, vc, n, d, oc),
+                (4, false) => pv::<E, 4, 1>(pr, ls, vc, n, d, oc),
+                (3, true) => pv::<E, 3, 2>(pr, ls, vc, n, d, oc),
+                (3, false) => pv::<E, 3, 1>(pr, ls, vc, n, d, oc),
+                (2, true) => pv::<E, 2, 2>(pr, ls, vc, n, d, oc),
+                (2, false) => pv::<E, 2, 1>(pr, ls, vc, n, d, oc),
+                (_, true) => pv::<E, 1, 2>(pr, ls, vc, n, d, oc),
+                (_, false) => pv::<E, 1, 1>(pr, ls, vc, n, d, oc),
+            }
+            c += if wide { 16 } else { 8 };
+        }
+        r0 += rows;
+    }
+}
+// ANCHOR_END: pass
+
+/// The sum of every element of `k` and `v` (one block's rows), asking for `ahead`'s lines at the same
+/// pace as [`absorb`] does (each 32 elements read, the next block's 32 at the same offset): the decode's
+/// reads without its arithmetic.
+///
+/// # Safety
+/// The CPU has AVX2 and F16C.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn sum_rows<E: Lanes>(k: &[E], v: &[E], ahead: Option<(&[E], &[E])>) -> f32 {
+    let mut acc = [_mm256_setzero_ps(); 4];
+    let mut tail = 0.0f32;
+    for (x, next) in [(k, ahead.map(|a| a.0)), (v, ahead.map(|a| a.1))] {
+        let whole = x.len() - x.len() % 32;
+        for c in (0..whole).step_by(32) {
+            if let Some(next) = next.filter(|nx| c < nx.len()) {
+                prefetch(next.as_ptr().add(c).cast(), 32 * std::mem::size_of::<E>());
+            }
+            for (i, a) in acc.iter_mut().enumerate() {
+                *a = _mm256_add_ps(*a, E::load8(x.as_ptr().add(c + 8 * i)));
+            }
+        }
+        tail += x[whole..].iter().map(|e| e.to_f32()).sum::<f32>();
+    }
+    hsum(_mm256_add_ps(
+        _mm256_add_ps(acc[0], acc[1]),
+        _mm256_add_ps(acc[2], acc[3]),
+    )) + tail
+}
