@@ -159,7 +159,7 @@ pub fn read_roof(f: &crate::measure::MeasurementFile) -> f64 {
         )
 }
 
-/// Table 03.3: GPU decode per context: our paged and contiguous kernels against PyTorch's SDPA backends
+/// Table 03.4: GPU decode per context: our paged and contiguous kernels against PyTorch's SDPA backends
 /// on the same shapes, in the same device call.
 fn gpu_decode_table(files: &[(String, crate::measure::MeasurementFile)]) -> String {
     match gpu_cards(
@@ -243,7 +243,7 @@ fn gpu_decode_card((name, f, recs, ns): &Gpu) -> String {
     let r0 = recs[0];
     let mut out = md_table(&header, &rows);
     out += &format!(
-        "\n*Table 03.3, {}. One decode step on the GPU: {} sequences, GQA {}/{} heads, D = {}, fp16, every sequence N \
+        "\n*Table 03.4, {}. One decode step on the GPU: {} sequences, GQA {}/{} heads, D = {}, fp16, every sequence N \
          tokens long, blocks of 16 in a shuffled pool (ours/gpu-paged){} or the same kernel on a contiguous copy \
          (ours/gpu-contiguous); PyTorch's `scaled_dot_product_attention(..., enable_gqa=True)` on contiguous K/V of \
          the same shape, each backend forced (`torch/sdpa`: the default dispatcher; `-repeat-kv`: a backend without \
@@ -277,7 +277,7 @@ fn gpu_decode_card((name, f, recs, ns): &Gpu) -> String {
     out
 }
 
-/// Table 03.4: the tunings and partition sizes behind the paged kernel's defaults.
+/// Table 03.5: the tunings and partition sizes behind the paged kernel's defaults.
 fn gpu_sweep_table(files: &[(String, crate::measure::MeasurementFile)]) -> String {
     match gpu_cards(
         files,
@@ -322,13 +322,13 @@ fn gpu_sweep_card((name, f, recs, ns): &Gpu) -> String {
     let header: Vec<&str> = header.iter().map(String::as_str).collect();
     let mut out = md_table(&header, &rows);
     out += &format!(
-        "\n*Table 03.4, {}. The paged kernel's choices, each run on the paged batch of Table 03.3 (checked first). \
+        "\n*Table 03.5, {}. The paged kernel's choices, each run on the paged batch of Table 03.4 (checked first). \
          `wW-pP-xX`: W warps per block, P token passes per warp chunk (2P loads of 16 bytes in flight per lane), \
          partitions sized for X waves of resident blocks; `-hint`: loads that skip L1 and ask L2 for 256-byte \
          lines (with `-tcS`: the ring's copies ask L2 for them); `-pfN`: each warp also asks L2 for the block of its \
          chunk N chunks past the ring's; `hm` and `fresh-hm`: the default tuning (or the one named after) on the \
          pool stored head-major (each kv head its own pool of blocks) through the shuffled and the fresh tables \
-         of Table 03.3; `-fused`: the last block of a row merges the partitions instead of a second launch; `-bulkS`: \
+         of Table 03.4; `-fused`: the last block of a row merges the partitions instead of a second launch; `-bulkS`: \
          chunks arrive in shared memory by Hopper's bulk asynchronous copies, S per warp in flight; `-asyncS`: each \
          lane's own 16-byte asynchronous copies (`cp.async`) into a ring of S chunks per warp, S - 1 in flight while \
          one is computed; `-tcS`: scores and P V on the tensor cores (`mma.sync`, the block's query heads as the rows of \
@@ -340,7 +340,7 @@ fn gpu_sweep_card((name, f, recs, ns): &Gpu) -> String {
          tables with the pool's blocks shuffled within each aligned window of W blocks (at W = 8, 64, 512 windows \
          of 256 KB, 2 MB and 16 MB of K); `sorted`: the shuffled tables with each sequence's entries in \
          increasing block order (its keys in another order, which an unmasked decode does not see); `...-PN`: a fixed \
-         partition of N keys with the tuning named before it. Read roof as in Table 03.3. {}, {}; from \
+         partition of N keys with the tuning named before it. Read roof as in Table 03.4. {}, {}; from \
          `measurements/{name}`.*\n",
         f.machine.name,
         f.machine.name,
@@ -425,7 +425,7 @@ fn decode_table(files: &[(String, crate::measure::MeasurementFile)]) -> String {
     out
 }
 
-/// Table 03.3 (CPU): the paged decode's price against the block size, on the first CPU file with the
+/// Table 03.3: the paged decode's price against the block size, on the first CPU file with the
 /// sweep: block size 16 from the main comparison, the rest from `paged_decode_sweep`.
 fn cpu_block_table(files: &[(String, crate::measure::MeasurementFile)]) -> String {
     for (name, f) in files.iter().filter(|(_, f)| f.machine.kind == "cpu") {

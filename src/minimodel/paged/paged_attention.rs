@@ -359,52 +359,14 @@ impl GroupState {
 
     // ANCHOR: block_update
     /// Absorb `n` keys (rows of one block: `k`, `v` hold `n D` elements each) for every row of the
-    /// group; `ahead` is the next block's first K and V rows and their count, for the AVX2 loop to
-    /// prefetch. The portable path gathers whole blocks into a tile and steps once a tile is full
+    /// group; `ahead` holds the next block's rows, for the in-place loop to ask for early. The portable
+    /// path gathers whole blocks into a tile and steps once the next block would not fit
     /// ([`GroupState::flush`] steps on the rest).
     fn absorb<T: Element>(&mut self, k: &[T], v: &[T], n: usize, ahead: Option<(&[T], &[T])>) {
-        let d = self.acc.len() / self.m.len();
-        #[cfg(target_arch = "x86_64")]
         if self.direct {
-            use super::decode_avx2::{absorb, Ahead};
-            use std::any::TypeId;
-            let st = self;
-            macro_rules! run {
-                ($e:ty) => {{
-                    let ahead = ahead.map(|(ka, va)| Ahead::<$e> {
-                        k: cast::<T, $e>(ka).as_ptr(),
-                        v: cast::<T, $e>(va).as_ptr(),
-                        rows: ka.len().min(va.len()) / d,
-                    });
-                    // SAFETY: `direct` only where `decode_avx2::available()` and D % 8 == 0; the
-                    // slices hold `n D` elements (the walks cut them so), `ahead` its rows.
-                    unsafe {
-                        absorb::<$e>(
-                            &st.q,
-                            cast::<T, $e>(k),
-                            cast::<T, $e>(v),
-                            n,
-                            d,
-                            &mut st.m,
-                            &mut st.l,
-                            &mut st.acc,
-                            &mut st.s,
-                            ahead,
-                        )
-                    }
-                }};
-            }
-            let t = TypeId::of::<T>();
-            if t == TypeId::of::<f32>() {
-                run!(f32)
-            } else if t == TypeId::of::<half::f16>() {
-                run!(half::f16)
-            } else {
-                run!(half::bf16)
-            }
-            return;
+            return self.absorb_in_place(k, v, n, ahead); // AVX2: the rows read where they lie
         }
-        let _ = ahead;
+        let d = self.acc.len() / self.m.len();
         if (self.filled + n) * d > self.kf.len() {
             self.flush(); // no room for this block: one tile step on those gathered
         }
@@ -441,6 +403,61 @@ impl GroupState {
         self.filled = 0;
     }
     // ANCHOR_END: block_update
+
+    /// [`super::decode_avx2::absorb`] on this group's state, for the element type `T` is.
+    fn absorb_in_place<T: Element>(
+        &mut self,
+        k: &[T],
+        v: &[T],
+        n: usize,
+        ahead: Option<(&[T], &[T])>,
+    ) {
+        #[cfg(target_arch = "x86_64")]
+        {
+            use super::decode_avx2::{absorb, Ahead};
+            use std::any::TypeId;
+            let d = self.acc.len() / self.m.len();
+            let st = self;
+            macro_rules! run {
+                ($e:ty) => {{
+                    let ahead = ahead.map(|(ka, va)| Ahead::<$e> {
+                        k: cast::<T, $e>(ka).as_ptr(),
+                        v: cast::<T, $e>(va).as_ptr(),
+                        rows: ka.len().min(va.len()) / d,
+                    });
+                    // SAFETY: `direct` only where `decode_avx2::available()` and D % 8 == 0; the
+                    // slices hold `n D` elements (the walks cut them so), `ahead` its rows.
+                    unsafe {
+                        absorb::<$e>(
+                            &st.q,
+                            cast::<T, $e>(k),
+                            cast::<T, $e>(v),
+                            n,
+                            d,
+                            &mut st.m,
+                            &mut st.l,
+                            &mut st.acc,
+                            &mut st.s,
+                            ahead,
+                        )
+                    }
+                }};
+            }
+            let t = TypeId::of::<T>();
+            if t == TypeId::of::<f32>() {
+                run!(f32)
+            } else if t == TypeId::of::<half::f16>() {
+                run!(half::f16)
+            } else {
+                run!(half::bf16)
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            let _ = (k, v, n, ahead);
+            unreachable!("`direct` is false off x86-64");
+        }
+    }
 
     /// Row `r`'s softmax denominator, `sum_j 2^(s_j - m)` over the keys seen.
     fn sum(&self, r: usize) -> f32 {
