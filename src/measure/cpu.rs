@@ -542,17 +542,32 @@ fn interleaved<T: Element>(runs: &[(String, Run<T>)], o: &mut [T], seconds: f64)
 /// Decode through a shuffled block table (V1, and V2 with partitions of 512) against the same kernel on
 /// contiguous K and V holding the same data, and the same walks with the arithmetic taken out (the
 /// read passes); each decode checked on sequence 0 against the f64 reference, then all five timed in
-/// interleaved rounds for 4 s (2 s with `quick`). Then the block-size sweep: contiguous and V1 at each
-/// of [`PAGED_SWEEP_BLOCKS`], checked, then timed in pairs for 1.5 s (0.5 s).
+/// interleaved rounds for 4 s (2 s with `quick`); at the stress scale ([`PAGED_DECODE`]'s 2048 tokens a
+/// sequence) and at the verb corpus's 64 (a cache-resident step: the table's cost without the memory
+/// system's). Then, at 2048, the block-size sweep: contiguous and V1 at each of
+/// [`PAGED_SWEEP_BLOCKS`], checked, then timed in pairs for 1.5 s (0.5 s).
 /// Records: variant `paged_decode` (`ours/contiguous`, `ours/paged-v1`, `ours/paged-v2`), `paged_read`
 /// (`ours/read-pass-contiguous`, `ours/read-pass-paged`), `paged_decode_sweep` (`ours/contiguous-bs<B>`,
 /// `ours/paged-v1-bs<B>`).
 pub fn paged_decode_records<T: Element>(quick: bool, log: &mut dyn FnMut(&str)) -> Vec<Record> {
+    use crate::minimodel::config::{STRESS_SEQ_LEN, VERB_SEQ_LEN};
+    let mut out = paged_decode_at::<T>(STRESS_SEQ_LEN, true, quick, log);
+    out.extend(paged_decode_at::<T>(VERB_SEQ_LEN, false, quick, log));
+    out
+}
+
+/// [`paged_decode_records`] at `n` tokens a sequence, with the block-size sweep if `sweep`.
+fn paged_decode_at<T: Element>(
+    n: usize,
+    sweep: bool,
+    quick: bool,
+    log: &mut dyn FnMut(&str),
+) -> Vec<Record> {
     use crate::minimodel::paged::paged_attention::{
         contiguous_decode, paged_decode, paged_decode_partitioned, read_pass, read_pass_contiguous,
         PagedBatch, PagedKv,
     };
-    let (b, hq, hkv, n, d, bs) = PAGED_DECODE;
+    let (b, hq, hkv, _, d, bs) = PAGED_DECODE;
     let s = AttnShape::new(b, hq, hkv, 1, n, d).expect("decode shape");
     let mut rng = Rng::new(2309);
     let q: Vec<T> = convert(&rng.normal_vec_f32(s.q_len()));
@@ -617,7 +632,7 @@ pub fn paged_decode_records<T: Element>(quick: bool, log: &mut dyn FnMut(&str)) 
     };
 
     let (tables, kc, vc) = scatter_pool(&k, &v, &s, bs, &mut rng);
-    let kv = PagedKv::new(&kc, &vc, tables.len() * n / bs, hkv, bs, d).expect("pool shape");
+    let kv = PagedKv::new(&kc, &vc, tables.len() * n.div_ceil(bs), hkv, bs, d).expect("pool shape");
     let batch = PagedBatch {
         tables: &tables,
         seq_lens: &lens,
@@ -663,7 +678,7 @@ pub fn paged_decode_records<T: Element>(quick: bool, log: &mut dyn FnMut(&str)) 
     }
     drop(runs);
 
-    for sweep_bs in PAGED_SWEEP_BLOCKS {
+    for sweep_bs in PAGED_SWEEP_BLOCKS.into_iter().filter(|_| sweep) {
         let (tables, kc, vc) = scatter_pool(&k, &v, &s, sweep_bs, &mut rng);
         let kv = PagedKv::new(
             &kc,

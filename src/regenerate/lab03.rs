@@ -364,12 +364,18 @@ fn decode_table(files: &[(String, crate::measure::MeasurementFile)]) -> String {
             continue;
         }
         let mut rows = Vec::new();
-        for dtype in ["f32", "f16"] {
+        let mut ns: Vec<usize> = recs.iter().map(|r| r.nk).collect();
+        ns.sort_unstable_by(|a, b| b.cmp(a));
+        ns.dedup();
+        for (dtype, n) in ["f32", "f16"]
+            .into_iter()
+            .flat_map(|t| ns.iter().map(move |&n| (t, n)))
+        {
             let find = |imp: &str| {
                 recs.iter()
-                    .find(|r| r.dtype == dtype && r.implementation == imp)
+                    .find(|r| r.dtype == dtype && r.nk == n && r.implementation == imp)
             };
-            for r in recs.iter().filter(|r| r.dtype == dtype) {
+            for r in recs.iter().filter(|r| r.dtype == dtype && r.nk == n) {
                 // Each against its contiguous twin: the decodes against the contiguous decode, the
                 // read passes against the contiguous read pass.
                 let base = if r.variant == "paged_read" {
@@ -379,6 +385,7 @@ fn decode_table(files: &[(String, crate::measure::MeasurementFile)]) -> String {
                 };
                 rows.push(vec![
                     dtype.to_string(),
+                    n.to_string(),
                     format!("`{}`", r.implementation),
                     format!("{:.3}", r.ms),
                     sig3(r.gbps),
@@ -393,6 +400,7 @@ fn decode_table(files: &[(String, crate::measure::MeasurementFile)]) -> String {
         out += &md_table(
             &[
                 "dtype",
+                "N",
                 "kernel",
                 "ms (median)",
                 "GB/s",
@@ -402,13 +410,16 @@ fn decode_table(files: &[(String, crate::measure::MeasurementFile)]) -> String {
             &rows,
         );
         out += &format!(
-            "\n*Table 03.2. One decode step of {} sequences of {} tokens, GQA {}/{} heads, D = {}, block size 16, on \
+            "\n*Table 03.2. One decode step of {} sequences of N tokens ({}), GQA {}/{} heads, D = {}, block size 16, on \
              the same data for all (paged tables shuffled); each decode checked against the f64 reference first; \
              the `read-pass` rows are the same walks reading the same rows with no arithmetic (K and V \
              bytes only), against the contiguous read pass; all timed in interleaved rounds. {} ({} threads), \
              read roof {} GB/s (the fastest read measured on it, Table R.1); {}; from `measurements/{name}`.*\n",
             r0.b,
-            r0.nk,
+            ns.iter()
+                .map(|n| n.to_string())
+                .collect::<Vec<_>>()
+                .join(" and "),
             r0.hq,
             r0.hkv,
             r0.d,

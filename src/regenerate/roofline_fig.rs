@@ -51,7 +51,7 @@ fn dot_record(f: &MeasurementFile, pick: fn(&Record) -> bool, n: Option<usize>) 
         .or_else(|| matching().next())
 }
 
-const CPU_PICKS: [Pick; 8] = [
+const CPU_PICKS: [Pick; 9] = [
     // The naive algorithm with v3's loops (v1b), so that the dot differs from Flash's by the bytes;
     // a file from before v1b has the textbook loops (v1) only.
     ("naive", (200, 40, 40), |r| {
@@ -84,9 +84,12 @@ const CPU_PICKS: [Pick; 8] = [
     ("paged decode", (140, 60, 170), |r| {
         r.implementation == "ours/paged-v1" && r.dtype == "f32"
     }),
+    ("contiguous decode", (230, 150, 210), |r| {
+        r.variant == "paged_decode" && r.implementation == "ours/contiguous" && r.dtype == "f32"
+    }),
 ];
 
-const GPU_PICKS: [Pick; 8] = [
+const GPU_PICKS: [Pick; 9] = [
     // The naive algorithm on the tensor cores (v1b) where measured, else v1.
     ("naive", (200, 40, 40), |r| {
         r.variant == "naive" && r.d == 64 && r.mask == "none"
@@ -114,6 +117,9 @@ const GPU_PICKS: [Pick; 8] = [
     }),
     ("paged decode (ours)", (140, 60, 170), |r| {
         r.variant == "paged_decode" && r.implementation == "ours/gpu-paged"
+    }),
+    ("contiguous decode (ours)", (230, 150, 210), |r| {
+        r.variant == "paged_decode" && r.implementation == "ours/gpu-contiguous"
     }),
     ("cuDNN decode", (200, 120, 20), |r| {
         r.variant == "paged_decode" && r.implementation == "torch/cudnn"
