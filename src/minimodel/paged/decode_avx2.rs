@@ -229,7 +229,11 @@ pub unsafe fn absorb<E: Lanes>(
                 rows: (n - j - c).min(CHUNK),
             })
         } else {
-            ahead
+            // The next block's first pass: a pass asks for one pass's rows, never a whole block at once.
+            ahead.map(|a| Ahead {
+                rows: a.rows.min(CHUNK),
+                ..a
+            })
         };
         let rows = j * d..(j + c) * d;
         pass(q, &k[rows.clone()], &v[rows], c, d, m, l, o, s, next);
