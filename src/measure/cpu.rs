@@ -348,7 +348,10 @@ pub const SECTIONS: [(&str, &[&str]); 5] = [
     ("flash", &["naive", "online", "flash"]),
     ("variants", &["flash_window", "flash_gqa"]),
     ("decode", &["kv_cache", "decode"]),
-    ("paged", &["paged_decode", "paged_read", "paged_decode_sweep"]),
+    (
+        "paged",
+        &["paged_decode", "paged_read", "paged_decode_sweep"],
+    ),
     ("memory", &["memory"]),
 ];
 

@@ -153,9 +153,7 @@ fn gpu_cards<'a>(
 pub fn read_roof(f: &crate::measure::MeasurementFile) -> f64 {
     f.records
         .iter()
-        .filter(|r| {
-            r.variant == "paged_read" && r.nk >= crate::minimodel::config::STRESS_SEQ_LEN
-        })
+        .filter(|r| r.variant == "paged_read" && r.nk >= crate::minimodel::config::STRESS_SEQ_LEN)
         .map(|r| r.gbps)
         .fold(
             f.machine.read_gbps.unwrap_or(f.machine.bandwidth_gbps),

@@ -8,9 +8,11 @@
 //! group are computed together, so each K and V block is read once per group, not once per head.
 //!
 //! The structure is vLLM's kernel (`csrc/attention/attention_kernels.cuh` at v0.11.0, see the research
-//! note section 4), one CPU task where the GPU has one thread block: a task per (sequence, kv head)
-//! walks the sequence's blocks in logical order, `physical = table[i]`, and keeps the online-softmax
-//! state `(m, l, o)` of Theory 01 per query head, updated once per block. Only the first
+//! note section 4), where the GPU has a thread block per (sequence, kv head): a CPU task walks one
+//! sequence's blocks in logical order, `physical = table[i]`, and keeps the online-softmax state
+//! `(m, l, o)` of Theory 01 per query head, updated once per block. A decode task takes all of its
+//! sequence's kv heads (fewer when sequences are scarcer than threads) and reads each block's heads back
+//! to back, one run of the pool; prefill and the partitioned decode keep a task per kv head. Only the first
 //! `ceil(len / B)` table entries are read, and only the `len % B` valid rows of the last block, so
 //! whatever sits in the rest of the pool (even NaN) never reaches the output.
 //!
@@ -491,25 +493,26 @@ fn direct_for<T: Element>(isa: Isa, d: usize) -> bool {
     }
 }
 
-/// Rows `[lo, hi)` of a walk's current block, `n` of them in each of K and V, and the next block's
-/// rows (if the walk goes on), whose address the walk knows before any hardware could guess it.
-type Visit<'a, T> = (&'a [T], &'a [T], usize, Option<(&'a [T], &'a [T])>);
+/// Kv head `h`'s rows `[lo, hi)` of a walk's current block, `n` of them in each of K and V, and the same
+/// head's rows of the next block (if the walk goes on), whose address the walk knows before any hardware
+/// could guess it.
+type Visit<'a, T> = (usize, &'a [T], &'a [T], usize, Option<(&'a [T], &'a [T])>);
 
 // ANCHOR: paged_walk
-/// Walk keys `[lo, hi)` of one sequence through its block table, block by block: logical block `i` is
-/// physical block `table[i]`, kv head `h`'s rows at `kv.offset(table[i], h, 0)`. `visit` receives each
-/// block's rows inside the range with the next block's rows.
+/// Walk keys `[lo, hi)` of one sequence through its block table, block by block, and in each block the
+/// kv heads `heads` back to back: logical block `i` is physical block `table[i]`, whose kv head `h` has
+/// its rows at `kv.offset(table[i], h, 0)`, right after head `h - 1`'s. `visit` receives each head's
+/// rows of the block inside the range with that head's rows of the next block.
 fn walk_table<'a, T: Element>(
     kv: &PagedKv<'a, T>,
     table: &[BlockId],
-    h: usize,
-    lo: usize,
-    hi: usize,
+    heads: std::ops::Range<usize>,
+    (lo, hi): (usize, usize),
     mut visit: impl FnMut(Visit<'a, T>),
 ) {
     let (bs, d) = (kv.block_size, kv.d);
     let (k, v) = (kv.k, kv.v);
-    let rows = |i: usize, r0: usize, n: usize| {
+    let rows = |i: usize, h: usize, r0: usize, n: usize| {
         let at = kv.offset(table[i], h, r0);
         (&k[at..at + n * d], &v[at..at + n * d])
     };
@@ -518,9 +521,11 @@ fn walk_table<'a, T: Element>(
         let (i, r0) = (t / bs, t % bs);
         let n = (bs - r0).min(hi - t); // rows of this block inside [lo, hi)
         let next = t + n;
-        let ahead = (next < hi).then(|| rows(i + 1, 0, bs.min(hi - next)));
-        let (kb, vb) = rows(i, r0, n);
-        visit((kb, vb, n, ahead));
+        for h in heads.clone() {
+            let ahead = (next < hi).then(|| rows(i + 1, h, 0, bs.min(hi - next)));
+            let (kb, vb) = rows(i, h, r0, n);
+            visit((h, kb, vb, n, ahead));
+        }
         t = next;
     }
 }
@@ -543,7 +548,7 @@ fn walk_contiguous<'a, T: Element>(
         let next = t + n;
         let ahead = (next < hi).then(|| rows(next, bs.min(hi - next)));
         let (kb, vb) = rows(t, n);
-        visit((kb, vb, n, ahead));
+        visit((0, kb, vb, n, ahead)); // one head: its index is the caller's
         t = next;
     }
 }
@@ -557,7 +562,7 @@ impl GroupState {
         h: usize,
         (lo, hi): (usize, usize),
     ) {
-        walk_table(kv, table, h, lo, hi, |(k, v, n, ahead)| {
+        walk_table(kv, table, h..h + 1, (lo, hi), |(_, k, v, n, ahead)| {
             self.absorb(k, v, n, ahead)
         });
         self.flush();
@@ -566,21 +571,22 @@ impl GroupState {
 
 /// Read every K and V row a decode of `batch` would read, through the tables, with the decode's
 /// prefetches but none of its arithmetic (a sum of the rows, so the reads cannot be dropped): what
-/// the access pattern alone costs. One task per (sequence, kv head), as in [`paged_decode`].
+/// the access pattern alone costs. The tasks of [`paged_decode`].
 pub fn read_pass<T: Element>(kv: &PagedKv<'_, T>, batch: &PagedBatch<'_>) -> f32 {
-    let tasks = batch.tables.len().min(batch.seq_lens.len()) * kv.hkv;
-    (0..tasks)
+    let seqs = batch.tables.len().min(batch.seq_lens.len());
+    let per = heads_per_task(seqs, kv.hkv);
+    (0..seqs * kv.hkv / per)
         .into_par_iter()
         .map(|task| {
-            let (seq, h) = (task / kv.hkv, task % kv.hkv);
+            let (seq, h0) = (task * per / kv.hkv, task * per % kv.hkv);
             let mut sum = 0.0;
+            let range = (0, batch.seq_lens[seq]);
             walk_table(
                 kv,
                 &batch.tables[seq],
-                h,
-                0,
-                batch.seq_lens[seq],
-                |(k, v, _, ahead)| sum += read_rows(k, v, ahead),
+                h0..h0 + per,
+                range,
+                |(_, k, v, _, ahead)| sum += read_rows(k, v, ahead),
             );
             sum
         })
@@ -596,7 +602,7 @@ pub fn read_pass_contiguous<T: Element>(k: &[T], v: &[T], s: &AttnShape, bs: usi
             let at = s.kv_row(task / s.hkv, task % s.hkv, 0);
             let (k, v) = (&k[at..at + n * d], &v[at..at + n * d]);
             let mut sum = 0.0;
-            walk_contiguous(k, v, bs.max(1), d, (0, n), |(k, v, _, ahead)| {
+            walk_contiguous(k, v, bs.max(1), d, (0, n), |(_, k, v, _, ahead)| {
                 sum += read_rows(k, v, ahead)
             });
             sum
@@ -685,6 +691,18 @@ pub fn paged_attention<T: Element>(
 }
 // ANCHOR_END: paged_prefill
 
+/// Kv heads per decode task over `seqs` sequences of `hkv` kv heads: all of a sequence's (its walk then
+/// reads each block whole, one run of the pool), halved while that leaves fewer than two tasks per
+/// worker thread (a batch of one sequence still spreads over the machine).
+fn heads_per_task(seqs: usize, hkv: usize) -> usize {
+    let want = 2 * rayon::current_num_threads();
+    let mut per = hkv.max(1);
+    while per.is_multiple_of(2) && seqs * (hkv / per) < want {
+        per /= 2;
+    }
+    per
+}
+
 // ANCHOR: paged_decode
 /// Paged decode (vLLM's PagedAttention V1): one query token per sequence, `q, o: (S, Hq, D)`, attending
 /// to every stored key of its sequence (or the last `W` under a window mask).
@@ -698,16 +716,30 @@ pub fn paged_decode<T: Element>(
 ) -> Result<(), PagedError> {
     let g = validate(q.len(), o.len(), hq, 1, kv, batch)?;
     let (d, bs, hkv) = (kv.d, kv.block_size, kv.hkv);
-    o.par_chunks_mut(g * d)
-        .zip(q.par_chunks(g * d))
+    // One task per sequence (or per few of its kv heads, when sequences are fewer than the threads):
+    // its walk reads each block's kv heads back to back, one run of the pool.
+    let per = heads_per_task(batch.seq_lens.len(), hkv);
+    o.par_chunks_mut(per * g * d)
+        .zip(q.par_chunks(per * g * d))
         .enumerate()
         .for_each(|(task, (o, q))| {
-            let (seq, h) = (task / hkv, task % hkv);
-            let len = batch.seq_lens[seq];
-            let mut st = GroupState::new(q, g, d, bs);
-            let (lo, hi) = key_range(mask, 0, 1, len);
-            st.attend_table(kv, &batch.tables[seq], h, (lo, hi));
-            finish(&st, o, d, d);
+            let (seq, h0) = (task * per / hkv, task * per % hkv);
+            let range = key_range(mask, 0, 1, batch.seq_lens[seq]);
+            let mut groups: Vec<GroupState> = q
+                .chunks(g * d)
+                .map(|q| GroupState::new(q, g, d, bs))
+                .collect();
+            walk_table(
+                kv,
+                &batch.tables[seq],
+                h0..h0 + per,
+                range,
+                |(h, k, v, n, ahead)| groups[h - h0].absorb(k, v, n, ahead),
+            );
+            for (st, o) in groups.iter_mut().zip(o.chunks_mut(g * d)) {
+                st.flush();
+                finish(st, o, d, d);
+            }
         });
     Ok(())
 }
@@ -743,7 +775,7 @@ pub fn contiguous_decode<T: Element>(
             let at = s.kv_row(b, h, 0);
             let mut st = GroupState::new(q, g, d, bs);
             let (k, v) = (&k[at..at + n * d], &v[at..at + n * d]);
-            walk_contiguous(k, v, bs, d, (0, n), |(k, v, n, ahead)| {
+            walk_contiguous(k, v, bs, d, (0, n), |(_, k, v, n, ahead)| {
                 st.absorb(k, v, n, ahead)
             });
             st.flush();
@@ -904,7 +936,7 @@ mod tests {
         [true, false].map(|direct| {
             let mut st = GroupState::on_path(&q, g, d, bs, Isa::detect(), direct);
             assert_eq!(st.direct, direct);
-            walk_contiguous(&k, &v, bs, d, (0, n), |(k, v, n, ahead)| {
+            walk_contiguous(&k, &v, bs, d, (0, n), |(_, k, v, n, ahead)| {
                 st.absorb(k, v, n, ahead)
             });
             st.flush();
