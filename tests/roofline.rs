@@ -19,11 +19,21 @@ fn every_dot_is_under_the_physical_roof() {
     let mut problems = Vec::new();
     for (name, f) in &files {
         // The memory roof is the fastest transfer measured on the machine: a kernel that only reads
-        // (decode) may pass the copy's rate, which reads and writes, but not the read rate.
+        // (decode) may pass the copy's rate, which reads and writes, but not the read rate; and one
+        // whose working set sits in cache (a one-layer decode at 64 tokens, timed again and again) may
+        // pass DRAM's rates, but not Lab 03's read pass over a cache-resident batch (variant
+        // `paged_read` at 64 tokens, a rate of the caches).
         let fastest = f
-            .machine
-            .bandwidth_gbps
-            .max(f.machine.read_gbps.unwrap_or(0.0));
+            .records
+            .iter()
+            .filter(|r| r.variant == "paged_read")
+            .map(|r| r.gbps)
+            .fold(
+                f.machine
+                    .bandwidth_gbps
+                    .max(f.machine.read_gbps.unwrap_or(0.0)),
+                f64::max,
+            );
         let (peak, bw) = (f.machine.peak_gflops * 1e9, fastest * 1e9);
         for r in f
             .records
