@@ -3,9 +3,9 @@
 //! The portable walk ([`super::paged_attention`]) copies each block into f32 tiles, transposes K, and
 //! runs the tiled kernel's step on them: right for a prefill tile of hundreds of query rows, wasteful for
 //! decode, whose `G` query rows (one per head of a GQA group, 4 for 8 query heads on 2 kv heads) see each
-//! key once. There the copies cost as much as the arithmetic, and the whole step ran at a third of the
-//! machine's read bandwidth in f32 and a sixth in f16. Here the block's rows are read in place, 8 lanes at
-//! a time, widened to f32 in registers (F16C's `vcvtph2ps` for f16, a shift for bf16):
+//! key once. There the copies cost as much as the arithmetic: the step ran well below the machine's read
+//! bandwidth, and f16 was no faster than f32 (Lab 03). Here the block's rows are read in place, 8 lanes
+//! at a time, widened to f32 in registers (F16C's `vcvtph2ps` for f16, a shift for bf16):
 //!
 //! 1. `S = Q K^T`: every (query row, key row) pair is a dot product of length `D`; 4 query rows by 2 key
 //!    rows at a time keep 8 accumulators in registers, each query load shared by two keys.
@@ -13,9 +13,9 @@
 //! 3. `O += P V`: 4 query rows by 16 columns of accumulators, each V row's 16 columns loaded once and
 //!    widened once for the 4 rows.
 //!
-//! Memory is the bound, so the loop also asks for the next block's rows (its address is known from the
-//! table one block ahead, which no hardware prefetcher can guess): one row of K and one of V per key row
-//! computed, spread over the block's work rather than issued in one burst.
+//! Memory is the bound, so each pass also asks for the rows the next one reads (across a block boundary
+//! their address comes from the table, which no hardware prefetcher can guess): the next K rows while
+//! the scores are computed, the next V rows during `P V`, a row at a time rather than in one burst.
 
 use crate::minimodel::attention_flash::kernels::avx2;
 use crate::minimodel::numeric::Element;
@@ -193,8 +193,8 @@ unsafe fn pv<E: Lanes, const R: usize, const V: usize>(
 }
 
 /// Keys per pass of the three loops: 16 rows of K and of V in f32 at D = 128 are 16 KB, which stay in
-/// L1 while the scores, the softmax and `P V` pass over them (64-row blocks in one pass were 30% slower
-/// at D = 128 in f32: the `P V` loop's column slices found V in L2).
+/// L1 while the scores, the softmax and `P V` pass over them (64-row blocks in one pass were markedly
+/// slower at D = 128 in f32: the `P V` loop's column slices found V in L2).
 pub const CHUNK: usize = 16;
 
 // ANCHOR: absorb
