@@ -490,21 +490,26 @@ pub const PAGED_DECODE: (usize, usize, usize, usize, usize, usize) = (16, 8, 2, 
 /// and vLLM's CPU backend takes 128-token blocks where its optimised kernels run.
 pub const PAGED_SWEEP_BLOCKS: [usize; 3] = [32, 64, 128];
 
+/// Shuffled block tables for `s`'s sequences over a pool of exactly their blocks (every block used): a
+/// pool churned by many requests, where a sequence's blocks lie anywhere.
+fn shuffled_tables(s: &AttnShape, bs: usize, rng: &mut Rng) -> Vec<Vec<usize>> {
+    let per_seq = s.nk.div_ceil(bs);
+    let mut ids: Vec<usize> = (0..s.b * per_seq).collect();
+    rng.shuffle(&mut ids);
+    ids.chunks(per_seq).map(<[usize]>::to_vec).collect()
+}
+
 /// Every sequence's K and V (`s`: `(S, Hkv, Nk, D)`) scattered into a pool of blocks of `bs` rows
-/// through a shuffled table (every block used): the tables and the two pools.
-#[allow(clippy::type_complexity)]
+/// through `tables`: the two pools.
 fn scatter_pool<T: Element>(
     k: &[T],
     v: &[T],
     s: &AttnShape,
     bs: usize,
-    rng: &mut Rng,
-) -> (Vec<Vec<usize>>, Vec<T>, Vec<T>) {
-    let per_seq = s.nk.div_ceil(bs);
-    let mut ids: Vec<usize> = (0..s.b * per_seq).collect();
-    rng.shuffle(&mut ids);
-    let tables: Vec<Vec<usize>> = ids.chunks(per_seq).map(<[usize]>::to_vec).collect();
-    let pool = ids.len() * s.hkv * bs * s.d;
+    tables: &[Vec<usize>],
+) -> (Vec<T>, Vec<T>) {
+    let blocks = tables.iter().flatten().max().map_or(0, |&m| m + 1);
+    let pool = blocks * s.hkv * bs * s.d;
     let (mut kc, mut vc) = (vec![T::from_f32(0.0); pool], vec![T::from_f32(0.0); pool]);
     for (seq, table) in tables.iter().enumerate() {
         for h in 0..s.hkv {
@@ -516,7 +521,7 @@ fn scatter_pool<T: Element>(
             }
         }
     }
-    (tables, kc, vc)
+    (kc, vc)
 }
 
 type Run<'a, T> = Box<dyn Fn(&mut [T]) + 'a>;
@@ -542,14 +547,16 @@ fn interleaved<T: Element>(runs: &[(String, Run<T>)], o: &mut [T], seconds: f64)
     times
 }
 
-/// Decode through a shuffled block table (V1, and V2 with partitions of 512) against the same kernel on
-/// contiguous K and V holding the same data, and the same walks with the arithmetic taken out (the
-/// read passes); each decode checked on sequence 0 against the f64 reference, then all five timed in
+/// Decode through a shuffled block table (V1, and V2 with partitions of 512), and through the tables the
+/// block manager hands out on a fresh pool (V1), against the same kernel on contiguous K and V holding
+/// the same data, and the same walks with the arithmetic taken out (the
+/// read passes); each decode checked on sequence 0 against the f64 reference, then all six timed in
 /// interleaved rounds for 4 s (2 s with `quick`); at the stress scale ([`PAGED_DECODE`]'s 2048 tokens a
 /// sequence) and at the verb corpus's 64 (a cache-resident step: the table's cost without the memory
 /// system's). Then, at 2048, the block-size sweep: contiguous and V1 at each of
 /// [`PAGED_SWEEP_BLOCKS`], checked, then timed in pairs for 1.5 s (0.5 s).
-/// Records: variant `paged_decode` (`ours/contiguous`, `ours/paged-v1`, `ours/paged-v2`), `paged_read`
+/// Records: variant `paged_decode` (`ours/contiguous`, `ours/paged-v1`, `ours/paged-v2`,
+/// `ours/paged-v1-fresh`), `paged_read`
 /// (`ours/read-pass-contiguous`, `ours/read-pass-paged`), `paged_decode_sweep` (`ours/contiguous-bs<B>`,
 /// `ours/paged-v1-bs<B>`).
 pub fn paged_decode_records<T: Element>(quick: bool, log: &mut dyn FnMut(&str)) -> Vec<Record> {
@@ -634,10 +641,20 @@ fn paged_decode_at<T: Element>(
         ));
     };
 
-    let (tables, kc, vc) = scatter_pool(&k, &v, &s, bs, &mut rng);
+    let tables = shuffled_tables(&s, bs, &mut rng);
+    let (kc, vc) = scatter_pool(&k, &v, &s, bs, &tables);
     let kv = PagedKv::new(&kc, &vc, tables.len() * n.div_ceil(bs), hkv, bs, d).expect("pool shape");
     let batch = PagedBatch {
         tables: &tables,
+        seq_lens: &lens,
+    };
+    // The tables the block manager hands out on a fresh pool: each sequence's blocks in one run.
+    let fresh =
+        super::fresh_tables(b, n, bs).expect("a pool of exactly the batch's blocks admits it");
+    let (kf, vf) = scatter_pool(&k, &v, &s, bs, &fresh);
+    let kv_fresh = PagedKv::new(&kf, &vf, fresh.len() * n.div_ceil(bs), hkv, bs, d).expect("pool");
+    let batch_fresh = PagedBatch {
+        tables: &fresh,
         seq_lens: &lens,
     };
     let runs: Vec<(String, Run<T>)> = vec![
@@ -659,6 +676,12 @@ fn paged_decode_at<T: Element>(
             }),
         ),
         (
+            "paged-v1-fresh".into(),
+            Box::new(|o: &mut [T]| {
+                paged_decode(&q, hq, &kv_fresh, &batch_fresh, Mask::NONE, o).expect("valid call")
+            }),
+        ),
+        (
             "read-pass-contiguous".into(),
             Box::new(|o: &mut [T]| o[0] = T::from_f32(read_pass_contiguous(&k, &v, &s, bs))),
         ),
@@ -667,7 +690,7 @@ fn paged_decode_at<T: Element>(
             Box::new(|o: &mut [T]| o[0] = T::from_f32(read_pass(&kv, &batch))),
         ),
     ];
-    let checked: Vec<_> = runs[..3]
+    let checked: Vec<_> = runs[..4]
         .iter()
         .map(|(name, run)| check(name, run, &mut o, log))
         .collect();
@@ -682,7 +705,8 @@ fn paged_decode_at<T: Element>(
     drop(runs);
 
     for sweep_bs in PAGED_SWEEP_BLOCKS.into_iter().filter(|_| sweep) {
-        let (tables, kc, vc) = scatter_pool(&k, &v, &s, sweep_bs, &mut rng);
+        let tables = shuffled_tables(&s, sweep_bs, &mut rng);
+        let (kc, vc) = scatter_pool(&k, &v, &s, sweep_bs, &tables);
         let kv = PagedKv::new(
             &kc,
             &vc,

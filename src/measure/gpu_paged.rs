@@ -20,7 +20,6 @@ use crate::gpu::paged::{
 use crate::gpu::{Device, GpuError};
 use crate::minimodel::check::{attn_close, verdict, FP16_BAR};
 use crate::minimodel::numeric::DType;
-use crate::minimodel::paged::block_manager::{BlockError, BlockManager, ManagerConfig};
 use crate::minimodel::paged::paged_attention::{PagedBatch, PagedKv};
 use crate::minimodel::reference::{attention_lowp, attention_ref64};
 use crate::minimodel::rng::Rng;
@@ -79,23 +78,7 @@ pub fn scatter(x: &[f16], s: &AttnShape, tables: &[Vec<usize>], bs: usize) -> Ve
     pool
 }
 
-/// The block tables of `b` sequences of `n` tokens admitted in turn by the block manager on a fresh pool
-/// of exactly their blocks (no watermark): each prompt takes the next run of free blocks, so every table
-/// is consecutive blocks, as a server's first requests get them.
-pub fn fresh_tables(b: usize, n: usize, bs: usize) -> Result<Vec<Vec<usize>>, BlockError> {
-    let cfg = ManagerConfig {
-        watermark: 0.0,
-        ..ManagerConfig::new(bs, b * n.div_ceil(bs), 0)
-    };
-    let mut mgr = BlockManager::new(cfg)?;
-    let prompt = vec![0; n];
-    (0..b as u64)
-        .map(|seq| {
-            let _ = mgr.allocate(&[seq], &prompt)?;
-            mgr.block_table(seq)
-        })
-        .collect()
-}
+pub use super::fresh_tables;
 
 /// Windows of the pool (in blocks) that [`window_shuffled`] tables stay within, for the sweep: at the
 /// experiment's shape a block-major pool block holds 8 kv heads x 16 rows x 256 bytes = 32 KB of K (and as
@@ -372,6 +355,7 @@ pub fn measure(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::minimodel::paged::block_manager::{BlockManager, ManagerConfig};
 
     #[test]
     fn a_fresh_pool_gives_each_prompt_the_next_run_of_blocks() {

@@ -8,6 +8,7 @@ pub mod gpu;
 pub mod gpu_paged;
 pub mod trace;
 
+use crate::minimodel::paged::block_manager::{BlockError, BlockManager, ManagerConfig};
 use crate::minimodel::shape::AttnShape;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
@@ -282,6 +283,24 @@ pub fn slug(name: &str) -> String {
         }
     }
     s.trim_end_matches('-').to_string()
+}
+
+/// The block tables of `b` sequences of `n` tokens admitted in turn by the block manager on a fresh pool
+/// of exactly their blocks (no watermark): each prompt takes the next run of free blocks, so every table
+/// is consecutive blocks, as a server's first requests get them.
+pub fn fresh_tables(b: usize, n: usize, bs: usize) -> Result<Vec<Vec<usize>>, BlockError> {
+    let cfg = ManagerConfig {
+        watermark: 0.0,
+        ..ManagerConfig::new(bs, b * n.div_ceil(bs), 0)
+    };
+    let mut mgr = BlockManager::new(cfg)?;
+    let prompt = vec![0; n];
+    (0..b as u64)
+        .map(|seq| {
+            let _ = mgr.allocate(&[seq], &prompt)?;
+            mgr.block_table(seq)
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -413,7 +413,8 @@ fn decode_table(files: &[(String, crate::measure::MeasurementFile)]) -> String {
         );
         out += &format!(
             "\n*Table 03.2. One decode step of {} sequences of N tokens ({}), GQA {}/{} heads, D = {}, block size 16, on \
-             the same data for all (paged tables shuffled); each decode checked against the f64 reference first; \
+             the same data for all (paged tables shuffled, as in a pool churned by many requests; `-fresh`: the tables the \
+             block manager hands out on a fresh pool, each sequence one run of blocks); each decode checked against the f64 reference first; \
              the `read-pass` rows are the same walks reading the same rows with no arithmetic (K and V \
              bytes only), against the contiguous read pass; all timed in interleaved rounds. {} ({} threads), \
              read roof {} GB/s (the fastest read measured on it, Table R.1); {}; from `measurements/{name}`.*\n",
