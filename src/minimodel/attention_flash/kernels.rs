@@ -89,6 +89,24 @@ pub fn exp2<const FUSED: bool>(x: f32) -> f32 {
 }
 // ANCHOR_END: exp2
 
+/// Query rows in the next register block when `left` remain: 6, then 4, 2 or 1 for the last (the
+/// AVX-512 and AVX2 blocks alike).
+#[inline(always)]
+fn block_rows(left: usize) -> usize {
+    match left {
+        6.. => 6,
+        4 | 5 => 4,
+        2 | 3 => 2,
+        _ => 1,
+    }
+}
+
+/// Rows `r .. r + R` of the row-major `a` (rows of `k`): one register block's `A` operand.
+#[inline(always)]
+fn row_slices<const R: usize>(a: &[f32], r: usize, k: usize) -> [&[f32]; R] {
+    std::array::from_fn(|i| &a[(r + i) * k..][..k])
+}
+
 /// `max` of a row with `LANES` independent lanes, so the reduction vectorises (a single running max would
 /// be a chain of dependent operations). NaN never occurs here: inputs are checked finite.
 #[inline(always)]
@@ -681,18 +699,11 @@ mod x86 {
         n: usize,
         acc: bool,
     ) -> usize {
-        fn rows<const R: usize>(a: &[f32], r: usize, k: usize) -> [&[f32]; R] {
-            std::array::from_fn(|i| &a[(r + i) * k..][..k])
-        }
+        use super::{block_rows, row_slices as rows};
         let n32 = n - n % 32;
         let mut r = 0;
         while r < m {
-            let step = match m - r {
-                6.. => 6,
-                4 | 5 => 4,
-                2 | 3 => 2,
-                _ => 1,
-            };
+            let step = block_rows(m - r);
             let mut col = 0;
             while col < n32 {
                 let wide = n32 - col >= 64;
@@ -817,24 +828,14 @@ unsafe fn fused_step<const BV: usize>(t: &mut Tile, mask: Option<RowRange>) {
         let (q, o) = (&t.q[r * d..], &mut t.o[r * d..]);
         let (m, l) = (&mut t.m[r..], &mut t.l[r * L..]);
         let (kt, v, p) = (t.kt, t.v, &mut *t.s);
-        r += match br - r {
-            6.. => {
-                x86::row_block::<6, BV>(q, kt, v, p, m, l, o, d, mask, r);
-                6
-            }
-            4 | 5 => {
-                x86::row_block::<4, BV>(q, kt, v, p, m, l, o, d, mask, r);
-                4
-            }
-            2 | 3 => {
-                x86::row_block::<2, BV>(q, kt, v, p, m, l, o, d, mask, r);
-                2
-            }
-            _ => {
-                x86::row_block::<1, BV>(q, kt, v, p, m, l, o, d, mask, r);
-                1
-            }
-        };
+        let step = block_rows(br - r);
+        match step {
+            6 => x86::row_block::<6, BV>(q, kt, v, p, m, l, o, d, mask, r),
+            4 => x86::row_block::<4, BV>(q, kt, v, p, m, l, o, d, mask, r),
+            2 => x86::row_block::<2, BV>(q, kt, v, p, m, l, o, d, mask, r),
+            _ => x86::row_block::<1, BV>(q, kt, v, p, m, l, o, d, mask, r),
+        }
+        r += step;
     }
 }
 
@@ -971,6 +972,44 @@ mod tests {
         (m, l)
     }
 
+    /// The exponential's test arguments: a ramp through the softmax's range, the clamp's edges and
+    /// -inf, padded to a multiple of `lanes`.
+    #[cfg(target_arch = "x86_64")]
+    fn exp2_inputs(lanes: usize) -> Vec<f32> {
+        let mut xs: Vec<f32> = (0..4000).map(|i| -40.0 + i as f32 * 0.01).collect();
+        xs.extend([0.0, -0.5, -125.9, -126.0, -126.1, -300.0, f32::NEG_INFINITY]);
+        xs.resize(xs.len().div_ceil(lanes) * lanes, -1.0);
+        xs
+    }
+
+    /// The portable softmax and `vector` (`s, m, l, o`) on the same `br x bc` tile, every third row
+    /// starting at -inf (nothing seen yet), rows 5 and 6 fully masked (row 6 also starts at -inf: it
+    /// stays empty): the same probabilities, maxima and output, row sums to 1e-6.
+    #[cfg(target_arch = "x86_64")]
+    fn softmax_agrees(
+        br: usize,
+        bc: usize,
+        d: usize,
+        vector: impl FnOnce(&mut [f32], &mut [f32], &mut [f32], &mut [f32]),
+    ) {
+        let mut rng = crate::minimodel::rng::Rng::new(3);
+        let mut s0 = rng.normal_vec_f32(br * bc);
+        s0[5 * bc..7 * bc].fill(f32::NEG_INFINITY);
+        let o0 = rng.normal_vec_f32(br * d);
+        let (m0, l0) = start_state(br);
+        let (mut s1, mut m1, mut l1, mut o1) = (s0.clone(), m0.clone(), l0.clone(), o0.clone());
+        softmax_tile::<true>(&mut s1, &mut m1, &mut l1, &mut o1, br, bc, d);
+        let (mut s2, mut m2, mut l2, mut o2) = (s0, m0, l0, o0);
+        vector(&mut s2, &mut m2, &mut l2, &mut o2);
+        assert_eq!(s1, s2);
+        assert_eq!(m1, m2);
+        assert_eq!(o1, o2);
+        for (a, b) in l1.chunks(L).zip(l2.chunks(L)) {
+            let (a, b) = (row_sum(a), row_sum(b));
+            assert!((a - b).abs() <= 1e-6 * a.abs(), "row sums {a} and {b}");
+        }
+    }
+
     #[test]
     fn the_vector_transpose_equals_the_scalar_one() {
         for (rows, cols) in [
@@ -1021,9 +1060,7 @@ mod tests {
             println!("skipped: no AVX-512 on this CPU");
             return;
         }
-        let mut xs: Vec<f32> = (0..4000).map(|i| -40.0 + i as f32 * 0.01).collect();
-        xs.extend([0.0, -0.5, -125.9, -126.0, -126.1, -300.0, f32::NEG_INFINITY]);
-        xs.resize(xs.len().div_ceil(16) * 16, -1.0);
+        let xs = exp2_inputs(16);
         for chunk in xs.chunks_exact(16) {
             let mut got = [0.0f32; 16];
             // SAFETY: AVX-512F was detected above; `chunk` and `got` hold 16 floats.
@@ -1038,25 +1075,11 @@ mod tests {
                 assert_eq!(g.to_bits(), exp2::<true>(*x).to_bits(), "2^{x}");
             }
         }
-        // A 20 x 32 tile: every third row starts at -inf (nothing seen yet); rows 5 and 6 fully masked.
         let (br, bc, d) = (20, 32, 16);
-        let mut rng = crate::minimodel::rng::Rng::new(3);
-        let mut s0 = rng.normal_vec_f32(br * bc);
-        s0[5 * bc..7 * bc].fill(f32::NEG_INFINITY); // row 6 also starts at -inf: stays empty
-        let o0 = rng.normal_vec_f32(br * d);
-        let (m0, l0) = start_state(br);
-        let (mut s1, mut m1, mut l1, mut o1) = (s0.clone(), m0.clone(), l0.clone(), o0.clone());
-        softmax_tile::<true>(&mut s1, &mut m1, &mut l1, &mut o1, br, bc, d);
-        let (mut s2, mut m2, mut l2, mut o2) = (s0, m0, l0, o0);
-        // SAFETY: AVX-512F was detected above; the slices have the shapes passed.
-        unsafe { x86::softmax_tile(&mut s2, &mut m2, &mut l2, &mut o2, br, bc, d) };
-        assert_eq!(s1, s2);
-        assert_eq!(m1, m2);
-        assert_eq!(o1, o2);
-        for (a, b) in l1.chunks(L).zip(l2.chunks(L)) {
-            let (a, b) = (row_sum(a), row_sum(b));
-            assert!((a - b).abs() <= 1e-6 * a.abs(), "row sums {a} and {b}");
-        }
+        softmax_agrees(br, bc, d, |s, m, l, o| {
+            // SAFETY: AVX-512F was detected above; the slices have the shapes passed.
+            unsafe { x86::softmax_tile(s, m, l, o, br, bc, d) }
+        });
     }
 
     /// The AVX2 exponential is the scalar one, lane for lane, bit for bit, and the AVX2 softmax
@@ -1070,34 +1093,18 @@ mod tests {
             println!("skipped: no AVX2 with FMA on this CPU");
             return;
         }
-        let mut xs: Vec<f32> = (0..4000).map(|i| -40.0 + i as f32 * 0.01).collect();
-        xs.extend([0.0, -0.5, -125.9, -126.0, -126.1, -300.0, f32::NEG_INFINITY]);
-        xs.resize(xs.len().div_ceil(8) * 8, -1.0);
+        let xs = exp2_inputs(8);
         let mut got = vec![0.0f32; xs.len()];
         // SAFETY: AVX2 and FMA were detected above; both slices hold a multiple of 8 floats.
         unsafe { avx2::exp2_slice(&xs, &mut got) };
         for (g, x) in got.iter().zip(&xs) {
             assert_eq!(g.to_bits(), exp2::<true>(*x).to_bits(), "2^{x}");
         }
-        // A 20 x 24 tile: every third row starts at -inf (nothing seen yet); rows 5 and 6 fully masked.
         let (br, bc, d) = (20, 24, 40);
-        let mut rng = crate::minimodel::rng::Rng::new(3);
-        let mut s0 = rng.normal_vec_f32(br * bc);
-        s0[5 * bc..7 * bc].fill(f32::NEG_INFINITY);
-        let o0 = rng.normal_vec_f32(br * d);
-        let (m0, l0) = start_state(br);
-        let (mut s1, mut m1, mut l1, mut o1) = (s0.clone(), m0.clone(), l0.clone(), o0.clone());
-        softmax_tile::<true>(&mut s1, &mut m1, &mut l1, &mut o1, br, bc, d);
-        let (mut s2, mut m2, mut l2, mut o2) = (s0, m0, l0, o0);
-        // SAFETY: AVX2 and FMA were detected above; the slices have the shapes passed.
-        unsafe { avx2::softmax_tile(&mut s2, &mut m2, &mut l2, &mut o2, br, bc, d) };
-        assert_eq!(s1, s2);
-        assert_eq!(m1, m2);
-        assert_eq!(o1, o2);
-        for (a, b) in l1.chunks(L).zip(l2.chunks(L)) {
-            let (a, b) = (row_sum(a), row_sum(b));
-            assert!((a - b).abs() <= 1e-6 * a.abs(), "row sums {a} and {b}");
-        }
+        softmax_agrees(br, bc, d, |s, m, l, o| {
+            // SAFETY: AVX2 and FMA were detected above; the slices have the shapes passed.
+            unsafe { avx2::softmax_tile(s, m, l, o, br, bc, d) }
+        });
     }
 
     /// A whole tile step with the CPU's widest instruction set (AVX-512: the fused row blocks on 64-

@@ -30,6 +30,24 @@ use crate::roofline::traffic::visible_keys;
 use rayon::prelude::*;
 use thiserror::Error;
 
+/// `Some($run!(E))` with `E` the element type `$t` is among those the AVX2 loop reads (f32, f16, bf16),
+/// `None` for any other: the one place where generic code picks the loop written per element type.
+#[cfg(target_arch = "x86_64")]
+macro_rules! with_lanes {
+    ($t:ty, $run:ident) => {{
+        let t = std::any::TypeId::of::<$t>();
+        if t == std::any::TypeId::of::<f32>() {
+            Some($run!(f32))
+        } else if t == std::any::TypeId::of::<half::f16>() {
+            Some($run!(half::f16))
+        } else if t == std::any::TypeId::of::<half::bf16>() {
+            Some($run!(half::bf16))
+        } else {
+            None
+        }
+    }};
+}
+
 /// Why a paged attention call was refused. Nothing was written to the output when one is returned.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum PagedError {
@@ -417,7 +435,6 @@ impl GroupState {
         #[cfg(target_arch = "x86_64")]
         {
             use super::decode_avx2::{absorb, Ahead};
-            use std::any::TypeId;
             let d = self.acc.len() / self.m.len();
             let st = self;
             macro_rules! run {
@@ -445,14 +462,7 @@ impl GroupState {
                     }
                 }};
             }
-            let t = TypeId::of::<T>();
-            if t == TypeId::of::<f32>() {
-                run!(f32)
-            } else if t == TypeId::of::<half::f16>() {
-                run!(half::f16)
-            } else {
-                run!(half::bf16)
-            }
+            with_lanes!(T, run).expect("`direct` only for f32, f16 and bf16")
         }
         #[cfg(not(target_arch = "x86_64"))]
         {
@@ -479,11 +489,12 @@ fn cast<T: 'static, E: 'static>(x: &[T]) -> &[E] {
 fn direct_for<T: Element>(isa: Isa, d: usize) -> bool {
     #[cfg(target_arch = "x86_64")]
     {
-        use std::any::TypeId;
-        let t = TypeId::of::<T>();
-        let typed = t == TypeId::of::<f32>()
-            || t == TypeId::of::<half::f16>()
-            || t == TypeId::of::<half::bf16>();
+        macro_rules! unit {
+            ($e:ty) => {
+                ()
+            };
+        }
+        let typed = with_lanes!(T, unit).is_some();
         isa != Isa::Portable && typed && d.is_multiple_of(8) && super::decode_avx2::available()
     }
     #[cfg(not(target_arch = "x86_64"))]
@@ -615,21 +626,14 @@ fn read_rows<T: Element>(k: &[T], v: &[T], ahead: Option<(&[T], &[T])>) -> f32 {
     #[cfg(target_arch = "x86_64")]
     if super::decode_avx2::available() {
         use super::decode_avx2::sum_rows;
-        use half::{bf16, f16};
-        use std::any::TypeId;
-        let t = TypeId::of::<T>();
         macro_rules! run {
             ($e:ty) => {
                 // SAFETY: AVX2 and F16C are present (`available`); `cast` checked the type.
                 unsafe { sum_rows::<$e>(cast(k), cast(v), ahead.map(|(a, b)| (cast(a), cast(b)))) }
             };
         }
-        if t == TypeId::of::<f32>() {
-            return run!(f32);
-        } else if t == TypeId::of::<f16>() {
-            return run!(f16);
-        } else if t == TypeId::of::<bf16>() {
-            return run!(bf16);
+        if let Some(sum) = with_lanes!(T, run) {
+            return sum;
         }
     }
     let _ = ahead;

@@ -82,23 +82,11 @@ pub unsafe fn gemm(
     n: usize,
     acc: bool,
 ) -> usize {
-    #[inline(always)]
-    fn rows<const R: usize>(a: &[f32], r: usize, k: usize) -> [&[f32]; R] {
-        let mut out: [&[f32]; R] = [&[]; R];
-        for (i, row) in out.iter_mut().enumerate() {
-            *row = &a[(r + i) * k..][..k];
-        }
-        out
-    }
+    use super::{block_rows, row_slices as rows};
     let n8 = n - n % 8;
     let mut r = 0;
     while r < m {
-        let step = match m - r {
-            6.. => 6,
-            4 | 5 => 4,
-            2 | 3 => 2,
-            _ => 1,
-        };
+        let step = block_rows(m - r);
         let mut col = 0;
         while col < n8 {
             let wide = n8 - col >= 16;
