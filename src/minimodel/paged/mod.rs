@@ -7,6 +7,7 @@
 //!   query per sequence), prefill, and the partitioned (split-K, PagedAttention V2) decode whose parts
 //!   merge by the log-sum-exp; and the read passes (the same walks without the arithmetic).
 //! * `decode_avx2` (x86-64): decode's inner loop reading each block's rows in place, 8 lanes at a time.
+//! * [`pages`]: a KV pool's memory on 2 MB pages (the CPU's translation cache and a scattered pool).
 //! * [`replay`]: a seeded request trace served from a contiguous max-length reservation and from the block
 //!   manager: how much of the KV memory holds tokens, and how many sequences fit.
 
@@ -14,6 +15,7 @@ pub mod block_manager;
 #[cfg(target_arch = "x86_64")]
 pub mod decode_avx2;
 pub mod paged_attention;
+pub mod pages;
 pub mod replay;
 
 /// Whether decode here reads blocks in place with the AVX2 loop ([`decode_avx2`]) rather than the portable
