@@ -5,8 +5,9 @@
 use half::{bf16, f16};
 use modern_attention::minimodel::numeric::{convert, Element};
 use modern_attention::minimodel::paged::paged_attention::{
-    contiguous_decode, gather, paged_attention, paged_decode, paged_decode_partitioned, read_pass,
-    read_pass_contiguous, reduce_partitions, PagedBatch, PagedError, PagedKv, Partial,
+    contiguous_decode, gather, paged_attention, paged_decode, paged_decode_partitioned,
+    paged_decode_pool_order, read_pass, read_pass_contiguous, read_pass_pool_order,
+    reduce_partitions, PagedBatch, PagedError, PagedKv, Partial,
 };
 use modern_attention::minimodel::rng::Rng;
 use modern_attention::minimodel::shape::{AttnShape, Mask};
@@ -34,6 +35,9 @@ fn decode_grid<T: Element>() {
                     let mut o = vec![T::from_f64(f64::NAN); q.len()];
                     paged_decode(&q, hq, &st.kv(), &st.batch(), mask, &mut o).unwrap();
                     st.check("paged_decode", &q, &o, hq, 1, mask);
+                    let mut o = vec![T::from_f64(f64::NAN); q.len()];
+                    paged_decode_pool_order(&q, hq, &st.kv(), &st.batch(), mask, &mut o).unwrap();
+                    st.check("paged_decode_pool_order", &q, &o, hq, 1, mask);
                     for p in [bs, 3 * bs, 512 / bs * bs] {
                         let mut o2 = vec![T::from_f64(f64::NAN); q.len()];
                         paged_decode_partitioned(&q, hq, &st.kv(), &st.batch(), mask, p, &mut o2)
@@ -152,15 +156,125 @@ fn contiguous_decode_and_gather_agree_with_the_paged_path() {
     // The read passes walk the same rows: every valid row once, nothing of the NaN-poisoned rest of the
     // pool. A block missed or read twice moves the sum by about sqrt(16 D) = 32; f32 rounding by far
     // less than the bound (1e-5 of the sum of magnitudes, about 1.2 here).
-    let through = read_pass(&st.kv(), &st.batch());
-    let flat = read_pass_contiguous(&k, &v, &s, bs);
+    let through = read_pass(&st.kv(), &st.batch()).unwrap();
+    let by_pool = read_pass_pool_order(&st.kv(), &st.batch()).unwrap();
+    let flat = read_pass_contiguous(&k, &v, &s, bs).unwrap();
     let exact: f64 = k.iter().chain(&v).map(|&x| f64::from(x)).sum();
     let bound = 1e-5 * k.iter().chain(&v).map(|&x| f64::from(x).abs()).sum::<f64>();
-    for (name, got) in [("through the tables", through), ("contiguous", flat)] {
+    for (name, got) in [
+        ("through the tables", through),
+        ("in pool order", by_pool),
+        ("contiguous", flat),
+    ] {
         assert!(
             (f64::from(got) - exact).abs() <= bound,
             "read pass {name}: {got} against {exact} (bound {bound})"
         );
+    }
+}
+
+/// The three read passes read the same rows in the half types too (the AVX2 sums widen them): all
+/// three sums agree with the exact one.
+#[test]
+fn read_passes_cover_every_row_in_f16_and_bf16() {
+    fn check<T: Element>() {
+        let (len, hkv, d, bs) = (200, 2, 64, 16);
+        let st = setup::<T>(&[len, len, 37], hkv, d, bs, 91);
+        let exact: f64 = st.k.iter().chain(&st.v).flatten().map(|x| x.to_f64()).sum();
+        let bound = 1e-5
+            * st.k
+                .iter()
+                .chain(&st.v)
+                .flatten()
+                .map(|x| x.to_f64().abs())
+                .sum::<f64>();
+        let mut k = Vec::new();
+        let mut v = Vec::new();
+        for i in 0..2 {
+            k.extend_from_slice(&st.k[i]);
+            v.extend_from_slice(&st.v[i]);
+        }
+        let two = PagedBatch {
+            tables: &st.tables[..2],
+            seq_lens: &st.lens[..2],
+        };
+        let exact_two: f64 = k.iter().chain(&v).map(|x| x.to_f64()).sum();
+        let s = AttnShape::new(2, hkv, hkv, 1, len, d).unwrap();
+        for (name, got, want) in [
+            ("tables", read_pass(&st.kv(), &st.batch()).unwrap(), exact),
+            (
+                "pool order",
+                read_pass_pool_order(&st.kv(), &st.batch()).unwrap(),
+                exact,
+            ),
+            (
+                "pool order, two",
+                read_pass_pool_order(&st.kv(), &two).unwrap(),
+                exact_two,
+            ),
+            (
+                "contiguous",
+                read_pass_contiguous(&k, &v, &s, bs).unwrap(),
+                exact_two,
+            ),
+        ] {
+            assert!(
+                (f64::from(got) - want).abs() <= bound,
+                "{} read pass {name}: {got} against {want} (bound {bound})",
+                T::DTYPE.name()
+            );
+        }
+    }
+    check::<f16>();
+    check::<bf16>();
+}
+
+/// The pool-order walk reads each block once for every sequence that owns rows of it: a forked prefix
+/// (two tables naming the same blocks) and any number of workers (the pool cut into that many runs).
+#[test]
+fn the_pool_order_walk_serves_shared_blocks_on_any_number_of_threads() {
+    let (bs, hkv, d, hq) = (8, 2, 32, 4);
+    let mut st = setup::<f32>(&[45, 37, 20], hkv, d, bs, 77);
+    // Sequence 1 forks sequence 0's first two blocks (16 tokens): its table names them, and its own K
+    // and V rows for those tokens become sequence 0's.
+    let shared = 2;
+    for i in 0..shared {
+        st.tables[1][i] = st.tables[0][i];
+    }
+    for h in 0..hkv {
+        for t in 0..shared * bs {
+            let (src, dst) = ((h * st.lens[0] + t) * d, (h * st.lens[1] + t) * d);
+            let (k0, v0) = (
+                st.k[0][src..src + d].to_vec(),
+                st.v[0][src..src + d].to_vec(),
+            );
+            st.k[1][dst..dst + d].copy_from_slice(&k0);
+            st.v[1][dst..dst + d].copy_from_slice(&v0);
+        }
+    }
+    let q: Vec<f32> = Rng::new(78).normal_vec_f32(st.lens.len() * hq * d);
+    for threads in [1, 2, 3, 5] {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        for mask in [Mask::NONE, Mask::sliding(30, true).unwrap()] {
+            let mut o = vec![f32::NAN; q.len()];
+            pool.install(|| {
+                paged_decode_pool_order(&q, hq, &st.kv(), &st.batch(), mask, &mut o).unwrap()
+            });
+            st.check(
+                &format!("pool order, {threads} threads"),
+                &q,
+                &o,
+                hq,
+                1,
+                mask,
+            );
+            let mut o1 = vec![f32::NAN; q.len()];
+            paged_decode(&q, hq, &st.kv(), &st.batch(), mask, &mut o1).unwrap();
+            st.check("paged_decode, forked prefix", &q, &o1, hq, 1, mask);
+        }
     }
 }
 
@@ -219,6 +333,31 @@ fn bad_tables_are_refused_and_the_output_untouched() {
     assert!(matches!(
         paged_decode(&q, 3, &kv, &st.batch(), Mask::NONE, &mut o),
         Err(PagedError::Shape(_))
+    ));
+    // The pool-order walk checks the same things before it reads anything.
+    let pool_order = |tables: &[Vec<usize>], lens: &[usize], o: &mut [f32]| {
+        let batch = PagedBatch {
+            tables,
+            seq_lens: lens,
+        };
+        paged_decode_pool_order(&q, 4, &kv, &batch, Mask::NONE, o)
+    };
+    assert_eq!(
+        pool_order(&wild, &st.lens, &mut o),
+        Err(PagedError::BlockOutOfRange {
+            seq: 1,
+            index: 1,
+            block: st.num_blocks,
+            num_blocks: st.num_blocks
+        })
+    );
+    assert!(matches!(
+        pool_order(&short, &st.lens, &mut o),
+        Err(PagedError::TableTooShort { seq: 0, .. })
+    ));
+    assert!(matches!(
+        pool_order(&st.tables, &st.lens, &mut o[1..]),
+        Err(PagedError::QueryLength { tensor: "o", .. })
     ));
     assert_eq!(
         paged_decode_partitioned(&q, 4, &kv, &st.batch(), Mask::NONE, 6, &mut o),

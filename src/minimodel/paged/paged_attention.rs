@@ -583,10 +583,14 @@ impl GroupState {
 /// Read every K and V row a decode of `batch` would read, through the tables, with the decode's
 /// prefetches but none of its arithmetic (a sum of the rows, so the reads cannot be dropped): what
 /// the access pattern alone costs. The tasks of [`paged_decode`].
-pub fn read_pass<T: Element>(kv: &PagedKv<'_, T>, batch: &PagedBatch<'_>) -> f32 {
-    let seqs = batch.tables.len().min(batch.seq_lens.len());
+pub fn read_pass<T: Element>(
+    kv: &PagedKv<'_, T>,
+    batch: &PagedBatch<'_>,
+) -> Result<f32, PagedError> {
+    check_tables(kv.num_blocks, kv.block_size, batch)?;
+    let seqs = batch.tables.len();
     let per = heads_per_task(seqs, kv.hkv);
-    (0..seqs * kv.hkv / per)
+    Ok((0..seqs * kv.hkv / per)
         .into_par_iter()
         .map(|task| {
             let (seq, h0) = (task * per / kv.hkv, task * per % kv.hkv);
@@ -601,13 +605,22 @@ pub fn read_pass<T: Element>(kv: &PagedKv<'_, T>, batch: &PagedBatch<'_>) -> f32
             );
             sum
         })
-        .sum()
+        .sum())
 }
 
 /// [`read_pass`] over contiguous `k, v: (S, Hkv, Nk, D)` (shape `s`), in blocks of `bs` rows.
-pub fn read_pass_contiguous<T: Element>(k: &[T], v: &[T], s: &AttnShape, bs: usize) -> f32 {
+pub fn read_pass_contiguous<T: Element>(
+    k: &[T],
+    v: &[T],
+    s: &AttnShape,
+    bs: usize,
+) -> Result<f32, PagedError> {
+    if bs == 0 {
+        return Err(PagedError::ZeroBlockSize);
+    }
+    s.check_inputs(s.q_len(), k.len(), v.len())?;
     let (d, n) = (s.d, s.nk);
-    (0..s.b * s.hkv)
+    Ok((0..s.b * s.hkv)
         .into_par_iter()
         .map(|task| {
             let at = s.kv_row(task / s.hkv, task % s.hkv, 0);
@@ -618,7 +631,31 @@ pub fn read_pass_contiguous<T: Element>(k: &[T], v: &[T], s: &AttnShape, bs: usi
             });
             sum
         })
-        .sum()
+        .sum())
+}
+
+/// [`read_pass`] in the order of [`paged_decode_pool_order`]: the same runs of the pool, each read in
+/// address order with the same prefetches, summing the rows.
+pub fn read_pass_pool_order<T: Element>(
+    kv: &PagedKv<'_, T>,
+    batch: &PagedBatch<'_>,
+) -> Result<f32, PagedError> {
+    check_tables(kv.num_blocks, kv.block_size, batch)?;
+    let (start, uses) = block_uses(kv.num_blocks, kv.block_size, batch, Mask::NONE);
+    let cuts = pool_runs(&start, &uses, rayon::current_num_threads().max(1));
+    Ok(cuts
+        .par_windows(2)
+        .map(|run| {
+            let mut sum = 0.0;
+            walk_pool(
+                kv,
+                (&start, &uses),
+                (run[0], run[1]),
+                |(_, _, k, v, ahead)| sum += read_rows(k, v, ahead),
+            );
+            sum
+        })
+        .sum())
 }
 
 /// The sum of one block's K and V rows (AVX2 with the decode's prefetches where the decode uses them).
@@ -748,6 +785,206 @@ pub fn paged_decode<T: Element>(
     Ok(())
 }
 // ANCHOR_END: paged_decode
+
+/// One sequence's rows of a physical block, for the walk in pool order: `n` rows from row `r0`.
+#[derive(Debug, Clone, Copy)]
+struct BlockUse {
+    seq: usize,
+    r0: usize,
+    n: usize,
+}
+
+/// Every physical block's uses by `batch` (the rows of it each sequence sees under `mask`), indexed by
+/// block: `uses[start[b]..start[b + 1]]`. A block shared by several sequences (a forked prefix) has a
+/// use for each; a block no sequence reads has none.
+fn block_uses(
+    num_blocks: usize,
+    bs: usize,
+    batch: &PagedBatch<'_>,
+    mask: Mask,
+) -> (Vec<usize>, Vec<BlockUse>) {
+    let mut each = Vec::new();
+    for (seq, (table, &len)) in batch.tables.iter().zip(batch.seq_lens).enumerate() {
+        let (lo, hi) = key_range(mask, 0, 1, len);
+        let mut t = lo;
+        while t < hi {
+            let (i, r0) = (t / bs, t % bs);
+            let n = (bs - r0).min(hi - t);
+            each.push((table[i], BlockUse { seq, r0, n }));
+            t += n;
+        }
+    }
+    let mut start = vec![0; num_blocks + 1];
+    for &(b, _) in &each {
+        start[b + 1] += 1;
+    }
+    for b in 0..num_blocks {
+        start[b + 1] += start[b];
+    }
+    let mut fill = start.clone();
+    let mut uses = vec![
+        BlockUse {
+            seq: 0,
+            r0: 0,
+            n: 0
+        };
+        each.len()
+    ];
+    for (b, u) in each {
+        uses[fill[b]] = u;
+        fill[b] += 1;
+    }
+    (start, uses)
+}
+
+/// Fold `other`'s keys into `st` (two states of the same query rows over disjoint keys): the larger
+/// maximum wins and each side's sums and output are rescaled to it, as the partitions' reduce does.
+fn merge_states(st: &mut GroupState, other: &mut GroupState) {
+    st.flush();
+    other.flush();
+    let d = st.acc.len() / st.m.len();
+    for r in 0..st.m.len() {
+        let (ma, mb) = (st.m[r], other.m[r]);
+        let m = ma.max(mb);
+        if m == f32::NEG_INFINITY {
+            continue; // neither side saw a key for this row
+        }
+        let (a, b) = ((ma - m).exp2(), (mb - m).exp2());
+        let l = a * st.sum(r) + b * other.sum(r);
+        let lanes = &mut st.l[r * kernels::L..][..kernels::L];
+        lanes.fill(0.0);
+        lanes[0] = l;
+        for (x, y) in st.acc[r * d..][..d]
+            .iter_mut()
+            .zip(&other.acc[r * d..][..d])
+        {
+            *x = a * *x + b * y;
+        }
+        st.m[r] = m;
+    }
+}
+
+/// Cut physical blocks `[0, num_blocks)` into `runs` runs with about equal rows to read (uses indexed
+/// as [`block_uses`] returns them): the runs' bounds, `runs + 1` of them.
+fn pool_runs(start: &[usize], uses: &[BlockUse], runs: usize) -> Vec<usize> {
+    let num_blocks = start.len() - 1;
+    let total: usize = uses.iter().map(|u| u.n).sum();
+    let mut cuts = vec![0];
+    let mut acc = 0;
+    for b in 0..num_blocks {
+        acc += uses[start[b]..start[b + 1]]
+            .iter()
+            .map(|u| u.n)
+            .sum::<usize>();
+        if acc * runs >= total * cuts.len() && cuts.len() < runs {
+            cuts.push(b + 1);
+        }
+    }
+    cuts.push(num_blocks);
+    cuts
+}
+
+/// A pool walk's visit: the use (whose rows), the kv head, its K and V rows, and the same head's rows
+/// of the next block the walk reads.
+type PoolVisit<'a, T> = (
+    BlockUse,
+    usize,
+    &'a [T],
+    &'a [T],
+    Option<(&'a [T], &'a [T])>,
+);
+
+/// Walk physical blocks `[lo, hi)` in address order, skipping those no sequence reads: in each block
+/// the kv heads back to back, and for each head every use of the block (a shared block is read once,
+/// then served from cache to its other owners).
+fn walk_pool<'a, T: Element>(
+    kv: &PagedKv<'a, T>,
+    (start, uses): (&[usize], &[BlockUse]),
+    (lo, hi): (usize, usize),
+    mut visit: impl FnMut(PoolVisit<'a, T>),
+) {
+    let (bs, d) = (kv.block_size, kv.d);
+    let (k, v) = (kv.k, kv.v);
+    let rows = |b: usize, h: usize, r0: usize, n: usize| {
+        let at = kv.offset(b, h, r0);
+        (&k[at..at + n * d], &v[at..at + n * d])
+    };
+    let mut next_owned = (lo..hi).filter(|&b| start[b] < start[b + 1]).peekable();
+    while let Some(b) = next_owned.next() {
+        let next = next_owned.peek().copied();
+        for h in 0..kv.hkv {
+            let ahead = next.map(|nb| rows(nb, h, 0, bs));
+            for &u in &uses[start[b]..start[b + 1]] {
+                let (kb, vb) = rows(b, h, u.r0, u.n);
+                visit((u, h, kb, vb, ahead));
+            }
+        }
+    }
+}
+
+// ANCHOR: pool_decode
+/// Paged decode walking the pool instead of the tables: a decode's keys may be absorbed in any order
+/// (the online softmax does not care), so each worker takes a run of physical blocks, reads it in
+/// address order, and adds each block's rows to the state of whichever sequence owns them; then
+/// each sequence's partial states (one per worker that met its blocks) merge as the partitions of
+/// [`paged_decode_partitioned`] do. The reads are one ascending sweep of the pool whatever the tables
+/// say; a block shared by several sequences is read once for all of them. Same arguments, same
+/// errors, and the same result as [`paged_decode`] up to f32 rounding.
+pub fn paged_decode_pool_order<T: Element>(
+    q: &[T],
+    hq: usize,
+    kv: &PagedKv<'_, T>,
+    batch: &PagedBatch<'_>,
+    mask: Mask,
+    o: &mut [T],
+) -> Result<(), PagedError> {
+    let g = validate(q.len(), o.len(), hq, 1, kv, batch)?;
+    let (d, bs, hkv, seqs) = (kv.d, kv.block_size, kv.hkv, batch.seq_lens.len());
+    let (start, uses) = block_uses(kv.num_blocks, bs, batch, mask);
+    // One run of the pool per worker thread, each with a state per (sequence, kv head) it meets.
+    let cuts = pool_runs(&start, &uses, rayon::current_num_threads().max(1));
+    let partials: Vec<Vec<Option<GroupState>>> = cuts
+        .par_windows(2)
+        .map(|run| {
+            let mut states: Vec<Option<GroupState>> = (0..seqs * hkv).map(|_| None).collect();
+            walk_pool(
+                kv,
+                (&start, &uses),
+                (run[0], run[1]),
+                |(u, h, k, v, ahead)| {
+                    let st = states[u.seq * hkv + h].get_or_insert_with(|| {
+                        GroupState::new(&q[(u.seq * hq + h * g) * d..][..g * d], g, d, bs)
+                    });
+                    st.absorb(k, v, u.n, ahead);
+                },
+            );
+            states
+        })
+        .collect();
+    // Each (sequence, kv head): its partial states merged, then normalised into its G rows of o. This
+    // is O(runs G D) a group against the walk's O(N G D): done here, without a second parallel phase.
+    let mut merged: Vec<Option<GroupState>> = (0..seqs * hkv).map(|_| None).collect();
+    for states in partials {
+        for (into, st) in merged.iter_mut().zip(states) {
+            match (into.as_mut(), st) {
+                (Some(into), Some(mut st)) => merge_states(into, &mut st),
+                (None, st) => *into = st,
+                (Some(_), None) => {}
+            }
+        }
+    }
+    for (st, o) in merged.iter_mut().zip(o.chunks_mut(g * d)) {
+        match st {
+            Some(st) => {
+                st.flush();
+                finish(st, o, d, d);
+            }
+            None => o.fill(T::from_f32(0.0)), // no key visible (cannot happen for len > 0)
+        }
+    }
+    Ok(())
+}
+// ANCHOR_END: pool_decode
 
 /// Contiguous decode with the same kernel: `q, o: (S, Hq, D)`, `k, v: (S, Hkv, Nk, D)` with `s.nq = 1`,
 /// every sequence `Nk` long. The baseline for the cost of the block table's indirection.
