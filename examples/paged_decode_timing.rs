@@ -15,15 +15,19 @@ fn main() {
     ] {
         for r in &recs {
             // Each against its contiguous twin, as Tables 03.2 and 03.3 do.
-            let twin = match r.implementation.as_str() {
-                "ours/read-pass-paged" => "ours/read-pass-contiguous".to_string(),
-                imp if imp.starts_with("ours/paged-v1-bs") => imp.replace("paged-v1", "contiguous"),
-                _ if r.variant == "paged_decode" => "ours/contiguous".to_string(),
-                imp => imp.to_string(),
+            let pages = if r.implementation.ends_with("-2m") {
+                "-2m"
+            } else {
+                ""
+            };
+            let twin = match r.variant.as_str() {
+                "paged_read" => format!("ours/read-pass-contiguous{pages}"),
+                "paged_decode" => format!("ours/contiguous{pages}"),
+                _ => r.implementation.replace("paged-v1", "contiguous"),
             };
             let base = recs
                 .iter()
-                .find(|b| b.implementation == twin)
+                .find(|b| b.implementation == twin && b.nk == r.nk)
                 .map_or(r.ms, |b| b.ms);
             println!(
                 "  {:28} {:.3} ms ({:+.1}% vs {twin})",

@@ -33,7 +33,7 @@
 // (src/gpu/paged.rs).
 //
 // Changelog (H100, measured with bench/gpu.sh; the numbers are in measurements/gpu-*.json, variants
-// paged_decode and paged_decode_sweep, and in Lab 03's tables 03.3 and 03.4):
+// paged_decode and paged_decode_sweep, and in Lab 03's tables 03.5 and 03.6):
 //   1. Fixed partitions of 256-2048 keys, 8 passes, separate merge launch: near the read roof at 64k
 //      tokens, far from it at 2k-4k, where the last partial wave of blocks left SMs idle.
 //   2. Partitions sized to one full wave of resident blocks (occupancy calculator): the largest gain at
@@ -133,7 +133,7 @@
 //      address translations were what the scatter costs, fewer sequences a GPC would recover it.
 //      H200 at b9dfac4, shuffled pool, 2k / 4k / 16k / 64k: N = 2 0.0380 / 0.0686 / 0.2485 / 0.9669 ms
 //      against the default's 0.0381 / 0.0687 / 0.2505 / 0.9980 in the same sweep (and 0.0387 / 0.0688 /
-//      0.2489 / 0.9740 in Table 03.3's column of the same run): level at 2k-4k, and at 16k / 64k ahead
+//      0.2489 / 0.9740 in Table 03.5's column of the same run): level at 2k-4k, and at 16k / 64k ahead
 //      of both measurements of the default by 0.2% / 0.7% against the nearer one, less than the 2.5%
 //      between those two at 64k: too little to call from one run. N = 8 and 4: a third slower at every
 //      context (16k 0.3589 / 0.3420), on the fresh tables too (N = 8: 0.3403 against 0.2427): fewer

@@ -446,7 +446,7 @@ impl Tuning {
 
     /// The tensor-core path: 8 warps a block, each taking chunks of 16 tokens through a ring of three
     /// filled by `cp.async` (two in flight while one is computed), scores and `P V` as `mma.sync`
-    /// products: a tenth of the register path's instructions a token (Lab 03's Table 03.5 has the
+    /// products: a tenth of the register path's instructions a token (Lab 03's Table 03.6 has the
     /// two side by side, and rings of two).
     pub const TENSOR_CORES: Tuning = Tuning {
         warps: 8,

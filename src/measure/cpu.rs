@@ -12,6 +12,7 @@ use crate::minimodel::rng::Rng;
 use crate::minimodel::shape::{AttnShape, Mask};
 use crate::roofline::traffic::{bytes_naive, flash_traffic};
 use half::f16;
+use rayon::prelude::*;
 use serde::Deserialize;
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
@@ -526,10 +527,41 @@ fn scatter_pool<T: Element>(
 
 type Run<'a, T> = Box<dyn Fn(&mut [T]) + 'a>;
 
+/// The size of the largest cache this CPU reports (`/sys/devices/system/cpu/cpu0/cache/index*/size`),
+/// or 32 MB where it cannot be read.
+fn last_level_cache_bytes() -> usize {
+    let largest = (0..8)
+        .filter_map(|i| {
+            let p = format!("/sys/devices/system/cpu/cpu0/cache/index{i}/size");
+            let t = std::fs::read_to_string(p).ok()?;
+            let t = t.trim();
+            let (num, unit) = t.split_at(t.find(|c: char| !c.is_ascii_digit())?);
+            let scale = match unit {
+                "K" => 1 << 10,
+                "M" => 1 << 20,
+                _ => 1,
+            };
+            num.parse::<usize>().ok().map(|x| x * scale)
+        })
+        .max();
+    largest.unwrap_or(32 << 20)
+}
+
 /// Time `runs` in interleaved rounds (one run of each per round, each round starting with a different
 /// one, so that neither a slow phase of the machine nor a place in the round favours one), at least 10
-/// rounds and then until `seconds` or 150 rounds: each run's times in ms.
+/// rounds and then until `seconds` or 150 rounds: each run's times in ms. Before each run, all threads
+/// read a buffer of twice the last-level cache, untimed: every run starts with its data out of cache,
+/// as a decode step does after the rest of a model's layer has passed through, and none finds lines
+/// that the run before it left behind (two runs over the same pool would otherwise share them).
 fn interleaved<T: Element>(runs: &[(String, Run<T>)], o: &mut [T], seconds: f64) -> Vec<Vec<f64>> {
+    let flush = vec![1.0f32; 2 * last_level_cache_bytes() / 4];
+    let evict = || {
+        let sum: f32 = flush
+            .par_chunks(1 << 16)
+            .map(|c| c.iter().step_by(16).sum::<f32>())
+            .sum();
+        std::hint::black_box(sum);
+    };
     let mut times = vec![Vec::new(); runs.len()];
     let budget = Instant::now();
     let mut round = 0;
@@ -538,6 +570,7 @@ fn interleaved<T: Element>(runs: &[(String, Run<T>)], o: &mut [T], seconds: f64)
         for j in 0..runs.len() {
             let i = (round + j) % runs.len();
             o.fill(T::from_f32(f32::NAN));
+            evict();
             let t = Instant::now();
             (runs[i].1)(o);
             times[i].push(t.elapsed().as_secs_f64() * 1e3);
@@ -550,20 +583,136 @@ fn interleaved<T: Element>(runs: &[(String, Run<T>)], o: &mut [T], seconds: f64)
 /// Decode through a shuffled block table (V1, and V2 with partitions of 512), and through the tables the
 /// block manager hands out on a fresh pool (V1), against the same kernel on contiguous K and V holding
 /// the same data, and the same walks with the arithmetic taken out (the
-/// read passes); each decode checked on sequence 0 against the f64 reference, then all six timed in
-/// interleaved rounds for 4 s (2 s with `quick`); at the stress scale ([`PAGED_DECODE`]'s 2048 tokens a
+/// read passes); each decode checked on sequence 0 against the f64 reference, then all timed in
+/// interleaved rounds for 5 s (2 s with `quick`); at the stress scale ([`PAGED_DECODE`]'s 2048 tokens a
 /// sequence) and at the verb corpus's 64 (a cache-resident step: the table's cost without the memory
-/// system's). Then, at 2048, the block-size sweep: contiguous and V1 at each of
-/// [`PAGED_SWEEP_BLOCKS`], checked, then timed in pairs for 1.5 s (0.5 s).
+/// system's). At 2048 the contiguous and shuffled decodes and read passes run twice in those rounds, on
+/// the ordinary 4 KB pages of the heap and on 2 MB pages ([`HugePageBuf`], suffix `-2m`; left out
+/// where the kernel grants less than 90% of them). Then, at 2048, the block-size sweep: contiguous
+/// V1 and the pool-order walk at each of [`PAGED_SWEEP_BLOCKS`], checked, then timed in interleaved
+/// rounds for 1.5 s (0.5 s).
 /// Records: variant `paged_decode` (`ours/contiguous`, `ours/paged-v1`, `ours/paged-v2`,
-/// `ours/paged-v1-fresh`), `paged_read`
-/// (`ours/read-pass-contiguous`, `ours/read-pass-paged`), `paged_decode_sweep` (`ours/contiguous-bs<B>`,
-/// `ours/paged-v1-bs<B>`).
+/// `ours/paged-v1-fresh`, `ours/contiguous-2m`, `ours/paged-v1-2m`), `paged_read`
+/// (`ours/read-pass-contiguous`, `ours/read-pass-paged`, and both `-2m`), `paged_decode_sweep`
+/// (`ours/contiguous-bs<B>`, `ours/paged-v1-bs<B>`, `ours/paged-pool-bs<B>`); and, between the two
+/// scales, [`read_order_records`].
+///
+/// [`HugePageBuf`]: crate::minimodel::paged::pages::HugePageBuf
 pub fn paged_decode_records<T: Element>(quick: bool, log: &mut dyn FnMut(&str)) -> Vec<Record> {
     use crate::minimodel::config::{STRESS_SEQ_LEN, VERB_SEQ_LEN};
     let mut out = paged_decode_at::<T>(STRESS_SEQ_LEN, true, quick, log);
+    out.extend(read_order_records::<T>(STRESS_SEQ_LEN, quick, log));
     out.extend(paged_decode_at::<T>(VERB_SEQ_LEN, false, quick, log));
     out
+}
+
+/// Why a scattered pool reads slower: the read pass of [`PAGED_DECODE`]'s batch at `n` tokens a
+/// sequence through tables that place each sequence's blocks in five ways, every pool on 2 MB pages
+/// (address translation out of the way), timed in interleaved rounds for 2 s (1 s with `quick`):
+/// `run` (each sequence one run of blocks), `pairs` (the same runs with each pair of neighbours
+/// swapped: 1, 0, 3, 2, ...), `gaps` (each sequence every other block of a run, in a pool twice as
+/// large), `shuffled` (anywhere), and `pool` (the shuffled tables read in the pool's address order).
+/// Every jump in `pairs` lands next to a block read just before or just after; in `gaps` and
+/// `shuffled`, on lines nobody reads soon. Records: variant `paged_read_order`, `ours/read-<order>`.
+fn read_order_records<T: Element>(n: usize, quick: bool, log: &mut dyn FnMut(&str)) -> Vec<Record> {
+    use crate::minimodel::paged::paged_attention::{
+        read_pass, read_pass_pool_order, PagedBatch, PagedKv,
+    };
+    use crate::minimodel::paged::pages::HugePageBuf;
+    let (b, hq, hkv, _, d, bs) = PAGED_DECODE;
+    let s = AttnShape::new(b, hq, hkv, 1, n, d).expect("decode shape");
+    let mut rng = Rng::new(4101);
+    let k: Vec<T> = convert(&rng.normal_vec_f32(s.kv_len()));
+    let v: Vec<T> = convert(&rng.normal_vec_f32(s.kv_len()));
+    let per = n.div_ceil(bs);
+    let run: Vec<Vec<usize>> = (0..b).map(|q| (q * per..(q + 1) * per).collect()).collect();
+    let pairs: Vec<Vec<usize>> = run
+        .iter()
+        .map(|t| t.iter().map(|&x| x ^ 1).collect())
+        .collect();
+    let gaps: Vec<Vec<usize>> = run
+        .iter()
+        .map(|t| t.iter().map(|&x| 2 * x).collect())
+        .collect();
+    let shuffled = shuffled_tables(&s, bs, &mut rng);
+    let lens = vec![n; b];
+    let pools: Vec<(&str, &Vec<Vec<usize>>, bool)> = vec![
+        ("run", &run, false),
+        ("pairs", &pairs, false),
+        ("gaps", &gaps, false),
+        ("shuffled", &shuffled, false),
+        ("pool", &shuffled, true),
+    ];
+    let built: Vec<_> = pools
+        .iter()
+        .map(|&(name, tables, by_pool)| {
+            let (kc, vc) = scatter_pool(&k, &v, &s, bs, tables);
+            let num_blocks = kc.len() / (hkv * bs * d);
+            (
+                name,
+                tables,
+                by_pool,
+                HugePageBuf::from_slice(&kc),
+                HugePageBuf::from_slice(&vc),
+                num_blocks,
+            )
+        })
+        .collect();
+    let granted = built
+        .iter()
+        .flat_map(|x| [x.3.huge_fraction(), x.4.huge_fraction()])
+        .map(|f| f.unwrap_or(0.0))
+        .fold(1.0, f64::min);
+    if granted < 0.9 {
+        log(&format!(
+            "read orders: 2 MB pages {:.0}% granted, not timed",
+            100.0 * granted
+        ));
+        return Vec::new();
+    }
+    let runs: Vec<(String, Run<T>)> = built
+        .iter()
+        .map(|(name, tables, by_pool, kc, vc, num_blocks)| {
+            let kv = PagedKv::new(kc, vc, *num_blocks, hkv, bs, d).expect("pool shape");
+            let batch = PagedBatch {
+                tables,
+                seq_lens: &lens,
+            };
+            let by_pool = *by_pool;
+            let run: Run<T> = Box::new(move |o: &mut [T]| {
+                let sum = if by_pool {
+                    read_pass_pool_order(&kv, &batch)
+                } else {
+                    read_pass(&kv, &batch)
+                };
+                o[0] = T::from_f32(sum.expect("valid tables"));
+            });
+            (format!("read-{name}"), run)
+        })
+        .collect();
+    let mut o = vec![T::from_f32(0.0); 1];
+    let mut times = interleaved(&runs, &mut o, if quick { 1.0 } else { 2.0 });
+    let kv_bytes = T::DTYPE.bytes() as f64 * 2.0 * s.kv_len() as f64;
+    runs.iter()
+        .zip(times.iter_mut())
+        .map(|((name, _), ts)| {
+            let rec = Record::new(
+                "paged_read_order",
+                &format!("ours/{name}"),
+                T::DTYPE.name(),
+                &s,
+                "none",
+            )
+            .timed(ts, 0.0, kv_bytes);
+            log(&format!(
+                "paged_read_order {name:14} {:4} N={n}: {:8.3} ms {:6.1} GB/s (2 MB pages)",
+                T::DTYPE.name(),
+                rec.ms,
+                rec.gbps
+            ));
+            rec
+        })
+        .collect()
 }
 
 /// [`paged_decode_records`] at `n` tokens a sequence, with the block-size sweep if `sweep`.
@@ -574,9 +723,10 @@ fn paged_decode_at<T: Element>(
     log: &mut dyn FnMut(&str),
 ) -> Vec<Record> {
     use crate::minimodel::paged::paged_attention::{
-        contiguous_decode, paged_decode, paged_decode_partitioned, read_pass, read_pass_contiguous,
-        PagedBatch, PagedKv,
+        contiguous_decode, paged_decode, paged_decode_partitioned, paged_decode_pool_order,
+        read_pass, read_pass_contiguous, read_pass_pool_order, PagedBatch, PagedKv,
     };
+    use crate::minimodel::paged::pages::HugePageBuf;
     let (b, hq, hkv, _, d, bs) = PAGED_DECODE;
     let s = AttnShape::new(b, hq, hkv, 1, n, d).expect("decode shape");
     let mut rng = Rng::new(2309);
@@ -657,16 +807,37 @@ fn paged_decode_at<T: Element>(
         tables: &fresh,
         seq_lens: &lens,
     };
-    let runs: Vec<(String, Run<T>)> = vec![
+    // At the stress scale, the same contiguous K/V and shuffled pool on 2 MB pages (where the kernel
+    // grants them): the table's price with the translation cache out of the way. (At 64 tokens the batch
+    // sits in cache, where pages matter little.)
+    let (k2, v2) = (HugePageBuf::from_slice(&k), HugePageBuf::from_slice(&v));
+    let (kc2, vc2) = (HugePageBuf::from_slice(&kc), HugePageBuf::from_slice(&vc));
+    let kv2 = PagedKv::new(&kc2, &vc2, kv.num_blocks(), hkv, bs, d).expect("pool shape");
+    let granted = [&k2, &v2, &kc2, &vc2]
+        .iter()
+        .map(|b| b.huge_fraction().unwrap_or(0.0))
+        .fold(1.0, f64::min);
+    let huge = sweep && granted >= 0.9;
+    if sweep {
+        log(&format!(
+            "2 MB pages: {:.0}% of the copies granted{}",
+            100.0 * granted,
+            if huge { "" } else { ": no -2m runs" }
+        ));
+    }
+    // (name, run, decode: checked and recorded as `paged_decode`; otherwise a read pass, `paged_read`)
+    let mut runs: Vec<(String, Run<T>, bool)> = vec![
         (
             "contiguous".into(),
             Box::new(|o: &mut [T]| contiguous_decode(&q, &k, &v, &s, bs, o).expect("valid call")),
+            true,
         ),
         (
             "paged-v1".into(),
             Box::new(|o: &mut [T]| {
                 paged_decode(&q, hq, &kv, &batch, Mask::NONE, o).expect("valid call")
             }),
+            true,
         ),
         (
             "paged-v2".into(),
@@ -674,35 +845,104 @@ fn paged_decode_at<T: Element>(
                 paged_decode_partitioned(&q, hq, &kv, &batch, Mask::NONE, 512, o)
                     .expect("valid call")
             }),
+            true,
+        ),
+        (
+            "paged-pool".into(),
+            Box::new(|o: &mut [T]| {
+                paged_decode_pool_order(&q, hq, &kv, &batch, Mask::NONE, o).expect("valid call")
+            }),
+            true,
         ),
         (
             "paged-v1-fresh".into(),
             Box::new(|o: &mut [T]| {
                 paged_decode(&q, hq, &kv_fresh, &batch_fresh, Mask::NONE, o).expect("valid call")
             }),
+            true,
         ),
         (
             "read-pass-contiguous".into(),
-            Box::new(|o: &mut [T]| o[0] = T::from_f32(read_pass_contiguous(&k, &v, &s, bs))),
+            Box::new(|o: &mut [T]| {
+                o[0] = T::from_f32(read_pass_contiguous(&k, &v, &s, bs).expect("valid call"))
+            }),
+            false,
         ),
         (
             "read-pass-paged".into(),
-            Box::new(|o: &mut [T]| o[0] = T::from_f32(read_pass(&kv, &batch))),
+            Box::new(|o: &mut [T]| o[0] = T::from_f32(read_pass(&kv, &batch).expect("valid call"))),
+            false,
+        ),
+        (
+            "read-pass-pool".into(),
+            Box::new(|o: &mut [T]| {
+                o[0] = T::from_f32(read_pass_pool_order(&kv, &batch).expect("valid call"))
+            }),
+            false,
         ),
     ];
-    let checked: Vec<_> = runs[..4]
+    if huge {
+        runs.extend::<[(String, Run<T>, bool); 6]>([
+            (
+                "contiguous-2m".into(),
+                Box::new(|o: &mut [T]| {
+                    contiguous_decode(&q, &k2, &v2, &s, bs, o).expect("valid call")
+                }),
+                true,
+            ),
+            (
+                "paged-v1-2m".into(),
+                Box::new(|o: &mut [T]| {
+                    paged_decode(&q, hq, &kv2, &batch, Mask::NONE, o).expect("valid call")
+                }),
+                true,
+            ),
+            (
+                "paged-pool-2m".into(),
+                Box::new(|o: &mut [T]| {
+                    paged_decode_pool_order(&q, hq, &kv2, &batch, Mask::NONE, o)
+                        .expect("valid call")
+                }),
+                true,
+            ),
+            (
+                "read-pass-contiguous-2m".into(),
+                Box::new(|o: &mut [T]| {
+                    o[0] = T::from_f32(read_pass_contiguous(&k2, &v2, &s, bs).expect("valid call"))
+                }),
+                false,
+            ),
+            (
+                "read-pass-paged-2m".into(),
+                Box::new(|o: &mut [T]| {
+                    o[0] = T::from_f32(read_pass(&kv2, &batch).expect("valid call"))
+                }),
+                false,
+            ),
+            (
+                "read-pass-pool-2m".into(),
+                Box::new(|o: &mut [T]| {
+                    o[0] = T::from_f32(read_pass_pool_order(&kv2, &batch).expect("valid call"))
+                }),
+                false,
+            ),
+        ]);
+    }
+    let checked: Vec<_> = runs
         .iter()
-        .map(|(name, run)| check(name, run, &mut o, log))
+        .map(|(name, run, decode)| decode.then(|| check(name, run, &mut o, log)))
         .collect();
-    let mut times = interleaved(&runs, &mut o, if quick { 2.0 } else { 4.0 });
-    for (i, ((name, _), ts)) in runs.iter().zip(times.iter_mut()).enumerate() {
-        let (variant, ok) = match checked.get(i) {
-            Some(c) => ("paged_decode", Some(*c)),
-            None => ("paged_read", None),
+    let timed: Vec<(String, Run<T>)> = runs.into_iter().map(|(n, r, _)| (n, r)).collect();
+    let mut times = interleaved(&timed, &mut o, if quick { 2.0 } else { 5.0 });
+    for (((name, _), ts), ok) in timed.iter().zip(times.iter_mut()).zip(checked) {
+        let variant = if ok.is_some() {
+            "paged_decode"
+        } else {
+            "paged_read"
         };
         record(variant, name, ts, ok, log);
     }
-    drop(runs);
+    drop(timed);
 
     for sweep_bs in PAGED_SWEEP_BLOCKS.into_iter().filter(|_| sweep) {
         let tables = shuffled_tables(&s, sweep_bs, &mut rng);
@@ -731,6 +971,12 @@ fn paged_decode_at<T: Element>(
                 format!("paged-v1-bs{sweep_bs}"),
                 Box::new(|o: &mut [T]| {
                     paged_decode(&q, hq, &kv, &batch, Mask::NONE, o).expect("valid call")
+                }),
+            ),
+            (
+                format!("paged-pool-bs{sweep_bs}"),
+                Box::new(|o: &mut [T]| {
+                    paged_decode_pool_order(&q, hq, &kv, &batch, Mask::NONE, o).expect("valid call")
                 }),
             ),
         ];

@@ -20,6 +20,10 @@ pub fn render(files: &[(String, crate::measure::MeasurementFile)]) -> Vec<Artifa
             contents: decode_table(files),
         },
         Artifact {
+            name: "lab03_cpu_orders.md",
+            contents: cpu_order_table(files),
+        },
+        Artifact {
             name: "lab03_cpu_blocks.md",
             contents: cpu_block_table(files),
         },
@@ -161,7 +165,7 @@ pub fn read_roof(f: &crate::measure::MeasurementFile) -> f64 {
         )
 }
 
-/// Table 03.4: GPU decode per context: our paged and contiguous kernels against PyTorch's SDPA backends
+/// Table 03.5: GPU decode per context: our paged and contiguous kernels against PyTorch's SDPA backends
 /// on the same shapes, in the same device call.
 fn gpu_decode_table(files: &[(String, crate::measure::MeasurementFile)]) -> String {
     match gpu_cards(
@@ -245,7 +249,7 @@ fn gpu_decode_card((name, f, recs, ns): &Gpu) -> String {
     let r0 = recs[0];
     let mut out = md_table(&header, &rows);
     out += &format!(
-        "\n*Table 03.4, {}. One decode step on the GPU: {} sequences, GQA {}/{} heads, D = {}, fp16, every sequence N \
+        "\n*Table 03.5, {}. One decode step on the GPU: {} sequences, GQA {}/{} heads, D = {}, fp16, every sequence N \
          tokens long, blocks of 16 in a shuffled pool (ours/gpu-paged){} or the same kernel on a contiguous copy \
          (ours/gpu-contiguous); PyTorch's `scaled_dot_product_attention(..., enable_gqa=True)` on contiguous K/V of \
          the same shape, each backend forced (`torch/sdpa`: the default dispatcher; `-repeat-kv`: a backend without \
@@ -279,7 +283,7 @@ fn gpu_decode_card((name, f, recs, ns): &Gpu) -> String {
     out
 }
 
-/// Table 03.5: the tunings and partition sizes behind the paged kernel's defaults.
+/// Table 03.6: the tunings and partition sizes behind the paged kernel's defaults.
 fn gpu_sweep_table(files: &[(String, crate::measure::MeasurementFile)]) -> String {
     match gpu_cards(
         files,
@@ -324,13 +328,13 @@ fn gpu_sweep_card((name, f, recs, ns): &Gpu) -> String {
     let header: Vec<&str> = header.iter().map(String::as_str).collect();
     let mut out = md_table(&header, &rows);
     out += &format!(
-        "\n*Table 03.5, {}. The paged kernel's choices, each run on the paged batch of Table 03.4 (checked first). \
+        "\n*Table 03.6, {}. The paged kernel's choices, each run on the paged batch of Table 03.5 (checked first). \
          `wW-pP-xX`: W warps per block, P token passes per warp chunk (2P loads of 16 bytes in flight per lane), \
          partitions sized for X waves of resident blocks; `-hint`: loads that skip L1 and ask L2 for 256-byte \
          lines (with `-tcS`: the ring's copies ask L2 for them); `-pfN`: each warp also asks L2 for the block of its \
          chunk N chunks past the ring's; `hm` and `fresh-hm`: the default tuning (or the one named after) on the \
          pool stored head-major (each kv head its own pool of blocks) through the shuffled and the fresh tables \
-         of Table 03.4; `-fused`: the last block of a row merges the partitions instead of a second launch; `-bulkS`: \
+         of Table 03.5; `-fused`: the last block of a row merges the partitions instead of a second launch; `-bulkS`: \
          chunks arrive in shared memory by Hopper's bulk asynchronous copies, S per warp in flight; `-asyncS`: each \
          lane's own 16-byte asynchronous copies (`cp.async`) into a ring of S chunks per warp, S - 1 in flight while \
          one is computed; `-tcS`: scores and P V on the tensor cores (`mma.sync`, the block's query heads as the rows of \
@@ -342,7 +346,7 @@ fn gpu_sweep_card((name, f, recs, ns): &Gpu) -> String {
          tables with the pool's blocks shuffled within each aligned window of W blocks (at W = 8, 64, 512 windows \
          of 256 KB, 2 MB and 16 MB of K); `sorted`: the shuffled tables with each sequence's entries in \
          increasing block order (its keys in another order, which an unmasked decode does not see); `...-PN`: a fixed \
-         partition of N keys with the tuning named before it. Read roof as in Table 03.4. {}, {}; from \
+         partition of N keys with the tuning named before it. Read roof as in Table 03.5. {}, {}; from \
          `measurements/{name}`.*\n",
         f.machine.name,
         f.machine.name,
@@ -377,14 +381,24 @@ fn decode_table(files: &[(String, crate::measure::MeasurementFile)]) -> String {
                 recs.iter()
                     .find(|r| r.dtype == dtype && r.nk == n && r.implementation == imp)
             };
-            for r in recs.iter().filter(|r| r.dtype == dtype && r.nk == n) {
-                // Each against its contiguous twin: the decodes against the contiguous decode, the
-                // read passes against the contiguous read pass.
-                let base = if r.variant == "paged_read" {
-                    find("ours/read-pass-contiguous")
+            // Each against its contiguous twin on the same pages: the decodes against the contiguous
+            // decode, the read passes against the contiguous read pass; the `-2m` runs beside their
+            // 4 KB-page rows.
+            let price = |r: &crate::measure::Record, pages: &str| {
+                let twin = if r.variant == "paged_read" {
+                    find(&format!("ours/read-pass-contiguous{pages}"))
                 } else {
-                    find("ours/contiguous")
+                    find(&format!("ours/contiguous{pages}"))
                 };
+                twin.map_or("—".into(), |b| {
+                    format!("{:+.1}%", 100.0 * (r.ms / b.ms - 1.0))
+                })
+            };
+            for r in recs
+                .iter()
+                .filter(|r| r.dtype == dtype && r.nk == n && !r.implementation.ends_with("-2m"))
+            {
+                let huge = find(&format!("{}-2m", r.implementation));
                 rows.push(vec![
                     dtype.to_string(),
                     n.to_string(),
@@ -392,9 +406,9 @@ fn decode_table(files: &[(String, crate::measure::MeasurementFile)]) -> String {
                     format!("{:.3}", r.ms),
                     sig3(r.gbps),
                     si(r.bytes_model) + "B",
-                    base.map_or("—".into(), |b| {
-                        format!("{:+.1}%", 100.0 * (r.ms / b.ms - 1.0))
-                    }),
+                    price(r, ""),
+                    huge.map_or("—".into(), |h| format!("{:.3}", h.ms)),
+                    huge.map_or("—".into(), |h| price(h, "-2m")),
                 ]);
             }
         }
@@ -408,15 +422,20 @@ fn decode_table(files: &[(String, crate::measure::MeasurementFile)]) -> String {
                 "GB/s",
                 "bytes per step",
                 "vs contiguous",
+                "2 MB pages: ms",
+                "vs contiguous (2 MB)",
             ],
             &rows,
         );
         out += &format!(
             "\n*Table 03.2. One decode step of {} sequences of N tokens ({}), GQA {}/{} heads, D = {}, block size 16, on \
              the same data for all (paged tables shuffled, as in a pool churned by many requests; `-fresh`: the tables the \
-             block manager hands out on a fresh pool, each sequence one run of blocks); each decode checked against the f64 reference first; \
+             block manager hands out on a fresh pool, each sequence one run of blocks; `paged-pool`: the shuffled tables \
+             walked in the pool's address order); each decode checked against the f64 reference first; \
              the `read-pass` rows are the same walks reading the same rows with no arithmetic (K and V \
-             bytes only), against the contiguous read pass; all timed in interleaved rounds. {} ({} threads), \
+             bytes only), against the contiguous read pass; the last two columns: the same runs on copies of the \
+             data on 2 MB pages, against the contiguous twin on 2 MB pages (at the stress scale only); all timed in \
+             interleaved rounds. {} ({} threads), \
              read roof {} GB/s (the fastest read measured on it, Table R.1); {}; from `measurements/{name}`.*\n",
             r0.b,
             ns.iter()
@@ -439,7 +458,52 @@ fn decode_table(files: &[(String, crate::measure::MeasurementFile)]) -> String {
     out
 }
 
-/// Table 03.3: the paged decode's price against the block size, on the first CPU file with the
+/// Table 03.3: the read pass through tables that place blocks in five orders, on the first CPU file
+/// that has them: why a scattered pool reads slower.
+fn cpu_order_table(files: &[(String, crate::measure::MeasurementFile)]) -> String {
+    for (name, f) in files.iter().filter(|(_, f)| f.machine.kind == "cpu") {
+        let recs: Vec<_> = f
+            .records
+            .iter()
+            .filter(|r| r.variant == "paged_read_order")
+            .collect();
+        let Some(r0) = recs.first() else { continue };
+        let mut rows = Vec::new();
+        for dtype in ["f32", "f16"] {
+            let base = recs
+                .iter()
+                .find(|r| r.dtype == dtype && r.implementation == "ours/read-run");
+            for r in recs.iter().filter(|r| r.dtype == dtype) {
+                rows.push(vec![
+                    dtype.to_string(),
+                    format!("`{}`", r.implementation),
+                    format!("{:.3}", r.ms),
+                    sig3(r.gbps),
+                    base.map_or("—".into(), |b| {
+                        format!("{:+.1}%", 100.0 * (r.ms / b.ms - 1.0))
+                    }),
+                ]);
+            }
+        }
+        return md_table(&["dtype", "order", "ms (median)", "GB/s", "vs one run"], &rows)
+            + &format!(
+                "\n*Table 03.3. The read pass of Table 03.2's batch (N = {}) through five placements of the same \
+                 blocks, each pool on 2 MB pages: `run`, each sequence one run of blocks; `pairs`, the same runs \
+                 with every two neighbours swapped (1, 0, 3, 2, ...); `gaps`, each sequence every other block of \
+                 a run, in a pool twice as large; `shuffled`, anywhere; `pool`, the shuffled tables read in the \
+                 pool's address order. Timed in interleaved rounds, each run after a read of twice the \
+                 last-level cache. {} ({} threads); {}; from `measurements/{name}`.*\n",
+                r0.nk,
+                f.machine.name,
+                f.generated.threads,
+                f.when(r0),
+            );
+    }
+    "*No CPU read-order measurements are committed yet: run `cargo run --release -- measure-cpu`.*\n"
+        .into()
+}
+
+/// Table 03.4: the paged decode's price against the block size, on the first CPU file with the
 /// sweep: block size 16 from the main comparison, the rest from `paged_decode_sweep`.
 fn cpu_block_table(files: &[(String, crate::measure::MeasurementFile)]) -> String {
     for (name, f) in files.iter().filter(|(_, f)| f.machine.kind == "cpu") {
@@ -457,24 +521,26 @@ fn cpu_block_table(files: &[(String, crate::measure::MeasurementFile)]) -> Strin
             let mut sizes: Vec<usize> = vec![16];
             sizes.extend(crate::measure::cpu::PAGED_SWEEP_BLOCKS);
             for bs in sizes {
-                let (c, p) = if bs == 16 {
+                let (c, p, w) = if bs == 16 {
                     (
                         ms("paged_decode", "ours/contiguous"),
                         ms("paged_decode", "ours/paged-v1"),
+                        ms("paged_decode", "ours/paged-pool"),
                     )
                 } else {
-                    (
-                        ms("paged_decode_sweep", &format!("ours/contiguous-bs{bs}")),
-                        ms("paged_decode_sweep", &format!("ours/paged-v1-bs{bs}")),
-                    )
+                    let at = |kind: &str| ms("paged_decode_sweep", &format!("ours/{kind}-bs{bs}"));
+                    (at("contiguous"), at("paged-v1"), at("paged-pool"))
                 };
+                let price = |x: f64, c: f64| format!("{:+.1}%", 100.0 * (x / c - 1.0));
                 if let (Some(c), Some(p)) = (c, p) {
                     rows.push(vec![
                         dtype.to_string(),
                         bs.to_string(),
                         format!("{c:.3}"),
                         format!("{p:.3}"),
-                        format!("{:+.1}%", 100.0 * (p / c - 1.0)),
+                        price(p, c),
+                        w.map_or("—".into(), |w| format!("{w:.3}")),
+                        w.map_or("—".into(), |w| price(w, c)),
                     ]);
                 }
             }
@@ -484,12 +550,21 @@ fn cpu_block_table(files: &[(String, crate::measure::MeasurementFile)]) -> Strin
             .find(|r| r.variant == "paged_decode_sweep")
             .expect("checked above");
         return md_table(
-            &["dtype", "block size", "contiguous ms", "paged ms", "price of the table"],
+            &[
+                "dtype",
+                "block size",
+                "contiguous ms",
+                "paged ms",
+                "price of the table",
+                "pool order ms",
+                "price in pool order",
+            ],
             &rows,
         ) + &format!(
-            "\n*Table 03.3. The decode step of Table 03.2 at four block sizes (the same data scattered \
-             anew for each, tables shuffled; the contiguous walk cut into blocks of the same size); \
-             each checked, then timed in interleaved pairs (block size 16: Table 03.2's rounds). {} \
+            "\n*Table 03.4. The decode step of Table 03.2 at four block sizes (the same data scattered \
+             anew for each, tables shuffled; the contiguous walk cut into blocks of the same size), through \
+             the tables and in pool order; each checked, then timed in interleaved rounds (block size 16: \
+             Table 03.2's rounds). {} \
              ({} threads); {}; from `measurements/{name}`.*\n",
             f.machine.name,
             f.generated.threads,

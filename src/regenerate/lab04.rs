@@ -109,7 +109,7 @@ fn gpu_heads_card(name: &str, f: &MeasurementFile) -> Option<String> {
         "\n*Table 04.5, {}. One decode step on the GPU: {} sequences of {} tokens, {} query heads, D = {}, fp16, \
          contiguous K/V; lab 03's decode kernel (a thread block computes up to 4 query heads of one kv head, \
          so K/V rows are loaded once per 4 heads and the rest of a group's blocks find them in L2). Checked \
-         against the f64 reference first; CUDA-event medians. Read roof {} GB/s (Table 03.4). {}, {}; from \
+         against the f64 reference first; CUDA-event medians. Read roof {} GB/s (Table 03.5). {}, {}; from \
          `measurements/{name}`.*\n",
         f.machine.name,
         mha.b,
