@@ -37,9 +37,15 @@ def check_page(chromium, root, page):
     path = os.path.abspath(os.path.join(root, page))
     if not os.path.exists(path):
         return [f"{page}: not rendered"]
-    with tempfile.TemporaryDirectory() as profile:
-        res = subprocess.run([chromium, *FLAGS, f"--user-data-dir={profile}", "--dump-dom", f"file://{path}"],
-                             capture_output=True, text=True, timeout=120)
+    # A browser killed by a signal (a crash of Chromium itself, not of the page) gets one more try on a
+    # fresh profile; a page it renders is judged on the first rendering.
+    for attempt in range(2):
+        with tempfile.TemporaryDirectory() as profile:
+            res = subprocess.run([chromium, *FLAGS, f"--user-data-dir={profile}", "--dump-dom",
+                                  f"file://{path}"], capture_output=True, text=True, timeout=120)
+        if res.returncode >= 0 or "<body" in res.stdout:
+            break
+        print(f"{page}: Chromium died (exit {res.returncode}), trying once more")
     dom, log = res.stdout, res.stderr
     if "<body" not in dom:
         problems.append(f"{page}: Chromium returned no page (exit {res.returncode})")
