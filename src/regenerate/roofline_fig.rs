@@ -51,7 +51,7 @@ fn dot_record(f: &MeasurementFile, pick: fn(&Record) -> bool, n: Option<usize>) 
         .or_else(|| matching().next())
 }
 
-const CPU_PICKS: [Pick; 9] = [
+const CPU_PICKS: [Pick; 10] = [
     // The naive algorithm with v3's loops (v1b), so that the dot differs from Flash's by the bytes;
     // a file from before v1b has the textbook loops (v1) only.
     ("naive", (200, 40, 40), |r| {
@@ -86,6 +86,9 @@ const CPU_PICKS: [Pick; 9] = [
     }),
     ("contiguous decode", (230, 150, 210), |r| {
         r.variant == "paged_decode" && r.implementation == "ours/contiguous" && r.dtype == "f32"
+    }),
+    ("paged decode, pool order", (90, 30, 110), |r| {
+        r.variant == "paged_decode" && r.implementation == "ours/paged-pool" && r.dtype == "f32"
     }),
 ];
 
