@@ -549,12 +549,25 @@ fn last_level_cache_bytes() -> usize {
 
 /// Time `runs` in interleaved rounds (one run of each per round, each round starting with a different
 /// one, so that neither a slow phase of the machine nor a place in the round favours one), at least 10
-/// rounds and then until `seconds` or 150 rounds: each run's times in ms. Before each run, all threads
-/// read a buffer of twice the last-level cache, untimed: every run starts with its data out of cache,
-/// as a decode step does after the rest of a model's layer has passed through, and none finds lines
-/// that the run before it left behind (two runs over the same pool would otherwise share them).
-fn interleaved<T: Element>(runs: &[(String, Run<T>)], o: &mut [T], seconds: f64) -> Vec<Vec<f64>> {
-    let flush = vec![1.0f32; 2 * last_level_cache_bytes() / 4];
+/// rounds and then until `seconds` or 150 rounds: each run's times in ms. With `cold`, before each
+/// run all threads read a buffer of twice the last-level cache, untimed: every run starts with its data
+/// out of cache, as a long context's step does, and none finds lines that the run before it left
+/// behind (two runs over the same pool would otherwise share them). Without, a batch small enough
+/// stays in cache from run to run, as a small model's does from step to step.
+fn interleaved<T: Element>(
+    runs: &[(String, Run<T>)],
+    o: &mut [T],
+    seconds: f64,
+    cold: bool,
+) -> Vec<Vec<f64>> {
+    let flush = vec![
+        1.0f32;
+        if cold {
+            2 * last_level_cache_bytes() / 4
+        } else {
+            0
+        }
+    ];
     let evict = || {
         let sum: f32 = flush
             .par_chunks(1 << 16)
@@ -585,8 +598,8 @@ fn interleaved<T: Element>(runs: &[(String, Run<T>)], o: &mut [T], seconds: f64)
 /// the same data, and the same walks with the arithmetic taken out (the
 /// read passes); each decode checked on sequence 0 against the f64 reference, then all timed in
 /// interleaved rounds for 5 s (2 s with `quick`); at the stress scale ([`PAGED_DECODE`]'s 2048 tokens a
-/// sequence) and at the verb corpus's 64 (a cache-resident step: the table's cost without the memory
-/// system's). At 2048 the contiguous and shuffled decodes and read passes run twice in those rounds, on
+/// sequence, every run starting cold) and at the verb corpus's 64 (a cache-resident step, the batch
+/// left in cache from run to run: the table's cost without the memory system's). At 2048 the contiguous and shuffled decodes and read passes run twice in those rounds, on
 /// the ordinary 4 KB pages of the heap and on 2 MB pages ([`HugePageBuf`], suffix `-2m`; left out
 /// where the kernel grants less than 90% of them). Then, at 2048, the block-size sweep: contiguous
 /// V1 and the pool-order walk at each of [`PAGED_SWEEP_BLOCKS`], checked, then timed in interleaved
@@ -691,7 +704,7 @@ fn read_order_records<T: Element>(n: usize, quick: bool, log: &mut dyn FnMut(&st
         })
         .collect();
     let mut o = vec![T::from_f32(0.0); 1];
-    let mut times = interleaved(&runs, &mut o, if quick { 1.0 } else { 2.0 });
+    let mut times = interleaved(&runs, &mut o, if quick { 1.0 } else { 2.0 }, true);
     let kv_bytes = T::DTYPE.bytes() as f64 * 2.0 * s.kv_len() as f64;
     runs.iter()
         .zip(times.iter_mut())
@@ -715,7 +728,8 @@ fn read_order_records<T: Element>(n: usize, quick: bool, log: &mut dyn FnMut(&st
         .collect()
 }
 
-/// [`paged_decode_records`] at `n` tokens a sequence, with the block-size sweep if `sweep`.
+/// [`paged_decode_records`] at `n` tokens a sequence; with `sweep` (the stress scale) every run starts
+/// cold, the runs on 2 MB pages join, and the block-size sweep follows.
 fn paged_decode_at<T: Element>(
     n: usize,
     sweep: bool,
@@ -933,7 +947,7 @@ fn paged_decode_at<T: Element>(
         .map(|(name, run, decode)| decode.then(|| check(name, run, &mut o, log)))
         .collect();
     let timed: Vec<(String, Run<T>)> = runs.into_iter().map(|(n, r, _)| (n, r)).collect();
-    let mut times = interleaved(&timed, &mut o, if quick { 2.0 } else { 5.0 });
+    let mut times = interleaved(&timed, &mut o, if quick { 2.0 } else { 5.0 }, sweep);
     for (((name, _), ts), ok) in timed.iter().zip(times.iter_mut()).zip(checked) {
         let variant = if ok.is_some() {
             "paged_decode"
@@ -984,7 +998,7 @@ fn paged_decode_at<T: Element>(
             .iter()
             .map(|(name, run)| check(name, run, &mut o, log))
             .collect();
-        let mut times = interleaved(&runs, &mut o, if quick { 0.5 } else { 1.5 });
+        let mut times = interleaved(&runs, &mut o, if quick { 0.5 } else { 1.5 }, true);
         for (((name, _), ts), ok) in runs.iter().zip(times.iter_mut()).zip(checked) {
             record("paged_decode_sweep", name, ts, Some(ok), log);
         }

@@ -435,7 +435,8 @@ fn decode_table(files: &[(String, crate::measure::MeasurementFile)]) -> String {
              the `read-pass` rows are the same walks reading the same rows with no arithmetic (K and V \
              bytes only), against the contiguous read pass; the last two columns: the same runs on copies of the \
              data on 2 MB pages, against the contiguous twin on 2 MB pages (at the stress scale only); all timed in \
-             interleaved rounds. {} ({} threads), \
+             interleaved rounds, at the stress scale each run after a read of twice the last-level cache (every \
+             run starts cold), at 64 tokens without (the batch stays in cache from run to run). {} ({} threads), \
              read roof {} GB/s (the fastest read measured on it, Table R.1); {}; from `measurements/{name}`.*\n",
             r0.b,
             ns.iter()
