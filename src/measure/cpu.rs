@@ -560,17 +560,19 @@ fn interleaved<T: Element>(
     seconds: f64,
     cold: bool,
 ) -> Vec<Vec<f64>> {
-    let flush = vec![
-        1.0f32;
-        if cold {
-            2 * last_level_cache_bytes() / 4
-        } else {
-            0
-        }
-    ];
+    // The flush is a parallel read, which also leaves every worker thread awake; without it, a small
+    // read on every worker does that alone, so that no run pays for waking the threads the run before
+    // it let fall asleep (at 64 tokens a run is a tenth of a millisecond, a wake-up a good part of it).
+    let threads = rayon::current_num_threads().max(1);
+    let len = if cold {
+        2 * last_level_cache_bytes() / 4
+    } else {
+        threads << 14
+    };
+    let flush = vec![1.0f32; len];
     let evict = || {
         let sum: f32 = flush
-            .par_chunks(1 << 16)
+            .par_chunks((len / threads).clamp(1, 1 << 16))
             .map(|c| c.iter().step_by(16).sum::<f32>())
             .sum();
         std::hint::black_box(sum);
