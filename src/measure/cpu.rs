@@ -639,25 +639,15 @@ fn read_order_records<T: Element>(n: usize, quick: bool, log: &mut dyn FnMut(&st
     let mut rng = Rng::new(4101);
     let k: Vec<T> = convert(&rng.normal_vec_f32(s.kv_len()));
     let v: Vec<T> = convert(&rng.normal_vec_f32(s.kv_len()));
-    let per = n.div_ceil(bs);
-    let run: Vec<Vec<usize>> = (0..b).map(|q| (q * per..(q + 1) * per).collect()).collect();
-    let pairs: Vec<Vec<usize>> = run
-        .iter()
-        .map(|t| t.iter().map(|&x| x ^ 1).collect())
-        .collect();
-    let gaps: Vec<Vec<usize>> = run
-        .iter()
-        .map(|t| t.iter().map(|&x| 2 * x).collect())
-        .collect();
     let shuffled = shuffled_tables(&s, bs, &mut rng);
     let lens = vec![n; b];
-    let pools: Vec<(&str, &Vec<Vec<usize>>, bool)> = vec![
-        ("run", &run, false),
-        ("pairs", &pairs, false),
-        ("gaps", &gaps, false),
-        ("shuffled", &shuffled, false),
-        ("pool", &shuffled, true),
-    ];
+    let placements = super::read_order_tables(b, n.div_ceil(bs), &shuffled);
+    // Each placement read through its tables, then the shuffled one in the pool's address order.
+    let pools: Vec<(&str, &Vec<Vec<usize>>, bool)> = placements
+        .iter()
+        .map(|(name, t)| (*name, t, false))
+        .chain([("pool", &shuffled, true)])
+        .collect();
     let built: Vec<_> = pools
         .iter()
         .map(|&(name, tables, by_pool)| {

@@ -55,30 +55,36 @@ pub fn normal_f16(n: usize, seed: u64) -> Vec<f16> {
 }
 
 /// The contiguous `(S, Hkv, N, D)` K or V (`N` a multiple of `bs`) scattered into a pool
-/// `(num_blocks, Hkv, B, D)` by `tables` (a permutation of the blocks, `N / bs` per sequence).
+/// `(num_blocks, Hkv, B, D)` by `tables` (`N / bs` distinct blocks per sequence; the pool as large as
+/// the largest entry needs, blocks no table names left zero).
 pub fn scatter(x: &[f16], s: &AttnShape, tables: &[Vec<usize>], bs: usize) -> Vec<f16> {
-    let num_blocks = tables.iter().map(Vec::len).sum::<usize>();
+    let num_blocks = tables.iter().flatten().max().map_or(0, |&m| m + 1);
     // Which (sequence, logical block) each physical block holds.
-    let mut owner = vec![(0usize, 0usize); num_blocks];
+    let mut owner = vec![None; num_blocks];
     for (seq, t) in tables.iter().enumerate() {
         for (i, &b) in t.iter().enumerate() {
-            owner[b] = (seq, i);
+            owner[b] = Some((seq, i));
         }
     }
     let block = s.hkv * bs * s.d;
     let mut pool = vec![f16::ZERO; num_blocks * block];
     pool.par_chunks_mut(block)
         .zip(&owner)
-        .for_each(|(dst, &(seq, i))| {
-            for h in 0..s.hkv {
-                let src = s.kv_row(seq, h, i * bs);
-                dst[h * bs * s.d..][..bs * s.d].copy_from_slice(&x[src..src + bs * s.d]);
+        .for_each(|(dst, owner)| {
+            if let &Some((seq, i)) = owner {
+                for h in 0..s.hkv {
+                    let src = s.kv_row(seq, h, i * bs);
+                    dst[h * bs * s.d..][..bs * s.d].copy_from_slice(&x[src..src + bs * s.d]);
+                }
             }
         });
     pool
 }
 
-pub use super::fresh_tables;
+/// Contexts at which the GPU read pass also runs through [`read_order_tables`]'s placements.
+pub const ORDER_CONTEXTS: [usize; 2] = [4096, 16384];
+
+pub use super::{fresh_tables, read_order_tables};
 
 /// Windows of the pool (in blocks) that [`window_shuffled`] tables stay within, for the sweep: at the
 /// experiment's shape a block-major pool block holds 8 kv heads x 16 rows x 256 bytes = 32 KB of K (and as
@@ -325,6 +331,41 @@ pub fn measure(
                 100.0 * rec.gbps / read_gbps
             ));
             records.push(rec);
+        }
+        // The read pass through the placements of Lab 03's Table 03.3 (variant `paged_read_order`):
+        // where on a GPU the scatter's price comes from.
+        if variant == "paged_decode" && ORDER_CONTEXTS.contains(&n) && !quick {
+            for (order, t) in read_order_tables(b, per_seq, &tables) {
+                let (kp, vp) = (scatter(&k, &s, &t, bs), scatter(&v, &s, &t, bs));
+                let nb = kp.len() / (hkv * bs * d);
+                let kv = PagedKv::new(&kp, &vp, nb, hkv, bs, d).expect("pool shape");
+                let batch = PagedBatch {
+                    tables: &t,
+                    seq_lens: &lens,
+                };
+                let bufs = DecodeBuffers::upload_paged_in(
+                    dev,
+                    &q,
+                    hq,
+                    &kv,
+                    &batch,
+                    PoolOrder::BlockMajor,
+                )?;
+                let probe = read_pass_ms(dev, &bufs, 3, 1)?[0];
+                let runs = ((300.0 / probe.max(1e-3)) as usize).clamp(20, 200);
+                let times = read_pass_ms(dev, &bufs, 0, runs)?;
+                let kvb = (2 * b * hkv * n * d * std::mem::size_of::<f16>()) as f64;
+                let name = format!("ours/gpu-read-{order}");
+                let rec = Record::new("paged_read_order", &name, "f16", &s, "none")
+                    .timed(&times, 0.0, kvb);
+                log(&format!(
+                    "{name:36} N={n:6}        : {:8.4} ms {:6.0} GB/s ({:4.1}% of read)",
+                    rec.ms,
+                    rec.gbps,
+                    100.0 * rec.gbps / read_gbps
+                ));
+                records.push(rec);
+            }
         }
         if quick {
             continue;

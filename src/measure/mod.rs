@@ -303,9 +303,55 @@ pub fn fresh_tables(b: usize, n: usize, bs: usize) -> Result<Vec<Vec<usize>>, Bl
         .collect()
 }
 
+/// The placements of Lab 03's Table 03.3 (the CPU's and the GPU's read passes) for `b` sequences of
+/// `per_seq` blocks (`per_seq` even): `run` (each sequence one run of blocks), `pairs` (the runs with
+/// every two neighbours swapped),
+/// `gaps` (every other block of a run, in a pool twice as large), and `shuffled` as given.
+pub fn read_order_tables(
+    b: usize,
+    per_seq: usize,
+    shuffled: &[Vec<usize>],
+) -> Vec<(&'static str, Vec<Vec<usize>>)> {
+    let run: Vec<Vec<usize>> = (0..b)
+        .map(|q| (q * per_seq..(q + 1) * per_seq).collect())
+        .collect();
+    let map = |f: fn(usize) -> usize| -> Vec<Vec<usize>> {
+        run.iter()
+            .map(|t| t.iter().map(|&x| f(x)).collect())
+            .collect()
+    };
+    let (pairs, gaps) = (map(|x| x ^ 1), map(|x| 2 * x));
+    vec![
+        ("run", run),
+        ("pairs", pairs),
+        ("gaps", gaps),
+        ("shuffled", shuffled.to_vec()),
+    ]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn read_orders_place_each_sequence_on_distinct_blocks() {
+        let shuffled = vec![vec![5, 2, 7, 0], vec![1, 6, 3, 4]];
+        let orders = read_order_tables(2, 4, &shuffled);
+        let names: Vec<&str> = orders.iter().map(|o| o.0).collect();
+        assert_eq!(names, ["run", "pairs", "gaps", "shuffled"]);
+        for (name, t) in &orders {
+            let mut all: Vec<usize> = t.iter().flatten().copied().collect();
+            let n = all.len();
+            all.sort_unstable();
+            all.dedup();
+            assert_eq!(all.len(), n, "{name}: a block named twice");
+            assert!(t.iter().all(|s| s.len() == 4), "{name}");
+        }
+        assert_eq!(orders[0].1, vec![vec![0, 1, 2, 3], vec![4, 5, 6, 7]]);
+        assert_eq!(orders[1].1, vec![vec![1, 0, 3, 2], vec![5, 4, 7, 6]]);
+        assert_eq!(orders[2].1, vec![vec![0, 2, 4, 6], vec![8, 10, 12, 14]]);
+        assert_eq!(orders[3].1, shuffled);
+    }
 
     #[test]
     fn slugs_and_flops() {

@@ -459,49 +459,68 @@ fn decode_table(files: &[(String, crate::measure::MeasurementFile)]) -> String {
     out
 }
 
-/// Table 03.3: the read pass through tables that place blocks in five orders, on the first CPU file
-/// that has them: why a scattered pool reads slower.
+/// Table 03.3: the read pass through tables that place the same blocks in several orders, on every
+/// file that has them (CPU first): why a scattered pool reads slower, machine by machine.
 fn cpu_order_table(files: &[(String, crate::measure::MeasurementFile)]) -> String {
-    for (name, f) in files.iter().filter(|(_, f)| f.machine.kind == "cpu") {
+    let mut rows = Vec::new();
+    let mut sources = Vec::new();
+    let mut ordered: Vec<_> = files.iter().collect();
+    ordered.sort_by_key(|(_, f)| f.machine.kind != "cpu");
+    for (name, f) in ordered {
         let recs: Vec<_> = f
             .records
             .iter()
             .filter(|r| r.variant == "paged_read_order")
             .collect();
         let Some(r0) = recs.first() else { continue };
-        let mut rows = Vec::new();
-        for dtype in ["f32", "f16"] {
-            let base = recs
+        let mut keys: Vec<(&str, usize)> = recs.iter().map(|r| (r.dtype.as_str(), r.nk)).collect();
+        keys.dedup();
+        for (dtype, n) in keys {
+            let group: Vec<_> = recs
                 .iter()
-                .find(|r| r.dtype == dtype && r.implementation == "ours/read-run");
-            for r in recs.iter().filter(|r| r.dtype == dtype) {
+                .filter(|r| r.dtype == dtype && r.nk == n)
+                .collect();
+            let base = group
+                .iter()
+                .find(|r| r.implementation.ends_with("read-run"))
+                .map(|r| r.ms);
+            for r in group {
                 rows.push(vec![
+                    f.machine.name.clone(),
                     dtype.to_string(),
+                    n.to_string(),
                     format!("`{}`", r.implementation),
                     format!("{:.3}", r.ms),
                     sig3(r.gbps),
                     base.map_or("—".into(), |b| {
-                        format!("{:+.1}%", 100.0 * (r.ms / b.ms - 1.0))
+                        format!("{:+.1}%", 100.0 * (r.ms / b - 1.0))
                     }),
                 ]);
             }
         }
-        return md_table(&["dtype", "order", "ms (median)", "GB/s", "vs one run"], &rows)
-            + &format!(
-                "\n*Table 03.3. The read pass of Table 03.2's batch (N = {}) through five placements of the same \
-                 blocks, each pool on 2 MB pages: `run`, each sequence one run of blocks; `pairs`, the same runs \
-                 with every two neighbours swapped (1, 0, 3, 2, ...); `gaps`, each sequence every other block of \
-                 a run, in a pool twice as large; `shuffled`, anywhere; `pool`, the shuffled tables read in the \
-                 pool's address order. Timed in interleaved rounds, each run after a read of twice the \
-                 last-level cache. {} ({} threads); {}; from `measurements/{name}`.*\n",
-                r0.nk,
-                f.machine.name,
-                f.generated.threads,
-                f.when(r0),
-            );
+        sources.push(format!(
+            "{}: {}, `measurements/{name}`",
+            f.machine.name,
+            f.when(r0)
+        ));
     }
-    "*No CPU read-order measurements are committed yet: run `cargo run --release -- measure-cpu`.*\n"
-        .into()
+    if rows.is_empty() {
+        return "*No read-order measurements are committed yet: run `cargo run --release -- measure-cpu`.*\n"
+            .into();
+    }
+    md_table(
+        &["machine", "dtype", "N", "order", "ms (median)", "GB/s", "vs one run"],
+        &rows,
+    ) + &format!(
+        "\n*Table 03.3. The read pass of a decode batch through several placements of the same blocks: \
+         `run`, each sequence one run of blocks; `pairs`, the same runs with every two neighbours swapped \
+         (1, 0, 3, 2, ...); `gaps`, each sequence every other block of a run, in a pool twice as large; \
+         `shuffled`, anywhere; `pool` (CPU), the shuffled tables read in the pool's address order. CPU: \
+         Table 03.2's batch, each pool on 2 MB pages, timed in interleaved rounds, each run after a read of \
+         twice the last-level cache. GPU: Table 03.5's batch (fp16), the read pass of its paged kernel, \
+         CUDA-event medians. {}.*\n",
+        sources.join("; ")
+    )
 }
 
 /// Table 03.4: the paged decode's price against the block size, on the first CPU file with the
