@@ -490,7 +490,11 @@ fn cpu_order_table(files: &[(String, crate::measure::MeasurementFile)]) -> Strin
                     dtype.to_string(),
                     n.to_string(),
                     format!("`{}`", r.implementation),
-                    format!("{:.3}", r.ms),
+                    if f.machine.kind == "gpu" {
+                        format!("{:.4}", r.ms)
+                    } else {
+                        format!("{:.3}", r.ms)
+                    },
                     sig3(r.gbps),
                     base.map_or("—".into(), |b| {
                         format!("{:+.1}%", 100.0 * (r.ms / b - 1.0))
