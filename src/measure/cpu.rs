@@ -601,16 +601,18 @@ fn interleaved<T: Element>(
 /// read passes); each decode checked on sequence 0 against the f64 reference, then all timed in
 /// interleaved rounds for 5 s (2 s with `quick`); at the stress scale ([`PAGED_DECODE`]'s 2048 tokens a
 /// sequence, every run starting cold) and at the verb corpus's 64 (a cache-resident step, the batch
-/// left in cache from run to run: the table's cost without the memory system's). At 2048 the contiguous and shuffled decodes and read passes run twice in those rounds, on
-/// the ordinary 4 KB pages of the heap and on 2 MB pages ([`HugePageBuf`], suffix `-2m`; left out
-/// where the kernel grants less than 90% of them). Then, at 2048, the block-size sweep: contiguous
-/// V1 and the pool-order walk at each of [`PAGED_SWEEP_BLOCKS`], checked, then timed in interleaved
-/// rounds for 1.5 s (0.5 s).
+/// left in cache from run to run: the table's cost without the memory system's). At 2048 the
+/// contiguous, shuffled and pool-order decodes and read passes run twice in those rounds, on the
+/// ordinary 4 KB pages of the heap and on 2 MB pages ([`HugePageBuf`], suffix `-2m`; left out where
+/// the kernel grants less than 90% of them). Then, at 2048, the block-size sweep: contiguous, V1 and
+/// the pool-order walk at each of [`PAGED_SWEEP_BLOCKS`], checked, then timed in interleaved rounds
+/// for 1.5 s (0.5 s).
 /// Records: variant `paged_decode` (`ours/contiguous`, `ours/paged-v1`, `ours/paged-v2`,
-/// `ours/paged-v1-fresh`, `ours/contiguous-2m`, `ours/paged-v1-2m`), `paged_read`
-/// (`ours/read-pass-contiguous`, `ours/read-pass-paged`, and both `-2m`), `paged_decode_sweep`
+/// `ours/paged-pool`, `ours/paged-v1-fresh`, and `-2m` of the contiguous, V1 and pool-order ones),
+/// `paged_read` (`ours/read-pass-contiguous`, `ours/read-pass-paged`, `ours/read-pass-pool`, and
+/// their `-2m`), `paged_decode_sweep`
 /// (`ours/contiguous-bs<B>`, `ours/paged-v1-bs<B>`, `ours/paged-pool-bs<B>`); and, between the two
-/// scales, [`read_order_records`].
+/// scales, `read_order_records`.
 ///
 /// [`HugePageBuf`]: crate::minimodel::paged::pages::HugePageBuf
 pub fn paged_decode_records<T: Element>(quick: bool, log: &mut dyn FnMut(&str)) -> Vec<Record> {

@@ -18,7 +18,8 @@ use std::time::Instant;
 pub const CONTEXTS: [usize; 4] = [64, 2048, 16384, 65536];
 
 /// The KV cache of MiniGPT for every kv-head count at the two anchors: bytes allocated by a real
-/// [`KvCache`] beside the formula's (variant `kv_cache`; no timing, so `ms` is 0).
+/// [`KvCache`](crate::minimodel::kv_cache::KvCache) beside the formula's (variant `kv_cache`; no
+/// timing, so `ms` is 0).
 pub fn kv_cache_records() -> Vec<Record> {
     use crate::minimodel::config::{STRESS_SEQ_LEN, VERB_SEQ_LEN};
     use crate::minimodel::kv_cache::KvCache;

@@ -9,7 +9,7 @@
 //!
 //! 1. `S = Q K^T`: every (query row, key row) pair is a dot product of length `D`; 4 query rows by 2 key
 //!    rows at a time keep 8 accumulators in registers, each query load shared by two keys.
-//! 2. The online softmax of the tiled kernel, [`avx2::softmax_tile`], on `S` padded to 8 columns.
+//! 2. The online softmax of the tiled kernel, `avx2::softmax_tile`, on `S` padded to 8 columns.
 //! 3. `O += P V`: 4 query rows by 16 columns of accumulators, each V row's 16 columns loaded once and
 //!    widened once for the 4 rows.
 //!
