@@ -527,6 +527,37 @@ fn scatter_pool<T: Element>(
 
 type Run<'a, T> = Box<dyn Fn(&mut [T]) + 'a>;
 
+/// Each run's times against its twin's, round by round ([`super::round_ratios`]): `twin_of` names a
+/// run's twin among `names` (`None`: no twin, or the run is its own).
+fn twin_ratios(
+    names: &[&str],
+    times: &[Vec<f64>],
+    twin_of: impl Fn(&str) -> Option<String>,
+) -> Vec<Option<[f64; 3]>> {
+    names
+        .iter()
+        .zip(times)
+        .map(|(name, ts)| {
+            let twin = twin_of(name).filter(|t| t != name)?;
+            let j = names.iter().position(|n| *n == twin)?;
+            super::round_ratios(ts, &times[j])
+        })
+        .collect()
+}
+
+/// The contiguous twin of a paged decode or read pass of [`paged_decode_records`], on the same pages.
+fn paged_twin(name: &str) -> Option<String> {
+    let pages = if name.ends_with("-2m") { "-2m" } else { "" };
+    if let Some(bs) = name.rsplit_once("-bs").map(|x| x.1) {
+        return Some(format!("contiguous-bs{bs}"));
+    }
+    Some(if name.starts_with("read-pass") {
+        format!("read-pass-contiguous{pages}")
+    } else {
+        format!("contiguous{pages}")
+    })
+}
+
 /// The size of the largest cache this CPU reports (`/sys/devices/system/cpu/cpu0/cache/index*/size`),
 /// or 32 MB where it cannot be read.
 fn last_level_cache_bytes() -> usize {
@@ -700,9 +731,12 @@ fn read_order_records<T: Element>(n: usize, quick: bool, log: &mut dyn FnMut(&st
     let mut o = vec![T::from_f32(0.0); 1];
     let mut times = interleaved(&runs, &mut o, if quick { 1.0 } else { 2.0 }, true);
     let kv_bytes = T::DTYPE.bytes() as f64 * 2.0 * s.kv_len() as f64;
+    let names: Vec<&str> = runs.iter().map(|(n, _)| n.as_str()).collect();
+    let ratios = twin_ratios(&names, &times, |_| Some("read-run".to_string()));
     runs.iter()
         .zip(times.iter_mut())
-        .map(|((name, _), ts)| {
+        .zip(ratios)
+        .map(|(((name, _), ts), ratio)| {
             let rec = Record::new(
                 "paged_read_order",
                 &format!("ours/{name}"),
@@ -711,6 +745,10 @@ fn read_order_records<T: Element>(n: usize, quick: bool, log: &mut dyn FnMut(&st
                 "none",
             )
             .timed(ts, 0.0, kv_bytes);
+            let rec = Record {
+                ratio_to_twin: ratio,
+                ..rec
+            };
             log(&format!(
                 "paged_read_order {name:14} {:4} N={n}: {:8.3} ms {:6.1} GB/s (2 MB pages)",
                 T::DTYPE.name(),
@@ -766,6 +804,7 @@ fn paged_decode_at<T: Element>(
                       name: &str,
                       ts: &mut Vec<f64>,
                       ok: Option<(bool, f64)>,
+                      ratio: Option<[f64; 3]>,
                       log: &mut dyn FnMut(&str)| {
         ts.sort_by(f64::total_cmp);
         let ms = ts[ts.len() / 2];
@@ -782,6 +821,10 @@ fn paged_decode_at<T: Element>(
             "none",
         )
         .timed(ts, f, by);
+        let rec = Record {
+            ratio_to_twin: ratio,
+            ..rec
+        };
         // A read pass computes nothing to check: it stays unchecked, and no table takes it for attention.
         out.push(match ok {
             Some((ok, err)) => rec.checked(ok, err),
@@ -942,13 +985,17 @@ fn paged_decode_at<T: Element>(
         .collect();
     let timed: Vec<(String, Run<T>)> = runs.into_iter().map(|(n, r, _)| (n, r)).collect();
     let mut times = interleaved(&timed, &mut o, if quick { 2.0 } else { 5.0 }, sweep);
-    for (((name, _), ts), ok) in timed.iter().zip(times.iter_mut()).zip(checked) {
+    let names: Vec<&str> = timed.iter().map(|(n, _)| n.as_str()).collect();
+    let ratios = twin_ratios(&names, &times, paged_twin);
+    for ((((name, _), ts), ok), ratio) in
+        timed.iter().zip(times.iter_mut()).zip(checked).zip(ratios)
+    {
         let variant = if ok.is_some() {
             "paged_decode"
         } else {
             "paged_read"
         };
-        record(variant, name, ts, ok, log);
+        record(variant, name, ts, ok, ratio, log);
     }
     drop(timed);
 
@@ -993,8 +1040,12 @@ fn paged_decode_at<T: Element>(
             .map(|(name, run)| check(name, run, &mut o, log))
             .collect();
         let mut times = interleaved(&runs, &mut o, if quick { 0.5 } else { 1.5 }, true);
-        for (((name, _), ts), ok) in runs.iter().zip(times.iter_mut()).zip(checked) {
-            record("paged_decode_sweep", name, ts, Some(ok), log);
+        let names: Vec<&str> = runs.iter().map(|(n, _)| n.as_str()).collect();
+        let ratios = twin_ratios(&names, &times, paged_twin);
+        for ((((name, _), ts), ok), ratio) in
+            runs.iter().zip(times.iter_mut()).zip(checked).zip(ratios)
+        {
+            record("paged_decode_sweep", name, ts, Some(ok), ratio, log);
         }
     }
     out

@@ -144,6 +144,11 @@ pub struct Record {
     /// and PyTorch's timed shape by shape, alternating) in which this record was timed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub round: Option<usize>,
+    /// Runs timed in interleaved rounds beside a twin (the CPU paged decode against its contiguous
+    /// twin, ...): this run's time over the twin's within each round, as its lower quartile, median
+    /// and upper quartile over the rounds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ratio_to_twin: Option<[f64; 3]>,
 }
 
 impl Record {
@@ -185,6 +190,7 @@ impl Record {
             torch_math_err_vs_f64: None,
             measured: None,
             round: None,
+            ratio_to_twin: None,
         }
     }
 
@@ -303,6 +309,18 @@ pub fn fresh_tables(b: usize, n: usize, bs: usize) -> Result<Vec<Vec<usize>>, Bl
         .collect()
 }
 
+/// `times[i][r] / times[j][r]` over the rounds `r` both were timed in (runs timed in interleaved
+/// rounds, one time each a round): the ratios' lower quartile, median and upper quartile.
+pub fn round_ratios(a: &[f64], b: &[f64]) -> Option<[f64; 3]> {
+    let mut r: Vec<f64> = a.iter().zip(b).map(|(x, y)| x / y).collect();
+    if r.is_empty() {
+        return None;
+    }
+    r.sort_by(f64::total_cmp);
+    let at = |q: f64| r[((r.len() - 1) as f64 * q).round() as usize];
+    Some([at(0.25), at(0.5), at(0.75)])
+}
+
 /// The placements of Lab 03's Table 03.3 (the CPU's and the GPU's read passes) for `b` sequences of
 /// `per_seq` blocks (`per_seq` even): `run` (each sequence one run of blocks), `pairs` (the runs with
 /// every two neighbours swapped),
@@ -332,6 +350,17 @@ pub fn read_order_tables(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn round_ratios_pair_rounds_not_medians() {
+        // Run a is twice b in every round, though b's rounds drift: the medians' ratio would not say so.
+        let b = [1.0, 2.0, 3.0, 10.0, 20.0];
+        let a: Vec<f64> = b.iter().map(|x| 2.0 * x).collect();
+        assert_eq!(round_ratios(&a, &b), Some([2.0, 2.0, 2.0]));
+        let c = [1.0, 3.0, 2.0, 4.0, 5.0];
+        assert_eq!(round_ratios(&c, &[1.0; 5]), Some([2.0, 3.0, 4.0]));
+        assert_eq!(round_ratios(&[], &[]), None);
+    }
 
     #[test]
     fn read_orders_place_each_sequence_on_distinct_blocks() {

@@ -165,6 +165,17 @@ pub fn read_roof(f: &crate::measure::MeasurementFile) -> f64 {
         )
 }
 
+/// A run's price against its twin: the median over interleaved rounds of its time over the twin's in
+/// the same round, with the rounds' interquartile range, where the record carries them; otherwise the
+/// ratio of the two medians (`twin_ms`).
+fn twin_price(r: &crate::measure::Record, twin_ms: Option<f64>) -> String {
+    let pct = |x: f64| 100.0 * (x - 1.0);
+    match r.ratio_to_twin {
+        Some([lo, mid, hi]) => format!("{:+.1}% ({:+.1}..{:+.1})", pct(mid), pct(lo), pct(hi)),
+        None => twin_ms.map_or("—".into(), |b| format!("{:+.1}%", pct(r.ms / b))),
+    }
+}
+
 /// Table 03.5: GPU decode per context: our paged and contiguous kernels against PyTorch's SDPA backends
 /// on the same shapes, in the same device call.
 fn gpu_decode_table(files: &[(String, crate::measure::MeasurementFile)]) -> String {
@@ -390,9 +401,7 @@ fn decode_table(files: &[(String, crate::measure::MeasurementFile)]) -> String {
                 } else {
                     find(&format!("ours/contiguous{pages}"))
                 };
-                twin.map_or("—".into(), |b| {
-                    format!("{:+.1}%", 100.0 * (r.ms / b.ms - 1.0))
-                })
+                twin_price(r, twin.map(|b| b.ms))
             };
             for r in recs
                 .iter()
@@ -436,7 +445,9 @@ fn decode_table(files: &[(String, crate::measure::MeasurementFile)]) -> String {
              bytes only), against the contiguous read pass; the last two columns: the same runs on copies of the \
              data on 2 MB pages, against the contiguous twin on 2 MB pages (at the stress scale only); all timed in \
              interleaved rounds, at the stress scale each run after a read of twice the last-level cache (every \
-             run starts cold), at 64 tokens without (the batch stays in cache from run to run). {} ({} threads), \
+             run starts cold), at 64 tokens without (the batch stays in cache from run to run); a price is the \
+             median over the rounds of the run's time over its twin's in the same round, the rounds' \
+             interquartile range in brackets. {} ({} threads), \
              read roof {} GB/s (the fastest read measured on it, Table R.1); {}; from `measurements/{name}`.*\n",
             r0.b,
             ns.iter()
@@ -496,9 +507,7 @@ fn cpu_order_table(files: &[(String, crate::measure::MeasurementFile)]) -> Strin
                         format!("{:.3}", r.ms)
                     },
                     sig3(r.gbps),
-                    base.map_or("—".into(), |b| {
-                        format!("{:+.1}%", 100.0 * (r.ms / b - 1.0))
-                    }),
+                    twin_price(r, base),
                 ]);
             }
         }
@@ -521,7 +530,7 @@ fn cpu_order_table(files: &[(String, crate::measure::MeasurementFile)]) -> Strin
          (1, 0, 3, 2, ...); `gaps`, each sequence every other block of a run, in a pool twice as large; \
          `shuffled`, anywhere; `pool` (CPU), the shuffled tables read in the pool's address order. CPU: \
          Table 03.2's batch, each pool on 2 MB pages, timed in interleaved rounds, each run after a read of \
-         twice the last-level cache. GPU: Table 03.5's batch (fp16), the read pass of its paged kernel, \
+         twice the last-level cache, prices against `run` as in Table 03.2. GPU: Table 03.5's batch (fp16), the read pass of its paged kernel, \
          CUDA-event medians. {}.*\n",
         sources.join("; ")
     )
@@ -537,34 +546,33 @@ fn cpu_block_table(files: &[(String, crate::measure::MeasurementFile)]) -> Strin
         }
         let mut rows = Vec::new();
         for dtype in ["f32", "f16"] {
-            let ms = |variant: &str, imp: &str| {
+            let rec = |variant: &str, imp: &str| {
                 recs.iter()
                     .find(|r| r.dtype == dtype && r.variant == variant && r.implementation == imp)
-                    .map(|r| r.ms)
+                    .copied()
             };
             let mut sizes: Vec<usize> = vec![16];
             sizes.extend(crate::measure::cpu::PAGED_SWEEP_BLOCKS);
             for bs in sizes {
                 let (c, p, w) = if bs == 16 {
                     (
-                        ms("paged_decode", "ours/contiguous"),
-                        ms("paged_decode", "ours/paged-v1"),
-                        ms("paged_decode", "ours/paged-pool"),
+                        rec("paged_decode", "ours/contiguous"),
+                        rec("paged_decode", "ours/paged-v1"),
+                        rec("paged_decode", "ours/paged-pool"),
                     )
                 } else {
-                    let at = |kind: &str| ms("paged_decode_sweep", &format!("ours/{kind}-bs{bs}"));
+                    let at = |kind: &str| rec("paged_decode_sweep", &format!("ours/{kind}-bs{bs}"));
                     (at("contiguous"), at("paged-v1"), at("paged-pool"))
                 };
-                let price = |x: f64, c: f64| format!("{:+.1}%", 100.0 * (x / c - 1.0));
                 if let (Some(c), Some(p)) = (c, p) {
                     rows.push(vec![
                         dtype.to_string(),
                         bs.to_string(),
-                        format!("{c:.3}"),
-                        format!("{p:.3}"),
-                        price(p, c),
-                        w.map_or("—".into(), |w| format!("{w:.3}")),
-                        w.map_or("—".into(), |w| price(w, c)),
+                        format!("{:.3}", c.ms),
+                        format!("{:.3}", p.ms),
+                        twin_price(p, Some(c.ms)),
+                        w.map_or("—".into(), |w| format!("{:.3}", w.ms)),
+                        w.map_or("—".into(), |w| twin_price(w, Some(c.ms))),
                     ]);
                 }
             }
@@ -588,7 +596,7 @@ fn cpu_block_table(files: &[(String, crate::measure::MeasurementFile)]) -> Strin
             "\n*Table 03.4. The decode step of Table 03.2 at four block sizes (the same data scattered \
              anew for each, tables shuffled; the contiguous walk cut into blocks of the same size), through \
              the tables and in pool order; each checked, then timed in interleaved rounds (block size 16: \
-             Table 03.2's rounds). {} \
+             Table 03.2's rounds); prices as in Table 03.2, against the contiguous walk in the same rounds. {} \
              ({} threads); {}; from `measurements/{name}`.*\n",
             f.machine.name,
             f.generated.threads,
