@@ -7,6 +7,10 @@ use super::{ceilings, fa_flops, Generated, Machine, MeasurementFile, Record};
 use crate::minimodel::attention_flash::{kernels::Isa, tiled, Counter, Tiles, Version};
 use crate::minimodel::check::{attn_close, FP16_BAR};
 use crate::minimodel::numeric::{convert, DType, Element};
+use crate::minimodel::paged::paged_attention::{
+    contiguous_decode, paged_decode, paged_decode_partitioned, paged_decode_pool_order, read_pass,
+    read_pass_contiguous, read_pass_pool_order, PagedBatch, PagedError, PagedKv,
+};
 use crate::minimodel::reference::{attention_lowp, attention_ref64};
 use crate::minimodel::rng::Rng;
 use crate::minimodel::shape::{AttnShape, Mask};
@@ -663,9 +667,6 @@ pub fn paged_decode_records<T: Element>(quick: bool, log: &mut dyn FnMut(&str)) 
 /// Every jump in `pairs` lands next to a block read just before or just after; in `gaps` and
 /// `shuffled`, on lines nobody reads soon. Records: variant `paged_read_order`, `ours/read-<order>`.
 fn read_order_records<T: Element>(n: usize, quick: bool, log: &mut dyn FnMut(&str)) -> Vec<Record> {
-    use crate::minimodel::paged::paged_attention::{
-        read_pass, read_pass_pool_order, PagedBatch, PagedKv,
-    };
     use crate::minimodel::paged::pages::HugePageBuf;
     let (b, hq, hkv, _, d, bs) = PAGED_DECODE;
     let s = AttnShape::new(b, hq, hkv, 1, n, d).expect("decode shape");
@@ -760,6 +761,64 @@ fn read_order_records<T: Element>(n: usize, quick: bool, log: &mut dyn FnMut(&st
         .collect()
 }
 
+/// A timed run of [`paged_decode_at`]: its name, the run, and whether it decodes (checked, recorded as
+/// `paged_decode`) or only reads (a read pass, `paged_read`).
+type Timed<'a, T> = (String, Run<'a, T>, bool);
+
+/// The runs of [`paged_decode_at`] on one copy of the data (`suffix`: its pages): the contiguous,
+/// table-walk and pool-order decodes, then the same three walks as read passes.
+#[allow(clippy::too_many_arguments)]
+fn walk_runs<'a, T: Element>(
+    suffix: &str,
+    q: &'a [T],
+    hq: usize,
+    s: &'a AttnShape,
+    bs: usize,
+    (k, v): (&'a [T], &'a [T]),
+    kv: PagedKv<'a, T>,
+    batch: PagedBatch<'a>,
+) -> Vec<Timed<'a, T>> {
+    let read = |sum: Result<f32, PagedError>, o: &mut [T]| {
+        o[0] = T::from_f32(sum.expect("valid call"));
+    };
+    vec![
+        (
+            format!("contiguous{suffix}"),
+            Box::new(move |o: &mut [T]| contiguous_decode(q, k, v, s, bs, o).expect("valid call")),
+            true,
+        ),
+        (
+            format!("paged-v1{suffix}"),
+            Box::new(move |o: &mut [T]| {
+                paged_decode(q, hq, &kv, &batch, Mask::NONE, o).expect("valid call")
+            }),
+            true,
+        ),
+        (
+            format!("paged-pool{suffix}"),
+            Box::new(move |o: &mut [T]| {
+                paged_decode_pool_order(q, hq, &kv, &batch, Mask::NONE, o).expect("valid call")
+            }),
+            true,
+        ),
+        (
+            format!("read-pass-contiguous{suffix}"),
+            Box::new(move |o: &mut [T]| read(read_pass_contiguous(k, v, s, bs), o)),
+            false,
+        ),
+        (
+            format!("read-pass-paged{suffix}"),
+            Box::new(move |o: &mut [T]| read(read_pass(&kv, &batch), o)),
+            false,
+        ),
+        (
+            format!("read-pass-pool{suffix}"),
+            Box::new(move |o: &mut [T]| read(read_pass_pool_order(&kv, &batch), o)),
+            false,
+        ),
+    ]
+}
+
 /// [`paged_decode_records`] at `n` tokens a sequence; with `sweep` (the stress scale) every run starts
 /// cold, the runs on 2 MB pages join, and the block-size sweep follows.
 fn paged_decode_at<T: Element>(
@@ -768,10 +827,6 @@ fn paged_decode_at<T: Element>(
     quick: bool,
     log: &mut dyn FnMut(&str),
 ) -> Vec<Record> {
-    use crate::minimodel::paged::paged_attention::{
-        contiguous_decode, paged_decode, paged_decode_partitioned, paged_decode_pool_order,
-        read_pass, read_pass_contiguous, read_pass_pool_order, PagedBatch, PagedKv,
-    };
     use crate::minimodel::paged::pages::HugePageBuf;
     let (b, hq, hkv, _, d, bs) = PAGED_DECODE;
     let s = AttnShape::new(b, hq, hkv, 1, n, d).expect("decode shape");
@@ -876,20 +931,10 @@ fn paged_decode_at<T: Element>(
             if huge { "" } else { ": no -2m runs" }
         ));
     }
-    // (name, run, decode: checked and recorded as `paged_decode`; otherwise a read pass, `paged_read`)
-    let mut runs: Vec<(String, Run<T>, bool)> = vec![
-        (
-            "contiguous".into(),
-            Box::new(|o: &mut [T]| contiguous_decode(&q, &k, &v, &s, bs, o).expect("valid call")),
-            true,
-        ),
-        (
-            "paged-v1".into(),
-            Box::new(|o: &mut [T]| {
-                paged_decode(&q, hq, &kv, &batch, Mask::NONE, o).expect("valid call")
-            }),
-            true,
-        ),
+    // The runs both page sizes share, with V2 and the fresh tables (4 KB pages only) in their places.
+    let mut runs = walk_runs("", &q, hq, &s, bs, (&k, &v), kv, batch);
+    runs.insert(
+        2,
         (
             "paged-v2".into(),
             Box::new(|o: &mut [T]| {
@@ -898,13 +943,9 @@ fn paged_decode_at<T: Element>(
             }),
             true,
         ),
-        (
-            "paged-pool".into(),
-            Box::new(|o: &mut [T]| {
-                paged_decode_pool_order(&q, hq, &kv, &batch, Mask::NONE, o).expect("valid call")
-            }),
-            true,
-        ),
+    );
+    runs.insert(
+        4,
         (
             "paged-v1-fresh".into(),
             Box::new(|o: &mut [T]| {
@@ -912,72 +953,9 @@ fn paged_decode_at<T: Element>(
             }),
             true,
         ),
-        (
-            "read-pass-contiguous".into(),
-            Box::new(|o: &mut [T]| {
-                o[0] = T::from_f32(read_pass_contiguous(&k, &v, &s, bs).expect("valid call"))
-            }),
-            false,
-        ),
-        (
-            "read-pass-paged".into(),
-            Box::new(|o: &mut [T]| o[0] = T::from_f32(read_pass(&kv, &batch).expect("valid call"))),
-            false,
-        ),
-        (
-            "read-pass-pool".into(),
-            Box::new(|o: &mut [T]| {
-                o[0] = T::from_f32(read_pass_pool_order(&kv, &batch).expect("valid call"))
-            }),
-            false,
-        ),
-    ];
+    );
     if huge {
-        runs.extend::<[(String, Run<T>, bool); 6]>([
-            (
-                "contiguous-2m".into(),
-                Box::new(|o: &mut [T]| {
-                    contiguous_decode(&q, &k2, &v2, &s, bs, o).expect("valid call")
-                }),
-                true,
-            ),
-            (
-                "paged-v1-2m".into(),
-                Box::new(|o: &mut [T]| {
-                    paged_decode(&q, hq, &kv2, &batch, Mask::NONE, o).expect("valid call")
-                }),
-                true,
-            ),
-            (
-                "paged-pool-2m".into(),
-                Box::new(|o: &mut [T]| {
-                    paged_decode_pool_order(&q, hq, &kv2, &batch, Mask::NONE, o)
-                        .expect("valid call")
-                }),
-                true,
-            ),
-            (
-                "read-pass-contiguous-2m".into(),
-                Box::new(|o: &mut [T]| {
-                    o[0] = T::from_f32(read_pass_contiguous(&k2, &v2, &s, bs).expect("valid call"))
-                }),
-                false,
-            ),
-            (
-                "read-pass-paged-2m".into(),
-                Box::new(|o: &mut [T]| {
-                    o[0] = T::from_f32(read_pass(&kv2, &batch).expect("valid call"))
-                }),
-                false,
-            ),
-            (
-                "read-pass-pool-2m".into(),
-                Box::new(|o: &mut [T]| {
-                    o[0] = T::from_f32(read_pass_pool_order(&kv2, &batch).expect("valid call"))
-                }),
-                false,
-            ),
-        ]);
+        runs.extend(walk_runs("-2m", &q, hq, &s, bs, (&k2, &v2), kv2, batch));
     }
     let checked: Vec<_> = runs
         .iter()

@@ -163,7 +163,8 @@ pub fn measure(
         // dropped once on the device).
         let upload_pool = |tables: &[Vec<usize>], order: PoolOrder| {
             let (kp, vp) = (scatter(&k, &s, tables, bs), scatter(&v, &s, tables, bs));
-            let kv = PagedKv::new(&kp, &vp, b * per_seq, hkv, bs, d).expect("pool shape");
+            let nb = kp.len() / (hkv * bs * d); // the batch's blocks, or more (`gaps` below)
+            let kv = PagedKv::new(&kp, &vp, nb, hkv, bs, d).expect("pool shape");
             let batch = PagedBatch {
                 tables,
                 seq_lens: &lens,
@@ -313,58 +314,40 @@ pub fn measure(
                 records.push(run("paged_decode_sweep", &name, fresh, None, t, log)?);
             }
         }
-        // The reads alone (variant `paged_read`, not attention, so nothing to check): what the access
-        // pattern costs without the arithmetic, through the table and on the contiguous copy.
-        for (name, bufs) in [
-            ("ours/read-pass-paged", &paged),
-            ("ours/read-pass-contiguous", &flat),
-        ] {
+        // The reads alone (not attention, so nothing to check): what the access pattern costs without
+        // the arithmetic.
+        let read_record = |variant: &str,
+                           name: &str,
+                           bufs: &DecodeBuffers<f16>,
+                           log: &mut dyn FnMut(&str)|
+         -> Result<Record, GpuError> {
             let probe = read_pass_ms(dev, bufs, 3, 1)?[0];
             let runs = ((300.0 / probe.max(1e-3)) as usize).clamp(20, 200);
             let times = read_pass_ms(dev, bufs, 0, runs)?;
             let kv = (2 * b * hkv * n * d * std::mem::size_of::<f16>()) as f64;
-            let rec = Record::new("paged_read", name, "f16", &s, "none").timed(&times, 0.0, kv);
+            let rec = Record::new(variant, name, "f16", &s, "none").timed(&times, 0.0, kv);
             log(&format!(
                 "{name:36} N={n:6}        : {:8.4} ms {:6.0} GB/s ({:4.1}% of read)",
                 rec.ms,
                 rec.gbps,
                 100.0 * rec.gbps / read_gbps
             ));
-            records.push(rec);
+            Ok(rec)
+        };
+        // Through the table and on the contiguous copy (variant `paged_read`).
+        for (name, bufs) in [
+            ("ours/read-pass-paged", &paged),
+            ("ours/read-pass-contiguous", &flat),
+        ] {
+            records.push(read_record("paged_read", name, bufs, log)?);
         }
-        // The read pass through the placements of Lab 03's Table 03.3 (variant `paged_read_order`):
-        // where on a GPU the scatter's price comes from.
+        // Through the placements of Lab 03's Table 03.3 (variant `paged_read_order`): where on a GPU
+        // the scatter's price comes from.
         if variant == "paged_decode" && ORDER_CONTEXTS.contains(&n) && !quick {
             for (order, t) in read_order_tables(b, per_seq, &tables) {
-                let (kp, vp) = (scatter(&k, &s, &t, bs), scatter(&v, &s, &t, bs));
-                let nb = kp.len() / (hkv * bs * d);
-                let kv = PagedKv::new(&kp, &vp, nb, hkv, bs, d).expect("pool shape");
-                let batch = PagedBatch {
-                    tables: &t,
-                    seq_lens: &lens,
-                };
-                let bufs = DecodeBuffers::upload_paged_in(
-                    dev,
-                    &q,
-                    hq,
-                    &kv,
-                    &batch,
-                    PoolOrder::BlockMajor,
-                )?;
-                let probe = read_pass_ms(dev, &bufs, 3, 1)?[0];
-                let runs = ((300.0 / probe.max(1e-3)) as usize).clamp(20, 200);
-                let times = read_pass_ms(dev, &bufs, 0, runs)?;
-                let kvb = (2 * b * hkv * n * d * std::mem::size_of::<f16>()) as f64;
+                let bufs = upload_pool(&t, PoolOrder::BlockMajor)?;
                 let name = format!("ours/gpu-read-{order}");
-                let rec = Record::new("paged_read_order", &name, "f16", &s, "none")
-                    .timed(&times, 0.0, kvb);
-                log(&format!(
-                    "{name:36} N={n:6}        : {:8.4} ms {:6.0} GB/s ({:4.1}% of read)",
-                    rec.ms,
-                    rec.gbps,
-                    100.0 * rec.gbps / read_gbps
-                ));
-                records.push(rec);
+                records.push(read_record("paged_read_order", &name, &bufs, log)?);
             }
         }
         if quick {
