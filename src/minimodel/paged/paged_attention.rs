@@ -28,6 +28,7 @@ use crate::minimodel::numeric::Element;
 use crate::minimodel::shape::{AttnShape, Mask, ShapeError};
 use crate::roofline::traffic::visible_keys;
 use rayon::prelude::*;
+use std::sync::{Mutex, PoisonError};
 use thiserror::Error;
 
 /// `Some($run!(E))` with `E` the element type `$t` is among those the AVX2 loop reads (f32, f16, bf16),
@@ -365,7 +366,12 @@ impl GroupState {
         Self {
             isa,
             direct,
-            q: q[..g * d].iter().map(|x| x.to_f32() * scale).collect(),
+            q: {
+                let mut qf = vec![0.0; g * d];
+                T::widen_into(&q[..g * d], &mut qf);
+                qf.iter_mut().for_each(|x| *x *= scale);
+                qf
+            },
             m: vec![f32::NEG_INFINITY; g],
             l: vec![0.0; g * kernels::L],
             acc: vec![0.0; g * d],
@@ -642,7 +648,11 @@ pub fn read_pass_pool_order<T: Element>(
 ) -> Result<f32, PagedError> {
     check_tables(kv.num_blocks, kv.block_size, batch)?;
     let (start, uses) = block_uses(kv.num_blocks, kv.block_size, batch, Mask::NONE);
-    let cuts = pool_runs(&start, &uses, rayon::current_num_threads().max(1));
+    let cuts = pool_runs(
+        &start,
+        &uses,
+        POOL_RUNS_PER_THREAD * rayon::current_num_threads(),
+    );
     Ok(cuts
         .par_windows(2)
         .map(|run| {
@@ -677,14 +687,16 @@ fn read_rows<T: Element>(k: &[T], v: &[T], ahead: Option<(&[T], &[T])>) -> f32 {
     k.iter().chain(v).map(|x| x.to_f32()).sum()
 }
 
-/// Write the finished rows `acc / l` (zeros where a row saw no key) into `o`, one row per head, at stride `stride`.
-fn finish<T: Element>(st: &GroupState, o: &mut [T], d: usize, stride: usize) {
+/// Write the finished rows `acc / l` (zeros where a row saw no key) into `o`, one row per head, at stride
+/// `stride`: each row normalised in place, then rounded into `o` in one vectorised conversion (the state
+/// is spent).
+fn finish<T: Element>(st: &mut GroupState, o: &mut [T], d: usize, stride: usize) {
     for r in 0..st.m.len() {
         let l = st.sum(r);
         let inv = if l > 0.0 { 1.0 / l } else { 0.0 };
-        for (x, a) in o[r * stride..][..d].iter_mut().zip(&st.acc[r * d..][..d]) {
-            *x = T::from_f32(a * inv);
-        }
+        let row = &mut st.acc[r * d..][..d];
+        row.iter_mut().for_each(|a| *a *= inv);
+        T::narrow_from(row, &mut o[r * stride..][..d]);
     }
 }
 
@@ -725,7 +737,7 @@ pub fn paged_attention<T: Element>(
                 let mut st = GroupState::new(&rows, g, d, bs);
                 let (lo, hi) = key_range(mask, i, nq, len);
                 st.attend_table(kv, table, h, (lo, hi));
-                finish(&st, &mut o[i * d..], d, head);
+                finish(&mut st, &mut o[i * d..], d, head);
             }
         });
     Ok(())
@@ -803,21 +815,21 @@ fn block_uses(
     batch: &PagedBatch<'_>,
     mask: Mask,
 ) -> (Vec<usize>, Vec<BlockUse>) {
-    let mut each = Vec::new();
-    for (seq, (table, &len)) in batch.tables.iter().zip(batch.seq_lens).enumerate() {
-        let (lo, hi) = key_range(mask, 0, 1, len);
-        let mut t = lo;
-        while t < hi {
-            let (i, r0) = (t / bs, t % bs);
-            let n = (bs - r0).min(hi - t);
-            each.push((table[i], BlockUse { seq, r0, n }));
-            t += n;
+    // Each sequence's visible rows, block by block: counted per block, then placed (a counting sort).
+    let each = |visit: &mut dyn FnMut(usize, BlockUse)| {
+        for (seq, (table, &len)) in batch.tables.iter().zip(batch.seq_lens).enumerate() {
+            let (lo, hi) = key_range(mask, 0, 1, len);
+            let mut t = lo;
+            while t < hi {
+                let (i, r0) = (t / bs, t % bs);
+                let n = (bs - r0).min(hi - t);
+                visit(table[i], BlockUse { seq, r0, n });
+                t += n;
+            }
         }
-    }
+    };
     let mut start = vec![0; num_blocks + 1];
-    for &(b, _) in &each {
-        start[b + 1] += 1;
-    }
+    each(&mut |b, _| start[b + 1] += 1);
     for b in 0..num_blocks {
         start[b + 1] += start[b];
     }
@@ -828,12 +840,12 @@ fn block_uses(
             r0: 0,
             n: 0
         };
-        each.len()
+        start[num_blocks]
     ];
-    for (b, u) in each {
+    each(&mut |b, u| {
         uses[fill[b]] = u;
         fill[b] += 1;
-    }
+    });
     (start, uses)
 }
 
@@ -863,6 +875,11 @@ fn merge_states(st: &mut GroupState, other: &mut GroupState) {
         st.m[r] = m;
     }
 }
+
+/// Runs of the pool per worker thread in the pool-order walks: enough that a worker the machine slows
+/// down leaves part of its share to the others (one run a worker was markedly slower in f16 at the stress
+/// scale, Lab 03), few enough that each run is long.
+const POOL_RUNS_PER_THREAD: usize = 8;
 
 /// Cut physical blocks `[0, num_blocks)` into `runs` runs with about equal rows to read (uses indexed
 /// as [`block_uses`] returns them): the runs' bounds, `runs + 1` of them.
@@ -924,10 +941,10 @@ fn walk_pool<'a, T: Element>(
 
 // ANCHOR: pool_decode
 /// Paged decode walking the pool instead of the tables: a decode's keys may be absorbed in any order
-/// (the online softmax does not care), so each worker takes a run of physical blocks, reads it in
-/// address order, and adds each block's rows to the state of whichever sequence owns them; then
-/// each sequence's partial states (one per worker that met its blocks) merge as the partitions of
-/// [`paged_decode_partitioned`] do. The reads are one ascending sweep of the pool whatever the tables
+/// (the online softmax does not care), so the pool is cut into runs of physical blocks (several per
+/// worker, taken as workers free up), each read in address order, each block's rows added to the
+/// worker's state for whichever sequence owns them; then each sequence's partial states (one per
+/// worker that met its blocks) merge as the partitions of [`paged_decode_partitioned`] do. The reads are one ascending sweep of the pool whatever the tables
 /// say; a block shared by several sequences is read once for all of them. Same arguments, same
 /// errors, and the same result as [`paged_decode`] up to f32 rounding.
 pub fn paged_decode_pool_order<T: Element>(
@@ -941,47 +958,55 @@ pub fn paged_decode_pool_order<T: Element>(
     let g = validate(q.len(), o.len(), hq, 1, kv, batch)?;
     let (d, bs, hkv, seqs) = (kv.d, kv.block_size, kv.hkv, batch.seq_lens.len());
     let (start, uses) = block_uses(kv.num_blocks, bs, batch, mask);
-    // One run of the pool per worker thread, each with a state per (sequence, kv head) it meets.
-    let cuts = pool_runs(&start, &uses, rayon::current_num_threads().max(1));
-    let partials: Vec<Vec<Option<GroupState>>> = cuts
-        .par_windows(2)
-        .map(|run| {
-            let mut states: Vec<Option<GroupState>> = (0..seqs * hkv).map(|_| None).collect();
-            walk_pool(
-                kv,
-                (&start, &uses),
-                (run[0], run[1]),
-                |(u, h, k, v, ahead)| {
-                    let st = states[u.seq * hkv + h].get_or_insert_with(|| {
-                        GroupState::new(&q[(u.seq * hq + h * g) * d..][..g * d], g, d, bs)
-                    });
-                    st.absorb(k, v, u.n, ahead);
-                },
-            );
-            states
-        })
+    // Runs of the pool, several per worker thread, and a set of states per worker thread (a state per
+    // (sequence, kv head) it meets), whichever runs that worker takes.
+    let threads = rayon::current_num_threads().max(1);
+    let cuts = pool_runs(&start, &uses, POOL_RUNS_PER_THREAD * threads);
+    let slots: Vec<Mutex<Vec<Option<GroupState>>>> = (0..threads)
+        .map(|_| Mutex::new((0..seqs * hkv).map(|_| None).collect()))
         .collect();
-    // Each (sequence, kv head): its partial states merged, then normalised into its G rows of o. This
-    // is O(runs G D) a group against the walk's O(N G D): done here, without a second parallel phase.
-    let mut merged: Vec<Option<GroupState>> = (0..seqs * hkv).map(|_| None).collect();
-    for states in partials {
-        for (into, st) in merged.iter_mut().zip(states) {
-            match (into.as_mut(), st) {
-                (Some(into), Some(mut st)) => merge_states(into, &mut st),
-                (None, st) => *into = st,
-                (Some(_), None) => {}
-            }
+    cuts.par_windows(2).for_each(|run| {
+        // A worker locks only its own set, and holds it while it walks: never contended.
+        let mine = rayon::current_thread_index().unwrap_or(0) % threads;
+        let mut states = slots[mine].lock().unwrap_or_else(PoisonError::into_inner);
+        walk_pool(
+            kv,
+            (&start, &uses),
+            (run[0], run[1]),
+            |(u, h, k, v, ahead)| {
+                let st = states[u.seq * hkv + h].get_or_insert_with(|| {
+                    GroupState::new(&q[(u.seq * hq + h * g) * d..][..g * d], g, d, bs)
+                });
+                st.absorb(k, v, u.n, ahead);
+            },
+        );
+    });
+    // Each (sequence, kv head): the partial states the workers hold for it, merged, then normalised
+    // into its G rows of o. This is O(workers G D) a group against the walk's O(N G D): done here,
+    // without a second parallel phase (which cost more than it saved at 64 tokens).
+    let mut by_group: Vec<Vec<GroupState>> = (0..seqs * hkv).map(|_| Vec::new()).collect();
+    for set in slots {
+        let set = set.into_inner().unwrap_or_else(PoisonError::into_inner);
+        for (parts, st) in by_group.iter_mut().zip(set) {
+            parts.extend(st);
         }
     }
-    for (st, o) in merged.iter_mut().zip(o.chunks_mut(g * d)) {
-        match st {
-            Some(st) => {
-                st.flush();
-                finish(st, o, d, d);
+    by_group
+        .into_iter()
+        .zip(o.chunks_mut(g * d))
+        .for_each(|(parts, o)| {
+            let mut parts = parts.into_iter();
+            match parts.next() {
+                Some(mut st) => {
+                    for mut other in parts {
+                        merge_states(&mut st, &mut other);
+                    }
+                    st.flush();
+                    finish(&mut st, o, d, d);
+                }
+                None => o.fill(T::from_f32(0.0)), // no key visible (cannot happen for len > 0)
             }
-            None => o.fill(T::from_f32(0.0)), // no key visible (cannot happen for len > 0)
-        }
-    }
+        });
     Ok(())
 }
 // ANCHOR_END: pool_decode
@@ -1020,7 +1045,7 @@ pub fn contiguous_decode<T: Element>(
                 st.absorb(k, v, n, ahead)
             });
             st.flush();
-            finish(&st, o, d, d);
+            finish(&mut st, o, d, d);
         });
     Ok(())
 }
@@ -1182,7 +1207,7 @@ mod tests {
             });
             st.flush();
             let mut o = vec![0.0f32; g * d];
-            finish(&st, &mut o, d, d);
+            finish(&mut st, &mut o, d, d);
             o
         })
     }
