@@ -966,7 +966,8 @@ pub fn paged_decode_pool_order<T: Element>(
         .map(|_| Mutex::new((0..seqs * hkv).map(|_| None).collect()))
         .collect();
     cuts.par_windows(2).for_each(|run| {
-        // A worker locks only its own set, and holds it while it walks: never contended.
+        // A worker locks only its own set, and holds it while it walks: never contended, as long as
+        // the walk does not call into rayon (a run stolen meanwhile would wait on this same lock).
         let mine = rayon::current_thread_index().unwrap_or(0) % threads;
         let mut states = slots[mine].lock().unwrap_or_else(PoisonError::into_inner);
         walk_pool(
