@@ -278,6 +278,36 @@ fn the_pool_order_walk_serves_shared_blocks_on_any_number_of_threads() {
     }
 }
 
+/// The pool-order walk keeps one set of states per worker thread, locked while a run is walked: calls
+/// made from inside another parallel loop on the same pool (a worker may then steal a run of another
+/// call, or another call's outer item) must neither deadlock nor mix their states.
+#[test]
+fn pool_order_calls_nested_in_a_parallel_loop_stay_apart() {
+    use rayon::prelude::*;
+    let (bs, hkv, d, hq) = (4, 2, 16, 4);
+    let st = setup::<f32>(&[45, 37, 20, 9], hkv, d, bs, 91);
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(3)
+        .build()
+        .unwrap();
+    // Eight calls at once, each with its own queries (so a state served to the wrong call shows).
+    let qs: Vec<Vec<f32>> = (0..8)
+        .map(|i| Rng::new(200 + i).normal_vec_f32(st.lens.len() * hq * d))
+        .collect();
+    let outs: Vec<Vec<f32>> = pool.install(|| {
+        qs.par_iter()
+            .map(|q| {
+                let mut o = vec![f32::NAN; q.len()];
+                paged_decode_pool_order(q, hq, &st.kv(), &st.batch(), Mask::NONE, &mut o).unwrap();
+                o
+            })
+            .collect()
+    });
+    for (i, (q, o)) in qs.iter().zip(&outs).enumerate() {
+        st.check(&format!("nested call {i}"), q, o, hq, 1, Mask::NONE);
+    }
+}
+
 #[test]
 fn bad_tables_are_refused_and_the_output_untouched() {
     let st = setup::<f32>(&[20, 5], 2, 8, 4, 1);
