@@ -944,8 +944,9 @@ fn walk_pool<'a, T: Element>(
 /// (the online softmax does not care), so the pool is cut into runs of physical blocks (several per
 /// worker, taken as workers free up), each read in address order, each block's rows added to the
 /// worker's state for whichever sequence owns them; then each sequence's partial states (one per
-/// worker that met its blocks) merge as the partitions of [`paged_decode_partitioned`] do. The reads are one ascending sweep of the pool whatever the tables
-/// say; a block shared by several sequences is read once for all of them. Same arguments, same
+/// worker that met its blocks) merge as the partitions of [`paged_decode_partitioned`] do. The reads
+/// are ascending sweeps of long runs of the pool whatever the tables say; a block shared by several
+/// sequences is read once for all of them. Same arguments, same
 /// errors, and the same result as [`paged_decode`] up to f32 rounding.
 pub fn paged_decode_pool_order<T: Element>(
     q: &[T],
