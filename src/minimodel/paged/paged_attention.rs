@@ -946,8 +946,8 @@ fn walk_pool<'a, T: Element>(
 /// worker's state for whichever sequence owns them; then each sequence's partial states (one per
 /// worker that met its blocks) merge as the partitions of [`paged_decode_partitioned`] do. The reads
 /// are ascending sweeps of long runs of the pool whatever the tables say; a block shared by several
-/// sequences is read once for all of them. Same arguments, same
-/// errors, and the same result as [`paged_decode`] up to f32 rounding.
+/// sequences is read once for all of them. Same arguments, same errors, and the same result as
+/// [`paged_decode`] up to f32 rounding.
 pub fn paged_decode_pool_order<T: Element>(
     q: &[T],
     hq: usize,
@@ -986,29 +986,26 @@ pub fn paged_decode_pool_order<T: Element>(
     // Each (sequence, kv head): the partial states the workers hold for it, merged, then normalised
     // into its G rows of o. This is O(workers G D) a group against the walk's O(N G D): done here,
     // without a second parallel phase (which cost more than it saved at 64 tokens).
-    let mut by_group: Vec<Vec<GroupState>> = (0..seqs * hkv).map(|_| Vec::new()).collect();
+    let mut merged: Vec<Option<GroupState>> = (0..seqs * hkv).map(|_| None).collect();
     for set in slots {
         let set = set.into_inner().unwrap_or_else(PoisonError::into_inner);
-        for (parts, st) in by_group.iter_mut().zip(set) {
-            parts.extend(st);
+        for (into, st) in merged.iter_mut().zip(set) {
+            match (into.as_mut(), st) {
+                (Some(into), Some(mut st)) => merge_states(into, &mut st),
+                (None, st) => *into = st,
+                (Some(_), None) => {}
+            }
         }
     }
-    by_group
-        .into_iter()
-        .zip(o.chunks_mut(g * d))
-        .for_each(|(parts, o)| {
-            let mut parts = parts.into_iter();
-            match parts.next() {
-                Some(mut st) => {
-                    for mut other in parts {
-                        merge_states(&mut st, &mut other);
-                    }
-                    st.flush();
-                    finish(&mut st, o, d, d);
-                }
-                None => o.fill(T::from_f32(0.0)), // no key visible (cannot happen for len > 0)
+    for (st, o) in merged.iter_mut().zip(o.chunks_mut(g * d)) {
+        match st {
+            Some(st) => {
+                st.flush();
+                finish(st, o, d, d);
             }
-        });
+            None => o.fill(T::from_f32(0.0)), // no key visible (cannot happen for len > 0)
+        }
+    }
     Ok(())
 }
 // ANCHOR_END: pool_decode
