@@ -1046,11 +1046,21 @@ extern "C" __global__ void __launch_bounds__(WARPS * 32)
 // ANCHOR_END: read_pass
 
 // ANCHOR: read_bandwidth
-// The roof decode is measured against: HBM read bandwidth. Each thread reads 16-byte words with a
-// grid stride, eight loads in flight, through the same load as the decode kernel, and folds them into
-// one word written once per thread so that the loads cannot be dropped.
+// The roof decode is measured against: HBM read bandwidth. Each thread reads 16-byte words through the
+// same load as the decode kernel, eight loads in flight, and folds them into one word written once per
+// thread so that the loads cannot be dropped. Three orders (PA_READ): 0, a grid stride (the eight
+// loads of a thread a whole grid apart); 1, chunks (a block reads eight words a thread, 32 KB side by
+// side at 256 threads, then jumps a grid of chunks); 2, slabs (each block walks its own contiguous
+// share of the buffer, as a decode row walks its sequence's keys).
+#ifndef PA_READ
+#define PA_READ 0
+#endif
+__device__ __forceinline__ void fold(uint4& a, const uint4 b) {
+    a.x ^= b.x; a.y ^= b.y; a.z ^= b.z; a.w ^= b.w;
+}
 extern "C" __global__ void read_bandwidth(const uint4* __restrict__ x, size_t n, uint4* __restrict__ sink) {
     uint4 a = make_uint4(0, 0, 0, 0);
+#if PA_READ == 0
     const size_t stride = (size_t)gridDim.x * blockDim.x;
     size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
     for (; i + 7 * stride < n; i += 8 * stride) {
@@ -1058,14 +1068,32 @@ extern "C" __global__ void read_bandwidth(const uint4* __restrict__ x, size_t n,
 #pragma unroll
         for (int j = 0; j < 8; ++j) b[j] = load_once(x + i + j * stride);
 #pragma unroll
-        for (int j = 0; j < 8; ++j) {
-            a.x ^= b[j].x; a.y ^= b[j].y; a.z ^= b[j].z; a.w ^= b[j].w;
+        for (int j = 0; j < 8; ++j) fold(a, b[j]);
+    }
+    for (; i < n; i += stride) fold(a, load_once(x + i));
+#else
+    const size_t chunk = 8 * (size_t)blockDim.x;  // words a block reads per step
+#if PA_READ == 1
+    size_t c0 = (size_t)blockIdx.x * chunk, end = n;
+    const size_t step = (size_t)gridDim.x * chunk;
+#else
+    const size_t share = (n / gridDim.x + chunk - 1) / chunk * chunk;
+    size_t c0 = (size_t)blockIdx.x * share, end = c0 + share < n ? c0 + share : n;
+    const size_t step = chunk;
+#endif
+    for (; c0 < end; c0 += step) {
+        const size_t i = c0 + threadIdx.x;
+        if (c0 + chunk <= end) {
+            uint4 b[8];
+#pragma unroll
+            for (int j = 0; j < 8; ++j) b[j] = load_once(x + i + j * blockDim.x);
+#pragma unroll
+            for (int j = 0; j < 8; ++j) fold(a, b[j]);
+        } else {
+            for (size_t w = i; w < end; w += blockDim.x) fold(a, load_once(x + w));
         }
     }
-    for (; i < n; i += stride) {
-        const uint4 b = load_once(x + i);
-        a.x ^= b.x; a.y ^= b.y; a.z ^= b.z; a.w ^= b.w;
-    }
+#endif
     sink[(size_t)blockIdx.x * blockDim.x + threadIdx.x] = a;
 }
 // ANCHOR_END: read_bandwidth

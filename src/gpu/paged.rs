@@ -1268,9 +1268,16 @@ pub fn read_pass_ms<T: GpuElement>(
     })
 }
 
-/// The card's HBM read bandwidth in GB/s: the `read_bandwidth` kernel over `bytes` bytes, with and
-/// without the L2 line hint (median of 20 launches each); the faster of the two.
-pub fn read_bandwidth_gbps(dev: &Device, bytes: usize) -> Result<f64, GpuError> {
+/// The orders of the `read_bandwidth` kernel (`PA_READ`): a grid stride, chunks of 32 KB a block, a
+/// contiguous slab a block.
+pub const READ_ORDERS: [&str; 3] = ["grid-stride", "chunks", "slabs"];
+
+/// The `read_bandwidth` kernel over `bytes` bytes in every order of [`READ_ORDERS`], with and without
+/// the L2 line hint: (order, hint, GB/s from the median of 20 launches) for each.
+pub fn read_bandwidths(
+    dev: &Device,
+    bytes: usize,
+) -> Result<Vec<(&'static str, bool, f64)>, GpuError> {
     let words = bytes / 16;
     let st = dev.stream();
     let x = st.alloc_zeros::<u8>(words * 16)?;
@@ -1279,31 +1286,40 @@ pub fn read_bandwidth_gbps(dev: &Device, bytes: usize) -> Result<f64, GpuError> 
     )? as usize;
     let (blocks, threads) = (sms * 8, 256usize);
     let mut sink = st.alloc_zeros::<u8>(blocks * threads * 16)?;
-    let mut best = 0.0f64;
-    for hint in [0, 1] {
-        let module = dev.module("paged_attention.cu", &[("PA_HINT", hint)])?;
-        let f = module.load_function("read_bandwidth")?;
-        let cfg = LaunchConfig {
-            grid_dim: (blocks as u32, 1, 1),
-            block_dim: (threads as u32, 1, 1),
-            shared_mem_bytes: 0,
-        };
-        let n = words as u64;
-        let mut ms = dev.time_each(3, 20, |_| {
-            // SAFETY: `x` holds `words` 16-byte words and `sink` one per thread of the grid.
-            unsafe {
-                st.launch_builder(&f)
-                    .arg(&x)
-                    .arg(&n)
-                    .arg(&mut sink)
-                    .launch(cfg)
-            }?;
-            Ok(())
-        })?;
-        ms.sort_by(f64::total_cmp);
-        best = best.max((words * 16) as f64 / ms[ms.len() / 2] / 1e6);
+    let mut out = Vec::new();
+    for (order, name) in READ_ORDERS.iter().enumerate() {
+        for hint in [0, 1] {
+            let module = dev.module(
+                "paged_attention.cu",
+                &[("PA_HINT", hint), ("PA_READ", order as i64)],
+            )?;
+            let f = module.load_function("read_bandwidth")?;
+            let cfg = LaunchConfig {
+                grid_dim: (blocks as u32, 1, 1),
+                block_dim: (threads as u32, 1, 1),
+                shared_mem_bytes: 0,
+            };
+            let n = words as u64;
+            let mut ms = dev.time_each(3, 20, |_| {
+                // SAFETY: `x` holds `words` 16-byte words and `sink` one per thread of the grid.
+                unsafe {
+                    st.launch_builder(&f)
+                        .arg(&x)
+                        .arg(&n)
+                        .arg(&mut sink)
+                        .launch(cfg)
+                }?;
+                Ok(())
+            })?;
+            ms.sort_by(f64::total_cmp);
+            out.push((
+                *name,
+                hint == 1,
+                (words * 16) as f64 / ms[ms.len() / 2] / 1e6,
+            ));
+        }
     }
-    Ok(best)
+    Ok(out)
 }
 
 #[cfg(test)]

@@ -10,11 +10,12 @@
 //! At N = 64 the whole cache (4 MB) sits in L2 for every implementation alike.
 //!
 //! Bytes: the K and V rows read, `q`, `o`, `lse` and the table entries ([`DecodeBuffers::bytes`]); the
-//! attained GB/s is compared with the card's HBM read bandwidth measured by [`read_bandwidth_gbps`].
+//! attained GB/s is compared with the card's HBM read bandwidth measured by [`read_bandwidths`] (the
+//! fastest of its orders).
 
 use super::{fa_flops, Record};
 use crate::gpu::paged::{
-    decode_tuned, read_bandwidth_gbps, read_pass_ms, registers, time_ms, DecodeBuffers, PoolOrder,
+    decode_tuned, read_bandwidths, read_pass_ms, registers, time_ms, DecodeBuffers, PoolOrder,
     Tuning,
 };
 use crate::gpu::{Device, GpuError};
@@ -126,10 +127,14 @@ pub fn measure(
     quick: bool,
     log: &mut dyn FnMut(&str),
 ) -> Result<(Vec<Record>, f64), GpuError> {
-    let read_gbps = read_bandwidth_gbps(dev, 2 << 30)?;
-    log(&format!(
-        "HBM read bandwidth {read_gbps:.0} GB/s (2 GiB read)"
-    ));
+    let reads = read_bandwidths(dev, 2 << 30)?;
+    for (order, hint, gbps) in &reads {
+        log(&format!(
+            "HBM read, {order}{}: {gbps:.0} GB/s (2 GiB read)",
+            if *hint { ", 256-byte L2 hint" } else { "" }
+        ));
+    }
+    let read_gbps = reads.iter().map(|r| r.2).fold(0.0, f64::max);
     for t in Tuning::sweep() {
         log(&format!(
             "partition kernel {}: {} registers per thread",
