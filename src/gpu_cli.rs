@@ -90,11 +90,12 @@ pub fn measure_gpu(
     if only.is_none() || only == Some("flash") {
         records.extend(gpu::measure(&dev, quick, &mut log).map_err(|e| e.to_string())?);
     }
-    let mut read_gbps = None;
+    let (mut read_gbps, mut read_by_order) = (None, None);
     if only.is_none() || only == Some("paged") {
-        let (r, read) = gpu_paged::measure(&dev, quick, &mut log).map_err(|e| e.to_string())?;
+        let (r, reads) = gpu_paged::measure(&dev, quick, &mut log).map_err(|e| e.to_string())?;
         records.extend(r);
-        read_gbps = Some(read);
+        read_gbps = reads.values().copied().reduce(f64::max);
+        read_by_order = Some(reads);
     }
     let (mut peak, mut bw, mut driver) = (0.0, 0.0, None);
     if let Some(p) = flag(args, "--peer") {
@@ -157,6 +158,7 @@ pub fn measure_gpu(
     let mut file =
         gpu::file(&dev, records, peak, bw, driver, generated).map_err(|e| e.to_string())?;
     file.machine.read_gbps = read_gbps;
+    file.machine.read_gbps_by_order = read_by_order.clone();
     let name = format!("gpu-{}.json", slug(&file.machine.name));
     if only.is_some() {
         // Merge into the committed file: its other records and provenance stay, ours replace its
@@ -186,6 +188,7 @@ pub fn measure_gpu(
             }
             if read_gbps.is_some() {
                 base.machine.read_gbps = read_gbps;
+                base.machine.read_gbps_by_order = read_by_order;
             }
             if peak > 0.0 {
                 // The ceilings were measured now: the header says when.

@@ -471,6 +471,7 @@ pub fn measure(
             peak_gflops: peak / 1e9,
             bandwidth_gbps: bw / 1e9,
             read_gbps: Some(rd / 1e9),
+            read_gbps_by_order: None,
             peak_gflops_1t: Some(peak1 / 1e9),
             bandwidth_gbps_1t: Some(bw1 / 1e9),
             exp_per_s: Some(exps),

@@ -297,6 +297,7 @@ pub fn file(
             peak_gflops,
             bandwidth_gbps,
             read_gbps: None,
+            read_gbps_by_order: None,
             peak_gflops_1t: None,
             bandwidth_gbps_1t: None,
             exp_per_s: Some(exps),

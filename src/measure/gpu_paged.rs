@@ -27,6 +27,7 @@ use crate::minimodel::rng::Rng;
 use crate::minimodel::shape::{AttnShape, Mask};
 use half::f16;
 use rayon::prelude::*;
+use std::collections::BTreeMap;
 
 /// `(S, Hq, Hkv, D, block size)` of the experiment.
 pub const SHAPE: (usize, usize, usize, usize, usize) = (16, 32, 8, 128, 16);
@@ -121,12 +122,12 @@ fn median_times(
 }
 
 /// Measure every context of [`CONTEXTS`] (only 64 and 4096 when `quick`); returns the records and the
-/// measured HBM read bandwidth (GB/s).
+/// HBM read bandwidth (GB/s) by reader order ([`read_bandwidths`]'s `order` or `order+hint`).
 pub fn measure(
     dev: &Device,
     quick: bool,
     log: &mut dyn FnMut(&str),
-) -> Result<(Vec<Record>, f64), GpuError> {
+) -> Result<(Vec<Record>, BTreeMap<String, f64>), GpuError> {
     let reads = read_bandwidths(dev, 2 << 30)?;
     for (order, hint, gbps) in &reads {
         log(&format!(
@@ -378,7 +379,16 @@ pub fn measure(
             }
         }
     }
-    Ok((records, read_gbps))
+    let by_order = reads
+        .iter()
+        .map(|(order, hint, gbps)| {
+            (
+                format!("{order}{}", if *hint { "+hint" } else { "" }),
+                *gbps,
+            )
+        })
+        .collect();
+    Ok((records, by_order))
 }
 
 #[cfg(test)]

@@ -41,6 +41,10 @@ pub struct Machine {
     /// Measured read-only memory bandwidth, GB/s (the roof of decode), when measured.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub read_gbps: Option<f64>,
+    /// A GPU's read-only bandwidth by reader order (`gpu::paged::READ_ORDERS`, `+hint` with the L2
+    /// line hint), GB/s, when measured: `read_gbps` is the fastest of them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_gbps_by_order: Option<std::collections::BTreeMap<String, f64>>,
     /// Exponentials per second over all threads (the softmax's one per score), when measured.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exp_per_s: Option<f64>,

@@ -881,6 +881,7 @@ mod tests {
                 peak_gflops_1t: None,
                 bandwidth_gbps_1t: None,
                 read_gbps: None,
+                read_gbps_by_order: None,
                 exp_per_s: None,
                 mma_sync_gflops: None,
                 clock_mhz: None,

@@ -150,7 +150,7 @@ fn gpu_cards<'a>(
 }
 
 /// The read roof decode is held against on a machine: the fastest memory read measured on it, by the
-/// read ceiling (`read_gbps`: a GPU's grid-stride reader, a CPU's threads summing 256 MB) or by the
+/// read ceiling (`read_gbps`: the fastest order of a GPU's `read_bandwidth`, a CPU's threads summing 256 MB) or by the
 /// decode walks' own read passes (variant `paged_read`), whichever is faster. Only read passes from the
 /// stress scale up count: at the verb corpus's 64 tokens the whole cache fits in the CPU's caches (and
 /// the GPU's step is a launch), so that rate is not memory's.
@@ -266,7 +266,7 @@ fn gpu_decode_card((name, f, recs, ns): &Gpu) -> String {
          the same shape, each backend forced (`torch/sdpa`: the default dispatcher; `-repeat-kv`: a backend without \
          GQA, fed K/V repeated to {} heads). Each checked against the f64 reference first; CUDA-event medians. \
          GB/s = K/V rows + q + o bytes over the median. {}Read roof: {} GB/s, the fastest HBM read measured on \
-         this card (a grid-stride reader, or the read pass where it is faster). {} (driver {}), {}; from \
+         this card (`read_bandwidth`'s readers{}, or the read pass where it is faster). {} (driver {}), {}; from \
          `measurements/{name}`.*\n",
         f.machine.name,
         r0.b,
@@ -287,11 +287,34 @@ fn gpu_decode_card((name, f, recs, ns): &Gpu) -> String {
             ""
         },
         sig3(read),
+        read_orders(&f.machine),
         f.machine.name,
         f.machine.driver.as_deref().unwrap_or("?"),
         f.when(r0),
     );
     out
+}
+
+/// The GPU readers' rates by order, as `": grid-stride 4350, chunks 4498 ... GB/s"` (with the L2 hint
+/// after a slash), where the file has them; empty for files measured before the orders were.
+fn read_orders(m: &crate::measure::Machine) -> String {
+    let Some(by) = &m.read_gbps_by_order else {
+        return String::new();
+    };
+    let parts: Vec<String> = crate::gpu::paged::READ_ORDERS
+        .iter()
+        .filter_map(|o| {
+            let plain = by.get(*o)?;
+            Some(match by.get(&format!("{o}+hint")) {
+                Some(h) => format!("{o} {} / {}", sig3(*plain), sig3(*h)),
+                None => format!("{o} {}", sig3(*plain)),
+            })
+        })
+        .collect();
+    format!(
+        ": {} GB/s without / with the 256-byte L2 hint",
+        parts.join(", ")
+    )
 }
 
 /// Table 03.6: the tunings and partition sizes behind the paged kernel's defaults.
@@ -700,4 +723,38 @@ fn memory_table() -> String {
         cfg.max_len,
     );
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::measure::Machine;
+
+    /// The readers' rates print in `READ_ORDERS`' order, each with its hinted twin after a slash, and
+    /// nothing at all for a file measured before the orders were recorded.
+    #[test]
+    fn read_orders_print_every_order_with_its_hinted_twin() {
+        let mut m: Machine = serde_json::from_str(
+            r#"{"kind": "gpu", "name": "Card", "cores": 1, "peak_gflops": 1.0, "bandwidth_gbps": 1.0}"#,
+        )
+        .expect("a minimal machine");
+        assert_eq!(read_orders(&m), "");
+        m.read_gbps_by_order = Some(
+            [
+                ("slabs", 4453.0),
+                ("grid-stride", 4350.0),
+                ("chunks+hint", 4233.0),
+                ("chunks", 4498.0),
+                ("grid-stride+hint", 4011.0),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect(),
+        );
+        assert_eq!(
+            read_orders(&m),
+            ": grid-stride 4350 / 4011, chunks 4498 / 4233, slabs 4453 GB/s without / with the \
+             256-byte L2 hint"
+        );
+    }
 }

@@ -547,8 +547,8 @@ fn machine_roofline(
              {}, {} GB/s (the copy's rate counts a read and a write per element, and a machine need not read \
              alone at that rate), with the peak as before.*\n",
             if f.machine.kind == "gpu" {
-                "the fastest read-only rate measured on this card (a grid-stride reader, or the decode \
-                 kernel's read pass where faster)"
+                "the fastest read-only rate measured on this card (`read_bandwidth`'s readers, or the \
+                 decode kernel's read pass where faster)"
             } else {
                 "the fastest read-only rate measured on this machine (`read_bandwidth`: every thread sums its \
                  share of 256 MB, nothing written; or Lab 03's read passes, which ask for their next lines \
