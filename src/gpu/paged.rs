@@ -1272,6 +1272,12 @@ pub fn read_pass_ms<T: GpuElement>(
 /// contiguous slab a block.
 pub const READ_ORDERS: [&str; 3] = ["grid-stride", "chunks", "slabs"];
 
+/// The key of a reader's rate in a machine record's `read_gbps_by_order`: its order, `+hint` with the
+/// L2 line hint.
+pub fn read_order_key(order: &str, hint: bool) -> String {
+    format!("{order}{}", if hint { "+hint" } else { "" })
+}
+
 /// The `read_bandwidth` kernel over `bytes` bytes in every order of [`READ_ORDERS`], with and without
 /// the L2 line hint: (order, hint, GB/s from the median of 20 launches) for each.
 pub fn read_bandwidths(

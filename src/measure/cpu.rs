@@ -4,7 +4,9 @@
 //! PyTorch's CPU SDPA is timed on the same configurations in windows that alternate with ours.
 
 use super::{ceilings, fa_flops, Generated, Machine, MeasurementFile, Record};
-use crate::minimodel::attention_flash::{kernels::Isa, tiled, Counter, Tiles, Version};
+use crate::minimodel::attention_flash::{
+    kernels::Isa, last_level_cache_bytes, tiled, Counter, Tiles, Version,
+};
 use crate::minimodel::check::{attn_close, FP16_BAR};
 use crate::minimodel::numeric::{convert, DType, Element};
 use crate::minimodel::paged::paged_attention::{
@@ -563,26 +565,6 @@ fn paged_twin(name: &str) -> Option<String> {
     })
 }
 
-/// The size of the largest cache this CPU reports (`/sys/devices/system/cpu/cpu0/cache/index*/size`),
-/// or 32 MB where it cannot be read.
-fn last_level_cache_bytes() -> usize {
-    let largest = (0..8)
-        .filter_map(|i| {
-            let p = format!("/sys/devices/system/cpu/cpu0/cache/index{i}/size");
-            let t = std::fs::read_to_string(p).ok()?;
-            let t = t.trim();
-            let (num, unit) = t.split_at(t.find(|c: char| !c.is_ascii_digit())?);
-            let scale = match unit {
-                "K" => 1 << 10,
-                "M" => 1 << 20,
-                _ => 1,
-            };
-            num.parse::<usize>().ok().map(|x| x * scale)
-        })
-        .max();
-    largest.unwrap_or(32 << 20)
-}
-
 /// Time `runs` in interleaved rounds (one run of each per round, each round starting with a different
 /// one, so that neither a slow phase of the machine nor a place in the round favours one), at least 10
 /// rounds and then until `seconds` or 150 rounds: each run's times in ms. With `cold`, before each
@@ -601,7 +583,7 @@ fn interleaved<T: Element>(
     // it let fall asleep (at 64 tokens a run is a tenth of a millisecond, a wake-up a good part of it).
     let threads = rayon::current_num_threads().max(1);
     let len = if cold {
-        2 * last_level_cache_bytes() / 4
+        2 * last_level_cache_bytes().unwrap_or(32 << 20) / 4
     } else {
         threads << 14
     };

@@ -15,8 +15,8 @@
 
 use super::{fa_flops, Record};
 use crate::gpu::paged::{
-    decode_tuned, read_bandwidths, read_pass_ms, registers, time_ms, DecodeBuffers, PoolOrder,
-    Tuning,
+    decode_tuned, read_bandwidths, read_order_key, read_pass_ms, registers, time_ms, DecodeBuffers,
+    PoolOrder, Tuning,
 };
 use crate::gpu::{Device, GpuError};
 use crate::minimodel::check::{attn_close, verdict, FP16_BAR};
@@ -122,7 +122,7 @@ fn median_times(
 }
 
 /// Measure every context of [`CONTEXTS`] (only 64 and 4096 when `quick`); returns the records and the
-/// HBM read bandwidth (GB/s) by reader order ([`read_bandwidths`]'s `order` or `order+hint`).
+/// HBM read bandwidth (GB/s) by reader order ([`read_bandwidths`], keyed by [`read_order_key`]).
 pub fn measure(
     dev: &Device,
     quick: bool,
@@ -381,12 +381,7 @@ pub fn measure(
     }
     let by_order = reads
         .iter()
-        .map(|(order, hint, gbps)| {
-            (
-                format!("{order}{}", if *hint { "+hint" } else { "" }),
-                *gbps,
-            )
-        })
+        .map(|(order, hint, gbps)| (read_order_key(order, *hint), *gbps))
         .collect();
     Ok((records, by_order))
 }

@@ -150,10 +150,10 @@ fn gpu_cards<'a>(
 }
 
 /// The read roof decode is held against on a machine: the fastest memory read measured on it, by the
-/// read ceiling (`read_gbps`: the fastest order of a GPU's `read_bandwidth`, a CPU's threads summing 256 MB) or by the
-/// decode walks' own read passes (variant `paged_read`), whichever is faster. Only read passes from the
-/// stress scale up count: at the verb corpus's 64 tokens the whole cache fits in the CPU's caches (and
-/// the GPU's step is a launch), so that rate is not memory's.
+/// read ceiling (`read_gbps`: the fastest order of a GPU's `read_bandwidth`, a CPU's threads summing
+/// 256 MB) or by the decode walks' own read passes (variant `paged_read`), whichever is faster. Only
+/// read passes from the stress scale up count: at the verb corpus's 64 tokens the whole cache fits in
+/// the CPU's caches (and the GPU's step is a launch), so that rate is not memory's.
 pub fn read_roof(f: &crate::measure::MeasurementFile) -> f64 {
     f.records
         .iter()
@@ -301,11 +301,12 @@ fn read_orders(m: &crate::measure::Machine) -> String {
     let Some(by) = &m.read_gbps_by_order else {
         return String::new();
     };
-    let parts: Vec<String> = crate::gpu::paged::READ_ORDERS
+    use crate::gpu::paged::{read_order_key, READ_ORDERS};
+    let parts: Vec<String> = READ_ORDERS
         .iter()
         .filter_map(|o| {
-            let plain = by.get(*o)?;
-            Some(match by.get(&format!("{o}+hint")) {
+            let plain = by.get(&read_order_key(o, false))?;
+            Some(match by.get(&read_order_key(o, true)) {
                 Some(h) => format!("{o} {} / {}", sig3(*plain), sig3(*h)),
                 None => format!("{o} {}", sig3(*plain)),
             })

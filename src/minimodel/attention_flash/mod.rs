@@ -131,32 +131,45 @@ impl Tiles {
 }
 // ANCHOR_END: tiles
 
+/// The caches cpu0 reports in `/sys/devices/system/cpu/cpu0/cache`: each index's level, type and size
+/// in bytes (`None` where the size does not parse), for the indices whose three files read.
+fn sysfs_caches() -> Vec<(String, String, Option<usize>)> {
+    (0..8)
+        .filter_map(|i| {
+            let dir = format!("/sys/devices/system/cpu/cpu0/cache/index{i}");
+            let read = |f: &str| std::fs::read_to_string(format!("{dir}/{f}")).ok();
+            let (level, kind, size) = (read("level")?, read("type")?, read("size")?);
+            let size = size.trim();
+            let bytes = match size.strip_suffix('K') {
+                Some(k) => k.parse::<usize>().ok().map(|k| k << 10),
+                None => match size.strip_suffix('M') {
+                    Some(m) => m.parse::<usize>().ok().map(|m| m << 20),
+                    None => size.parse().ok(),
+                },
+            };
+            Some((level.trim().to_string(), kind.trim().to_string(), bytes))
+        })
+        .collect()
+}
+
 /// Per-core L1 data and L2 cache sizes from `/sys/devices/system/cpu/cpu0/cache`.
 pub fn cache_sizes() -> Option<(usize, usize)> {
     let mut l1 = None;
     let mut l2 = None;
-    for i in 0..8 {
-        let dir = format!("/sys/devices/system/cpu/cpu0/cache/index{i}");
-        let read = |f: &str| std::fs::read_to_string(format!("{dir}/{f}")).ok();
-        let (Some(level), Some(kind), Some(size)) = (read("level"), read("type"), read("size"))
-        else {
-            continue;
-        };
-        let size = size.trim();
-        let bytes = match size.strip_suffix('K') {
-            Some(k) => k.parse::<usize>().ok()? << 10,
-            None => match size.strip_suffix('M') {
-                Some(m) => m.parse::<usize>().ok()? << 20,
-                None => size.parse().ok()?,
-            },
-        };
-        match (level.trim(), kind.trim()) {
+    for (level, kind, bytes) in sysfs_caches() {
+        let bytes = bytes?;
+        match (level.as_str(), kind.as_str()) {
             ("1", "Data") => l1 = Some(bytes),
             ("2", _) => l2 = Some(bytes),
             _ => {}
         }
     }
     Some((l1?, l2?))
+}
+
+/// The largest cache cpu0 reports in `/sys/devices/system/cpu/cpu0/cache`, in bytes.
+pub fn last_level_cache_bytes() -> Option<usize> {
+    sysfs_caches().into_iter().filter_map(|(_, _, b)| b).max()
 }
 
 /// Where the slow-memory traffic of a run is tallied. [`NoCount`] compiles to nothing; [`Counter`]

@@ -647,12 +647,7 @@ pub fn read_pass_pool_order<T: Element>(
     batch: &PagedBatch<'_>,
 ) -> Result<f32, PagedError> {
     check_tables(kv.num_blocks, kv.block_size, batch)?;
-    let (start, uses) = block_uses(kv.num_blocks, kv.block_size, batch, Mask::NONE);
-    let cuts = pool_runs(
-        &start,
-        &uses,
-        POOL_RUNS_PER_THREAD * rayon::current_num_threads(),
-    );
+    let (start, uses, cuts) = pool_plan(kv, batch, Mask::NONE);
     Ok(cuts
         .par_windows(2)
         .map(|run| {
@@ -901,6 +896,19 @@ fn pool_runs(start: &[usize], uses: &[BlockUse], runs: usize) -> Vec<usize> {
     cuts
 }
 
+/// The pool-order walks' plan: every block's uses ([`block_uses`]) and the bounds of the runs the pool
+/// is cut into ([`pool_runs`], [`POOL_RUNS_PER_THREAD`] for each worker thread).
+fn pool_plan<T: Element>(
+    kv: &PagedKv<'_, T>,
+    batch: &PagedBatch<'_>,
+    mask: Mask,
+) -> (Vec<usize>, Vec<BlockUse>, Vec<usize>) {
+    let (start, uses) = block_uses(kv.num_blocks, kv.block_size, batch, mask);
+    let runs = POOL_RUNS_PER_THREAD * rayon::current_num_threads().max(1);
+    let cuts = pool_runs(&start, &uses, runs);
+    (start, uses, cuts)
+}
+
 /// A pool walk's visit: the use (whose rows), the kv head, its K and V rows, and the same head's rows
 /// of the next block the walk reads.
 type PoolVisit<'a, T> = (
@@ -958,11 +966,10 @@ pub fn paged_decode_pool_order<T: Element>(
 ) -> Result<(), PagedError> {
     let g = validate(q.len(), o.len(), hq, 1, kv, batch)?;
     let (d, bs, hkv, seqs) = (kv.d, kv.block_size, kv.hkv, batch.seq_lens.len());
-    let (start, uses) = block_uses(kv.num_blocks, bs, batch, mask);
     // Runs of the pool, several per worker thread, and a set of states per worker thread (a state per
     // (sequence, kv head) it meets), whichever runs that worker takes.
+    let (start, uses, cuts) = pool_plan(kv, batch, mask);
     let threads = rayon::current_num_threads().max(1);
-    let cuts = pool_runs(&start, &uses, POOL_RUNS_PER_THREAD * threads);
     let slots: Vec<Mutex<Vec<Option<GroupState>>>> = (0..threads)
         .map(|_| Mutex::new((0..seqs * hkv).map(|_| None).collect()))
         .collect();

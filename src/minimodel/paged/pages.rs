@@ -8,8 +8,8 @@
 //! 2 MB pages the same cache covers gigabytes, and the table's scatter is left to the memory itself.
 //!
 //! [`HugePageBuf`] allocates a buffer aligned to 2 MB and, on Linux, asks for transparent huge pages
-//! (`madvise(MADV_HUGEPAGE)` on an anonymous mapping of its own) before the first write touches it, the way PyTorch does for its large CPU
-//! tensors when `THP_MEM_ALLOC_ENABLE=1` is set. The kernel may still refuse (huge pages disabled, or no
+//! (`madvise(MADV_HUGEPAGE)` on an anonymous mapping of its own) before the first write touches it,
+//! the way PyTorch does for its large CPU tensors when `THP_MEM_ALLOC_ENABLE=1` is set. The kernel may still refuse (huge pages disabled, or no
 //! free 2 MB of physical memory): [`HugePageBuf::huge_fraction`] says how much it granted.
 
 use std::ops::{Deref, DerefMut};
