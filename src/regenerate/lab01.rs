@@ -41,9 +41,11 @@ pub fn render(files: &[(String, MeasurementFile)]) -> Vec<Artifact> {
 /// Table 01.3: peak resident memory of naive and tiled, each alone in a fresh process.
 fn rss_table(files: &[(String, MeasurementFile)]) -> String {
     let mut rows = Vec::new();
-    let mut caption = String::new();
+    let mut sources = Vec::new();
     for (name, f) in files.iter().filter(|(_, f)| f.machine.kind == "cpu") {
-        for r in f.records.iter().filter(|r| r.variant == "memory") {
+        let memory = || f.records.iter().filter(|r| r.variant == "memory");
+        let before = rows.len();
+        for r in memory() {
             let Some(rss) = r.peak_rss_bytes else {
                 continue;
             };
@@ -56,6 +58,7 @@ fn rss_table(files: &[(String, MeasurementFile)]) -> String {
                 io
             };
             rows.push(vec![
+                format!("{} ({} threads)", f.machine.name, f.generated.threads),
                 format!("`{}`", r.implementation),
                 format!("B={}, H={}, N={}, D={}", r.b, r.hq, r.nq, r.d),
                 si(rss) + "B",
@@ -63,17 +66,20 @@ fn rss_table(files: &[(String, MeasurementFile)]) -> String {
                 format!("{:.0}", r.ms),
             ]);
         }
-        let when = provenance(f, f.records.iter().filter(|r| r.variant == "memory"));
-        caption = format!(
-            "{} ({} threads), {when}; from `measurements/{name}`",
-            f.machine.name, f.generated.threads
-        );
+        if rows.len() > before {
+            sources.push(format!(
+                "{}: {}, `measurements/{name}`",
+                f.machine.name,
+                provenance(f, memory())
+            ));
+        }
     }
     if rows.is_empty() {
         return "*No memory measurements are committed yet: run `cargo run --release -- measure-cpu`.*\n".into();
     }
     let mut out = md_table(
         &[
+            "machine",
             "implementation",
             "shape (f32)",
             "peak resident memory",
@@ -85,7 +91,8 @@ fn rss_table(files: &[(String, MeasurementFile)]) -> String {
     out += &format!(
         "\n*Table 01.3. Each version run once in a fresh child process (`modern-attention rss-probe`), its peak \
          resident set read from the kernel (`VmHWM`). The prediction counts Q, K, V and O, plus one N×N f32 \
-         score matrix per worker for naive; the rest is the program itself. {caption}.*\n"
+         score matrix per worker for naive; the rest is the program itself. {}.*\n",
+        sources.join("; ")
     );
     out
 }

@@ -169,7 +169,7 @@ pub fn render(files: &[(String, MeasurementFile)]) -> Vec<Artifact> {
 }
 
 // ANCHOR: cards_table
-/// Table R.3: the same dots on two GPU cards. For each, the speed-up the roofs predict when the code
+/// Table G.3: the same dots on two GPU cards. For each, the speed-up the roofs predict when the code
 /// moves from the first committed card to another (the ratio of the two cards' bounds at the dot's
 /// intensity: their bandwidths' ratio for a memory-bound dot, their peaks' for a compute-bound one)
 /// beside the speed-up measured.
@@ -243,12 +243,12 @@ fn cards_table(files: &[(String, MeasurementFile)]) -> String {
             &rows,
         );
         out += &format!(
-            "\n*Table R.3. The dots of Table R.1 measured on two cards: the speed-up on the {} \
+            "\n*Table G.3. The dots of Table G.1 measured on two cards: the speed-up on the {} \
              over the {} that the two rooflines predict (each card's min(peak, intensity x copy bandwidth) at the \
              dot's intensity), the speed-up measured (time on the {short_a} over time on the {short_b}), and each \
-             card's share of its own bound. Intensity and bound as in Table R.1: from the model's bytes, which for our \
+             card's share of its own bound. Intensity and bound as in Table G.1: from the model's bytes, which for our \
              tiled kernels (v5, v7) charge every re-read of K and V to DRAM where the L2 serves most of them \
-             (Table R.2), so those two are compute bound in fact although the model's bytes say memory. Commits: \
+             (Table G.2), so those two are compute bound in fact although the model's bytes say memory. Commits: \
              the code each card's dot was measured at ({short_a} / {short_b}); where they differ, the kernel \
              may have changed between the two runs, and the measured speed-up is then not the card's alone. Roofs: {short_a} {} TFLOP/s and {} GB/s, {short_b} {} TFLOP/s and {} \
              GB/s (PyTorch's fp16 matrix product and device copy, measured in each card's run). From \
@@ -274,6 +274,15 @@ fn commit_of(f: &MeasurementFile, r: &Record) -> String {
         .and_then(|x| x.split(',').next())
         .unwrap_or(&when)
         .to_string()
+}
+
+/// The letter of a machine's roofline tables: `R` for a CPU, `G` for a GPU card.
+fn series(f: &MeasurementFile) -> char {
+    if f.machine.kind == "gpu" {
+        'G'
+    } else {
+        'R'
+    }
 }
 
 /// A card's short name for column heads: `NVIDIA H100 80GB HBM3` -> `H100`.
@@ -313,13 +322,15 @@ fn render_kind(
     ]
 }
 
-/// One machine's roofline figure and its tables; `tag` follows the tables' numbers (R.1`tag`).
+/// One machine's roofline figure and its tables; `tag` follows the tables' numbers (R.1`tag` for a CPU,
+/// G.1`tag` for a GPU card, so that the two chapters that include them never share a number).
 fn machine_roofline(
     name: &str,
     f: &MeasurementFile,
     picks: &[Pick],
     tag: &str,
 ) -> (String, String) {
+    let series = series(f);
     let (peak, bw) = (f.machine.peak_gflops * 1e9, f.machine.bandwidth_gbps * 1e9);
     let mut dots = Vec::new();
     let mut rows = Vec::new();
@@ -485,7 +496,7 @@ fn machine_roofline(
         (format!("{head})"), format!("{head})"))
     } else {
         (
-            format!("{head}; later dots: Table R.1{tag})"),
+            format!("{head}; later dots: Table {series}.1{tag})"),
             format!("{head}; {})", later.join("; ")),
         )
     };
@@ -517,7 +528,7 @@ fn machine_roofline(
     }
     let mut md = md_table(&head_r1, &rows);
     md += &format!(
-        "\n*Table R.1{tag}. Every dot of the roofline figure: intensity from the traffic model (FLOPs over model \
+        "\n*Table {series}.1{tag}. Every dot of the roofline figure: intensity from the traffic model (FLOPs over model \
          bytes), the roof's bound at that intensity (min(peak, intensity x bandwidth)), the measured rate, and \
          the share of the bound it reaches. A kernel timed on one thread is judged against one thread's \
          measured peak and copy bandwidth (the grey roof, where drawn), the others against all threads'. {provenance}; from `measurements/{name}`. {}*\n",
@@ -582,10 +593,10 @@ fn machine_roofline(
         }
         md += &md_table(&head_r2, &counted_rows);
         md += &format!(
-            "\n*Table R.2{tag}. The dots whose DRAM traffic the hardware counted (`ncu`, Lab 02's DRAM table): \
+            "\n*Table {series}.2{tag}. The dots whose DRAM traffic the hardware counted (`ncu`, Lab 02's DRAM table): \
              intensity from the counted bytes instead of the model's, and the roof's bound there. The model \
              charges every re-read of K and V to DRAM; the counters see what the L2 did not serve, so a dot \
-             above its model bound (Table R.1{tag}) is placed here by the bytes that really moved.*\n"
+             above its model bound (Table {series}.1{tag}) is placed here by the bytes that really moved.*\n"
         );
     }
     (svg, md)
@@ -595,7 +606,7 @@ fn machine_roofline(
 mod tests {
     use super::*;
 
-    /// With an `mma.sync` rate in a GPU file, Table R.1 judges v5 and FlashAttention-2 against it (and
+    /// With an `mma.sync` rate in a GPU file, Table G.1 judges v5 and FlashAttention-2 against it (and
     /// only them), at min(intensity x bandwidth, rate) lowered by the exponentials.
     #[test]
     fn mma_sync_kernels_get_their_instruction_s_roof() {
@@ -623,7 +634,7 @@ mod tests {
     }
 
     /// The naive dot is v1b's where a file has it (the naive algorithm with the Flash kernels' loops)
-    /// and v1's otherwise; the no-overlap column is in every Table R.1.
+    /// and v1's otherwise; the no-overlap column is in every Table R.1 and G.1.
     #[test]
     fn the_naive_dot_prefers_v1b() {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("measurements");

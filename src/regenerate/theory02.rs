@@ -59,7 +59,7 @@ fn masks_table() -> String {
         &rows,
     );
     out += &format!(
-        "\n*Table 02.1. One head, N = {n}, D = {d}, {br}x{bc} tiles, fp16. A tile pair is skipped when the mask \
+        "\n*Table 02.T1. One head, N = {n}, D = {d}, {br}x{bc} tiles, fp16. A tile pair is skipped when the mask \
          hides all of it; a computed pair costs 4·Br·Bc·D FLOPs whether or not the mask hides part of it (the \
          diagonal tiles). Useful FLOPs count only visible (query, key) pairs: 4·D per pair; the dense count is \
          {}. From `src/roofline/traffic.rs`.*\n",
