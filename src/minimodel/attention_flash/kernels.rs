@@ -725,7 +725,6 @@ mod x86 {
         n32
     }
     // ANCHOR_END: gemm
-    // ANCHOR_END: block
 }
 
 /// One (Q tile, K/V tile) pair in fast memory, all f32: `q: (br, d)`, `kt: (d, bc)` (scaled),
