@@ -220,6 +220,50 @@ fn bad_input_is_refused_and_nothing_written() {
 }
 
 #[test]
+fn a_shape_built_by_hand_is_checked_and_a_huge_window_is_no_window() {
+    // AttnShape's fields are public: a shape that skipped `new` is refused by every version, with
+    // nothing written, instead of dividing by zero or reading a kv head that does not exist.
+    let s = AttnShape::new(1, 8, 2, 4, 4, 4).unwrap();
+    let x = vec![1.0f32; s.q_len()];
+    let mut o = vec![7.0f32; s.q_len()];
+    for (bad, err) in [
+        (
+            AttnShape { hkv: 0, ..s },
+            ShapeError::ZeroDim { dim: "Hkv" },
+        ),
+        (
+            AttnShape { hkv: 3, ..s },
+            ShapeError::HeadsNotDivisible { hq: 8, hkv: 3 },
+        ),
+    ] {
+        for ver in Version::ALL {
+            let kv = vec![1.0f32; bad.kv_len()];
+            assert_eq!(
+                ver.run(&x, &kv, &kv, &bad, Mask::NONE, &mut o),
+                Err(FlashError::Shape(err.clone()))
+            );
+        }
+    }
+    assert!(o.iter().all(|&y| y == 7.0), "a refused call writes nothing");
+    // A window of usize::MAX keys ("no limit") sees what no window sees, in every version.
+    let s = AttnShape::self_attention(1, 2, 37, 16).unwrap();
+    let (q, k, v) = inputs::<f32>(&s, 5);
+    for causal in [false, true] {
+        let plain = Mask {
+            causal,
+            window: None,
+        };
+        let huge = Mask::sliding(usize::MAX, causal).unwrap();
+        for ver in Version::ALL {
+            let (mut a, mut b) = (vec![0.0f32; s.q_len()], vec![1.0f32; s.q_len()]);
+            ver.run(&q, &k, &v, &s, plain, &mut a).unwrap();
+            ver.run(&q, &k, &v, &s, huge, &mut b).unwrap();
+            assert_eq!(a, b, "{ver:?} causal={causal}");
+        }
+    }
+}
+
+#[test]
 fn non_finite_inputs_are_refused() {
     // A NaN or infinity in any input is refused before any work: f32::max would otherwise drop a NaN
     // score silently and give a plausible wrong row.

@@ -74,6 +74,7 @@ fn decode_attention_matches_the_reference() {
             v: v.clone(),
         };
         let out: Vec<f64> = decode_attention(&q, &lc, hq, hkv, cap, len, d)
+            .expect("a valid decode shape")
             .iter()
             .map(|&x| x as f64)
             .collect();
@@ -96,6 +97,48 @@ fn decode_attention_matches_the_reference() {
             None,
         );
     }
+}
+
+#[test]
+fn decode_attention_refuses_what_does_not_fit() {
+    use modern_attention::minimodel::attention_mqa_gqa::GqaError;
+    use modern_attention::minimodel::shape::ShapeError;
+    let (hq, hkv, cap, d) = (8, 2, 10, 32);
+    let lc = LayerCache {
+        k: vec![0.5; hkv * cap * d],
+        v: vec![0.5; hkv * cap * d],
+    };
+    let q = vec![0.1f32; hq * d];
+    assert!(decode_attention(&q, &lc, hq, hkv, cap, cap, d).is_ok());
+    let refused = |r: Result<Vec<f32>, GqaError>| r.expect_err("refused");
+    assert!(matches!(
+        refused(decode_attention(&q, &lc, hq, 0, cap, 4, d)),
+        GqaError::Shape(ShapeError::ZeroDim { dim: "Hkv" })
+    ));
+    assert!(matches!(
+        refused(decode_attention(&q, &lc, hq, 3, cap, 4, d)),
+        GqaError::Shape(ShapeError::HeadsNotDivisible { hq: 8, hkv: 3 })
+    ));
+    assert!(matches!(
+        refused(decode_attention(&q, &lc, hq, hkv, cap, 4, 0)),
+        GqaError::Shape(ShapeError::ZeroDim { dim: "D" })
+    ));
+    assert!(matches!(
+        refused(decode_attention(&q, &lc, hq, hkv, cap, cap + 1, d)),
+        GqaError::Cache(CacheError::Full {
+            adding: 11,
+            capacity: 10,
+            ..
+        })
+    ));
+    assert!(matches!(
+        refused(decode_attention(&q[1..], &lc, hq, hkv, cap, 4, d)),
+        GqaError::Shape(ShapeError::LengthMismatch { tensor: "q", .. })
+    ));
+    assert!(matches!(
+        refused(decode_attention(&q, &lc, hq, hkv, cap - 1, 4, d)),
+        GqaError::Shape(ShapeError::LengthMismatch { tensor: "k", .. })
+    ));
 }
 
 #[test]
@@ -158,4 +201,60 @@ fn refused_calls_change_nothing() {
         Err(ModelError::Context { .. })
     ));
     assert!(long.is_empty());
+}
+
+#[test]
+fn a_layer_refuses_a_cache_or_weights_not_made_for_it() {
+    use modern_attention::minimodel::attention_mqa_gqa::{Attention, GqaError};
+    use modern_attention::minimodel::shape::ShapeError;
+    let cfg = MiniGptConfig::MINIGPT.with_kv_heads(2).unwrap();
+    let layer = Attention::seeded(&cfg, &mut Rng::new(3)).unwrap();
+    let x = Rng::new(4).normal_vec_f32(2 * cfg.d_model);
+    // A cache whose kv heads hold as many elements a token, laid out otherwise: (1, 64) against (2, 32).
+    let other = MiniGptConfig {
+        n_kv_heads: 1,
+        head_size: 2 * cfg.head_size,
+        ..cfg
+    };
+    let mut cache = KvCache::new(&other, 8).unwrap();
+    let before = cache.clone();
+    assert!(matches!(
+        layer.forward_cached(&x, &mut cache, 0),
+        Err(GqaError::Cache(CacheError::Layout {
+            cache_heads: 1,
+            heads: 2,
+            ..
+        }))
+    ));
+    assert_eq!(cache, before, "a refused call writes nothing");
+    // The layer's fields are public: one changed by hand is refused, not run.
+    let mut cache = KvCache::new(&cfg, 8).unwrap();
+    let zero = Attention {
+        n_heads: 0,
+        ..layer.clone()
+    };
+    assert!(matches!(
+        zero.forward(&x),
+        Err(GqaError::Shape(ShapeError::ZeroDim { dim: "Hq" }))
+    ));
+    let short = Attention {
+        wq: layer.wq[1..].to_vec(),
+        ..layer.clone()
+    };
+    assert!(matches!(
+        short.forward_cached(&x, &mut cache, 0),
+        Err(GqaError::Weights { name: "wq", .. })
+    ));
+    assert!(layer.forward_cached(&x, &mut cache, 0).is_ok());
+    // Lengths that would wrap are refused, and the cache keeps its tokens.
+    cache.advance(2).unwrap();
+    assert!(matches!(
+        cache.advance(usize::MAX),
+        Err(CacheError::Full { len: 2, .. })
+    ));
+    assert_eq!(cache.len(), 2);
+    assert!(matches!(
+        KvCache::new(&cfg, 1 << 60),
+        Err(CacheError::TooLarge { .. })
+    ));
 }

@@ -276,6 +276,16 @@ fn refused_calls_name_their_reason() {
         }),
         Err(BlockError::InvalidConfig(_))
     ));
+    // A window whose blocks' slots would not fit a usize ("no limit" as usize::MAX) is refused.
+    assert!(matches!(
+        BlockManager::new(ManagerConfig {
+            sliding_window: Some(usize::MAX),
+            ..ManagerConfig::new(16, 8, 0)
+        }),
+        Err(BlockError::InvalidConfig(_))
+    ));
+    // The admission rule at sizes past usize: never, not a wrapped yes.
+    assert_eq!(alloc_status(100, 100, usize::MAX, 1), AllocStatus::Never);
 }
 
 #[test]

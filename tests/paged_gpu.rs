@@ -224,7 +224,7 @@ fn head_major_pools_and_prefetches_change_addresses_only() {
                     let p = decode_tuned(&dev, bufs, mask, partition, t).unwrap();
                     let (o, lse) = bufs.download(&dev).unwrap();
                     st.check(
-                        &format!("{} {:?} P={p}", t.name(), bufs.layout),
+                        &format!("{} {:?} P={p}", t.name(), bufs.layout()),
                         &q,
                         &o,
                         hq,
@@ -237,7 +237,7 @@ fn head_major_pools_and_prefetches_change_addresses_only() {
                             o.iter().zip(o0).all(|(x, y)| x.to_bits() == y.to_bits()) && &lse == l0,
                             "{} {:?} P={p}: the pool order and the prefetches must change addresses only",
                             t.name(),
-                            bufs.layout
+                            bufs.layout()
                         ),
                     }
                     runs += 1;
@@ -251,7 +251,7 @@ fn head_major_pools_and_prefetches_change_addresses_only() {
         decode_tuned(&dev, bufs, Mask::NONE, None, Tuning::REGISTERS).unwrap();
         let (o, _) = bufs.download(&dev).unwrap();
         st.check(
-            &format!("registers {:?}", bufs.layout),
+            &format!("registers {:?}", bufs.layout()),
             &q,
             &o,
             hq,

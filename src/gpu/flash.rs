@@ -375,6 +375,9 @@ pub fn params(s: &AttnShape, mask: Mask) -> Result<Params, GpuError> {
 
 fn check_buffers<T: GpuElement>(b: &Buffers<T>) -> Result<(), GpuError> {
     let s = &b.shape;
+    // The fields are public: the shape is checked again as `AttnShape::new` checks it (the kernels
+    // divide by Hq / Hkv and index kv heads by it), then every buffer against it.
+    AttnShape::new(s.b, s.hq, s.hkv, s.nq, s.nk, s.d)?;
     for (tensor, expected, got) in [
         ("q", s.q_len(), b.q.len()),
         ("k", s.kv_len(), b.k.len()),

@@ -112,16 +112,18 @@ pub fn head_major<T: Copy + Send + Sync>(
         .collect()
 }
 
-/// Device buffers of one decode batch.
+/// Device buffers of one decode batch. Its fields are private: the shapes, the layout and the tables were
+/// checked against each other at upload, and every launch trusts that check (a kernel never follows an
+/// entry past the pool), so nothing may change one without the others.
 pub struct DecodeBuffers<T: GpuElement> {
     /// Where K and V live.
-    pub layout: Layout,
+    layout: Layout,
     /// Query heads.
-    pub hq: usize,
+    hq: usize,
     /// Key/value heads.
-    pub hkv: usize,
+    hkv: usize,
     /// Head size.
-    pub d: usize,
+    d: usize,
     seq_lens: Vec<usize>,
     table_stride: usize,
     q: CudaSlice<T>,
@@ -130,9 +132,9 @@ pub struct DecodeBuffers<T: GpuElement> {
     tables: CudaSlice<i32>,
     lens: CudaSlice<i32>,
     /// `(S, Hq, D)`.
-    pub o: CudaSlice<T>,
+    o: CudaSlice<T>,
     /// `(S, Hq)`, natural log.
-    pub lse: CudaSlice<f32>,
+    lse: CudaSlice<f32>,
     part_out: Option<CudaSlice<f32>>,
     part_ml: Option<CudaSlice<f32>>,
     /// One arrival counter per (sequence, head chunk) for the fused merge; zero between launches.
@@ -323,6 +325,36 @@ impl<T: GpuElement> DecodeBuffers<T> {
         };
         b.poison(dev)?;
         Ok(b)
+    }
+
+    /// Where K and V live.
+    pub fn layout(&self) -> Layout {
+        self.layout
+    }
+
+    /// Query heads.
+    pub fn hq(&self) -> usize {
+        self.hq
+    }
+
+    /// Key/value heads.
+    pub fn hkv(&self) -> usize {
+        self.hkv
+    }
+
+    /// Head size.
+    pub fn d(&self) -> usize {
+        self.d
+    }
+
+    /// The output, `(S, Hq, D)`, as the last launch left it (NaN before the first).
+    pub fn o(&self) -> &CudaSlice<T> {
+        &self.o
+    }
+
+    /// The output's log-sum-exp per (sequence, query head), `(S, Hq)`, natural log.
+    pub fn lse(&self) -> &CudaSlice<f32> {
+        &self.lse
     }
 
     /// Sequences in the batch.

@@ -67,6 +67,7 @@ pub fn decode_records(quick: bool, log: &mut dyn FnMut(&str)) -> Vec<Record> {
             let s = AttnShape::new(1, hq, hkv, 1, len, d).expect("decode shape");
             // Check on the same data (cap = len, so the cache is already contiguous).
             let got: Vec<f64> = decode_attention(&q, &lc, hq, hkv, len, len, d)
+                .expect("a valid decode shape")
                 .iter()
                 .map(|&x| x as f64)
                 .collect();
@@ -78,7 +79,9 @@ pub fn decode_records(quick: bool, log: &mut dyn FnMut(&str)) -> Vec<Record> {
             let start = Instant::now();
             while times.len() < 7 || (start.elapsed().as_secs_f64() < 0.3 && times.len() < 200) {
                 let t = Instant::now();
-                std::hint::black_box(decode_attention(&q, &lc, hq, hkv, len, len, d));
+                std::hint::black_box(
+                    decode_attention(&q, &lc, hq, hkv, len, len, d).expect("checked"),
+                );
                 times.push(t.elapsed().as_secs_f64() * 1e3);
             }
             times.sort_by(f64::total_cmp);

@@ -39,6 +39,17 @@ pub enum GqaError {
         /// Elements given.
         got: usize,
     },
+    /// A projection's weights do not have the size the layer's heads and width give it (the fields are
+    /// public, so a layer may have been built or changed by hand).
+    #[error("weights {name} have {got} elements, but the layer's heads and width need {expected}")]
+    Weights {
+        /// `"wq"`, `"wk"`, `"wv"` or `"wo"`.
+        name: &'static str,
+        /// Elements needed.
+        expected: usize,
+        /// Elements held.
+        got: usize,
+    },
 }
 
 /// `x (n, din) @ w (din, dout) -> (n, dout)`, row-major; the `i-k-j` loop order streams rows of `w`.
@@ -159,7 +170,26 @@ impl Attention {
     }
     // ANCHOR_END: mean_pool
 
+    /// The number of rows of `x (n, d_model)`, once the layer itself is checked: its heads as
+    /// [`AttnShape::new`] checks them, and every projection's size.
     fn rows(&self, x: &[f32]) -> Result<usize, GqaError> {
+        let (dm, hq, hkv, d) = (self.d_model, self.n_heads, self.n_kv_heads, self.head_size);
+        AttnShape::new(1, hq, hkv, 1, 1, d)?;
+        for (name, w, expected) in [
+            ("wq", &self.wq, dm * hq * d),
+            ("wk", &self.wk, dm * hkv * d),
+            ("wv", &self.wv, dm * hkv * d),
+            ("wo", &self.wo, hq * d * dm),
+        ] {
+            if w.len() != expected || expected == 0 {
+                let got = w.len();
+                return Err(GqaError::Weights {
+                    name,
+                    expected,
+                    got,
+                });
+            }
+        }
         if x.is_empty() || !x.len().is_multiple_of(self.d_model) {
             return Err(GqaError::Activations {
                 d_model: self.d_model,
@@ -204,6 +234,7 @@ impl Attention {
         layer: usize,
     ) -> Result<Vec<f32>, GqaError> {
         let n = self.rows(x)?;
+        cache.check_layout(self.n_kv_heads, self.head_size)?; // a cache made for these heads
         let (q, k, v) = self.qkv(x, n);
         cache.write(layer, &k, &v, n)?; // validates first: a refused write changes nothing
         let past = cache.len();
@@ -218,7 +249,7 @@ impl Attention {
                 cache.capacity(),
                 total,
                 self.head_size,
-            )
+            )?
         } else {
             // Several new tokens (a prefill, or a chunk of one): gather the cached prefix contiguously
             // and run the tiled kernel with the queries aligned to the last `n` keys.
@@ -243,13 +274,51 @@ fn gather(lc: &LayerCache, hkv: usize, cap: usize, len: usize, d: usize) -> (Vec
     (take(&lc.k), take(&lc.v))
 }
 
+/// [`decode_attention`]'s refusals: the heads and head size as [`AttnShape::new`] checks them, `q` of
+/// `Hq D` elements, K and V of `Hkv cap D` each, and `len <= cap` cached rows to read.
+fn check_decode(
+    q: &[f32],
+    lc: &LayerCache,
+    (hq, hkv): (usize, usize),
+    cap: usize,
+    len: usize,
+    d: usize,
+) -> Result<(), GqaError> {
+    let s = AttnShape::new(1, hq, hkv, 1, cap.max(1), d)?;
+    if len > cap {
+        return Err(CacheError::Full {
+            len: 0,
+            adding: len,
+            capacity: cap,
+        }
+        .into());
+    }
+    for (tensor, got, expected) in [
+        ("q", q.len(), s.q_len()),
+        ("k", lc.k.len(), s.kv_len()),
+        ("v", lc.v.len(), s.kv_len()),
+    ] {
+        if got != expected {
+            let shape = format!("(Hq={hq}, Hkv={hkv}, cap={cap}, D={d})");
+            return Err(ShapeError::LengthMismatch {
+                tensor,
+                shape,
+                expected,
+                got,
+            }
+            .into());
+        }
+    }
+    Ok(())
+}
+
 // ANCHOR: decode_attention
 /// Decode attention: one query token `q (Hq, D)` against the first `len` cached keys and values of
 /// each kv head (`(Hkv, cap, D)`). The `G` query heads of a group are one tile of `G` query rows, and
 /// each block of cached keys one K/V tile of the tiled kernel: every cached key and value row is read
 /// **once per kv head**, not once per query head, and serves the `G` rows from registers and L1. The
 /// bytes read are `2 Hkv len D * 4` and the FLOPs `4 Hq len D`, an intensity of about `G / 2` FLOP/byte
-/// in f32.
+/// in f32. A shape that does not fit (heads, lengths, `len > cap`) is refused before anything runs.
 pub fn decode_attention(
     q: &[f32],
     lc: &LayerCache,
@@ -258,7 +327,8 @@ pub fn decode_attention(
     cap: usize,
     len: usize,
     d: usize,
-) -> Vec<f32> {
+) -> Result<Vec<f32>, GqaError> {
+    check_decode(q, lc, (hq, hkv), cap, len, d)?;
     const BLOCK: usize = 64; // keys per tile, as the tiled kernel's Bc
     let g = hq / hkv;
     let isa = Isa::detect();
@@ -294,7 +364,7 @@ pub fn decode_attention(
         }
         kernels::normalise_rows(og, &l, d); // one division per row; no key: zeros
     }
-    out
+    Ok(out)
 }
 
 // ANCHOR_END: decode_attention

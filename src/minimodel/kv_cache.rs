@@ -47,6 +47,33 @@ pub enum CacheError {
     /// A capacity of zero tokens.
     #[error("a KV cache needs a capacity of at least one token")]
     ZeroCapacity,
+    /// A capacity whose layer caches would hold more elements than an address can count.
+    #[error(
+        "a KV cache of {capacity} tokens of {kv_heads} kv heads of size {head_size} is too large"
+    )]
+    TooLarge {
+        /// Capacity asked for, in tokens.
+        capacity: usize,
+        /// Key/value heads per layer.
+        kv_heads: usize,
+        /// Head size.
+        head_size: usize,
+    },
+    /// A layer whose heads differ from those the cache was made for: its keys would be read back with
+    /// another layout.
+    #[error(
+        "the cache holds {cache_heads} kv heads of size {cache_size}, the layer has {heads} of size {size}"
+    )]
+    Layout {
+        /// The cache's kv heads.
+        cache_heads: usize,
+        /// The cache's head size.
+        cache_size: usize,
+        /// The layer's kv heads.
+        heads: usize,
+        /// The layer's head size.
+        size: usize,
+    },
 }
 
 /// One layer's cached keys and values.
@@ -75,7 +102,16 @@ impl KvCache {
         if capacity == 0 {
             return Err(CacheError::ZeroCapacity);
         }
-        let per = cfg.n_kv_heads * capacity * cfg.head_size;
+        let per = cfg
+            .n_kv_heads
+            .checked_mul(capacity)
+            .and_then(|x| x.checked_mul(cfg.head_size))
+            .filter(|&x| x.checked_mul(4).is_some_and(|b| b <= isize::MAX as usize))
+            .ok_or(CacheError::TooLarge {
+                capacity,
+                kv_heads: cfg.n_kv_heads,
+                head_size: cfg.head_size,
+            })?;
         let layers = (0..cfg.n_layers)
             .map(|_| LayerCache {
                 k: vec![0.0; per],
@@ -145,6 +181,26 @@ impl KvCache {
         self.kv_heads
     }
 
+    /// Head size.
+    pub fn head_size(&self) -> usize {
+        self.head_size
+    }
+
+    /// Refuse a layer of `kv_heads` heads of `head_size` unless the cache was made for exactly those:
+    /// [`KvCache::check_append`] sees only flat slices, and `(2, n, 32)` and `(1, n, 64)` have the same
+    /// length.
+    pub fn check_layout(&self, kv_heads: usize, head_size: usize) -> Result<(), CacheError> {
+        if (kv_heads, head_size) != (self.kv_heads, self.head_size) {
+            return Err(CacheError::Layout {
+                cache_heads: self.kv_heads,
+                cache_size: self.head_size,
+                heads: kv_heads,
+                size: head_size,
+            });
+        }
+        Ok(())
+    }
+
     /// One layer's cache (read-only).
     pub fn layer(&self, layer: usize) -> Result<&LayerCache, CacheError> {
         self.layers.get(layer).ok_or(CacheError::NoLayer {
@@ -167,7 +223,7 @@ impl KvCache {
                 layers: self.layers.len(),
             });
         }
-        if self.len + n > self.capacity {
+        if n > self.capacity - self.len {
             return Err(CacheError::Full {
                 len: self.len,
                 adding: n,
@@ -211,7 +267,7 @@ impl KvCache {
 
     /// Advance the length by `n` tokens after every layer wrote them.
     pub fn advance(&mut self, n: usize) -> Result<(), CacheError> {
-        if self.len + n > self.capacity {
+        if n > self.capacity - self.len {
             return Err(CacheError::Full {
                 len: self.len,
                 adding: n,

@@ -39,6 +39,14 @@ pub enum ShapeError {
     /// A sliding window of zero keys would mask everything.
     #[error("a sliding window must hold at least one key (got 0)")]
     ZeroWindow,
+    /// A tensor of the shape would hold more elements than an address can count.
+    #[error("tensor {tensor} of shape {shape} has more elements than fit in a usize")]
+    TooLarge {
+        /// Which tensor (`"q"` or `"k"`).
+        tensor: &'static str,
+        /// The shape, spelled out.
+        shape: String,
+    },
 }
 
 /// The dimensions of one attention call, checked once at construction.
@@ -59,7 +67,8 @@ pub struct AttnShape {
 }
 
 impl AttnShape {
-    /// A checked shape: every dimension at least 1 and `Hkv` dividing `Hq`.
+    /// A checked shape: every dimension at least 1, `Hkv` dividing `Hq`, and every tensor's element count
+    /// representable.
     pub fn new(
         b: usize,
         hq: usize,
@@ -83,14 +92,40 @@ impl AttnShape {
         if !hq.is_multiple_of(hkv) {
             return Err(ShapeError::HeadsNotDivisible { hq, hkv });
         }
-        Ok(Self {
+        let s = Self {
             b,
             hq,
             hkv,
             nq,
             nk,
             d,
-        })
+        };
+        let count = |dims: [usize; 4]| dims.iter().try_fold(1usize, |n, &x| n.checked_mul(x));
+        for (tensor, dims, shape) in [
+            ("q", [b, hq, nq, d], s.q_shape()),
+            ("k", [b, hkv, nk, d], s.kv_shape()),
+        ] {
+            if count(dims).is_none() {
+                return Err(ShapeError::TooLarge { tensor, shape });
+            }
+        }
+        Ok(s)
+    }
+
+    /// `q`'s shape spelled out, for error messages.
+    fn q_shape(&self) -> String {
+        format!(
+            "(B={}, Hq={}, Nq={}, D={})",
+            self.b, self.hq, self.nq, self.d
+        )
+    }
+
+    /// `k`'s (and `v`'s) shape spelled out, for error messages.
+    fn kv_shape(&self) -> String {
+        format!(
+            "(B={}, Hkv={}, Nk={}, D={})",
+            self.b, self.hkv, self.nk, self.d
+        )
     }
 
     /// Self-attention with MHA: `Hkv = Hq`, `Nk = Nq = n`.
@@ -123,16 +158,11 @@ impl AttnShape {
         ((b * self.hkv + h) * self.nk + j) * self.d
     }
 
-    /// Check the three input slices' lengths against the shape.
+    /// Check the shape itself (as [`AttnShape::new`] does: the fields are public, so a shape may have been
+    /// built or changed without it), then the three input slices' lengths against it.
     pub fn check_inputs(&self, q: usize, k: usize, v: usize) -> Result<(), ShapeError> {
-        let qs = format!(
-            "(B={}, Hq={}, Nq={}, D={})",
-            self.b, self.hq, self.nq, self.d
-        );
-        let ks = format!(
-            "(B={}, Hkv={}, Nk={}, D={})",
-            self.b, self.hkv, self.nk, self.d
-        );
+        Self::new(self.b, self.hq, self.hkv, self.nq, self.nk, self.d)?;
+        let (qs, ks) = (self.q_shape(), self.kv_shape());
         for (tensor, shape, expected, got) in [
             ("q", &qs, self.q_len(), q),
             ("k", &ks, self.kv_len(), k),
@@ -185,6 +215,17 @@ impl Mask {
         })
     }
 
+    /// The window's length as a signed key count, for position arithmetic: a window longer than
+    /// [`Mask::MAX_WINDOW`] (`usize::MAX` as "no limit", say) hides no key of any sequence a machine can
+    /// hold, and counts as that long.
+    pub fn window_keys(&self) -> Option<i64> {
+        self.window.map(|w| w.get().min(Self::MAX_WINDOW) as i64)
+    }
+
+    /// The longest window [`Mask::window_keys`] distinguishes: 2^62 keys, more than any slice can hold,
+    /// and small enough that `position - window` cannot overflow an `i64`.
+    pub const MAX_WINDOW: usize = 1 << 62;
+
     /// Is key `j` visible to query row `i` of a `(nq, nk)` problem?
     pub fn visible(&self, i: usize, j: usize, nq: usize, nk: usize) -> bool {
         let p = i as i64 + nk as i64 - nq as i64; // the query's absolute position
@@ -192,8 +233,8 @@ impl Mask {
         if self.causal && j > p {
             return false;
         }
-        match self.window {
-            Some(w) => j > p - w.get() as i64,
+        match self.window_keys() {
+            Some(w) => j > p - w,
             None => true,
         }
     }
@@ -230,6 +271,56 @@ mod tests {
             .check_inputs(s.q_len(), s.kv_len() - 1, s.kv_len())
             .unwrap_err();
         assert!(err.to_string().contains("tensor k"), "{err}");
+    }
+
+    #[test]
+    fn a_shape_built_around_new_is_checked_with_its_inputs() {
+        // The fields are public: a shape written out by hand meets the same checks as `new`'s.
+        let s = AttnShape::new(1, 8, 2, 4, 4, 32).unwrap();
+        let bad = |s: AttnShape| s.check_inputs(s.q_len(), 0, 0).unwrap_err();
+        assert_eq!(
+            bad(AttnShape { hkv: 0, ..s }),
+            ShapeError::ZeroDim { dim: "Hkv" }
+        );
+        assert_eq!(
+            bad(AttnShape { hkv: 3, ..s }),
+            ShapeError::HeadsNotDivisible { hq: 8, hkv: 3 }
+        );
+        assert_eq!(
+            bad(AttnShape { d: 0, ..s }),
+            ShapeError::ZeroDim { dim: "D" }
+        );
+        // Element counts past a usize are refused, not wrapped.
+        let huge = AttnShape::new(1, 1 << 32, 1, 1 << 32, 1, 1).unwrap_err();
+        assert!(
+            matches!(huge, ShapeError::TooLarge { tensor: "q", .. }),
+            "{huge}"
+        );
+        let huge = AttnShape::new(1 << 20, 1, 1, 1, 1 << 44, 1).unwrap_err();
+        assert!(
+            matches!(huge, ShapeError::TooLarge { tensor: "k", .. }),
+            "{huge}"
+        );
+    }
+
+    #[test]
+    fn a_window_longer_than_any_sequence_hides_nothing() {
+        for causal in [false, true] {
+            let plain = Mask {
+                causal,
+                window: None,
+            };
+            for w in [usize::MAX, usize::MAX / 2 + 1, Mask::MAX_WINDOW, 100] {
+                let m = Mask::sliding(w, causal).unwrap();
+                for (i, j) in [(0, 0), (0, 5), (3, 0), (3, 7), (7, 7)] {
+                    assert_eq!(
+                        m.visible(i, j, 8, 8),
+                        plain.visible(i, j, 8, 8),
+                        "w={w} {i} {j}"
+                    );
+                }
+            }
+        }
     }
 
     #[test]

@@ -675,7 +675,8 @@ fn memory_table() -> String {
     let mut rows = Vec::new();
     let mut baseline = None;
     for (layout, name, held) in layouts {
-        let st = replay(&reqs, layout, CAPACITY, cfg.max_len);
+        let st =
+            replay(&reqs, layout, CAPACITY, cfg.max_len).expect("the book's trace fits its pool");
         let base = *baseline.get_or_insert(st.mean_running());
         rows.push(vec![
             name.to_string(),

@@ -110,8 +110,8 @@ pub fn visible_keys(mask: Mask, i: usize, nq: usize, nk: usize) -> (i64, i64) {
     } else {
         nk as i64
     };
-    let lo = match mask.window {
-        Some(w) => (p - w.get() as i64 + 1).max(0),
+    let lo = match mask.window_keys() {
+        Some(w) => (p - w + 1).max(0),
         None => 0,
     };
     (lo, hi.max(0))

@@ -855,8 +855,19 @@ unsafe fn tile_step_avx2(t: &mut Tile, mask: Option<RowRange>) {
 /// blocks of register shuffles when both sizes are multiples of 16 (a scalar transpose, one strided
 /// store an element, was 8% of the tiled loop's time at N = 2048), on AVX2 in 8 x 8 blocks when both
 /// are multiples of 8; element by element otherwise.
+///
+/// # Panics
+/// If `src` or `dst` holds fewer than `rows cols` elements (an internal kernel, called by the tiled
+/// loops with their own tiles' sizes; the public entry points check shapes before they get here).
 pub fn transpose(isa: Isa, src: &[f32], rows: usize, cols: usize, dst: &mut [f32], scale: f32) {
-    assert!(src.len() >= rows * cols && dst.len() >= rows * cols);
+    // The unsafe blocks below rely on this: a product that wraps would let a short slice through.
+    let n = rows
+        .checked_mul(cols)
+        .expect("transpose: rows x cols past usize");
+    assert!(
+        src.len() >= n && dst.len() >= n,
+        "transpose: slices shorter than rows x cols"
+    );
     // The register-shuffle block of `isa`, and its side: 16 x 16 on AVX-512, 8 x 8 on AVX2.
     #[cfg(target_arch = "x86_64")]
     {

@@ -419,9 +419,9 @@ pub fn kv_tile_range(
         last = last.min(reach.div_ceil(bc));
     }
     let mut first = 0i64;
-    if let Some(w) = mask.window {
+    if let Some(w) = mask.window_keys() {
         // keys j > p(i0) - W only: the first visible key is p(i0) - W + 1
-        first = (p(i0) - w.get() as i64 + 1).max(0) / bc as i64;
+        first = (p(i0) - w + 1).max(0) / bc as i64;
     }
     let first = (first.max(0) as usize).min(last);
     (first, last)

@@ -496,9 +496,10 @@ pub fn chain_hash(prev: Option<u64>, tokens: &[Token]) -> u64 {
 /// The admission rule (vLLM v0.6.3 `can_allocate`): `Never` iff `total - required < watermark`, `Ok` iff
 /// `free - required >= watermark`, else `Later`.
 pub fn alloc_status(total: usize, free: usize, required: usize, watermark: usize) -> AllocStatus {
-    if total < required + watermark {
+    let need = required.saturating_add(watermark); // a request past usize is simply Never
+    if total < need {
         AllocStatus::Never // even an empty device would dip into the reserve
-    } else if free >= required + watermark {
+    } else if free >= need {
         AllocStatus::Ok
     } else {
         AllocStatus::Later // fits once running sequences finish
@@ -518,6 +519,15 @@ impl BlockManager {
         if cfg.sliding_window == Some(0) {
             return Err(BlockError::InvalidConfig(
                 "a sliding window holds at least one token",
+            ));
+        }
+        if cfg.sliding_window.is_some_and(|w| {
+            w.div_ceil(cfg.block_size)
+                .checked_mul(cfg.block_size)
+                .is_none()
+        }) {
+            return Err(BlockError::InvalidConfig(
+                "a sliding window of more tokens than its blocks can count (use no window)",
             ));
         }
         if cfg.sliding_window.is_some() && cfg.prefix_caching {

@@ -165,9 +165,13 @@ impl<'a, T: Element> PagedKv<'a, T> {
                 return Err(ShapeError::ZeroDim { dim }.into());
             }
         }
-        let expected = num_blocks * hkv * block_size * d;
+        // A product past usize (which no slice can hold) is refused as a length no slice has.
+        let expected = [hkv, block_size, d]
+            .iter()
+            .try_fold(num_blocks, |n, &x| n.checked_mul(x));
         for (tensor, got) in [("k", k.len()), ("v", v.len())] {
-            if got != expected {
+            if Some(got) != expected {
+                let expected = expected.unwrap_or(usize::MAX);
                 return Err(PagedError::PoolLength {
                     tensor,
                     num_blocks,
@@ -753,7 +757,10 @@ fn heads_per_task(seqs: usize, hkv: usize) -> usize {
 
 // ANCHOR: paged_decode
 /// Paged decode (vLLM's PagedAttention V1): one query token per sequence, `q, o: (S, Hq, D)`, attending
-/// to every stored key of its sequence (or the last `W` under a window mask).
+/// to every stored key of its sequence (or the last `W` under a window mask). Shapes, tables and lengths
+/// are checked before anything runs; values are not: unlike the flash kernels' inputs, the pool is read
+/// once per step and a scan for NaN would read it twice, so a non-finite key or value reaches (only) the
+/// rows of the sequences that read it, as in vLLM.
 pub fn paged_decode<T: Element>(
     q: &[T],
     hq: usize,

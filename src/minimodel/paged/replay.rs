@@ -19,9 +19,41 @@
 //! Measured per step, after the step's tokens: tokens stored (the running sequences' lengths) over slots
 //! held (reservations, or blocks in use times `B`), summed over all steps.
 
-use super::block_manager::{AllocStatus, BlockManager, ManagerConfig, SeqId};
+use super::block_manager::{AllocStatus, BlockError, BlockManager, ManagerConfig, SeqId};
 use crate::minimodel::rng::Rng;
 use std::collections::VecDeque;
+use thiserror::Error;
+
+/// Why a trace was refused before any step ran: each case would leave a request waiting forever or a
+/// sequence past its reservation, so the replay would never end or would measure nothing true.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum ReplayError {
+    /// The block manager refused the pool (a block size of zero, say).
+    #[error(transparent)]
+    Block(#[from] BlockError),
+    /// A request with no prompt or no output.
+    #[error(
+        "request {index}: prompt {prompt} and output {output} tokens; both must be at least 1"
+    )]
+    Empty {
+        /// Its place in the trace.
+        index: usize,
+        /// Prompt tokens.
+        prompt: usize,
+        /// Tokens to generate.
+        output: usize,
+    },
+    /// A request that even an empty pool could never hold to its end.
+    #[error("request {index} needs {need} token slots at its longest; the layout can give one at most {most}")]
+    NeverFits {
+        /// Its place in the trace.
+        index: usize,
+        /// Slots it needs (its reservation, or its blocks' slots, at its last token).
+        need: usize,
+        /// The most one sequence can hold (the pool, less the watermark's reserve where paged).
+        most: usize,
+    },
+}
 
 /// The trace's distribution.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -146,22 +178,70 @@ struct Running {
     reserved: usize,
 }
 
-/// Serve the trace from `capacity` token slots. Panics only if the trace holds a request that could never
-/// be admitted (longer than the pool), which [`TraceConfig::max_len`] below the capacity rules out.
-pub fn replay(reqs: &[Request], layout: Layout, capacity: usize, max_len: usize) -> ReplayStats {
+/// Serve the trace from `capacity` token slots. Every request is checked first (at least one prompt and one
+/// output token; at most `max_len` tokens where each reservation is `max_len`; and no more, at its last
+/// token, than an empty pool can hold): a trace that could never finish is refused before any step.
+pub fn replay(
+    reqs: &[Request],
+    layout: Layout,
+    capacity: usize,
+    max_len: usize,
+) -> Result<ReplayStats, ReplayError> {
+    let mut mgr = match layout {
+        Layout::Paged { block_size } => Some(BlockManager::new(ManagerConfig::new(
+            block_size,
+            capacity / block_size.max(1),
+            0,
+        ))?),
+        Layout::Contiguous { .. } => None,
+    };
+    for (index, r) in reqs.iter().enumerate() {
+        if r.prompt == 0 || r.output == 0 {
+            let (prompt, output) = (r.prompt, r.output);
+            return Err(ReplayError::Empty {
+                index,
+                prompt,
+                output,
+            });
+        }
+        let total = r.prompt.saturating_add(r.output);
+        let (need, most) = match (layout, &mgr) {
+            (
+                Layout::Contiguous {
+                    reserve: Reserve::Max,
+                },
+                _,
+            ) if total > max_len => (total, max_len),
+            (
+                Layout::Contiguous {
+                    reserve: Reserve::Max,
+                },
+                _,
+            ) => (max_len, capacity),
+            (
+                Layout::Contiguous {
+                    reserve: Reserve::Oracle,
+                },
+                _,
+            ) => (total, capacity),
+            (Layout::Paged { block_size }, Some(m)) => {
+                // A preempted sequence comes back with everything it generated as its prompt.
+                let blocks = m.pool(super::block_manager::Device::Gpu).num_blocks();
+                let most = (blocks - m.watermark_blocks()) * block_size;
+                (total.div_ceil(block_size) * block_size, most)
+            }
+            (Layout::Paged { .. }, None) => unreachable!("paged layouts have a manager"),
+        };
+        if need > most {
+            return Err(ReplayError::NeverFits { index, need, most });
+        }
+    }
     let mut waiting: VecDeque<(SeqId, Request)> = reqs
         .iter()
         .enumerate()
         .map(|(i, &r)| (i as SeqId, r))
         .collect();
     let mut running: Vec<Running> = Vec::new();
-    let mut mgr = match layout {
-        Layout::Paged { block_size } => Some(
-            BlockManager::new(ManagerConfig::new(block_size, capacity / block_size, 0))
-                .expect("a valid configuration"),
-        ),
-        Layout::Contiguous { .. } => None,
-    };
     let mut reserved_total = 0usize;
     let mut st = ReplayStats {
         steps: 0,
@@ -193,7 +273,7 @@ pub fn replay(reqs: &[Request], layout: Layout, capacity: usize, max_len: usize)
                         Some(0)
                     }
                     AllocStatus::Later => None,
-                    AllocStatus::Never => panic!("request {id} can never fit the pool"),
+                    AllocStatus::Never => unreachable!("request {id}: every request was checked"),
                 },
                 (Layout::Paged { .. }, None) => unreachable!("paged layouts have a manager"),
             };
@@ -259,7 +339,7 @@ pub fn replay(reqs: &[Request], layout: Layout, capacity: usize, max_len: usize)
             false
         });
     }
-    st
+    Ok(st)
 }
 
 #[cfg(test)]
@@ -285,13 +365,70 @@ mod tests {
             },
             cap,
             2048,
-        );
-        let paged = replay(&reqs, Layout::Paged { block_size: 16 }, cap, 2048);
+        )
+        .unwrap();
+        let paged = replay(&reqs, Layout::Paged { block_size: 16 }, cap, 2048).unwrap();
         assert_eq!((max.generated, paged.generated), (total, total));
         assert!(max.peak_running <= 16);
         assert!(paged.used_fraction() > 0.9 && max.used_fraction() < 0.5);
         assert!(paged.mean_running() > 1.5 * max.mean_running());
         assert!(paged.steps < max.steps);
         assert_eq!(trace(&cfg), reqs, "seeded");
+    }
+
+    #[test]
+    fn a_trace_that_could_never_finish_is_refused() {
+        let ok = Request {
+            prompt: 10,
+            output: 5,
+        };
+        let max = Layout::Contiguous {
+            reserve: Reserve::Max,
+        };
+        let oracle = Layout::Contiguous {
+            reserve: Reserve::Oracle,
+        };
+        let paged = Layout::Paged { block_size: 16 };
+        for layout in [max, oracle, paged] {
+            assert!(replay(&[ok], layout, 256, 64).is_ok());
+            let empty = Request { output: 0, ..ok };
+            assert!(matches!(
+                replay(&[ok, empty], layout, 256, 64),
+                Err(ReplayError::Empty { index: 1, .. })
+            ));
+            let long = Request {
+                prompt: 300,
+                output: 1,
+            };
+            assert!(matches!(
+                replay(&[long], layout, 256, 1024),
+                Err(ReplayError::NeverFits { index: 0, .. })
+            ));
+        }
+        // A reservation of max_len slots cannot hold a longer sequence; nor can a pool smaller than it.
+        let over = Request {
+            prompt: 60,
+            output: 10,
+        };
+        assert!(matches!(
+            replay(&[over], max, 256, 64),
+            Err(ReplayError::NeverFits {
+                need: 70,
+                most: 64,
+                ..
+            })
+        ));
+        assert!(matches!(
+            replay(&[ok], max, 32, 64),
+            Err(ReplayError::NeverFits {
+                need: 64,
+                most: 32,
+                ..
+            })
+        ));
+        assert!(matches!(
+            replay(&[ok], Layout::Paged { block_size: 0 }, 256, 64),
+            Err(ReplayError::Block(BlockError::InvalidConfig(_)))
+        ));
     }
 }
