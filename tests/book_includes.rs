@@ -59,6 +59,10 @@ fn includes_resolve_to_real_anchors() {
     }
     assert!(problems.is_empty(), "{}", problems.join("\n"));
     println!("{count} includes checked in {} chapters", files.len());
+    assert!(
+        count >= files.len(),
+        "every chapter includes code or tables, yet {count} were found"
+    );
 }
 
 #[test]

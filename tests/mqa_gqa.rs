@@ -50,12 +50,13 @@ fn cached_decoding_equals_recomputation() {
             got.extend(model.step(&[t], &mut cache).unwrap()); // one token at a time
         }
         assert_eq!(cache.len(), tokens.len());
+        assert_eq!(got.len(), full.len(), "one row of logits per token");
         let scale = full.iter().fold(0.0f32, |a, x| a.max(x.abs()));
         let err = full
             .iter()
             .zip(&got)
             .map(|(a, b)| (a - b).abs())
-            .fold(0.0f32, f32::max);
+            .fold(0.0f32, |m, e| if e.is_nan() || e > m { e } else { m }); // NaN fails
         println!("kv_heads={g}: max |cached - recomputed| = {err:.2e} (logits up to {scale:.1})");
         assert!(err <= 1e-4 * scale, "kv_heads={g}: {err} vs scale {scale}");
     }
@@ -160,6 +161,31 @@ fn mean_pooling_is_identity_at_g_equals_h_and_refuses_bad_groups() {
         gqa.blocks[0].attn.wk.len() * 4,
         model.blocks[0].attn.wk.len()
     );
+    // Each pooled head's column is the mean of its group's four: `(d_model, Hkv D)` from
+    // `(d_model, Hq D)`, written out here by the definition, element by element, every layer.
+    let (dm, d) = (model.cfg.d_model, model.cfg.head_size);
+    for (pooled, mha) in gqa.blocks.iter().zip(&model.blocks) {
+        assert_eq!(pooled.attn.wq, mha.attn.wq, "queries unchanged");
+        assert_eq!(pooled.attn.wo, mha.attn.wo, "output unchanged");
+        for (p, w) in [
+            (&pooled.attn.wk, &mha.attn.wk),
+            (&pooled.attn.wv, &mha.attn.wv),
+        ] {
+            for row in 0..dm {
+                for kv in 0..2 {
+                    for c in 0..d {
+                        let heads = (0..4).map(|i| w[row * 8 * d + (kv * 4 + i) * d + c]);
+                        let mean = heads.map(f64::from).sum::<f64>() / 4.0;
+                        let got = p[row * 2 * d + kv * d + c] as f64;
+                        assert!(
+                            (got - mean).abs() <= 1e-6 * (1.0 + mean.abs()),
+                            "{got} {mean}"
+                        );
+                    }
+                }
+            }
+        }
+    }
     assert!(gqa.mean_pooled(1).is_err(), "pooling starts from MHA");
 }
 

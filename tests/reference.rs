@@ -87,11 +87,13 @@ fn reference_matches_online_attention_on_the_edge_grid() {
                     seed += 1;
                     let r = attention_ref64(&q, &k, &v, &s, mask).unwrap();
                     let o = online_attention(&q, &k, &v, &s, mask);
+                    assert_eq!(o.len(), r.len());
+                    // A NaN (a row left unwritten) must fail: `f64::max` would drop it.
                     let err = r
                         .iter()
                         .zip(&o)
                         .map(|(a, b)| (a - b).abs())
-                        .fold(0.0, f64::max);
+                        .fold(0.0, |m: f64, e| if e.is_nan() || e > m { e } else { m });
                     assert!(
                         err < 1e-12,
                         "nq={nq} nk={nk} d={d} hq={hq} hkv={hkv} {}: {err}",
@@ -109,11 +111,12 @@ fn stress_length_causal() {
     let (q, k, v) = inputs(&s, 2048);
     let r = attention_ref64(&q, &k, &v, &s, Mask::CAUSAL).unwrap();
     let o = online_attention(&q, &k, &v, &s, Mask::CAUSAL);
+    assert_eq!(o.len(), r.len());
     let err = r
         .iter()
         .zip(&o)
         .map(|(a, b)| (a - b).abs())
-        .fold(0.0, f64::max);
+        .fold(0.0, |m: f64, e| if e.is_nan() || e > m { e } else { m }); // NaN fails
     assert!(err < 1e-12, "{err}");
 }
 

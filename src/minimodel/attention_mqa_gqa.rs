@@ -53,7 +53,7 @@ pub enum GqaError {
 }
 
 /// `x (n, din) @ w (din, dout) -> (n, dout)`, row-major; the `i-k-j` loop order streams rows of `w`.
-pub fn matmul(x: &[f32], w: &[f32], n: usize, din: usize, dout: usize) -> Vec<f32> {
+pub(crate) fn matmul(x: &[f32], w: &[f32], n: usize, din: usize, dout: usize) -> Vec<f32> {
     let mut out = vec![0.0f32; n * dout];
     for (xi, oi) in x.chunks_exact(din).zip(out.chunks_exact_mut(dout)) {
         for (xik, wk) in xi.iter().zip(w.chunks_exact(dout)) {

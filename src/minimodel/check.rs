@@ -148,8 +148,15 @@ pub fn attn_close(
             reference: reference.len(),
         });
     }
-    if let Some(i) = out.iter().position(|x| !x.is_finite()) {
-        return Err(CloseError::NotFinite(name.to_string(), i));
+    // Every comparison below is false for a NaN: a non-finite reference would pass anything.
+    for (which, xs) in [
+        ("", out),
+        (" (low-precision reference)", lowp),
+        (" (reference)", reference),
+    ] {
+        if let Some(i) = xs.iter().position(|x| !x.is_finite()) {
+            return Err(CloseError::NotFinite(format!("{name}{which}"), i));
+        }
     }
     let candidate = err_stats(out, reference);
     let baseline = err_stats(lowp, reference);
@@ -253,6 +260,21 @@ mod tests {
             attn_close("nan", &poisoned, &lowp, &reference, DType::F16, 3, None),
             Err(CloseError::NotFinite(_, 1))
         ));
+        // A non-finite reference or baseline is refused too (a NaN bound would accept anything).
+        for (nan_ref, nan_lowp) in [(true, false), (false, true)] {
+            let put = |xs: &[f64], nan: bool| {
+                let mut xs = xs.to_vec();
+                if nan {
+                    xs[2] = f64::INFINITY;
+                }
+                xs
+            };
+            let (r, l) = (put(&reference, nan_ref), put(&lowp, nan_lowp));
+            assert!(matches!(
+                attn_close("ref", &bad, &l, &r, DType::F16, 3, None),
+                Err(CloseError::NotFinite(_, 2))
+            ));
+        }
         assert!(rounding_floor(DType::F16, &reference) > 0.0);
         assert_eq!(rounding_floor(DType::F64, &[0.0]), 0.0);
     }

@@ -67,7 +67,7 @@ pub struct MiniGpt {
 }
 
 /// RMS normalisation of each row of `x` (width `d`), no learned scale.
-pub fn rms_norm(x: &[f32], d: usize) -> Vec<f32> {
+pub(crate) fn rms_norm(x: &[f32], d: usize) -> Vec<f32> {
     let mut out = x.to_vec();
     for row in out.chunks_exact_mut(d) {
         let ms = row.iter().map(|v| v * v).sum::<f32>() / d as f32;

@@ -373,7 +373,11 @@ mod tests {
         assert!(report.contains("exponentials"), "{report}");
         // At D = 64 the exponentials take most of the time the products do: 16 a clock per SM
         // against a score's 256 FLOPs on the tensor cores.
-        let (t_math, t_exp) = (p.flops / 989.4e12, p.exps / 4.18e12);
+        let h100 = &H100_SXM_DATASHEET;
+        let (t_math, t_exp) = (
+            p.flops / h100.peak_flops,
+            p.exps / h100.exp_rate.expect("rate"),
+        );
         assert!(
             t_exp > 0.8 * t_math && t_exp < t_math,
             "{t_exp} vs {t_math}"

@@ -1078,7 +1078,13 @@ pub struct Partial {
 // ANCHOR: v2_reduce
 /// vLLM's `paged_attention_v2_reduce_kernel`: merge the partitions of one row by the log-sum-exp,
 /// `M = max m_p`, `w_p = l_p e^(m_p - M)`, `out = sum_p w_p out_p / sum_p w_p` (zeros if all are empty).
+/// Every partition's `out` has the row's width, `out.len()` (asserted: the partitions come from this
+/// module's own decode, never from a caller's guess).
 pub fn reduce_partitions(parts: &[Partial], out: &mut [f32]) {
+    assert!(
+        parts.iter().all(|p| p.out.len() == out.len()),
+        "every partition's output has the row's width"
+    );
     out.fill(0.0);
     let m = parts
         .iter()
