@@ -11,6 +11,14 @@ import sys
 from urllib.parse import unquote, urlsplit
 
 
+# An absolute path on someone's machine (a home or scratch directory, a mount), which means nothing to a
+# reader: not preceded by a word character, a dot, a colon or a slash, so the paths inside URLs
+# (https://host/home/...) and relative paths (a/tmp/b) do not count.
+LOCAL_PATH = re.compile(
+    r"(?<![\w.:/-])(?:/(?:home|work|tmp|root|mnt|private|Users)/|/var/folders/|[A-Za-z]:\\Users\\)[\w.-]+"
+)
+
+
 class Page(html.parser.HTMLParser):
     def __init__(self):
         super().__init__()
@@ -50,8 +58,9 @@ def main(root):
         # ` _` inside such a formula so the underscores cannot pair).
         if re.search(r'<annotation encoding="application/x-tex">[^<]*<(em|strong)>', text):
             problems.append(f"{rel}: markdown emphasis inside a formula's TeX (underscores paired)")
-        if re.search(r"/(work|root|home)/[\w.-]+/", text):
-            problems.append(f"{rel}: a local file path appears in the page")
+        m = LOCAL_PATH.search(text)
+        if m:
+            problems.append(f"{rel}: a local file path appears in the page ({m.group(0)})")
         for link in page.links:
             u = urlsplit(link)
             if u.scheme or link.startswith("//") or link.startswith("mailto:"):

@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
-# A same-call comparison of kernel builds on a GPU machine (how the kernel changelog's "against the
-# build without it, twice in one call" lines are measured). Each binary is a `modern-attention` built
-# from a different source; each is first checked (`gpu-probe check VERSION`: the sanitizer's cases,
-# against the f64 reference), then all are timed in alternating rounds, so that a drift of the card's
-# clocks within the call falls on every build alike. Ratios between two calls are not measurements:
-# the same build has timed 1-2.5% apart on two machines of the same model.
+# A same-run comparison of kernel builds on a GPU machine (how the kernel changelog's "against the
+# build without it, twice in one call" lines are measured: one call is one run of this script). Each
+# binary is a `modern-attention` built from a different source; each is first checked (`gpu-probe
+# check VERSION`: the sanitizer's cases, against the f64 reference), then all are timed in alternating
+# rounds, so that a drift of the card's clocks within the run falls on every build alike. Ratios
+# between two runs are not measurements: the same build has timed 1-2.5% apart on two machines of the
+# same model.
 #
 #   bash bench/ab.sh OUT ROUNDS BIN_A BIN_B [BIN ...]
 #
-# The builds are named by their file names (give them distinct ones, e.g. .gpu/bin/old-ma, new-ma).
+# The builds are named by their file names (give them distinct ones, e.g. old-ma, new-ma).
 # Environment: VERSION (default v8), NS (default 512,1024,2048,4096), SHAPES (semicolon-separated
 # `D [causal]`, default "128;128 causal;64;64 causal"), RACECHECK=1 to also run compute-sanitizer's
 # racecheck on each build's check.

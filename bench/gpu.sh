@@ -2,6 +2,9 @@
 # Lab 02 on a GPU machine that has no Rust: runs binaries built elsewhere (on any x86-64 Linux box:
 # `cargo test --release --no-run` and `cargo build --release`, with the test executables copied to
 # DIR/tests and the `modern-attention` binary to DIR/bin; cudarc loads the CUDA libraries at run time).
+# A test executable is found by name: the first file in DIR/tests containing `flash_gpu-` (`tma_gpu-`,
+# `paged_gpu-`) and not ending in `.d`, so cargo's own `flash_gpu-<hash>` and a `test-flash_gpu-<hash>`
+# copy both match.
 #
 #   bash bench/gpu.sh DIR OUT [phase ...]
 #   phases: tests sanitize quick peer ncu measure (lab 02, the default: all but quick), and
@@ -18,7 +21,7 @@
 # of the compiler that built it; "unknown" in the records without it); the peer scripts are read from this
 # script's peers/.
 # OUT receives summary.log, the measurement files and logs.tar.gz (the phases' logs). Each phase has a time limit,
-# so one hung phase cannot eat the whole call.
+# so one hung phase cannot eat the whole run.
 set -u
 W=$1
 OUT=$2
@@ -60,7 +63,7 @@ for phase in $phases; do
   case $phase in paged|measure|fmeasure|peer|dpeer|race) smi_start "$phase" ;; esac
   case $phase in
     tests)
-      t=$(ls "$W"/tests/test-flash_gpu-* | head -1)
+      t=$(ls "$W"/tests/*flash_gpu-* | grep -v '\.d$' | head -1)
       REQUIRE_GPU=1 timeout 240 "$t" --test-threads=4 --nocapture > "$OUT/tests.log" 2>&1
       say "tests rc=$? ok-lines=$(grep -c '^ok ' "$OUT/tests.log") fail-lines=$(grep -c '^FAIL' "$OUT/tests.log")"
       grep -E '^FAIL|panicked|test result' "$OUT/tests.log" | head -20 | tee -a "$log"
@@ -70,13 +73,13 @@ for phase in $phases; do
       say "trace rc=$? shapes=$(grep -c '^trace ' "$OUT/trace.log") differing=$(grep -c 'DIFFERS' "$OUT/trace.log")"
       ;;
     tma)
-      t=$(ls "$W"/tests/test-tma_gpu-* | head -1)
+      t=$(ls "$W"/tests/*tma_gpu-* | grep -v '\.d$' | head -1)
       REQUIRE_GPU=1 timeout 60 "$t" --nocapture > "$OUT/tma.log" 2>&1
       say "tma tests rc=$?"
       grep -E 'panicked|test result|skipped|^test ' "$OUT/tma.log" | head -10 | tee -a "$log"
       ;;
     ptests)
-      t=$(ls "$W"/tests/test-paged_gpu-* | head -1)
+      t=$(ls "$W"/tests/*paged_gpu-* | grep -v '\.d$' | head -1)
       REQUIRE_GPU=1 timeout 480 "$t" --test-threads=2 --nocapture > "$OUT/ptests.log" 2>&1
       say "paged tests rc=$?"
       grep -E 'panicked|test result|configurations checked|^test ' "$OUT/ptests.log" | head -20 | tee -a "$log"

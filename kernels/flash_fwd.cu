@@ -12,7 +12,7 @@
 // ANCHOR: changelog
 // Changelog. Measured on an NVIDIA H100 80GB HBM3 (driver 580.159, CUDA 13.0), 2026-11-27, fp16,
 // B*N = 16k tokens, H = 2048/D, non-causal unless said; TFLOP/s = 4 B H N^2 D / t (halved for causal).
-// PyTorch 2.11 SDPA ran in the same device call; every number is in measurements/gpu-*.json.
+// PyTorch 2.11 SDPA ran in the same run; every number is in measurements/gpu-*.json.
 //   v0  PyTorch SDPA. D=128 N=16384: flash (FA2) 336, cuDNN 563, mem-efficient 178 TFLOP/s; math
 //       (S materialised) 23 at N=4096. D=64 N=16384: flash 298, cuDNN 434, efficient 137.
 //   v1  naive: three kernels, S = QK^T materialised in global memory as f32 (B*Hq*Nq*Nk floats), a row
@@ -113,7 +113,7 @@
 //            N=2048/4096 +3-4%, but N=512 8% slower and N=16384 within noise; unmasked -0.5%.
 //            Not kept (gpu-probe time against the dfc012b build, same call, H100, 2026-11-28).
 //   v8  v7's consumers fed by a producer warpgroup (FlashAttention-3's warp specialisation),
-//       2026-11-28, NVIDIA H200 (the H100 was not lent that day), gpu-probe time in one call each:
+//       2026-11-28, NVIDIA H200 (no H100 was available that day), gpu-probe time in one call each:
 //         a. one thread of a third warpgroup loads Q, K and V as TMA boxes (src/gpu/tma.rs's maps,
 //            `tile_off`'s swizzle) into 2 (D = 128) or 4 (D = 64) stages; "full" and "empty"
 //            mbarriers per stage replace v7's cp.async waits and its block-wide barrier, so the two
@@ -405,7 +405,7 @@
 //            K and V of 8 MB) at 4 MB: D = 64 causal N = 512 +2.1%, 1024 and 2048 -0.4 / -0.7%,
 //            D = 128 causal +1.4% at 512, -2.2% / -3.1% at 1024 / 2048; at 16 MB: D = 64 causal
 //            +0.7% / -0.3% / +1.8%, D = 128 causal -5.6% / -3.5% / -0.3% (one round there: the
-//            call's time ran out). No size wins at every length.
+//            run's time ran out). No size wins at every length.
 //         ac. Not kept: a causal diagonal tile's dead columns skipped in `wg_exp` (FA_DEAD, code not
 //            kept). Where every element of a 32- or 64-column chunk is masked for all 16 rows of a warp
 //            (past the warp's last row on the diagonal, or past Nk), its maxima, exponentials and sums

@@ -52,10 +52,10 @@
 //   7. Branch-free loads: a token past the range re-reads the range's last row (masked), so a chunk's
 //      table lookups issue together and every load right after; with a branch per pass, each pass's
 //      loads waited for its own lookup. H200, w16-p4-x1: 4k 0.0852 -> 0.0814 ms, 16k 0.318 -> 0.3075,
-//      64k 1.251 -> 1.227 (commit dd26753; two calls). Kept.
+//      64k 1.251 -> 1.227 (commit dd26753; two runs). Kept.
 //   8. A per-lane cp.async ring (PA_BULK 2, `-asyncS`): the next chunk's copies issued before this
 //      chunk's arithmetic. H200: 2k-4k at the contiguous twin's time (-10%); 16k-64k no faster, and in
-//      one call 18% slower at 16k. A switch. Yet under ncu (`gpu-probe paged 16384 [async]`, single
+//      one run 18% slower at 16k. A switch. Yet under ncu (`gpu-probe paged 16384 [async]`, single
 //      launches, 3b0c893+probe) the ring is 10% faster at 16k too: paged 270 vs 300 us, contiguous 245
 //      vs 263 us; warps issued per scheduler per cycle 0.80 vs 0.65 (the register path is 35% of cycles
 //      with no eligible warp, 65% of issue slots used). Open: why back-to-back timing loses that (power
@@ -90,11 +90,11 @@
 //      contiguous twin 1.01x / 1.00x at 16k / 64k. GQA-4 (Lab 04) 0.1951 -> 0.1289 ms.
 //  14. Not a kernel change: the harness also reads the batch through a fresh pool's tables (the block
 //      manager's, each sequence a run of consecutive blocks; `ours/gpu-paged-fresh`). H200 at cade349,
-//      PyTorch's default dispatch in the same call: shuffled pool 0.0685 / 0.2501 / 0.9724 ms at 4k /
+//      PyTorch's default dispatch in the same run: shuffled pool 0.0685 / 0.2501 / 0.9724 ms at 4k /
 //      16k / 64k, fresh pool 0.0679 / 0.2467 / 0.9574, contiguous twin 0.0665 / 0.2420 / 0.9413,
 //      PyTorch 0.0668 / 0.2443 / 0.9447: the blocks' scatter is about half of paging's cost at
 //      16k-64k, the block-by-block layout the rest.
-//  15. Tried on the tensor-core path, kept as switches, not defaults (H200, commit 25e219b, one call;
+//  15. Tried on the tensor-core path, kept as switches, not defaults (H200, commit 25e219b, one run;
 //      shuffled pool, default tc3 at 4k / 16k / 64k: 0.0683 / 0.2500 / 0.9830 ms in the sweep):
 //      L2 prefetches of the block 1, 2 or 4 chunks past the ring's (PA_PREFETCH): 0.0750 / 0.2775 /
 //      1.110 at one chunk, worse the further ahead (0.0949 / 0.3717 / 1.417 at four): the ring already

@@ -1,7 +1,7 @@
 //! Lab 03's checks of the block manager: vLLM's own scenarios re-told, then thousands of random operation
-//! sequences against a simulated KV store (the read-back oracle, P2 of the research note), with every
-//! invariant checked after every operation and every refused call compared bit for bit with the state
-//! before it (P9).
+//! sequences against a simulated KV store (the read-back oracle: every live sequence, read through its
+//! block table, must hold its tokens), with every invariant checked after every operation and every
+//! refused call compared bit for bit with the state before it.
 
 use modern_attention::minimodel::paged::block_manager::{
     alloc_status, AllocStatus, BlockError, BlockManager, BlockPool, Device, ManagerConfig, SeqId,
@@ -52,7 +52,7 @@ fn a_33_token_prompt_takes_3_blocks_of_16() {
 
 #[test]
 fn fork_then_append_copies_the_shared_last_block_once() {
-    // P3: the child's append copies the parent's partial last block; the parent then writes in place.
+    // The child's append copies the parent's partial last block; the parent then writes in place.
     let mut m = manager(16, 64, 16);
     let _ = m.allocate(&[1], &prompt(33, 0)).unwrap();
     let before = m.num_free_blocks(Device::Gpu);
@@ -145,7 +145,7 @@ fn the_watermark_decides_ok_later_never() {
 
 #[test]
 fn alloc_status_closed_form_is_monotone_in_free() {
-    // P4: Never does not depend on `free`, and Later -> Ok is monotone in `free`.
+    // Never does not depend on `free`, and Later -> Ok is monotone in `free`.
     proptest!(|(total in 0usize..200, req in 0usize..220, w in 0usize..10, free_a in 0usize..200, free_b in 0usize..200)| {
         let (fa, fb) = (free_a.min(total), free_b.min(total));
         let (lo, hi) = (fa.min(fb), fa.max(fb));
@@ -292,7 +292,7 @@ fn refused_calls_name_their_reason() {
 
 #[test]
 fn swap_keeps_shared_blocks_shared_and_round_trips() {
-    // P5: a family of three sequences sharing a prompt; swap out then in restores free counts and the
+    // A family of three sequences sharing a prompt; swap out then in restores free counts and the
     // sharing structure (which logical blocks are the same physical block), up to renaming.
     let mut m = manager(4, 32, 32);
     let _ = m.allocate(&[1, 2], &prompt(10, 0)).unwrap();
@@ -337,7 +337,7 @@ fn swap_keeps_shared_blocks_shared_and_round_trips() {
 
 #[test]
 fn a_sliding_window_keeps_a_ring_of_blocks() {
-    // P10: window 32 tokens, blocks of 16 -> at most 2 blocks per sequence; the ring reuses them.
+    // Window 32 tokens, blocks of 16 -> at most 2 blocks per sequence; the ring reuses them.
     let cfg = ManagerConfig {
         sliding_window: Some(32),
         ..ManagerConfig::new(16, 16, 0)
@@ -366,7 +366,7 @@ fn a_sliding_window_keeps_a_ring_of_blocks() {
 
 #[test]
 fn prefix_caching_shares_full_blocks_of_a_common_prefix() {
-    // P6: two prompts sharing 3 full blocks share exactly those 3 blocks; the partial tail never.
+    // Two prompts sharing 3 full blocks share exactly those 3 blocks; the partial tail never.
     let cfg = ManagerConfig {
         prefix_caching: true,
         ..ManagerConfig::new(4, 32, 0)
@@ -393,7 +393,7 @@ fn prefix_caching_shares_full_blocks_of_a_common_prefix() {
 
 #[test]
 fn freed_cached_blocks_are_evicted_lru_tail_first() {
-    // P7: free R1 then R2; new allocations take R1's blocks tail-first, then R2's. A freed block stays
+    // Free R1 then R2; new allocations take R1's blocks tail-first, then R2's. A freed block stays
     // findable (a hit revives it) until an allocation evicts it.
     let cfg = ManagerConfig {
         prefix_caching: true,
@@ -473,7 +473,7 @@ fn a_filled_block_is_registered_and_deduplicated_at_the_next_append() {
 }
 
 // ---------------------------------------------------------------------------------------------------
-// Random operation sequences against a simulated KV store (P1, P2, P9)
+// Random operation sequences against a simulated KV store
 // ---------------------------------------------------------------------------------------------------
 
 #[derive(Debug, Clone)]

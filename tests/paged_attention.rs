@@ -1,6 +1,7 @@
-//! Paged attention on the CPU against the f64 reference (P11 of the research note): K and V scattered into
-//! an oversized, NaN-poisoned pool through shuffled block tables, partial last blocks, GQA, masks; the
-//! partitioned (V2) decode against the reference and against V1; refused calls leave the output alone.
+//! Paged attention on the CPU against the f64 reference over the K and V gathered through the tables: K and
+//! V scattered into an oversized, NaN-poisoned pool through shuffled block tables, partial last blocks, GQA,
+//! masks; the partitioned (V2) decode against the reference and against V1; refused calls leave the output
+//! alone.
 
 use half::{bf16, f16};
 use modern_attention::minimodel::numeric::{convert, Element};

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""The Definition of Done's "matches PyTorch reference attention": our kernel's output against PyTorch's
+"""Lab 02's "matches PyTorch reference attention" check: our kernel's output against PyTorch's
 math-backend SDPA on the very same inputs.
 
 `modern-attention gpu-probe save-check DIR` writes, for D in {64, 128} and masks none/causal, the inputs

@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
 """Our fastest kernel and PyTorch's cuDNN and FlashAttention-2 backends, interleaved shape by shape.
 
-Table 02.1 times every version in one phase and PyTorch's backends in another of the same call, minutes
+Table 02.1 times every version in one phase and PyTorch's backends in another of the same run, minutes
 apart; under sustained load the card's clock moves, and the same kernel's rows have moved by several
-percent between calls. Here, for each shape of the grid, our kernel (`modern-attention gpu-probe serve`,
+percent between runs. Here, for each shape of the grid, our kernel (`modern-attention gpu-probe serve`,
 one process for the whole run, so its modules compile once) and PyTorch's backends (this process) are
 timed back to back, in rounds, the side that goes first alternating from round to round. A ratio is
 taken within a round, between runs seconds apart, and the table reports each shape's ratios over the
@@ -15,7 +15,7 @@ the 21st fastest of the 40. Each side is checked before it is timed, in the firs
 the f64 reference as the harness checks it (`time ... check`), PyTorch's on the last 128 rows of batch
 0, head 0, against float64 (max error <= 1e-3).
 
-    python3 bench/peers/torch_race.py --bin .gpu/bin/modern-attention --out OUT/race.json [--rounds 3]
+    python3 bench/peers/torch_race.py --bin DIR/bin/modern-attention --out OUT/race.json [--rounds 3]
     modern-attention measure-gpu --only race --race OUT/race.json
 
 Records: variant `race`, `impl` `ours/v8_tma` (the default configuration `flash::forward` picks) or

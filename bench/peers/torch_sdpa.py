@@ -8,7 +8,7 @@ on) is skipped and said so. Each is first checked against a float64 reference on
 last 128 query rows (max error <= 1e-3), then timed with CUDA events: 3 warm-ups, then the median of at
 least 20 launches, inputs rotated over enough sets that their bytes exceed twice the L2.
 
-Also measures the card's ceilings the way DESIGN.md asks: a large fp16 matrix product (peak) and a large
+Also measures the card's ceilings for the roofline: a large fp16 matrix product (peak) and a large
 device-to-device copy (bandwidth, bytes read plus written). Run on the GPU machine, beside the harness:
 
     python3 bench/peers/torch_sdpa.py --out /tmp/torch_gpu.json [--quick]

@@ -1,5 +1,5 @@
 //! The GPU harness (lab 02): for every configuration of the grid, check each kernel version against the
-//! f64 reference, then time it with CUDA events, and write DESIGN's records.
+//! f64 reference, then time it with CUDA events, and write the measurement records.
 //!
 //! Grid: fp16; D in {64, 128}; N in {64, 512, 1024, 2048, 4096, 8192, 16384} with `B N = 16k` tokens
 //! and `H = 2048 / D` heads (FlashAttention's benchmark sizing); causal and not. v1, v1b and v2 are timed only

@@ -177,7 +177,7 @@ fn twin_price(r: &crate::measure::Record, twin_ms: Option<f64>) -> String {
 }
 
 /// Table 03.5: GPU decode per context: our paged and contiguous kernels against PyTorch's SDPA backends
-/// on the same shapes, in the same device call.
+/// on the same shapes, in the same run.
 fn gpu_decode_table(files: &[(String, crate::measure::MeasurementFile)]) -> String {
     match gpu_cards(
         files,

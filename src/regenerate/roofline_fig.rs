@@ -1,4 +1,4 @@
-//! The phase's Definition of Done: a roofline per machine with naive, Flash and decode (MHA and MQA)
+//! The phase's bar: a roofline per machine with naive, Flash and decode (MHA and MQA)
 //! dots at both anchors, N = 64 (the verb sequence, filled circles) and N = 2048 (hollow triangles),
 //! from the committed measurements, with a table of predicted against measured for every dot.
 

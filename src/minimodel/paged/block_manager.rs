@@ -1,9 +1,9 @@
 //! vLLM's classic block manager, re-told in Rust: physical KV blocks on two devices, one block table per
 //! sequence, reference counts, copy on write, fork, swap, sliding-window reuse and prefix caching.
 //!
-//! The semantics follow vLLM's V0 manager (`vllm/core/block_manager.py` at v0.1.0, grown into
-//! `block_manager_v1.py` at v0.6.3; see `shared/research/vllm-block-manager.md`, section 2), with the
-//! invariants of that note's section 6 kept after every call and checked by [`BlockManager::check_invariants`]:
+//! The semantics follow vLLM's V0 manager (`vllm-project/vllm`: `vllm/core/block_manager.py` at v0.1.0,
+//! commit `67d96c29`, grown into `vllm/core/block_manager_v1.py` at v0.6.3, commit `fd47e57f`), with these
+//! invariants kept after every call and checked by [`BlockManager::check_invariants`]:
 //!
 //! 1. conservation: on each device `free + |{b : ref(b) > 0}| = total`, where free counts the free list and
 //!    the evictable cached blocks, which are disjoint;
