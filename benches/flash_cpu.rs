@@ -1,11 +1,13 @@
 //! Criterion benches of the CPU progression: naive, online, tiled, at N in {64, 512, 2048}, D in {64, 128},
 //! f32 and f16, causal and not. `cargo bench --bench flash_cpu` (a filter narrows it, e.g. `-- N=2048`).
 //! The book's tables come from `measure-cpu`, which also times PyTorch in the same run; these benches are
-//! for working on the kernels.
+//! for working on the kernels. Each configuration is checked against the f64 reference first (the
+//! harness's rule and bar, on its leading heads), and one that fails is not timed.
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use half::f16;
 use modern_attention::minimodel::attention_flash::Version;
+use modern_attention::minimodel::check::LeadingHeads;
 use modern_attention::minimodel::numeric::{convert, Element};
 use modern_attention::minimodel::rng::Rng;
 use modern_attention::minimodel::shape::{AttnShape, Mask};
@@ -27,6 +29,7 @@ fn bench_dtype<T: Element>(c: &mut Criterion, tag: &str) {
                 let k: Vec<T> = convert(&r.normal_vec_f32(s.kv_len()));
                 let v: Vec<T> = convert(&r.normal_vec_f32(s.kv_len()));
                 let mut o = vec![T::from_f32(0.0); s.q_len()];
+                let check = LeadingHeads::new(&q, &k, &v, &s, mask);
                 let flops = 4 * s.b * s.hq * n * n * d / if causal { 2 } else { 1 };
                 group.throughput(Throughput::Elements(flops as u64));
                 for ver in Version::ALL {
@@ -35,6 +38,12 @@ fn bench_dtype<T: Element>(c: &mut Criterion, tag: &str) {
                         continue;
                     }
                     let id = BenchmarkId::new(ver.name(), format!("N={n}/D={d}/{}", mask.name()));
+                    o.fill(T::from_f32(f32::NAN));
+                    ver.run(&q, &k, &v, &s, mask, &mut o).expect("valid");
+                    if let Err(e) = check.check(ver.name(), &o) {
+                        eprintln!("not timed, the check failed: {e}");
+                        continue;
+                    }
                     group.bench_function(id, |b| {
                         b.iter(|| ver.run(&q, &k, &v, &s, mask, &mut o).expect("valid"))
                     });

@@ -2,6 +2,7 @@
 //! (A quick probe for profiling with `perf`; the book's numbers come from `measure-cpu`.)
 
 use modern_attention::minimodel::attention_flash::flash_forward;
+use modern_attention::minimodel::check::LeadingHeads;
 use modern_attention::minimodel::rng::Rng;
 use modern_attention::minimodel::shape::{AttnShape, Mask};
 use std::time::Instant;
@@ -20,6 +21,13 @@ fn main() {
     );
     let mut o = vec![0.0f32; s.q_len()];
     let mask = if causal { Mask::CAUSAL } else { Mask::NONE };
+    // Checked first, as the harness checks (a failure stops the probe: nothing wrong is timed).
+    o.fill(f32::NAN);
+    flash_forward(&q, &k, &v, &s, mask, &mut o).expect("valid call");
+    let report = LeadingHeads::new(&q, &k, &v, &s, mask)
+        .check("tiled", &o)
+        .expect("the output passes the rule");
+    println!("checked: max error {:.1e}", report.candidate.max);
     let mut times: Vec<f64> = (0..200)
         .map(|_| {
             let t = Instant::now();

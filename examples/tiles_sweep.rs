@@ -1,5 +1,6 @@
 //! Sweep tile sizes of the tiled CPU kernel on one shape: `cargo run --release --example tiles_sweep -- D`.
 use modern_attention::minimodel::attention_flash::{kernels::Isa, tiled, NoCount, Tiles};
+use modern_attention::minimodel::check::LeadingHeads;
 use modern_attention::minimodel::rng::Rng;
 use modern_attention::minimodel::shape::{AttnShape, Mask};
 use std::time::Instant;
@@ -16,6 +17,7 @@ fn main() {
         r.normal_vec_f32(s.kv_len()),
     );
     let mut o = vec![0.0f32; s.q_len()];
+    let check = LeadingHeads::new(&q, &k, &v, &s, Mask::NONE);
     for (br, bc) in [
         (32, 64),
         (64, 32),
@@ -31,6 +33,16 @@ fn main() {
         (512, 64),
     ] {
         let t = Tiles { br, bc };
+        let run = |o: &mut [f32]| {
+            tiled(&q, &k, &v, &s, Mask::NONE, o, t, Isa::detect(), &NoCount).expect("valid")
+        };
+        // Each tiling checked first, as the harness checks; one that fails is not timed.
+        o.fill(f32::NAN);
+        run(&mut o);
+        if let Err(e) = check.check(&format!("{br}x{bc}"), &o) {
+            println!("D={d} {br}x{bc}: not timed, the check failed: {e}");
+            continue;
+        }
         let mut ts: Vec<f64> = (0..9)
             .map(|_| {
                 let t0 = Instant::now();

@@ -326,6 +326,43 @@ fn decode_batch(
     Ok((q, k, v, paged, flat))
 }
 
+/// Decode `bufs` once with `tuning` into a poisoned output and check its first and last sequences
+/// against the f64 reference under the rule and the fp16 bar (K and V of sequence `i` contiguous in
+/// `k`, `v` as [`decode_batch`] makes them): the max error, or why it failed.
+fn check_decode(
+    dev: &Device,
+    bufs: &mut modern_attention::gpu::paged::DecodeBuffers<f16>,
+    (q, k, v): (&[f16], &[f16], &[f16]),
+    s: AttnShape,
+    tuning: modern_attention::gpu::paged::Tuning,
+) -> Result<f64, String> {
+    use modern_attention::gpu::paged::decode_tuned;
+    let err = |e: modern_attention::gpu::GpuError| e.to_string();
+    bufs.poison(dev).map_err(err)?;
+    decode_tuned(dev, bufs, Mask::NONE, None, tuning).map_err(err)?;
+    let (o, _) = bufs.download(dev).map_err(err)?;
+    let (hq, d) = (s.hq, s.d);
+    let sub = AttnShape::new(1, hq, s.hkv, 1, s.nk, d).map_err(|e| e.to_string())?;
+    let mut worst = 0.0f64;
+    for seq in [0, s.b - 1] {
+        let qs = &q[seq * hq * d..][..hq * d];
+        let at = s.kv_row(seq, 0, 0);
+        let (ks, vs) = (&k[at..][..sub.kv_len()], &v[at..][..sub.kv_len()]);
+        let r = attention_ref64(qs, ks, vs, &sub, Mask::NONE).map_err(|e| e.to_string())?;
+        let l =
+            attention_lowp(qs, ks, vs, &sub, Mask::NONE, DType::F16).map_err(|e| e.to_string())?;
+        let got: Vec<f64> = o[seq * hq * d..][..hq * d]
+            .iter()
+            .map(|x| x.to_f64())
+            .collect();
+        let label = format!("{} seq {seq}", tuning.name());
+        let rep = attn_close(&label, &got, &l, &r, DType::F16, s.nk, Some(FP16_BAR))
+            .map_err(|e| format!("check failed, not timed: {e}"))?;
+        worst = worst.max(rep.candidate.max);
+    }
+    Ok(worst)
+}
+
 /// K and V of shape `s` scattered into a pool of blocks of `bs` through `tables` (every block of the
 /// pool in some table), uploaded with `q` as a paged decode batch of `lens` keys a sequence.
 fn upload_through(
@@ -594,17 +631,20 @@ fn probe_on(dev: &Device, args: &[String], inputs: &mut Inputs) -> Result<(), St
         }
         Some(cmd @ ("one" | "time")) => {
             // One configuration of the harness's grid: `one` launches it once (for ncu), `time`
-            // times it over four rotated input sets (no check: the tests and the harness do that).
-            // `time` takes lists, so that one process (one compile of each module) compares several
-            // versions and lengths: `time v7,v8,v8:w3 512,2048 128 causal`.
-            let usage = format!("gpu-probe {cmd} VERSION[:wK],... N,... D [causal] [wWARPS] [check]");
+            // checks each version's output as the harness does, then times it over four rotated input
+            // sets (`nocheck` skips the check and marks the line UNCHECKED). `time` takes lists, so
+            // that one process (one compile of each module) compares several versions and lengths:
+            // `time v7,v8,v8:w3 512,2048 128 causal`.
+            let usage =
+                format!("gpu-probe {cmd} VERSION[:wK],... N,... D [causal] [wWARPS] [nocheck]");
             let n_list: Vec<usize> = args
                 .get(2)
                 .map(|x| x.split(',').filter_map(|n| n.parse().ok()).collect())
                 .unwrap_or_default();
             let d: usize = args.get(3).and_then(|x| x.parse().ok()).ok_or("D")?;
             let causal = args.get(4).is_some_and(|a| a == "causal");
-            let check = args.get(4..).unwrap_or_default().iter().any(|a| a == "check");
+            let nocheck = args.get(4..).unwrap_or_default().iter().any(|a| a == "nocheck");
+            let check = cmd == "time" && !nocheck;
             // `w4` / `w8`: the warps per block (v8: its stages), for the versions that have a choice.
             let warps = args
                 .get(4..)
@@ -664,12 +704,13 @@ fn probe_on(dev: &Device, args: &[String], inputs: &mut Inputs) -> Result<(), St
                     let flops =
                         4.0 * (s.b * s.hq * n * n * d) as f64 / if causal { 2.0 } else { 1.0 };
                     println!(
-                        "time {label}: {:.4} ms {:.1} TFLOP/s (min {:.4} max {:.4} ms, {} runs)",
+                        "time {label}: {:.4} ms {:.1} TFLOP/s (min {:.4} max {:.4} ms, {} runs){}",
                         t[20],
                         flops / t[20] / 1e9,
                         t[0],
                         t[t.len() - 1],
-                        t.len()
+                        t.len(),
+                        if check { "" } else { " UNCHECKED" }
                     );
                 }
             }
@@ -712,6 +753,10 @@ fn probe_on(dev: &Device, args: &[String], inputs: &mut Inputs) -> Result<(), St
                     cluster: 2,
                     ..tuning
                 };
+                for t in [tuning, two] {
+                    let e = check_decode(dev, &mut paged, (&q, &k, &v), s, t)?;
+                    println!("check {} N={n}: max error {e:.2e}", t.name());
+                }
                 let mut ratios = Vec::new();
                 for round in 0..8 {
                     let mut med = [0.0f64; 2];
@@ -767,17 +812,31 @@ fn probe_on(dev: &Device, args: &[String], inputs: &mut Inputs) -> Result<(), St
         }
         Some("trace") => {
             // `gpu-probe trace OUT.json COMMIT DATE`: v8's trace build on each of trace::RUNS, after
-            // timing the untraced kernel on the same buffers and checking that both write the same
-            // output.
+            // checking the untraced kernel against the f64 reference (as the harness does), timing it
+            // on the same buffers, and checking that both builds write the same output.
             use modern_attention::measure::trace::{TraceFile, TraceRun, RUNS};
             let usage = "gpu-probe trace OUT.json COMMIT DATE";
             let out = PathBuf::from(args.get(1).ok_or(usage)?);
             let err = |e: modern_attention::gpu::GpuError| e.to_string();
             let mut runs = Vec::new();
             for (d, n, causal) in RUNS {
-                let (s, mut sets, _) = grid_inputs(dev, n, d, 1)?;
+                let (s, mut sets, [q, k, v]) = grid_inputs(dev, n, d, 1)?;
                 let mask = if causal { Mask::CAUSAL } else { Mask::NONE };
                 let stages = flash::v8_stage_choices(d)[0];
+                // Checked first, into a poisoned output; a failed check is recorded, and its time is not
+                // shown.
+                sets[0].poison(dev).map_err(err)?;
+                flash::forward_with(dev, Version::V8Tma, &mut sets[0], mask, stages).map_err(err)?;
+                let (o, _) = sets[0].download(dev).map_err(err)?;
+                let label = format!("v8 trace D={d} N={n} {}", mask.name());
+                let checked = gpu::Checker::new(&q, &k, &v, &s, mask).check(&label, &o, &s);
+                let max_err = match &checked {
+                    Ok(r) => r.candidate.max,
+                    Err(e) => {
+                        println!("FAILED CHECK {e}");
+                        f64::NAN
+                    }
+                };
                 let mut t = flash::time_ms(dev, Version::V8Tma, Some(stages), &mut sets, mask, 5, 40)
                     .map_err(err)?;
                 t.sort_by(f64::total_cmp);
@@ -821,6 +880,8 @@ fn probe_on(dev: &Device, args: &[String], inputs: &mut Inputs) -> Result<(), St
                     stages,
                     consumers: flash::v8_consumers(d, n, causal),
                     ms: t[20],
+                    checked: checked.is_ok(),
+                    max_err,
                     same_output: same,
                     blocks,
                 });

@@ -194,8 +194,9 @@ fn measure_cpu(root: &Path, args: &[String]) -> Result<(), String> {
         let recs: Vec<Record> = serde_json::from_str(&text).map_err(|e| format!("{p}: {e}"))?;
         println!("[measure] {} peer records from {p}", recs.len());
         for r in recs {
+            // Of two records of one configuration, a checked one beats an unchecked one, then the faster.
             match merged.iter_mut().find(|m| same_config(m, &r)) {
-                Some(m) if r.ms < m.ms => *m = r,
+                Some(m) if (r.checked, -r.ms) > (m.checked, -m.ms) => *m = r,
                 Some(_) => {}
                 None => merged.push(r),
             }
@@ -394,8 +395,8 @@ fn run() -> Result<(), String> {
                 .into_iter()
                 .find(|v| v.name() == name)
                 .ok_or_else(|| format!("unknown version `{name}`"))?;
-            let (ms, rss) = modern_attention::measure::cpu::rss_probe(ver, n)?;
-            println!("{ms} {rss}");
+            let (ms, rss, err) = modern_attention::measure::cpu::rss_probe(ver, n)?;
+            println!("{ms} {rss} {err}");
             Ok(())
         }
         "measure-cpu" => {

@@ -1,13 +1,13 @@
 //! The CPU harness: for every configuration of the grid, check each version against the f64 reference
 //! (the tolerance rule, on the first batch's first heads), then time it (one warm-up, then the median of
-//! at least five runs, outputs poisoned between runs), and write DESIGN's records. With a [`TorchPeer`],
+//! at least five runs, outputs poisoned between runs), and write the measurement records. With a [`TorchPeer`],
 //! PyTorch's CPU SDPA is timed on the same configurations in windows that alternate with ours.
 
 use super::{ceilings, fa_flops, Generated, Machine, MeasurementFile, Record};
 use crate::minimodel::attention_flash::{
     kernels::Isa, last_level_cache_bytes, tiled, Counter, Tiles, Version,
 };
-use crate::minimodel::check::{attn_close, FP16_BAR};
+use crate::minimodel::check::{attn_close, LeadingHeads, FP16_BAR};
 use crate::minimodel::numeric::{convert, DType, Element};
 use crate::minimodel::paged::paged_attention::{
     contiguous_decode, paged_decode, paged_decode_partitioned, paged_decode_pool_order, read_pass,
@@ -219,38 +219,16 @@ fn run_config<T: Element>(
     let q: Vec<T> = convert(&rng.normal_vec_f32(s.q_len()));
     let k: Vec<T> = convert(&rng.normal_vec_f32(s.kv_len()));
     let v: Vec<T> = convert(&rng.normal_vec_f32(s.kv_len()));
-    // The check covers batch 0's first kv heads (up to 2) and their query heads (contiguous at the start
-    // of every tensor: query head h reads kv head h / G).
-    let kv_heads = 2.min(s.hkv);
-    let sub =
-        AttnShape::new(1, kv_heads * s.group(), kv_heads, s.nq, s.nk, s.d).expect("sub shape");
-    let reference = attention_ref64(
-        &q[..sub.q_len()],
-        &k[..sub.kv_len()],
-        &v[..sub.kv_len()],
-        &sub,
-        c.mask,
-    )
-    .expect("valid shape");
-    let lowp = attention_lowp(
-        &q[..sub.q_len()],
-        &k[..sub.kv_len()],
-        &v[..sub.kv_len()],
-        &sub,
-        c.mask,
-        T::DTYPE,
-    )
-    .expect("valid shape");
+    // The check covers batch 0's first kv heads (up to 2) and their query heads.
+    let check = LeadingHeads::new(&q, &k, &v, &s, c.mask);
     let mut out = Vec::new();
     let mut o = vec![T::from_f32(f32::NAN); s.q_len()];
     let flops = mask_flops(&s, c.mask);
     for &ver in versions {
         o.fill(T::from_f32(f32::NAN)); // poisoned
         ver.run(&q, &k, &v, &s, c.mask, &mut o).expect("valid call");
-        let got: Vec<f64> = o[..sub.q_len()].iter().map(|x| x.to_f64()).collect();
-        let bar = (T::DTYPE == DType::F16).then_some(FP16_BAR);
         let name = format!("{} {:?}", ver.name(), (s.b, s.hq, s.nq, s.d));
-        let verdict = attn_close(&name, &got, &lowp, &reference, T::DTYPE, s.nk, bar);
+        let verdict = check.check(&name, &o);
         let (checked, max_err) = crate::minimodel::check::verdict(&verdict, log);
         let mut times = Vec::new();
         let mut ours = |times: &mut Vec<f64>, seconds: f64, min_runs: usize, max_runs: usize| {
@@ -539,15 +517,18 @@ type Run<'a, T> = Box<dyn Fn(&mut [T]) + 'a>;
 fn twin_ratios(
     names: &[&str],
     times: &[Vec<f64>],
+    ok: &[bool],
     twin_of: impl Fn(&str) -> Option<String>,
 ) -> Vec<Option<[f64; 3]>> {
     names
         .iter()
         .zip(times)
-        .map(|(name, ts)| {
+        .zip(ok)
+        .map(|((name, ts), &ok_i)| {
             let twin = twin_of(name).filter(|t| t != name)?;
             let j = names.iter().position(|n| *n == twin)?;
-            super::round_ratios(ts, &times[j])
+            // A price needs both sides correct: a run that failed its check is priced against nothing.
+            (ok_i && ok[j]).then(|| super::round_ratios(ts, &times[j]))?
         })
         .collect()
 }
@@ -716,7 +697,9 @@ fn read_order_records<T: Element>(n: usize, quick: bool, log: &mut dyn FnMut(&st
     let mut times = interleaved(&runs, &mut o, if quick { 1.0 } else { 2.0 }, true);
     let kv_bytes = T::DTYPE.bytes() as f64 * 2.0 * s.kv_len() as f64;
     let names: Vec<&str> = runs.iter().map(|(n, _)| n.as_str()).collect();
-    let ratios = twin_ratios(&names, &times, |_| Some("read-run".to_string()));
+    let ratios = twin_ratios(&names, &times, &vec![true; names.len()], |_| {
+        Some("read-run".to_string())
+    });
     runs.iter()
         .zip(times.iter_mut())
         .zip(ratios)
@@ -947,7 +930,8 @@ fn paged_decode_at<T: Element>(
     let timed: Vec<(String, Run<T>)> = runs.into_iter().map(|(n, r, _)| (n, r)).collect();
     let mut times = interleaved(&timed, &mut o, if quick { 2.0 } else { 5.0 }, sweep);
     let names: Vec<&str> = timed.iter().map(|(n, _)| n.as_str()).collect();
-    let ratios = twin_ratios(&names, &times, paged_twin);
+    let passed: Vec<bool> = checked.iter().map(|c| c.is_none_or(|(ok, _)| ok)).collect();
+    let ratios = twin_ratios(&names, &times, &passed, paged_twin);
     for ((((name, _), ts), ok), ratio) in
         timed.iter().zip(times.iter_mut()).zip(checked).zip(ratios)
     {
@@ -1002,7 +986,8 @@ fn paged_decode_at<T: Element>(
             .collect();
         let mut times = interleaved(&runs, &mut o, if quick { 0.5 } else { 1.5 }, true);
         let names: Vec<&str> = runs.iter().map(|(n, _)| n.as_str()).collect();
-        let ratios = twin_ratios(&names, &times, paged_twin);
+        let passed: Vec<bool> = checked.iter().map(|&(ok, _)| ok).collect();
+        let ratios = twin_ratios(&names, &times, &passed, paged_twin);
         for ((((name, _), ts), ok), ratio) in
             runs.iter().zip(times.iter_mut()).zip(checked).zip(ratios)
         {
@@ -1018,8 +1003,10 @@ pub fn rss_shape(n: usize) -> AttnShape {
 }
 
 /// Run `version` once on [`rss_shape`] in this process and return (milliseconds, peak resident bytes
-/// from `/proc/self/status` `VmHWM`). Meant for a fresh child process, so the peak is this run's.
-pub fn rss_probe(version: Version, n: usize) -> Result<(f64, f64), String> {
+/// from `/proc/self/status` `VmHWM`, the max error of the check or NaN if it failed). Meant for a fresh
+/// child process, so the peak is this run's. The check comes after the peak is read (its reference must
+/// not count): head 0's last 64 query rows against the f64 reference, under the rule.
+pub fn rss_probe(version: Version, n: usize) -> Result<(f64, f64, f64), String> {
     let s = rss_shape(n);
     let mut rng = Rng::new(8192);
     let (q, k, v) = (
@@ -1041,7 +1028,20 @@ pub fn rss_probe(version: Version, n: usize) -> Result<(f64, f64), String> {
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|x| x.parse().ok())
         .ok_or("no VmHWM in /proc/self/status")?;
-    Ok((ms, kb * 1024.0))
+    let rows = n.min(64);
+    let sub = AttnShape::new(1, 1, 1, rows, n, s.d).map_err(|e| e.to_string())?;
+    let head = |x: &[f32]| x[..n * s.d].to_vec(); // head 0 of batch 0
+    let (q0, k0, v0) = (&head(&q)[(n - rows) * s.d..], head(&k), head(&v));
+    let reference = attention_ref64(q0, &k0, &v0, &sub, Mask::NONE).map_err(|e| e.to_string())?;
+    let lowp =
+        attention_lowp(q0, &k0, &v0, &sub, Mask::NONE, DType::F32).map_err(|e| e.to_string())?;
+    let got: Vec<f64> = o[(n - rows) * s.d..n * s.d]
+        .iter()
+        .map(|&x| x.into())
+        .collect();
+    let err = attn_close(version.name(), &got, &lowp, &reference, DType::F32, n, None)
+        .map_or(f64::NAN, |r| r.candidate.max);
+    Ok((ms, kb * 1024.0, err))
 }
 
 /// Peak memory of naive and tiled at length `n`, each in a child process running `exe rss-probe`.
@@ -1058,20 +1058,26 @@ pub fn rss_records(exe: &std::path::Path, n: usize, log: &mut dyn FnMut(&str)) -
             .split_whitespace()
             .filter_map(|x| x.parse().ok())
             .collect();
-        let [ms, rss] = nums[..] else {
+        // "NaN" parses as f64: a failed check comes back as NaN and the record stays unchecked.
+        let [ms, rss, err] = nums[..] else {
             log(&format!("rss probe of {} failed: {text}", ver.name()));
             continue;
         };
         log(&format!(
-            "peak RSS {:9} N={n}: {:.1} MB in {ms:.0} ms",
+            "peak RSS {:9} N={n}: {:.1} MB in {ms:.0} ms, {}",
             ver.name(),
-            rss / 1e6
+            rss / 1e6,
+            if err.is_finite() {
+                format!("checked (max error {err:.1e})")
+            } else {
+                "FAILED CHECK".into()
+            }
         ));
         let flops = fa_flops(s.b, s.hq, s.nq, s.nk, s.d, false);
         let rec = Record::new("memory", &format!("ours/{}", ver.name()), "f32", &s, "none");
         out.push(Record {
             peak_rss_bytes: Some(rss),
-            ..rec.timed(&[ms], flops, 0.0).checked(true, 0.0)
+            ..rec.timed(&[ms], flops, 0.0).checked(err.is_finite(), err)
         });
     }
     out

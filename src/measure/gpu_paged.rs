@@ -1,8 +1,8 @@
 //! Lab 03's GPU harness: paged decode against the same kernel on contiguous K/V, each checked against
 //! the f64 reference, then timed with CUDA events; PyTorch's SDPA on the same shapes comes from
-//! `bench/peers/torch_decode.py` in the same device call.
+//! `bench/peers/torch_decode.py` in the same run.
 //!
-//! Shape (the issue's): 16 sequences, 32 query heads over 8 kv heads (GQA), D = 128, fp16, blocks of 16
+//! Shape (the target's): 16 sequences, 32 query heads over 8 kv heads (GQA), D = 128, fp16, blocks of 16
 //! tokens, every sequence `N` tokens long for `N` in [`CONTEXTS`] (N = 64 and 2048 are the book's anchor
 //! sizes; 4k to 64k the serving range). The pool holds exactly the batch's blocks, in a shuffled order
 //! (a pool after many requests have come and gone); `ours/gpu-paged-fresh` reads the same tokens through
@@ -230,7 +230,9 @@ pub fn measure(
                     &attn_close(&label, &got, l, r, DType::F16, n, Some(FP16_BAR)),
                     log,
                 );
-                worst = (worst.0 && ok, if ok { worst.1.max(err) } else { f64::NAN });
+                // Once a sequence fails, the record's error stays NaN (`f64::max` would drop it).
+                let bad = !ok || worst.1.is_nan();
+                worst = (worst.0 && ok, if bad { f64::NAN } else { worst.1.max(err) });
             }
             let times = median_times(dev, bufs, partition, tuning)?;
             let bytes = bufs.bytes(Mask::NONE);

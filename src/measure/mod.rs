@@ -1,4 +1,4 @@
-//! Measurements: the records every harness writes (`measurements/<machine>.json`, DESIGN's schema), the
+//! Measurements: the records every harness writes (`measurements/<machine>.json`, one schema), the
 //! machine's measured ceilings, and the CPU and GPU harnesses that check, then time, every version.
 
 pub mod ceilings;
@@ -117,7 +117,8 @@ pub struct Record {
     /// Bytes the hardware counted (GPU DRAM counters), when measured.
     #[serde(default)]
     pub dram_bytes: Option<f64>,
-    /// Max error against the f64 reference.
+    /// Max error against the f64 reference (NaN where the check failed, `null` in the file).
+    #[serde(with = "nan_as_null")]
     pub max_err: f64,
     /// Whether the configuration passed the correctness rule before it was timed.
     pub checked: bool,
@@ -351,9 +352,41 @@ pub fn read_order_tables(
     ]
 }
 
+/// JSON has no NaN: a failed check's max error (NaN) is written as `null` and read back as NaN, so that a
+/// file holding an unchecked record stays readable.
+pub(crate) mod nan_as_null {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(x: &f64, s: S) -> Result<S::Ok, S::Error> {
+        if x.is_finite() {
+            s.serialize_f64(*x)
+        } else {
+            s.serialize_none()
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+        Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::NAN))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_failed_check_s_nan_error_survives_a_round_trip() {
+        let s = AttnShape::self_attention(1, 1, 4, 4).unwrap();
+        let rec = Record::new("flash", "ours/x", "f16", &s, "none")
+            .timed(&[1.0], 1.0, 1.0)
+            .checked(false, f64::NAN);
+        let text = serde_json::to_string(&rec).unwrap();
+        let back: Record = serde_json::from_str(&text).unwrap();
+        assert!(back.max_err.is_nan() && !back.checked, "{text}");
+        let ok = rec.checked(true, 2.5e-4);
+        let back: Record = serde_json::from_str(&serde_json::to_string(&ok).unwrap()).unwrap();
+        assert_eq!(back.max_err, 2.5e-4);
+    }
 
     #[test]
     fn round_ratios_pair_rounds_not_medians() {

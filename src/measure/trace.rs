@@ -36,11 +36,22 @@ pub struct TraceRun {
     pub consumers: usize,
     /// The untraced kernel's median time on the same buffers, ms.
     pub ms: f64,
+    /// The untraced kernel's output passed the rule against the f64 reference before it was timed
+    /// (false in files written before the check existed: their times are not shown).
+    #[serde(default)]
+    pub checked: bool,
+    /// Its max error (NaN, `null` in the file, where the check failed or did not run).
+    #[serde(default = "nan", with = "super::nan_as_null")]
+    pub max_err: f64,
     /// The traced launch's output equals the untraced one's, bit for bit.
     pub same_output: bool,
     /// Per block, per writer (consumers, then the producer): `[cycle, code, item, tile]`, cycles counted
     /// from the block's first event.
     pub blocks: Vec<Vec<Vec<[u64; 4]>>>,
+}
+
+fn nan() -> f64 {
+    f64::NAN
 }
 
 /// A trace file: the card and every run.

@@ -16,7 +16,9 @@
 //! FlashAttention's tests do: rounding the inputs to the storage type is not the kernel's error.
 //! For `f16` with unit-normal inputs the phase adds an absolute bar: `max|out - ref64| <= 1e-3`.
 
-use super::numeric::DType;
+use super::numeric::{DType, Element};
+use super::reference::{attention_lowp, attention_ref64};
+use super::shape::{AttnShape, Mask};
 use std::fmt;
 use thiserror::Error;
 
@@ -188,6 +190,42 @@ pub fn attn_close(
     Ok(report)
 }
 // ANCHOR_END: attn_close
+
+/// The check every CPU harness, bench and probe runs before it times a configuration: batch 0's first kv
+/// heads (up to 2) and their query heads (contiguous at the start of every tensor: query head `h` reads kv
+/// head `h / G`) against the f64 reference under the rule, with the fp16 bar for `f16` outputs. The
+/// references are computed once, at construction; [`LeadingHeads::check`] then costs a comparison.
+pub struct LeadingHeads {
+    sub: AttnShape,
+    reference: Vec<f64>,
+    lowp: Vec<f64>,
+    dtype: DType,
+}
+
+impl LeadingHeads {
+    /// The references for the inputs `q, k, v` of shape `s` under `mask`, in `T`'s precision.
+    pub fn new<T: Element>(q: &[T], k: &[T], v: &[T], s: &AttnShape, mask: Mask) -> Self {
+        let kv_heads = 2.min(s.hkv);
+        let sub = AttnShape::new(1, kv_heads * s.group(), kv_heads, s.nq, s.nk, s.d)
+            .expect("a sub-shape of a valid shape");
+        let (q, k, v) = (&q[..sub.q_len()], &k[..sub.kv_len()], &v[..sub.kv_len()]);
+        Self {
+            sub,
+            reference: attention_ref64(q, k, v, &sub, mask).expect("a valid sub-shape"),
+            lowp: attention_lowp(q, k, v, &sub, mask, T::DTYPE).expect("a valid sub-shape"),
+            dtype: T::DTYPE,
+        }
+    }
+
+    /// Apply the rule to the output `o` (the whole output of the call; its leading heads are compared).
+    pub fn check<T: Element>(&self, name: &str, o: &[T]) -> Result<CloseReport, CloseError> {
+        let n = self.sub.q_len().min(o.len());
+        let got: Vec<f64> = o[..n].iter().map(|x| x.to_f64()).collect();
+        let bar = (self.dtype == DType::F16).then_some(FP16_BAR);
+        let (lowp, reference) = (&self.lowp, &self.reference);
+        attn_close(name, &got, lowp, reference, self.dtype, self.sub.nk, bar)
+    }
+}
 
 /// For harnesses: `(passed, candidate max error)`, logging the failure when there is one (the max error
 /// is NaN then, and the configuration is recorded as unchecked).

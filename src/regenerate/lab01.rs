@@ -43,7 +43,12 @@ fn rss_table(files: &[(String, MeasurementFile)]) -> String {
     let mut rows = Vec::new();
     let mut sources = Vec::new();
     for (name, f) in files.iter().filter(|(_, f)| f.machine.kind == "cpu") {
-        let memory = || f.records.iter().filter(|r| r.variant == "memory");
+        // A run whose output failed its check measured the memory of a wrong program: not shown.
+        let memory = || {
+            f.records
+                .iter()
+                .filter(|r| r.variant == "memory" && r.checked)
+        };
         let before = rows.len();
         for r in memory() {
             let Some(rss) = r.peak_rss_bytes else {
@@ -63,7 +68,6 @@ fn rss_table(files: &[(String, MeasurementFile)]) -> String {
                 format!("B={}, H={}, N={}, D={}", r.b, r.hq, r.nq, r.d),
                 si(rss) + "B",
                 si(predicted) + "B",
-                format!("{:.0}", r.ms),
             ]);
         }
         if rows.len() > before {
@@ -84,14 +88,14 @@ fn rss_table(files: &[(String, MeasurementFile)]) -> String {
             "shape (f32)",
             "peak resident memory",
             "inputs, outputs and live score matrices",
-            "ms",
         ],
         &rows,
     );
     out += &format!(
         "\n*Table 01.3. Each version run once in a fresh child process (`modern-attention rss-probe`), its peak \
          resident set read from the kernel (`VmHWM`). The prediction counts Q, K, V and O, plus one N×N f32 \
-         score matrix per worker for naive; the rest is the program itself. {}.*\n",
+         score matrix per worker for naive; the rest is the program itself. Each run's output is checked against the \
+         f64 reference after its peak is read (head 0's last 64 rows, under the rule). {}.*\n",
         sources.join("; ")
     );
     out

@@ -32,7 +32,7 @@ pub const IMPLS: [&str; 18] = [
 pub fn render(files: &[(String, MeasurementFile)]) -> Vec<Artifact> {
     let gpu = files.iter().find(|(_, f)| f.machine.kind == "gpu");
     // The speed table, the figure and the DRAM bytes show the card on which the most of our versions
-    // were timed (the newest kernels first run where a device was lent); the cross-check comes from the
+    // were timed (the newest kernels first ran on whichever card was available); the cross-check comes from the
     // first card. Table 02.4 puts every card's ratios side by side.
     let versions = |f: &MeasurementFile| {
         let mut v: Vec<&str> = f
@@ -297,7 +297,7 @@ fn crosscheck_table(name: &str, f: &MeasurementFile) -> String {
         &rows,
     );
     out += &format!(
-        "\n*Table 02.3. The Definition of Done's \"matches PyTorch reference attention\": our kernel ran on saved \
+        "\n*Table 02.3. The phase's \"matches PyTorch reference attention\": our kernel ran on saved \
          inputs (`gpu-probe save-check`), and `bench/peers/torch_check.py` ran `scaled_dot_product_attention` \
          with the math backend (`enable_gqa`, `is_causal`) on the very same q, k, v, plus a float64 reference. \
          {} ({}); from `measurements/{name}`.*\n",
@@ -478,7 +478,7 @@ fn best_ratios(f: &MeasurementFile, d: usize, mask: &str, n: usize) -> Option<(f
 }
 
 /// Table 02.4: the two ratios of Table 02.1 on every card whose flash grid is committed (only when
-/// there are two or more), each card's ours and peers timed in its own device call.
+/// there are two or more), each card's ours and peers timed in its own run.
 fn cards_table(files: &[(String, MeasurementFile)]) -> String {
     let cards: Vec<&(String, MeasurementFile)> = files
         .iter()
@@ -520,7 +520,7 @@ fn cards_table(files: &[(String, MeasurementFile)]) -> String {
     out += &md_table(&header, &rows);
     out += &format!(
         "\n*Table 02.4. Table 02.1's last two columns on every card measured, the same code and grid, each \
-         card's peers timed in the same device call as ours: {}.*\n",
+         card's peers timed in the same run as ours: {}.*\n",
         cards
             .iter()
             .map(|(name, f)| {
@@ -539,7 +539,11 @@ fn cards_table(files: &[(String, MeasurementFile)]) -> String {
 
 fn bytes_table(name: &str, f: &MeasurementFile) -> String {
     let mut rows = Vec::new();
-    for r in f.records.iter().filter(|r| r.dram_bytes.is_some()) {
+    for r in f
+        .records
+        .iter()
+        .filter(|r| r.dram_bytes.is_some() && r.checked)
+    {
         let dram = r.dram_bytes.unwrap_or_default();
         rows.push(vec![
             format!("`{}`", r.implementation),
@@ -677,7 +681,12 @@ pub fn render_trace(traces: &[TraceFile]) -> Vec<Artifact> {
                     .map(|(code, _)| pct(*states.get(code).unwrap_or(&0), total)),
             );
             row.push(pct(pwait, ptotal));
-            row.push(format!("{:.4} ms", r.ms));
+            // A time is shown only for a kernel checked against the reference before it was timed.
+            row.push(if r.checked {
+                format!("{:.4} ms", r.ms)
+            } else {
+                "— (not checked)".into()
+            });
             row
         })
         .collect();
