@@ -10,8 +10,9 @@
 // FA_VERSION (1..8) and FA_BF16 (0 or 1) so that a process compiles only the kernels it launches.
 //
 // ANCHOR: changelog
-// Changelog. Measured on an NVIDIA H100 80GB HBM3 (driver 580.159, CUDA 13.0), 2026-11-27, fp16,
-// B*N = 16k tokens, H = 2048/D, non-causal unless said; TFLOP/s = 4 B H N^2 D / t (halved for causal).
+// Changelog. The first entries were measured on an NVIDIA H100 80GB HBM3 (driver 580.159, CUDA 13.0),
+// 2026-11-27; later ones name their card and date. fp16, B*N = 16k tokens, H = 2048/D, non-causal unless
+// said; TFLOP/s = 4 B H N^2 D / t (halved for causal).
 // PyTorch 2.11 SDPA ran in the same run; every number is in measurements/gpu-*.json.
 //   v0  PyTorch SDPA. D=128 N=16384: flash (FA2) 336, cuDNN 563, mem-efficient 178 TFLOP/s; math
 //       (S materialised) 23 at N=4096. D=64 N=16384: flash 298, cuDNN 434, efficient 137.
@@ -1339,13 +1340,14 @@ TC(5, true, 128, 8)
 // D = 64 and 128 the tiles use the 128-byte swizzle, the layout Hopper's copy engine also writes:
 // each row of a 64-column block is 128 contiguous bytes with its 16-byte chunks permuted by the row
 // index, so that a warp copies whole rows (full 128-byte lines, four sectors per L2 request) into
-// shared memory without bank conflicts. How it got there (D = 128, N = 2048, H100, one ncu run each):
+// shared memory without bank conflicts. How it got there (D = 128, N = 2048, one ncu profile each; the
+// times are in the changelog, v6 a. to c.):
 //   * packed core matrices (no swizzle), copies of 8 rows x 64 bytes per warp to keep the stores
-//     conflict-free: every L2 request carried one 32-byte sector for a 16-byte copy, L2 at 89% of
-//     its request throughput, the tensor pipe at 26%: 245 TFLOP/s;
+//     conflict-free: every L2 request carried one 32-byte sector for a 16-byte copy, and L2's request
+//     throughput, not the tensor pipe, was the busy unit;
 //   * the same with whole-row copies (core matrices 144 bytes apart, or packed with conflicts):
 //     still one sector per request: the copy's shared-memory side must be contiguous too;
-//   * 128-byte swizzle: four sectors per request, L2 at 22%: 335 TFLOP/s.
+//   * 128-byte swizzle: four sectors per request, and L2 no longer the limit.
 // For V, read transposed, LBO is the stride between 64-column blocks of d and SBO the stride between
 // 8-key groups (the opposite reading fails the reference check).
 // ANCHOR_END: wgmma_intro
@@ -1672,9 +1674,9 @@ __device__ __forceinline__ void wg_store(T* __restrict__ o, float* __restrict__ 
 // Work item `item` of a 1-D order over (query tile, head) pairs of BR rows: in groups of GH heads, tile
 // T - 1 of the group's heads, then T - 2, ... With a causal mask the longest items then start first
 // and the order ends on the shortest (head by head, every head's long items ran to the end beside
-// short ones: +8% at N = 512, +18% at 1024 for v7's one-warpgroup block), while the items at work at
-// one time share a few heads' K and V (GH heads' K and V take about 16 MB: they stay in L2). Without a
-// mask every item is as long: GH = 1, head by head (grouped, 2-5% slower).
+// short ones: slower at N = 512 and 1024 for v7's one-warpgroup block, changelog v7 i.), while the
+// items at work at one time share a few heads' K and V (GH heads' K and V take about 16 MB: they stay in
+// L2). Without a mask every item is as long: GH = 1, head by head (grouped was slower, v7 i.).
 template <typename T, int D, int BR>
 __device__ __forceinline__ void work_item(const Params& p, int item, int& tile, int& bh) {
     const int T_ = (p.nq + BR - 1) / BR, BH = p.b * p.hq;
@@ -1744,7 +1746,8 @@ __device__ void flash_wg(const T* __restrict__ q, const T* __restrict__ k, const
     // Thread tid copies chunk cc = tid % CH of rows ci, ci + RS, ci + 2 RS, ...: a warp reads whole
     // rows (full 128-byte lines), and since RS is a multiple of 8 a thread's rows share their swizzle
     // (i % 8), so the shared and the global offsets both advance by constants: computed once here, not
-    // for every chunk (the per-chunk arithmetic was a quarter of the loop's instructions). Rows past n
+    // for every chunk (the per-chunk arithmetic was a large share of the loop's instructions, changelog
+    // v6 d.). Rows past n
     // are zeros; only a matrix's last tile takes that path.
     const int cc = tid % CH, ci = tid / CH;
     auto copy_tile = [&](T* dst, const T* src, int r0, int n) { copy_rows<BC, D, NT / CH>(dst, src, r0, n, ci, cc); };
@@ -1916,8 +1919,8 @@ __device__ void flash_wg(const T* __restrict__ q, const T* __restrict__ k, const
             wg_wait<0>();
         };
         // Folded, the correction is always added: skipping it where no row is short (a branch around
-        // the whole of step 1, two copies of it) made the one-warpgroup kernel 7% slower on causal
-        // masks at D = 64, where it is nearly free under the softmax.
+        // the whole of step 1, two copies of it) made the one-warpgroup kernel slower on causal
+        // masks at D = 64, where it is nearly free under the softmax (changelog v7 f.).
         if (ntiles == 1) {
             last_pv(pf, true);
         } else if (ntiles > 1) {
@@ -1965,13 +1968,13 @@ WG(7, 128, 4)
 // v8: v7's two-warpgroup loop fed by a third warpgroup through Hopper's tensor memory accelerator
 // (FlashAttention-3's warp specialisation). In v7 every consumer thread computes addresses and issues
 // 16-byte cp.async copies, and the two warpgroups meet at a block-wide barrier every tile. Here one
-// thread of a producer warpgroup asks the copy engine for whole boxes (64 columns x 128 rows, in the
-// 128-byte swizzle `tile_off` describes; src/gpu/tma.rs builds the tensor maps on the host), rows past
-// the end arriving as zeros. Each stage of K and each of V has two mbarriers: "full", on which the
+// thread of a producer warpgroup asks the copy engine for whole boxes (64 columns x 128 rows of K or V,
+// 64 NWG rows of Q, in the 128-byte swizzle `tile_off` describes; src/gpu/tma.rs builds the tensor maps
+// on the host), rows past the end arriving as zeros. Each stage of K and each of V has two mbarriers: "full", on which the
 // copy engine counts the bytes it delivered, and "empty", on which each consumer warp arrives once it
 // has finished reading the stage (its wgmma waited for); Q has a pair of its own, on whose "empty" every
 // consumer thread arrives. Nothing else synchronises the block: the consumer warpgroups run v7's
-// overlapped steps each at its own pace, and the block is persistent (`ws_block`). The producer gives
+// overlapped steps each at its own pace, and the block is persistent (`flash_ws`). The producer gives
 // up registers (`setmaxnreg.dec` to 40) so that the consumers can take 232 (`setmaxnreg.inc`) under the
 // 384-thread launch's 168 (128 x 40 + 256 x 232 = 384 x 168 registers). At D = 64 a block has three
 // consumer warpgroups (NWG = 3: 192 query rows share each K/V tile, 512 threads, 24 and 160
@@ -2080,7 +2083,7 @@ enum TraceCode : unsigned {
 // paid once. Where shared memory holds two Q tiles (QB = 2: every shape but D = 128 with three stages),
 // the producer takes item n + 1 and asks for its Q as soon as item n's first K/V tile is on its way, and
 // the consumers start item n + 1 under item n's end: its first S = Q K^T is issued with item n's last
-// P V and its exponentials run while that P V does, then item n's O is stored (`ws_consumer`). With one
+// P V and its exponentials run while that P V does, then item n's O is stored (the consumer loop). With one
 // Q tile the next item's Q can only be asked for once the last S has read this one, and an item's start
 // (its Q's load, its first S and softmax, which nothing overlaps) is paid in full. Shared memory: QB Q
 // tiles (64 NWG x D), STAGES stages of K, STAGES of V (128 x D each), the barriers, the items in hand and
@@ -2094,8 +2097,8 @@ __device__ void flash_ws(const TensorMap* tq, const TensorMap* tk, const TensorM
     constexpr unsigned TILE_BYTES = BC * D * sizeof(T);
     // DECODED: the producer publishes each item decoded (its key tiles, head, first key tile and query
     // tile), so the consumers' item boundary does no division; otherwise the item's number, which
-    // each consumer warpgroup decodes. Measured (changelog entries n, ad and af): it pays in every
-    // D = 64 block, and the D = 128 kernels' loops compiled slower with it, three times.
+    // each consumer warpgroup decodes. Measured: it pays in every D = 64 block (changelog entries n and
+    // ad), and in three attempts the D = 128 kernels' loops compiled slower with it (n, r and af).
     constexpr bool DECODED = D == 64;
     // Q tiles: two where they fit beside the stages in an SM's 227 KB (the host's `v8_q_buffers`).
     constexpr int QB = (2 * BR + 2 * STAGES * BC) * D * (int)sizeof(T) + 4096 <= 232448 ? 2 : 1;
@@ -2480,7 +2483,7 @@ __device__ void flash_ws(const TensorMap* tq, const TensorMap* tk, const TensorM
                 reset();  // not before the wait: S would be serialised
                 unsigned int pl[BC / 16][4];
                 // The rounding residual only where it is used (changelog entry u): its conversions
-                // are about a seventh of the boundary's instructions.
+                // are a visible share of the boundary's instructions.
                 if (nx.short_rows) {
                     wg_softmax<T, BC, true>(s, p, nx.t_begin * BC, nx.iw, row_of(nx), tg, m, l, alpha, pf, pl);
                     tr(TR_RESCALE, n + 1, 0);

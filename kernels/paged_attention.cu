@@ -540,6 +540,8 @@ __device__ __forceinline__ void attend_range(const elem_t* __restrict__ q,
     } else {
         p_hi = t_hi;
     }
+    // ... the piece's chunks are walked here, still inside the loop over pieces (its brace closes after
+    // the walk).
     // ANCHOR_END: paged_address
     const int stride = WPH * CHUNK;
     const int n_chunks = p_hi - p_lo > sub * CHUNK ? (p_hi - p_lo - sub * CHUNK + stride - 1) / stride : 0;

@@ -186,7 +186,15 @@ fn mean_pooling_is_identity_at_g_equals_h_and_refuses_bad_groups() {
             }
         }
     }
-    assert!(gqa.mean_pooled(1).is_err(), "pooling starts from MHA");
+    assert!(
+        matches!(
+            gqa.mean_pooled(1),
+            Err(ModelError::Layer(
+                modern_attention::minimodel::attention_mqa_gqa::GqaError::NotMultiHead { .. }
+            ))
+        ),
+        "pooling starts from MHA"
+    );
 }
 
 #[test]

@@ -435,8 +435,9 @@ pub fn forward_knob<T: GpuElement>(
 }
 
 // ANCHOR: forward_checks
-/// [`forward`] with the warps per block of the tensor-core versions chosen: 4 or 8 for v4, v5 (at
-/// D >= 64) and v7; v6 always runs 8 (other values are taken as 8), the CUDA-core versions ignore it.
+/// [`forward`] with the warps per block of the tensor-core versions chosen: 4 or 8 for v5 (at D >= 64)
+/// and v7; v4 always runs 4 and v6 always 8 (other values are taken as those), the CUDA-core versions
+/// ignore it.
 /// For v8 the knob is the number of K/V stages, one of [`v8_stage_choices`] (others: the default).
 pub fn forward_with<T: GpuElement>(
     dev: &Device,
@@ -606,7 +607,8 @@ pub fn forward_with<T: GpuElement>(
             };
             let smem = ((br + 4 * bc) * s.d * 2 + 1024 + sink) as u32;
             f.set_attribute(MAX_DYNAMIC_SMEM, smem as i32)?;
-            // v7's one-warpgroup block takes a 1-D grid and orders it itself (`wg_order`).
+            // v7's one-warpgroup block takes a 1-D grid and orders it itself (`flash_wg` through
+            // `work_item`).
             let grid_dim = if one_warpgroup {
                 (nq.div_ceil(br as u32) * bh, 1, 1)
             } else {

@@ -30,7 +30,7 @@ use std::time::Instant;
 /// asked (`bench/peers/torch_cpu_sdpa.py --serve`). Our timing windows and its windows alternate, a
 /// fraction of a second each, so that a slow phase of a shared machine (another tenant on the same
 /// cores) falls on both sides alike: timed one after the other, two medians of the same kernel
-/// differed by tens of percent on the book's machine, more than a ratio near 1.0 can survive.
+/// differed on the book's machine by more than a ratio near 1.0 can survive.
 pub struct TorchPeer {
     child: Child,
     stdin: ChildStdin,

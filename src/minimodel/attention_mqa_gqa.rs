@@ -39,6 +39,14 @@ pub enum GqaError {
         /// Elements given.
         got: usize,
     },
+    /// Mean pooling starts from multi-head attention: this layer already shares its kv heads.
+    #[error("mean pooling needs an MHA layer; this one has {n_heads} query heads on {n_kv_heads} kv heads")]
+    NotMultiHead {
+        /// Query heads.
+        n_heads: usize,
+        /// Key/value heads (fewer than the query heads).
+        n_kv_heads: usize,
+    },
     /// A projection's weights do not have the size the layer's heads and width give it (the fields are
     /// public, so a layer may have been built or changed by hand).
     #[error("weights {name} have {got} elements, but the layer's heads and width need {expected}")]
@@ -137,10 +145,13 @@ impl Attention {
     /// value projection heads of each group are replaced by their mean; queries and output unchanged.
     /// `n_kv_heads = n_heads` is the identity.
     pub fn mean_pooled(&self, n_kv_heads: usize) -> Result<Self, GqaError> {
-        if n_kv_heads == 0
-            || !self.n_heads.is_multiple_of(n_kv_heads)
-            || self.n_kv_heads != self.n_heads
-        {
+        if self.n_kv_heads != self.n_heads {
+            return Err(GqaError::NotMultiHead {
+                n_heads: self.n_heads,
+                n_kv_heads: self.n_kv_heads,
+            });
+        }
+        if n_kv_heads == 0 || !self.n_heads.is_multiple_of(n_kv_heads) {
             return Err(GqaError::Config(ConfigError::HeadsNotDivisible {
                 n_heads: self.n_heads,
                 n_kv_heads,

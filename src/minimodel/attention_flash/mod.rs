@@ -76,8 +76,8 @@ pub struct Tiles {
 /// and V fewer times and transposes each K tile once for more rows. An eighth (the first rule, chosen on
 /// a Xeon whose 2 MB L2 makes both the same 256 rows at `D = 64`) gave a 512 KB L2 (AMD EPYC) 64 rows at
 /// `D = 64` and 32 at `D = 128`; half gives it 256 and 192, which in interleaved rounds on that machine
-/// (2 threads, f32, `N = 2048`, ten rounds, medians) were 9% (`D = 64`) and 12% (`D = 128`) faster
-/// without a mask. Under a causal mask [`Tiles::for_call`] caps the rows at 128.
+/// (2 threads, f32, `N = 2048`) were faster at both head sizes without a mask. Under a causal mask
+/// [`Tiles::for_call`] caps the rows at 128.
 pub const L2_SHARE: usize = 2;
 
 impl Tiles {
@@ -86,8 +86,8 @@ impl Tiles {
     ///   softmax rescale (smaller `Bc`, more rescales) against the K and V tiles (`2 Bc D` floats, re-read
     ///   for every block of six query rows) leaving L1. `Bc = 64` when they fit in L1 for `D <= 64` and in
     ///   two L1s for `D = 128` (measured best on the book's machine: at `D = 128` 32-key tiles, which fit
-    ///   its 48 KB L1, were 1-3% faster on a quiet machine but 10% slower on a loaded one); `32` on a
-    ///   smaller L1.
+    ///   its 48 KB L1, were slightly faster on a quiet machine but clearly slower on a loaded one); `32`
+    ///   on a smaller L1.
     /// * `Br` sets how often K and V are re-read (once per query tile: `Tr = Nq / Br` times), so it is as
     ///   large as lets the Q tile, the S tile and the O accumulators (`Br (2 D + Bc)` floats) sit in
     ///   half of L2 ([`L2_SHARE`]): the largest multiple of 32 with `Br (2 D + Bc) * 4 <= L2 / 2`,
@@ -116,7 +116,7 @@ impl Tiles {
     /// were masked (and the window's K and V, `W` rows a head, stay cached however often they are read).
     /// Under a causal mask at most 128 rows: a query tile's cost grows with its place along the
     /// diagonal, and fewer, taller tiles share the threads' work less evenly (on the AMD EPYC, 256 rows
-    /// were 4% slower than 128 at `D = 64`, 192 3% slower at `D = 128`, in interleaved rounds).
+    /// were slower than 128 at `D = 64`, and 192 at `D = 128`, in interleaved rounds).
     pub fn for_call(d: usize, mask: Mask) -> Tiles {
         let t = Self::for_this_machine(d);
         let br = if mask.causal { t.br.min(128) } else { t.br };
@@ -490,7 +490,7 @@ pub fn tiled<T: Element, C: Traffic>(
         return Err(FlashError::ZeroTile { br, bc });
     }
     let (d, e) = (s.d, T::DTYPE.bytes());
-    let qscale = std::f32::consts::LOG2_E / (d as f32).sqrt();
+    let kscale = std::f32::consts::LOG2_E / (d as f32).sqrt(); // K carries the softmax's scale
     let tr = s.nq.div_ceil(br);
     // Work items: one per (batch, head, query tile); each owns a disjoint slice of `o`.
     let mut items: Vec<(usize, usize, usize, &mut [T])> = Vec::with_capacity(s.b * s.hq * tr);
@@ -500,11 +500,11 @@ pub fn tiled<T: Element, C: Traffic>(
         }
     }
     // Fast memory, all f32: allocated once per rayon job (`for_each_init`), not per work item (at
-    // N = 64 the allocations and their zeroing were a tenth of the time), sized for the rows a tile
-    // really has, and jobs of several items each so that rayon's splitting does not undo it. Not too
-    // many: about 16 jobs a thread, so that when one core is slowed (a shared machine), the other takes
-    // over its queue in small steps (with 4 a thread, a run could end with one core alone on a job
-    // an eighth of the run long).
+    // N = 64 the allocations and their zeroing were a visible share of the time), sized for the rows a
+    // tile really has, and jobs of several items each so that rayon's splitting does not undo it. Not
+    // too many: about 16 jobs a thread, so that when one core is slowed (a shared machine), the other
+    // takes over its queue in small steps (with 4 a thread, a run could end with one core alone on a
+    // long job).
     let (rmax, cmax) = (br.min(s.nq), bc.min(s.nk));
     let scratch = || {
         let z = |n: usize| vec![0.0f32; n];
@@ -547,11 +547,11 @@ pub fn tiled<T: Element, C: Traffic>(
                 for jt in first..last {
                     let (j0, j1) = (jt * bc, (jt * bc + bc).min(s.nk));
                     let cols = j1 - j0;
-                    // Load K tile transposed (D x cols), scaled by `qscale` on the way, and V tile
-                    // (cols x D); f32 inputs are read in place (the copy into a tile was 4% of the time
-                    // at N = 2048), the half types widened first.
+                    // Load K tile transposed (D x cols), scaled by `kscale` on the way, and V tile
+                    // (cols x D); f32 inputs are read in place (a copy into a tile cost time even at
+                    // N = 2048), the half types widened first.
                     let krows = T::view_f32(&k[s.kv_row(b, hk, j0)..][..cols * d], kwide);
-                    kernels::transpose(isa, krows, cols, d, &mut kt[..d * cols], qscale);
+                    kernels::transpose(isa, krows, cols, d, &mut kt[..d * cols], kscale);
                     let vtile = T::view_f32(&v[s.kv_row(b, hk, j0)..][..cols * d], vt);
                     traffic.load(2 * cols * d * e);
                     traffic.tile(true);

@@ -719,7 +719,8 @@ pub fn paged_attention<T: Element>(
     let g = validate(q.len(), o.len(), hq, nq, kv, batch)?;
     let (d, bs, hkv) = (kv.d, kv.block_size, kv.hkv);
     let head = nq * d; // one query head's rows
-                       // One task per (sequence, kv head): its G query heads are contiguous in q and o.
+
+    // One task per (sequence, kv head): its G query heads are contiguous in q and o.
     o.par_chunks_mut(g * head)
         .zip(q.par_chunks(g * head))
         .enumerate()
