@@ -1,5 +1,7 @@
-"""What the GPU peer scripts share: CUDA-event timing, the float64 reference they check a backend's last
-rows against, and the driver's version for the records' machine."""
+"""What the peer scripts share: CUDA-event timing, the float64 reference they check a backend's last rows
+against, the tolerance rule the crate applies to its own kernels (so that both sides of a ratio pass the
+same check), and the driver's version for the records' machine."""
+import math
 import subprocess
 
 import torch
@@ -30,6 +32,45 @@ def reference_last_rows(q, k, v, n, causal):
         rows = torch.arange(n - q.shape[2], n, device="cuda")[:, None]
         s = s.masked_fill(torch.arange(n, device="cuda")[None, :] > rows, float("-inf"))
     return torch.softmax(s, -1) @ vf
+
+
+def lowp_attention(q, k, v, causal):
+    """Standard attention in the inputs' own precision: the rule's low-precision reference. The queries
+    are the last rows of the keys' sequence (bottom-right aligned, as ours), kv heads repeated for GQA."""
+    g = q.shape[1] // k.shape[1]
+    k, v = (x.repeat_interleave(g, 1) for x in (k, v))
+    s = (q @ k.transpose(-1, -2)) * q.shape[-1] ** -0.5
+    if causal:
+        nq, nk = q.shape[-2], k.shape[-2]
+        rows = torch.arange(nk - nq, nk, device=q.device)[:, None]
+        s = s.masked_fill(torch.arange(nk, device=q.device)[None, :] > rows, float("-inf"))
+    return torch.softmax(s, -1) @ v
+
+
+def close(out, lowp, ref, nk, bar=None):
+    """FlashAttention's rule as `attn_close` in src/minimodel/check.rs applies it: the candidate's max error
+    against the float64 reference at most twice the low-precision reference's, plus twice the dtype's
+    rounding floor at these outputs (and, in f32, the accumulation floor of `nk` terms), and at most `bar`
+    where one is given. Returns (max error, passed); a non-finite value anywhere fails."""
+    dt = out.dtype
+    out, lowp, ref = out.double(), lowp.double(), ref.double()
+    if not all(torch.isfinite(x).all().item() for x in (out, lowp, ref)):
+        return float("nan"), False
+    err = (out - ref).abs().max().item()
+    base = (lowp - ref).abs().max().item()
+    r = ref.to(dt)
+    floor = ((r.double() + 0.3).to(dt).double() - 0.3).to(dt).double().sub(r.double()).abs().max().item()
+    accum = 0.0
+    if dt in (torch.float32, torch.float64):
+        accum = math.sqrt(nk) * 2.0**-24 * ref.abs().max().item()
+    ok = err <= 2 * base + 2 * floor + accum and (bar is None or err <= bar)
+    return err, ok
+
+
+def json_err(x):
+    """An error for a JSON record: JSON has no NaN, so a failed check's NaN is written as null (which the
+    crate reads back as NaN)."""
+    return x if x is not None and math.isfinite(x) else None
 
 
 def driver_version():

@@ -41,6 +41,7 @@ pub struct TorchPeer {
 #[derive(Debug, Deserialize)]
 struct PeerWindow {
     times_ms: Vec<f64>,
+    #[serde(with = "super::nan_as_null")]
     max_err: f64,
     checked: bool,
 }
