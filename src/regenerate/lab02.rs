@@ -244,8 +244,9 @@ fn race_table(name: &str, f: &MeasurementFile) -> String {
          (`bench/peers/torch_race.py`); TFLOP/s are medians over the rounds, each ratio is taken within a \
          round and the median is shown with the lowest and highest round's. Same method on both sides: \
          independent unit-normal inputs larger than the L2, rotated; 5 warm-ups, then 40 launches each \
-         between its own CUDA events, the 21st fastest; each side checked in the first round (ours \
-         against the f64 reference, PyTorch's backends against float64 on 128 rows). {} ({}); from \
+         between its own CUDA events, the 21st fastest; each side checked in the first round against \
+         a float64 reference (ours on the harness's rows, PyTorch's backends on 128 rows), under the same \
+         rule and fp16 bar. {} ({}); from \
          `measurements/{name}`.*\n",
         rounds.len(),
         f.machine.name,
