@@ -529,6 +529,11 @@
 //       four rounds, same day): ahead in every round at 14 of 24 shapes, behind in every round at
 //       D = 64 causal 512 (0.95x median) and D = 128 unmasked 512 (0.98x), level at the other eight
 //       (D = 64 causal 1024 now among them, 0.98x median, rounds 0.95-1.04x).
+//       Interleaved again at e0080eb (the same kernels; PyTorch's side now checked under the same rule
+//       as ours; H200, 2026-11-29, four rounds): ahead in every round at 15 of 24 shapes, behind in
+//       every round at the three N = 1024 shapes D = 64 causal (0.96x), D = 64 unmasked (0.99x) and
+//       D = 128 unmasked (0.99x), level at every N = 512 shape (rounds 0.93-1.14x) and at D = 128
+//       unmasked 8192 and 16384: at the short rows the order moves between runs of the same code.
 // ANCHOR_END: changelog
 
 #include <cuda_fp16.h>
