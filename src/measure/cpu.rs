@@ -1,7 +1,8 @@
 //! The CPU harness: for every configuration of the grid, check each version against the f64 reference
-//! (the tolerance rule, on the first batch's first heads), then time it (one warm-up, then the median of
-//! at least five runs, outputs poisoned between runs), and write the measurement records. With a [`TorchPeer`],
-//! PyTorch's CPU SDPA is timed on the same configurations in windows that alternate with ours.
+//! (the tolerance rule, on the first batch's first heads and the last batch's last), then time it (one
+//! warm-up, then the median of at least five runs, outputs poisoned between runs), and write the
+//! measurement records. With a [`TorchPeer`], PyTorch's CPU SDPA is timed on the same configurations in
+//! windows that alternate with ours.
 
 use super::{ceilings, fa_flops, Generated, Machine, MeasurementFile, Record};
 use crate::minimodel::attention_flash::{
@@ -220,7 +221,7 @@ fn run_config<T: Element>(
     let q: Vec<T> = convert(&rng.normal_vec_f32(s.q_len()));
     let k: Vec<T> = convert(&rng.normal_vec_f32(s.kv_len()));
     let v: Vec<T> = convert(&rng.normal_vec_f32(s.kv_len()));
-    // The check covers batch 0's first kv heads (up to 2) and their query heads.
+    // The check covers batch 0's first kv heads (up to 2) and the last batch's last, with their query heads.
     let check = LeadingHeads::new(&q, &k, &v, &s, c.mask);
     let mut out = Vec::new();
     let mut o = vec![T::from_f32(f32::NAN); s.q_len()];

@@ -5,7 +5,7 @@
 //! and `H = 2048 / D` heads (FlashAttention's benchmark sizing); causal and not. v1, v1b and v2 are timed only
 //! for N <= 2048 and v3 for N <= 4096 (they take seconds beyond, and v1's `S` alone is 4 GB at N = 2048).
 //!
-//! Check: batch 0, heads 0 and Hq - 1, the last `min(Nq, 128)` query rows (every key visible to them)
+//! Check: batch 0's first head and the last batch's last, the last `min(Nq, 128)` query rows (every key visible to them)
 //! and, under a causal mask, the first 64 rows too (the fewest keys), against the f64 reference under
 //! [`attn_close`] with the fp16 bar. A version that fails is still timed, recorded with `checked: false`.
 //!
@@ -108,11 +108,13 @@ fn head_rows(
     x[start + rows.start * s.d..start + rows.end * s.d].to_vec()
 }
 
-/// The check's sub-problems: (query head, query rows, key count) of batch 0, each an exact copy of
-/// what those rows see (positions preserved: a prefix of rows under a causal mask sees a prefix of keys).
+/// The check's sub-problems: (query head counted across the batch, query rows, key count), each an exact
+/// copy of what those rows see (positions preserved: a prefix of rows under a causal mask sees a prefix
+/// of keys).
 fn check_slices(s: &AttnShape, mask: Mask) -> Vec<(usize, std::ops::Range<usize>, usize)> {
     let mut out = Vec::new();
-    for h in [0, s.hq - 1] {
+    // Heads counted across the batch (`q`, `o`: `(B Hq, Nq, D)`): batch 0's first, the last batch's last.
+    for h in [0, s.b * s.hq - 1] {
         let r = s.nq.min(128);
         out.push((h, s.nq - r..s.nq, s.nk));
         if mask.causal && s.nq > 128 && s.nk >= s.nq {
@@ -124,8 +126,8 @@ fn check_slices(s: &AttnShape, mask: Mask) -> Vec<(usize, std::ops::Range<usize>
 }
 
 /// What the check of a grid configuration needs of the reference: the f64 and the fp16-storage
-/// answers of a few query rows of batch 0 (the last 128 rows of the first and last heads, and under a
-/// causal mask their first 64 rows too), computed once per inputs and mask.
+/// answers of a few query rows (the last 128 rows of batch 0's first head and of the last batch's last
+/// head, and under a causal mask their first 64 rows too), computed once per inputs and mask.
 pub struct Checker {
     slices: Vec<(usize, std::ops::Range<usize>, usize)>,
     refs: Vec<(Vec<f64>, Vec<f64>)>, // (ref64, lowp) per slice
@@ -313,6 +315,22 @@ pub fn file(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_check_covers_the_first_and_the_last_head_of_the_batch() {
+        let s = AttnShape::new(4, 8, 2, 256, 256, 64).unwrap();
+        let slices = check_slices(&s, Mask::CAUSAL);
+        let heads: Vec<usize> = slices.iter().map(|x| x.0).collect();
+        assert_eq!(
+            heads,
+            [0, 0, 31, 31],
+            "batch 0's first head, the last batch's last, twice each"
+        );
+        // The last head's rows are the last of q: its kv head is the last of k.
+        let (h, rows, _) = &slices[2];
+        assert_eq!(s.q_row(0, *h, rows.end), s.q_len());
+        assert_eq!(s.kv_row(0, h / s.group(), s.nk), s.kv_len());
+    }
 
     /// Every version parses from its name, its short form and its number (v1b by its name and short
     /// form: it shares v1's number, which means v1); v8 takes only the head sizes its 64-column boxes

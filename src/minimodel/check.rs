@@ -193,12 +193,12 @@ pub fn attn_close(
 
 /// The check every CPU harness, bench and probe runs before it times a configuration: batch 0's first kv
 /// heads (up to 2) and their query heads (contiguous at the start of every tensor: query head `h` reads kv
-/// head `h / G`) against the f64 reference under the rule, with the fp16 bar for `f16` outputs. The
-/// references are computed once, at construction; [`LeadingHeads::check`] then costs a comparison.
+/// head `h / G`), and the last batch's last kv head with its query heads (at the end of every tensor),
+/// against the f64 reference under the rule, with the fp16 bar for `f16` outputs. The references are
+/// computed once, at construction; [`LeadingHeads::check`] then costs a comparison.
 pub struct LeadingHeads {
-    sub: AttnShape,
-    reference: Vec<f64>,
-    lowp: Vec<f64>,
+    /// Per checked region: its shape, where its query rows start in `q` and `o`, and its references.
+    regions: Vec<(AttnShape, usize, Vec<f64>, Vec<f64>)>,
     dtype: DType,
 }
 
@@ -206,24 +206,45 @@ impl LeadingHeads {
     /// The references for the inputs `q, k, v` of shape `s` under `mask`, in `T`'s precision.
     pub fn new<T: Element>(q: &[T], k: &[T], v: &[T], s: &AttnShape, mask: Mask) -> Self {
         let kv_heads = 2.min(s.hkv);
-        let sub = AttnShape::new(1, kv_heads * s.group(), kv_heads, s.nq, s.nk, s.d)
+        let lead = AttnShape::new(1, kv_heads * s.group(), kv_heads, s.nq, s.nk, s.d)
             .expect("a sub-shape of a valid shape");
-        let (q, k, v) = (&q[..sub.q_len()], &k[..sub.kv_len()], &v[..sub.kv_len()]);
+        let tail = AttnShape::new(1, s.group(), 1, s.nq, s.nk, s.d).expect("a sub-shape");
+        let regions = [
+            (lead, 0, 0),
+            (tail, s.q_len() - tail.q_len(), s.kv_len() - tail.kv_len()),
+        ]
+        .into_iter()
+        .map(|(sub, qo, ko)| {
+            let q = &q[qo..][..sub.q_len()];
+            let (k, v) = (&k[ko..][..sub.kv_len()], &v[ko..][..sub.kv_len()]);
+            let reference = attention_ref64(q, k, v, &sub, mask).expect("a valid sub-shape");
+            let lowp = attention_lowp(q, k, v, &sub, mask, T::DTYPE).expect("a valid sub-shape");
+            (sub, qo, reference, lowp)
+        })
+        .collect();
         Self {
-            sub,
-            reference: attention_ref64(q, k, v, &sub, mask).expect("a valid sub-shape"),
-            lowp: attention_lowp(q, k, v, &sub, mask, T::DTYPE).expect("a valid sub-shape"),
+            regions,
             dtype: T::DTYPE,
         }
     }
 
-    /// Apply the rule to the output `o` (the whole output of the call; its leading heads are compared).
+    /// Apply the rule to the output `o` (the whole output of the call) in each region: the report with
+    /// the largest error, or the first failure.
     pub fn check<T: Element>(&self, name: &str, o: &[T]) -> Result<CloseReport, CloseError> {
-        let n = self.sub.q_len().min(o.len());
-        let got: Vec<f64> = o[..n].iter().map(|x| x.to_f64()).collect();
         let bar = (self.dtype == DType::F16).then_some(FP16_BAR);
-        let (lowp, reference) = (&self.lowp, &self.reference);
-        attn_close(name, &got, lowp, reference, self.dtype, self.sub.nk, bar)
+        let mut worst: Option<CloseReport> = None;
+        for (sub, qo, reference, lowp) in &self.regions {
+            let rows = o.get(*qo..*qo + sub.q_len()).unwrap_or_default();
+            let got: Vec<f64> = rows.iter().map(|x| x.to_f64()).collect();
+            let r = attn_close(name, &got, lowp, reference, self.dtype, sub.nk, bar)?;
+            if worst
+                .as_ref()
+                .is_none_or(|w| r.candidate.max > w.candidate.max)
+            {
+                worst = Some(r);
+            }
+        }
+        Ok(worst.expect("two regions"))
     }
 }
 
@@ -268,6 +289,37 @@ pub fn assert_attn_close(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn leading_heads_cover_the_first_and_the_last_groups() {
+        use crate::minimodel::attention_flash::flash_forward;
+        use crate::minimodel::rng::Rng;
+        let s = AttnShape::new(3, 8, 4, 17, 17, 16).unwrap();
+        let mut rng = Rng::new(9);
+        let q = rng.normal_vec_f32(s.q_len());
+        let (k, v) = (
+            rng.normal_vec_f32(s.kv_len()),
+            rng.normal_vec_f32(s.kv_len()),
+        );
+        let mut o = vec![0.0f32; s.q_len()];
+        flash_forward(&q, &k, &v, &s, Mask::CAUSAL, &mut o).unwrap();
+        let c = LeadingHeads::new(&q, &k, &v, &s, Mask::CAUSAL);
+        assert!(c.check("ok", &o).is_ok());
+        // A wrong row in batch 0's first head, or in the last batch's last head, fails.
+        for at in [0, o.len() - 1] {
+            let mut bad = o.clone();
+            bad[at] += 0.5;
+            assert!(
+                matches!(c.check("bad", &bad), Err(CloseError::TooFar(_))),
+                "{at}"
+            );
+        }
+        let short = &o[..o.len() - 1];
+        assert!(matches!(
+            c.check("short", short),
+            Err(CloseError::LengthMismatch { .. })
+        ));
+    }
 
     #[test]
     fn rule_accepts_and_rejects() {
