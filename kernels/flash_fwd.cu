@@ -2453,6 +2453,8 @@ __device__ void flash_ws(const TensorMap* tq, const TensorMap* tk, const TensorM
             wg_pack<T, BC, false>(s, pf, unused);
         }
         const int kv_next = kv + cur.ntiles, u = kv_next - 1;
+        // ... the item boundary: this item's end and the next item's start (listed on its own).
+        // ANCHOR_END: ws_consumer
         // ANCHOR: ws_next_item
         Item nx = {0, 0, -1, 0, false};
         if (LATE_S && cur.ntiles > 0) {
@@ -2525,13 +2527,14 @@ __device__ void flash_ws(const TensorMap* tq, const TensorMap* tk, const TensorM
             if (nx.ntiles >= 0) first_tile(nx, n + 1, kv_next);
         }
         // ANCHOR_END: ws_next_item
+        // ANCHOR: ws_consumer_end
         kv = kv_next;
         ++n;
         cur = nx;
     }
     tr(TR_DONE, n, 0);
     if (OSTAGE && tid % 128 == 0) bulk_wait_read();  // shared memory stays until the copy engine has read it
-    // ANCHOR_END: ws_consumer
+    // ANCHOR_END: ws_consumer_end
 }
 
 // Tensor maps are kernel parameters (__grid_constant__: the copy instruction takes their address).
