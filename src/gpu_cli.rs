@@ -217,6 +217,14 @@ pub fn measure_gpu(
             file = base;
         }
     }
+    if file.machine.peak_gflops <= 0.0 || file.machine.bandwidth_gbps <= 0.0 {
+        // The roofs come from the peer's run (PyTorch's matrix product and device copy): a file without
+        // them would draw a roof of zero as if it had been measured.
+        return Err("no measured peak or copy bandwidth for this card: pass --peer FILE \
+                    (bench/peers/torch_sdpa.py's output from the same run), or merge with --only into a \
+                    committed file that has them"
+            .into());
+    }
     let dir = flag(args, "--out")
         .map(PathBuf::from)
         .unwrap_or_else(|| root.join("measurements"));

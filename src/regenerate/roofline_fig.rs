@@ -6,7 +6,6 @@ use super::figures::{roofline, Dot};
 use super::{md_table, Artifact};
 use crate::measure::{MeasurementFile, Record};
 use crate::minimodel::config::{STRESS_SEQ_LEN, VERB_SEQ_LEN};
-use crate::roofline::spec::H100_EXP_RATE;
 use crate::roofline::{si, sig3};
 
 /// What the "with exponentials" columns are, and where this machine's exponential rate came from.
@@ -341,12 +340,8 @@ fn machine_roofline(
     };
     let mut uses_one = false;
     let mut counted_rows = Vec::new();
-    // The exponential rate, measured (`exp_per_s`); for an H100 file from before the GPU's rate was
-    // measured, the programming guide's rate at the card's maximum clock.
-    let exp_rate = f
-        .machine
-        .exp_per_s
-        .or_else(|| f.machine.name.contains("H100").then_some(H100_EXP_RATE));
+    // The exponential rate, measured (`exp_per_s`); none measured, no column of it.
+    let exp_rate = f.machine.exp_per_s;
     let exp_cols = ["with exponentials", "of that"];
     // The read-only roof, for the dots of kernels that only read their operands (decode: one query
     // token against a cache) on all threads: the fastest read measured on the machine (on a GPU also
