@@ -217,9 +217,10 @@ pub fn measure_gpu(
             file = base;
         }
     }
-    if file.machine.peak_gflops <= 0.0 || file.machine.bandwidth_gbps <= 0.0 {
+    if !quick && (file.machine.peak_gflops <= 0.0 || file.machine.bandwidth_gbps <= 0.0) {
         // The roofs come from the peer's run (PyTorch's matrix product and device copy): a file without
-        // them would draw a roof of zero as if it had been measured.
+        // them would draw a roof of zero as if it had been measured. (`--quick`, the smoke run of
+        // bench/gpu.sh's `quick` phase, writes its file anyway: it is never committed.)
         return Err("no measured peak or copy bandwidth for this card: pass --peer FILE \
                     (bench/peers/torch_sdpa.py's output from the same run), or merge with --only into a \
                     committed file that has them"
