@@ -654,8 +654,12 @@ mod x86 {
             m[i] = mnew[i];
         }
         // O = alpha O + P V over those keys, 64 output columns at a time (then 32, 16).
-        let prows: [&[f32]; R] = std::array::from_fn(|i| &p[i * bc + c_lo..][..kw]);
-        let alpha_r: [f32; R] = std::array::from_fn(|i| alpha[i]); // the block's R rows of 16
+        // Plain loops again (see above): the R rows of P, and the R of the 16 rescale factors.
+        let (mut prows, mut alpha_r): ([&[f32]; R], [f32; R]) = ([&[]; R], [0.0; R]);
+        for i in 0..R {
+            prows[i] = &p[i * bc + c_lo..][..kw];
+            alpha_r[i] = alpha[i];
+        }
         let v = &v[c_lo * d..];
         let mut c0 = 0;
         while c0 < d {
