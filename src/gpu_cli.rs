@@ -350,23 +350,9 @@ fn check_decode(
     bufs.poison(dev).map_err(err)?;
     decode_tuned(dev, bufs, Mask::NONE, None, tuning).map_err(err)?;
     let (o, _) = bufs.download(dev).map_err(err)?;
-    let (hq, d) = (s.hq, s.d);
-    let sub = AttnShape::new(1, hq, s.hkv, 1, s.nk, d).map_err(|e| e.to_string())?;
     let mut worst = 0.0f64;
-    for seq in [0, s.b - 1] {
-        let qs = &q[seq * hq * d..][..hq * d];
-        let at = s.kv_row(seq, 0, 0);
-        let (ks, vs) = (&k[at..][..sub.kv_len()], &v[at..][..sub.kv_len()]);
-        let r = attention_ref64(qs, ks, vs, &sub, Mask::NONE).map_err(|e| e.to_string())?;
-        let l =
-            attention_lowp(qs, ks, vs, &sub, Mask::NONE, DType::F16).map_err(|e| e.to_string())?;
-        let got: Vec<f64> = o[seq * hq * d..][..hq * d]
-            .iter()
-            .map(|x| x.to_f64())
-            .collect();
-        let label = format!("{} seq {seq}", tuning.name());
-        let rep = attn_close(&label, &got, &l, &r, DType::F16, s.nk, Some(FP16_BAR))
-            .map_err(|e| format!("check failed, not timed: {e}"))?;
+    for (_, result) in gpu_paged::DecodeCheck::new(q, k, v, s).check(&tuning.name(), &o) {
+        let rep = result.map_err(|e| format!("check failed, not timed: {e}"))?;
         worst = worst.max(rep.candidate.max);
     }
     Ok(worst)

@@ -5,7 +5,9 @@
 //! exercised with an f16 candidate; typed errors are checked to leave nothing half-done.
 
 use half::f16;
-use modern_attention::minimodel::check::{assert_attn_close, attn_close, CloseError, FP16_BAR};
+use modern_attention::minimodel::check::{
+    assert_attn_close, attn_close, err_stats, CloseError, FP16_BAR,
+};
 use modern_attention::minimodel::numeric::{convert, DType, Element};
 use modern_attention::minimodel::reference::{attention_lowp, attention_ref64};
 use modern_attention::minimodel::rng::Rng;
@@ -88,12 +90,8 @@ fn reference_matches_online_attention_on_the_edge_grid() {
                     let r = attention_ref64(&q, &k, &v, &s, mask).unwrap();
                     let o = online_attention(&q, &k, &v, &s, mask);
                     assert_eq!(o.len(), r.len());
-                    // A NaN (a row left unwritten) must fail: `f64::max` would drop it.
-                    let err = r
-                        .iter()
-                        .zip(&o)
-                        .map(|(a, b)| (a - b).abs())
-                        .fold(0.0, |m: f64, e| if e.is_nan() || e > m { e } else { m });
+                    // A NaN (a row left unwritten) must fail: `err_stats` keeps it.
+                    let err = err_stats(&o, &r).max;
                     assert!(
                         err < 1e-12,
                         "nq={nq} nk={nk} d={d} hq={hq} hkv={hkv} {}: {err}",
@@ -112,11 +110,7 @@ fn stress_length_causal() {
     let r = attention_ref64(&q, &k, &v, &s, Mask::CAUSAL).unwrap();
     let o = online_attention(&q, &k, &v, &s, Mask::CAUSAL);
     assert_eq!(o.len(), r.len());
-    let err = r
-        .iter()
-        .zip(&o)
-        .map(|(a, b)| (a - b).abs())
-        .fold(0.0, |m: f64, e| if e.is_nan() || e > m { e } else { m }); // NaN fails
+    let err = err_stats(&o, &r).max; // NaN fails
     assert!(err < 1e-12, "{err}");
 }
 

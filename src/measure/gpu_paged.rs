@@ -19,7 +19,7 @@ use crate::gpu::paged::{
     PoolOrder, Tuning,
 };
 use crate::gpu::{Device, GpuError};
-use crate::minimodel::check::{attn_close, verdict, FP16_BAR};
+use crate::minimodel::check::{attn_close, verdict, CloseError, CloseReport, FP16_BAR};
 use crate::minimodel::numeric::DType;
 use crate::minimodel::paged::paged_attention::{PagedBatch, PagedKv};
 use crate::minimodel::reference::{attention_lowp, attention_ref64};
@@ -121,6 +121,53 @@ fn median_times(
     time_ms(dev, bufs, Mask::NONE, partition, tuning, 0, runs)
 }
 
+/// The check of a decode batch's output before it is timed: its first and last sequences, every head,
+/// against the f64 reference under the rule and the fp16 bar. `q: (S, Hq, D)`; `k`, `v` of shape `s`
+/// (`(S, Hkv, Nk, D)`, each sequence contiguous, as the pools are scattered from).
+pub struct DecodeCheck {
+    s: AttnShape,
+    /// (sequence, f64 reference, low-precision reference), each `(Hq, D)`.
+    refs: Vec<(usize, Vec<f64>, Vec<f64>)>,
+}
+
+impl DecodeCheck {
+    /// The references, computed once.
+    pub fn new(q: &[f16], k: &[f16], v: &[f16], s: AttnShape) -> DecodeCheck {
+        let (hq, d) = (s.hq, s.d);
+        let sub = AttnShape::new(1, hq, s.hkv, 1, s.nk, d).expect("a sub-shape of a valid shape");
+        let refs = [0, s.b - 1]
+            .par_iter()
+            .map(|&seq| {
+                let qs = &q[seq * hq * d..][..hq * d];
+                let at = s.kv_row(seq, 0, 0);
+                let (ks, vs) = (&k[at..][..sub.kv_len()], &v[at..][..sub.kv_len()]);
+                let r = attention_ref64(qs, ks, vs, &sub, Mask::NONE).expect("shape");
+                let l = attention_lowp(qs, ks, vs, &sub, Mask::NONE, DType::F16).expect("shape");
+                (seq, r, l)
+            })
+            .collect();
+        DecodeCheck { s, refs }
+    }
+
+    /// The rule applied to each checked sequence of the output `o: (S, Hq, D)`, labelled
+    /// `{name} seq {sequence}`.
+    pub fn check(&self, name: &str, o: &[f16]) -> Vec<(usize, Result<CloseReport, CloseError>)> {
+        let row = self.s.hq * self.s.d;
+        self.refs
+            .iter()
+            .map(|(seq, r, l)| {
+                let got: Vec<f64> = o[seq * row..][..row].iter().map(|x| x.to_f64()).collect();
+                let label = format!("{name} seq {seq}");
+                let nk = self.s.nk;
+                (
+                    *seq,
+                    attn_close(&label, &got, l, r, DType::F16, nk, Some(FP16_BAR)),
+                )
+            })
+            .collect()
+    }
+}
+
 /// Measure every context of [`CONTEXTS`] (only 64 and 4096 when `quick`); returns the records and the
 /// HBM read bandwidth (GB/s) by reader order ([`read_bandwidths`], keyed by [`read_order_key`]).
 pub fn measure(
@@ -196,18 +243,7 @@ pub fn measure(
         };
         let mut flat = DecodeBuffers::upload_contiguous(dev, &s, &q, &k, &v, &lens)?;
         // The reference for the first and the last sequence, every head.
-        let checks: Vec<(usize, Vec<f64>, Vec<f64>)> = [0, b - 1]
-            .par_iter()
-            .map(|&seq| {
-                let sub = AttnShape::new(1, hq, hkv, 1, n, d).expect("sub shape");
-                let qs = &q[seq * hq * d..][..hq * d];
-                let at = s.kv_row(seq, 0, 0);
-                let (ks, vs) = (&k[at..][..sub.kv_len()], &v[at..][..sub.kv_len()]);
-                let r = attention_ref64(qs, ks, vs, &sub, Mask::NONE).expect("shape");
-                let l = attention_lowp(qs, ks, vs, &sub, Mask::NONE, DType::F16).expect("shape");
-                (seq, r, l)
-            })
-            .collect();
+        let checks = DecodeCheck::new(&q, &k, &v, s);
         let flops = fa_flops(b, hq, 1, n, d, false);
         let run = |variant: &str,
                    name: &str,
@@ -220,16 +256,8 @@ pub fn measure(
             let p = decode_tuned(dev, bufs, Mask::NONE, partition, tuning)?;
             let (o, _) = bufs.download(dev)?;
             let mut worst = (true, 0.0f64);
-            for (seq, r, l) in &checks {
-                let got: Vec<f64> = o[seq * hq * d..][..hq * d]
-                    .iter()
-                    .map(|x| x.to_f64())
-                    .collect();
-                let label = format!("{name} N={n} seq {seq}");
-                let (ok, err) = verdict(
-                    &attn_close(&label, &got, l, r, DType::F16, n, Some(FP16_BAR)),
-                    log,
-                );
+            for (_, result) in checks.check(&format!("{name} N={n}"), &o) {
+                let (ok, err) = verdict(&result, log);
                 // Once a sequence fails, the record's error stays NaN (`f64::max` would drop it).
                 let bad = !ok || worst.1.is_nan();
                 worst = (worst.0 && ok, if bad { f64::NAN } else { worst.1.max(err) });
