@@ -319,11 +319,33 @@ fn cpu_table(files: &[(String, MeasurementFile)]) -> String {
             &rows,
         );
         let when = provenance(f, f.records.iter().filter(progression));
+        // A run that failed its check has no row: the caption names it, with its error.
+        let failed: Vec<String> = f
+            .records
+            .iter()
+            .filter(progression)
+            .filter(|r| !r.checked)
+            .map(|r| {
+                format!(
+                    "`{}` at {} N={} D={} {} (max error {:.2e})",
+                    r.implementation, r.dtype, r.nq, r.d, r.mask, r.max_err
+                )
+            })
+            .collect();
+        let failed = if failed.is_empty() {
+            String::new()
+        } else {
+            format!(
+                " Failed the check, so left out (a configuration whose PyTorch run failed has no speed-up): {}.",
+                failed.join("; ")
+            )
+        };
         out += &format!(
             "\n*Table 01.2. {} ({} threads), measured peak {} GFLOP/s and copy bandwidth {} GB/s; {}; \
              {when}. B·N = 2048 tokens, 4 heads; FLOPs = 4·B·H·N²·D, halved for causal. Every row was \
-             checked against the f64 reference before it was timed; rows sorted by time within a \
-             configuration. From `measurements/{name}`.*\n\n",
+             checked against the f64 reference before it was timed (FlashAttention's rule, and at fp16 a \
+             max error of at most 1e-3), PyTorch's on its own first heads; rows sorted by time within a \
+             configuration.{failed} From `measurements/{name}`.*\n\n",
             f.machine.name,
             f.generated.threads,
             sig3(peak),
