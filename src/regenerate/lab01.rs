@@ -319,27 +319,7 @@ fn cpu_table(files: &[(String, MeasurementFile)]) -> String {
             &rows,
         );
         let when = provenance(f, f.records.iter().filter(progression));
-        // A run that failed its check has no row: the caption names it, with its error.
-        let failed: Vec<String> = f
-            .records
-            .iter()
-            .filter(progression)
-            .filter(|r| !r.checked)
-            .map(|r| {
-                format!(
-                    "`{}` at {} N={} D={} {} (max error {:.2e})",
-                    r.implementation, r.dtype, r.nq, r.d, r.mask, r.max_err
-                )
-            })
-            .collect();
-        let failed = if failed.is_empty() {
-            String::new()
-        } else {
-            format!(
-                " Failed the check, so left out (a configuration whose PyTorch run failed has no speed-up): {}.",
-                failed.join("; ")
-            )
-        };
+        let failed = super::failed_checks(f.records.iter().filter(progression));
         out += &format!(
             "\n*Table 01.2. {} ({} threads), measured peak {} GFLOP/s and copy bandwidth {} GB/s; {}; \
              {when}. B·N = 2048 tokens, 4 heads; FLOPs = 4·B·H·N²·D, halved for causal. Every row was \

@@ -246,9 +246,10 @@ fn race_table(name: &str, f: &MeasurementFile) -> String {
          independent unit-normal inputs larger than the L2, rotated; 5 warm-ups, then 40 launches each \
          between its own CUDA events, the 21st fastest; each side checked in the first round against \
          a float64 reference (ours on the harness's rows, PyTorch's backends on 128 rows), under the same \
-         rule and fp16 bar. {} ({}); from \
+         rule and fp16 bar.{} {} ({}); from \
          `measurements/{name}`.*\n",
         rounds.len(),
+        super::failed_checks(f.records.iter().filter(|r| r.variant == "race")),
         f.machine.name,
         when,
     );
@@ -449,7 +450,11 @@ fn speed_tables(name: &str, f: &MeasurementFile) -> String {
         "*Table 02.1. fp16 forward TFLOP/s (FLOPs = 4·B·H·N²·D, halved for causal) at FlashAttention's \
          benchmark sizing (B·N = 16k tokens, H·D = 2048); every configuration checked against the f64 \
          reference before timing, CUDA events, median of repeated runs with rotated inputs; a dash where a \
-         version was not timed at that size. `torch/flash` is FlashAttention-2 inside PyTorch. {}.*\n",
+         version was not timed at that size. `torch/flash` is FlashAttention-2 inside PyTorch.{} {}.*\n",
+        super::failed_checks(f.records.iter().filter(|r| {
+            (r.variant == "flash" || r.variant == "naive")
+                && present.contains(&r.implementation.as_str())
+        })),
         provenance(name, f)
     );
     out

@@ -258,13 +258,15 @@ fn gpu_decode_card((name, f, recs, ns): &Gpu) -> String {
     header.push("speed-up over SDPA default / best PyTorch".into());
     let header: Vec<&str> = header.iter().map(String::as_str).collect();
     let r0 = recs[0];
+    let failed = super::failed_checks(f.records.iter().filter(|r| r.variant == "paged_decode"));
     let mut out = md_table(&header, &rows);
     out += &format!(
         "\n*Table 03.5, {}. One decode step on the GPU: {} sequences, GQA {}/{} heads, D = {}, fp16, every sequence N \
          tokens long, blocks of 16 in a shuffled pool (ours/gpu-paged){} or the same kernel on a contiguous copy \
          (ours/gpu-contiguous); PyTorch's `scaled_dot_product_attention(..., enable_gqa=True)` on contiguous K/V of \
          the same shape, each backend forced (`torch/sdpa`: the default dispatcher; `-repeat-kv`: a backend without \
-         GQA, fed K/V repeated to {} heads). Each checked against the f64 reference first; CUDA-event medians. \
+         GQA, fed K/V repeated to {} heads). Each checked against the f64 reference first.{failed} CUDA-event \
+         medians. \
          GB/s = K/V rows + q + o bytes over the median. {}Read roof: {} GB/s, the fastest HBM read measured on \
          this card (`read_bandwidth`'s readers{}, or the read pass where it is faster). {} (driver {}), {}; from \
          `measurements/{name}`.*\n",
@@ -460,6 +462,7 @@ fn decode_table(files: &[(String, crate::measure::MeasurementFile)]) -> String {
             ],
             &rows,
         );
+        let failed = super::failed_checks(f.records.iter().filter(|r| r.variant == "paged_decode"));
         out += &format!(
             "\n*Table 03.2. One decode step of {} sequences of N tokens ({}), GQA {}/{} heads, D = {}, block size 16, on \
              the same data for all (paged tables shuffled, as in a pool churned by many requests; `-fresh`: the tables the \
@@ -471,7 +474,7 @@ fn decode_table(files: &[(String, crate::measure::MeasurementFile)]) -> String {
              interleaved rounds, at the stress scale each run after a read of twice the last-level cache (every \
              run starts cold), at 64 tokens without (the batch stays in cache from run to run); a price is the \
              median over the rounds of the run's time over its twin's in the same round, the rounds' \
-             interquartile range in brackets. {} ({} threads), \
+             interquartile range in brackets.{failed} {} ({} threads), \
              read roof {} GB/s (the fastest read measured on it, Table R.1); {}; from `measurements/{name}`.*\n",
             r0.b,
             ns.iter()

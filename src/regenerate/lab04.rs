@@ -105,11 +105,13 @@ fn gpu_heads_card(name: &str, f: &MeasurementFile) -> Option<String> {
         &rows,
     );
     let when = f.when(mha);
+    let failed = super::failed_checks(f.records.iter().filter(|r| r.variant == "decode_heads"));
     out += &format!(
         "\n*Table 04.5, {}. One decode step on the GPU: {} sequences of {} tokens, {} query heads, D = {}, fp16, \
          contiguous K/V; lab 03's decode kernel (a thread block computes up to 4 query heads of one kv head, \
          so K/V rows are loaded once per 4 heads and the rest of a group's blocks find them in L2). Checked \
-         against the f64 reference first; CUDA-event medians. Read roof {} GB/s (Table 03.5). {}, {}; from \
+         against the f64 reference first.{failed} CUDA-event medians. Read roof {} GB/s (Table 03.5). {}, {}; \
+         from \
          `measurements/{name}`.*\n",
         f.machine.name,
         mha.b,
@@ -354,10 +356,11 @@ fn decode_table(files: &[(String, MeasurementFile)]) -> String {
             .bandwidth_gbps_1t
             .map_or(String::new(), |b| format!(", {} GB/s on one", sig3(b)));
         let when = f.when(recs[0]);
+        let failed = super::failed_checks(f.records.iter().filter(|r| r.variant == "decode"));
         out += &format!(
             "\n*Table 04.4. One MiniGPT layer's decode attention (8 query heads of size 32, f32, one thread) on {} \
              (copy bandwidth {} GB/s over {} threads{one}), {when}; every configuration checked against the f64 \
-             reference first; median of repeated runs. From `measurements/{name}`.*\n\n",
+             reference first; median of repeated runs.{failed} From `measurements/{name}`.*\n\n",
             f.machine.name,
             sig3(f.machine.bandwidth_gbps),
             f.generated.threads,

@@ -98,6 +98,35 @@ pub fn stale(dir: &Path, artifacts: &[Artifact]) -> io::Result<Vec<String>> {
     Ok(bad)
 }
 
+/// A caption's sentence naming every run among `records` that failed its check (and so has no row or
+/// cell in the table it captions), with its implementation, configuration and max error; empty when
+/// all passed. A failed check is shown, never dropped silently.
+pub fn failed_checks<'a>(records: impl Iterator<Item = &'a crate::measure::Record>) -> String {
+    let mut failed: Vec<String> = Vec::new();
+    for r in records.filter(|r| !r.checked) {
+        let shape = if r.nq == 1 {
+            format!("N={}", r.nk)
+        } else {
+            format!("N={} D={} {}", r.nq, r.d, r.mask)
+        };
+        let line = format!(
+            "`{}` at {} {} (max error {:.2e})",
+            r.implementation, r.dtype, shape, r.max_err
+        );
+        if !failed.contains(&line) {
+            failed.push(line);
+        }
+    }
+    if failed.is_empty() {
+        String::new()
+    } else {
+        format!(
+            " Failed the check, so left out (where a peer's run failed, its ratios are missing too): {}.",
+            failed.join("; ")
+        )
+    }
+}
+
 /// A markdown table from a header and rows.
 pub fn md_table(header: &[&str], rows: &[Vec<String>]) -> String {
     let mut s = format!("| {} |\n", header.join(" | "));
@@ -119,6 +148,29 @@ mod tests {
             "records": []
         }))
         .expect("a minimal measurement file")
+    }
+
+    /// A failed check is named in the caption with its error (once, however many rounds repeat it),
+    /// and a file whose runs all passed adds nothing.
+    #[test]
+    fn a_failed_check_is_named_not_dropped() {
+        use crate::measure::Record;
+        use crate::minimodel::shape::AttnShape;
+        let s = AttnShape::new(1, 4, 4, 2048, 2048, 128).expect("shape");
+        let ok = Record::new("flash", "ours/v3_tiled", "f16", &s, "causal").checked(true, 9.7e-4);
+        let bad = Record::new("flash", "torch/cpu", "f16", &s, "causal").checked(false, 1.08e-3);
+        assert_eq!(failed_checks([&ok, &ok].into_iter()), "");
+        let note = failed_checks([&ok, &bad, &bad].into_iter());
+        assert_eq!(
+            note,
+            " Failed the check, so left out (where a peer's run failed, its ratios are missing too): \
+             `torch/cpu` at f16 N=2048 D=128 causal (max error 1.08e-3)."
+        );
+        let d = AttnShape::new(16, 32, 8, 1, 4096, 128).expect("decode shape");
+        let nan = Record::new("paged_decode", "ours/gpu-paged", "f16", &d, "none")
+            .checked(false, f64::NAN);
+        assert!(failed_checks([&nan].into_iter())
+            .contains("`ours/gpu-paged` at f16 N=4096 (max error NaN)"));
     }
 
     /// The newest CPU file leads whatever machine renders the book; GPU files keep their order.
