@@ -522,11 +522,17 @@ fn machine_roofline(
         head_r1.extend(["mma.sync roof", "of that"]);
     }
     let mut md = md_table(&head_r1, &rows);
+    // A run a dot would have come from that failed its check: named, not silently replaced or dropped.
+    let failed = super::failed_checks(picks.iter().flat_map(|&(_, _, pick)| {
+        f.records
+            .iter()
+            .filter(move |r| pick(r) && [VERB_SEQ_LEN, STRESS_SEQ_LEN].contains(&r.nk))
+    }));
     md += &format!(
         "\n*Table {series}.1{tag}. Every dot of the roofline figure: intensity from the traffic model (FLOPs over model \
          bytes), the roof's bound at that intensity (min(peak, intensity x bandwidth)), the measured rate, and \
          the share of the bound it reaches. A kernel timed on one thread is judged against one thread's \
-         measured peak and copy bandwidth (the grey roof, where drawn), the others against all threads'. {provenance}; from `measurements/{name}`. {}*\n",
+         measured peak and copy bandwidth (the grey roof, where drawn), the others against all threads'.{failed} {provenance}; from `measurements/{name}`. {}*\n",
         if f.machine.kind == "gpu" {
             "Naive and flash: fp16, D = 64, B·N = 16k tokens, H = 32; paged and cuDNN decode: one step of 16 \
              sequences of N tokens, GQA 32/8, D = 128, fp16 (Lab 03)."
