@@ -571,7 +571,9 @@ mod x86 {
             cols::<R, 2, 1>(q, kt, v, p, m, l, o, d, range, r0, c_lo)
         }
     }
+    // ANCHOR_END: row_block
 
+    // ANCHOR: row_block_cols
     /// [`row_block`] on the tile's columns `[c_lo, c_lo + 16 W)` only (`W = BV`: all of them).
     ///
     /// # Safety
@@ -680,7 +682,7 @@ mod x86 {
             };
         }
     }
-    // ANCHOR_END: row_block
+    // ANCHOR_END: row_block_cols
 
     // ANCHOR: gemm
     /// [`super::tile_gemm`]'s columns `[0, n - n % 32)` in register blocks: 6 rows (then 4, 2, 1 for
