@@ -534,6 +534,13 @@
 //       every round at the three N = 1024 shapes D = 64 causal (0.96x), D = 64 unmasked (0.99x) and
 //       D = 128 unmasked (0.99x), level at every N = 512 shape (rounds 0.93-1.14x) and at D = 128
 //       unmasked 8192 and 16384: at the short rows the order moves between runs of the same code.
+//       Measured again at 15c25f0 (the same kernels, every record of the card's file in one session,
+//       H200, 2026-11-29): Table 02.1's best ours / cuDNN at D = 128 unmasked 0.98x at N = 512 and
+//       1024, 1.00-1.03x from 2048; causal 0.99x at 512, 1.07-1.19x from 1024; at D = 64 unmasked
+//       1.00x / 0.95x at 512 / 1024, 1.06-1.11x from 2048; causal 0.93x / 0.95x at 512 / 1024, 0.995x
+//       at 2048, 1.09-1.10x from 4096. Interleaved (three rounds): ahead in every round at 14 of 24
+//       shapes, behind in every round at D = 64 causal 1024 (0.96x) and D = 128 unmasked 1024 (0.99x),
+//       level at the other eight, every N = 512 shape among them.
 // ANCHOR_END: changelog
 
 #include <cuda_fp16.h>
