@@ -554,9 +554,17 @@ type GridInputs = (AttnShape, Vec<Buffers<f16>>, [Vec<f16>; 3]);
 /// `copies` uploads of the same seeded inputs, and those inputs: q, k and v independent and unit
 /// normal, as the harness's and the peer script's (k = q would put every row's maximum on its own key,
 /// which the lazy rescale of changelog entry x would then never have to move).
-fn grid_inputs(dev: &Device, n: usize, d: usize, copies: usize) -> Result<GridInputs, String> {
-    let s =
-        AttnShape::self_attention((16384 / n).max(1), 2048 / d, n, d).map_err(|e| e.to_string())?;
+/// The harness's inputs at length `n` and head size `d` (`b` sequences: the grid's B·N = 16k tokens
+/// when `None`), `copies` sets of them.
+fn grid_inputs(
+    dev: &Device,
+    n: usize,
+    d: usize,
+    copies: usize,
+    b: Option<usize>,
+) -> Result<GridInputs, String> {
+    let b = b.unwrap_or((16384 / n).max(1));
+    let s = AttnShape::self_attention(b, 2048 / d, n, d).map_err(|e| e.to_string())?;
     let seed = 7 + 1000 * n as u64 + d as u64;
     let q = gpu_paged::normal_f16(s.q_len(), seed);
     let k = gpu_paged::normal_f16(s.kv_len(), seed + 1);
@@ -595,7 +603,7 @@ pub fn probe(args: &[String]) -> Result<(), String> {
 
 /// The grid's inputs uploaded so far, by (N, D, copies): a `serve` session times each shape on the
 /// same buffers every round, as the peer script does, instead of generating them again.
-type Inputs = std::collections::HashMap<(usize, usize, usize), GridInputs>;
+type Inputs = std::collections::HashMap<(usize, usize, usize, Option<usize>), GridInputs>;
 
 fn probe_on(dev: &Device, args: &[String], inputs: &mut Inputs) -> Result<(), String> {
     match args.first().map(String::as_str) {
@@ -631,7 +639,7 @@ fn probe_on(dev: &Device, args: &[String], inputs: &mut Inputs) -> Result<(), St
             // that one process (one compile of each module) compares several versions and lengths:
             // `time v7,v8,v8:w3 512,2048 128 causal`.
             let usage =
-                format!("gpu-probe {cmd} VERSION[:wK],... N,... D [causal] [wWARPS] [nocheck]");
+                format!("gpu-probe {cmd} VERSION[:wK],... N,... D [causal] [wWARPS] [bBATCH] [nocheck]");
             let n_list: Vec<usize> = args
                 .get(2)
                 .map(|x| x.split(',').filter_map(|n| n.parse().ok()).collect())
@@ -646,6 +654,14 @@ fn probe_on(dev: &Device, args: &[String], inputs: &mut Inputs) -> Result<(), St
                 .unwrap_or_default()
                 .iter()
                 .find_map(|a| a.strip_prefix('w').and_then(|w| w.parse::<usize>().ok()));
+            // `b33`: 33 sequences instead of the grid's 16384 / N (how many work items the grid
+            // has, against the SM count: the last wave's share).
+            let batch = args
+                .get(4..)
+                .unwrap_or_default()
+                .iter()
+                .find_map(|a| a.strip_prefix('b').and_then(|b| b.parse::<usize>().ok()))
+                .filter(|&b| b > 0);
             let mut versions = Vec::new();
             for item in args.get(1).ok_or(usage.clone())?.split(',') {
                 let (name, w) = match item.split_once(":w") {
@@ -660,10 +676,10 @@ fn probe_on(dev: &Device, args: &[String], inputs: &mut Inputs) -> Result<(), St
             let mask = if causal { Mask::CAUSAL } else { Mask::NONE };
             for &n in &n_list {
                 let copies = if cmd == "time" { 4 } else { 1 };
-                let (s, sets, [q, k, v]) = match inputs.entry((n, d, copies)) {
+                let (s, sets, [q, k, v]) = match inputs.entry((n, d, copies, batch)) {
                     std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
                     std::collections::hash_map::Entry::Vacant(e) => {
-                        e.insert(grid_inputs(dev, n, d, copies)?)
+                        e.insert(grid_inputs(dev, n, d, copies, batch)?)
                     }
                 };
                 let s = *s;
@@ -678,10 +694,11 @@ fn probe_on(dev: &Device, args: &[String], inputs: &mut Inputs) -> Result<(), St
                         continue;
                     }
                     let label = format!(
-                        "{}{} N={n} D={d} {}",
+                        "{}{} N={n} D={d} {}{}",
                         ver.name(),
                         w.map_or(String::new(), |w| format!("_w{w}")),
-                        mask.name()
+                        mask.name(),
+                        batch.map_or(String::new(), |b| format!(" B={b}"))
                     );
                     if let Some(checker) = &checker {
                         sets[0].poison(dev).map_err(|e| e.to_string())?;
@@ -815,7 +832,7 @@ fn probe_on(dev: &Device, args: &[String], inputs: &mut Inputs) -> Result<(), St
             let err = |e: modern_attention::gpu::GpuError| e.to_string();
             let mut runs = Vec::new();
             for (d, n, causal) in RUNS {
-                let (s, mut sets, [q, k, v]) = grid_inputs(dev, n, d, 1)?;
+                let (s, mut sets, [q, k, v]) = grid_inputs(dev, n, d, 1, None)?;
                 let mask = if causal { Mask::CAUSAL } else { Mask::NONE };
                 let stages = flash::v8_stage_choices(d)[0];
                 // Checked first, into a poisoned output; a failed check is recorded, and its time is not

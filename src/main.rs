@@ -22,7 +22,7 @@
 //!                              torch_decode.py, torch_check.py, torch_race.py) and ncu's DRAM bytes, and
 //!                              write measurements/gpu-<card>.json (`--only ...`: merged into the
 //!                              committed file)
-//! modern-attention gpu-probe sanitize | one VERSION N D [causal] | time VERSION N D [causal] [check]
+//! modern-attention gpu-probe sanitize | one VERSION N D [causal] | time VERSION,... N,... D [causal] [wK] [bB] [nocheck]
 //!                              | save-check DIR | trace OUT COMMIT DATE | serve
 //!                              small checked runs for compute-sanitizer; one launch for ncu; timings of
 //!                              one shape; saved inputs and outputs for the check against PyTorch's math
