@@ -485,6 +485,17 @@
 //            rounds in one call (H200, 2026-11-29, check v8 all match for both): N = 512 246.6 ->
 //            231.5 TFLOP/s (0.939x), 1024 326.0 -> 314.5 (0.965x), every round; 2048 (three
 //            consumers, unchanged) level. The per-item costs outweigh the partner's wait.
+//         ak. Not a change: what the last wave costs (`gpu-probe time v8 N D bB`, the batch B varied
+//            around the grid's; H200, 2026-11-29, commit 16d5549, three rounds in one call, check
+//            before each). At D = 128 the grid is B N / 8 equal items on 132 SMs; at
+//            N = 1024, B = 29-32 leave the last wave 3% short of full by that count, B = 33 fills it
+//            exactly and 34-36 nearly: 623-625 TFLOP/s against 628-630, every round, so the tail
+//            costs under 1%, not 3% (the persistent blocks overlap one item's end with the next one's
+//            loads, so a short last wave is not idle time in full). At N = 512 B = 32 (the grid's)
+//            518 against 528 at B = 33 and 526 at 34. At D = 64 (192-row items) N = 1024, B = 9-13:
+//            419, 431, 439, 436, 442 (B = 11 fills the waves exactly): a rising trend with at most
+//            a couple of percent of tail on it. So splitting the last wave's items along the keys
+//            (merged by their log-sum-exp) could win back at most a percent or two, before the merge.
 //         Where short rows lose (ncu, one launch each, H200, a0e81e9): D = 128 N = 512 unmasked, L2 hit
 //         rate 64% (N = 4096: 91%), DRAM at 32% and L2 at 62% of peak, SM throughput 45% (4096: 69%),
 //         no eligible warp in 68% of cycles; D = 64 causal N = 512 alike (L2 hits 57%, DRAM 28%, SM
