@@ -550,12 +550,11 @@ fn probe_versions(dev: &Device, versions: &[Version]) -> Result<bool, String> {
 /// A grid configuration's shape, its device buffers and the host's q, k and v.
 type GridInputs = (AttnShape, Vec<Buffers<f16>>, [Vec<f16>; 3]);
 
-/// The benchmark grid's shape at length `n` and head size `d` (B N = 16k tokens, H = 2048 / D),
-/// `copies` uploads of the same seeded inputs, and those inputs: q, k and v independent and unit
-/// normal, as the harness's and the peer script's (k = q would put every row's maximum on its own key,
-/// which the lazy rescale of changelog entry x would then never have to move).
-/// The harness's inputs at length `n` and head size `d` (`b` sequences: the grid's B·N = 16k tokens
-/// when `None`), `copies` sets of them.
+/// The benchmark grid's shape at length `n` and head size `d` (B N = 16k tokens, H = 2048 / D; `b`
+/// sequences instead where given), `copies` uploads of the same seeded inputs, and those inputs: q, k
+/// and v independent and unit normal, as the harness's and the peer script's (k = q would put every
+/// row's maximum on its own key, which the lazy rescale of changelog entry x would then never have to
+/// move).
 fn grid_inputs(
     dev: &Device,
     n: usize,
@@ -601,7 +600,7 @@ pub fn probe(args: &[String]) -> Result<(), String> {
     probe_on(&dev, args, &mut Inputs::new())
 }
 
-/// The grid's inputs uploaded so far, by (N, D, copies): a `serve` session times each shape on the
+/// The grid's inputs uploaded so far, by (N, D, copies, batch if not the grid's): a `serve` session times each shape on the
 /// same buffers every round, as the peer script does, instead of generating them again.
 type Inputs = std::collections::HashMap<(usize, usize, usize, Option<usize>), GridInputs>;
 

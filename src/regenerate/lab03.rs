@@ -383,9 +383,14 @@ fn gpu_sweep_card((name, f, recs, ns): &Gpu) -> String {
          tables with the pool's blocks shuffled within each aligned window of W blocks (at W = 8, 64, 512 windows \
          of 256 KB, 2 MB and 16 MB of K); `sorted`: the shuffled tables with each sequence's entries in \
          increasing block order (its keys in another order, which an unmasked decode does not see); `...-PN`: a fixed \
-         partition of N keys with the tuning named before it. Read roof as in Table 03.5. {}, {}; from \
+         partition of N keys with the tuning named before it. Read roof as in Table 03.5.{} {}, {}; from \
          `measurements/{name}`.*\n",
         f.machine.name,
+        super::failed_checks(
+            f.records
+                .iter()
+                .filter(|r| r.variant == "paged_decode_sweep")
+        ),
         f.machine.name,
         f.when(recs[0]),
     );
@@ -623,8 +628,13 @@ fn cpu_block_table(files: &[(String, crate::measure::MeasurementFile)]) -> Strin
             "\n*Table 03.4. The decode step of Table 03.2 at four block sizes (the same data scattered \
              anew for each, tables shuffled; the contiguous walk cut into blocks of the same size), through \
              the tables and in pool order; each checked, then timed in interleaved rounds (block size 16: \
-             Table 03.2's rounds); prices as in Table 03.2, against the contiguous walk in the same rounds. {} \
-             ({} threads); {}; from `measurements/{name}`.*\n",
+             Table 03.2's rounds); prices as in Table 03.2, against the contiguous walk in the same rounds.{} \
+             {} ({} threads); {}; from `measurements/{name}`.*\n",
+            super::failed_checks(
+                f.records
+                    .iter()
+                    .filter(|r| r.variant == "paged_decode_sweep")
+            ),
             f.machine.name,
             f.generated.threads,
             f.when(r0),
