@@ -249,7 +249,7 @@ fn race_table(name: &str, f: &MeasurementFile) -> String {
          rule and fp16 bar.{} {} ({}); from \
          `measurements/{name}`.*\n",
         rounds.len(),
-        super::failed_checks(f.records.iter().filter(|r| r.variant == "race")),
+        super::failed_in(f, "race"),
         f.machine.name,
         when,
     );

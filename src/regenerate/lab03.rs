@@ -258,7 +258,7 @@ fn gpu_decode_card((name, f, recs, ns): &Gpu) -> String {
     header.push("speed-up over SDPA default / best PyTorch".into());
     let header: Vec<&str> = header.iter().map(String::as_str).collect();
     let r0 = recs[0];
-    let failed = super::failed_checks(f.records.iter().filter(|r| r.variant == "paged_decode"));
+    let failed = super::failed_in(f, "paged_decode");
     let mut out = md_table(&header, &rows);
     out += &format!(
         "\n*Table 03.5, {}. One decode step on the GPU: {} sequences, GQA {}/{} heads, D = {}, fp16, every sequence N \
@@ -386,11 +386,7 @@ fn gpu_sweep_card((name, f, recs, ns): &Gpu) -> String {
          partition of N keys with the tuning named before it. Read roof as in Table 03.5.{} {}, {}; from \
          `measurements/{name}`.*\n",
         f.machine.name,
-        super::failed_checks(
-            f.records
-                .iter()
-                .filter(|r| r.variant == "paged_decode_sweep")
-        ),
+        super::failed_in(f, "paged_decode_sweep"),
         f.machine.name,
         f.when(recs[0]),
     );
@@ -467,7 +463,7 @@ fn decode_table(files: &[(String, crate::measure::MeasurementFile)]) -> String {
             ],
             &rows,
         );
-        let failed = super::failed_checks(f.records.iter().filter(|r| r.variant == "paged_decode"));
+        let failed = super::failed_in(f, "paged_decode");
         out += &format!(
             "\n*Table 03.2. One decode step of {} sequences of N tokens ({}), GQA {}/{} heads, D = {}, block size 16, on \
              the same data for all (paged tables shuffled, as in a pool churned by many requests; `-fresh`: the tables the \
@@ -630,11 +626,7 @@ fn cpu_block_table(files: &[(String, crate::measure::MeasurementFile)]) -> Strin
              the tables and in pool order; each checked, then timed in interleaved rounds (block size 16: \
              Table 03.2's rounds); prices as in Table 03.2, against the contiguous walk in the same rounds.{} \
              {} ({} threads); {}; from `measurements/{name}`.*\n",
-            super::failed_checks(
-                f.records
-                    .iter()
-                    .filter(|r| r.variant == "paged_decode_sweep")
-            ),
+            super::failed_in(f, "paged_decode_sweep"),
             f.machine.name,
             f.generated.threads,
             f.when(r0),

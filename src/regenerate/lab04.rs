@@ -105,7 +105,7 @@ fn gpu_heads_card(name: &str, f: &MeasurementFile) -> Option<String> {
         &rows,
     );
     let when = f.when(mha);
-    let failed = super::failed_checks(f.records.iter().filter(|r| r.variant == "decode_heads"));
+    let failed = super::failed_in(f, "decode_heads");
     out += &format!(
         "\n*Table 04.5, {}. One decode step on the GPU: {} sequences of {} tokens, {} query heads, D = {}, fp16, \
          contiguous K/V; lab 03's decode kernel (a thread block computes up to 4 query heads of one kv head, \
@@ -356,7 +356,7 @@ fn decode_table(files: &[(String, MeasurementFile)]) -> String {
             .bandwidth_gbps_1t
             .map_or(String::new(), |b| format!(", {} GB/s on one", sig3(b)));
         let when = f.when(recs[0]);
-        let failed = super::failed_checks(f.records.iter().filter(|r| r.variant == "decode"));
+        let failed = super::failed_in(f, "decode");
         out += &format!(
             "\n*Table 04.4. One MiniGPT layer's decode attention (8 query heads of size 32, f32, one thread) on {} \
              (copy bandwidth {} GB/s over {} threads{one}), {when}; every configuration checked against the f64 \

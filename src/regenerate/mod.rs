@@ -127,6 +127,11 @@ pub fn failed_checks<'a>(records: impl Iterator<Item = &'a crate::measure::Recor
     }
 }
 
+/// [`failed_checks`] over one variant's records of `f`.
+pub fn failed_in(f: &crate::measure::MeasurementFile, variant: &str) -> String {
+    failed_checks(f.records.iter().filter(|r| r.variant == variant))
+}
+
 /// A markdown table from a header and rows.
 pub fn md_table(header: &[&str], rows: &[Vec<String>]) -> String {
     let mut s = format!("| {} |\n", header.join(" | "));
