@@ -14,6 +14,7 @@ use crate::minimodel::paged::paged_attention::{
     contiguous_decode, paged_decode, paged_decode_partitioned, paged_decode_pool_order, read_pass,
     read_pass_contiguous, read_pass_pool_order, PagedBatch, PagedError, PagedKv,
 };
+use crate::minimodel::paged::replay::{served_tables, ServedConfig};
 use crate::minimodel::reference::{attention_lowp, attention_ref64};
 use crate::minimodel::rng::Rng;
 use crate::minimodel::shape::{AttnShape, Mask};
@@ -596,8 +597,9 @@ fn interleaved<T: Element>(
     times
 }
 
-/// Decode through a shuffled block table (V1, and V2 with partitions of 512), and through the tables the
-/// block manager hands out on a fresh pool (V1), against the same kernel on contiguous K and V holding
+/// Decode through a shuffled block table (V1, and V2 with partitions of 512), through the tables the
+/// block manager hands out on a fresh pool (V1), and through those it leaves a busy server
+/// ([`served_tables`], V1 and in pool order), against the same kernel on contiguous K and V holding
 /// the same data, and the same walks with the arithmetic taken out (the
 /// read passes); each decode checked on sequence 0 against the f64 reference, then all timed in
 /// interleaved rounds for 5 s (2 s with `quick`); at the stress scale ([`PAGED_DECODE`]'s 2048 tokens a
@@ -609,7 +611,7 @@ fn interleaved<T: Element>(
 /// the pool-order walk at each of [`PAGED_SWEEP_BLOCKS`], checked, then timed in interleaved rounds
 /// for 1.5 s (0.5 s).
 /// Records: variant `paged_decode` (`ours/contiguous`, `ours/paged-v1`, `ours/paged-v2`,
-/// `ours/paged-pool`, `ours/paged-v1-fresh`, and `-2m` of the contiguous, V1 and pool-order ones),
+/// `ours/paged-pool`, `ours/paged-v1-fresh`, `ours/paged-v1-served`, `ours/paged-pool-served`, and `-2m` of the contiguous, V1 and pool-order ones),
 /// `paged_read` (`ours/read-pass-contiguous`, `ours/read-pass-paged`, `ours/read-pass-pool`, and
 /// their `-2m`), `paged_decode_sweep`
 /// (`ours/contiguous-bs<B>`, `ours/paged-v1-bs<B>`, `ours/paged-pool-bs<B>`); and, between the two
@@ -881,6 +883,16 @@ fn paged_decode_at<T: Element>(
         tables: &fresh,
         seq_lens: &lens,
     };
+    // The tables a busy server leaves (`replay::served_tables`: the block manager's free list churned
+    // by other requests, then half of each sequence decoded beside them), in a pool of twice the
+    // batch's blocks whose other blocks belong to those requests.
+    let served = served_tables(&ServedConfig::book(b, n, bs)).expect("the book's scenario fits");
+    let (ks, vs) = scatter_pool(&k, &v, &s, bs, &served);
+    let kv_served = PagedKv::new(&ks, &vs, ks.len() / (hkv * bs * d), hkv, bs, d).expect("pool");
+    let batch_served = PagedBatch {
+        tables: &served,
+        seq_lens: &lens,
+    };
     // At the stress scale, the same contiguous K/V and shuffled pool on 2 MB pages (where the kernel
     // grants them): the table's price with the translation cache out of the way. (At 64 tokens the batch
     // sits in cache, where pages matter little.)
@@ -918,6 +930,27 @@ fn paged_decode_at<T: Element>(
             "paged-v1-fresh".into(),
             Box::new(|o: &mut [T]| {
                 paged_decode(&q, hq, &kv_fresh, &batch_fresh, Mask::NONE, o).expect("valid call")
+            }),
+            true,
+        ),
+    );
+    runs.insert(
+        5,
+        (
+            "paged-v1-served".into(),
+            Box::new(|o: &mut [T]| {
+                paged_decode(&q, hq, &kv_served, &batch_served, Mask::NONE, o).expect("valid call")
+            }),
+            true,
+        ),
+    );
+    runs.insert(
+        6,
+        (
+            "paged-pool-served".into(),
+            Box::new(|o: &mut [T]| {
+                paged_decode_pool_order(&q, hq, &kv_served, &batch_served, Mask::NONE, o)
+                    .expect("valid call")
             }),
             true,
         ),

@@ -6,7 +6,9 @@
 //! tokens, every sequence `N` tokens long for `N` in [`CONTEXTS`] (N = 64 and 2048 are the book's anchor
 //! sizes; 4k to 64k the serving range). The pool holds exactly the batch's blocks, in a shuffled order
 //! (a pool after many requests have come and gone); `ours/gpu-paged-fresh` reads the same tokens through
-//! the tables the block manager hands out on a fresh pool ([`fresh_tables`]).
+//! the tables the block manager hands out on a fresh pool ([`fresh_tables`]), `ours/gpu-paged-served`
+//! through those it leaves a busy server ([`served_tables`]: a pool of twice the batch's blocks, the
+//! other half other requests').
 //! At N = 64 the whole cache (4 MB) sits in L2 for every implementation alike.
 //!
 //! Bytes: the K and V rows read, `q`, `o`, `lse` and the table entries ([`DecodeBuffers::bytes`]); the
@@ -22,6 +24,7 @@ use crate::gpu::{Device, GpuError};
 use crate::minimodel::check::{attn_close, verdict, CloseError, CloseReport, FP16_BAR};
 use crate::minimodel::numeric::DType;
 use crate::minimodel::paged::paged_attention::{PagedBatch, PagedKv};
+use crate::minimodel::paged::replay::{served_tables, ServedConfig};
 use crate::minimodel::reference::{attention_lowp, attention_ref64};
 use crate::minimodel::rng::Rng;
 use crate::minimodel::shape::{AttnShape, Mask};
@@ -234,6 +237,15 @@ pub fn measure(
             Some(t) => Some(upload_pool(t, PoolOrder::BlockMajor)?),
             None => None,
         };
+        // The tables a busy server leaves (`replay::served_tables`), in a pool of twice the batch's
+        // blocks whose other blocks belong to other requests (left zero).
+        let mut served = if variant == "paged_decode" {
+            let t = served_tables(&ServedConfig::book(b, n, bs))
+                .expect("the book's scenario fits its pool");
+            Some(upload_pool(&t, PoolOrder::BlockMajor)?)
+        } else {
+            None
+        };
         let mut head_major = match &fresh_t {
             Some(t) => Some((
                 upload_pool(&tables, PoolOrder::HeadMajor)?,
@@ -292,8 +304,19 @@ pub fn measure(
         if let Some(fresh) = fresh.as_mut() {
             records.push(run(variant, "ours/gpu-paged-fresh", fresh, None, def, log)?);
         }
-        // Head-major pools (each kv head its own pool of blocks): the shuffled and the fresh tables,
-        // with and without L2 prefetches (variant `paged_decode_sweep`).
+        if let Some(served) = served.as_mut() {
+            records.push(run(
+                variant,
+                "ours/gpu-paged-served",
+                served,
+                None,
+                def,
+                log,
+            )?);
+        }
+        drop(served); // its pool is twice the batch's: give the device memory back before the sweeps
+                      // Head-major pools (each kv head its own pool of blocks): the shuffled and the fresh tables,
+                      // with and without L2 prefetches (variant `paged_decode_sweep`).
         if let Some((hm, hm_fresh)) = head_major.as_mut() {
             for t in [def, Tuning { prefetch: 2, ..def }] {
                 let tag = if t == def {

@@ -36,6 +36,10 @@ pub fn render(files: &[(String, crate::measure::MeasurementFile)]) -> Vec<Artifa
             contents: gpu_sweep_table(files),
         },
         Artifact {
+            name: "lab03_scatter.md",
+            contents: scatter_table(),
+        },
+        Artifact {
             name: "lab03_gpu_decode.svg",
             contents: gpu_decode_figure(files),
         },
@@ -204,9 +208,13 @@ fn gpu_decode_card((name, f, recs, ns): &Gpu) -> String {
     let fresh = recs
         .iter()
         .any(|r| r.implementation == "ours/gpu-paged-fresh");
+    let served = recs
+        .iter()
+        .any(|r| r.implementation == "ours/gpu-paged-served");
     let cols: Vec<&str> = [
         "ours/gpu-paged",
         "ours/gpu-paged-fresh",
+        "ours/gpu-paged-served",
         "ours/gpu-contiguous",
         "torch/sdpa",
         "torch/cudnn",
@@ -216,6 +224,7 @@ fn gpu_decode_card((name, f, recs, ns): &Gpu) -> String {
     ]
     .into_iter()
     .filter(|&c| fresh || c != "ours/gpu-paged-fresh")
+    .filter(|&c| served || c != "ours/gpu-paged-served")
     .collect();
     let at = |n: usize, imp: &str| recs.iter().find(|r| r.nk == n && r.implementation == imp);
     let mut rows = Vec::new();
@@ -262,7 +271,7 @@ fn gpu_decode_card((name, f, recs, ns): &Gpu) -> String {
     let mut out = md_table(&header, &rows);
     out += &format!(
         "\n*Table 03.5, {}. One decode step on the GPU: {} sequences, GQA {}/{} heads, D = {}, fp16, every sequence N \
-         tokens long, blocks of 16 in a shuffled pool (ours/gpu-paged){} or the same kernel on a contiguous copy \
+         tokens long, blocks of 16 in a shuffled pool (ours/gpu-paged){}{} or the same kernel on a contiguous copy \
          (ours/gpu-contiguous); PyTorch's `scaled_dot_product_attention(..., enable_gqa=True)` on contiguous K/V of \
          the same shape, each backend forced (`torch/sdpa`: the default dispatcher; `-repeat-kv`: a backend without \
          GQA, fed K/V repeated to {} heads). Each checked against the f64 reference first.{failed} CUDA-event \
@@ -278,6 +287,12 @@ fn gpu_decode_card((name, f, recs, ns): &Gpu) -> String {
         if fresh {
             ", in the tables the block manager hands out on a fresh pool (ours/gpu-paged-fresh: each \
              sequence a run of consecutive blocks),"
+        } else {
+            ""
+        },
+        if served {
+            " or in the tables the block manager leaves a busy server (ours/gpu-paged-served: Table 03.7's \
+             scenario, in a pool of twice the batch's blocks),"
         } else {
             ""
         },
@@ -467,8 +482,9 @@ fn decode_table(files: &[(String, crate::measure::MeasurementFile)]) -> String {
         out += &format!(
             "\n*Table 03.2. One decode step of {} sequences of N tokens ({}), GQA {}/{} heads, D = {}, block size 16, on \
              the same data for all (paged tables shuffled, as in a pool churned by many requests; `-fresh`: the tables the \
-             block manager hands out on a fresh pool, each sequence one run of blocks; `paged-pool`: the shuffled tables \
-             walked in the pool's address order); each decode checked against the f64 reference first; \
+             block manager hands out on a fresh pool, each sequence one run of blocks; `-served`: the tables it leaves \
+             a busy server, Table 03.7's scenario, in a pool of twice the batch's blocks; `paged-pool`: the shuffled \
+             tables walked in the pool's address order, `paged-pool-served` the served ones); each decode checked against the f64 reference first; \
              the `read-pass` rows are the same walks reading the same rows with no arithmetic (K and V \
              bytes only), against the contiguous read pass; the last two columns: the same runs on copies of the \
              data on 2 MB pages, against the contiguous twin on 2 MB pages (at the stress scale only); all timed in \
@@ -728,6 +744,76 @@ fn memory_table() -> String {
         cfg.output_sigma,
         cfg.seed,
         cfg.max_len,
+    );
+    out
+}
+
+/// Table 03.7: how far apart the neighbouring entries of a block table lie, in the three kinds of tables the
+/// decode experiments read (16 sequences, blocks of 16), at the CPU's stress context and the GPU's.
+fn scatter_table() -> String {
+    use crate::measure::fresh_tables;
+    use crate::minimodel::paged::replay::{served_tables, Scatter, ServedConfig};
+    use crate::minimodel::rng::Rng;
+    let (b, bs) = (16, 16);
+    let mut rows = Vec::new();
+    for n in [2048, 4096, 16384, 65536] {
+        let per_seq = n / bs;
+        let mut ids: Vec<usize> = (0..b * per_seq).collect();
+        Rng::new(0x9a9e + n as u64 + 3).shuffle(&mut ids);
+        let served = ServedConfig::book(b, n, bs);
+        let kinds = [
+            (
+                "fresh",
+                fresh_tables(b, n, bs).expect("a pool of exactly the batch's blocks"),
+                b * per_seq,
+            ),
+            (
+                "served",
+                served_tables(&served).expect("the book's scenario fits"),
+                served.pool_blocks,
+            ),
+            (
+                "shuffled",
+                ids.chunks(per_seq).map(<[usize]>::to_vec).collect(),
+                b * per_seq,
+            ),
+        ];
+        for (name, tables, pool) in kinds {
+            let st = Scatter::of(&tables);
+            let pct = |x: usize| format!("{}%", sig3(100.0 * x as f64 / st.pairs as f64));
+            let mut row = vec![n.to_string(), format!("`{name}`"), pool.to_string()];
+            row.push(pct(st.next));
+            row.extend(st.within.iter().map(|&w| pct(w)));
+            row.push(st.median.to_string());
+            rows.push(row);
+        }
+    }
+    let w = Scatter::WINDOWS;
+    let header: Vec<String> = ["N", "tables", "pool, blocks", "next block"]
+        .iter()
+        .map(|x| x.to_string())
+        .chain(w.iter().map(|w| format!("within {w} blocks")))
+        .chain(["median distance, blocks".to_string()])
+        .collect();
+    let header: Vec<&str> = header.iter().map(String::as_str).collect();
+    let cfg = ServedConfig::book(b, 2048, bs);
+    let mut out = md_table(&header, &rows);
+    out += &format!(
+        "\n*Table 03.7. How far apart a block table's neighbouring entries lie, over every pair of neighbours in \
+         the tables of {b} sequences of N tokens in blocks of {bs}: the share one block on (the table continues a \
+         run), within {}, {} and {} blocks (at Lab 03's GPU shape, 8 kv heads by 16 rows of 256 bytes, a block holds \
+         32 KB of K: 256 KB, 2 MB and 16 MB), and the median distance. `fresh`: the block manager's tables on a \
+         fresh pool of exactly the batch's blocks; `served`: the tables it leaves a busy server \
+         (`replay::served_tables`: a pool of twice the batch's blocks; other requests, prompt and output lengths \
+         log-normal with medians of N/8 tokens, free {} pools' worth of blocks first; then each of the {b} \
+         sequences arrives with a prompt of {}% of N and is decoded to N tokens, one a step, beside other \
+         requests arriving and leaving); `shuffled`: a seeded shuffle of the pool, the GPU harness's at that N \
+         (the CPU's is another of the same kind). Computed, not measured, by `src/minimodel/paged/replay.rs`.*\n",
+        w[0],
+        w[1],
+        w[2],
+        cfg.turnovers,
+        100 * cfg.prompt / cfg.len,
     );
     out
 }

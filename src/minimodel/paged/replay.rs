@@ -19,7 +19,9 @@
 //! Measured per step, after the step's tokens: tokens stored (the running sequences' lengths) over slots
 //! held (reservations, or blocks in use times `B`), summed over all steps.
 
-use super::block_manager::{AllocStatus, BlockError, BlockManager, ManagerConfig, SeqId};
+use super::block_manager::{
+    AllocStatus, BlockError, BlockId, BlockManager, Device, ManagerConfig, SeqId,
+};
 use crate::minimodel::rng::Rng;
 use std::collections::VecDeque;
 use thiserror::Error;
@@ -226,7 +228,7 @@ pub fn replay(
             ) => (total, capacity),
             (Layout::Paged { block_size }, Some(m)) => {
                 // A preempted sequence comes back with everything it generated as its prompt.
-                let blocks = m.pool(super::block_manager::Device::Gpu).num_blocks();
+                let blocks = m.pool(Device::Gpu).num_blocks();
                 let most = (blocks - m.watermark_blocks()) * block_size;
                 (total.div_ceil(block_size) * block_size, most)
             }
@@ -317,8 +319,7 @@ pub fn replay(
         st.token_steps += running.iter().map(|s| s.len).sum::<usize>() as f64;
         st.held_steps += match (&mgr, layout) {
             (Some(m), Layout::Paged { block_size }) => {
-                let held = m.pool(super::block_manager::Device::Gpu).num_blocks()
-                    - m.num_free_blocks(super::block_manager::Device::Gpu);
+                let held = m.pool(Device::Gpu).num_blocks() - m.num_free_blocks(Device::Gpu);
                 (held * block_size) as f64
             }
             _ => reserved_total as f64,
@@ -340,6 +341,185 @@ pub fn replay(
         });
     }
     Ok(st)
+}
+
+// ANCHOR: served_tables
+/// How [`served_tables`] serves: `seqs` sequences to measure, each `prompt` tokens at admission then
+/// decoded to `len`, on a pool of `pool_blocks` blocks of `block_size` that other requests share.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ServedConfig {
+    /// Seed of the other requests' lengths.
+    pub seed: u64,
+    /// Sequences whose tables are returned.
+    pub seqs: usize,
+    /// Their prompt tokens (allocated at admission).
+    pub prompt: usize,
+    /// Their length when the tables are taken (`len - prompt` tokens decoded, one a step).
+    pub len: usize,
+    /// Tokens per block.
+    pub block_size: usize,
+    /// Blocks in the pool: the measured sequences' and the other requests'.
+    pub pool_blocks: usize,
+    /// Before the measured sequences arrive, the other requests free this many pools' worth of blocks
+    /// (the free list's churn).
+    pub turnovers: usize,
+}
+
+impl ServedConfig {
+    /// The book's scenario for `seqs` sequences of `len` tokens: half prompt, half decoded, on a pool of
+    /// twice their blocks, after two turnovers of the pool.
+    pub fn book(seqs: usize, len: usize, block_size: usize) -> ServedConfig {
+        ServedConfig {
+            seed: 2023,
+            seqs,
+            prompt: (len / 2).max(1),
+            len,
+            block_size,
+            pool_blocks: 2 * seqs * len.div_ceil(block_size.max(1)),
+            turnovers: 2,
+        }
+    }
+}
+
+/// The block tables of `cfg.seqs` sequences as a busy server leaves them. The block manager (vLLM's
+/// defaults, its free list last-in first-out) serves other requests first, lengths log-normal as in
+/// [`trace`] with prompt and output medians of `len / 8` tokens and log-space sigma 1, each at most `len`
+/// tokens, until they have freed `turnovers` pools' worth of blocks. Then the measured sequences arrive
+/// at the head of the queue: each is admitted with its prompt as soon as the pool has room for the whole
+/// of it (the prompt's blocks and those its decode will take), and every step each running sequence
+/// (in order of admission) gains one token, the measured ones until they are `len` long, while other
+/// requests keep arriving whenever their whole length fits beside everyone's remaining needs and
+/// leaving when done. Nobody is ever preempted (admission reserves each request's whole length), so the
+/// tables are those of an uninterrupted run.
+pub fn served_tables(cfg: &ServedConfig) -> Result<Vec<Vec<BlockId>>, ReplayError> {
+    let bs = cfg.block_size;
+    let mut mgr = BlockManager::new(ManagerConfig::new(bs, cfg.pool_blocks, 0))?;
+    let blocks = |tokens: usize| tokens.div_ceil(bs.max(1));
+    let need = blocks(cfg.len) * cfg.seqs + mgr.watermark_blocks();
+    if cfg.prompt == 0 || cfg.prompt > cfg.len || need > cfg.pool_blocks {
+        return Err(ReplayError::NeverFits {
+            index: 0,
+            need: need * bs,
+            most: cfg.pool_blocks * bs,
+        });
+    }
+    // The other requests: an endless seeded stream of (prompt, output).
+    let median = (cfg.len as f64 / 8.0).max(1.0);
+    let mut rng = Rng::new(cfg.seed);
+    let mut other = move || {
+        let mut draw = || (median.ln() + rng.normal()).exp().round() as usize;
+        let prompt = draw().clamp(1, cfg.len.max(2) - 1);
+        let output = draw().clamp(1, cfg.len.max(2) - prompt);
+        Request { prompt, output }
+    };
+    // Running sequences: (id, tokens still to generate).
+    let mut running: Vec<(SeqId, usize)> = Vec::new();
+    let mut next_id: SeqId = cfg.seqs as SeqId; // 0 .. seqs are the measured ones
+    let mut pending = other();
+    let mut freed = 0usize;
+    let mut measured_in = 0usize;
+    // Blocks the running sequences will still take (their reservations not yet allocated).
+    let still_needs = |mgr: &BlockManager, running: &[(SeqId, usize)]| -> usize {
+        running
+            .iter()
+            .map(|&(id, left)| {
+                let now = mgr.num_tokens(id).expect("running");
+                blocks(now + left) - blocks(now)
+            })
+            .sum()
+    };
+    let room = |mgr: &BlockManager, running: &[(SeqId, usize)]| -> usize {
+        mgr.num_free_blocks(Device::Gpu)
+            .saturating_sub(still_needs(mgr, running) + mgr.watermark_blocks())
+    };
+    loop {
+        let churned = freed >= cfg.turnovers * cfg.pool_blocks;
+        // Admit: the measured sequences first once the pool has churned, then other requests.
+        while churned && measured_in < cfg.seqs {
+            if room(&mgr, &running) < blocks(cfg.len) {
+                break;
+            }
+            let id = measured_in as SeqId;
+            let _ = mgr.allocate(&[id], &vec![0; cfg.prompt])?;
+            running.push((id, cfg.len - cfg.prompt));
+            measured_in += 1;
+        }
+        if !churned || measured_in == cfg.seqs {
+            while room(&mgr, &running) >= blocks(pending.prompt + pending.output) {
+                let _ = mgr.allocate(&[next_id], &vec![0; pending.prompt])?;
+                running.push((next_id, pending.output));
+                next_id += 1;
+                pending = other();
+            }
+        }
+        if running.is_empty() {
+            unreachable!(
+                "an empty pool admits any request of at most `len` tokens (checked above)"
+            );
+        }
+        // One step: a token for every running sequence that has one to generate.
+        for (id, left) in running.iter_mut() {
+            if *left > 0 {
+                let _ = mgr.append_slot(*id, 0)?;
+                *left -= 1;
+            }
+        }
+        // Done: the measured sequences at full length; others leave.
+        let measured = |id: SeqId| (id as usize) < cfg.seqs;
+        if measured_in == cfg.seqs && running.iter().all(|&(id, left)| !measured(id) || left == 0) {
+            return (0..cfg.seqs as SeqId)
+                .map(|id| Ok(mgr.block_table(id)?))
+                .collect();
+        }
+        running.retain(|&(id, left)| {
+            if left > 0 || measured(id) {
+                return true;
+            }
+            freed += blocks(mgr.num_tokens(id).expect("running"));
+            mgr.free(id);
+            false
+        });
+    }
+}
+// ANCHOR_END: served_tables
+
+/// How far apart a table's consecutive blocks lie: for every pair of neighbouring entries of every table,
+/// the distance `|b[i + 1] - b[i]|` in blocks.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Scatter {
+    /// Pairs of neighbouring entries.
+    pub pairs: usize,
+    /// Pairs one block apart, ascending (the table continues a run).
+    pub next: usize,
+    /// Pairs at most `w` blocks apart, for each `w` of [`Scatter::WINDOWS`].
+    pub within: [usize; 3],
+    /// The median distance.
+    pub median: usize,
+}
+
+impl Scatter {
+    /// The distances counted in [`Scatter::within`]: at Lab 03's GPU shape, 256 KB, 2 MB and 16 MB of K.
+    pub const WINDOWS: [usize; 3] = [8, 64, 512];
+
+    /// The statistics of `tables`.
+    pub fn of(tables: &[Vec<BlockId>]) -> Scatter {
+        let mut d: Vec<usize> = tables
+            .iter()
+            .flat_map(|t| t.windows(2).map(|w| w[0].abs_diff(w[1])))
+            .collect();
+        d.sort_unstable();
+        let next = tables
+            .iter()
+            .flat_map(|t| t.windows(2))
+            .filter(|w| w[1] == w[0] + 1)
+            .count();
+        Scatter {
+            pairs: d.len(),
+            next,
+            within: Self::WINDOWS.map(|w| d.partition_point(|&x| x <= w)),
+            median: d.get(d.len() / 2).copied().unwrap_or(0),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -430,5 +610,49 @@ mod tests {
             replay(&[ok], Layout::Paged { block_size: 0 }, 256, 64),
             Err(ReplayError::Block(BlockError::InvalidConfig(_)))
         ));
+    }
+
+    #[test]
+    fn served_tables_hold_every_token_in_distinct_blocks() {
+        for (seqs, len) in [(4, 100), (16, 2048), (3, 16 * 40)] {
+            let cfg = ServedConfig::book(seqs, len, 16);
+            let t = served_tables(&cfg).unwrap();
+            assert_eq!(t.len(), seqs);
+            assert!(t.iter().all(|t| t.len() == len.div_ceil(16)));
+            let mut all: Vec<BlockId> = t.iter().flatten().copied().collect();
+            assert!(all.iter().all(|&b| b < cfg.pool_blocks));
+            all.sort_unstable();
+            all.dedup();
+            assert_eq!(all.len(), seqs * len.div_ceil(16), "no block in two tables");
+            assert_eq!(served_tables(&cfg).unwrap(), t, "seeded");
+        }
+        // The churn and the decode leave tables that a fresh pool's runs do not describe: some
+        // neighbours are not consecutive blocks.
+        let s = Scatter::of(&served_tables(&ServedConfig::book(16, 2048, 16)).unwrap());
+        assert!(s.next < s.pairs);
+        // A pool without room for the sequences is refused, as is a prompt longer than the sequence.
+        let small = ServedConfig {
+            pool_blocks: 10,
+            ..ServedConfig::book(4, 100, 16)
+        };
+        assert!(matches!(
+            served_tables(&small),
+            Err(ReplayError::NeverFits { .. })
+        ));
+        let long = ServedConfig {
+            prompt: 101,
+            ..ServedConfig::book(4, 100, 16)
+        };
+        assert!(served_tables(&long).is_err());
+    }
+
+    #[test]
+    fn scatter_counts_the_distance_between_neighbours() {
+        let s = Scatter::of(&[vec![0, 1, 2, 3], vec![10, 8, 100, 700]]);
+        assert_eq!((s.pairs, s.next), (6, 3));
+        // Distances 1, 1, 1, 2, 92, 600.
+        assert_eq!(s.within, [4, 4, 5]);
+        assert_eq!(s.median, 2);
+        assert_eq!(Scatter::of(&[]).pairs, 0);
     }
 }
