@@ -373,7 +373,7 @@ fn upload_through(
         gpu_paged::scatter(k, &s, tables, bs),
         gpu_paged::scatter(v, &s, tables, bs),
     );
-    let blocks = tables.iter().map(Vec::len).sum();
+    let blocks = kp.len() / (s.hkv * bs * s.d); // the pool's, which may hold other blocks too
     let kv = PagedKv::new(&kp, &vp, blocks, s.hkv, bs, s.d).map_err(|e| e.to_string())?;
     let batch = PagedBatch {
         tables,
@@ -731,13 +731,13 @@ fn probe_on(dev: &Device, args: &[String], inputs: &mut Inputs) -> Result<(), St
             // One decode step of lab 03's batch at N tokens, paged then contiguous, each launched once
             // after one warm-up (for ncu: `-k regex:decode_partition`); `async` picks the cp.async ring,
             // `tc` the tensor cores, `read` the read passes alone (`-k regex:read_pass`); `fresh` reads
-            // the pool through the block manager's tables on a fresh pool instead of shuffled ones; `ab`
-            // times the tuning against two-block clusters in alternating rounds instead.
+            // the pool through the block manager's tables on a fresh pool instead of shuffled ones, and
+            // `served` through those it leaves a busy server (Lab 03's Table 03.7); `ab` times the tuning against two-block clusters in alternating rounds instead.
             use modern_attention::gpu::paged::{decode_tuned, Tuning};
             let n: usize = args
                 .get(1)
                 .and_then(|x| x.parse().ok())
-                .ok_or("gpu-probe paged N [async|tc|read] [fresh] [ab]")?;
+                .ok_or("gpu-probe paged N [async|tc|read] [fresh|served] [ab]")?;
             let tuning = match args.get(2).map(String::as_str) {
                 Some("async") => Tuning {
                     cp_async: true,
@@ -756,6 +756,12 @@ fn probe_on(dev: &Device, args: &[String], inputs: &mut Inputs) -> Result<(), St
                 let tables = gpu_paged::fresh_tables(b, n, bs).map_err(|e| e.to_string())?;
                 paged = upload_through(dev, s, bs, (&q, &k, &v), &tables, &lens)?;
                 println!("paged pool through the fresh tables");
+            } else if args.iter().any(|a| a == "served") {
+                use modern_attention::minimodel::paged::replay::{served_tables, ServedConfig};
+                let tables =
+                    served_tables(&ServedConfig::book(b, n, bs)).map_err(|e| e.to_string())?;
+                paged = upload_through(dev, s, bs, (&q, &k, &v), &tables, &lens)?;
+                println!("paged pool through the served tables (a pool of twice the batch's blocks)");
             }
             if args.iter().any(|a| a == "ab") {
                 // `gpu-probe paged N tc [fresh] ab`: the tuning against the same with a sequence's two
