@@ -4,8 +4,8 @@
 //! refused call compared bit for bit with the state before it.
 
 use modern_attention::minimodel::paged::block_manager::{
-    alloc_status, AllocStatus, BlockError, BlockManager, BlockPool, Device, ManagerConfig, SeqId,
-    Token,
+    alloc_status, AllocStatus, BlockError, BlockManager, BlockPool, Device, ManagerConfig,
+    Placement, SeqId, Token,
 };
 use proptest::prelude::*;
 use proptest::test_runner::{Config, RngAlgorithm, TestCaseError, TestRng, TestRunner};
@@ -533,15 +533,25 @@ fn config_strategy() -> impl Strategy<Value = ManagerConfig> {
         prop::sample::select(vec![0.0, 0.01, 0.1]),
         prop::option::of(1usize..40),
         any::<bool>(),
+        any::<bool>(),
     )
-        .prop_map(|(bs, gpu, cpu, watermark, window, caching)| ManagerConfig {
-            block_size: bs,
-            num_gpu_blocks: gpu,
-            num_cpu_blocks: cpu,
-            watermark,
-            sliding_window: if caching { None } else { window },
-            prefix_caching: caching,
-        })
+        .prop_map(
+            |(bs, gpu, cpu, watermark, window, caching, after_last)| ManagerConfig {
+                block_size: bs,
+                num_gpu_blocks: gpu,
+                num_cpu_blocks: cpu,
+                watermark,
+                sliding_window: if caching { None } else { window },
+                prefix_caching: caching,
+                // Both placements: the invariants and the read-back oracle do not depend on which free
+                // block a sequence gets.
+                placement: if after_last {
+                    Placement::AfterLast
+                } else {
+                    Placement::FreeList
+                },
+            },
+        )
 }
 
 /// What the random runs did, summed over cases.
@@ -857,4 +867,28 @@ fn random_operation_sequences_keep_every_invariant() {
     }
     assert!(s.ops >= 100_000, "only {} operations", s.ops);
     assert!(s.copies > 1000 && s.swaps > 1000 && s.hits > 1000 && s.refused > 1000);
+}
+
+/// `Placement::AfterLast` takes the block after a sequence's last one where it is free, and the free
+/// list's top otherwise; vLLM's placement always takes the top (the block freed last).
+#[test]
+fn after_last_placement_continues_a_run_where_it_can() {
+    let tables = |placement| {
+        let cfg = ManagerConfig {
+            placement,
+            watermark: 0.0,
+            ..ManagerConfig::new(1, 8, 0)
+        };
+        let mut m = BlockManager::new(cfg).unwrap();
+        for seq in 0..3 {
+            let _ = m.allocate(&[seq], &[7]).unwrap(); // blocks 0, 1, 2
+        }
+        assert!(m.free(1)); // block 1 back on top of the free list
+        let _ = m.append_slot(2, 7).unwrap();
+        let _ = m.append_slot(0, 7).unwrap();
+        m.check_invariants().unwrap();
+        (m.block_table(0).unwrap(), m.block_table(2).unwrap())
+    };
+    assert_eq!(tables(Placement::FreeList), (vec![0, 3], vec![2, 1]));
+    assert_eq!(tables(Placement::AfterLast), (vec![0, 1], vec![2, 3]));
 }

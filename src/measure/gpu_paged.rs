@@ -23,6 +23,7 @@ use crate::gpu::paged::{
 use crate::gpu::{Device, GpuError};
 use crate::minimodel::check::{attn_close, verdict, CloseError, CloseReport, FP16_BAR};
 use crate::minimodel::numeric::DType;
+use crate::minimodel::paged::block_manager::Placement;
 use crate::minimodel::paged::paged_attention::{PagedBatch, PagedKv};
 use crate::minimodel::paged::replay::{served_tables, ServedConfig};
 use crate::minimodel::reference::{attention_lowp, attention_ref64};
@@ -314,9 +315,22 @@ pub fn measure(
                 log,
             )?);
         }
-        drop(served); // its pool is twice the batch's: give the device memory back before the sweeps
-                      // Head-major pools (each kv head its own pool of blocks): the shuffled and the fresh tables,
-                      // with and without L2 prefetches (variant `paged_decode_sweep`).
+        // The served pool is twice the batch's: its device memory goes back before the sweeps.
+        drop(served);
+        // The same scenario with the block manager asking for the block after a sequence's last
+        // (`Placement::AfterLast`; a diagnosis, variant `paged_decode_sweep`).
+        if variant == "paged_decode" {
+            let cfg = ServedConfig {
+                placement: Placement::AfterLast,
+                ..ServedConfig::book(b, n, bs)
+            };
+            let t = served_tables(&cfg).expect("the book's scenario fits its pool");
+            let mut bufs = upload_pool(&t, PoolOrder::BlockMajor)?;
+            let name = "ours/gpu-paged-served-after";
+            records.push(run("paged_decode_sweep", name, &mut bufs, None, def, log)?);
+        }
+        // Head-major pools (each kv head its own pool of blocks): the shuffled and the fresh tables,
+        // with and without L2 prefetches (variant `paged_decode_sweep`).
         if let Some((hm, hm_fresh)) = head_major.as_mut() {
             for t in [def, Tuning { prefetch: 2, ..def }] {
                 let tag = if t == def {

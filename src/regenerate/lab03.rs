@@ -397,7 +397,8 @@ fn gpu_sweep_card((name, f, recs, ns): &Gpu) -> String {
          same on the fresh tables; `localW`: the default tuning through the fresh \
          tables with the pool's blocks shuffled within each aligned window of W blocks (at W = 8, 64, 512 windows \
          of 256 KB, 2 MB and 16 MB of K); `sorted`: the shuffled tables with each sequence's entries in \
-         increasing block order (its keys in another order, which an unmasked decode does not see); `...-PN`: a fixed \
+         increasing block order (its keys in another order, which an unmasked decode does not see); `served-after`: \
+         Table 03.7's tables of that name, in a pool of twice the batch's blocks; `...-PN`: a fixed \
          partition of N keys with the tuning named before it. Read roof as in Table 03.5.{} {}, {}; from \
          `measurements/{name}`.*\n",
         f.machine.name,
@@ -752,6 +753,7 @@ fn memory_table() -> String {
 /// decode experiments read (16 sequences, blocks of 16), at the CPU's stress context and the GPU's.
 fn scatter_table() -> String {
     use crate::measure::fresh_tables;
+    use crate::minimodel::paged::block_manager::Placement;
     use crate::minimodel::paged::replay::{served_tables, Scatter, ServedConfig};
     use crate::minimodel::rng::Rng;
     let (b, bs) = (16, 16);
@@ -770,6 +772,15 @@ fn scatter_table() -> String {
             (
                 "served",
                 served_tables(&served).expect("the book's scenario fits"),
+                served.pool_blocks,
+            ),
+            (
+                "served-after",
+                served_tables(&ServedConfig {
+                    placement: Placement::AfterLast,
+                    ..served
+                })
+                .expect("the book's scenario fits"),
                 served.pool_blocks,
             ),
             (
@@ -807,7 +818,8 @@ fn scatter_table() -> String {
          (`replay::served_tables`: a pool of twice the batch's blocks; other requests, prompt and output lengths \
          log-normal with medians of N/8 tokens, free {} pools' worth of blocks first; then each of the {b} \
          sequences arrives with a prompt of {}% of N and is decoded to N tokens, one a step, beside other \
-         requests arriving and leaving); `shuffled`: a seeded shuffle of the pool, the GPU harness's at that N \
+         requests arriving and leaving); `served-after`: the same with `Placement::AfterLast` (each new \
+         block the one after the sequence's last where that one is free); `shuffled`: a seeded shuffle of the pool, the GPU harness's at that N \
          (the CPU's is another of the same kind). Computed, not measured, by `src/minimodel/paged/replay.rs`.*\n",
         w[0],
         w[1],

@@ -23,6 +23,11 @@
 //! **Addresses.** Block ids are device-local: GPU blocks `0..G`, CPU blocks `0..C`. Token `t` of a sequence
 //! lives in slot `table[t / B] * B + t % B` of its device's pool (`vllm/worker/worker.py` at v0.1.0).
 //!
+//! **Placement.** Which free block an allocation takes is vLLM's by default (the free list's top,
+//! [`Placement::FreeList`]); [`Placement::AfterLast`] is this book's experiment, asking for the block
+//! after the one before it in the sequence's table. Neither changes what is allocated or when, only
+//! which block, so every invariant above holds under both (the property tests draw both).
+//!
 //! **Sliding window** (vLLM's `block_sliding_window`, v0.6.3 `block_manager_v1.py`): with a window of `W`
 //! tokens a sequence keeps at most `Wb = ceil(W / B)` physical blocks, used as a ring: logical block `i`
 //! lives in physical block `ring[i % Wb]`, so token `t` overwrites token `t - Wb B`, and the last `Wb B >= W`
@@ -171,6 +176,9 @@ pub struct BlockPool {
     /// Blocks with `ref = 0` and no hash. A stack, as vLLM v0.1.0's list (`pop` / `append`); it starts
     /// so that block 0 is handed out first.
     free_list: Vec<BlockId>,
+    /// Where each block sits on `free_list` (`usize::MAX` when it is not there): lets
+    /// [`Placement::AfterLast`] take a given free block in constant time.
+    free_at: Vec<usize>,
     /// The content hash a block is registered under (`cached[h] == b` iff `hash_of[b] == Some(h)`).
     hash_of: Vec<Option<u64>>,
     /// Tokens covered by a registered block's hash: `(i + 1) B` for logical block `i`.
@@ -191,6 +199,7 @@ impl BlockPool {
             device,
             ref_counts: vec![0; num_blocks],
             free_list: (0..num_blocks).rev().collect(),
+            free_at: (0..num_blocks).map(|b| num_blocks - 1 - b).collect(),
             hash_of: vec![None; num_blocks],
             hashed_tokens: vec![0; num_blocks],
             cached: HashMap::new(),
@@ -252,7 +261,10 @@ impl BlockPool {
     /// (which forgets its hash). vLLM's `BlockAllocator.allocate`.
     pub fn allocate(&mut self) -> Result<BlockId, BlockError> {
         let block = match self.free_list.pop() {
-            Some(b) => b,
+            Some(b) => {
+                self.free_at[b] = usize::MAX;
+                b
+            }
             None => {
                 let Some(&first) = self.evictor.first() else {
                     return Err(BlockError::OutOfBlocks {
@@ -271,6 +283,23 @@ impl BlockPool {
         };
         self.ref_counts[block] = 1;
         Ok(block)
+    }
+
+    /// [`BlockPool::allocate`], except that `want`, if it is on the free list, is the block taken (the
+    /// free list's top moves into its place): [`Placement::AfterLast`]'s allocation.
+    fn allocate_preferring(&mut self, want: Option<BlockId>) -> Result<BlockId, BlockError> {
+        let on_list = want.filter(|&b| self.free_at.get(b).is_some_and(|&i| i != usize::MAX));
+        let Some(b) = on_list else {
+            return self.allocate();
+        };
+        let i = self.free_at[b];
+        self.free_list.swap_remove(i);
+        if let Some(&moved) = self.free_list.get(i) {
+            self.free_at[moved] = i;
+        }
+        self.free_at[b] = usize::MAX;
+        self.ref_counts[b] = 1;
+        Ok(b)
     }
 
     /// One more reference to an allocated block (fork, a shared prompt, a swap mapping).
@@ -303,6 +332,7 @@ impl BlockPool {
                 self.evictor
                     .insert((self.clock, Reverse(self.hashed_tokens[block]), block));
             } else {
+                self.free_at[block] = self.free_list.len();
                 self.free_list.push(block);
             }
         }
@@ -334,9 +364,14 @@ impl BlockPool {
     fn check(&self, refs: &[u32]) -> Result<(), String> {
         let d = self.device;
         let mut seen = vec![false; self.num_blocks()];
-        for &b in &self.free_list {
+        for (i, &b) in self.free_list.iter().enumerate() {
             if b >= seen.len() || seen[b] {
                 return Err(format!("{d:?} free list holds {b} twice or out of range"));
+            }
+            if self.free_at[b] != i {
+                return Err(format!(
+                    "{d:?} free block {b} is at {i}, its index says otherwise"
+                ));
             }
             seen[b] = true;
             if self.ref_counts[b] != 0 || self.hash_of[b].is_some() {
@@ -372,6 +407,13 @@ impl BlockPool {
                 return Err(format!("{d:?} cache maps a hash to {b}, which has another"));
             }
         }
+        let indexed = self.free_at.iter().filter(|&&i| i != usize::MAX).count();
+        if indexed != self.free_list.len() {
+            return Err(format!(
+                "{d:?}: {indexed} blocks indexed as free-listed, {} on the list",
+                self.free_list.len()
+            ));
+        }
         let registered = self.hash_of.iter().filter(|h| h.is_some()).count();
         if registered != self.cached.len() {
             return Err(format!(
@@ -398,6 +440,22 @@ pub struct ManagerConfig {
     pub sliding_window: Option<usize>,
     /// Share full blocks between sequences with the same prefix.
     pub prefix_caching: bool,
+    /// Which free block a sequence's new block is.
+    pub placement: Placement,
+}
+
+/// Which free block an allocation takes. Not a vLLM setting: vLLM always takes the free list's
+/// ([`Placement::FreeList`]); the other is this book's experiment on what keeping a sequence's blocks
+/// together is worth to the attention kernels that read them (Lab 03).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Placement {
+    /// The top of the free list (the block freed last), as vLLM.
+    #[default]
+    FreeList,
+    /// The block right after the one before it in the sequence's table, when that block is on the free
+    /// list; else the top of the free list. A prompt's first block, and any block whose neighbour is
+    /// taken, still come from the free list, so nothing is reserved and no memory is lost.
+    AfterLast,
 }
 
 impl ManagerConfig {
@@ -410,6 +468,7 @@ impl ManagerConfig {
             watermark: 0.01,
             sliding_window: None,
             prefix_caching: false,
+            placement: Placement::FreeList,
         }
     }
 }
@@ -490,6 +549,14 @@ pub fn chain_hash(prev: Option<u64>, tokens: &[Token]) -> u64 {
     h = (h ^ (h >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     h = (h ^ (h >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     h ^ (h >> 31)
+}
+
+/// The block `placement` asks for after `prev` (none under [`Placement::FreeList`]).
+fn after(placement: Placement, prev: Option<BlockId>) -> Option<BlockId> {
+    match placement {
+        Placement::FreeList => None,
+        Placement::AfterLast => prev.map(|b| b + 1),
+    }
 }
 
 // ANCHOR: alloc_status
@@ -731,9 +798,10 @@ impl BlockManager {
             ring.push(b);
         }
         for i in hits.len()..required {
+            let want = after(self.cfg.placement, ring.last().copied());
             let b = self
                 .gpu
-                .allocate()
+                .allocate_preferring(want)
                 .expect("admission checked the free count");
             if let Some(&h) = hashes.get(i) {
                 if self.gpu.lookup(h).is_none() {
@@ -854,6 +922,7 @@ impl BlockManager {
         let plan = self.plan_append(seq)?;
         self.gpu.clock += 1;
         let bs = self.cfg.block_size;
+        let placement = self.cfg.placement;
         let gpu = &mut self.gpu;
         let s = self.seqs.get_mut(&seq).expect("planned on a live sequence");
         match plan.promote {
@@ -870,14 +939,17 @@ impl BlockManager {
         let mut copy = None;
         let idx = match plan.target {
             None => {
-                s.ring.push(gpu.allocate().expect("planned a free block"));
+                let want = after(placement, s.ring.last().copied());
+                s.ring
+                    .push(gpu.allocate_preferring(want).expect("planned a free block"));
                 s.ring.len() - 1
             }
             Some(idx) => {
                 if plan.cow {
                     // Copy on write: ref(src) drops by one but stays >= 1, so src is not reused this step.
                     let src = s.ring[idx];
-                    let dst = gpu.allocate().expect("planned a free block");
+                    let want = after(placement, idx.checked_sub(1).map(|i| s.ring[i]));
+                    let dst = gpu.allocate_preferring(want).expect("planned a free block");
                     gpu.free(src).expect("a shared block");
                     s.ring[idx] = dst;
                     copy = Some((src, dst));
@@ -983,6 +1055,7 @@ impl BlockManager {
         self.cpu.clock += 1;
         for &id in seqs {
             let mut s = self.seqs.remove(&id).expect("checked live");
+            let mut prev = None;
             for b in s.ring.iter_mut() {
                 let dst = match mapping.get(b) {
                     Some(&d) => {
@@ -990,7 +1063,11 @@ impl BlockManager {
                         d
                     }
                     None => {
-                        let d = self.pool_mut(to).allocate().expect("checked free count");
+                        let want = after(self.cfg.placement, prev);
+                        let d = self
+                            .pool_mut(to)
+                            .allocate_preferring(want)
+                            .expect("checked free count");
                         mapping.insert(*b, d);
                         pairs.push((*b, d));
                         d
@@ -998,6 +1075,7 @@ impl BlockManager {
                 };
                 self.pool_mut(from).free(*b).expect("a held block");
                 *b = dst;
+                prev = Some(dst);
             }
             s.device = to;
             self.seqs.insert(id, s);

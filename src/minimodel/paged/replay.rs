@@ -20,7 +20,7 @@
 //! held (reservations, or blocks in use times `B`), summed over all steps.
 
 use super::block_manager::{
-    AllocStatus, BlockError, BlockId, BlockManager, Device, ManagerConfig, SeqId,
+    AllocStatus, BlockError, BlockId, BlockManager, Device, ManagerConfig, Placement, SeqId,
 };
 use crate::minimodel::rng::Rng;
 use std::collections::VecDeque;
@@ -363,6 +363,8 @@ pub struct ServedConfig {
     /// Before the measured sequences arrive, the other requests free this many pools' worth of blocks
     /// (the free list's churn).
     pub turnovers: usize,
+    /// Which free block each new block is (vLLM's free list, or after the sequence's last).
+    pub placement: Placement,
 }
 
 impl ServedConfig {
@@ -377,6 +379,7 @@ impl ServedConfig {
             block_size,
             pool_blocks: 2 * seqs * len.div_ceil(block_size.max(1)),
             turnovers: 2,
+            placement: Placement::FreeList,
         }
     }
 }
@@ -393,7 +396,10 @@ impl ServedConfig {
 /// tables are those of an uninterrupted run.
 pub fn served_tables(cfg: &ServedConfig) -> Result<Vec<Vec<BlockId>>, ReplayError> {
     let bs = cfg.block_size;
-    let mut mgr = BlockManager::new(ManagerConfig::new(bs, cfg.pool_blocks, 0))?;
+    let mut mgr = BlockManager::new(ManagerConfig {
+        placement: cfg.placement,
+        ..ManagerConfig::new(bs, cfg.pool_blocks, 0)
+    })?;
     let blocks = |tokens: usize| tokens.div_ceil(bs.max(1));
     let need = blocks(cfg.len) * cfg.seqs + mgr.watermark_blocks();
     if cfg.prompt == 0 || cfg.prompt > cfg.len || need > cfg.pool_blocks {
