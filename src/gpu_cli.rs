@@ -732,7 +732,8 @@ fn probe_on(dev: &Device, args: &[String], inputs: &mut Inputs) -> Result<(), St
             // after one warm-up (for ncu: `-k regex:decode_partition`); `async` picks the cp.async ring,
             // `tc` the tensor cores, `read` the read passes alone (`-k regex:read_pass`); `fresh` reads
             // the pool through the block manager's tables on a fresh pool instead of shuffled ones, and
-            // `served` through those it leaves a busy server (Lab 03's Table 03.7); `ab` times the tuning against two-block clusters in alternating rounds instead.
+            // `served` through those it leaves a busy server (Lab 03's Table 03.8); `ab` times the
+            // tuning against two-block clusters in alternating rounds instead.
             use modern_attention::gpu::paged::{decode_tuned, Tuning};
             let n: usize = args
                 .get(1)

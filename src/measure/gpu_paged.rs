@@ -114,6 +114,78 @@ pub fn window_shuffled(tables: &[Vec<usize>], w: usize, seed: u64) -> Vec<Vec<us
         .collect()
 }
 
+/// Poison `bufs`' output, decode once, and check it ([`DecodeCheck::check`]): whether every checked
+/// sequence passed and the worst max error (NaN once one failed), and the partition size used.
+fn check_decode(
+    dev: &Device,
+    bufs: &mut DecodeBuffers<f16>,
+    partition: Option<usize>,
+    tuning: Tuning,
+    checks: &DecodeCheck,
+    name: &str,
+    log: &mut dyn FnMut(&str),
+) -> Result<((bool, f64), usize), GpuError> {
+    bufs.poison(dev)?;
+    let p = decode_tuned(dev, bufs, Mask::NONE, partition, tuning)?;
+    let (o, _) = bufs.download(dev)?;
+    let mut worst = (true, 0.0f64);
+    for (_, result) in checks.check(&format!("{name} N={}", checks.s.nk), &o) {
+        let (ok, err) = verdict(&result, log);
+        // Once a sequence fails, the record's error stays NaN (`f64::max` would drop it).
+        let bad = !ok || worst.1.is_nan();
+        worst = (worst.0 && ok, if bad { f64::NAN } else { worst.1.max(err) });
+    }
+    Ok((worst, p))
+}
+
+/// Rounds of [`rounds_records`]' interleaved timing.
+pub const ROUNDS: usize = 7;
+
+/// Check every entry, then time them back to back in [`ROUNDS`] rounds (each round starting one entry
+/// further on; each time the median of 20 launches after 3 warm-ups): records of variant
+/// `paged_decode_rounds`, each with its median over the rounds and, in `ratio_to_twin`, its time over
+/// the first entry's (the contiguous copy's) within each round, as quartiles over the rounds.
+fn rounds_records(
+    dev: &Device,
+    entries: &mut [(String, &mut DecodeBuffers<f16>)],
+    tuning: Tuning,
+    checks: &DecodeCheck,
+    flops: f64,
+    log: &mut dyn FnMut(&str),
+) -> Result<Vec<Record>, GpuError> {
+    let mut worst = Vec::new();
+    for (name, bufs) in entries.iter_mut() {
+        worst.push(check_decode(dev, bufs, None, tuning, checks, name, log)?.0);
+    }
+    let mut times = vec![Vec::new(); entries.len()];
+    for round in 0..ROUNDS {
+        for j in 0..entries.len() {
+            let i = (round + j) % entries.len();
+            let mut ts = time_ms(dev, entries[i].1, Mask::NONE, None, tuning, 3, 20)?;
+            ts.sort_by(f64::total_cmp);
+            times[i].push(ts[ts.len() / 2]);
+        }
+    }
+    let mut out = Vec::new();
+    for (((name, bufs), ts), (ok, err)) in entries.iter().zip(&times).zip(worst) {
+        let rec = Record {
+            ratio_to_twin: super::round_ratios(ts, &times[0]),
+            ..Record::new("paged_decode_rounds", name, "f16", &checks.s, "none")
+                .timed(ts, flops, bufs.bytes(Mask::NONE))
+                .checked(ok, err)
+        };
+        let [lo, mid, hi] = rec.ratio_to_twin.unwrap_or([f64::NAN; 3]);
+        log(&format!(
+            "rounds {name:32} N={:6}: {:8.4} ms, x{mid:.4} the contiguous copy ({lo:.4}..{hi:.4}) {}",
+            checks.s.nk,
+            rec.ms,
+            if ok { "checked" } else { "NOT CHECKED" }
+        ));
+        out.push(rec);
+    }
+    Ok(out)
+}
+
 fn median_times(
     dev: &Device,
     bufs: &mut DecodeBuffers<f16>,
@@ -265,16 +337,7 @@ pub fn measure(
                    tuning: Tuning,
                    log: &mut dyn FnMut(&str)|
          -> Result<Record, GpuError> {
-            bufs.poison(dev)?;
-            let p = decode_tuned(dev, bufs, Mask::NONE, partition, tuning)?;
-            let (o, _) = bufs.download(dev)?;
-            let mut worst = (true, 0.0f64);
-            for (_, result) in checks.check(&format!("{name} N={n}"), &o) {
-                let (ok, err) = verdict(&result, log);
-                // Once a sequence fails, the record's error stays NaN (`f64::max` would drop it).
-                let bad = !ok || worst.1.is_nan();
-                worst = (worst.0 && ok, if bad { f64::NAN } else { worst.1.max(err) });
-            }
+            let (worst, p) = check_decode(dev, bufs, partition, tuning, &checks, name, log)?;
             let times = median_times(dev, bufs, partition, tuning)?;
             let bytes = bufs.bytes(Mask::NONE);
             let rec = Record::new(variant, name, "f16", &s, "none")
@@ -315,20 +378,63 @@ pub fn measure(
                 log,
             )?);
         }
-        // The served pool is twice the batch's: its device memory goes back before the sweeps.
-        drop(served);
-        // The same scenario with the block manager asking for the block after a sequence's last
-        // (`Placement::AfterLast`; a diagnosis, variant `paged_decode_sweep`).
-        if variant == "paged_decode" {
-            let cfg = ServedConfig {
+        // Interleaved rounds (variant `paged_decode_rounds`): the contiguous copy, the paged kernel
+        // through every kind of table and both pool layouts, all resident at once, each checked, then
+        // timed back to back in rounds, so that each one's price over the contiguous copy is taken
+        // within a round (the card's clock drifts by more than the smaller effects between runs minutes
+        // apart). The diagnoses among them: the fresh tables shuffled within windows of the pool (how
+        // far apart a sequence's blocks must be before their scatter costs); the shuffled tables with
+        // each sequence's entries in increasing block order (an unmasked decode step does not see its
+        // keys' order: every row then sweeps the pool from its low end to its high end, and the rows'
+        // reads at one moment fall near each other); the served scenario with `Placement::AfterLast`.
+        if let (Some(fresh_t), Some(fresh), Some(served), Some((hm, hm_fresh)), false) = (
+            &fresh_t,
+            fresh.as_mut(),
+            served.as_mut(),
+            head_major.as_mut(),
+            quick,
+        ) {
+            let sorted: Vec<Vec<usize>> = tables
+                .iter()
+                .map(|t| {
+                    let mut t = t.clone();
+                    t.sort_unstable();
+                    t
+                })
+                .collect();
+            let after = served_tables(&ServedConfig {
                 placement: Placement::AfterLast,
                 ..ServedConfig::book(b, n, bs)
-            };
-            let t = served_tables(&cfg).expect("the book's scenario fits its pool");
-            let mut bufs = upload_pool(&t, PoolOrder::BlockMajor)?;
-            let name = "ours/gpu-paged-served-after";
-            records.push(run("paged_decode_sweep", name, &mut bufs, None, def, log)?);
+            })
+            .expect("the book's scenario fits its pool");
+            let mut extra: Vec<(String, DecodeBuffers<f16>)> = Vec::new();
+            let diagnoses = WINDOWS
+                .iter()
+                .map(|&w| (format!("local{w}"), window_shuffled(fresh_t, w, seed + 4)))
+                .chain([
+                    ("sorted".to_string(), sorted),
+                    ("served-after".into(), after),
+                ]);
+            for (name, t) in diagnoses {
+                extra.push((name, upload_pool(&t, PoolOrder::BlockMajor)?));
+            }
+            let mut entries: Vec<(String, &mut DecodeBuffers<f16>)> = vec![
+                ("ours/gpu-contiguous".into(), &mut flat),
+                ("ours/gpu-paged".into(), &mut paged),
+                ("ours/gpu-paged-fresh".into(), fresh),
+                ("ours/gpu-paged-served".into(), served),
+                ("ours/gpu-paged-hm".into(), hm),
+                ("ours/gpu-paged-fresh-hm".into(), hm_fresh),
+            ];
+            entries.extend(
+                extra
+                    .iter_mut()
+                    .map(|(name, bufs)| (format!("ours/gpu-paged-{name}"), bufs)),
+            );
+            records.extend(rounds_records(dev, &mut entries, def, &checks, flops, log)?);
         }
+        // The served pool is twice the batch's: its device memory goes back before the sweeps.
+        drop(served);
         // Head-major pools (each kv head its own pool of blocks): the shuffled and the fresh tables,
         // with and without L2 prefetches (variant `paged_decode_sweep`).
         if let Some((hm, hm_fresh)) = head_major.as_mut() {
@@ -342,32 +448,6 @@ pub fn measure(
                     let name = format!("ours/gpu-paged-{pool}{tag}");
                     records.push(run("paged_decode_sweep", &name, bufs, None, t, log)?);
                 }
-            }
-        }
-        // Diagnoses on the block-major pool (variant `paged_decode_sweep`): the fresh tables shuffled
-        // within windows of the pool (how far apart a sequence's blocks must be before their scatter
-        // costs), and the shuffled tables with each sequence's entries in increasing block order (an
-        // unmasked decode step does not see its keys' order: every row then sweeps the pool from its
-        // low end to its high end, and the rows' reads at one moment fall near each other).
-        if let Some(fresh_t) = &fresh_t {
-            let sorted: Vec<Vec<usize>> = tables
-                .iter()
-                .map(|t| {
-                    let mut t = t.clone();
-                    t.sort_unstable();
-                    t
-                })
-                .collect();
-            let diagnoses = WINDOWS
-                .iter()
-                .map(|&w| {
-                    let local = window_shuffled(fresh_t, w, seed + 4);
-                    (format!("ours/gpu-paged-local{w}"), local)
-                })
-                .chain([("ours/gpu-paged-sorted".to_string(), sorted)]);
-            for (name, t) in diagnoses {
-                let mut bufs = upload_pool(&t, PoolOrder::BlockMajor)?;
-                records.push(run("paged_decode_sweep", &name, &mut bufs, None, def, log)?);
             }
         }
         // The block-major pool's fresh tables with every head chunk of a sequence in one block: a

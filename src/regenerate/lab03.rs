@@ -36,6 +36,10 @@ pub fn render(files: &[(String, crate::measure::MeasurementFile)]) -> Vec<Artifa
             contents: gpu_sweep_table(files),
         },
         Artifact {
+            name: "lab03_gpu_rounds.md",
+            contents: gpu_rounds_table(files),
+        },
+        Artifact {
             name: "lab03_scatter.md",
             contents: scatter_table(),
         },
@@ -291,7 +295,7 @@ fn gpu_decode_card((name, f, recs, ns): &Gpu) -> String {
             ""
         },
         if served {
-            " or in the tables the block manager leaves a busy server (ours/gpu-paged-served: Table 03.7's \
+            " or in the tables the block manager leaves a busy server (ours/gpu-paged-served: Table 03.8's \
              scenario, in a pool of twice the batch's blocks),"
         } else {
             ""
@@ -333,6 +337,78 @@ fn read_orders(m: &crate::measure::Machine) -> String {
         ": {} GB/s without / with the 256-byte L2 hint",
         parts.join(", ")
     )
+}
+
+/// Table 03.7: the contiguous copy and the paged kernel through every kind of table, timed in interleaved
+/// rounds, each price taken within a round.
+fn gpu_rounds_table(files: &[(String, crate::measure::MeasurementFile)]) -> String {
+    match gpu_cards(
+        files,
+        "paged_decode_rounds",
+        "*No interleaved GPU decode rounds are committed yet (`bench/gpu.sh ... paged`).*\n",
+    ) {
+        Ok(cards) => cards
+            .iter()
+            .map(gpu_rounds_card)
+            .collect::<Vec<_>>()
+            .join("\n"),
+        Err(note) => note,
+    }
+}
+
+fn gpu_rounds_card((name, f, recs, ns): &Gpu) -> String {
+    let mut imps: Vec<&str> = Vec::new();
+    for r in recs {
+        if !imps.contains(&r.implementation.as_str()) {
+            imps.push(&r.implementation);
+        }
+    }
+    let rows: Vec<Vec<String>> = imps
+        .iter()
+        .map(|imp| {
+            let short = imp
+                .trim_start_matches("ours/gpu-paged-")
+                .trim_start_matches("ours/gpu-");
+            let mut row = vec![format!("`{short}`")];
+            for &n in ns {
+                row.push(
+                    recs.iter()
+                        .find(|r| r.nk == n && r.implementation == *imp)
+                        .map_or("—".into(), |r| {
+                            format!("{:.4}, {}", r.ms, twin_price(r, None))
+                        }),
+                );
+            }
+            row
+        })
+        .collect();
+    let mut header = vec!["tables".to_string()];
+    header.extend(
+        ns.iter()
+            .map(|n| format!("N={n}: ms, vs contiguous (rounds)")),
+    );
+    let header: Vec<&str> = header.iter().map(String::as_str).collect();
+    let mut out = md_table(&header, &rows);
+    out += &format!(
+        "\n*Table 03.7, {}. Table 03.5's batch read by its default kernel through every kind of table, all \
+         resident on the card at once, each checked against the f64 reference first, then timed back to back \
+         in {} rounds, each round starting one entry further on (each time the median of 20 launches after 3 \
+         warm-ups); a cell is the median over the rounds and the time over the contiguous copy's in the same \
+         round, as the median over the rounds with their interquartile range. `contiguous`: the contiguous \
+         copy; `paged`, `fresh`, `served`: the shuffled pool, the fresh tables and the served ones of \
+         Table 03.5; `hm`, `fresh-hm`: the pool stored head-major, through the shuffled and the fresh tables; \
+         `localW`: the fresh tables with the pool's blocks shuffled within aligned windows of W blocks (at W = 8, \
+         64, 512: 256 KB, 2 MB and 16 MB of K); `sorted`: the shuffled tables with each sequence's entries in \
+         increasing block order (its keys in another order, which an unmasked decode does not see); \
+         `served-after`: Table 03.8's served tables under `Placement::AfterLast`.{} {}, {}; from \
+         `measurements/{name}`.*\n",
+        f.machine.name,
+        crate::measure::gpu_paged::ROUNDS,
+        super::failed_in(f, "paged_decode_rounds"),
+        f.machine.name,
+        f.when(recs[0]),
+    );
+    out
 }
 
 /// Table 03.6: the tunings and partition sizes behind the paged kernel's defaults.
@@ -396,9 +472,8 @@ fn gpu_sweep_card((name, f, recs, ns): &Gpu) -> String {
          launched N at a time as one cluster (Hopper places a cluster's blocks on one GPC), and `fresh-...-cN` the \
          same on the fresh tables; `localW`: the default tuning through the fresh \
          tables with the pool's blocks shuffled within each aligned window of W blocks (at W = 8, 64, 512 windows \
-         of 256 KB, 2 MB and 16 MB of K); `sorted`: the shuffled tables with each sequence's entries in \
-         increasing block order (its keys in another order, which an unmasked decode does not see); `served-after`: \
-         Table 03.7's tables of that name, in a pool of twice the batch's blocks; `...-PN`: a fixed \
+         of 256 KB, 2 MB and 16 MB of K; in files measured before Table 03.7's rounds); `sorted`: the shuffled \
+         tables with each sequence's entries in increasing block order (the same); `...-PN`: a fixed \
          partition of N keys with the tuning named before it. Read roof as in Table 03.5.{} {}, {}; from \
          `measurements/{name}`.*\n",
         f.machine.name,
@@ -484,7 +559,7 @@ fn decode_table(files: &[(String, crate::measure::MeasurementFile)]) -> String {
             "\n*Table 03.2. One decode step of {} sequences of N tokens ({}), GQA {}/{} heads, D = {}, block size 16, on \
              the same data for all (paged tables shuffled, as in a pool churned by many requests; `-fresh`: the tables the \
              block manager hands out on a fresh pool, each sequence one run of blocks; `-served`: the tables it leaves \
-             a busy server, Table 03.7's scenario, in a pool of twice the batch's blocks; `paged-pool`: the shuffled \
+             a busy server, Table 03.8's scenario, in a pool of twice the batch's blocks; `paged-pool`: the shuffled \
              tables walked in the pool's address order, `paged-pool-served` the served ones); each decode checked against the f64 reference first; \
              the `read-pass` rows are the same walks reading the same rows with no arithmetic (K and V \
              bytes only), against the contiguous read pass; the last two columns: the same runs on copies of the \
@@ -749,7 +824,7 @@ fn memory_table() -> String {
     out
 }
 
-/// Table 03.7: how far apart the neighbouring entries of a block table lie, in the three kinds of tables the
+/// Table 03.8: how far apart the neighbouring entries of a block table lie, in the three kinds of tables the
 /// decode experiments read (16 sequences, blocks of 16), at the CPU's stress context and the GPU's.
 fn scatter_table() -> String {
     use crate::measure::fresh_tables;
@@ -810,7 +885,7 @@ fn scatter_table() -> String {
     let cfg = ServedConfig::book(b, 2048, bs);
     let mut out = md_table(&header, &rows);
     out += &format!(
-        "\n*Table 03.7. How far apart a block table's neighbouring entries lie, over every pair of neighbours in \
+        "\n*Table 03.8. How far apart a block table's neighbouring entries lie, over every pair of neighbours in \
          the tables of {b} sequences of N tokens in blocks of {bs}: the share one block on (the table continues a \
          run), within {}, {} and {} blocks (at Lab 03's GPU shape, 8 kv heads by 16 rows of 256 bytes, a block holds \
          32 KB of K: 256 KB, 2 MB and 16 MB), and the median distance. `fresh`: the block manager's tables on a \
