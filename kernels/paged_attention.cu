@@ -143,6 +143,16 @@
 //      ratio plain / clustered: shuffled 2k 1.008, 4k 1.006, 16k 1.007 (every round 1.005-1.008), 64k
 //      1.011 (1.003-1.014); fresh 2k 1.000, 4k 1.001, 16k 1.001, 64k 1.012 (1.004-1.013). Never slower,
 //      ahead most on the scattered pool: the default on sm_90 and newer (Tuning::for_call).
+//  20. Not a kernel change: the kinds of table in interleaved rounds (Lab 03's Table 03.7: every pool
+//      resident at once, 7 rounds, each price against the contiguous twin within a round, interquartile
+//      ranges of a few tenths of a percent). H200 at 1ae6b69, 2k / 4k / 16k / 64k, over the twin:
+//      shuffled +7.8 / +5.0 / +2.9 / +2.0%; fresh +0.6 / +1.7 / +1.7 / +1.4%; head-major fresh
+//      +1.4 / -0.9 / +0.7 / +0.3% (so entry 15's 7% at 64k was a single timing's drift, not the
+//      layout); head-major shuffled +3.2 / +2.0 / +3.6 / +2.8%; local8 / local512 +1.1 / +2.3% at 2k,
+//      +1.3 / +1.6% at 64k; sorted +3.1 / +1.8 / +2.6 / +1.7% (at 2k-4k the rows' places relative to
+//      each other are most of the scatter's price, which revises entry 17's reading there); the
+//      block manager's served tables (replay::served_tables) +4.8 / +3.3 / +3.0 / +2.4%, and with
+//      Placement::AfterLast +5.1 / +2.7 / +3.7 / +2.4%.
 // cuDNN's decode (PyTorch's default dispatch) stays a few percent ahead at 4k-64k tokens on the H100
 // (register path, 07286fc) and a few percent ahead of the paged kernel on a shuffled pool on the H200
 // (958b786): paging's own cost, since the contiguous twin and the fresh pool's tables match it there.
