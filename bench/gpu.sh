@@ -16,6 +16,9 @@
 #           measurements/traces/gpu-<card>.json)
 #           race (v8 and PyTorch's cuDNN and FA2 backends timed shape by shape in alternating rounds,
 #           bench/peers/torch_race.py; ROUNDS, default 3; merged by measure/fmeasure, or on its own)
+#           drace (lab 03's paged decode and PyTorch's SDPA decode timed context by context in
+#           alternating rounds, bench/peers/torch_decode_race.py; DROUNDS, default 5; merged by
+#           paged/measure, or on its own)
 #
 # DIR holds the bundle (bin/, tests/), COMMIT (the commit it was built from) and RUSTC (`rustc --version`
 # of the compiler that built it; "unknown" in the records without it); the peer scripts are read from this
@@ -36,6 +39,10 @@ fi
 # ... and the race before them, which merge it.
 if has race && { has measure || has fmeasure; }; then
   phases="race $(echo " $phases " | sed 's/ race / /g' | xargs)"
+fi
+# ... and the decode race before paged or measure, which merge it.
+if has drace && { has paged || has measure; }; then
+  phases="drace $(echo " $phases " | sed 's/ drace / /g' | xargs)"
 fi
 B=$W/bin/modern-attention
 PEERS=$(cd "$(dirname "$0")" && pwd)/peers
@@ -60,7 +67,7 @@ smi_stop() {
 }
 for phase in $phases; do
   t0=$(date +%s)
-  case $phase in paged|measure|fmeasure|peer|dpeer|race) smi_start "$phase" ;; esac
+  case $phase in paged|measure|fmeasure|peer|dpeer|race|drace) smi_start "$phase" ;; esac
   case $phase in
     tests)
       t=$(ls "$W"/tests/*flash_gpu-* | grep -v '\.d$' | head -1)
@@ -96,6 +103,7 @@ for phase in $phases; do
       extra=""
       [ -f "$OUT/torch_decode.json" ] && extra="--peer-decode $OUT/torch_decode.json"
       [ -f "$OUT/crosscheck.json" ] && extra="$extra --peer-check $OUT/crosscheck.json"
+      [ -f "$OUT/decode_race.json" ] && extra="$extra --race $OUT/decode_race.json"
       timeout 400 "$B" measure-gpu --only paged $extra --out "$OUT" --commit "$(cat "$W/COMMIT")" \
         --date "$(date -u +%F)" --rustc "$(cat "$W/RUSTC" 2>/dev/null || echo unknown)" 2>&1 | tee -a "$log"
       ;;
@@ -122,6 +130,17 @@ for phase in $phases; do
       if ! has measure && ! has fmeasure && [ -f "$OUT/race.json" ]; then
         timeout 120 "$B" measure-gpu --only race --race "$OUT/race.json" --out "$OUT" --commit "$(cat "$W/COMMIT")" \
           --date "$(date -u +%F)" --rustc "$(cat "$W/RUSTC" 2>/dev/null || echo unknown)" 2>&1 | tee -a "$log"
+      fi
+      ;;
+    drace)
+      timeout 300 python3 "$PEERS/torch_decode_race.py" --bin "$B" --rounds "${DROUNDS:-5}" \
+        --out "$OUT/decode_race.json" > "$OUT/decode_race.log" 2>&1
+      say "decode race rc=$? records=$(grep -c '^r[0-9]' "$OUT/decode_race.log")"
+      grep -vE '^r[0-9]' "$OUT/decode_race.log" | head -20 | tee -a "$log"
+      if ! has measure && ! has paged && [ -f "$OUT/decode_race.json" ]; then
+        timeout 120 "$B" measure-gpu --only race --race "$OUT/decode_race.json" --out "$OUT" \
+          --commit "$(cat "$W/COMMIT")" --date "$(date -u +%F)" \
+          --rustc "$(cat "$W/RUSTC" 2>/dev/null || echo unknown)" 2>&1 | tee -a "$log"
       fi
       ;;
     ncu)
@@ -168,13 +187,14 @@ PY
       [ -f "$OUT/race.json" ] && extra="$extra --race $OUT/race.json"
       if [ "$phase" = measure ]; then
         [ -f "$OUT/torch_decode.json" ] && extra="$extra --peer-decode $OUT/torch_decode.json"
+        [ -f "$OUT/decode_race.json" ] && extra="$extra --race $OUT/decode_race.json"
       fi
       timeout 420 "$B" measure-gpu $extra --out "$OUT" --commit "$(cat "$W/COMMIT")" --date "$(date -u +%F)" \
         --rustc "$(cat "$W/RUSTC" 2>/dev/null || echo unknown)" \
         2>&1 | grep -v '^\[measure-gpu\] reference' | tee -a "$log"
       ;;
   esac
-  case $phase in paged|measure|fmeasure|peer|dpeer|race) smi_stop "$phase" ;; esac
+  case $phase in paged|measure|fmeasure|peer|dpeer|race|drace) smi_stop "$phase" ;; esac
   say "-- phase $phase took $(( $(date +%s) - t0 )) s"
 done
 # The phases' own logs and the clock samples in one archive beside summary.log and the measurement files,

@@ -582,7 +582,7 @@ pub fn probe(args: &[String]) -> Result<(), String> {
         // ended by a line `done` (or `error: ...` then `done`), in one process, so the modules are
         // compiled once (how bench/peers/torch_race.py interleaves our kernel with PyTorch's).
         use std::io::{BufRead, Write};
-        let mut inputs = Inputs::new();
+        let mut inputs = Session::default();
         for line in std::io::stdin().lock().lines() {
             let line = line.map_err(|e| e.to_string())?;
             let words: Vec<String> = line.split_whitespace().map(String::from).collect();
@@ -597,14 +597,31 @@ pub fn probe(args: &[String]) -> Result<(), String> {
         }
         return Ok(());
     }
-    probe_on(&dev, args, &mut Inputs::new())
+    probe_on(&dev, args, &mut Session::default())
 }
 
 /// The grid's inputs uploaded so far, by (N, D, copies, batch if not the grid's): a `serve` session times each shape on the
 /// same buffers every round, as the peer script does, instead of generating them again.
 type Inputs = std::collections::HashMap<(usize, usize, usize, Option<usize>), GridInputs>;
 
-fn probe_on(dev: &Device, args: &[String], inputs: &mut Inputs) -> Result<(), String> {
+/// Lab 03's decode batch at one context, uploaded once for a `serve` session's rounds: its shape, the
+/// host q, k and v (for the checks), the paged batch (shuffled tables) and its contiguous twin.
+struct DecodeSet {
+    s: AttnShape,
+    qkv: [Vec<f16>; 3],
+    paged: modern_attention::gpu::paged::DecodeBuffers<f16>,
+    flat: modern_attention::gpu::paged::DecodeBuffers<f16>,
+}
+
+/// What a `serve` session keeps between commands: the flash grid's inputs and the decode batches.
+#[derive(Default)]
+struct Session {
+    grid: Inputs,
+    decode: std::collections::HashMap<usize, DecodeSet>,
+}
+
+fn probe_on(dev: &Device, args: &[String], session: &mut Session) -> Result<(), String> {
+    let inputs = &mut session.grid;
     match args.first().map(String::as_str) {
         Some("sanitize") => {
             let mut ok = probe_versions(dev, &Version::ALL)?;
@@ -724,6 +741,55 @@ fn probe_on(dev: &Device, args: &[String], inputs: &mut Inputs) -> Result<(), St
                         if check { "" } else { " UNCHECKED" }
                     );
                 }
+            }
+            Ok(())
+        }
+        Some("decode") => {
+            // `gpu-probe decode N [check]`: lab 03's decode batch at N tokens (shuffled pool) through the
+            // default kernel, paged and on the contiguous twin, each timed as the race times (5
+            // warm-ups, then 40 launches between their own CUDA events, the 21st fastest); `check`
+            // first checks each against the f64 reference. Uploaded once per N in a `serve` session, so
+            // that bench/peers/torch_decode_race.py can interleave it with PyTorch's SDPA decode.
+            use modern_attention::gpu::paged::{time_ms, Tuning};
+            let n: usize = args
+                .get(1)
+                .and_then(|x| x.parse().ok())
+                .ok_or("gpu-probe decode N [check]")?;
+            let set = match session.decode.entry(n) {
+                std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                std::collections::hash_map::Entry::Vacant(e) => {
+                    let (_, hq, hkv, d, bs) = gpu_paged::SHAPE;
+                    let s = AttnShape::new(gpu_paged::SHAPE.0, hq, hkv, 1, n, d)
+                        .map_err(|e| e.to_string())?;
+                    let lens = vec![n; s.b];
+                    let (q, k, v, paged, flat) = decode_batch(dev, s, bs, &lens)?;
+                    e.insert(DecodeSet {
+                        s,
+                        qkv: [q, k, v],
+                        paged,
+                        flat,
+                    })
+                }
+            };
+            let tuning = Tuning::for_call(dev, &set.flat);
+            let [q, k, v] = &set.qkv;
+            for (name, bufs) in [
+                ("ours/gpu-paged", &mut set.paged),
+                ("ours/gpu-contiguous", &mut set.flat),
+            ] {
+                if args.iter().any(|a| a == "check") {
+                    let e = check_decode(dev, bufs, (q, k, v), set.s, tuning)?;
+                    println!("check {name} N={n}: max error {e:.3e}");
+                }
+                let mut t = time_ms(dev, bufs, Mask::NONE, None, tuning, 5, 40)
+                    .map_err(|e| e.to_string())?;
+                t.sort_by(f64::total_cmp);
+                println!(
+                    "time {name} N={n}: {:.5} ms (min {:.5} max {:.5} ms)",
+                    t[20],
+                    t[0],
+                    t[t.len() - 1]
+                );
             }
             Ok(())
         }

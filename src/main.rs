@@ -19,14 +19,16 @@
 //!                              [--date D]
 //!                              check then time every GPU kernel version (lab 02) and the paged decode
 //!                              (lab 03), merge PyTorch's records (bench/peers/torch_sdpa.py,
-//!                              torch_decode.py, torch_check.py, torch_race.py) and ncu's DRAM bytes, and
+//!                              torch_decode.py, torch_check.py, torch_race.py, torch_decode_race.py)
+//!                              and ncu's DRAM bytes, and
 //!                              write measurements/gpu-<card>.json (`--only ...`: merged into the
 //!                              committed file)
 //! modern-attention gpu-probe sanitize | one VERSION N D [causal] | time VERSION,... N,... D [causal] [wK] [bB] [nocheck]
-//!                              | save-check DIR | trace OUT COMMIT DATE | serve
+//!                              | save-check DIR | trace OUT COMMIT DATE | decode N [check] | serve
 //!                              small checked runs for compute-sanitizer; one launch for ncu; timings of
 //!                              one shape; saved inputs and outputs for the check against PyTorch's math
-//!                              backend; v8's trace; `serve`: those commands read from stdin, one a line
+//!                              backend; v8's trace; lab 03's decode step, paged and contiguous;
+//!                              `serve`: those commands read from stdin, one a line
 //! ```
 
 mod gpu_cli;

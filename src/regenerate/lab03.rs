@@ -201,6 +201,35 @@ fn gpu_decode_table(files: &[(String, crate::measure::MeasurementFile)]) -> Stri
     }
 }
 
+/// `base`'s time over `ours`' in each round of the decode race (variant `decode_race`, context `n`), as
+/// `"0.97x (0.96-0.98)"`: the median over the rounds and the lowest and highest round's.
+fn race_ratio(f: &crate::measure::MeasurementFile, n: usize, base: &str, ours: &str) -> String {
+    let race: Vec<&crate::measure::Record> = f
+        .records
+        .iter()
+        .filter(|r| r.variant == "decode_race" && r.nk == n && r.checked)
+        .collect();
+    let mut ratios: Vec<f64> = race
+        .iter()
+        .filter(|o| o.implementation == ours)
+        .filter_map(|o| {
+            race.iter()
+                .find(|b| b.implementation == base && b.round == o.round)
+                .map(|b| b.ms / o.ms)
+        })
+        .collect();
+    if ratios.is_empty() {
+        return "—".into();
+    }
+    ratios.sort_by(f64::total_cmp);
+    let mid = ratios[ratios.len() / 2];
+    format!(
+        "{mid:.2}x ({:.2}-{:.2})",
+        ratios[0],
+        ratios[ratios.len() - 1]
+    )
+}
+
 fn gpu_decode_card((name, f, recs, ns): &Gpu) -> String {
     let read = read_roof(f);
     let pass = |n: usize, imp: &str| {
@@ -235,6 +264,7 @@ fn gpu_decode_card((name, f, recs, ns): &Gpu) -> String {
     let passes = ns
         .iter()
         .any(|&n| pass(n, "ours/read-pass-paged").is_some());
+    let raced = f.records.iter().any(|r| r.variant == "decode_race");
     for &n in ns {
         let mut row = vec![format!("N={n}")];
         for &imp in &cols {
@@ -260,6 +290,9 @@ fn gpu_decode_card((name, f, recs, ns): &Gpu) -> String {
             (Some(o), Some(d), Some(b)) => format!("{:.2}x / {:.2}x", d.ms / o.ms, b.ms / o.ms),
             _ => "—".into(),
         });
+        if raced {
+            row.push(race_ratio(f, n, "torch/sdpa", "ours/gpu-paged"));
+        }
         rows.push(row);
     }
     let mut header: Vec<String> = vec!["context".into()];
@@ -269,6 +302,9 @@ fn gpu_decode_card((name, f, recs, ns): &Gpu) -> String {
     }
     header.push("paged / read roof".into());
     header.push("speed-up over SDPA default / best PyTorch".into());
+    if raced {
+        header.push("interleaved: speed-up over SDPA default (rounds' range)".into());
+    }
     let header: Vec<&str> = header.iter().map(String::as_str).collect();
     let r0 = recs[0];
     let failed = super::failed_in(f, "paged_decode");
@@ -280,7 +316,7 @@ fn gpu_decode_card((name, f, recs, ns): &Gpu) -> String {
          the same shape, each backend forced (`torch/sdpa`: the default dispatcher; `-repeat-kv`: a backend without \
          GQA, fed K/V repeated to {} heads). Each checked against the f64 reference first.{failed} CUDA-event \
          medians. \
-         GB/s = K/V rows + q + o bytes over the median. {}Read roof: {} GB/s, the fastest HBM read measured on \
+         GB/s = K/V rows + q + o bytes over the median. {}{}Read roof: {} GB/s, the fastest HBM read measured on \
          this card (`read_bandwidth`'s readers{}, or the read pass where it is faster). {} (driver {}), {}; from \
          `measurements/{name}`.*\n",
         f.machine.name,
@@ -301,6 +337,14 @@ fn gpu_decode_card((name, f, recs, ns): &Gpu) -> String {
             ""
         },
         r0.hq,
+        if raced {
+            "Interleaved: our paged kernel and PyTorch's default dispatch timed back to back at each context \
+             in rounds whose first side alternates (`bench/peers/torch_decode_race.py`; each side 5 warm-ups, \
+             then the 21st fastest of 40 launches, checked in the first round), SDPA's time over ours within a \
+             round, the median over the rounds with the lowest and highest. "
+        } else {
+            ""
+        },
         if passes {
             "Read pass: the register path's loads alone (its warps, chunks and loads, the table \
              entries read through L1 instead of shared memory, no arithmetic), K/V bytes over its median. "
