@@ -291,7 +291,11 @@ fn gpu_decode_card((name, f, recs, ns): &Gpu) -> String {
             _ => "—".into(),
         });
         if raced {
-            row.push(race_ratio(f, n, "torch/sdpa", "ours/gpu-paged"));
+            row.push(format!(
+                "{} / {}",
+                race_ratio(f, n, "torch/sdpa", "ours/gpu-paged"),
+                race_ratio(f, n, "torch/sdpa", "ours/gpu-contiguous")
+            ));
         }
         rows.push(row);
     }
@@ -303,7 +307,9 @@ fn gpu_decode_card((name, f, recs, ns): &Gpu) -> String {
     header.push("paged / read roof".into());
     header.push("speed-up over SDPA default / best PyTorch".into());
     if raced {
-        header.push("interleaved: speed-up over SDPA default (rounds' range)".into());
+        header.push(
+            "interleaved: speed-up over SDPA default, paged / contiguous (rounds' range)".into(),
+        );
     }
     let header: Vec<&str> = header.iter().map(String::as_str).collect();
     let r0 = recs[0];
@@ -340,8 +346,9 @@ fn gpu_decode_card((name, f, recs, ns): &Gpu) -> String {
         if raced {
             "Interleaved: our paged kernel and PyTorch's default dispatch timed back to back at each context \
              in rounds whose first side alternates (`bench/peers/torch_decode_race.py`; each side 5 warm-ups, \
-             then the 21st fastest of 40 launches, checked in the first round), SDPA's time over ours within a \
-             round, the median over the rounds with the lowest and highest. "
+             then the 21st fastest of 40 launches, checked in the first round), SDPA's time over ours (the paged \
+             kernel, and its contiguous twin) within a round, the median over the rounds with the lowest and \
+             highest. "
         } else {
             ""
         },
