@@ -8,7 +8,8 @@
 //! (a pool after many requests have come and gone); `ours/gpu-paged-fresh` reads the same tokens through
 //! the tables the block manager hands out on a fresh pool ([`fresh_tables`]), `ours/gpu-paged-served`
 //! through those it leaves a busy server ([`served_tables`]: a pool of twice the batch's blocks, the
-//! other half other requests').
+//! other half other requests'). Every kind of table and both pool layouts are also timed in interleaved
+//! rounds against the contiguous copy (`rounds_records`, variant `paged_decode_rounds`).
 //! At N = 64 the whole cache (4 MB) sits in L2 for every implementation alike.
 //!
 //! Bytes: the K and V rows read, `q`, `o`, `lse` and the table entries ([`DecodeBuffers::bytes`]); the

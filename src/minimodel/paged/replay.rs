@@ -385,7 +385,7 @@ impl ServedConfig {
 }
 
 /// The block tables of `cfg.seqs` sequences as a busy server leaves them. The block manager (vLLM's
-/// defaults, its free list last-in first-out) serves other requests first, lengths log-normal as in
+/// defaults, its free list last-in first-out, with `cfg.placement`) serves other requests first, lengths log-normal as in
 /// [`trace`] with prompt and output medians of `len / 8` tokens and log-space sigma 1, each at most `len`
 /// tokens, until they have freed `turnovers` pools' worth of blocks. Then the measured sequences arrive
 /// at the head of the queue: each is admitted with its prompt as soon as the pool has room for the whole
@@ -401,6 +401,11 @@ pub fn served_tables(cfg: &ServedConfig) -> Result<Vec<Vec<BlockId>>, ReplayErro
         ..ManagerConfig::new(bs, cfg.pool_blocks, 0)
     })?;
     let blocks = |tokens: usize| tokens.div_ceil(bs.max(1));
+    if cfg.seqs == 0 {
+        return Ok(Vec::new());
+    }
+    // Room for the measured sequences' whole lengths (so an empty pool also admits any other request,
+    // which is at most `len` tokens long).
     let need = blocks(cfg.len) * cfg.seqs + mgr.watermark_blocks();
     if cfg.prompt == 0 || cfg.prompt > cfg.len || need > cfg.pool_blocks {
         return Err(ReplayError::NeverFits {
@@ -459,9 +464,13 @@ pub fn served_tables(cfg: &ServedConfig) -> Result<Vec<Vec<BlockId>>, ReplayErro
             }
         }
         if running.is_empty() {
-            unreachable!(
-                "an empty pool admits any request of at most `len` tokens (checked above)"
-            );
+            // Cannot happen after the check above (an empty pool admits any request of at most `len`
+            // tokens); refused rather than looping forever.
+            return Err(ReplayError::NeverFits {
+                index: 0,
+                need: need * bs,
+                most: cfg.pool_blocks * bs,
+            });
         }
         // One step: a token for every running sequence that has one to generate.
         for (id, left) in running.iter_mut() {
@@ -650,6 +659,11 @@ mod tests {
             ..ServedConfig::book(4, 100, 16)
         };
         assert!(served_tables(&long).is_err());
+        let none = ServedConfig {
+            seqs: 0,
+            ..ServedConfig::book(4, 100, 16)
+        };
+        assert_eq!(served_tables(&none).unwrap(), Vec::<Vec<BlockId>>::new());
     }
 
     #[test]
