@@ -313,12 +313,12 @@ pub fn measure(
         };
         // The tables a busy server leaves (`replay::served_tables`), in a pool of twice the batch's
         // blocks whose other blocks belong to other requests (left zero).
-        let mut served = if variant == "paged_decode" {
-            let t = served_tables(&ServedConfig::book(b, n, bs))
-                .expect("the book's scenario fits its pool");
-            Some(upload_pool(&t, PoolOrder::BlockMajor)?)
-        } else {
-            None
+        let served_t = (variant == "paged_decode").then(|| {
+            served_tables(&ServedConfig::book(b, n, bs)).expect("the book's scenario fits its pool")
+        });
+        let mut served = match &served_t {
+            Some(t) => Some(upload_pool(t, PoolOrder::BlockMajor)?),
+            None => None,
         };
         let mut head_major = match &fresh_t {
             Some(t) => Some((
@@ -418,6 +418,9 @@ pub fn measure(
                 ]);
             for (name, t) in diagnoses {
                 extra.push((name, upload_pool(&t, PoolOrder::BlockMajor)?));
+            }
+            if let Some(t) = &served_t {
+                extra.push(("served-hm".into(), upload_pool(t, PoolOrder::HeadMajor)?));
             }
             let mut entries: Vec<(String, &mut DecodeBuffers<f16>)> = vec![
                 ("ours/gpu-contiguous".into(), &mut flat),

@@ -451,7 +451,8 @@ fn gpu_rounds_card((name, f, recs, ns): &Gpu) -> String {
          `localW`: the fresh tables with the pool's blocks shuffled within aligned windows of W blocks (at W = 8, \
          64, 512: 256 KB, 2 MB and 16 MB of K); `sorted`: the shuffled tables with each sequence's entries in \
          increasing block order (its keys in another order, which an unmasked decode does not see); \
-         `served-after`: Table 03.8's served tables under `Placement::AfterLast`.{} {}, {}; from \
+         `served-after`: Table 03.8's served tables under `Placement::AfterLast`; `served-hm`: the served tables \
+         on the head-major pool.{} {}, {}; from \
          `measurements/{name}`.*\n",
         f.machine.name,
         crate::measure::gpu_paged::ROUNDS,
