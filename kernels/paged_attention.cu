@@ -152,7 +152,13 @@
 //      +1.3 / +1.6% at 64k; sorted +3.1 / +1.8 / +2.6 / +1.7% (at 2k-4k the rows' places relative to
 //      each other are most of the scatter's price, which revises entry 17's reading there); the
 //      block manager's served tables (replay::served_tables) +4.8 / +3.3 / +3.0 / +2.4%, and with
-//      Placement::AfterLast +5.1 / +2.7 / +3.7 / +2.4%.
+//      Placement::AfterLast +5.1 / +2.7 / +3.7 / +2.4%. Again at 88dfab9: shuffled +6.7 / +4.3 / +2.6 /
+//      +2.0%, fresh +1.0 / +1.7 / +0.5 / +0.6% (the fresh tables' price moves between runs by as much
+//      as it is), served on the head-major pool +4.9 / +2.9 / +3.0 / +2.2% against block-major's
+//      +5.4 / +2.7 / +2.8 / +2.2%. In the decode race of the same call (torch_decode_race.py, 5 rounds)
+//      PyTorch's default SDPA over the paged kernel 0.96 / 0.97 / 0.97 at 4k / 16k / 64k, over the
+//      contiguous twin 1.00 / 0.99 / 0.99: at long contexts both contiguous kernels read at the HBM
+//      roof, and paging's price is the whole distance to the speed target.
 // cuDNN's decode (PyTorch's default dispatch) stays a few percent ahead at 4k-64k tokens on the H100
 // (register path, 07286fc) and a few percent ahead of the paged kernel on a shuffled pool on the H200
 // (958b786): paging's own cost, since the contiguous twin and the fresh pool's tables match it there.
