@@ -1,6 +1,6 @@
 """What the peer scripts share: CUDA-event timing, the float64 reference they check a backend's last rows
 against, the tolerance rule the crate applies to its own kernels (so that both sides of a ratio pass the
-same check), and the driver's version for the records' machine."""
+same check), the driver's version for the records' machine, and the races' handle on our side (`Ours`)."""
 import math
 import subprocess
 
@@ -80,3 +80,29 @@ def driver_version():
                               capture_output=True, text=True).stdout.strip().splitlines()[0]
     except (OSError, IndexError):
         return None
+
+
+class Ours:
+    """Our side of a race: `modern-attention gpu-probe serve`, one command a line, each answer ended by `done`
+    (one process for the whole run, so its modules compile once)."""
+
+    def __init__(self, binary):
+        self.p = subprocess.Popen([binary, "gpu-probe", "serve"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                  text=True, bufsize=1)
+
+    def ask(self, line):
+        self.p.stdin.write(line + "\n")
+        self.p.stdin.flush()
+        out = []
+        while True:
+            reply = self.p.stdout.readline()
+            if not reply:
+                raise RuntimeError(f"gpu-probe serve ended during `{line}`: {out}")
+            reply = reply.rstrip("\n")
+            if reply == "done":
+                return out
+            out.append(reply)
+
+    def close(self):
+        self.p.stdin.close()
+        self.p.wait(timeout=60)

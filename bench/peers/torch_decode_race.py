@@ -25,14 +25,13 @@ import argparse
 import contextlib
 import json
 import re
-import subprocess
 import sys
 
 import torch
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from peer_common import close, driver_version, json_err, lowp_attention, time_ms
+from peer_common import Ours, close, driver_version, json_err, lowp_attention, time_ms
 
 S, HQ, HKV, D = 16, 32, 8, 128
 CONTEXTS = [2048, 4096, 16384, 65536]
@@ -40,31 +39,6 @@ BACKENDS = [("torch/sdpa", None), ("torch/cudnn", [SDPBackend.CUDNN_ATTENTION])]
 WARMUP, RUNS = 5, 40
 TIME = re.compile(r"^time (\S+) N=(\d+): ([\d.]+) ms \(min ([\d.]+) max ([\d.]+) ms\)")
 CHECK = re.compile(r"^check (\S+) N=(\d+): max error (\S+)")
-
-
-class Ours:
-    """`gpu-probe serve`: one command a line, each answer ended by `done`."""
-
-    def __init__(self, binary):
-        self.p = subprocess.Popen([binary, "gpu-probe", "serve"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                  text=True, bufsize=1)
-
-    def ask(self, line):
-        self.p.stdin.write(line + "\n")
-        self.p.stdin.flush()
-        out = []
-        while True:
-            reply = self.p.stdout.readline()
-            if not reply:
-                raise RuntimeError(f"gpu-probe serve ended during `{line}`: {out}")
-            reply = reply.rstrip("\n")
-            if reply == "done":
-                return out
-            out.append(reply)
-
-    def close(self):
-        self.p.stdin.close()
-        self.p.wait()
 
 
 def main():
