@@ -157,6 +157,30 @@ fn gpu_cards<'a>(
     Ok(cards)
 }
 
+/// Each card's table of `variant` drawn by `card`, one after another, or the note [`gpu_cards`] gives.
+fn per_card(
+    files: &[(String, crate::measure::MeasurementFile)],
+    variant: &str,
+    missing: &str,
+    card: fn(&Gpu) -> String,
+) -> String {
+    match gpu_cards(files, variant, missing) {
+        Ok(cards) => cards.iter().map(card).collect::<Vec<_>>().join("\n"),
+        Err(note) => note,
+    }
+}
+
+/// The implementations of `recs`, each once, in the order they first appear (the harness's order).
+fn implementations<'a>(recs: &[&'a crate::measure::Record]) -> Vec<&'a str> {
+    let mut imps: Vec<&str> = Vec::new();
+    for r in recs {
+        if !imps.contains(&r.implementation.as_str()) {
+            imps.push(&r.implementation);
+        }
+    }
+    imps
+}
+
 /// The read roof decode is held against on a machine: the fastest memory read measured on it, by the
 /// read ceiling (`read_gbps`: the fastest order of a GPU's `read_bandwidth`, a CPU's threads summing
 /// 256 MB) or by the decode walks' own read passes (variant `paged_read`), whichever is faster. Only
@@ -187,18 +211,12 @@ fn twin_price(r: &crate::measure::Record, twin_ms: Option<f64>) -> String {
 /// Table 03.5: GPU decode per context: our paged and contiguous kernels against PyTorch's SDPA backends
 /// on the same shapes, in the same run.
 fn gpu_decode_table(files: &[(String, crate::measure::MeasurementFile)]) -> String {
-    match gpu_cards(
+    per_card(
         files,
         "paged_decode",
         "*No GPU paged-decode measurements are committed yet (`bench/gpu.sh ... dpeer paged`).*\n",
-    ) {
-        Ok(cards) => cards
-            .iter()
-            .map(gpu_decode_card)
-            .collect::<Vec<_>>()
-            .join("\n"),
-        Err(note) => note,
-    }
+        gpu_decode_card,
+    )
 }
 
 /// `base`'s time over `ours`' in each round of the decode race (variant `decode_race`, context `n`), as
@@ -393,27 +411,16 @@ fn read_orders(m: &crate::measure::Machine) -> String {
 /// Table 03.7: the contiguous copy and the paged kernel through every kind of table, timed in interleaved
 /// rounds, each price taken within a round.
 fn gpu_rounds_table(files: &[(String, crate::measure::MeasurementFile)]) -> String {
-    match gpu_cards(
+    per_card(
         files,
         "paged_decode_rounds",
         "*No interleaved GPU decode rounds are committed yet (`bench/gpu.sh ... paged`).*\n",
-    ) {
-        Ok(cards) => cards
-            .iter()
-            .map(gpu_rounds_card)
-            .collect::<Vec<_>>()
-            .join("\n"),
-        Err(note) => note,
-    }
+        gpu_rounds_card,
+    )
 }
 
 fn gpu_rounds_card((name, f, recs, ns): &Gpu) -> String {
-    let mut imps: Vec<&str> = Vec::new();
-    for r in recs {
-        if !imps.contains(&r.implementation.as_str()) {
-            imps.push(&r.implementation);
-        }
-    }
+    let imps = implementations(recs);
     let rows: Vec<Vec<String>> = imps
         .iter()
         .map(|imp| {
@@ -465,27 +472,16 @@ fn gpu_rounds_card((name, f, recs, ns): &Gpu) -> String {
 
 /// Table 03.6: the tunings and partition sizes behind the paged kernel's defaults.
 fn gpu_sweep_table(files: &[(String, crate::measure::MeasurementFile)]) -> String {
-    match gpu_cards(
+    per_card(
         files,
         "paged_decode_sweep",
         "*No GPU tuning sweep is committed yet.*\n",
-    ) {
-        Ok(cards) => cards
-            .iter()
-            .map(gpu_sweep_card)
-            .collect::<Vec<_>>()
-            .join("\n"),
-        Err(note) => note,
-    }
+        gpu_sweep_card,
+    )
 }
 
 fn gpu_sweep_card((name, f, recs, ns): &Gpu) -> String {
-    let mut imps: Vec<&str> = Vec::new();
-    for r in recs {
-        if !imps.contains(&r.implementation.as_str()) {
-            imps.push(&r.implementation);
-        }
-    }
+    let imps = implementations(recs);
     let read = read_roof(f);
     let rows: Vec<Vec<String>> = imps
         .iter()
