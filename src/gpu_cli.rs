@@ -345,13 +345,11 @@ fn check_decode(
     s: AttnShape,
     tuning: modern_attention::gpu::paged::Tuning,
 ) -> Result<f64, String> {
-    use modern_attention::gpu::paged::decode_tuned;
-    let err = |e: modern_attention::gpu::GpuError| e.to_string();
-    bufs.poison(dev).map_err(err)?;
-    decode_tuned(dev, bufs, Mask::NONE, None, tuning).map_err(err)?;
-    let (o, _) = bufs.download(dev).map_err(err)?;
+    let (results, _) = gpu_paged::DecodeCheck::new(q, k, v, s)
+        .decode_and_check(dev, bufs, None, tuning, &tuning.name())
+        .map_err(|e| e.to_string())?;
     let mut worst = 0.0f64;
-    for (_, result) in gpu_paged::DecodeCheck::new(q, k, v, s).check(&tuning.name(), &o) {
+    for (_, result) in results {
         let rep = result.map_err(|e| format!("check failed, not timed: {e}"))?;
         worst = worst.max(rep.candidate.max);
     }

@@ -115,8 +115,7 @@ pub fn window_shuffled(tables: &[Vec<usize>], w: usize, seed: u64) -> Vec<Vec<us
         .collect()
 }
 
-/// Poison `bufs`' output, decode once, and check it ([`DecodeCheck::check`]): whether every checked
-/// sequence passed and the worst max error (NaN once one failed), and the partition size used.
+/// [`DecodeCheck::decode_and_check`], folded: whether every checked sequence passed and the worst max error (NaN once one failed), and the partition size used.
 fn check_decode(
     dev: &Device,
     bufs: &mut DecodeBuffers<f16>,
@@ -126,11 +125,10 @@ fn check_decode(
     name: &str,
     log: &mut dyn FnMut(&str),
 ) -> Result<((bool, f64), usize), GpuError> {
-    bufs.poison(dev)?;
-    let p = decode_tuned(dev, bufs, Mask::NONE, partition, tuning)?;
-    let (o, _) = bufs.download(dev)?;
+    let label = format!("{name} N={}", checks.s.nk);
+    let (results, p) = checks.decode_and_check(dev, bufs, partition, tuning, &label)?;
     let mut worst = (true, 0.0f64);
-    for (_, result) in checks.check(&format!("{name} N={}", checks.s.nk), &o) {
+    for (_, result) in results {
         let (ok, err) = verdict(&result, log);
         // Once a sequence fails, the record's error stays NaN (`f64::max` would drop it).
         let bad = !ok || worst.1.is_nan();
@@ -243,7 +241,27 @@ impl DecodeCheck {
             })
             .collect()
     }
+
+    /// Poison `bufs`' output, decode once with `tuning` (and `partition`, if given), and
+    /// [`DecodeCheck::check`] the output: each checked sequence's result, and the partition size used.
+    pub fn decode_and_check(
+        &self,
+        dev: &Device,
+        bufs: &mut DecodeBuffers<f16>,
+        partition: Option<usize>,
+        tuning: Tuning,
+        name: &str,
+    ) -> Result<CheckedDecode, GpuError> {
+        bufs.poison(dev)?;
+        let p = decode_tuned(dev, bufs, Mask::NONE, partition, tuning)?;
+        let (o, _) = bufs.download(dev)?;
+        Ok((self.check(name, &o), p))
+    }
 }
+
+/// What [`DecodeCheck::decode_and_check`] returns: each checked sequence's result, and the partition
+/// size the decode used.
+pub type CheckedDecode = (Vec<(usize, Result<CloseReport, CloseError>)>, usize);
 
 /// Measure every context of [`CONTEXTS`] (only 64 and 4096 when `quick`); returns the records and the
 /// HBM read bandwidth (GB/s) by reader order ([`read_bandwidths`], keyed by [`read_order_key`]).
