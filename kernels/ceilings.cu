@@ -47,3 +47,17 @@ extern "C" __global__ void mma_rate(float* __restrict__ sink, int iters) {
     sink[(size_t)blockIdx.x * blockDim.x + threadIdx.x] = s;
 }
 // ANCHOR_END: mma_rate
+
+// ANCHOR: hold
+// Not a ceiling: one thread that keeps the stream busy for `ns` nanoseconds of the global timer, so that
+// the launches a host issues after it queue up behind it and then run back to back. Events around each
+// of those then time the GPU's work alone, with no wait for the host in between (Device::time_each_queued).
+extern "C" __global__ void hold(unsigned long long ns) {
+    unsigned long long t0, t;
+    asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t0));
+    do {
+        __nanosleep(1000);
+        asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+    } while (t - t0 < ns);
+}
+// ANCHOR_END: hold

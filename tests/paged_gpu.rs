@@ -420,3 +420,59 @@ fn bad_batches_are_refused_before_anything_runs() {
         "a refused call wrote the output"
     );
 }
+
+/// The launch plan kept with the buffers, a CUDA graph of the decode and queued timing all launch the
+/// same work: a decode with a kept plan, after another tuning's plan and a refused call, after
+/// `forget_plan`, and a graph's replay onto poisoned outputs all write the first decode's bits.
+#[test]
+fn kept_plans_graphs_and_queued_runs_decode_the_same() {
+    let Some(dev) = device() else { return };
+    let (lens, hq, hkv, d, bs) = (vec![700, 64, 1], 8, 2, 128, 16);
+    let st = setup::<f16>(&lens, hkv, d, bs, 41);
+    let q: Vec<f16> = convert(&Rng::new(42).normal_vec_f32(lens.len() * hq * d));
+    let mut bufs = DecodeBuffers::upload_paged(&dev, &q, hq, &st.kv(), &st.batch()).unwrap();
+    let tc = Tuning::TENSOR_CORES;
+    let run = |bufs: &mut DecodeBuffers<f16>, t: Tuning, p: Option<usize>| {
+        bufs.poison(&dev).unwrap();
+        decode_tuned(&dev, bufs, Mask::NONE, p, t).unwrap();
+        bufs.download(&dev).unwrap()
+    };
+    let first = run(&mut bufs, tc, None);
+    st.check("first plan", &q, &first.0, hq, 1, Mask::NONE);
+    let same = |x: &(Vec<f16>, Vec<f32>)| {
+        x.0.iter()
+            .zip(&first.0)
+            .all(|(a, b)| a.to_bits() == b.to_bits())
+            && x.1
+                .iter()
+                .zip(&first.1)
+                .all(|(a, b)| a.to_bits() == b.to_bits())
+    };
+    assert!(same(&run(&mut bufs, tc, None)), "the kept plan");
+    let other = run(&mut bufs, Tuning::REGISTERS, Some(256));
+    st.check("another plan", &q, &other.0, hq, 1, Mask::NONE);
+    let refused = Tuning { cluster: 3, ..tc };
+    assert!(decode_tuned(&dev, &mut bufs, Mask::NONE, None, refused).is_err());
+    assert!(same(&run(&mut bufs, tc, None)), "planned again");
+    bufs.forget_plan();
+    assert!(same(&run(&mut bufs, tc, None)), "after forget_plan");
+    let graph = dev
+        .capture(|| decode_tuned(&dev, &mut bufs, Mask::NONE, None, tc).map(|_| ()))
+        .unwrap();
+    bufs.poison(&dev).unwrap();
+    graph.launch().unwrap();
+    assert!(same(&bufs.download(&dev).unwrap()), "the graph's replay");
+    let queued = dev
+        .time_each_queued(2, 5, |_| {
+            decode_tuned(&dev, &mut bufs, Mask::NONE, None, tc).map(|_| ())
+        })
+        .unwrap();
+    assert_eq!(queued.ms.len(), 5);
+    assert!(
+        queued.ms.iter().all(|t| t.is_finite() && *t > 0.0)
+            && queued.host_us > 0.0
+            && queued.idle_ms >= 0.0,
+        "{queued:?}"
+    );
+    assert!(same(&bufs.download(&dev).unwrap()), "after the queued runs");
+}

@@ -13,7 +13,9 @@ pub mod paged;
 pub mod tma;
 
 use crate::minimodel::shape::ShapeError;
-use cudarc::driver::{sys, CudaContext, CudaModule, CudaSlice, CudaStream, DriverError};
+use cudarc::driver::{
+    sys, CudaContext, CudaModule, CudaSlice, CudaStream, DriverError, PushKernelArg,
+};
 use cudarc::nvrtc::{compile_ptx_with_opts, CompileError, CompileOptions, Ptx};
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -102,6 +104,18 @@ pub fn download_outputs<T: flash::GpuElement>(
 ) -> Result<(Vec<T>, Vec<f32>), GpuError> {
     let st = dev.stream();
     Ok((st.clone_dtoh(o)?, st.clone_dtoh(lse)?))
+}
+
+/// What [`Device::time_each_queued`] measured.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Queued {
+    /// Each run's time between its own events, ms, in launch order: the GPU's work alone.
+    pub ms: Vec<f64>,
+    /// The host's time to issue one call, microseconds.
+    pub host_us: f64,
+    /// How long the GPU waited for the host while the runs ran (the span from the hold's end to the
+    /// last run's end less the runs' own times), ms: near zero when the queue stayed ahead.
+    pub idle_ms: f64,
 }
 
 /// An open CUDA device: its context, one stream every launch goes to, and its compiled modules.
@@ -309,6 +323,98 @@ impl Device {
             .collect()
     }
     // ANCHOR_END: timing_event
+
+    // ANCHOR: time_queued
+    /// Keep the stream busy for `us` microseconds (`hold` in kernels/ceilings.cu: one thread watching
+    /// the global timer), so that what the host issues next queues up behind it.
+    pub fn hold(&self, us: u64) -> Result<(), GpuError> {
+        let f = self.module("ceilings.cu", &[])?.load_function("hold")?;
+        let cfg = cudarc::driver::LaunchConfig {
+            grid_dim: (1, 1, 1),
+            block_dim: (1, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        let ns = us.saturating_mul(1000);
+        // SAFETY: the kernel takes one u64 and touches no memory.
+        unsafe { self.stream.launch_builder(&f).arg(&ns).launch(cfg) }?;
+        Ok(())
+    }
+
+    /// [`Device::time_each`]'s runs with the host taken out. After `warmup` untimed calls of
+    /// `launch(i)`, the stream is held ([`Device::hold`]) for longer than the host takes to issue every
+    /// run, then `runs` calls are issued, each between its own pair of events: they run back to back
+    /// once the hold ends, so each pair times the GPU's work alone. Also measured: the host's time to
+    /// issue one call (`runs` more, behind another hold, with no events), and how long the GPU waited
+    /// for the host between the hold's end and the last run's end (zero when the queue stayed ahead).
+    pub fn time_each_queued(
+        &self,
+        warmup: usize,
+        runs: usize,
+        mut launch: impl FnMut(usize) -> Result<(), GpuError>,
+    ) -> Result<Queued, GpuError> {
+        let t = std::time::Instant::now();
+        for i in 0..warmup {
+            launch(i)?;
+        }
+        let per_call = t.elapsed().as_secs_f64() / warmup.max(1) as f64;
+        self.synchronize()?;
+        // Four times the warm-ups' pace with two events a run, and 2 ms to spare, at most a second.
+        let hold_us = ((4.0 * per_call * runs as f64) * 1e6 + 2000.0).min(1e6) as u64;
+        self.hold(hold_us)?;
+        let t = std::time::Instant::now();
+        for i in 0..runs {
+            launch(warmup + i)?;
+        }
+        let host_us = t.elapsed().as_secs_f64() * 1e6 / runs.max(1) as f64;
+        self.synchronize()?;
+        self.hold(hold_us)?;
+        let first = self.timing_event()?;
+        let mut events = Vec::with_capacity(runs);
+        for i in 0..runs {
+            let start = self.timing_event()?;
+            launch(warmup + runs + i)?;
+            let end = self.timing_event()?;
+            events.push((start, end));
+        }
+        self.synchronize()?;
+        let ms = events
+            .iter()
+            .map(|(a, b)| Ok(a.elapsed_ms(b)? as f64))
+            .collect::<Result<Vec<f64>, GpuError>>()?;
+        let span = match events.last() {
+            Some((_, end)) => first.elapsed_ms(end)? as f64,
+            None => 0.0,
+        };
+        Ok(Queued {
+            idle_ms: (span - ms.iter().sum::<f64>()).max(0.0),
+            ms,
+            host_us,
+        })
+    }
+    // ANCHOR_END: time_queued
+
+    // ANCHOR: capture
+    /// Record what `launch` issues on the stream as a CUDA graph, instantiated and uploaded: replaying
+    /// it ([`CudaGraph::launch`](cudarc::driver::CudaGraph::launch)) runs the same kernels with the same
+    /// arguments for one host call. `launch` must not allocate or copy from the host (run it once
+    /// before, so that its buffers exist). The capture ends whether `launch` succeeds or not.
+    pub fn capture(
+        &self,
+        launch: impl FnOnce() -> Result<(), GpuError>,
+    ) -> Result<cudarc::driver::CudaGraph, GpuError> {
+        self.stream
+            .begin_capture(sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL)?;
+        let issued = launch();
+        let graph = self.stream.end_capture(sys::CUgraphInstantiate_flags(0));
+        issued?;
+        let graph = graph?.ok_or(GpuError::NotSupported {
+            what: "a graph of this launch (the stream capture recorded none)",
+            arch: self.arch,
+        })?;
+        graph.upload()?;
+        Ok(graph)
+    }
+    // ANCHOR_END: capture
 
     /// Wait for everything launched so far.
     pub fn synchronize(&self) -> Result<(), GpuError> {

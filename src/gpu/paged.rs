@@ -18,7 +18,7 @@ use super::flash::GpuElement;
 use super::{Device, GpuError};
 use crate::minimodel::paged::paged_attention::{check_tables, PagedBatch, PagedError, PagedKv};
 use crate::minimodel::shape::{AttnShape, Mask};
-use cudarc::driver::{CudaSlice, DeviceRepr, LaunchConfig, PushKernelArg};
+use cudarc::driver::{CudaFunction, CudaSlice, DeviceRepr, LaunchConfig, PushKernelArg};
 
 /// The kernels' parameter block (mirrors `struct PagedParams` in `kernels/paged_attention.cu`).
 #[repr(C)]
@@ -142,6 +142,24 @@ pub struct DecodeBuffers<T: GpuElement> {
     /// Even split: each sequence's first key in the sequences' visible keys laid end to end (`S + 1`
     /// entries), for the window it was computed for.
     prefix: Option<(i32, CudaSlice<i64>)>,
+    /// The last decode's launch plan, reused while a call asks for the same mask, partition and tuning
+    /// (the buffers' shapes, tables and lengths never change after the upload).
+    plan: Option<Plan>,
+}
+
+/// What a decode call works out before it launches (the checks of its tuning, the module and its
+/// functions, the occupancy query, the partition, the parameter block), kept with the buffers so that
+/// the next step with the same request only launches ([`DecodeBuffers::forget_plan`] drops it).
+#[derive(Debug, Clone)]
+struct Plan {
+    key: (Mask, Option<usize>, Tuning),
+    partition: CudaFunction,
+    cfg: LaunchConfig,
+    params: PagedParams,
+    /// The merge launch, where the partitions need one.
+    reduce: Option<(CudaFunction, LaunchConfig)>,
+    /// What `decode_tuned` returns: the keys a block takes.
+    keys_per_block: usize,
 }
 
 fn fits(what: &'static str, value: usize) -> Result<i32, GpuError> {
@@ -322,6 +340,7 @@ impl<T: GpuElement> DecodeBuffers<T> {
             part_ml: None,
             counters: None,
             prefix: None,
+            plan: None,
         };
         b.poison(dev)?;
         Ok(b)
@@ -370,6 +389,12 @@ impl<T: GpuElement> DecodeBuffers<T> {
     /// Fill `o` and `lse` with NaN, so that an element a kernel leaves unwritten fails the check.
     pub fn poison(&mut self, dev: &Device) -> Result<(), GpuError> {
         super::poison_outputs(dev, &mut self.o, &mut self.lse)
+    }
+
+    /// Drop the cached launch plan: the next decode works everything out again, as every call did
+    /// before plans were kept (the harness times both: the host's share of a short step).
+    pub fn forget_plan(&mut self) {
+        self.plan = None;
     }
 
     /// Copy `o` and `lse` back.
@@ -878,7 +903,9 @@ pub fn decode<T: GpuElement>(
     decode_tuned(dev, bufs, mask, partition, tuning)
 }
 
-/// [`decode`] with the kernel's compile-time choices given.
+/// [`decode`] with the kernel's compile-time choices given. The first call with a given mask, partition
+/// and tuning plans the launch (checks, module, occupancy, partition, workspace) and keeps the plan with
+/// the buffers; a call that asks the same again only launches.
 pub fn decode_tuned<T: GpuElement>(
     dev: &Device,
     bufs: &mut DecodeBuffers<T>,
@@ -886,6 +913,29 @@ pub fn decode_tuned<T: GpuElement>(
     partition: Option<usize>,
     tuning: Tuning,
 ) -> Result<usize, GpuError> {
+    let key = (mask, partition, tuning);
+    if bufs.plan.as_ref().is_none_or(|p| p.key != key) {
+        bufs.plan = None;
+        bufs.plan = Some(plan_decode(dev, bufs, mask, partition, tuning)?);
+    }
+    let plan = bufs.plan.take().expect("planned above");
+    let launched = launch_plan(dev, bufs, &plan);
+    let keys = plan.keys_per_block;
+    bufs.plan = Some(plan);
+    launched.map(|()| keys)
+}
+
+/// Everything [`decode_tuned`] works out before it launches; refusals are typed, and a refused call
+/// launches nothing.
+fn plan_decode<T: GpuElement>(
+    dev: &Device,
+    bufs: &mut DecodeBuffers<T>,
+    mask: Mask,
+    partition: Option<usize>,
+    tuning: Tuning,
+) -> Result<Plan, GpuError> {
+    // The plan is kept under what was asked for (the tuning and partition below are what it resolves to).
+    let (partition_asked, tuning_asked) = (partition, tuning);
     if ![4, 8, 16].contains(&tuning.warps)
         || ![4, 8].contains(&tuning.passes)
         || tuning.waves == 0
@@ -1119,17 +1169,44 @@ pub fn decode_tuned<T: GpuElement>(
         block_dim: (threads, 1, 1),
         shared_mem_bytes: smem as u32,
     };
+    let reduce = if num_parts > 1 && !tuning.fused && split.is_none() {
+        let cfg = LaunchConfig {
+            grid_dim: (hq as u32, s as u32, 1),
+            block_dim: (d as u32, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        Some((module.load_function("paged_decode_reduce")?, cfg))
+    } else {
+        None
+    };
+    Ok(Plan {
+        key: (mask, partition_asked, tuning_asked),
+        partition: f,
+        cfg,
+        params: p,
+        reduce,
+        keys_per_block: split.map_or(partition, |sp| sp.work.div_ceil(sp.blocks.max(1))),
+    })
+}
+
+/// Launch a planned decode on `bufs` (the buffers it was planned for).
+fn launch_plan<T: GpuElement>(
+    dev: &Device,
+    bufs: &mut DecodeBuffers<T>,
+    plan: &Plan,
+) -> Result<(), GpuError> {
+    let st = dev.stream();
     let (po, pm, counters) = (
-        bufs.part_out.as_mut().expect("allocated above"),
-        bufs.part_ml.as_mut().expect("allocated above"),
-        bufs.counters.as_mut().expect("allocated above"),
+        bufs.part_out.as_mut().expect("allocated by the plan"),
+        bufs.part_ml.as_mut().expect("allocated by the plan"),
+        bufs.counters.as_mut().expect("allocated by the plan"),
     );
-    let prefix = &bufs.prefix.as_ref().expect("uploaded above").1;
-    // SAFETY: argument types and order match the kernel; every index it forms was validated (table
-    // entries < num_blocks, lengths within the tables and the pool, partition <= MAX_TABLE blocks,
-    // 32-bit quantities checked above).
+    let prefix = &bufs.prefix.as_ref().expect("uploaded by the plan").1;
+    // SAFETY: argument types and order match the kernel; every index it forms was validated when the
+    // plan was made (table entries < num_blocks, lengths within the tables and the pool, partition <=
+    // MAX_TABLE blocks, 32-bit quantities checked), and the buffers have not changed since.
     unsafe {
-        st.launch_builder(&f)
+        st.launch_builder(&plan.partition)
             .arg(&bufs.q)
             .arg(&bufs.k)
             .arg(&bufs.v)
@@ -1141,33 +1218,27 @@ pub fn decode_tuned<T: GpuElement>(
             .arg(&mut bufs.o)
             .arg(&mut bufs.lse)
             .arg(counters)
-            .arg(&p)
-            .launch(cfg)
+            .arg(&plan.params)
+            .launch(plan.cfg)
     }?;
-    if num_parts > 1 && !tuning.fused && split.is_none() {
-        let f = module.load_function("paged_decode_reduce")?;
-        let cfg = LaunchConfig {
-            grid_dim: (hq as u32, s as u32, 1),
-            block_dim: (d as u32, 1, 1),
-            shared_mem_bytes: 0,
-        };
+    if let Some((f, cfg)) = &plan.reduce {
         let (po, pm) = (
-            bufs.part_out.as_ref().expect("allocated above"),
-            bufs.part_ml.as_ref().expect("allocated above"),
+            bufs.part_out.as_ref().expect("allocated by the plan"),
+            bufs.part_ml.as_ref().expect("allocated by the plan"),
         );
         // SAFETY: as above; the partials were written by the launch before on the same stream.
         unsafe {
-            st.launch_builder(&f)
+            st.launch_builder(f)
                 .arg(po)
                 .arg(pm)
                 .arg(&bufs.lens)
                 .arg(&mut bufs.o)
                 .arg(&mut bufs.lse)
-                .arg(&p)
-                .launch(cfg)
+                .arg(&plan.params)
+                .launch(*cfg)
         }?;
     }
-    Ok(split.map_or(partition, |sp| sp.work.div_ceil(sp.blocks.max(1))))
+    Ok(())
 }
 
 /// Time `runs` decodes after `warmup` untimed ones, each between its own pair of CUDA events (ms).

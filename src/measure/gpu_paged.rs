@@ -43,6 +43,10 @@ pub const SWEEP: [usize; 4] = [256, 512, 1024, 2048];
 /// The contexts of the tuning and partition sweeps.
 pub const SWEEP_CONTEXTS: [usize; 4] = [2048, 4096, 16384, 65536];
 
+/// The contexts at which a decode step's time is split between the host and the GPU (variant
+/// `decode_launch`): the small-model anchor, where the step is short, and the stress anchor.
+pub const LAUNCH_CONTEXTS: [usize; 2] = [64, 2048];
+
 /// Kv heads of the MHA/GQA/MQA decode comparison (32 query heads: MHA, GQA-8, GQA-4, MQA), variant
 /// `decode_heads`, at [`HEADS_CONTEXT`] tokens: lab 04's claim (bytes, hence time, scale with Hkv) on the GPU.
 pub const HEADS: [usize; 4] = [32, 8, 4, 1];
@@ -136,6 +140,103 @@ fn check_decode(
     }
     Ok((worst, p))
 }
+
+/// Two verdicts together: both passed, and the larger error (NaN once either failed).
+fn both(a: (bool, f64), b: (bool, f64)) -> (bool, f64) {
+    let pass = a.0 && b.0;
+    (pass, if pass { a.1.max(b.1) } else { f64::NAN })
+}
+
+// ANCHOR: launch_records
+/// One decode step timed four ways (variant `decode_launch`, field `timing`), after the step, its
+/// graph and the re-planned path are each checked: `launched`, as every other record (a host call
+/// between each pair of events, the launch plan kept with the buffers); `replanned`, the same with the
+/// plan worked out again each call (what every call cost before plans were kept); `queued`, the runs
+/// held back until the host has issued them all ([`Device::time_each_queued`]): the GPU's time alone;
+/// `graph`, the step captured once as a CUDA graph and replayed by one host call (what a server that
+/// captures its decode steps, as vLLM does, pays), and `graph-queued`, its GPU time alone. `host_us`:
+/// the host's time to issue one call of each (plan kept, re-planned, graph); `idle_ms`: how long the
+/// GPU waited for the host during the queued runs.
+fn launch_records(
+    dev: &Device,
+    name: &str,
+    bufs: &mut DecodeBuffers<f16>,
+    tuning: Tuning,
+    checks: &DecodeCheck,
+    flops: f64,
+    log: &mut dyn FnMut(&str),
+) -> Result<Vec<Record>, GpuError> {
+    const RUNS: usize = 100;
+    let first = check_decode(dev, bufs, None, tuning, checks, name, log)?.0;
+    bufs.forget_plan();
+    let ok = both(
+        first,
+        check_decode(dev, bufs, None, tuning, checks, name, log)?.0,
+    );
+    let graph = dev.capture(|| decode_tuned(dev, bufs, Mask::NONE, None, tuning).map(|_| ()))?;
+    bufs.poison(dev)?;
+    graph.launch()?;
+    let (o, _) = bufs.download(dev)?;
+    let mut graphed = (true, 0.0f64);
+    for (_, result) in checks.check(&format!("{name} graph N={}", checks.s.nk), &o) {
+        graphed = both(graphed, verdict(&result, log));
+    }
+    let step = |bufs: &mut DecodeBuffers<f16>| {
+        decode_tuned(dev, bufs, Mask::NONE, None, tuning).map(|_| ())
+    };
+    let launched = dev.time_each(3, RUNS, |_| step(bufs))?;
+    let queued = dev.time_each_queued(3, RUNS, |_| step(bufs))?;
+    let replan = |bufs: &mut DecodeBuffers<f16>| {
+        bufs.forget_plan();
+        step(bufs)
+    };
+    let replanned_t = dev.time_each(3, RUNS, |_| replan(bufs))?;
+    let replanned_q = dev.time_each_queued(3, RUNS, |_| replan(bufs))?;
+    let graph_t = dev.time_each(3, RUNS, |_| Ok(graph.launch()?))?;
+    let graph_q = dev.time_each_queued(3, RUNS, |_| Ok(graph.launch()?))?;
+    let bytes = bufs.bytes(Mask::NONE);
+    let rows = [
+        ("launched", &launched[..], Some(queued.host_us), None, ok),
+        (
+            "replanned",
+            &replanned_t,
+            Some(replanned_q.host_us),
+            None,
+            ok,
+        ),
+        ("queued", &queued.ms, None, Some(queued.idle_ms), ok),
+        ("graph", &graph_t, Some(graph_q.host_us), None, graphed),
+        (
+            "graph-queued",
+            &graph_q.ms,
+            None,
+            Some(graph_q.idle_ms),
+            graphed,
+        ),
+    ];
+    let mut out = Vec::new();
+    for (timing, times, host_us, idle_ms, (pass, err)) in rows {
+        let rec = Record {
+            timing: Some(timing.into()),
+            host_us,
+            idle_ms,
+            ..Record::new("decode_launch", name, "f16", &checks.s, "none")
+                .timed(times, flops, bytes)
+                .checked(pass, err)
+        };
+        log(&format!(
+            "launch {name:24} N={:6} {timing:12}: {:8.4} ms, host {} us, GPU idle {} ms {}",
+            checks.s.nk,
+            rec.ms,
+            host_us.map_or("-".into(), |h| format!("{h:.1}")),
+            idle_ms.map_or("-".into(), |i| format!("{i:.4}")),
+            if pass { "checked" } else { "NOT CHECKED" }
+        ));
+        out.push(rec);
+    }
+    Ok(out)
+}
+// ANCHOR_END: launch_records
 
 /// Rounds of [`rounds_records`]' interleaved timing.
 pub const ROUNDS: usize = 7;
@@ -384,6 +485,14 @@ pub fn measure(
             continue; // only the bytes of K/V change with the heads: the contiguous kernel shows it
         }
         records.push(run(variant, "ours/gpu-paged", &mut paged, None, def, log)?);
+        if LAUNCH_CONTEXTS.contains(&n) {
+            for (name, bufs) in [
+                ("ours/gpu-contiguous", &mut flat),
+                ("ours/gpu-paged", &mut paged),
+            ] {
+                records.extend(launch_records(dev, name, bufs, def, &checks, flops, log)?);
+            }
+        }
         if let Some(fresh) = fresh.as_mut() {
             records.push(run(variant, "ours/gpu-paged-fresh", fresh, None, def, log)?);
         }

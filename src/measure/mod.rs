@@ -154,6 +154,17 @@ pub struct Record {
     /// and upper quartile over the rounds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ratio_to_twin: Option<[f64; 3]>,
+    /// Variant `decode_launch`: how the step was timed (`launched`, `replanned`, `queued`, `graph`,
+    /// `graph-queued`; `src/measure/gpu_paged.rs`, `launch_records`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timing: Option<String>,
+    /// Variant `decode_launch`: the host's time to issue one call, microseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_us: Option<f64>,
+    /// Variant `decode_launch`, queued timings: how long the GPU waited for the host while the runs
+    /// ran, ms (near zero when the queue stayed ahead).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle_ms: Option<f64>,
 }
 
 impl Record {
@@ -196,6 +207,9 @@ impl Record {
             measured: None,
             round: None,
             ratio_to_twin: None,
+            timing: None,
+            host_us: None,
+            idle_ms: None,
         }
     }
 

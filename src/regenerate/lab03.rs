@@ -44,6 +44,10 @@ pub fn render(files: &[(String, crate::measure::MeasurementFile)]) -> Vec<Artifa
             contents: scatter_table(),
         },
         Artifact {
+            name: "lab03_gpu_launch.md",
+            contents: gpu_launch_table(files),
+        },
+        Artifact {
             name: "lab03_gpu_decode.svg",
             contents: gpu_decode_figure(files),
         },
@@ -464,6 +468,100 @@ fn gpu_rounds_card((name, f, recs, ns): &Gpu) -> String {
         f.machine.name,
         crate::measure::gpu_paged::ROUNDS,
         super::failed_in(f, "paged_decode_rounds"),
+        f.machine.name,
+        f.when(recs[0]),
+    );
+    out
+}
+
+/// Table 03.9: one decode step at the anchor contexts timed as launched, with the GPU's time alone, with
+/// the launch plan worked out every call, and as a CUDA graph (variant `decode_launch`).
+fn gpu_launch_table(files: &[(String, crate::measure::MeasurementFile)]) -> String {
+    per_card(
+        files,
+        "decode_launch",
+        "*No split of a decode step's time between host and GPU is committed yet (`bench/gpu.sh ... dpeer paged`).*\n",
+        gpu_launch_card,
+    )
+}
+
+fn gpu_launch_card((name, f, recs, ns): &Gpu) -> String {
+    let find = |imp: &str, n: usize, timing: &str| {
+        recs.iter()
+            .find(|r| r.implementation == imp && r.nk == n && r.timing.as_deref() == Some(timing))
+    };
+    let us = |r: Option<&&crate::measure::Record>| {
+        r.map_or("—".into(), |r| format!("{:.1}", r.ms * 1e3))
+    };
+    let host = |r: Option<&&crate::measure::Record>| {
+        r.and_then(|r| r.host_us)
+            .map_or("—".into(), |h| format!("{h:.1}"))
+    };
+    let label = |imp: &str| match imp {
+        "ours/gpu-paged" => "ours, paged (shuffled pool)".to_string(),
+        "ours/gpu-contiguous" => "ours, contiguous twin".to_string(),
+        "torch/sdpa" => "PyTorch SDPA, default dispatch".to_string(),
+        other => format!("`{other}`"),
+    };
+    let mut rows = Vec::new();
+    for &n in ns {
+        for imp in implementations(recs) {
+            let l = find(imp, n, "launched");
+            let q = find(imp, n, "queued");
+            let gpu_share = match (l, q) {
+                (Some(l), Some(q)) => format!("{:.0}%", 100.0 * (q.ms / l.ms).min(1.0)),
+                _ => "—".into(),
+            };
+            rows.push(vec![
+                format!("N={n}"),
+                label(imp),
+                us(l),
+                host(l),
+                us(q),
+                gpu_share,
+                format!(
+                    "{} ({})",
+                    us(find(imp, n, "replanned")),
+                    host(find(imp, n, "replanned"))
+                ),
+                format!(
+                    "{} ({})",
+                    us(find(imp, n, "graph")),
+                    host(find(imp, n, "graph"))
+                ),
+                us(find(imp, n, "graph-queued")),
+            ]);
+        }
+    }
+    let idle = recs.iter().filter_map(|r| r.idle_ms).fold(0.0f64, f64::max);
+    let mut out = md_table(
+        &[
+            "context",
+            "implementation",
+            "as launched: µs",
+            "host: µs a call",
+            "GPU alone: µs",
+            "GPU's share",
+            "plan worked out each call: µs (host µs)",
+            "CUDA graph: µs (host µs)",
+            "graph, GPU alone: µs",
+        ],
+        &rows,
+    );
+    out += &format!(
+        "\n*Table 03.9, {}. One decode step of Table 03.5's batch at the two anchor contexts, timed four ways, \
+         each after its output was checked against the f64 reference: *as launched*, as every other table times \
+         (one host call between each pair of CUDA events; the median of 100); *GPU alone*, the same calls issued \
+         while the stream was held by a kernel that waits, so that they then run back to back and each pair of \
+         events times the GPU's work only (`Device::time_each_queued`; over all those runs the GPU waited for \
+         the host at most {:.1} µs); *plan worked out each call*, our decode with its launch plan dropped before \
+         every call (the checks, the module lookup and the occupancy query that a kept plan skips); *CUDA \
+         graph*, the step captured once and replayed by one host call, as launched and with the GPU alone. \
+         Host: the host's time to issue one call, the mean of 100 calls issued while the stream was held. GPU's share: \
+         GPU alone over as launched. {}{}, {}; from `measurements/{name}`.*\n",
+        f.machine.name,
+        idle * 1e3,
+        super::failed_in(f, "decode_launch"),
         f.machine.name,
         f.when(recs[0]),
     );
