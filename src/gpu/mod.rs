@@ -113,8 +113,9 @@ pub struct Queued {
     pub ms: Vec<f64>,
     /// The host's time to issue one call, microseconds.
     pub host_us: f64,
-    /// How long the GPU waited for the host while the runs ran (the span from the hold's end to the
-    /// last run's end less the runs' own times), ms: near zero when the queue stayed ahead.
+    /// The span from the hold's end to the last run's end less the runs' own times, ms: the stream's
+    /// time between the timed pairs (recording the events), and any wait for the host, which would add
+    /// about the host's time a call less the GPU's to every run once the queue ran dry.
     pub idle_ms: f64,
 }
 
@@ -344,8 +345,8 @@ impl Device {
     /// `launch(i)`, the stream is held ([`Device::hold`]) for longer than the host takes to issue every
     /// run, then `runs` calls are issued, each between its own pair of events: they run back to back
     /// once the hold ends, so each pair times the GPU's work alone. Also measured: the host's time to
-    /// issue one call (`runs` more, behind another hold, with no events), and how long the GPU waited
-    /// for the host between the hold's end and the last run's end (zero when the queue stayed ahead).
+    /// issue one call (`runs` more, behind another hold, with no events), and the stream's time outside
+    /// the timed pairs between the hold's end and the last run's end ([`Queued::idle_ms`]).
     pub fn time_each_queued(
         &self,
         warmup: usize,

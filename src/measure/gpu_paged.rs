@@ -46,6 +46,8 @@ pub const SWEEP_CONTEXTS: [usize; 4] = [2048, 4096, 16384, 65536];
 /// The contexts at which a decode step's time is split between the host and the GPU (variant
 /// `decode_launch`): the small-model anchor, where the step is short, and the stress anchor.
 pub const LAUNCH_CONTEXTS: [usize; 2] = [64, 2048];
+/// Timed runs of each way of [`launch_records`] (`LAUNCH_RUNS` in bench/peers/torch_decode.py).
+pub const LAUNCH_RUNS: usize = 100;
 
 /// Kv heads of the MHA/GQA/MQA decode comparison (32 query heads: MHA, GQA-8, GQA-4, MQA), variant
 /// `decode_heads`, at [`HEADS_CONTEXT`] tokens: lab 04's claim (bytes, hence time, scale with Hkv) on the GPU.
@@ -155,8 +157,8 @@ fn both(a: (bool, f64), b: (bool, f64)) -> (bool, f64) {
 /// held back until the host has issued them all ([`Device::time_each_queued`]): the GPU's time alone;
 /// `graph`, the step captured once as a CUDA graph and replayed by one host call (what a server that
 /// captures its decode steps, as vLLM does, pays), and `graph-queued`, its GPU time alone. `host_us`:
-/// the host's time to issue one call of each (plan kept, re-planned, graph); `idle_ms`: how long the
-/// GPU waited for the host during the queued runs.
+/// the host's time to issue one call of each (plan kept, re-planned, graph); `idle_ms`: the stream's
+/// time outside the timed pairs during the queued runs (`Queued::idle_ms`).
 fn launch_records(
     dev: &Device,
     name: &str,
@@ -166,7 +168,6 @@ fn launch_records(
     flops: f64,
     log: &mut dyn FnMut(&str),
 ) -> Result<Vec<Record>, GpuError> {
-    const RUNS: usize = 100;
     let first = check_decode(dev, bufs, None, tuning, checks, name, log)?.0;
     bufs.forget_plan();
     let ok = both(
@@ -184,16 +185,16 @@ fn launch_records(
     let step = |bufs: &mut DecodeBuffers<f16>| {
         decode_tuned(dev, bufs, Mask::NONE, None, tuning).map(|_| ())
     };
-    let launched = dev.time_each(3, RUNS, |_| step(bufs))?;
-    let queued = dev.time_each_queued(3, RUNS, |_| step(bufs))?;
+    let launched = dev.time_each(3, LAUNCH_RUNS, |_| step(bufs))?;
+    let queued = dev.time_each_queued(3, LAUNCH_RUNS, |_| step(bufs))?;
     let replan = |bufs: &mut DecodeBuffers<f16>| {
         bufs.forget_plan();
         step(bufs)
     };
-    let replanned_t = dev.time_each(3, RUNS, |_| replan(bufs))?;
-    let replanned_q = dev.time_each_queued(3, RUNS, |_| replan(bufs))?;
-    let graph_t = dev.time_each(3, RUNS, |_| Ok(graph.launch()?))?;
-    let graph_q = dev.time_each_queued(3, RUNS, |_| Ok(graph.launch()?))?;
+    let replanned_t = dev.time_each(3, LAUNCH_RUNS, |_| replan(bufs))?;
+    let replanned_q = dev.time_each_queued(3, LAUNCH_RUNS, |_| replan(bufs))?;
+    let graph_t = dev.time_each(3, LAUNCH_RUNS, |_| Ok(graph.launch()?))?;
+    let graph_q = dev.time_each_queued(3, LAUNCH_RUNS, |_| Ok(graph.launch()?))?;
     let bytes = bufs.bytes(Mask::NONE);
     let rows = [
         ("launched", &launched[..], Some(queued.host_us), None, ok),

@@ -161,8 +161,8 @@ pub struct Record {
     /// Variant `decode_launch`: the host's time to issue one call, microseconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host_us: Option<f64>,
-    /// Variant `decode_launch`, queued timings: how long the GPU waited for the host while the runs
-    /// ran, ms (near zero when the queue stayed ahead).
+    /// Variant `decode_launch`, queued timings: the stream's time outside the timed pairs while the
+    /// runs ran, ms (`Queued::idle_ms`: the events between runs, and any wait for the host).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idle_ms: Option<f64>,
 }

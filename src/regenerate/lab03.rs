@@ -553,14 +553,15 @@ fn gpu_launch_card((name, f, recs, ns): &Gpu) -> String {
          each after its output was checked against the f64 reference: *as launched*, as every other table times \
          (one host call between each pair of CUDA events; the median of 100); *GPU alone*, the same calls issued \
          while the stream was held by a kernel that waits, so that they then run back to back and each pair of \
-         events times the GPU's work only (`Device::time_each_queued`; over all those runs the GPU waited for \
-         the host at most {:.1} µs); *plan worked out each call*, our decode with its launch plan dropped before \
+         events times the GPU's work only (`Device::time_each_queued`; between runs the stream spent at most \
+         {:.1} µs a run outside the timed pairs, recording the events: a run that had waited for the host would \
+         add about the host's time a call less the GPU's); *plan worked out each call*, our decode with its launch plan dropped before \
          every call (the checks, the module lookup and the occupancy query that a kept plan skips); *CUDA \
          graph*, the step captured once and replayed by one host call, as launched and with the GPU alone. \
          Host: the host's time to issue one call, the mean of 100 calls issued while the stream was held. GPU's share: \
          GPU alone over as launched. {}{}, {}; from `measurements/{name}`.*\n",
         f.machine.name,
-        idle * 1e3,
+        idle * 1e3 / crate::measure::gpu_paged::LAUNCH_RUNS as f64,
         super::failed_in(f, "decode_launch"),
         f.machine.name,
         f.when(recs[0]),
