@@ -159,6 +159,15 @@
 //      PyTorch's default SDPA over the paged kernel 0.96 / 0.97 / 0.97 at 4k / 16k / 64k, over the
 //      contiguous twin 1.00 / 0.99 / 0.99: at long contexts both contiguous kernels read at the HBM
 //      roof, and paging's price is the whole distance to the speed target.
+//  21. Not a kernel change: the host's share of a step (src/gpu/paged.rs keeps each decode's launch plan,
+//      the checks, module, occupancy query and partition, with its buffers; Lab 03's Table 03.9, variant
+//      decode_launch). H200 at 819f1f0, N = 64, paged / contiguous: as launched 7.2 / 6.8 us, the GPU
+//      alone (queued behind a held stream) 7.2 / 6.8, the host 3.4 / 3.6 us a call; with the plan worked
+//      out every call 7.1 / 7.6 us, host 6.2 / 6.7 (in a smoke run on another host that day 15.2 / 15.7
+//      us, host 11.6 / 11.5: Table 03.5's 64-token row had read 14.5 / 15.6 us at 88dfab9); a CUDA graph
+//      6.3 / 5.9 us, host 1.1. PyTorch's default dispatch in the same call: as launched 44.3 us (host 24.5),
+//      GPU alone 6.8, graph 16.0 (host 4.6), graph GPU alone 5.8. At 2048 tokens all of ours agree
+//      within 1%.
 // cuDNN's decode (PyTorch's default dispatch) stays a few percent ahead at 4k-64k tokens on the H100
 // (register path, 07286fc) and a few percent ahead of the paged kernel on a shuffled pool on the H200
 // (958b786): paging's own cost, since the contiguous twin and the fresh pool's tables match it there.

@@ -497,6 +497,10 @@ fn gpu_launch_card((name, f, recs, ns): &Gpu) -> String {
         r.and_then(|r| r.host_us)
             .map_or("—".into(), |h| format!("{h:.1}"))
     };
+    let with_host = |r: Option<&&crate::measure::Record>| match r {
+        Some(_) => format!("{} ({})", us(r), host(r)),
+        None => "—".into(),
+    };
     let label = |imp: &str| match imp {
         "ours/gpu-paged" => "ours, paged (shuffled pool)".to_string(),
         "ours/gpu-contiguous" => "ours, contiguous twin".to_string(),
@@ -519,16 +523,8 @@ fn gpu_launch_card((name, f, recs, ns): &Gpu) -> String {
                 host(l),
                 us(q),
                 gpu_share,
-                format!(
-                    "{} ({})",
-                    us(find(imp, n, "replanned")),
-                    host(find(imp, n, "replanned"))
-                ),
-                format!(
-                    "{} ({})",
-                    us(find(imp, n, "graph")),
-                    host(find(imp, n, "graph"))
-                ),
+                with_host(find(imp, n, "replanned")),
+                with_host(find(imp, n, "graph")),
                 us(find(imp, n, "graph-queued")),
             ]);
         }
@@ -1080,5 +1076,54 @@ mod tests {
             ": grid-stride 4350 / 4011, chunks 4498 / 4233, slabs 4453 GB/s without / with the \
              256-byte L2 hint"
         );
+    }
+
+    /// Table 03.9's row: times in microseconds, the host's time beside the launched and graph columns,
+    /// the GPU's share capped at 100% (a queued run can be a hair slower than a launched one), a dash
+    /// where an implementation has no such timing (PyTorch has no plan to drop), and the stream's time
+    /// outside the timed pairs given a run.
+    #[test]
+    fn the_launch_table_splits_host_and_gpu() {
+        use crate::measure::{MeasurementFile, Record};
+        use crate::minimodel::shape::AttnShape;
+        let s = AttnShape::new(16, 32, 8, 1, 64, 128).expect("shape");
+        let rec = |imp: &str, timing: &str, ms: f64, host: Option<f64>, idle: Option<f64>| Record {
+            timing: Some(timing.into()),
+            host_us: host,
+            idle_ms: idle,
+            ..Record::new("decode_launch", imp, "f16", &s, "none")
+                .timed(&[ms], 1.0, 1.0)
+                .checked(true, 1e-4)
+        };
+        let f: MeasurementFile = serde_json::from_value(serde_json::json!({
+            "machine": {"kind": "gpu", "name": "Card", "cores": 1, "peak_gflops": 1.0, "bandwidth_gbps": 1.0},
+            "generated": {"date": "2026-11-29", "commit": "c", "rustc": "r", "threads": 1},
+            "records": []
+        }))
+        .expect("a minimal file");
+        let f = MeasurementFile {
+            records: vec![
+                rec("ours/gpu-paged", "launched", 0.0070, Some(3.5), None),
+                rec("ours/gpu-paged", "queued", 0.0071, None, Some(0.15)),
+                rec("ours/gpu-paged", "replanned", 0.0150, Some(11.0), None),
+                rec("ours/gpu-paged", "graph", 0.0063, Some(1.1), None),
+                rec("ours/gpu-paged", "graph-queued", 0.0062, None, Some(0.13)),
+                rec("torch/sdpa", "launched", 0.0440, Some(24.5), None),
+                rec("torch/sdpa", "queued", 0.0066, None, Some(0.14)),
+            ],
+            ..f
+        };
+        let out = gpu_launch_table(&[("gpu-card.json".into(), f)]);
+        assert!(
+            out.contains("| N=64 | ours, paged (shuffled pool) | 7.0 | 3.5 | 7.1 | 100% | 15.0 (11.0) | 6.3 (1.1) | 6.2 |"),
+            "{out}"
+        );
+        assert!(
+            out.contains(
+                "| N=64 | PyTorch SDPA, default dispatch | 44.0 | 24.5 | 6.6 | 15% | — | — | — |"
+            ),
+            "{out}"
+        );
+        assert!(out.contains("at most 1.5 µs a run"), "{out}");
     }
 }
