@@ -342,7 +342,7 @@ impl Device {
     }
 
     /// [`Device::time_each`]'s runs with the host taken out. After `warmup` untimed calls of
-    /// `launch(i)`, the stream is held ([`Device::hold`]) for longer than the host takes to issue every
+    /// `launch(i)` (at least one: their pace sets the hold's length), the stream is held ([`Device::hold`]) for longer than the host takes to issue every
     /// run, then `runs` calls are issued, each between its own pair of events: they run back to back
     /// once the hold ends, so each pair times the GPU's work alone. Also measured: the host's time to
     /// issue one call (`runs` more, behind another hold, with no events), and the stream's time outside
@@ -353,11 +353,12 @@ impl Device {
         runs: usize,
         mut launch: impl FnMut(usize) -> Result<(), GpuError>,
     ) -> Result<Queued, GpuError> {
+        let warmup = warmup.max(1);
         let t = std::time::Instant::now();
         for i in 0..warmup {
             launch(i)?;
         }
-        let per_call = t.elapsed().as_secs_f64() / warmup.max(1) as f64;
+        let per_call = t.elapsed().as_secs_f64() / warmup as f64;
         self.synchronize()?;
         // Four times the warm-ups' pace with two events a run, and 2 ms to spare, at most a second.
         let hold_us = ((4.0 * per_call * runs as f64) * 1e6 + 2000.0).min(1e6) as u64;
