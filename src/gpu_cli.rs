@@ -7,6 +7,7 @@ use modern_attention::gpu::Device;
 use modern_attention::measure::{gpu, gpu_paged, slug, Generated, MeasurementFile, Record};
 use modern_attention::minimodel::check::{attn_close, FP16_BAR};
 use modern_attention::minimodel::numeric::{convert, DType};
+use modern_attention::minimodel::paged::replay::{served_tables, ServedConfig};
 use modern_attention::minimodel::reference::{attention_lowp, attention_ref64};
 use modern_attention::minimodel::rng::Rng;
 use modern_attention::minimodel::shape::{AttnShape, Mask};
@@ -608,6 +609,8 @@ struct DecodeSet {
     s: AttnShape,
     qkv: [Vec<f16>; 3],
     paged: modern_attention::gpu::paged::DecodeBuffers<f16>,
+    /// The served tables under the chunked placement, in their pool of twice the batch's blocks.
+    chunked: modern_attention::gpu::paged::DecodeBuffers<f16>,
     flat: modern_attention::gpu::paged::DecodeBuffers<f16>,
 }
 
@@ -743,8 +746,9 @@ fn probe_on(dev: &Device, args: &[String], session: &mut Session) -> Result<(), 
             Ok(())
         }
         Some("decode") => {
-            // `gpu-probe decode N [check]`: lab 03's decode batch at N tokens (shuffled pool) through the
-            // default kernel, paged and on the contiguous twin, each timed as the race times (5
+            // `gpu-probe decode N [check]`: lab 03's decode batch at N tokens through the default kernel,
+            // paged (a shuffled pool, and the served tables under the chunked placement) and on the
+            // contiguous twin, each timed as the race times (5
             // warm-ups, then 40 launches between their own CUDA events, the 21st fastest); `check`
             // first checks each against the f64 reference. Uploaded once per N in a `serve` session, so
             // that bench/peers/torch_decode_race.py can interleave it with PyTorch's SDPA decode.
@@ -761,10 +765,19 @@ fn probe_on(dev: &Device, args: &[String], session: &mut Session) -> Result<(), 
                         .map_err(|e| e.to_string())?;
                     let lens = vec![n; s.b];
                     let (q, k, v, paged, flat) = decode_batch(dev, s, bs, &lens)?;
+                    // The same tokens through the tables a busy server leaves under the chunked
+                    // placement (Lab 03's `served-chunked`).
+                    let tables = served_tables(&ServedConfig {
+                        placement: gpu_paged::CHUNKED,
+                        ..ServedConfig::book(s.b, n, bs)
+                    })
+                    .map_err(|e| e.to_string())?;
+                    let chunked = upload_through(dev, s, bs, (&q, &k, &v), &tables, &lens)?;
                     e.insert(DecodeSet {
                         s,
                         qkv: [q, k, v],
                         paged,
+                        chunked,
                         flat,
                     })
                 }
@@ -773,6 +786,7 @@ fn probe_on(dev: &Device, args: &[String], session: &mut Session) -> Result<(), 
             let [q, k, v] = &set.qkv;
             for (name, bufs) in [
                 ("ours/gpu-paged", &mut set.paged),
+                ("ours/gpu-paged-chunked", &mut set.chunked),
                 ("ours/gpu-contiguous", &mut set.flat),
             ] {
                 if args.iter().any(|a| a == "check") {

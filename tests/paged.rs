@@ -533,22 +533,25 @@ fn config_strategy() -> impl Strategy<Value = ManagerConfig> {
         prop::sample::select(vec![0.0, 0.01, 0.1]),
         prop::option::of(1usize..40),
         any::<bool>(),
-        any::<bool>(),
+        0usize..5,
     )
         .prop_map(
-            |(bs, gpu, cpu, watermark, window, caching, after_last)| ManagerConfig {
+            |(bs, gpu, cpu, watermark, window, caching, placement)| ManagerConfig {
                 block_size: bs,
                 num_gpu_blocks: gpu,
                 num_cpu_blocks: cpu,
                 watermark,
                 sliding_window: if caching { None } else { window },
                 prefix_caching: caching,
-                // Both placements: the invariants and the read-back oracle do not depend on which free
-                // block a sequence gets.
-                placement: if after_last {
-                    Placement::AfterLast
-                } else {
-                    Placement::FreeList
+                // Every placement (chunks of 1, 3 and 8 blocks: a chunk of one block, pools that end in
+                // a short chunk, pools of fewer blocks than a chunk): the invariants and the read-back
+                // oracle do not depend on which free block a sequence gets.
+                placement: match placement {
+                    0 => Placement::FreeList,
+                    1 => Placement::AfterLast,
+                    2 => Placement::Chunked { blocks: 1 },
+                    3 => Placement::Chunked { blocks: 3 },
+                    _ => Placement::Chunked { blocks: 8 },
                 },
             },
         )
@@ -891,4 +894,36 @@ fn after_last_placement_continues_a_run_where_it_can() {
     };
     assert_eq!(tables(Placement::FreeList), (vec![0, 3], vec![2, 1]));
     assert_eq!(tables(Placement::AfterLast), (vec![0, 1], vec![2, 3]));
+}
+
+/// `Placement::Chunked` starts each sequence in a wholly free aligned chunk and continues it there, so a
+/// second sequence leaves the first one's chunk alone while the pool has whole chunks; once none is left
+/// an allocation takes the free list's top. A chunk of zero blocks is refused.
+#[test]
+fn chunked_placement_keeps_each_sequence_in_its_own_chunks() {
+    let cfg = ManagerConfig {
+        placement: Placement::Chunked { blocks: 4 },
+        watermark: 0.0,
+        ..ManagerConfig::new(1, 10, 0)
+    };
+    let mut m = BlockManager::new(cfg).unwrap();
+    let _ = m.allocate(&[0], &[7]).unwrap(); // chunk 0: block 0
+    let _ = m.allocate(&[1], &[7]).unwrap(); // chunk 1 (chunk 0 is started): block 4
+    for _ in 0..4 {
+        let _ = m.append_slot(0, 7).unwrap(); // 1, 2, 3, then chunk 2's block 8
+        let _ = m.append_slot(1, 7).unwrap(); // 5, 6, 7, then no whole chunk: the free list's top
+    }
+    m.check_invariants().unwrap();
+    let (t0, t1) = (m.block_table(0).unwrap(), m.block_table(1).unwrap());
+    assert_eq!(t0, vec![0, 1, 2, 3, 8]);
+    assert_eq!(t1[..4], [4, 5, 6, 7]);
+    assert_eq!(t1[4], 9, "the free list's top once no chunk is whole");
+    let zero = ManagerConfig {
+        placement: Placement::Chunked { blocks: 0 },
+        ..cfg
+    };
+    assert!(matches!(
+        BlockManager::new(zero),
+        Err(BlockError::InvalidConfig(_))
+    ));
 }

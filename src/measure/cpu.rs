@@ -599,7 +599,7 @@ fn interleaved<T: Element>(
 
 /// Decode through a shuffled block table (V1, and V2 with partitions of 512), through the tables the
 /// block manager hands out on a fresh pool (V1), and through those it leaves a busy server
-/// ([`served_tables`], V1 and in pool order), against the same kernel on contiguous K and V holding
+/// ([`served_tables`], V1 and in pool order, and V1 under [`super::gpu_paged::CHUNKED`]), against the same kernel on contiguous K and V holding
 /// the same data, and the same walks with the arithmetic taken out (the
 /// read passes); each decode checked on sequence 0 against the f64 reference, then all timed in
 /// interleaved rounds for 5 s (2 s with `quick`); at the stress scale ([`PAGED_DECODE`]'s 2048 tokens a
@@ -611,7 +611,8 @@ fn interleaved<T: Element>(
 /// the pool-order walk at each of [`PAGED_SWEEP_BLOCKS`], checked, then timed in interleaved rounds
 /// for 1.5 s (0.5 s).
 /// Records: variant `paged_decode` (`ours/contiguous`, `ours/paged-v1`, `ours/paged-v2`,
-/// `ours/paged-pool`, `ours/paged-v1-fresh`, `ours/paged-v1-served`, `ours/paged-pool-served`, and `-2m` of the contiguous, V1 and pool-order ones),
+/// `ours/paged-pool`, `ours/paged-v1-fresh`, `ours/paged-v1-served`, `ours/paged-pool-served`,
+/// `ours/paged-v1-chunked`, and `-2m` of the contiguous, V1 and pool-order ones),
 /// `paged_read` (`ours/read-pass-contiguous`, `ours/read-pass-paged`, `ours/read-pass-pool`, and
 /// their `-2m`), `paged_decode_sweep`
 /// (`ours/contiguous-bs<B>`, `ours/paged-v1-bs<B>`, `ours/paged-pool-bs<B>`); and, between the two
@@ -893,6 +894,20 @@ fn paged_decode_at<T: Element>(
         tables: &served,
         seq_lens: &lens,
     };
+    // The same scenario under the chunked placement (Lab 03's `served-chunked`): each sequence's blocks in
+    // aligned chunks of its own.
+    let chunked = served_tables(&ServedConfig {
+        placement: super::gpu_paged::CHUNKED,
+        ..ServedConfig::book(b, n, bs)
+    })
+    .expect("the book's scenario fits");
+    let (kch, vch) = scatter_pool(&k, &v, &s, bs, &chunked);
+    let kv_chunked =
+        PagedKv::new(&kch, &vch, kch.len() / (hkv * bs * d), hkv, bs, d).expect("pool");
+    let batch_chunked = PagedBatch {
+        tables: &chunked,
+        seq_lens: &lens,
+    };
     // At the stress scale, the same contiguous K/V and shuffled pool on 2 MB pages (where the kernel
     // grants them): the table's price with the translation cache out of the way. (At 64 tokens the batch
     // sits in cache, where pages matter little.)
@@ -950,6 +965,17 @@ fn paged_decode_at<T: Element>(
             "paged-pool-served".into(),
             Box::new(|o: &mut [T]| {
                 paged_decode_pool_order(&q, hq, &kv_served, &batch_served, Mask::NONE, o)
+                    .expect("valid call")
+            }),
+            true,
+        ),
+    );
+    runs.insert(
+        7,
+        (
+            "paged-v1-chunked".into(),
+            Box::new(|o: &mut [T]| {
+                paged_decode(&q, hq, &kv_chunked, &batch_chunked, Mask::NONE, o)
                     .expect("valid call")
             }),
             true,

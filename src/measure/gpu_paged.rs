@@ -46,6 +46,11 @@ pub const SWEEP_CONTEXTS: [usize; 4] = [2048, 4096, 16384, 65536];
 /// The contexts at which a decode step's time is split between the host and the GPU (variant
 /// `decode_launch`): the small-model anchor, where the step is short, and the stress anchor.
 pub const LAUNCH_CONTEXTS: [usize; 2] = [64, 2048];
+/// The chunked placement measured beside the served tables (`served-chunked`): chunks of 8 blocks,
+/// 256 KB of K at this shape, within which the fresh tables' blocks can lie in any order at about the
+/// fresh tables' cost (Lab 03's Table 03.7, `local8`).
+pub const CHUNKED: Placement = Placement::Chunked { blocks: 8 };
+
 /// Timed runs of each way of [`launch_records`] (`LAUNCH_RUNS` in bench/peers/torch_decode.py).
 pub const LAUNCH_RUNS: usize = 100;
 
@@ -536,6 +541,11 @@ pub fn measure(
                 ..ServedConfig::book(b, n, bs)
             })
             .expect("the book's scenario fits its pool");
+            let chunked = served_tables(&ServedConfig {
+                placement: CHUNKED,
+                ..ServedConfig::book(b, n, bs)
+            })
+            .expect("the book's scenario fits its pool");
             let mut extra: Vec<(String, DecodeBuffers<f16>)> = Vec::new();
             let diagnoses = WINDOWS
                 .iter()
@@ -543,6 +553,7 @@ pub fn measure(
                 .chain([
                     ("sorted".to_string(), sorted),
                     ("served-after".into(), after),
+                    ("served-chunked".into(), chunked),
                 ]);
             for (name, t) in diagnoses {
                 extra.push((name, upload_pool(&t, PoolOrder::BlockMajor)?));

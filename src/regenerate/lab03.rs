@@ -287,6 +287,19 @@ fn gpu_decode_card((name, f, recs, ns): &Gpu) -> String {
         .iter()
         .any(|&n| pass(n, "ours/read-pass-paged").is_some());
     let raced = f.records.iter().any(|r| r.variant == "decode_race");
+    // Our sides of the race that this card has, in the column's order.
+    let racers: Vec<(&str, &str)> = [
+        ("ours/gpu-paged", "paged"),
+        ("ours/gpu-paged-chunked", "chunked"),
+        ("ours/gpu-contiguous", "contiguous"),
+    ]
+    .into_iter()
+    .filter(|(imp, _)| {
+        f.records
+            .iter()
+            .any(|r| r.variant == "decode_race" && r.implementation == *imp)
+    })
+    .collect();
     for &n in ns {
         let mut row = vec![format!("N={n}")];
         for &imp in &cols {
@@ -313,11 +326,11 @@ fn gpu_decode_card((name, f, recs, ns): &Gpu) -> String {
             _ => "—".into(),
         });
         if raced {
-            row.push(format!(
-                "{} / {}",
-                race_ratio(f, n, "torch/sdpa", "ours/gpu-paged"),
-                race_ratio(f, n, "torch/sdpa", "ours/gpu-contiguous")
-            ));
+            let cells: Vec<String> = racers
+                .iter()
+                .map(|(imp, _)| race_ratio(f, n, "torch/sdpa", imp))
+                .collect();
+            row.push(cells.join(" / "));
         }
         rows.push(row);
     }
@@ -329,9 +342,11 @@ fn gpu_decode_card((name, f, recs, ns): &Gpu) -> String {
     header.push("paged / read roof".into());
     header.push("speed-up over SDPA default / best PyTorch".into());
     if raced {
-        header.push(
-            "interleaved: speed-up over SDPA default, paged / contiguous (rounds' range)".into(),
-        );
+        let names: Vec<&str> = racers.iter().map(|(_, short)| *short).collect();
+        header.push(format!(
+            "interleaved: speed-up over SDPA default, {} (rounds' range)",
+            names.join(" / ")
+        ));
     }
     let header: Vec<&str> = header.iter().map(String::as_str).collect();
     let r0 = recs[0];
@@ -369,7 +384,8 @@ fn gpu_decode_card((name, f, recs, ns): &Gpu) -> String {
             "Interleaved: our paged kernel and PyTorch's default dispatch timed back to back at each context \
              in rounds whose first side alternates (`bench/peers/torch_decode_race.py`; each side 5 warm-ups, \
              then the 21st fastest of 40 launches, checked in the first round), SDPA's time over ours (the paged \
-             kernel, and its contiguous twin) within a round, the median over the rounds with the lowest and \
+             kernel on the shuffled pool; where measured, on the served tables under `Placement::Chunked`, \
+             Table 03.8's `served-chunked`; and its contiguous twin) within a round, the median over the rounds with the lowest and \
              highest. "
         } else {
             ""
@@ -699,7 +715,8 @@ fn decode_table(files: &[(String, crate::measure::MeasurementFile)]) -> String {
             "\n*Table 03.2. One decode step of {} sequences of N tokens ({}), GQA {}/{} heads, D = {}, block size 16, on \
              the same data for all (paged tables shuffled, as in a pool churned by many requests; `-fresh`: the tables the \
              block manager hands out on a fresh pool, each sequence one run of blocks; `-served`: the tables it leaves \
-             a busy server, Table 03.8's scenario, in a pool of twice the batch's blocks; `paged-pool`: the shuffled \
+             a busy server, Table 03.8's scenario, in a pool of twice the batch's blocks; `-chunked`: the same scenario's \
+             tables under `Placement::Chunked`, Table 03.8's `served-chunked`; `paged-pool`: the shuffled \
              tables walked in the pool's address order, `paged-pool-served` the served ones); each decode checked against the f64 reference first; \
              the `read-pass` rows are the same walks reading the same rows with no arithmetic (K and V \
              bytes only), against the contiguous read pass; the last two columns: the same runs on copies of the \
@@ -999,6 +1016,15 @@ fn scatter_table() -> String {
                 served.pool_blocks,
             ),
             (
+                "served-chunked",
+                served_tables(&ServedConfig {
+                    placement: crate::measure::gpu_paged::CHUNKED,
+                    ..served
+                })
+                .expect("the book's scenario fits"),
+                served.pool_blocks,
+            ),
+            (
                 "shuffled",
                 ids.chunks(per_seq).map(<[usize]>::to_vec).collect(),
                 b * per_seq,
@@ -1034,13 +1060,19 @@ fn scatter_table() -> String {
          log-normal with medians of N/8 tokens, free {} pools' worth of blocks first; then each of the {b} \
          sequences arrives with a prompt of {}% of N and is decoded to N tokens, one a step, beside other \
          requests arriving and leaving); `served-after`: the same with `Placement::AfterLast` (each new \
-         block the one after the sequence's last where that one is free); `shuffled`: a seeded shuffle of the pool, the GPU harness's at that N \
+         block the one after the sequence's last where that one is free); `served-chunked`: the same with \
+         `Placement::Chunked` of {} blocks (a sequence continues in its own aligned chunk, and starts a new one in \
+         a wholly free chunk while there is one); `shuffled`: a seeded shuffle of the pool, the GPU harness's at that N \
          (the CPU's is another of the same kind). Computed, not measured, by `src/minimodel/paged/replay.rs`.*\n",
         w[0],
         w[1],
         w[2],
         cfg.turnovers,
         100 * cfg.prompt / cfg.len,
+        match crate::measure::gpu_paged::CHUNKED {
+            Placement::Chunked { blocks } => blocks,
+            _ => 0,
+        },
     );
     out
 }

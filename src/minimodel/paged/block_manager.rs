@@ -24,9 +24,10 @@
 //! lives in slot `table[t / B] * B + t % B` of its device's pool (`vllm/worker/worker.py` at v0.1.0).
 //!
 //! **Placement.** Which free block an allocation takes is vLLM's by default (the free list's top,
-//! [`Placement::FreeList`]); [`Placement::AfterLast`] is this book's experiment, asking for the block
-//! after the one before it in the sequence's table. Neither changes what is allocated or when, only
-//! which block, so every invariant above holds under both (the property tests draw both).
+//! [`Placement::FreeList`]); [`Placement::AfterLast`] and [`Placement::Chunked`] are this book's
+//! experiments, asking for the block after the one before it in the sequence's table, or for whole
+//! aligned chunks of blocks per sequence. None changes what is allocated or when, only which block, so
+//! every invariant above holds under each (the property tests draw all three).
 //!
 //! **Sliding window** (vLLM's `block_sliding_window`, v0.6.3 `block_manager_v1.py`): with a window of `W`
 //! tokens a sequence keeps at most `Wb = ceil(W / B)` physical blocks, used as a ring: logical block `i`
@@ -179,6 +180,12 @@ pub struct BlockPool {
     /// Where each block sits on `free_list` (`usize::MAX` when it is not there): lets
     /// [`Placement::AfterLast`] take a given free block in constant time.
     free_at: Vec<usize>,
+    /// [`Placement::Chunked`]: blocks per aligned chunk (0: chunks not tracked).
+    chunk: usize,
+    /// Free-listed blocks of each chunk (empty when chunks are not tracked).
+    free_in_chunk: Vec<usize>,
+    /// The chunks all of whose blocks are on the free list.
+    whole_chunks: BTreeSet<usize>,
     /// The content hash a block is registered under (`cached[h] == b` iff `hash_of[b] == Some(h)`).
     hash_of: Vec<Option<u64>>,
     /// Tokens covered by a registered block's hash: `(i + 1) B` for logical block `i`.
@@ -195,11 +202,27 @@ pub struct BlockPool {
 impl BlockPool {
     /// A pool of `num_blocks` free blocks.
     pub fn new(device: Device, num_blocks: usize) -> Self {
+        Self::with_chunks(device, num_blocks, 0)
+    }
+
+    /// A pool of `num_blocks` free blocks that also counts the free blocks of each aligned chunk of
+    /// `chunk` blocks ([`Placement::Chunked`]; 0 counts nothing).
+    pub fn with_chunks(device: Device, num_blocks: usize, chunk: usize) -> Self {
+        let chunks = if chunk == 0 {
+            0
+        } else {
+            num_blocks.div_ceil(chunk)
+        };
         Self {
             device,
             ref_counts: vec![0; num_blocks],
             free_list: (0..num_blocks).rev().collect(),
             free_at: (0..num_blocks).map(|b| num_blocks - 1 - b).collect(),
+            chunk,
+            free_in_chunk: (0..chunks)
+                .map(|c| chunk.min(num_blocks - c * chunk))
+                .collect(),
+            whole_chunks: (0..chunks).collect(),
             hash_of: vec![None; num_blocks],
             hashed_tokens: vec![0; num_blocks],
             cached: HashMap::new(),
@@ -263,6 +286,7 @@ impl BlockPool {
         let block = match self.free_list.pop() {
             Some(b) => {
                 self.free_at[b] = usize::MAX;
+                self.left_list(b);
                 b
             }
             None => {
@@ -298,8 +322,51 @@ impl BlockPool {
             self.free_at[moved] = i;
         }
         self.free_at[b] = usize::MAX;
+        self.left_list(b);
         self.ref_counts[b] = 1;
         Ok(b)
+    }
+
+    /// Chunk bookkeeping: `b` has left the free list.
+    fn left_list(&mut self, b: BlockId) {
+        if let Some(c) = b.checked_div(self.chunk) {
+            self.whole_chunks.remove(&c);
+            self.free_in_chunk[c] -= 1;
+        }
+    }
+
+    /// Chunk bookkeeping: `b` has joined the free list.
+    fn joined_list(&mut self, b: BlockId) {
+        if let Some(c) = b.checked_div(self.chunk) {
+            self.free_in_chunk[c] += 1;
+            if self.free_in_chunk[c] == self.chunk_len(c) {
+                self.whole_chunks.insert(c);
+            }
+        }
+    }
+
+    /// Blocks in chunk `c` (the last may be short).
+    fn chunk_len(&self, c: usize) -> usize {
+        self.chunk.min(self.num_blocks() - c * self.chunk)
+    }
+
+    /// The block `placement` asks for after `prev` (the block before it in the sequence's table):
+    /// none under [`Placement::FreeList`], `prev + 1` under [`Placement::AfterLast`]; under
+    /// [`Placement::Chunked`], `prev + 1` while it is free and in `prev`'s chunk, else the first block of
+    /// the lowest chunk that is wholly free. [`BlockPool::allocate_preferring`] takes the free list's top
+    /// when the block asked for is not free (or none is asked for).
+    fn wanted(&self, placement: Placement, prev: Option<BlockId>) -> Option<BlockId> {
+        match placement {
+            Placement::FreeList => None,
+            Placement::AfterLast => prev.map(|b| b + 1),
+            Placement::Chunked { .. } if self.chunk == 0 => None, // a pool made without chunks
+            Placement::Chunked { .. } => {
+                let next = prev.map(|b| b + 1).filter(|&n| {
+                    n % self.chunk != 0 && self.free_at.get(n).is_some_and(|&i| i != usize::MAX)
+                });
+                next.or_else(|| self.whole_chunks.first().map(|&c| c * self.chunk))
+            }
+        }
     }
 
     /// One more reference to an allocated block (fork, a shared prompt, a swap mapping).
@@ -334,6 +401,7 @@ impl BlockPool {
             } else {
                 self.free_at[block] = self.free_list.len();
                 self.free_list.push(block);
+                self.joined_list(block);
             }
         }
         Ok(())
@@ -414,6 +482,18 @@ impl BlockPool {
                 self.free_list.len()
             ));
         }
+        if self.chunk > 0 {
+            for (c, &n) in self.free_in_chunk.iter().enumerate() {
+                let listed = (c * self.chunk..c * self.chunk + self.chunk_len(c))
+                    .filter(|&b| self.free_at[b] != usize::MAX)
+                    .count();
+                if listed != n || (n == self.chunk_len(c)) != self.whole_chunks.contains(&c) {
+                    return Err(format!(
+                        "{d:?} chunk {c}: {listed} blocks free-listed, counted {n}"
+                    ));
+                }
+            }
+        }
         let registered = self.hash_of.iter().filter(|h| h.is_some()).count();
         if registered != self.cached.len() {
             return Err(format!(
@@ -456,6 +536,16 @@ pub enum Placement {
     /// list; else the top of the free list. A prompt's first block, and any block whose neighbour is
     /// taken, still come from the free list, so nothing is reserved and no memory is lost.
     AfterLast,
+    /// The pool cut into aligned chunks of `blocks` blocks: a sequence's next block is the next one of
+    /// its last block's chunk while that one is free; a sequence that needs a new chunk (its first block,
+    /// or its chunk used up) starts the lowest chunk that is wholly free, so other sequences leave the
+    /// rest of a started chunk alone while the pool has whole chunks. Only when none is left does an
+    /// allocation take the free list's top, wherever it lies. Nothing is reserved: every free block stays
+    /// allocatable, and admission counts it as free.
+    Chunked {
+        /// Blocks per chunk (at least 1).
+        blocks: usize,
+    },
 }
 
 impl ManagerConfig {
@@ -551,14 +641,6 @@ pub fn chain_hash(prev: Option<u64>, tokens: &[Token]) -> u64 {
     h ^ (h >> 31)
 }
 
-/// The block `placement` asks for after `prev` (none under [`Placement::FreeList`]).
-fn after(placement: Placement, prev: Option<BlockId>) -> Option<BlockId> {
-    match placement {
-        Placement::FreeList => None,
-        Placement::AfterLast => prev.map(|b| b + 1),
-    }
-}
-
 // ANCHOR: alloc_status
 /// The admission rule (vLLM v0.6.3 `can_allocate`): `Never` iff `total - required < watermark`, `Ok` iff
 /// `free - required >= watermark`, else `Later`.
@@ -603,13 +685,22 @@ impl BlockManager {
                 "prefix caching cannot be combined with a sliding window",
             ));
         }
+        let chunk = match cfg.placement {
+            Placement::Chunked { blocks: 0 } => {
+                return Err(BlockError::InvalidConfig(
+                    "a chunked placement of zero blocks",
+                ));
+            }
+            Placement::Chunked { blocks } => blocks,
+            _ => 0,
+        };
         Ok(Self {
             cfg,
             // int(0.01 * total) in vLLM: truncation, so small pools keep no reserve.
             watermark_blocks: (cfg.watermark * cfg.num_gpu_blocks as f64) as usize,
             window_blocks: cfg.sliding_window.map(|w| w.div_ceil(cfg.block_size)),
-            gpu: BlockPool::new(Device::Gpu, cfg.num_gpu_blocks),
-            cpu: BlockPool::new(Device::Cpu, cfg.num_cpu_blocks),
+            gpu: BlockPool::with_chunks(Device::Gpu, cfg.num_gpu_blocks, chunk),
+            cpu: BlockPool::with_chunks(Device::Cpu, cfg.num_cpu_blocks, chunk),
             seqs: BTreeMap::new(),
         })
     }
@@ -798,7 +889,7 @@ impl BlockManager {
             ring.push(b);
         }
         for i in hits.len()..required {
-            let want = after(self.cfg.placement, ring.last().copied());
+            let want = self.gpu.wanted(self.cfg.placement, ring.last().copied());
             let b = self
                 .gpu
                 .allocate_preferring(want)
@@ -939,7 +1030,7 @@ impl BlockManager {
         let mut copy = None;
         let idx = match plan.target {
             None => {
-                let want = after(placement, s.ring.last().copied());
+                let want = gpu.wanted(placement, s.ring.last().copied());
                 s.ring
                     .push(gpu.allocate_preferring(want).expect("planned a free block"));
                 s.ring.len() - 1
@@ -948,7 +1039,7 @@ impl BlockManager {
                 if plan.cow {
                     // Copy on write: ref(src) drops by one but stays >= 1, so src is not reused this step.
                     let src = s.ring[idx];
-                    let want = after(placement, idx.checked_sub(1).map(|i| s.ring[i]));
+                    let want = gpu.wanted(placement, idx.checked_sub(1).map(|i| s.ring[i]));
                     let dst = gpu.allocate_preferring(want).expect("planned a free block");
                     gpu.free(src).expect("a shared block");
                     s.ring[idx] = dst;
@@ -1063,7 +1154,8 @@ impl BlockManager {
                         d
                     }
                     None => {
-                        let want = after(self.cfg.placement, prev);
+                        let placement = self.cfg.placement;
+                        let want = self.pool_mut(to).wanted(placement, prev);
                         let d = self
                             .pool_mut(to)
                             .allocate_preferring(want)
