@@ -168,6 +168,14 @@
 //      6.3 / 5.9 us, host 1.1. PyTorch's default dispatch in the same call: as launched 44.3 us (host 24.5),
 //      GPU alone 6.8, graph 16.0 (host 4.6), graph GPU alone 5.8. At 2048 tokens all of ours agree
 //      within 1%.
+//  22. Not a kernel change: the block manager's Placement::Chunked (a sequence continues in its own aligned
+//      chunk of 8 blocks, new chunks only from wholly free ones; Lab 03's served-chunked). H200 at a7884aa,
+//      Table 03.7's rounds, 2k / 4k / 16k / 64k over the contiguous twin: served-chunked +1.1 / +2.3 / +1.7 /
+//      +1.2%, against vLLM's placement on the same scenario (served) +4.1 / +4.3 / +3.0 / +2.4%, the fresh
+//      tables +0.1 / +2.2 / +1.6 / +1.0%, the shuffled pool +3.1 / +4.4 / +2.9 / +2.0%. Decode race, PyTorch's
+//      default SDPA over ours, 5 rounds: chunked 0.97 / 0.99 / 0.98 / 0.99, shuffled 0.95 / 0.96 / 0.98 /
+//      0.98, contiguous twin 1.00 / 1.01 / 1.01 / 1.00. About half of paging's price is the allocator's;
+//      the rest stays with the block-major layout, as the fresh tables' row says.
 // cuDNN's decode (PyTorch's default dispatch) stays a few percent ahead at 4k-64k tokens on the H100
 // (register path, 07286fc) and a few percent ahead of the paged kernel on a shuffled pool on the H200
 // (958b786): paging's own cost, since the contiguous twin and the fresh pool's tables match it there.

@@ -350,6 +350,7 @@ impl BlockPool {
         self.chunk.min(self.num_blocks() - c * self.chunk)
     }
 
+    // ANCHOR: wanted
     /// The block `placement` asks for after `prev` (the block before it in the sequence's table):
     /// none under [`Placement::FreeList`], `prev + 1` under [`Placement::AfterLast`]; under
     /// [`Placement::Chunked`], `prev + 1` while it is free and in `prev`'s chunk, else the first block of
@@ -368,6 +369,7 @@ impl BlockPool {
             }
         }
     }
+    // ANCHOR_END: wanted
 
     /// One more reference to an allocated block (fork, a shared prompt, a swap mapping).
     pub fn share(&mut self, block: BlockId) -> Result<(), BlockError> {
