@@ -3,6 +3,7 @@
 
 use half::{bf16, f16};
 use modern_attention::gpu::flash::{self, lse_max_err, lse_ref64, Buffers, GpuElement, Version};
+use modern_attention::gpu::paged::PoolOrder;
 use modern_attention::gpu::Device;
 use modern_attention::measure::{gpu, gpu_paged, slug, Generated, MeasurementFile, Record};
 use modern_attention::minimodel::check::{attn_close, FP16_BAR};
@@ -367,6 +368,19 @@ fn upload_through(
     tables: &[Vec<usize>],
     lens: &[usize],
 ) -> Result<modern_attention::gpu::paged::DecodeBuffers<f16>, String> {
+    upload_through_in(dev, s, bs, (q, k, v), tables, lens, PoolOrder::BlockMajor)
+}
+
+/// [`upload_through`] into a pool stored in `order`.
+fn upload_through_in(
+    dev: &Device,
+    s: AttnShape,
+    bs: usize,
+    (q, k, v): (&[f16], &[f16], &[f16]),
+    tables: &[Vec<usize>],
+    lens: &[usize],
+    order: PoolOrder,
+) -> Result<modern_attention::gpu::paged::DecodeBuffers<f16>, String> {
     use modern_attention::minimodel::paged::paged_attention::{PagedBatch, PagedKv};
     let (kp, vp) = (
         gpu_paged::scatter(k, &s, tables, bs),
@@ -378,7 +392,7 @@ fn upload_through(
         tables,
         seq_lens: lens,
     };
-    modern_attention::gpu::paged::DecodeBuffers::upload_paged(dev, q, s.hq, &kv, &batch)
+    modern_attention::gpu::paged::DecodeBuffers::upload_paged_in(dev, q, s.hq, &kv, &batch, order)
         .map_err(|e| e.to_string())
 }
 
@@ -611,6 +625,8 @@ struct DecodeSet {
     paged: modern_attention::gpu::paged::DecodeBuffers<f16>,
     /// The served tables under the chunked placement, in their pool of twice the batch's blocks.
     chunked: modern_attention::gpu::paged::DecodeBuffers<f16>,
+    /// The same tables in a head-major pool.
+    chunked_hm: modern_attention::gpu::paged::DecodeBuffers<f16>,
     flat: modern_attention::gpu::paged::DecodeBuffers<f16>,
 }
 
@@ -747,7 +763,8 @@ fn probe_on(dev: &Device, args: &[String], session: &mut Session) -> Result<(), 
         }
         Some("decode") => {
             // `gpu-probe decode N [check]`: lab 03's decode batch at N tokens through the default kernel,
-            // paged (a shuffled pool, and the served tables under the chunked placement) and on the
+            // paged (a shuffled pool, and the served tables under the chunked placement in a block-major
+            // and in a head-major pool) and on the
             // contiguous twin, each timed as the race times (5
             // warm-ups, then 40 launches between their own CUDA events, the 21st fastest); `check`
             // first checks each against the f64 reference. Uploaded once per N in a `serve` session, so
@@ -773,11 +790,22 @@ fn probe_on(dev: &Device, args: &[String], session: &mut Session) -> Result<(), 
                     })
                     .map_err(|e| e.to_string())?;
                     let chunked = upload_through(dev, s, bs, (&q, &k, &v), &tables, &lens)?;
+                    // ... and in a pool stored head-major (each kv head its own pool of blocks).
+                    let chunked_hm = upload_through_in(
+                        dev,
+                        s,
+                        bs,
+                        (&q, &k, &v),
+                        &tables,
+                        &lens,
+                        PoolOrder::HeadMajor,
+                    )?;
                     e.insert(DecodeSet {
                         s,
                         qkv: [q, k, v],
                         paged,
                         chunked,
+                        chunked_hm,
                         flat,
                     })
                 }
@@ -787,6 +815,7 @@ fn probe_on(dev: &Device, args: &[String], session: &mut Session) -> Result<(), 
             for (name, bufs) in [
                 ("ours/gpu-paged", &mut set.paged),
                 ("ours/gpu-paged-chunked", &mut set.chunked),
+                ("ours/gpu-paged-chunked-hm", &mut set.chunked_hm),
                 ("ours/gpu-contiguous", &mut set.flat),
             ] {
                 if args.iter().any(|a| a == "check") {

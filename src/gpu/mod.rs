@@ -227,6 +227,11 @@ impl Device {
         Ok(self.ctx.attribute(a)?)
     }
 
+    /// Free and total device memory, bytes.
+    pub fn memory(&self) -> Result<(usize, usize), GpuError> {
+        Ok(self.ctx.mem_get_info()?)
+    }
+
     /// The CUDA version the driver supports, e.g. `13.0`.
     pub fn driver_cuda_version(&self) -> Result<String, GpuError> {
         let mut v: std::ffi::c_int = 0;

@@ -546,20 +546,43 @@ pub fn measure(
                 ..ServedConfig::book(b, n, bs)
             })
             .expect("the book's scenario fits its pool");
-            let mut extra: Vec<(String, DecodeBuffers<f16>)> = Vec::new();
-            let diagnoses = WINDOWS
-                .iter()
-                .map(|&w| (format!("local{w}"), window_shuffled(fresh_t, w, seed + 4)))
-                .chain([
-                    ("sorted".to_string(), sorted),
-                    ("served-after".into(), after),
-                    ("served-chunked".into(), chunked),
-                ]);
-            for (name, t) in diagnoses {
-                extra.push((name, upload_pool(&t, PoolOrder::BlockMajor)?));
-            }
+            // The chunked placement first (on both pool layouts), then the diagnoses; an entry whose pool
+            // would leave less than 1 GiB of device memory free is skipped, said so (at 64k tokens every
+            // pool at once is more than an 80 GB card holds).
+            let mut kinds: Vec<(String, Vec<Vec<usize>>, PoolOrder)> = vec![
+                (
+                    "served-chunked".into(),
+                    chunked.clone(),
+                    PoolOrder::BlockMajor,
+                ),
+                ("served-chunked-hm".into(), chunked, PoolOrder::HeadMajor),
+            ];
             if let Some(t) = &served_t {
-                extra.push(("served-hm".into(), upload_pool(t, PoolOrder::HeadMajor)?));
+                kinds.push(("served-hm".into(), t.clone(), PoolOrder::HeadMajor));
+            }
+            kinds.push(("served-after".into(), after, PoolOrder::BlockMajor));
+            kinds.push(("sorted".into(), sorted, PoolOrder::BlockMajor));
+            kinds.extend(WINDOWS.iter().map(|&w| {
+                (
+                    format!("local{w}"),
+                    window_shuffled(fresh_t, w, seed + 4),
+                    PoolOrder::BlockMajor,
+                )
+            }));
+            let mut extra: Vec<(String, DecodeBuffers<f16>)> = Vec::new();
+            for (name, t, order) in kinds {
+                let blocks = t.iter().flatten().max().map_or(0, |&m| m + 1);
+                let pool_bytes = 2 * blocks * hkv * bs * d * std::mem::size_of::<f16>();
+                let (free, _) = dev.memory()?;
+                if free < pool_bytes + (1 << 30) {
+                    log(&format!(
+                        "rounds: {name} at N={n} skipped ({} MB pool, {} MB of device memory free)",
+                        pool_bytes >> 20,
+                        free >> 20
+                    ));
+                    continue;
+                }
+                extra.push((name, upload_pool(&t, order)?));
             }
             let mut entries: Vec<(String, &mut DecodeBuffers<f16>)> = vec![
                 ("ours/gpu-contiguous".into(), &mut flat),

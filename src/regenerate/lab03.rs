@@ -291,6 +291,7 @@ fn gpu_decode_card((name, f, recs, ns): &Gpu) -> String {
     let racers: Vec<(&str, &str)> = [
         ("ours/gpu-paged", "paged"),
         ("ours/gpu-paged-chunked", "chunked"),
+        ("ours/gpu-paged-chunked-hm", "chunked-hm"),
         ("ours/gpu-contiguous", "contiguous"),
     ]
     .into_iter()
@@ -385,7 +386,8 @@ fn gpu_decode_card((name, f, recs, ns): &Gpu) -> String {
              in rounds whose first side alternates (`bench/peers/torch_decode_race.py`; each side 5 warm-ups, \
              then the 21st fastest of 40 launches, checked in the first round), SDPA's time over ours (the paged \
              kernel on the shuffled pool; where measured, on the served tables under `Placement::Chunked`, \
-             Table 03.8's `served-chunked`; and its contiguous twin) within a round, the median over the rounds with the lowest and \
+             Table 03.8's `served-chunked`, in the block-major pool and, `chunked-hm`, in a head-major one; and its \
+             contiguous twin) within a round, the median over the rounds with the lowest and \
              highest. "
         } else {
             ""
@@ -479,7 +481,8 @@ fn gpu_rounds_card((name, f, recs, ns): &Gpu) -> String {
          64, 512: 256 KB, 2 MB and 16 MB of K); `sorted`: the shuffled tables with each sequence's entries in \
          increasing block order (its keys in another order, which an unmasked decode does not see); \
          `served-after`: Table 03.8's served tables under `Placement::AfterLast`; `served-hm`: the served tables \
-         on the head-major pool.{} {}, {}; from \
+         on the head-major pool; `served-chunked`, `served-chunked-hm`: the served tables under \
+         `Placement::Chunked` (Table 03.8) on the block-major and the head-major pool.{} {}, {}; from \
          `measurements/{name}`.*\n",
         f.machine.name,
         crate::measure::gpu_paged::ROUNDS,
