@@ -178,10 +178,10 @@
 //      the rest stays with the block-major layout, as the fresh tables' row says.
 //  23. Not a kernel change: the chunked served tables on a head-major pool (served-chunked-hm). H200 at
 //      f202bc7, rounds, 2k / 4k / 16k / 64k over the twin: +2.5 / +3.5 / +2.8 / +1.7%, against the block-
-//      major pool's +2.1 / +1.3 / +2.5 / +1.4%, fresh-hm +1.8 / +0.7 / +0.6 / +0.3%; race, SDPA over ours:
-//      chunked-hm 0.98 / 0.98 / 0.97 / 0.98, chunked 0.99 / 0.99 / 0.99 / 0.99, shuffled 0.98 / 0.98 / 0.98
-//      / 0.98, contiguous 1.50 (2k, PyTorch's bimodal row) / 1.01 / 1.01 / 1.00. A head-major pool needs runs
-//      longer than a chunk to pay.
+//      major pool's +2.1 / +1.3 / +2.5 / +1.4%, fresh-hm +1.8 / +0.7 / +0.6 / +0.3%; race, SDPA over ours
+//      at 4k / 16k / 64k: chunked-hm 0.98 / 0.97 / 0.98, chunked 0.99 / 0.99 / 0.99, shuffled 0.98 / 0.98 /
+//      0.98, contiguous 1.01 / 1.01 / 1.00 (at 2k PyTorch's time was bimodal again: 1.34-2.12x for every
+//      one of ours). A head-major pool needs runs longer than a chunk to pay.
 // cuDNN's decode (PyTorch's default dispatch) stays a few percent ahead at 4k-64k tokens on the H100
 // (register path, 07286fc) and a few percent ahead of the paged kernel on a shuffled pool on the H200
 // (958b786): paging's own cost, since the contiguous twin and the fresh pool's tables match it there.
