@@ -627,6 +627,8 @@ struct DecodeSet {
     chunked: modern_attention::gpu::paged::DecodeBuffers<f16>,
     /// The same tables in a head-major pool.
     chunked_hm: modern_attention::gpu::paged::DecodeBuffers<f16>,
+    /// The served tables under chunks of 64 blocks, in a head-major pool.
+    chunked64_hm: modern_attention::gpu::paged::DecodeBuffers<f16>,
     flat: modern_attention::gpu::paged::DecodeBuffers<f16>,
 }
 
@@ -764,7 +766,7 @@ fn probe_on(dev: &Device, args: &[String], session: &mut Session) -> Result<(), 
         Some("decode") => {
             // `gpu-probe decode N [check]`: lab 03's decode batch at N tokens through the default kernel,
             // paged (a shuffled pool, and the served tables under the chunked placement in a block-major
-            // and in a head-major pool) and on the
+            // and in a head-major pool, and under chunks of 64 in a head-major pool) and on the
             // contiguous twin, each timed as the race times (5
             // warm-ups, then 40 launches between their own CUDA events, the 21st fastest); `check`
             // first checks each against the f64 reference. Uploaded once per N in a `serve` session, so
@@ -800,12 +802,28 @@ fn probe_on(dev: &Device, args: &[String], session: &mut Session) -> Result<(), 
                         &lens,
                         PoolOrder::HeadMajor,
                     )?;
+                    // ... and under chunks of 64 blocks in a head-major pool.
+                    let wide = served_tables(&ServedConfig {
+                        placement: gpu_paged::CHUNKED_WIDE,
+                        ..ServedConfig::book(s.b, n, bs)
+                    })
+                    .map_err(|e| e.to_string())?;
+                    let chunked64_hm = upload_through_in(
+                        dev,
+                        s,
+                        bs,
+                        (&q, &k, &v),
+                        &wide,
+                        &lens,
+                        PoolOrder::HeadMajor,
+                    )?;
                     e.insert(DecodeSet {
                         s,
                         qkv: [q, k, v],
                         paged,
                         chunked,
                         chunked_hm,
+                        chunked64_hm,
                         flat,
                     })
                 }
@@ -816,6 +834,7 @@ fn probe_on(dev: &Device, args: &[String], session: &mut Session) -> Result<(), 
                 ("ours/gpu-paged", &mut set.paged),
                 ("ours/gpu-paged-chunked", &mut set.chunked),
                 ("ours/gpu-paged-chunked-hm", &mut set.chunked_hm),
+                ("ours/gpu-paged-chunked64-hm", &mut set.chunked64_hm),
                 ("ours/gpu-contiguous", &mut set.flat),
             ] {
                 if args.iter().any(|a| a == "check") {

@@ -51,6 +51,11 @@ pub const LAUNCH_CONTEXTS: [usize; 2] = [64, 2048];
 /// fresh tables' cost (Lab 03's Table 03.7, `local8`).
 pub const CHUNKED: Placement = Placement::Chunked { blocks: 8 };
 
+/// A wider chunked placement for the decode race's head-major pool (`chunked64-hm`): 64 blocks, so that
+/// each kv head reads a run of 64 blocks (256 KB) before it jumps, nearer the fresh tables' one run a
+/// sequence on that pool (Table 03.7's `fresh-hm`).
+pub const CHUNKED_WIDE: Placement = Placement::Chunked { blocks: 64 };
+
 /// Timed runs of each way of [`launch_records`] (`LAUNCH_RUNS` in bench/peers/torch_decode.py).
 pub const LAUNCH_RUNS: usize = 100;
 

@@ -292,6 +292,7 @@ fn gpu_decode_card((name, f, recs, ns): &Gpu) -> String {
         ("ours/gpu-paged", "paged"),
         ("ours/gpu-paged-chunked", "chunked"),
         ("ours/gpu-paged-chunked-hm", "chunked-hm"),
+        ("ours/gpu-paged-chunked64-hm", "chunked64-hm"),
         ("ours/gpu-contiguous", "contiguous"),
     ]
     .into_iter()
@@ -386,7 +387,8 @@ fn gpu_decode_card((name, f, recs, ns): &Gpu) -> String {
              in rounds whose first side alternates (`bench/peers/torch_decode_race.py`; each side 5 warm-ups, \
              then the 21st fastest of 40 launches, checked in the first round), SDPA's time over ours (the paged \
              kernel on the shuffled pool; where measured, on the served tables under `Placement::Chunked`, \
-             Table 03.8's `served-chunked`, in the block-major pool and, `chunked-hm`, in a head-major one; and its \
+             Table 03.8's `served-chunked`, in the block-major pool and, `chunked-hm`, in a head-major one; \
+             `chunked64-hm`: chunks of 64 blocks, Table 03.8's `served-chunked64`, in a head-major pool; and its \
              contiguous twin) within a round, the median over the rounds with the lowest and \
              highest. "
         } else {
@@ -404,6 +406,16 @@ fn gpu_decode_card((name, f, recs, ns): &Gpu) -> String {
         f.machine.driver.as_deref().unwrap_or("?"),
         f.when(r0),
     );
+    // The race merged from a later run (`measure-gpu --only race`) says when it was measured.
+    let race_when = f
+        .records
+        .iter()
+        .find(|r| r.variant == "decode_race")
+        .map(|r| f.when(r));
+    if let Some(w) = race_when.filter(|w| *w != f.when(r0)) {
+        out = out.trim_end().trim_end_matches('*').to_string();
+        out += &format!(" The interleaved column: {w}.*\n");
+    }
     out
 }
 
@@ -1028,6 +1040,15 @@ fn scatter_table() -> String {
                 served.pool_blocks,
             ),
             (
+                "served-chunked64",
+                served_tables(&ServedConfig {
+                    placement: crate::measure::gpu_paged::CHUNKED_WIDE,
+                    ..served
+                })
+                .expect("the book's scenario fits"),
+                served.pool_blocks,
+            ),
+            (
                 "shuffled",
                 ids.chunks(per_seq).map(<[usize]>::to_vec).collect(),
                 b * per_seq,
@@ -1065,7 +1086,7 @@ fn scatter_table() -> String {
          requests arriving and leaving); `served-after`: the same with `Placement::AfterLast` (each new \
          block the one after the sequence's last where that one is free); `served-chunked`: the same with \
          `Placement::Chunked` of {} blocks (a sequence continues in its own aligned chunk, and starts a new one in \
-         a wholly free chunk while there is one); `shuffled`: a seeded shuffle of the pool, the GPU harness's at that N \
+         a wholly free chunk while there is one), `served-chunked64` with chunks of 64; `shuffled`: a seeded shuffle of the pool, the GPU harness's at that N \
          (the CPU's is another of the same kind). Computed, not measured, by `src/minimodel/paged/replay.rs`.*\n",
         w[0],
         w[1],
