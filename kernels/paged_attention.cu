@@ -182,6 +182,11 @@
 //      at 4k / 16k / 64k: chunked-hm 0.98 / 0.97 / 0.98, chunked 0.99 / 0.99 / 0.99, shuffled 0.98 / 0.98 /
 //      0.98, contiguous 1.01 / 1.01 / 1.00 (at 2k PyTorch's time was bimodal again: 1.34-2.12x for every
 //      one of ours). A head-major pool needs runs longer than a chunk to pay.
+//  24. Not a kernel change: chunks of 64 blocks on the head-major pool (chunked64-hm) in the decode race
+//      alone (H200, c87e2be, 5 rounds, SDPA over ours at 2k / 4k / 16k / 64k): chunked64-hm 0.99 / 0.98 /
+//      0.98 / 0.98, chunked 0.99 / 0.98 / 0.97 / 0.97, chunked-hm 0.96 / 0.97 / 0.97 / 0.97, shuffled 0.96 /
+//      0.95 / 0.97 / 0.97, contiguous twin 1.01 / 1.00 / 0.99 / 0.99 (PyTorch a little faster in this call
+//      than in f202bc7's). The closest paged entry stays a percent or two behind.
 // cuDNN's decode (PyTorch's default dispatch) stays a few percent ahead at 4k-64k tokens on the H100
 // (register path, 07286fc) and a few percent ahead of the paged kernel on a shuffled pool on the H200
 // (958b786): paging's own cost, since the contiguous twin and the fresh pool's tables match it there.
