@@ -622,14 +622,12 @@ type Inputs = std::collections::HashMap<(usize, usize, usize, Option<usize>), Gr
 struct DecodeSet {
     s: AttnShape,
     qkv: [Vec<f16>; 3],
-    paged: modern_attention::gpu::paged::DecodeBuffers<f16>,
-    /// The served tables under the chunked placement, in their pool of twice the batch's blocks.
-    chunked: modern_attention::gpu::paged::DecodeBuffers<f16>,
-    /// The same tables in a head-major pool.
-    chunked_hm: modern_attention::gpu::paged::DecodeBuffers<f16>,
-    /// The served tables under chunks of 64 blocks, in a head-major pool.
-    chunked64_hm: modern_attention::gpu::paged::DecodeBuffers<f16>,
-    flat: modern_attention::gpu::paged::DecodeBuffers<f16>,
+    /// The race's entries, in the order they are timed: the shuffled pool, the served tables under the
+    /// chunked placements, the contiguous twin.
+    entries: Vec<(
+        &'static str,
+        modern_attention::gpu::paged::DecodeBuffers<f16>,
+    )>,
 }
 
 /// What a `serve` session keeps between commands: the flash grid's inputs and the decode batches.
@@ -784,59 +782,39 @@ fn probe_on(dev: &Device, args: &[String], session: &mut Session) -> Result<(), 
                         .map_err(|e| e.to_string())?;
                     let lens = vec![n; s.b];
                     let (q, k, v, paged, flat) = decode_batch(dev, s, bs, &lens)?;
+                    let mut entries = vec![("ours/gpu-paged", paged)];
                     // The same tokens through the tables a busy server leaves under the chunked
-                    // placement (Lab 03's `served-chunked`).
-                    let tables = served_tables(&ServedConfig {
-                        placement: gpu_paged::CHUNKED,
-                        ..ServedConfig::book(s.b, n, bs)
-                    })
-                    .map_err(|e| e.to_string())?;
-                    let chunked = upload_through(dev, s, bs, (&q, &k, &v), &tables, &lens)?;
-                    // ... and in a pool stored head-major (each kv head its own pool of blocks).
-                    let chunked_hm = upload_through_in(
-                        dev,
-                        s,
-                        bs,
-                        (&q, &k, &v),
-                        &tables,
-                        &lens,
-                        PoolOrder::HeadMajor,
-                    )?;
-                    // ... and under chunks of 64 blocks in a head-major pool.
-                    let wide = served_tables(&ServedConfig {
-                        placement: gpu_paged::CHUNKED_WIDE,
-                        ..ServedConfig::book(s.b, n, bs)
-                    })
-                    .map_err(|e| e.to_string())?;
-                    let chunked64_hm = upload_through_in(
-                        dev,
-                        s,
-                        bs,
-                        (&q, &k, &v),
-                        &wide,
-                        &lens,
-                        PoolOrder::HeadMajor,
-                    )?;
+                    // placements (Lab 03's `served-chunked` and `served-chunked64`), in a block-major
+                    // or a head-major pool (each kv head its own pool of blocks).
+                    for (name, placement, order) in [
+                        ("ours/gpu-paged-chunked", gpu_paged::CHUNKED, PoolOrder::BlockMajor),
+                        ("ours/gpu-paged-chunked-hm", gpu_paged::CHUNKED, PoolOrder::HeadMajor),
+                        (
+                            "ours/gpu-paged-chunked64-hm",
+                            gpu_paged::CHUNKED_WIDE,
+                            PoolOrder::HeadMajor,
+                        ),
+                    ] {
+                        let tables = served_tables(&ServedConfig {
+                            placement,
+                            ..ServedConfig::book(s.b, n, bs)
+                        })
+                        .map_err(|e| e.to_string())?;
+                        let bufs =
+                            upload_through_in(dev, s, bs, (&q, &k, &v), &tables, &lens, order)?;
+                        entries.push((name, bufs));
+                    }
+                    entries.push(("ours/gpu-contiguous", flat));
                     e.insert(DecodeSet {
                         s,
                         qkv: [q, k, v],
-                        paged,
-                        chunked,
-                        chunked_hm,
-                        chunked64_hm,
-                        flat,
+                        entries,
                     })
                 }
             };
-            let tuning = Tuning::for_call(dev, &set.flat);
             let [q, k, v] = &set.qkv;
-            for (name, bufs) in [
-                ("ours/gpu-paged", &mut set.paged),
-                ("ours/gpu-paged-chunked", &mut set.chunked),
-                ("ours/gpu-paged-chunked-hm", &mut set.chunked_hm),
-                ("ours/gpu-paged-chunked64-hm", &mut set.chunked64_hm),
-                ("ours/gpu-contiguous", &mut set.flat),
-            ] {
+            for (name, bufs) in set.entries.iter_mut() {
+                let tuning = Tuning::for_call(dev, bufs);
                 if args.iter().any(|a| a == "check") {
                     let e = check_decode(dev, bufs, (q, k, v), set.s, tuning)?;
                     println!("check {name} N={n}: max error {e:.3e}");
