@@ -331,7 +331,15 @@ fn decode_batch(
     let mut ids: Vec<usize> = (0..s.b * per).collect();
     Rng::new(4).shuffle(&mut ids);
     let tables: Vec<Vec<usize>> = ids.chunks(per).map(<[usize]>::to_vec).collect();
-    let paged = upload_through(dev, s, bs, (&q, &k, &v), &tables, lens)?;
+    let paged = upload_through(
+        dev,
+        s,
+        bs,
+        (&q, &k, &v),
+        &tables,
+        lens,
+        PoolOrder::BlockMajor,
+    )?;
     let flat =
         DecodeBuffers::upload_contiguous(dev, &s, &q, &k, &v, lens).map_err(|e| e.to_string())?;
     Ok((q, k, v, paged, flat))
@@ -359,20 +367,9 @@ fn check_decode(
 }
 
 /// K and V of shape `s` scattered into a pool of blocks of `bs` through `tables` (every block of the
-/// pool in some table), uploaded with `q` as a paged decode batch of `lens` keys a sequence.
+/// pool in some table), uploaded with `q` as a paged decode batch of `lens` keys a sequence, the pool
+/// stored in `order`.
 fn upload_through(
-    dev: &Device,
-    s: AttnShape,
-    bs: usize,
-    (q, k, v): (&[f16], &[f16], &[f16]),
-    tables: &[Vec<usize>],
-    lens: &[usize],
-) -> Result<modern_attention::gpu::paged::DecodeBuffers<f16>, String> {
-    upload_through_in(dev, s, bs, (q, k, v), tables, lens, PoolOrder::BlockMajor)
-}
-
-/// [`upload_through`] into a pool stored in `order`.
-fn upload_through_in(
     dev: &Device,
     s: AttnShape,
     bs: usize,
@@ -801,7 +798,7 @@ fn probe_on(dev: &Device, args: &[String], session: &mut Session) -> Result<(), 
                         })
                         .map_err(|e| e.to_string())?;
                         let bufs =
-                            upload_through_in(dev, s, bs, (&q, &k, &v), &tables, &lens, order)?;
+                            upload_through(dev, s, bs, (&q, &k, &v), &tables, &lens, order)?;
                         entries.push((name, bufs));
                     }
                     entries.push(("ours/gpu-contiguous", flat));
@@ -859,13 +856,13 @@ fn probe_on(dev: &Device, args: &[String], session: &mut Session) -> Result<(), 
             let err = |e: modern_attention::gpu::GpuError| e.to_string();
             if args.iter().any(|a| a == "fresh") {
                 let tables = gpu_paged::fresh_tables(b, n, bs).map_err(|e| e.to_string())?;
-                paged = upload_through(dev, s, bs, (&q, &k, &v), &tables, &lens)?;
+                paged = upload_through(dev, s, bs, (&q, &k, &v), &tables, &lens, PoolOrder::BlockMajor)?;
                 println!("paged pool through the fresh tables");
             } else if args.iter().any(|a| a == "served") {
                 use modern_attention::minimodel::paged::replay::{served_tables, ServedConfig};
                 let tables =
                     served_tables(&ServedConfig::book(b, n, bs)).map_err(|e| e.to_string())?;
-                paged = upload_through(dev, s, bs, (&q, &k, &v), &tables, &lens)?;
+                paged = upload_through(dev, s, bs, (&q, &k, &v), &tables, &lens, PoolOrder::BlockMajor)?;
                 println!("paged pool through the served tables (a pool of twice the batch's blocks)");
             }
             if args.iter().any(|a| a == "ab") {

@@ -1,6 +1,8 @@
 """What the peer scripts share: CUDA-event timing, the float64 reference they check a backend's last rows
 against, the tolerance rule the crate applies to its own kernels (so that both sides of a ratio pass the
-same check), the driver's version for the records' machine, and the races' handle on our side (`Ours`)."""
+same check), the driver's version for the records' machine, the races' handle on our side (`Ours`) and
+their output file (`write_race`)."""
+import json
 import math
 import subprocess
 
@@ -106,3 +108,17 @@ class Ours:
     def close(self):
         self.p.stdin.close()
         self.p.wait(timeout=60)
+
+
+def write_race(path, dev, records, label):
+    """A race's output: the machine (card, driver, CUDA, PyTorch, cuDNN), PyTorch's version on its records,
+    and the records, as JSON at `path`. Returns the exit status: 0 when there are records."""
+    machine = dict(name=dev.name, driver=driver_version(), cuda=torch.version.cuda, torch=torch.__version__,
+                   cudnn=torch.backends.cudnn.version())
+    for rec in records:
+        if rec["impl"].startswith("torch/"):
+            rec["torch"] = torch.__version__
+    with open(path, "w") as f:
+        json.dump(dict(machine=machine, records=records), f, indent=1)
+    print(f"{label}: {len(records)} records -> {path}", flush=True)
+    return 0 if records else 1

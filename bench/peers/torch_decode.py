@@ -39,10 +39,8 @@ BACKENDS = [
 ]
 
 
-def time_ms(fn, runs, warmup=3):
-    for _ in range(warmup):
-        fn()
-    torch.cuda.synchronize()
+def event_pairs(fn, runs):
+    """`runs` calls of fn, each between its own pair of CUDA events, waited for; the pairs."""
     pairs = []
     for _ in range(runs):
         a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
@@ -51,7 +49,14 @@ def time_ms(fn, runs, warmup=3):
         b.record()
         pairs.append((a, b))
     torch.cuda.synchronize()
-    return sorted(a.elapsed_time(b) for a, b in pairs)
+    return pairs
+
+
+def time_ms(fn, runs, warmup=3):
+    for _ in range(warmup):
+        fn()
+    torch.cuda.synchronize()
+    return sorted(a.elapsed_time(b) for a, b in event_pairs(fn, runs))
 
 
 LAUNCH_CONTEXTS = [64, 2048]  # LAUNCH_CONTEXTS in src/measure/gpu_paged.rs
@@ -72,7 +77,8 @@ def cycles_per_ms():
 def queued(fn, runs, rate, warmup=3):
     """`fn` timed as Device::time_each_queued times ours: after the warm-ups the stream is held for four
     times their host pace (plus 2 ms) while `runs` calls are issued, then `runs` more each between its own
-    events. Returns (sorted times in ms, host microseconds a call, ms the GPU waited for the host)."""
+    events. Returns (sorted times in ms, host microseconds a call, ms of the stream outside the timed pairs: the
+    events between runs, and any wait for the host)."""
     t = time.perf_counter()
     for _ in range(warmup):
         fn()
@@ -88,14 +94,7 @@ def queued(fn, runs, rate, warmup=3):
     torch.cuda._sleep(int(hold_ms * rate))
     first = torch.cuda.Event(enable_timing=True)
     first.record()
-    pairs = []
-    for _ in range(runs):
-        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        a.record()
-        fn()
-        b.record()
-        pairs.append((a, b))
-    torch.cuda.synchronize()
+    pairs = event_pairs(fn, runs)
     ts = [a.elapsed_time(b) for a, b in pairs]
     idle = max(0.0, first.elapsed_time(pairs[-1][1]) - sum(ts))
     return sorted(ts), host_us, idle

@@ -23,7 +23,6 @@ Records: variant `decode_race`, `impl` `ours/gpu-paged`, `ours/gpu-contiguous`, 
 """
 import argparse
 import contextlib
-import json
 import re
 import sys
 
@@ -31,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from peer_common import Ours, close, driver_version, json_err, lowp_attention, time_ms
+from peer_common import Ours, close, json_err, lowp_attention, time_ms, write_race
 
 S, HQ, HKV, D = 16, 32, 8, 128
 CONTEXTS = [2048, 4096, 16384, 65536]
@@ -121,15 +120,7 @@ def main():
             for side in sides:
                 side(n, r)
     ours.close()
-    machine = dict(name=dev.name, driver=driver_version(), cuda=torch.version.cuda, torch=torch.__version__,
-                   cudnn=torch.backends.cudnn.version())
-    for rec in records:
-        if rec["impl"].startswith("torch/"):
-            rec["torch"] = torch.__version__
-    with open(a.out, "w") as f:
-        json.dump(dict(machine=machine, records=records), f, indent=1)
-    print(f"decode race: {len(records)} records -> {a.out}", flush=True)
-    return 0 if records else 1
+    return write_race(a.out, dev, records, "decode race")
 
 
 if __name__ == "__main__":

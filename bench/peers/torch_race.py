@@ -22,7 +22,6 @@ Records: variant `race`, `impl` `ours/v8_tma` (the default configuration `flash:
 `torch/cudnn`, `torch/flash`, with `round`.
 """
 import argparse
-import json
 import re
 import sys
 
@@ -30,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from peer_common import Ours, close, driver_version, json_err, lowp_attention, reference_last_rows, time_ms
+from peer_common import Ours, close, json_err, lowp_attention, reference_last_rows, time_ms, write_race
 
 BACKENDS = [("torch/cudnn", SDPBackend.CUDNN_ATTENTION), ("torch/flash", SDPBackend.FLASH_ATTENTION)]
 WARMUP, RUNS = 5, 40
@@ -133,15 +132,7 @@ def main():
                 for side in sides:
                     side(d, n, causal, r)
     ours.close()
-    machine = dict(name=dev.name, driver=driver_version(), cuda=torch.version.cuda, torch=torch.__version__,
-                   cudnn=torch.backends.cudnn.version())
-    for rec in records:
-        if rec["impl"].startswith("torch/"):
-            rec["torch"] = torch.__version__
-    with open(a.out, "w") as f:
-        json.dump(dict(machine=machine, records=records), f, indent=1)
-    print(f"race: {len(records)} records -> {a.out}", flush=True)
-    return 0 if records else 1
+    return write_race(a.out, dev, records, "race")
 
 
 if __name__ == "__main__":
