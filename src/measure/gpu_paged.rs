@@ -145,15 +145,13 @@ fn check_decode(
     let (results, p) = checks.decode_and_check(dev, bufs, partition, tuning, &label)?;
     let mut worst = (true, 0.0f64);
     for (_, result) in results {
-        let (ok, err) = verdict(&result, log);
-        // Once a sequence fails, the record's error stays NaN (`f64::max` would drop it).
-        let bad = !ok || worst.1.is_nan();
-        worst = (worst.0 && ok, if bad { f64::NAN } else { worst.1.max(err) });
+        worst = both(worst, verdict(&result, log));
     }
     Ok((worst, p))
 }
 
-/// Two verdicts together: both passed, and the larger error (NaN once either failed).
+/// Two verdicts together: both passed, and the larger error (NaN once either failed: `f64::max` would
+/// drop it).
 fn both(a: (bool, f64), b: (bool, f64)) -> (bool, f64) {
     let pass = a.0 && b.0;
     (pass, if pass { a.1.max(b.1) } else { f64::NAN })
