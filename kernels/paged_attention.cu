@@ -252,6 +252,13 @@
 #ifndef PA_PREFETCH
 #define PA_PREFETCH 0  // PA_TC: > 0, each warp asks L2 for the K/V block of the chunk this many ahead
 #endif
+#ifndef PA_EARLY
+#define PA_EARLY 0  // PA_TC, partitions, no window: the first piece's table entries and the ring's first
+                    // chunks asked for before the sequence's length arrives (paged_early)
+#endif
+#if PA_EARLY && !PA_TC
+#error "PA_EARLY needs the tensor-core path (PA_TC)"
+#endif
 #ifndef PA_CLUSTER
 #define PA_CLUSTER 1  // > 1: a sequence's thread blocks launched as clusters of this many (one GPC each)
 #endif
@@ -486,7 +493,7 @@ __device__ __forceinline__ void attend_range(const elem_t* __restrict__ q,
                                              elem_t* __restrict__ o, float* __restrict__ lse,
                                              int* __restrict__ counters, const PagedParams& p, int seq,
                                              int h0, int t_lo, int t_hi, int slot, int arrivals, int parts,
-                                             int ticket) {
+                                             int ticket, int e_lo, int e_hi) {
     __shared__ int s_table[MAX_TABLE];
     __shared__ int s_last;
     __shared__ float s_m[WARPS][PA_GC], s_l[WARPS][PA_GC];
@@ -570,44 +577,84 @@ __device__ __forceinline__ void attend_range(const elem_t* __restrict__ q,
         if (PAGED) return pool_row(s_table[t / PA_BLOCK - first], kvh, t % PA_BLOCK, p);
         return ((size_t)seq * p.hkv + kvh) * p.nk_stride + t;
     };
+    // ANCHOR_END: paged_address
+    // ANCHOR: paged_ring
+#if PA_TC
+    // This warp's ring of PA_STAGES chunks of 16 tokens (K then V, pieces swizzled), filled by every
+    // lane's 16-byte cp.async copies and read by ldmatrix. copy_chunk(c, t0, hi) asks for chunk c's
+    // rows (tokens from t0) into its slot; a token at or past `hi` re-reads row hi - 1 (masked later).
+    elem_t* ring = reinterpret_cast<elem_t*>(dyn_smem + (size_t)warp * RING_BYTES);
+    auto copy_chunk = [&](int c, int t0, int hi) {
+        elem_t* kd = ring + (size_t)(c % PA_STAGES) * 2 * CHUNK * LDT;
+        elem_t* vd = kd + CHUNK * LDT;
+#pragma unroll
+        for (int i = 0; i < CHUNK * (PA_D / 8) / 32; ++i) {
+            const int piece = lane + 32 * i, j = piece / (PA_D / 8), seg = piece % (PA_D / 8);
+            const size_t row = row_of(min(t0 + j, hi - 1));
+            cp_async16(kd + j * LDT + SWZ(j, seg) * 8, k + row * PA_D + seg * 8);
+            cp_async16(vd + j * LDT + SWZ(j, seg) * 8, v + row * PA_D + seg * 8);
+        }
+    };
+#endif
+    // ANCHOR_END: paged_ring
+    // ANCHOR: paged_early
+    // The early start (PA_EARLY, e_hi > e_lo): with no window a block's keys begin at e_lo = its
+    // partition's start whatever the sequence's length, and end by e_hi, the partition's end as the
+    // table row (or the twin's rows) bounds it. So the first piece's table entries, as many as the
+    // partition could need, and the ring's first chunks, clamped to e_hi instead of the length, are
+    // asked for before the length has arrived: the length's load, the table's and the first copies
+    // overlap instead of following one another. Rows past the real end are read and masked.
+    const bool early = PA_EARLY && e_hi > e_lo;
+#if PA_EARLY
+    if (early) {
+        int e_top = e_hi;
+        if (PAGED) {
+            first = e_lo / PA_BLOCK;
+            e_top = min(e_hi, (first + MAX_TABLE) * PA_BLOCK);
+            for (int i = tid; i < (e_top - 1) / PA_BLOCK - first + 1; i += WARPS * 32)
+                s_table[i] = tables[(size_t)seq * p.table_stride + first + i];
+            __syncthreads();
+        }
+        for (int c = 0; c + 1 < PA_STAGES; ++c) {
+            const int t0 = e_lo + sub * CHUNK + c * WPH * CHUNK;
+            if (t0 < e_top) copy_chunk(c, t0, e_top);
+            asm volatile("cp.async.commit_group;" ::: "memory");
+        }
+    }
+#endif
+    // ANCHOR_END: paged_early
+    // ANCHOR: paged_pieces
     // The range in pieces whose table entries fit in shared memory (one piece unless the range passes
-    // MAX_TABLE blocks); a piece's entries are copied once, while the q loads are in flight.
+    // MAX_TABLE blocks); a piece's entries are copied once, while the q loads are in flight (the first
+    // piece's already, with the early start).
     for (int p_lo = t_lo, p_hi; p_lo < t_hi; p_lo = p_hi) {
+    const bool started = early && p_lo == t_lo;  // the early start asked for this piece's first chunks
     if (PAGED) {
         first = p_lo / PA_BLOCK;
         p_hi = min(t_hi, (first + MAX_TABLE) * PA_BLOCK);
-        if (p_lo > t_lo) __syncthreads();  // every warp is done with the previous piece's entries
-        const int count = (p_hi - 1) / PA_BLOCK - first + 1;
-        for (int i = tid; i < count; i += WARPS * 32)
-            s_table[i] = tables[(size_t)seq * p.table_stride + first + i];
-        __syncthreads();
+        if (!started) {
+            if (p_lo > t_lo) __syncthreads();  // every warp is done with the previous piece's entries
+            const int count = (p_hi - 1) / PA_BLOCK - first + 1;
+            for (int i = tid; i < count; i += WARPS * 32)
+                s_table[i] = tables[(size_t)seq * p.table_stride + first + i];
+            __syncthreads();
+        }
     } else {
         p_hi = t_hi;
     }
     // ... the piece's chunks are walked here, still inside the loop over pieces (its brace closes after
     // the walk).
-    // ANCHOR_END: paged_address
+    // ANCHOR_END: paged_pieces
     const int stride = WPH * CHUNK;
     const int n_chunks = p_hi - p_lo > sub * CHUNK ? (p_hi - p_lo - sub * CHUNK + stride - 1) / stride : 0;
 
 #if PA_TC
     // ANCHOR: paged_tc
-    // This warp's ring of PA_STAGES chunks of 16 tokens (K then V, pieces swizzled), filled by every
-    // lane's 16-byte cp.async copies and read by ldmatrix, so a chunk is read only after the whole warp
-    // has waited for it (__syncwarp), and refilled only after the whole warp has read it.
-    elem_t* ring = reinterpret_cast<elem_t*>(dyn_smem + (size_t)warp * RING_BYTES);
+    // The ring (copy_chunk above): a chunk is read only after the whole warp has waited for it
+    // (__syncwarp), and refilled only after the whole warp has read it.
     auto issue = [&](int c) {
         if (c < n_chunks) {
-            const int t0 = p_lo + sub * CHUNK + c * stride;
-            elem_t* kd = ring + (size_t)(c % PA_STAGES) * 2 * CHUNK * LDT;
-            elem_t* vd = kd + CHUNK * LDT;
-#pragma unroll
-            for (int i = 0; i < CHUNK * (PA_D / 8) / 32; ++i) {
-                const int piece = lane + 32 * i, j = piece / (PA_D / 8), seg = piece % (PA_D / 8);
-                const size_t row = row_of(min(t0 + j, p_hi - 1));  // past the range: the last row, masked
-                cp_async16(kd + j * LDT + SWZ(j, seg) * 8, k + row * PA_D + seg * 8);
-                cp_async16(vd + j * LDT + SWZ(j, seg) * 8, v + row * PA_D + seg * 8);
-            }
+            copy_chunk(c, p_lo + sub * CHUNK + c * stride, p_hi);  // past the range: the last row, masked
         }
 #if PA_PREFETCH
         // The chunk PA_PREFETCH ahead, asked of L2 now (a hint: no register, no wait): its table
@@ -638,7 +685,8 @@ __device__ __forceinline__ void attend_range(const elem_t* __restrict__ q,
 #endif
         asm volatile("cp.async.commit_group;" ::: "memory");
     };
-    for (int c = 0; c + 1 < PA_STAGES; ++c) issue(c);
+    if (!started)
+        for (int c = 0; c + 1 < PA_STAGES; ++c) issue(c);
     for (int c = 0; c < n_chunks; ++c) {
         const int c0 = p_lo + sub * CHUNK + c * stride;
         issue(c + PA_STAGES - 1);
@@ -646,6 +694,19 @@ __device__ __forceinline__ void attend_range(const elem_t* __restrict__ q,
         __syncwarp();  // every lane's copies of chunk c have landed
         const elem_t* Kt = ring + (size_t)(c % PA_STAGES) * 2 * CHUNK * LDT;
         const elem_t* Vt = Kt + CHUNK * LDT;
+#if PA_EARLY
+        if (started && c + 1 < PA_STAGES && c0 + CHUNK > p_hi) {
+            // An early chunk was clamped to the partition's end, not the length: its rows past the
+            // length hold whatever the pool (or the twin) holds there. Their scores are masked below,
+            // but 0 times a NaN is a NaN, so their V rows become zeros.
+            elem_t* vz = ring + (size_t)(c % PA_STAGES) * 2 * CHUNK * LDT + CHUNK * LDT;  // Vt, writable
+            for (int i = lane; i < CHUNK * (PA_D / 8); i += 32) {
+                const int j = i / (PA_D / 8), seg = i % (PA_D / 8);
+                if (c0 + j >= p_hi) *reinterpret_cast<uint4*>(vz + j * LDT + SWZ(j, seg) * 8) = make_uint4(0, 0, 0, 0);
+            }
+            __syncwarp();
+        }
+#endif
         const int mi = lane >> 3;
         // S = Q K^T: the heads (rows) against the chunk's 16 keys, two n8 tiles.
         float s[2][4] = {{0.f, 0.f, 0.f, 0.f}, {0.f, 0.f, 0.f, 0.f}};
@@ -855,6 +916,11 @@ __device__ __forceinline__ void attend_range(const elem_t* __restrict__ q,
     // ANCHOR_END: paged_chunk_math
 #endif  // PA_TC
     }  // pieces
+#if PA_EARLY
+    // Early copies past a range shorter than its partition may still be in flight: the ring's start is
+    // about to hold the partial sums.
+    if (early) asm volatile("cp.async.wait_group 0;" ::: "memory");
+#endif
 
     // 5. Sum the token groups of each warp (same m across the warp), then merge the warps.
 #if PA_TC
@@ -983,18 +1049,25 @@ __device__ __forceinline__ void decode_body(const elem_t* __restrict__ q, const 
         const int blocks = (int)(split_block_of(u1 - 1, p) - first + 1);  // blocks sharing this row
         attend_range<PAGED>(q, k, v, tables, part_out, part_ml, o, lse, counters, p, seq, y * PA_GC * PA_HPB,
                             lo + (int)(x - u0), lo + (int)(x1 - u0), blocks == 1 ? -1 : (int)(b - first),
-                            blocks, blocks, seq * gy + y);
+                            blocks, blocks, seq * gy + y, 0, 0);
         x = x1;
     }
 #else
     const int part = blockIdx.x, seq = blockIdx.z;
+    // The early start's bounds (PA_EARLY, no window): the partition's keys as far as the table row (or
+    // the twin's rows) reaches, known without the length.
+    const int e_lo = part * p.partition;
+    const int e_hi = PA_EARLY && p.window == 0
+                         ? min(e_lo + p.partition, PAGED ? p.table_stride * PA_BLOCK : p.nk_stride)
+                         : 0;
     const int len = seq_lens[seq];
     const int lo = p.window > 0 ? max(0, len - p.window) : 0;
     const int p_lo = max(lo, part * p.partition), p_hi = min(len, (part + 1) * p.partition);
     // Every partition's block writes its partial, empty or not; the merge reads those holding keys.
     attend_range<PAGED>(q, k, v, tables, part_out, part_ml, o, lse, counters, p, seq, blockIdx.y * PA_GC * PA_HPB,
                         p_lo, max(p_lo, p_hi), p.num_parts == 1 ? -1 : part, PA_FUSED ? (int)gridDim.x : 0,
-                        min(p.num_parts, (len + p.partition - 1) / p.partition), seq * gy + blockIdx.y);
+                        min(p.num_parts, (len + p.partition - 1) / p.partition), seq * gy + blockIdx.y, e_lo,
+                        e_hi);
 #endif
 }
 // ANCHOR_END: paged_split

@@ -451,6 +451,7 @@ fn probe_paged(dev: &Device) -> Result<bool, String> {
             tunings.push(bulk); // Hopper's bulk copies
             tunings.push(Tuning { cluster: 2, ..tc }); // a sequence's two blocks as one cluster
         }
+        tunings.push(Tuning { early: true, ..tc }); // rows past a sequence's end read before it is known
         for (partition, &t) in [None, Some(64)]
             .into_iter()
             .flat_map(|p| tunings.iter().map(move |t| (p, t)))
@@ -834,12 +835,13 @@ fn probe_on(dev: &Device, args: &[String], session: &mut Session) -> Result<(), 
             // `tc` the tensor cores, `read` the read passes alone (`-k regex:read_pass`); `fresh` reads
             // the pool through the block manager's tables on a fresh pool instead of shuffled ones, and
             // `served` through those it leaves a busy server (Lab 03's Table 03.8); `ab` times the
-            // tuning against two-block clusters in alternating rounds instead.
+            // tuning against two-block clusters in alternating rounds instead (`ab early`: the
+            // default against the early start).
             use modern_attention::gpu::paged::{decode_tuned, Tuning};
             let n: usize = args
                 .get(1)
                 .and_then(|x| x.parse().ok())
-                .ok_or("gpu-probe paged N [async|tc|read] [fresh|served] [ab]")?;
+                .ok_or("gpu-probe paged N [async|tc|read] [fresh|served] [ab [early]]")?;
             let tuning = match args.get(2).map(String::as_str) {
                 Some("async") => Tuning {
                     cp_async: true,
@@ -866,51 +868,63 @@ fn probe_on(dev: &Device, args: &[String], session: &mut Session) -> Result<(), 
                 println!("paged pool through the served tables (a pool of twice the batch's blocks)");
             }
             if args.iter().any(|a| a == "ab") {
-                // `gpu-probe paged N tc [fresh] ab`: the tuning against the same with a sequence's two
-                // blocks as one cluster, in alternating rounds of 20 timed launches each.
-                let two = Tuning {
-                    cluster: 2,
-                    ..tuning
-                };
-                for t in [tuning, two] {
-                    let e = check_decode(dev, &mut paged, (&q, &k, &v), s, t)?;
-                    println!("check {} N={n}: max error {e:.2e}", t.name());
+                // `gpu-probe paged N tc [fresh|served] ab`: the tuning against the same with a
+                // sequence's two blocks as one cluster, on the paged pool; `... ab early`: decode's
+                // default (Tuning::for_call) against the same with the early start, on the paged pool
+                // and on the contiguous twin. Alternating rounds of 20 timed launches each.
+                let early = args.iter().any(|a| a == "early");
+                let mut sides = vec![("paged", &mut paged)];
+                if early {
+                    sides.push(("contiguous", &mut flat));
                 }
-                let mut ratios = Vec::new();
-                for round in 0..8 {
-                    let mut med = [0.0f64; 2];
-                    for j in 0..2 {
-                        let i = (round + j) % 2;
-                        let t = [tuning, two][i];
-                        let mut ts = modern_attention::gpu::paged::time_ms(
-                            dev,
-                            &mut paged,
-                            Mask::NONE,
-                            None,
-                            t,
-                            3,
-                            20,
-                        )
-                        .map_err(err)?;
-                        ts.sort_by(f64::total_cmp);
-                        med[i] = ts[ts.len() / 2];
+                for (label, bufs) in sides {
+                    let (a, b) = if early {
+                        let a = Tuning::for_call(dev, bufs);
+                        (a, Tuning { early: true, ..a })
+                    } else {
+                        (tuning, Tuning { cluster: 2, ..tuning })
+                    };
+                    for t in [a, b] {
+                        let e = check_decode(dev, bufs, (&q, &k, &v), s, t)?;
+                        println!("check {label} {} N={n}: max error {e:.2e}", t.name());
                     }
-                    ratios.push(med[0] / med[1]);
+                    let mut ratios = Vec::new();
+                    for round in 0..8 {
+                        let mut med = [0.0f64; 2];
+                        for j in 0..2 {
+                            let i = (round + j) % 2;
+                            let mut ts = modern_attention::gpu::paged::time_ms(
+                                dev,
+                                bufs,
+                                Mask::NONE,
+                                None,
+                                [a, b][i],
+                                3,
+                                20,
+                            )
+                            .map_err(err)?;
+                            ts.sort_by(f64::total_cmp);
+                            med[i] = ts[ts.len() / 2];
+                        }
+                        ratios.push(med[0] / med[1]);
+                        println!(
+                            "round {round} {label}: {} {:.4} ms, {} {:.4} ms",
+                            a.name(),
+                            med[0],
+                            b.name(),
+                            med[1]
+                        );
+                    }
+                    ratios.sort_by(f64::total_cmp);
                     println!(
-                        "round {round}: {} {:.4} ms, {} {:.4} ms",
-                        tuning.name(),
-                        med[0],
-                        two.name(),
-                        med[1]
+                        "N={n} {label}: {} / {}, median of rounds {:.4} (range {:.4}-{:.4})",
+                        a.name(),
+                        b.name(),
+                        ratios[ratios.len() / 2],
+                        ratios[0],
+                        ratios[ratios.len() - 1]
                     );
                 }
-                ratios.sort_by(f64::total_cmp);
-                println!(
-                    "N={n}: default / two-block clusters, median of rounds {:.4} (range {:.4}-{:.4})",
-                    ratios[ratios.len() / 2],
-                    ratios[0],
-                    ratios[ratios.len() - 1]
-                );
                 return Ok(());
             }
             if args.get(2).map(String::as_str) == Some("read") {

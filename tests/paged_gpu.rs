@@ -210,8 +210,8 @@ fn contiguous_twin_is_bit_identical() {
 #[test]
 fn head_major_pools_and_prefetches_change_addresses_only() {
     // The same shuffled tables over an oversized, NaN-poisoned pool, stored block-major and head-major:
-    // every tuning (prefetches included) must give the same bits from both, and the same bits with its
-    // prefetches as without them (a prefetch is a hint: it may only change the timing).
+    // every tuning (prefetches and the early start included) must give the same bits from both, and the
+    // same bits with its prefetches or early start as without them (they may only change the timing).
     let Some(dev) = device() else { return };
     let (lens, hq, hkv, d, bs) = (vec![3000, 1200, 17, 1], 16, 4, 128, 16);
     let st = setup::<f16>(&lens, hkv, d, bs, 131);
@@ -229,6 +229,9 @@ fn head_major_pools_and_prefetches_change_addresses_only() {
                 tc,
                 Tuning { prefetch: 1, ..tc },
                 Tuning { prefetch: 4, ..tc },
+                // The early start reads rows past a sequence's end (the NaN-poisoned slots of its
+                // last block, block 0 through the table's padding) before it knows the end.
+                Tuning { early: true, ..tc },
             ] {
                 for bufs in [&mut bm, &mut hm] {
                     bufs.poison(&dev).unwrap();
@@ -374,9 +377,13 @@ fn bad_batches_are_refused_before_anything_runs() {
             heads: 4,
             ..Tuning::TENSOR_CORES
         },
-        // A translation touch without the tensor cores' ring.
+        // A translation touch, or the early start, without the tensor cores' ring.
         Tuning {
             touch: 1,
+            ..Tuning::REGISTERS
+        },
+        Tuning {
+            early: true,
             ..Tuning::REGISTERS
         },
         // Clusters: not a power of two up to 8, not dividing the sequence's 2 thread blocks, or on

@@ -478,6 +478,12 @@ pub struct Tuning {
     /// blocks share that GPC's caches and address translations, instead of spreading over the GPU
     /// with other sequences' rows beside them. 1: no cluster.
     pub cluster: usize,
+    /// `tc` only, partitions without a window: the early start (`paged_early` in the kernel). A
+    /// block's keys then begin where its partition does whatever the sequence's length, so its first
+    /// table entries and the ring's first chunks are asked for before the length has arrived, instead
+    /// of after it (the length, the table and the first copies were three memory round trips one
+    /// after the other on a paged pool, two on the contiguous twin).
+    pub early: bool,
 }
 
 impl Tuning {
@@ -499,6 +505,7 @@ impl Tuning {
         heads: 1,
         touch: 0,
         cluster: 1,
+        early: false,
     };
 
     /// The tensor-core path: 8 warps a block, each taking chunks of 16 tokens through a ring of three
@@ -675,6 +682,11 @@ impl Tuning {
                 cluster: 2,
                 ..Tuning::TENSOR_CORES
             },
+            // The early start: the first table entries and copies before the sequence's length.
+            Tuning {
+                early: true,
+                ..Tuning::TENSOR_CORES
+            },
             // Two resident blocks an SM (4 warps each): one block's start and end under the other's
             // loads; and partitions for two waves.
             Tuning {
@@ -737,7 +749,7 @@ impl Tuning {
             }
         };
         format!(
-            "w{}-p{}-x{}{}{}{}{}{}{}{}{}",
+            "w{}-p{}-x{}{}{}{}{}{}{}{}{}{}",
             self.warps,
             self.passes,
             self.waves,
@@ -756,12 +768,14 @@ impl Tuning {
             opt("pf", self.prefetch, 0),
             opt("h", self.heads, 1),
             opt("t", self.touch, 0),
-            opt("c", self.cluster, 1)
+            opt("c", self.cluster, 1),
+            if self.early { "-e" } else { "" }
         )
     }
 
-    fn defines(&self) -> [(&'static str, i64); 12] {
+    fn defines(&self) -> [(&'static str, i64); 13] {
         [
+            ("PA_EARLY", self.early as i64),
             ("PA_CLUSTER", self.cluster as i64),
             ("PA_TOUCH", self.touch as i64),
             ("PA_HPB", self.heads as i64),
@@ -994,6 +1008,12 @@ fn plan_decode<T: GpuElement>(
     if tuning.cluster > 1 && !dev.arch().starts_with("sm_9") && !dev.arch().starts_with("sm_1") {
         return Err(GpuError::NotSupported {
             what: "thread block clusters (sm_90 or newer)",
+            arch: dev.arch(),
+        });
+    }
+    if tuning.early && !tuning.tc {
+        return Err(GpuError::NotSupported {
+            what: "the early start without the tensor-core path",
             arch: dev.arch(),
         });
     }
