@@ -29,8 +29,8 @@
 //
 // Compiled at run time by NVRTC with PA_D (head size), PA_GC (query heads per block), PA_BLOCK (tokens
 // per block), PA_BF16, the pool's order (PA_HEAD_MAJOR) and the tuning (PA_WARPS, PA_PASSES, PA_FUSED,
-// PA_HINT, PA_BULK, PA_STAGES, PA_SPLIT, PA_TC, PA_PREFETCH, PA_TOUCH, PA_HPB, PA_CLUSTER) defined by the host
-// (src/gpu/paged.rs).
+// PA_HINT, PA_BULK, PA_STAGES, PA_SPLIT, PA_TC, PA_PREFETCH, PA_TOUCH, PA_HPB, PA_CLUSTER, PA_EARLY) defined by
+// the host (src/gpu/paged.rs).
 //
 // Changelog (H100, measured with bench/gpu.sh; the numbers are in measurements/gpu-*.json, variants
 // paged_decode and paged_decode_sweep, and in Lab 03's tables 03.5 and 03.6):
@@ -187,6 +187,17 @@
 //      0.98 / 0.98, chunked 0.99 / 0.98 / 0.97 / 0.97, chunked-hm 0.96 / 0.97 / 0.97 / 0.97, shuffled 0.96 /
 //      0.95 / 0.97 / 0.97, contiguous twin 1.01 / 1.00 / 0.99 / 0.99 (PyTorch a little faster in this call
 //      than in f202bc7's). The closest paged entry stays a percent or two behind.
+//  25. The early start (PA_EARLY, `-e`, `paged_early`): with no window, a block's first table entries and
+//      its ring's first chunks are asked for before its sequence's length arrives (clamped to the
+//      partition's end, V rows past the length zeroed), so that the length's load, the table's and the
+//      first copies overlap instead of following one another. If a decode step's fixed cost (about
+//      6 us at 64 tokens, Table 03.9) were those round trips, this would take one or two off it. H200 at
+//      e9aa35b, the default against the same with the early start in alternating rounds (`gpu-probe
+//      paged N tc ab early`, 8 rounds of 20 launches), median ratio default / early, shuffled pool and
+//      contiguous twin: 64 tokens 1.03 / 0.99 (rounds 0.95-1.31: 6-7 us either way), 2k 0.997 / 1.002,
+//      4k 0.999 / 0.999, 16k 1.000 / 1.000, 64k 0.999 / 1.000; fresh tables 2k 0.997, 16k 0.999. Level:
+//      the chain is not where the fixed cost lies (the length and the table are likely L2 hits by the
+//      time most blocks ask). A switch.
 // cuDNN's decode (PyTorch's default dispatch) stays a few percent ahead at 4k-64k tokens on the H100
 // (register path, 07286fc) and a few percent ahead of the paged kernel on a shuffled pool on the H200
 // (958b786): paging's own cost, since the contiguous twin and the fresh pool's tables match it there.
@@ -702,7 +713,8 @@ __device__ __forceinline__ void attend_range(const elem_t* __restrict__ q,
             elem_t* vz = ring + (size_t)(c % PA_STAGES) * 2 * CHUNK * LDT + CHUNK * LDT;  // Vt, writable
             for (int i = lane; i < CHUNK * (PA_D / 8); i += 32) {
                 const int j = i / (PA_D / 8), seg = i % (PA_D / 8);
-                if (c0 + j >= p_hi) *reinterpret_cast<uint4*>(vz + j * LDT + SWZ(j, seg) * 8) = make_uint4(0, 0, 0, 0);
+                if (c0 + j >= p_hi)
+                    *reinterpret_cast<uint4*>(vz + j * LDT + SWZ(j, seg) * 8) = make_uint4(0, 0, 0, 0);
             }
             __syncwarp();
         }
