@@ -496,6 +496,15 @@
 //            419, 431, 439, 436, 442 (B = 11 fills the waves exactly): a rising trend with at most
 //            a couple of percent of tail on it. So splitting the last wave's items along the keys
 //            (merged by their log-sum-exp) could win back at most a percent or two, before the merge.
+//         al. Not kept: ping-pong again (entry b, code not kept), now in the persistent loop: the consumer
+//            warpgroups issue their products in turns on named barriers (each waits on its own for the
+//            one before it to pass the turn on; FlashAttention-3's scheduler barrier), at every issue
+//            point of the loop and the item boundary. Against the build without it, three rounds in
+//            one call (H200, 2026-11-29, against the 714add9 build; every shape checked first): slower
+//            at every shape and in every round, D = 128 causal N = 512 / 1024 / 2048 0.986x / 0.950x /
+//            0.947x, unmasked 0.977x / 0.963x / 0.957x; D = 64 causal 0.915x / 0.905x / 0.836x,
+//            unmasked N = 512 / 1024 0.828x / 0.820x. v7's in-warpgroup overlap (S_t with P_{t-1} V)
+//            already keeps the tensor cores fed; a turn only makes each warpgroup wait for the other.
 //         Where short rows lose (ncu, one launch each, H200, a0e81e9): D = 128 N = 512 unmasked, L2 hit
 //         rate 64% (N = 4096: 91%), DRAM at 32% and L2 at 62% of peak, SM throughput 45% (4096: 69%),
 //         no eligible warp in 68% of cycles; D = 64 causal N = 512 alike (L2 hits 57%, DRAM 28%, SM
