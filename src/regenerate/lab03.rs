@@ -494,7 +494,9 @@ fn gpu_rounds_card((name, f, recs, ns): &Gpu) -> String {
          increasing block order (its keys in another order, which an unmasked decode does not see); \
          `served-after`: Table 03.8's served tables under `Placement::AfterLast`; `served-hm`: the served tables \
          on the head-major pool; `served-chunked`, `served-chunked-hm`: the served tables under \
-         `Placement::Chunked` (Table 03.8) on the block-major and the head-major pool.{} {}, {}; from \
+         `Placement::Chunked` (Table 03.8) on the block-major and the head-major pool; \
+         `served-chunked64-hm`: under chunks of 64 blocks (Table 03.8's `served-chunked64`) on the \
+         head-major pool.{} {}, {}; from \
          `measurements/{name}`.*\n",
         f.machine.name,
         crate::measure::gpu_paged::ROUNDS,
