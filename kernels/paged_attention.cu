@@ -930,8 +930,12 @@ __device__ __forceinline__ void attend_range(const elem_t* __restrict__ q,
     }  // pieces
 #if PA_EARLY
     // Early copies past a range shorter than its partition may still be in flight: the ring's start is
-    // about to hold the partial sums.
-    if (early) asm volatile("cp.async.wait_group 0;" ::: "memory");
+    // about to hold the partial sums, written by other lanes than the copies' (racecheck's hazard
+    // without the __syncwarp).
+    if (early) {
+        asm volatile("cp.async.wait_group 0;" ::: "memory");
+        __syncwarp();
+    }
 #endif
 
     // 5. Sum the token groups of each warp (same m across the warp), then merge the warps.
