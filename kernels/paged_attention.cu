@@ -197,7 +197,17 @@
 //      contiguous twin: 64 tokens 1.03 / 0.99 (rounds 0.95-1.31: 6-7 us either way), 2k 0.997 / 1.002,
 //      4k 0.999 / 0.999, 16k 1.000 / 1.000, 64k 0.999 / 1.000; fresh tables 2k 0.997, 16k 0.999. Level:
 //      the chain is not where the fixed cost lies (the length and the table are likely L2 hits by the
-//      time most blocks ask). A switch.
+//      time most blocks ask). A switch. (racecheck at a831f22 found the early copies past a short range
+//      still landing while other lanes wrote the partial sums into the ring: a __syncwarp after the
+//      last wait, 4e85c84.)
+//  26. Not a kernel change: the chunked served tables with chunks of 64 blocks on the head-major pool in
+//      Table 03.7's rounds too (served-chunked64-hm). H200 at a831f22, over the contiguous twin at 2k / 4k /
+//      16k / 64k: +3.1 / +2.6 / +1.1 / +1.0%, against served-chunked +1.8 / +2.0 / +2.5 / +2.1%, fresh-hm
+//      +1.5 / +0.5 / +0.5 / +0.3%, the shuffled pool +3.3 / +5.1 / +2.2 / +2.4%. Decode race of the same
+//      call, SDPA over ours, 5 rounds: chunked64-hm 0.998 / 0.994 / 1.0005 / 0.998, chunked 0.995 / 0.990 /
+//      0.998 / 0.991, shuffled 0.977 / 0.965 / 0.984 / 0.982, contiguous twin 1.023 / 1.010 / 1.011 /
+//      1.002. The closest paged entry is level with cuDNN's decode within half a percent in this run, on
+//      either side of it; not yet a lead.
 // cuDNN's decode (PyTorch's default dispatch) stays a few percent ahead at 4k-64k tokens on the H100
 // (register path, 07286fc) and a few percent ahead of the paged kernel on a shuffled pool on the H200
 // (958b786): paging's own cost, since the contiguous twin and the fresh pool's tables match it there.

@@ -646,7 +646,8 @@ fn gpu_sweep_card((name, f, recs, ns): &Gpu) -> String {
          of a sequence in one block, warp w on chunk w mod N (at N = 8 the block's warps read one pool block's 8 kv \
          heads side by side), and `fresh-...-hN` the same on the fresh tables; `-cN`: a sequence's thread blocks \
          launched N at a time as one cluster (Hopper places a cluster's blocks on one GPC), and `fresh-...-cN` the \
-         same on the fresh tables; the kinds of table and pool layouts are timed in Table 03.7's rounds; `...-PN`: a fixed \
+         same on the fresh tables; `-e`: the early start (a block's first table entries and chunks asked for \
+         before its sequence's length arrives); the kinds of table and pool layouts are timed in Table 03.7's rounds; `...-PN`: a fixed \
          partition of N keys with the tuning named before it. Read roof as in Table 03.5.{} {}, {}; from \
          `measurements/{name}`.*\n",
         f.machine.name,
