@@ -658,8 +658,9 @@ fn gpu_sweep_card((name, f, recs, ns): &Gpu) -> String {
     out
 }
 
-/// Table 03.2: the CPU decode step on the first CPU file that has one: contiguous, paged (V1, V2), and
-/// the same two walks with the arithmetic taken out (the read passes), each against its contiguous twin.
+/// Table 03.2: the CPU decode step on every CPU file that has one (the most recent first): contiguous,
+/// paged (V1, V2), and the same two walks with the arithmetic taken out (the read passes), each against
+/// its contiguous twin. The price of a scattered pool is a property of the machine, so each is shown.
 fn decode_table(files: &[(String, crate::measure::MeasurementFile)]) -> String {
     use crate::roofline::si;
     let mut out = String::new();
@@ -714,6 +715,9 @@ fn decode_table(files: &[(String, crate::measure::MeasurementFile)]) -> String {
             }
         }
         let r0 = recs[0];
+        if !out.is_empty() {
+            out += "\n";
+        }
         out += &md_table(
             &[
                 "dtype",
@@ -730,7 +734,7 @@ fn decode_table(files: &[(String, crate::measure::MeasurementFile)]) -> String {
         );
         let failed = super::failed_in(f, "paged_decode");
         out += &format!(
-            "\n*Table 03.2. One decode step of {} sequences of N tokens ({}), GQA {}/{} heads, D = {}, block size 16, on \
+            "\n*Table 03.2, {}. One decode step of {} sequences of N tokens ({}), GQA {}/{} heads, D = {}, block size 16, on \
              the same data for all (paged tables shuffled, as in a pool churned by many requests; `-fresh`: the tables the \
              block manager hands out on a fresh pool, each sequence one run of blocks; `-served`: the tables it leaves \
              a busy server, Table 03.8's scenario, in a pool of twice the batch's blocks; `-chunked`: the same scenario's \
@@ -744,6 +748,7 @@ fn decode_table(files: &[(String, crate::measure::MeasurementFile)]) -> String {
              median over the rounds of the run's time over its twin's in the same round, the rounds' \
              interquartile range in brackets.{failed} {} ({} threads), \
              read roof {} GB/s (the fastest read measured on it, Table R.1); {}; from `measurements/{name}`.*\n",
+            f.machine.name,
             r0.b,
             ns.iter()
                 .map(|n| n.to_string())
@@ -757,7 +762,6 @@ fn decode_table(files: &[(String, crate::measure::MeasurementFile)]) -> String {
             sig3(read_roof(f)),
             f.when(r0),
         );
-        break;
     }
     if out.is_empty() {
         out = "*No paged decode measurements are committed yet: run `cargo run --release -- measure-cpu`.*\n".into();
