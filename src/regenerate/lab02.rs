@@ -462,7 +462,12 @@ fn speed_tables(name: &str, f: &MeasurementFile) -> String {
 
 /// Best of ours (the fastest version at each configuration) over FA2 and over cuDNN at one
 /// configuration of a file, when all three were timed.
-fn best_ratios(f: &MeasurementFile, d: usize, mask: &str, n: usize) -> Option<(f64, f64)> {
+pub(super) fn best_ratios(
+    f: &MeasurementFile,
+    d: usize,
+    mask: &str,
+    n: usize,
+) -> Option<(f64, f64)> {
     let at = |pred: &dyn Fn(&Record) -> bool| {
         f.records
             .iter()

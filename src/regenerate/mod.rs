@@ -10,6 +10,7 @@ pub mod lab02;
 pub mod lab03;
 pub mod lab04;
 pub mod roofline_fig;
+pub mod targets;
 pub mod theory00;
 pub mod theory02;
 
@@ -44,6 +45,7 @@ pub fn render_all() -> Vec<Artifact> {
     out.extend(lab03::render(&files));
     out.extend(lab04::render(&files));
     out.extend(roofline_fig::render(&files));
+    out.extend(targets::render(&files));
     out
 }
 
