@@ -9,6 +9,7 @@
 #   bash bench/gpu.sh DIR OUT [phase ...]
 #   phases: tests sanitize quick peer ncu measure (lab 02, the default: all but quick), and
 #           ptests dpeer paged (lab 03: paged decode tests, PyTorch decode peer, measure-gpu --only paged)
+#           psanitize (memcheck and racecheck on the paged decode's sanitizer cases alone)
 #           xcheck (our output vs PyTorch's math backend on the same saved inputs; merged by paged/measure)
 #           fmeasure (lab 02's grid alone, merged into the committed file with peer and ncu rows)
 #           tma (the tensor memory accelerator's boxes against v6/v7's swizzled tile layout)
@@ -107,13 +108,16 @@ for phase in $phases; do
       timeout 400 "$B" measure-gpu --only paged $extra --out "$OUT" --commit "$(cat "$W/COMMIT")" \
         --date "$(date -u +%F)" --rustc "$(cat "$W/RUSTC" 2>/dev/null || echo unknown)" 2>&1 | tee -a "$log"
       ;;
-    sanitize)
+    sanitize|psanitize)
+      # psanitize: the paged decode's cases alone (`gpu-probe sanitize paged`), a fraction of the time.
+      what=""
+      [ "$phase" = psanitize ] && what=paged
       for tool in memcheck racecheck; do
-        timeout 200 compute-sanitizer --tool $tool --error-exitcode 3 "$B" gpu-probe sanitize \
-          >> "$OUT/sanitize.log" 2>&1
-        say "compute-sanitizer $tool rc=$?: $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$OUT/sanitize.log" | tail -1)"
+        timeout 200 compute-sanitizer --tool $tool --error-exitcode 3 "$B" gpu-probe sanitize $what \
+          >> "$OUT/$phase.log" 2>&1
+        say "compute-sanitizer $tool${what:+ ($what)} rc=$?: $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$OUT/$phase.log" | tail -1)"
       done
-      grep -E '^FAIL' "$OUT/sanitize.log" | head -5 | tee -a "$log"
+      grep -E '^FAIL' "$OUT/$phase.log" | head -5 | tee -a "$log"
       ;;
     quick)
       timeout 200 "$B" measure-gpu --quick --out "$OUT" --commit "$(cat "$W/COMMIT")" --date "$(date -u +%F)" \
