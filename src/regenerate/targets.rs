@@ -95,7 +95,7 @@ fn targets_table(files: &[(String, MeasurementFile)]) -> String {
         &["target", "machine", "measured", "verdict", "measured at"],
         &rows,
     );
-    out += "\n*Table 0.1. The code's targets, each computed from the committed measurement files \
+    out += "\n*Table I.1. The code's targets, each computed from the committed measurement files \
             (`src/regenerate/targets.rs`): the bar is the book's, the measured value and the verdict the \
             files'. The GPU targets were set for an H100; every card measured is shown. The chapters hold \
             the measurements in full: Lab 01's Table 01.2, Lab 02's Tables 02.1, 02.3, 02.4 and 02.7 (the \
