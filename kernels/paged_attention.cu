@@ -624,7 +624,8 @@ __device__ __forceinline__ void attend_range(const elem_t* __restrict__ q,
     // table row (or the twin's rows) bounds it. So the first piece's table entries, as many as the
     // partition could need, and the ring's first chunks, clamped to e_hi instead of the length, are
     // asked for before the length has arrived: the length's load, the table's and the first copies
-    // overlap instead of following one another. Rows past the real end are read and masked.
+    // overlap instead of following one another. Rows past the real end are read, their scores masked
+    // and their V rows zeroed (in the chunk loop).
     const bool early = PA_EARLY && e_hi > e_lo;
 #if PA_EARLY
     if (early) {
