@@ -223,9 +223,14 @@ fn gpu_decode_table(files: &[(String, crate::measure::MeasurementFile)]) -> Stri
     )
 }
 
-/// `base`'s time over `ours`' in each round of the decode race (variant `decode_race`, context `n`), as
-/// `"0.97x (0.96-0.98)"`: the median over the rounds and the lowest and highest round's.
-fn race_ratio(f: &crate::measure::MeasurementFile, n: usize, base: &str, ours: &str) -> String {
+/// `base`'s time over `ours`' in each round of the decode race (variant `decode_race`, context `n`),
+/// sorted.
+pub(super) fn race_ratios(
+    f: &crate::measure::MeasurementFile,
+    n: usize,
+    base: &str,
+    ours: &str,
+) -> Vec<f64> {
     let race: Vec<&crate::measure::Record> = f
         .records
         .iter()
@@ -240,10 +245,17 @@ fn race_ratio(f: &crate::measure::MeasurementFile, n: usize, base: &str, ours: &
                 .map(|b| b.ms / o.ms)
         })
         .collect();
+    ratios.sort_by(f64::total_cmp);
+    ratios
+}
+
+/// [`race_ratios`] as `"0.97x (0.96-0.98)"`: the median over the rounds and the lowest and highest
+/// round's.
+fn race_ratio(f: &crate::measure::MeasurementFile, n: usize, base: &str, ours: &str) -> String {
+    let ratios = race_ratios(f, n, base, ours);
     if ratios.is_empty() {
         return "—".into();
     }
-    ratios.sort_by(f64::total_cmp);
     let mid = ratios[ratios.len() / 2];
     format!(
         "{mid:.2}x ({:.2}-{:.2})",

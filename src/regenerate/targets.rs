@@ -31,12 +31,6 @@ fn verdict(met: bool) -> &'static str {
     }
 }
 
-/// The median of a list (the upper one of an even count, as the tables' race medians).
-fn median(mut v: Vec<f64>) -> Option<f64> {
-    v.sort_by(f64::total_cmp);
-    v.get(v.len() / 2).copied()
-}
-
 // ANCHOR: targets
 fn targets_table(files: &[(String, MeasurementFile)]) -> String {
     let mut lines = Vec::new();
@@ -201,19 +195,20 @@ fn long_context(n: usize) -> bool {
     (4096..=65536).contains(&n)
 }
 
+/// Our checked paged decode records (the shuffled pool) at 4k-64k tokens.
+fn paged_long(f: &MeasurementFile) -> impl Iterator<Item = &Record> {
+    f.records.iter().filter(|r| {
+        r.variant == "paged_decode"
+            && r.implementation == "ours/gpu-paged"
+            && r.checked
+            && long_context(r.nk)
+    })
+}
+
 /// Our paged decode (the shuffled pool) against the card's read roof at 4k-64k tokens: the lowest share.
 fn decode_roof(f: &MeasurementFile) -> Option<(String, bool, &Record)> {
     let roof = super::lab03::read_roof(f);
-    let r = f
-        .records
-        .iter()
-        .filter(|r| {
-            r.variant == "paged_decode"
-                && r.implementation == "ours/gpu-paged"
-                && r.checked
-                && long_context(r.nk)
-        })
-        .min_by(|a, b| a.gbps.total_cmp(&b.gbps))?;
+    let r = paged_long(f).min_by(|a, b| a.gbps.total_cmp(&b.gbps))?;
     let share = r.gbps / roof;
     Some((
         format!("lowest {:.1}% (N = {})", 100.0 * share, r.nk),
@@ -231,25 +226,15 @@ fn decode_sdpa(f: &MeasurementFile) -> Option<(String, bool, &Record)> {
         .iter()
         .filter(|r| r.variant == "decode_race" && r.checked && long_context(r.nk))
         .collect();
-    // The lowest, over the contexts, of `ours`' ratio.
+    // The lowest, over the contexts, of `ours`' median ratio (Table 03.5's race column).
     let lowest = |ours: &str| -> Option<f64> {
         let mut ns: Vec<usize> = race.iter().map(|r| r.nk).collect();
         ns.sort_unstable();
         ns.dedup();
         ns.into_iter()
             .map(|n| {
-                let ratios = race
-                    .iter()
-                    .filter(|o| o.nk == n && o.implementation == ours)
-                    .filter_map(|o| {
-                        race.iter()
-                            .find(|b| {
-                                b.nk == n && b.implementation == "torch/sdpa" && b.round == o.round
-                            })
-                            .map(|b| b.ms / o.ms)
-                    })
-                    .collect();
-                median(ratios)
+                let ratios = super::lab03::race_ratios(f, n, "torch/sdpa", ours);
+                ratios.get(ratios.len() / 2).copied()
             })
             .collect::<Option<Vec<f64>>>()
             .and_then(|v| v.into_iter().reduce(f64::min))
@@ -286,15 +271,7 @@ fn decode_sdpa(f: &MeasurementFile) -> Option<(String, bool, &Record)> {
             r.variant == "paged_decode" && r.implementation == imp && r.nk == n && r.checked
         })
     };
-    let (ratio, r) = f
-        .records
-        .iter()
-        .filter(|r| {
-            r.variant == "paged_decode"
-                && r.implementation == "ours/gpu-paged"
-                && r.checked
-                && long_context(r.nk)
-        })
+    let (ratio, r) = paged_long(f)
         .filter_map(|o| at("torch/sdpa", o.nk).map(|b| (b.ms / o.ms, o)))
         .min_by(|a, b| a.0.total_cmp(&b.0))?;
     Some((
