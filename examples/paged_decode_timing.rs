@@ -4,11 +4,14 @@
 
 use half::f16;
 use modern_attention::measure::cpu::paged_decode_records;
-use modern_attention::minimodel::paged::decode_avx2_in_use;
+use modern_attention::minimodel::paged::decode_lanes;
 
 fn main() {
     let mut log = |s: &str| println!("{s}");
-    println!("AVX2 in-place decode loop: {}", decode_avx2_in_use());
+    println!(
+        "in-place decode loop: {} lanes (0: the portable path)",
+        decode_lanes()
+    );
     for recs in [
         paged_decode_records::<f32>(false, &mut log),
         paged_decode_records::<f16>(false, &mut log),
@@ -29,9 +32,23 @@ fn main() {
                 .iter()
                 .find(|b| b.implementation == twin && b.nk == r.nk)
                 .map_or(r.ms, |b| b.ms);
+            // The tables' price: the median of the per-round ratios (quartiles beside it); the
+            // ratio of the medians after it.
+            let q = r
+                .ratio_to_twin
+                .map_or("no twin".to_string(), |[lo, mid, hi]| {
+                    format!(
+                        "{:+.1}% ({:+.1}..{:+.1})",
+                        100.0 * (mid - 1.0),
+                        100.0 * (lo - 1.0),
+                        100.0 * (hi - 1.0)
+                    )
+                });
             println!(
-                "  {:28} {:.3} ms ({:+.1}% vs {twin})",
+                "  {:28} {:4} N={:5} {:.3} ms  rounds {q}  medians {:+.1}% vs {twin}",
                 r.implementation,
+                r.dtype,
+                r.nk,
                 r.ms,
                 100.0 * (r.ms / base - 1.0)
             );

@@ -11,8 +11,9 @@ use crate::minimodel::attention_flash::{
 use crate::minimodel::check::{attn_close, LeadingHeads, FP16_BAR};
 use crate::minimodel::numeric::{convert, DType, Element};
 use crate::minimodel::paged::paged_attention::{
-    contiguous_decode, paged_decode, paged_decode_partitioned, paged_decode_pool_order, read_pass,
-    read_pass_contiguous, read_pass_pool_order, PagedBatch, PagedError, PagedKv,
+    contiguous_decode, contiguous_decode_on, paged_decode, paged_decode_partitioned,
+    paged_decode_pool_order, read_pass, read_pass_contiguous, read_pass_pool_order, PagedBatch,
+    PagedError, PagedKv,
 };
 use crate::minimodel::paged::replay::{served_tables, ServedConfig};
 use crate::minimodel::reference::{attention_lowp, attention_ref64};
@@ -612,7 +613,8 @@ fn interleaved<T: Element>(
 /// for 1.5 s (0.5 s).
 /// Records: variant `paged_decode` (`ours/contiguous`, `ours/paged-v1`, `ours/paged-v2`,
 /// `ours/paged-pool`, `ours/paged-v1-fresh`, `ours/paged-v1-served`, `ours/paged-pool-served`,
-/// `ours/paged-v1-chunked`, and `-2m` of the contiguous, V1 and pool-order ones),
+/// `ours/paged-v1-chunked`, and `-2m` of the contiguous, V1 and pool-order ones; where the in-place
+/// loop runs 16 lanes at a time, `ours/contiguous-8lanes`: the contiguous decode on the 8-lane loop),
 /// `paged_read` (`ours/read-pass-contiguous`, `ours/read-pass-paged`, `ours/read-pass-pool`, and
 /// their `-2m`), `paged_decode_sweep`
 /// (`ours/contiguous-bs<B>`, `ours/paged-v1-bs<B>`, `ours/paged-pool-bs<B>`); and, between the two
@@ -981,6 +983,20 @@ fn paged_decode_at<T: Element>(
             true,
         ),
     );
+    // Where the in-place loop runs 16 lanes at a time (AVX-512F), the contiguous decode with the 8-lane
+    // loop too: what the wider vectors buy, against the contiguous run.
+    if crate::minimodel::paged::decode_lanes() == 16 {
+        runs.insert(
+            8,
+            (
+                "contiguous-8lanes".into(),
+                Box::new(|o: &mut [T]| {
+                    contiguous_decode_on(Isa::Avx2Fma, &q, &k, &v, &s, bs, o).expect("valid call")
+                }),
+                true,
+            ),
+        );
+    }
     if huge {
         runs.extend(walk_runs("-2m", &q, hq, &s, bs, (&k2, &v2), kv2, batch));
     }

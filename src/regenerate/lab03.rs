@@ -751,7 +751,9 @@ fn decode_table(files: &[(String, crate::measure::MeasurementFile)]) -> String {
              block manager hands out on a fresh pool, each sequence one run of blocks; `-served`: the tables it leaves \
              a busy server, Table 03.8's scenario, in a pool of twice the batch's blocks; `-chunked`: the same scenario's \
              tables under `Placement::Chunked`, Table 03.8's `served-chunked`; `paged-pool`: the shuffled \
-             tables walked in the pool's address order, `paged-pool-served` the served ones); each decode checked against the f64 reference first; \
+             tables walked in the pool's address order, `paged-pool-served` the served ones; `contiguous-8lanes`, on a CPU \
+             with AVX-512F: the contiguous decode with the in-place loop 8 lanes at a time, against the 16-lane \
+             default); each decode checked against the f64 reference first; \
              the `read-pass` rows are the same walks reading the same rows with no arithmetic (K and V \
              bytes only), against the contiguous read pass; the last two columns: the same runs on copies of the \
              data on 2 MB pages, against the contiguous twin on 2 MB pages (at the stress scale only); all timed in \

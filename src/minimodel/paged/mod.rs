@@ -6,27 +6,35 @@
 //! * [`paged_attention`]: attention that reads K and V through a block table, on the CPU: decode (one
 //!   query per sequence), prefill, and the partitioned (split-K, PagedAttention V2) decode whose parts
 //!   merge by the log-sum-exp; and the read passes (the same walks without the arithmetic).
-//! * `decode_avx2` (x86-64): decode's inner loop reading each block's rows in place, 8 lanes at a time.
+//! * `decode_simd` (x86-64): decode's inner loop reading each block's rows in place, 8 lanes at a time
+//!   (AVX2) or 16 (AVX-512F).
 //! * [`pages`]: a KV pool's memory on 2 MB pages (the CPU's translation cache and a scattered pool).
 //! * [`replay`]: a seeded request trace served from a contiguous max-length reservation and from the block
 //!   manager: how much of the KV memory holds tokens, and how many sequences fit.
 
 pub mod block_manager;
 #[cfg(target_arch = "x86_64")]
-pub mod decode_avx2;
+pub mod decode_simd;
 pub mod paged_attention;
 pub mod pages;
 pub mod replay;
 
-/// Whether decode here reads blocks in place with the AVX2 loop ([`decode_avx2`]) rather than the portable
-/// gather-and-tile path (x86-64 with AVX2, FMA and F16C).
-pub fn decode_avx2_in_use() -> bool {
+/// How decode here reads blocks: in place 16 lanes at a time ([`decode_simd`], x86-64 with AVX-512F besides
+/// the rest), in place 8 at a time (AVX2, FMA and F16C), or gathered into tiles (the portable path), as
+/// the number of lanes (0 for the portable path). At a head size that is a multiple of 16.
+pub fn decode_lanes() -> usize {
     #[cfg(target_arch = "x86_64")]
     {
-        decode_avx2::available()
+        if decode_simd::wide_available() {
+            16
+        } else if decode_simd::available() {
+            8
+        } else {
+            0
+        }
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
-        false
+        0
     }
 }

@@ -31,7 +31,7 @@ use rayon::prelude::*;
 use std::sync::{Mutex, PoisonError};
 use thiserror::Error;
 
-/// `Some($run!(E))` with `E` the element type `$t` is among those the AVX2 loop reads (f32, f16, bf16),
+/// `Some($run!(E))` with `E` the element type `$t` is among those the in-place loop reads (f32, f16, bf16),
 /// `None` for any other: the one place where generic code picks the loop written per element type.
 #[cfg(target_arch = "x86_64")]
 macro_rules! with_lanes {
@@ -323,9 +323,11 @@ fn tile_rows(bs: usize, d: usize) -> usize {
 /// rows of a tile of the tiled kernel ([`kernels::Tile`]), with scores in base 2.
 struct GroupState {
     isa: Isa,
-    /// The AVX2 loop reads each block in place ([`super::decode_avx2`]); otherwise blocks are gathered
+    /// The in-place loop reads each block where it lies ([`super::decode_simd`]); otherwise blocks are gathered
     /// into f32 tiles for the tiled kernel's step.
     direct: bool,
+    /// The in-place loop 16 lanes at a time (AVX-512F, `D` a multiple of 16) rather than 8.
+    wide: bool,
     /// Queries widened to f32: `(G, D)` (times `log2(e) / sqrt(D)` when `direct`).
     q: Vec<f32>,
     /// Running max per row, in log2 units.
@@ -353,7 +355,7 @@ impl GroupState {
     /// [`GroupState::new`] on the path asked for (`direct` only where [`direct_for`] allows it).
     fn on_path<T: Element>(q: &[T], g: usize, d: usize, bs: usize, isa: Isa, direct: bool) -> Self {
         #[cfg(target_arch = "x86_64")]
-        let chunk = super::decode_avx2::CHUNK;
+        let chunk = super::decode_simd::CHUNK;
         #[cfg(not(target_arch = "x86_64"))]
         let chunk = bs;
         let rows = if direct {
@@ -370,6 +372,7 @@ impl GroupState {
         Self {
             isa,
             direct,
+            wide: direct && wide_for(isa, d),
             q: {
                 let mut qf = vec![0.0; g * d];
                 T::widen_into(&q[..g * d], &mut qf);
@@ -394,7 +397,7 @@ impl GroupState {
     /// ([`GroupState::flush`] steps on the rest).
     fn absorb<T: Element>(&mut self, k: &[T], v: &[T], n: usize, ahead: Option<(&[T], &[T])>) {
         if self.direct {
-            return self.absorb_in_place(k, v, n, ahead); // AVX2: the rows read where they lie
+            return self.absorb_in_place(k, v, n, ahead); // the rows read where they lie
         }
         let d = self.acc.len() / self.m.len();
         if (self.filled + n) * d > self.kf.len() {
@@ -434,7 +437,7 @@ impl GroupState {
     }
     // ANCHOR_END: block_update
 
-    /// [`super::decode_avx2::absorb`] on this group's state, for the element type `T` is.
+    /// [`super::decode_simd::absorb`] on this group's state, for the element type `T` is.
     fn absorb_in_place<T: Element>(
         &mut self,
         k: &[T],
@@ -444,7 +447,7 @@ impl GroupState {
     ) {
         #[cfg(target_arch = "x86_64")]
         {
-            use super::decode_avx2::{absorb, Ahead};
+            use super::decode_simd::{absorb, Ahead};
             let d = self.acc.len() / self.m.len();
             let st = self;
             macro_rules! run {
@@ -454,10 +457,11 @@ impl GroupState {
                         v: cast::<T, $e>(va).as_ptr(),
                         rows: ka.len().min(va.len()) / d,
                     });
-                    // SAFETY: `direct` only where `decode_avx2::available()` and D % 8 == 0; the
+                    // SAFETY: `direct` only where `decode_simd::available()` and D % 8 == 0; the
                     // slices hold `n D` elements (the walks cut them so), `ahead` its rows.
                     unsafe {
                         absorb::<$e>(
+                            st.wide,
                             &st.q,
                             cast::<T, $e>(k),
                             cast::<T, $e>(v),
@@ -488,14 +492,28 @@ impl GroupState {
 }
 
 /// `x` as a slice of `E`, where `T` is `E` (the same `TypeId`; anything else panics): how the generic
-/// walk hands its rows to the AVX2 loop, which is written per element type.
+/// walk hands its rows to the in-place loop, which is written per element type.
 fn cast<T: 'static, E: 'static>(x: &[T]) -> &[E] {
     assert_eq!(std::any::TypeId::of::<T>(), std::any::TypeId::of::<E>());
     // SAFETY: T and E are the same type.
     unsafe { std::slice::from_raw_parts(x.as_ptr().cast(), x.len()) }
 }
 
-/// Whether decode of element `T` at head size `d` takes the AVX2 in-place loop on this CPU.
+/// Whether the in-place loop runs 16 lanes at a time for instruction set `isa` at head size `d`: AVX-512F
+/// present and asked for, `D` a multiple of 16.
+fn wide_for(isa: Isa, d: usize) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        isa == Isa::Avx512 && d.is_multiple_of(16) && super::decode_simd::wide_available()
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (isa, d);
+        false
+    }
+}
+
+/// Whether decode of element `T` at head size `d` takes the in-place loop on this CPU.
 fn direct_for<T: Element>(isa: Isa, d: usize) -> bool {
     #[cfg(target_arch = "x86_64")]
     {
@@ -505,7 +523,7 @@ fn direct_for<T: Element>(isa: Isa, d: usize) -> bool {
             };
         }
         let typed = with_lanes!(T, unit).is_some();
-        isa != Isa::Portable && typed && d.is_multiple_of(8) && super::decode_avx2::available()
+        isa != Isa::Portable && typed && d.is_multiple_of(8) && super::decode_simd::available()
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
@@ -670,8 +688,8 @@ pub fn read_pass_pool_order<T: Element>(
 /// The sum of one block's K and V rows (AVX2 with the decode's prefetches where the decode uses them).
 fn read_rows<T: Element>(k: &[T], v: &[T], ahead: Option<(&[T], &[T])>) -> f32 {
     #[cfg(target_arch = "x86_64")]
-    if super::decode_avx2::available() {
-        use super::decode_avx2::sum_rows;
+    if super::decode_simd::available() {
+        use super::decode_simd::sum_rows;
         macro_rules! run {
             ($e:ty) => {
                 // SAFETY: AVX2 and F16C are present (`available`); `cast` checked the type.
@@ -1035,6 +1053,21 @@ pub fn contiguous_decode<T: Element>(
     bs: usize,
     o: &mut [T],
 ) -> Result<(), PagedError> {
+    contiguous_decode_on(Isa::detect(), q, k, v, s, bs, o)
+}
+
+/// [`contiguous_decode`] as it runs on instruction set `isa` (`Isa::Avx2Fma` on an AVX-512 CPU: the 8-lane
+/// loop), so that the two widths of the in-place loop can be timed side by side. An instruction set this
+/// CPU lacks falls back to what it has.
+pub fn contiguous_decode_on<T: Element>(
+    isa: Isa,
+    q: &[T],
+    k: &[T],
+    v: &[T],
+    s: &AttnShape,
+    bs: usize,
+    o: &mut [T],
+) -> Result<(), PagedError> {
     s.check_inputs(q.len(), k.len(), v.len())?;
     if s.nq != 1 || o.len() != s.q_len() {
         return Err(PagedError::QueryLength {
@@ -1053,7 +1086,7 @@ pub fn contiguous_decode<T: Element>(
         .for_each(|(task, (o, q))| {
             let (b, h) = (task / s.hkv, task % s.hkv);
             let at = s.kv_row(b, h, 0);
-            let mut st = GroupState::new(q, g, d, bs);
+            let mut st = GroupState::on_path(q, g, d, bs, isa, direct_for::<T>(isa, d));
             let (k, v) = (&k[at..at + n * d], &v[at..at + n * d]);
             walk_contiguous(k, v, bs, d, (0, n), |(_, k, v, n, ahead)| {
                 st.absorb(k, v, n, ahead)
@@ -1213,15 +1246,22 @@ mod tests {
     use crate::minimodel::rng::Rng;
     use half::{bf16, f16};
 
-    /// Both paths over the same contiguous keys; the normalised outputs.
-    fn both<T: Element>(g: usize, d: usize, n: usize, bs: usize, seed: u64) -> [Vec<f32>; 2] {
+    /// The paths over the same contiguous keys, the normalised outputs: the in-place loop at 8 lanes,
+    /// at 16 (where this CPU has AVX-512F: else 8 again), and the portable path.
+    fn paths<T: Element>(g: usize, d: usize, n: usize, bs: usize, seed: u64) -> [Vec<f32>; 3] {
         let mut rng = Rng::new(seed);
         let q: Vec<T> = crate::minimodel::numeric::convert(&rng.normal_vec_f32(g * d));
         let k: Vec<T> = crate::minimodel::numeric::convert(&rng.normal_vec_f32(n * d));
         let v: Vec<T> = crate::minimodel::numeric::convert(&rng.normal_vec_f32(n * d));
-        [true, false].map(|direct| {
-            let mut st = GroupState::on_path(&q, g, d, bs, Isa::detect(), direct);
+        [
+            (Isa::Avx2Fma, true),
+            (Isa::detect(), true),
+            (Isa::detect(), false),
+        ]
+        .map(|(isa, direct)| {
+            let mut st = GroupState::on_path(&q, g, d, bs, isa, direct);
             assert_eq!(st.direct, direct);
+            assert_eq!(st.wide, direct && wide_for(isa, d));
             walk_contiguous(&k, &v, bs, d, (0, n), |(_, k, v, n, ahead)| {
                 st.absorb(k, v, n, ahead)
             });
@@ -1244,22 +1284,25 @@ mod tests {
         .iter()
         .enumerate()
         {
-            let [direct, portable] = both::<T>(g, d, n, bs, 40 + i as u64);
+            let [narrow, wide, portable] = paths::<T>(g, d, n, bs, 40 + i as u64);
             let scale = portable.iter().fold(0.0f32, |a, x| a.max(x.abs()));
-            for (j, (a, b)) in direct.iter().zip(&portable).enumerate() {
-                assert!(
-                    (a - b).abs() <= 1e-5 * scale + 1e-6,
-                    "{} g={g} d={d} n={n} bs={bs} element {j}: direct {a} portable {b}",
-                    T::DTYPE.name()
-                );
+            for (lanes, direct) in [(8, &narrow), (16, &wide)] {
+                for (j, (a, b)) in direct.iter().zip(&portable).enumerate() {
+                    assert!(
+                        (a - b).abs() <= 1e-5 * scale + 1e-6,
+                        "{} g={g} d={d} n={n} bs={bs} element {j}: {lanes} lanes {a} portable {b}",
+                        T::DTYPE.name()
+                    );
+                }
             }
         }
     }
 
-    /// The AVX2 in-place loop computes what the portable gather-and-tile path computes (up to f32
-    /// rounding: the two sum in different orders), in every element type it reads.
+    /// The in-place loop computes what the portable gather-and-tile path computes (up to f32
+    /// rounding: the two sum in different orders), in every element type it reads, at both widths
+    /// (16 lanes where the CPU has AVX-512F).
     #[test]
-    fn the_avx2_decode_loop_matches_the_portable_path() {
+    fn the_in_place_decode_loop_matches_the_portable_path() {
         if !direct_for::<f32>(Isa::detect(), 64) {
             eprintln!(
                 "skipped: this CPU lacks AVX2, FMA or F16C, so decode runs the portable path only"
