@@ -765,7 +765,7 @@ fn probe_on(dev: &Device, args: &[String], session: &mut Session) -> Result<(), 
         Some("decode") => {
             // `gpu-probe decode N [check]`: lab 03's decode batch at N tokens through the default kernel,
             // paged (a shuffled pool, and the served tables under the chunked placement in a block-major
-            // and in a head-major pool, and under chunks of 64 in a head-major pool) and on the
+            // and in a head-major pool, and under chunks of 64 and of 512 in a head-major pool) and on the
             // contiguous twin, each timed as the race times (5
             // warm-ups, then 40 launches between their own CUDA events, the 21st fastest); `check`
             // first checks each against the f64 reference. Uploaded once per N in a `serve` session, so
@@ -785,7 +785,7 @@ fn probe_on(dev: &Device, args: &[String], session: &mut Session) -> Result<(), 
                     let (q, k, v, paged, flat) = decode_batch(dev, s, bs, &lens)?;
                     let mut entries = vec![("ours/gpu-paged", paged)];
                     // The same tokens through the tables a busy server leaves under the chunked
-                    // placements (Lab 03's `served-chunked` and `served-chunked64`), in a block-major
+                    // placements (Lab 03's `served-chunked`, `served-chunked64` and `served-chunked512`), in a block-major
                     // or a head-major pool (each kv head its own pool of blocks).
                     for (name, placement, order) in [
                         ("ours/gpu-paged-chunked", gpu_paged::CHUNKED, PoolOrder::BlockMajor),
@@ -793,6 +793,11 @@ fn probe_on(dev: &Device, args: &[String], session: &mut Session) -> Result<(), 
                         (
                             "ours/gpu-paged-chunked64-hm",
                             gpu_paged::CHUNKED_WIDE,
+                            PoolOrder::HeadMajor,
+                        ),
+                        (
+                            "ours/gpu-paged-chunked512-hm",
+                            gpu_paged::CHUNKED_2M,
                             PoolOrder::HeadMajor,
                         ),
                     ] {

@@ -57,6 +57,11 @@ pub const CHUNKED: Placement = Placement::Chunked { blocks: 8 };
 /// sequence on that pool (Table 03.7's `fresh-hm`).
 pub const CHUNKED_WIDE: Placement = Placement::Chunked { blocks: 64 };
 
+/// The widest chunked placement (the decode race's `chunked512-hm`, Table 03.7's `served-chunked512-hm`):
+/// 512 blocks, in a head-major pool 2 MB of each kv head's K (one translation page of the GPU's), each
+/// sequence's run as long as the fresh tables' up to 8k tokens.
+pub const CHUNKED_2M: Placement = Placement::Chunked { blocks: 512 };
+
 /// Timed runs of each way of [`launch_records`] (`LAUNCH_RUNS` in bench/peers/torch_decode.py).
 pub const LAUNCH_RUNS: usize = 100;
 
@@ -555,6 +560,11 @@ pub fn measure(
                 ..ServedConfig::book(b, n, bs)
             })
             .expect("the book's scenario fits its pool");
+            let chunked_2m = served_tables(&ServedConfig {
+                placement: CHUNKED_2M,
+                ..ServedConfig::book(b, n, bs)
+            })
+            .expect("the book's scenario fits its pool");
             // The chunked placement first (on both pool layouts), then the diagnoses; an entry whose pool
             // would leave less than 1 GiB of device memory free is skipped, said so (at 64k tokens every
             // pool at once is more than an 80 GB card holds).
@@ -568,6 +578,11 @@ pub fn measure(
                 (
                     "served-chunked64-hm".into(),
                     chunked_wide,
+                    PoolOrder::HeadMajor,
+                ),
+                (
+                    "served-chunked512-hm".into(),
+                    chunked_2m,
                     PoolOrder::HeadMajor,
                 ),
             ];

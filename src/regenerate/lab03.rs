@@ -305,6 +305,7 @@ fn gpu_decode_card((name, f, recs, ns): &Gpu) -> String {
         ("ours/gpu-paged-chunked", "chunked"),
         ("ours/gpu-paged-chunked-hm", "chunked-hm"),
         ("ours/gpu-paged-chunked64-hm", "chunked64-hm"),
+        ("ours/gpu-paged-chunked512-hm", "chunked512-hm"),
         ("ours/gpu-contiguous", "contiguous"),
     ]
     .into_iter()
@@ -400,7 +401,8 @@ fn gpu_decode_card((name, f, recs, ns): &Gpu) -> String {
              then the 21st fastest of 40 launches, checked in the first round), SDPA's time over ours (the paged \
              kernel on the shuffled pool; where measured, on the served tables under `Placement::Chunked`, \
              Table 03.8's `served-chunked`, in the block-major pool and, `chunked-hm`, in a head-major one; \
-             `chunked64-hm`: chunks of 64 blocks, Table 03.8's `served-chunked64`, in a head-major pool; and its \
+             `chunked64-hm`, `chunked512-hm`: chunks of 64 and of 512 blocks, Table 03.8's `served-chunked64` and \
+             `served-chunked512`, in a head-major pool; and its \
              contiguous twin) within a round, the median over the rounds with the lowest and \
              highest. "
         } else {
@@ -507,8 +509,8 @@ fn gpu_rounds_card((name, f, recs, ns): &Gpu) -> String {
          `served-after`: Table 03.8's served tables under `Placement::AfterLast`; `served-hm`: the served tables \
          on the head-major pool; `served-chunked`, `served-chunked-hm`: the served tables under \
          `Placement::Chunked` (Table 03.8) on the block-major and the head-major pool; \
-         `served-chunked64-hm`: under chunks of 64 blocks (Table 03.8's `served-chunked64`) on the \
-         head-major pool.{} {}, {}; from \
+         `served-chunked64-hm`, `served-chunked512-hm`: under chunks of 64 and of 512 blocks (Table 03.8's \
+         `served-chunked64`, `served-chunked512`) on the head-major pool.{} {}, {}; from \
          `measurements/{name}`.*\n",
         f.machine.name,
         crate::measure::gpu_paged::ROUNDS,
@@ -1070,6 +1072,15 @@ fn scatter_table() -> String {
                 served.pool_blocks,
             ),
             (
+                "served-chunked512",
+                served_tables(&ServedConfig {
+                    placement: crate::measure::gpu_paged::CHUNKED_2M,
+                    ..served
+                })
+                .expect("the book's scenario fits"),
+                served.pool_blocks,
+            ),
+            (
                 "shuffled",
                 ids.chunks(per_seq).map(<[usize]>::to_vec).collect(),
                 b * per_seq,
@@ -1107,7 +1118,7 @@ fn scatter_table() -> String {
          requests arriving and leaving); `served-after`: the same with `Placement::AfterLast` (each new \
          block the one after the sequence's last where that one is free); `served-chunked`: the same with \
          `Placement::Chunked` of {} blocks (a sequence continues in its own aligned chunk, and starts a new one in \
-         a wholly free chunk while there is one), `served-chunked64` with chunks of 64; `shuffled`: a seeded shuffle of the pool, the GPU harness's at that N \
+         a wholly free chunk while there is one), `served-chunked64` and `served-chunked512` with chunks of 64 and of 512; `shuffled`: a seeded shuffle of the pool, the GPU harness's at that N \
          (the CPU's is another of the same kind). Computed, not measured, by `src/minimodel/paged/replay.rs`.*\n",
         w[0],
         w[1],
