@@ -199,7 +199,7 @@
 //      the chain is not where the fixed cost lies (the length and the table are likely L2 hits by the
 //      time most blocks ask). A switch. (racecheck at a831f22 found the early copies past a short range
 //      still landing while other lanes wrote the partial sums into the ring: a __syncwarp after the
-//      last wait, 4e85c84.)
+//      last wait, 4e85c84; racecheck and memcheck clean again at ecacdb2, H200, 2026-11-30.)
 //  26. Not a kernel change: the chunked served tables with chunks of 64 blocks on the head-major pool in
 //      Table 03.7's rounds too (served-chunked64-hm). H200 at a831f22, over the contiguous twin at 2k / 4k /
 //      16k / 64k: +3.1 / +2.6 / +1.1 / +1.0%, against served-chunked +1.8 / +2.0 / +2.5 / +2.1%, fresh-hm
@@ -208,6 +208,15 @@
 //      0.998 / 0.991, shuffled 0.977 / 0.965 / 0.984 / 0.982, contiguous twin 1.023 / 1.010 / 1.011 /
 //      1.002. The closest paged entry is level with cuDNN's decode within half a percent in this run, on
 //      either side of it; not yet a lead.
+//  27. Not a kernel change: chunks of 512 blocks (2 MB of a kv head's K) on the head-major pool,
+//      served-chunked512-hm in the rounds and chunked512-hm in the race. H200 at c861226, rounds over the
+//      twin at 2k / 4k / 16k / 64k: +6.1 / +6.4 / +1.6 / +0.3%, against chunked64-hm's +3.2 / +2.7 / +1.4 /
+//      +0.9%, fresh-hm's +0.9 / +0.2 / +0.5 / +0.2% and the shuffled pool's +3.3 / +3.4 / +2.4 / +2.4%. At
+//      2k-4k the pool (twice the batch) has no more chunks than sequences, so most sequences share one
+//      (Table 03.8: 32% / 57% of neighbours continue a run, 99.8% at 64k). Race, SDPA over ours at 4k / 16k
+//      / 64k: chunked512-hm 0.962 / 0.996 / 0.996, chunked64-hm 0.997 / 1.005 / 0.993, shuffled 0.985 /
+//      0.969 / 0.978, twin 1.006 / 1.014 / 1.002 (2k: PyTorch slow again, 1.38-1.46x ours for every entry).
+//      No chunk width leads at every context; the width that pays grows with the context.
 // cuDNN's decode (PyTorch's default dispatch) stays a few percent ahead at 4k-64k tokens on the H100
 // (register path, 07286fc) and a few percent ahead of the paged kernel on a shuffled pool on the H200
 // (958b786): paging's own cost, since the contiguous twin and the fresh pool's tables match it there.
