@@ -434,6 +434,32 @@ pub fn forward_knob<T: GpuElement>(
     }
 }
 
+/// The defines of `version`'s module (`flash_fwd.cu`), in bf16 or f16.
+fn forward_defines(version: Version, bf16: bool) -> Vec<(&'static str, i64)> {
+    vec![("FA_VERSION", version.number()), ("FA_BF16", bf16 as i64)]
+}
+
+/// The defines of v8's trace build.
+fn trace_defines(bf16: bool) -> Vec<(&'static str, i64)> {
+    vec![
+        ("FA_VERSION", 8),
+        ("FA_BF16", bf16 as i64),
+        ("FA_TRACE", 1),
+        ("FA_TRACE_BLOCKS", TRACE_BLOCKS as i64),
+        ("FA_TRACE_EVENTS", TRACE_EVENTS as i64),
+    ]
+}
+
+/// Every flash module the crate builds: each version in f16 and bf16, and v8's trace build in both.
+pub fn module_configs() -> Vec<super::ModuleConfig> {
+    Version::ALL
+        .into_iter()
+        .flat_map(|v| [false, true].map(|bf16| forward_defines(v, bf16)))
+        .chain([false, true].map(trace_defines))
+        .map(|d| ("flash_fwd.cu", d))
+        .collect()
+}
+
 // ANCHOR: forward_checks
 /// [`forward`] with the warps per block of the tensor-core versions chosen: 4 or 8 for v5 (at D >= 64)
 /// and v7; v4 always runs 4 and v6 always 8 (other values are taken as those), the CUDA-core versions
@@ -458,13 +484,7 @@ pub fn forward_with<T: GpuElement>(
         });
     }
     let bh = check_fits("B * Hq", s.b * s.hq, 65_535)? as u32; // grid y (z for v1)
-    let module = dev.module(
-        "flash_fwd.cu",
-        &[
-            ("FA_VERSION", version.number()),
-            ("FA_BF16", T::BF16 as i64),
-        ],
-    )?;
+    let module = dev.module("flash_fwd.cu", &forward_defines(version, T::BF16))?;
     // ANCHOR_END: forward_checks
     let st = dev.stream();
     let nq = s.nq as u32;
@@ -742,16 +762,7 @@ pub fn v8_trace<T: GpuElement>(
             supported: dims,
         });
     }
-    let module = dev.module(
-        "flash_fwd.cu",
-        &[
-            ("FA_VERSION", 8),
-            ("FA_BF16", T::BF16 as i64),
-            ("FA_TRACE", 1),
-            ("FA_TRACE_BLOCKS", TRACE_BLOCKS as i64),
-            ("FA_TRACE_EVENTS", TRACE_EVENTS as i64),
-        ],
-    )?;
+    let module = dev.module("flash_fwd.cu", &trace_defines(T::BF16))?;
     let st = dev.stream();
     let mut buf = st.alloc_zeros::<u64>(TRACE_BLOCKS * 4 * TRACE_EVENTS * 2)?;
     launch_v8(dev, &module, bufs, mask, &p, stages, Some(&mut buf))?;

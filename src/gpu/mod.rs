@@ -149,6 +149,64 @@ pub fn cuda_include_dir() -> PathBuf {
         .unwrap_or_else(|| all.last().cloned().unwrap_or_default())
 }
 
+// ANCHOR: nvrtc_compile
+/// Compile `file` of `kernels/` with `defines` for `arch` (e.g. `sm_90a`) to PTX with NVRTC: no device
+/// needed, only the library (and `cuda_fp16.h`, [`cuda_include_dir`]). `key` names the module in an
+/// error, which carries NVRTC's log.
+pub fn compile_module(
+    file: &str,
+    defines: &[(&str, i64)],
+    arch: &'static str,
+    key: &str,
+) -> Result<Ptx, GpuError> {
+    let src = kernel_source(file).ok_or_else(|| GpuError::Compile {
+        module: key.to_string(),
+        options: Vec::new(),
+        log: format!("no kernels/{file} embedded in the crate"),
+    })?;
+    let mut options: Vec<String> = defines.iter().map(|(n, v)| format!("-D{n}={v}")).collect();
+    options.push("--generate-line-info".into()); // source lines in sanitizer and ncu reports
+    let opts = CompileOptions {
+        arch: Some(arch),
+        include_paths: vec![cuda_include_dir().to_string_lossy().into_owned()],
+        options: options.clone(),
+        name: Some(file.to_string()),
+        ..Default::default()
+    };
+    compile_ptx_with_opts(src, opts).map_err(|e| {
+        let log = match &e {
+            CompileError::CompileError { log, .. } => log.to_string_lossy().into_owned(),
+            other => other.to_string(),
+        };
+        GpuError::Compile {
+            module: key.to_string(),
+            options,
+            log,
+        }
+    })
+}
+// ANCHOR_END: nvrtc_compile
+
+/// Whether NVRTC can be loaded here (it can be, with no GPU and no driver: [`compile_module`]).
+pub fn nvrtc_present() -> bool {
+    // SAFETY: this only tries to dlopen the library.
+    unsafe { cudarc::nvrtc::sys::is_culib_present() }
+}
+
+/// One module the crate builds: a file of `kernels/` and its `-D` defines.
+pub type ModuleConfig = (&'static str, Vec<(&'static str, i64)>);
+
+/// Every module configuration the book's runs build for a Hopper card (`sm_90a`): each flash version in
+/// f16 and bf16 and v8's trace build ([`flash::module_configs`]), the paged decode's tunings, head sizes
+/// and pool layouts and its read-bandwidth kernels ([`paged::module_configs`]), the ceilings and the TMA
+/// check. What `tests/kernels_compile.rs` compiles where NVRTC is present, with or without a GPU.
+pub fn module_configs() -> Vec<ModuleConfig> {
+    let mut out: Vec<ModuleConfig> = vec![("ceilings.cu", vec![]), ("tma.cu", vec![])];
+    out.extend(flash::module_configs());
+    out.extend(paged::module_configs());
+    out
+}
+
 /// The embedded source of one file of `kernels/`.
 pub fn kernel_source(name: &str) -> Option<&'static str> {
     crate::kernels::SOURCES
@@ -266,35 +324,9 @@ impl Device {
         Ok(module)
     }
 
-    // ANCHOR: nvrtc_compile
     fn compile(&self, file: &str, defines: &[(&str, i64)], key: &str) -> Result<Ptx, GpuError> {
-        let src = kernel_source(file).ok_or_else(|| GpuError::Compile {
-            module: key.to_string(),
-            options: Vec::new(),
-            log: format!("no kernels/{file} embedded in the crate"),
-        })?;
-        let mut options: Vec<String> = defines.iter().map(|(n, v)| format!("-D{n}={v}")).collect();
-        options.push("--generate-line-info".into()); // source lines in sanitizer and ncu reports
-        let opts = CompileOptions {
-            arch: Some(self.arch),
-            include_paths: vec![cuda_include_dir().to_string_lossy().into_owned()],
-            options: options.clone(),
-            name: Some(file.to_string()),
-            ..Default::default()
-        };
-        compile_ptx_with_opts(src, opts).map_err(|e| {
-            let log = match &e {
-                CompileError::CompileError { log, .. } => log.to_string_lossy().into_owned(),
-                other => other.to_string(),
-            };
-            GpuError::Compile {
-                module: key.to_string(),
-                options,
-                log,
-            }
-        })
+        compile_module(file, defines, self.arch, key)
     }
-    // ANCHOR_END: nvrtc_compile
 
     // ANCHOR: timing_event
     /// Record an event that can time (`CU_EVENT_DEFAULT`; cudarc's default event cannot).

@@ -1294,16 +1294,73 @@ fn module_for<T: GpuElement>(
     order: PoolOrder,
     tuning: Tuning,
 ) -> Result<std::sync::Arc<cudarc::driver::CudaModule>, GpuError> {
+    dev.module(
+        "paged_attention.cu",
+        &module_defines(T::BF16, d, gc, bs, order, tuning),
+    )
+}
+
+/// The defines of [`module_for`]'s module.
+fn module_defines(
+    bf16: bool,
+    d: usize,
+    gc: usize,
+    bs: usize,
+    order: PoolOrder,
+    tuning: Tuning,
+) -> Vec<(&'static str, i64)> {
     let mut defines = vec![
         ("PA_HEAD_MAJOR", (order == PoolOrder::HeadMajor) as i64),
         ("PA_D", d as i64),
         ("PA_GC", gc as i64),
         ("PA_BLOCK", bs as i64),
-        ("PA_BF16", T::BF16 as i64),
+        ("PA_BF16", bf16 as i64),
         ("MAX_TABLE", tuning.table_entries(d, gc) as i64),
     ];
     defines.extend(tuning.defines());
-    dev.module("paged_attention.cu", &defines)
+    defines
+}
+
+/// The paged decode's modules, every preprocessor path of `paged_attention.cu` at least once: each
+/// tuning of [`Tuning::sweep`] at Lab 03's shape (D = 128, four query heads a block, blocks of 16, f16);
+/// the default tuning (with and without a cluster of two where it takes the tensor cores) at every head
+/// size of [`HEAD_DIMS`], one and four query heads a block, in f16 and bf16 and, in f16, on the
+/// head-major pool; blocks of 8 and 32; and the read-bandwidth kernels of [`read_bandwidths`].
+pub fn module_configs() -> Vec<super::ModuleConfig> {
+    let bm = PoolOrder::BlockMajor;
+    let mut out: Vec<Vec<(&'static str, i64)>> = Tuning::sweep()
+        .into_iter()
+        .map(|t| module_defines(false, 128, 4, 16, bm, t))
+        .collect();
+    for &d in HEAD_DIMS {
+        let t = Tuning::for_head(d);
+        let tunings = if t.tc {
+            vec![t, Tuning { cluster: 2, ..t }]
+        } else {
+            vec![t]
+        };
+        for t in tunings {
+            for gc in [1, 4] {
+                out.push(module_defines(false, d, gc, 16, bm, t));
+                out.push(module_defines(true, d, gc, 16, bm, t));
+                out.push(module_defines(false, d, gc, 16, PoolOrder::HeadMajor, t));
+            }
+        }
+    }
+    for bs in [8, 32] {
+        out.push(module_defines(false, 128, 4, bs, bm, Tuning::for_head(128)));
+    }
+    for order in 0..READ_ORDERS.len() as i64 {
+        for hint in [0, 1] {
+            out.push(vec![("PA_HINT", hint), ("PA_READ", order)]);
+        }
+    }
+    // The sweep and the defaults share some: each once.
+    let mut seen = std::collections::HashSet::new();
+    out.into_iter()
+        .filter(|d| seen.insert(d.clone()))
+        .map(|d| ("paged_attention.cu", d))
+        .collect()
 }
 
 /// Registers per thread of the partition kernel for head size `d`, group `g`, block size `bs`.
