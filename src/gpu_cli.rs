@@ -1048,3 +1048,61 @@ fn probe_on(dev: &Device, args: &[String], session: &mut Session) -> Result<(), 
         ),
     }
 }
+
+/// `modern-attention kernels [WORD...]`: ptxas's report (registers, spills, shared memory a kernel, and
+/// its warnings) for every module of [`modern_attention::gpu::module_configs`] whose key (file and
+/// `-DNAME=VALUE` defines) contains each word, compiled by NVRTC for `sm_90a` with no device.
+pub fn kernels(words: &[String]) -> Result<(), String> {
+    use modern_attention::gpu::{module_configs, nvrtc_present, ptxas_report, ModuleConfig};
+    use rayon::prelude::*;
+    if !nvrtc_present() {
+        return Err("NVRTC (libnvrtc) cannot be loaded here: see the README's \
+                    `.ci/fetch_nvrtc.py` for a copy that needs no CUDA toolkit"
+            .into());
+    }
+    let chosen: Vec<(String, ModuleConfig)> = module_configs()
+        .into_iter()
+        .map(|(file, defines)| {
+            let key = defines
+                .iter()
+                .fold(file.to_string(), |k, (n, v)| format!("{k} -D{n}={v}"));
+            (key, (file, defines))
+        })
+        .filter(|(key, _)| words.iter().all(|w| key.contains(w.as_str())))
+        .collect();
+    if chosen.is_empty() {
+        return Err(format!("no kernel module matches {words:?}"));
+    }
+    let reports: Vec<_> = chosen
+        .par_iter()
+        .map(|(_, (file, defines))| ptxas_report(file, defines, "sm_90a"))
+        .collect();
+    let mut failed = 0;
+    for ((key, _), report) in chosen.iter().zip(reports) {
+        println!("{key}");
+        match report {
+            Ok((kernels, warnings)) => {
+                for k in kernels {
+                    println!(
+                        "  {:40} {:4} registers  spills {} / {} bytes (stores / loads)  smem {} bytes",
+                        k.name, k.registers, k.spill_stores, k.spill_loads, k.smem
+                    );
+                }
+                for w in warnings {
+                    println!("  {w}");
+                }
+            }
+            Err(e) => {
+                failed += 1;
+                println!("  {e}");
+            }
+        }
+    }
+    if failed > 0 {
+        return Err(format!(
+            "{failed} of {} modules did not compile",
+            chosen.len()
+        ));
+    }
+    Ok(())
+}

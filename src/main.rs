@@ -29,6 +29,11 @@
 //!                              one shape; saved inputs and outputs for the check against PyTorch's math
 //!                              backend; v8's trace; lab 03's decode step, paged and contiguous;
 //!                              `serve`: those commands read from stdin, one a line
+//! modern-attention kernels [WORD...]
+//!                              compile every kernel module the book builds whose name and defines
+//!                              contain each WORD (e.g. `flash_fwd FA_VERSION=8`) with NVRTC for sm_90a,
+//!                              no GPU needed, and print ptxas's registers, spills and shared memory a
+//!                              kernel, and its warnings
 //! ```
 
 mod gpu_cli;
@@ -414,12 +419,17 @@ fn run() -> Result<(), String> {
             let rest: Vec<String> = std::env::args().skip(2).collect();
             gpu_cli::probe(&rest)
         }
+        "kernels" => {
+            let rest: Vec<String> = std::env::args().skip(2).collect();
+            gpu_cli::kernels(&rest)
+        }
         "-h" | "--help" | "help" => {
             println!(
                 "usage: modern-attention [all|render|check|book|predict KEY=VALUE...|\
                  measure-cpu [--quick] [--with-torch] [--peer FILE]|\
                  measure-gpu [--quick] [--only flash|paged|race] [--peer FILE] [--peer-decode FILE] \
-                 [--peer-check FILE] [--race FILE] [--dram FILE] [--out DIR]|gpu-probe ...]"
+                 [--peer-check FILE] [--race FILE] [--dram FILE] [--out DIR]|gpu-probe ...|\
+                 kernels [WORD...]]"
             );
             Ok(())
         }

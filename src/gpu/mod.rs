@@ -187,6 +187,113 @@ pub fn compile_module(
 }
 // ANCHOR_END: nvrtc_compile
 
+/// What ptxas reports for one kernel of a module: registers a thread, spill stores and loads (bytes),
+/// static shared memory (bytes).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct KernelReport {
+    /// The entry function.
+    pub name: String,
+    /// Registers a thread.
+    pub registers: u32,
+    /// Bytes of spill stores.
+    pub spill_stores: u32,
+    /// Bytes of spill loads.
+    pub spill_loads: u32,
+    /// Static shared memory, bytes.
+    pub smem: u32,
+}
+
+/// Compile `file` with `defines` to a cubin for `arch` with NVRTC and `--ptxas-options=-v`: ptxas's own
+/// report of every kernel (registers, spills, shared memory) and every line of the log that is a warning
+/// (ptxas's `C75xx` notes on serialised `wgmma`s among them). No device needed: what a kernel change does
+/// to registers and spills can be read before any GPU time is spent.
+pub fn ptxas_report(
+    file: &str,
+    defines: &[(&str, i64)],
+    arch: &'static str,
+) -> Result<(Vec<KernelReport>, Vec<String>), GpuError> {
+    use cudarc::nvrtc::result::{
+        compile_program, create_program, destroy_program, get_program_log,
+    };
+    use std::ffi::CString;
+    let key = defines
+        .iter()
+        .fold(file.to_string(), |k, (n, v)| format!("{k} -D{n}={v}"));
+    let fail = |options: Vec<String>, log: String| GpuError::Compile {
+        module: key.clone(),
+        options,
+        log,
+    };
+    let src = kernel_source(file).ok_or_else(|| {
+        fail(
+            Vec::new(),
+            format!("no kernels/{file} embedded in the crate"),
+        )
+    })?;
+    let mut options: Vec<String> = defines.iter().map(|(n, v)| format!("-D{n}={v}")).collect();
+    options.extend([
+        format!("--gpu-architecture={arch}"),
+        "--ptxas-options=-v".into(),
+        format!("-I{}", cuda_include_dir().display()),
+    ]);
+    let c = |x: &str| CString::new(x).map_err(|e| fail(Vec::new(), e.to_string()));
+    let prog = create_program(&c(src)?, Some(&c(file)?))
+        .map_err(|e| fail(options.clone(), e.to_string()))?;
+    // SAFETY: `prog` was just created and is destroyed once, below, whatever the compile returns.
+    let (compiled, log) = unsafe {
+        let compiled = compile_program(prog, &options);
+        let log = get_program_log(prog);
+        let _ = destroy_program(prog);
+        (compiled, log)
+    };
+    let log: Vec<u8> = log
+        .map_err(|e| fail(options.clone(), e.to_string()))?
+        .into_iter()
+        .take_while(|&c| c != 0)
+        .map(|c| c as u8)
+        .collect();
+    let log = String::from_utf8_lossy(&log).into_owned();
+    if compiled.is_err() {
+        return Err(fail(options, log));
+    }
+    Ok(parse_ptxas(&log))
+}
+
+/// ptxas's `-v` log as one report a kernel, and its warnings.
+fn parse_ptxas(log: &str) -> (Vec<KernelReport>, Vec<String>) {
+    let number_before = |line: &str, unit: &str| -> u32 {
+        line.split(',')
+            .find_map(|part| {
+                let part = part.trim();
+                let at = part.find(unit)?;
+                part[..at].split_whitespace().last()?.parse().ok()
+            })
+            .unwrap_or(0)
+    };
+    let mut kernels: Vec<KernelReport> = Vec::new();
+    let mut warnings = Vec::new();
+    for line in log.lines() {
+        if let Some(rest) = line.split("Function properties for ").nth(1) {
+            kernels.push(KernelReport {
+                name: rest.trim().to_string(),
+                ..Default::default()
+            });
+        } else if let Some(k) = kernels.last_mut() {
+            if line.contains("spill stores") {
+                k.spill_stores = number_before(line, "bytes spill stores");
+                k.spill_loads = number_before(line, "bytes spill loads");
+            } else if line.contains("Used") && line.contains("registers") {
+                k.registers = number_before(line, "registers");
+                k.smem = number_before(line, "bytes smem");
+            }
+        }
+        if line.to_ascii_lowercase().contains("warning") {
+            warnings.push(line.trim().to_string());
+        }
+    }
+    (kernels, warnings)
+}
+
 /// Whether NVRTC can be loaded here (it can be, with no GPU and no driver: [`compile_module`]).
 pub fn nvrtc_present() -> bool {
     // SAFETY: this only tries to dlopen the library.
@@ -458,5 +565,44 @@ impl Device {
     /// Wait for everything launched so far.
     pub fn synchronize(&self) -> Result<(), GpuError> {
         Ok(self.stream.synchronize()?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ptxas_logs_parse_into_one_report_a_kernel() {
+        let log = "ptxas info    : Compiling entry function 'a' for 'sm_90a'\n\
+            ptxas info    : Function properties for a\n\
+            ptxas         .     8 bytes stack frame, 12 bytes spill stores, 16 bytes spill loads\n\
+            ptxas info    : Used 168 registers, used 1 barriers, 8448 bytes smem\n\
+            ptxas warning : (C7520) wgmma serialized\n\
+            ptxas info    : Function properties for b\n\
+            ptxas         .     0 bytes stack frame, 0 bytes spill stores, 0 bytes spill loads\n\
+            ptxas info    : Used 32 registers, used 0 barriers\n";
+        let (k, w) = parse_ptxas(log);
+        assert_eq!(
+            k,
+            vec![
+                KernelReport {
+                    name: "a".into(),
+                    registers: 168,
+                    spill_stores: 12,
+                    spill_loads: 16,
+                    smem: 8448,
+                },
+                KernelReport {
+                    name: "b".into(),
+                    registers: 32,
+                    ..Default::default()
+                },
+            ]
+        );
+        assert_eq!(
+            w,
+            vec!["ptxas warning : (C7520) wgmma serialized".to_string()]
+        );
     }
 }
