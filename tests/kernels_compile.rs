@@ -4,7 +4,7 @@
 //! of on the GPU machine. Skipped with a printed reason where NVRTC cannot be loaded; with
 //! `REQUIRE_NVRTC=1` that is a failure.
 
-use modern_attention::gpu::{compile_module, module_configs, nvrtc_present};
+use modern_attention::gpu::{compile_module, cuda_include_dir, module_configs, nvrtc_present};
 use rayon::prelude::*;
 
 #[test]
@@ -15,6 +15,19 @@ fn every_kernel_module_compiles_for_hopper() {
             "REQUIRE_NVRTC is set, but NVRTC (libnvrtc) cannot be loaded"
         );
         eprintln!("skipped: NVRTC (libnvrtc) cannot be loaded here, so no kernel was compiled");
+        return;
+    }
+    let headers = cuda_include_dir();
+    if !headers.join("cuda_fp16.h").exists() {
+        assert!(
+            std::env::var_os("REQUIRE_NVRTC").is_none(),
+            "REQUIRE_NVRTC is set, but no cuda_fp16.h in {} (set CUDA_HOME)",
+            headers.display()
+        );
+        eprintln!(
+            "skipped: NVRTC loads, but {} has no cuda_fp16.h (set CUDA_HOME to a CUDA toolkit)",
+            headers.display()
+        );
         return;
     }
     let configs = module_configs();
