@@ -1084,8 +1084,14 @@ pub fn kernels(words: &[String]) -> Result<(), String> {
             Ok((kernels, warnings)) => {
                 for k in kernels {
                     println!(
-                        "  {:40} {:4} registers  spills {} / {} bytes (stores / loads)  smem {} bytes",
-                        k.name, k.registers, k.spill_stores, k.spill_loads, k.smem
+                        "  {:32} {:4} registers  spills {} / {} bytes (stores / loads)  \
+                         smem {} bytes  code {} KB",
+                        k.name,
+                        k.registers,
+                        k.spill_stores,
+                        k.spill_loads,
+                        k.smem,
+                        k.code / 1024
                     );
                 }
                 for w in warnings {

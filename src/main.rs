@@ -32,8 +32,8 @@
 //! modern-attention kernels [WORD...]
 //!                              compile every kernel module the book builds whose name and defines
 //!                              contain each WORD (e.g. `flash_fwd FA_VERSION=8`) with NVRTC for sm_90a,
-//!                              no GPU needed, and print ptxas's registers, spills and shared memory a
-//!                              kernel, and its warnings
+//!                              no GPU needed, and print ptxas's registers, spills, shared memory and
+//!                              machine-code size a kernel, and its warnings
 //! ```
 
 mod gpu_cli;

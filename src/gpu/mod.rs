@@ -201,6 +201,9 @@ pub struct KernelReport {
     pub spill_loads: u32,
     /// Static shared memory, bytes.
     pub smem: u32,
+    /// Machine code (SASS), bytes: the size of the kernel's `.text` section in the cubin. The
+    /// instruction cache holds a fraction of a large kernel (Lab 02's changelog, entry t).
+    pub code: u64,
 }
 
 /// Compile `file` with `defines` to a cubin for `arch` with NVRTC and `--ptxas-options=-v`: ptxas's own
@@ -240,11 +243,26 @@ pub fn ptxas_report(
     let prog = create_program(&c(src)?, Some(&c(file)?))
         .map_err(|e| fail(options.clone(), e.to_string()))?;
     // SAFETY: `prog` was just created and is destroyed once, below, whatever the compile returns.
-    let (compiled, log) = unsafe {
+    let (compiled, log, cubin) = unsafe {
         let compiled = compile_program(prog, &options);
         let log = get_program_log(prog);
+        let mut cubin = Vec::new();
+        let mut size = 0usize;
+        if compiled.is_ok()
+            && cudarc::nvrtc::sys::nvrtcGetCUBINSize(prog, &mut size)
+                .result()
+                .is_ok()
+        {
+            cubin = vec![0u8; size];
+            if cudarc::nvrtc::sys::nvrtcGetCUBIN(prog, cubin.as_mut_ptr().cast())
+                .result()
+                .is_err()
+            {
+                cubin.clear();
+            }
+        }
         let _ = destroy_program(prog);
-        (compiled, log)
+        (compiled, log, cubin)
     };
     let log: Vec<u8> = log
         .map_err(|e| fail(options.clone(), e.to_string()))?
@@ -256,7 +274,46 @@ pub fn ptxas_report(
     if compiled.is_err() {
         return Err(fail(options, log));
     }
-    Ok(parse_ptxas(&log))
+    let (mut kernels, warnings) = parse_ptxas(&log);
+    let text = text_sections(&cubin);
+    for k in &mut kernels {
+        k.code = text
+            .iter()
+            .find(|(name, _)| name.strip_prefix(".text.") == Some(k.name.as_str()))
+            .map_or(0, |(_, size)| *size);
+    }
+    Ok((kernels, warnings))
+}
+
+/// The `.text.*` sections of an ELF64 file (a cubin) with their sizes; empty if `elf` is not one.
+fn text_sections(elf: &[u8]) -> Vec<(String, u64)> {
+    let bytes = |o: usize, n: usize| elf.get(o..o.checked_add(n)?);
+    let u16_at = |o: usize| bytes(o, 2).map(|b| u16::from_le_bytes([b[0], b[1]]) as usize);
+    let u32_at =
+        |o: usize| bytes(o, 4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize);
+    let u64_at = |o: usize| {
+        bytes(o, 8).map(|b| u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]))
+    };
+    let read = || -> Option<Vec<(String, u64)>> {
+        if bytes(0, 5)? != b"\x7fELF\x02" {
+            return None;
+        }
+        let (shoff, shentsize) = (u64_at(0x28)? as usize, u16_at(0x3A)?);
+        let (shnum, shstrndx) = (u16_at(0x3C)?, u16_at(0x3E)?);
+        let section = |i: usize| shoff + i * shentsize;
+        let names = u64_at(section(shstrndx) + 0x18)? as usize; // the name table's file offset
+        let mut out = Vec::new();
+        for i in 0..shnum {
+            let at = names + u32_at(section(i))?;
+            let end = at + elf.get(at..)?.iter().position(|&c| c == 0)?;
+            let name = String::from_utf8_lossy(&elf[at..end]).into_owned();
+            if name.starts_with(".text.") {
+                out.push((name, u64_at(section(i) + 0x20)?));
+            }
+        }
+        Some(out)
+    };
+    read().unwrap_or_default()
 }
 
 /// ptxas's `-v` log as one report a kernel, and its warnings.
@@ -592,6 +649,7 @@ mod tests {
                     spill_stores: 12,
                     spill_loads: 16,
                     smem: 8448,
+                    code: 0,
                 },
                 KernelReport {
                     name: "b".into(),
@@ -604,5 +662,26 @@ mod tests {
             w,
             vec!["ptxas warning : (C7520) wgmma serialized".to_string()]
         );
+    }
+
+    #[test]
+    fn text_sections_are_read_from_an_elf64_header() {
+        // A minimal ELF64: header, a name table, three section headers (null, names, .text.k).
+        let names = b"\0.shstrtab\0.text.k\0";
+        let shoff = 64 + names.len();
+        let mut elf = vec![0u8; shoff + 3 * 64];
+        elf[..5].copy_from_slice(b"\x7fELF\x02");
+        elf[0x28..0x30].copy_from_slice(&(shoff as u64).to_le_bytes());
+        elf[0x3A..0x3C].copy_from_slice(&64u16.to_le_bytes());
+        elf[0x3C..0x3E].copy_from_slice(&3u16.to_le_bytes());
+        elf[0x3E..0x40].copy_from_slice(&1u16.to_le_bytes());
+        elf[64..64 + names.len()].copy_from_slice(names);
+        let sh = |i: usize| shoff + 64 * i;
+        elf[sh(1)..sh(1) + 4].copy_from_slice(&1u32.to_le_bytes()); // ".shstrtab"
+        elf[sh(1) + 0x18..sh(1) + 0x20].copy_from_slice(&64u64.to_le_bytes());
+        elf[sh(2)..sh(2) + 4].copy_from_slice(&11u32.to_le_bytes()); // ".text.k"
+        elf[sh(2) + 0x20..sh(2) + 0x28].copy_from_slice(&4096u64.to_le_bytes());
+        assert_eq!(text_sections(&elf), vec![(".text.k".to_string(), 4096)]);
+        assert!(text_sections(b"not an elf").is_empty());
     }
 }
