@@ -505,6 +505,15 @@
 //            0.947x, unmasked 0.977x / 0.963x / 0.957x; D = 64 causal 0.915x / 0.905x / 0.836x,
 //            unmasked N = 512 / 1024 0.828x / 0.820x. v7's in-warpgroup overlap (S_t with P_{t-1} V)
 //            already keeps the tensor cores fed; a turn only makes each warpgroup wait for the other.
+//         am. Not a change: the kernels' size and registers read locally, no GPU (`modern-attention
+//            kernels flash_fwd FA_VERSION=8`: NVRTC 13.5 for sm_90a, ptxas -v and the cubin's .text
+//            sections; 217f9c7, 2026-11-30). f16 / bf16 machine code: D = 64 two consumers 95-97 /
+//            98-100 KB, three consumers 94-96 / 98-100 KB, D = 128 two stages 110-111 / 113-114 KB, three
+//            stages 90 / 92 KB; registers at launch 168 (two consumers) and 128 (three), spills 4 / 4
+//            bytes in the three-consumer D = 64 kernels, none elsewhere (the trace build spills up to 92 /
+//            132). Each kernel is several times a Hopper SM's instruction cache, so entry t's reading
+//            (the item boundary's code fetched again at every item) stands; a change that shrinks the
+//            boundary's code can now be sized here before it is timed.
 //         Where short rows lose (ncu, one launch each, H200, a0e81e9): D = 128 N = 512 unmasked, L2 hit
 //         rate 64% (N = 4096: 91%), DRAM at 32% and L2 at 62% of peak, SM throughput 45% (4096: 69%),
 //         no eligible warp in 68% of cycles; D = 64 causal N = 512 alike (L2 hits 57%, DRAM 28%, SM
