@@ -511,9 +511,9 @@
 //            98-100 KB, three consumers 94-96 / 98-100 KB, D = 128 two stages 110-111 / 113-114 KB, three
 //            stages 90 / 92 KB; registers at launch 168 (two consumers) and 128 (three), spills 4 / 4
 //            bytes in the three-consumer D = 64 kernels, none elsewhere (the trace build spills up to 92 /
-//            132). Each kernel is several times a Hopper SM's instruction cache, so entry t's reading
-//            (the item boundary's code fetched again at every item) stands; a change that shrinks the
-//            boundary's code can now be sized here before it is timed.
+//            132). About 100 KB a kernel, of which a loop step runs a small part: entry t's reading (the
+//            item boundary's code fetched again at every item) is still untested, and a change that
+//            shrinks the boundary's code can now be sized here before it is timed.
 //         Where short rows lose (ncu, one launch each, H200, a0e81e9): D = 128 N = 512 unmasked, L2 hit
 //         rate 64% (N = 4096: 91%), DRAM at 32% and L2 at 62% of peak, SM throughput 45% (4096: 69%),
 //         no eligible warp in 68% of cycles; D = 64 causal N = 512 alike (L2 hits 57%, DRAM 28%, SM
