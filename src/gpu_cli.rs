@@ -1049,12 +1049,21 @@ fn probe_on(dev: &Device, args: &[String], session: &mut Session) -> Result<(), 
     }
 }
 
-/// `modern-attention kernels [WORD...]`: ptxas's report (registers, spills, shared memory a kernel, and
-/// its warnings) for every module of [`modern_attention::gpu::module_configs`] whose key (file and
+/// `modern-attention kernels [--json FILE] [WORD...]`: ptxas's report (registers, spills, shared memory
+/// and code size a kernel, and its warnings) for every module of [`modern_attention::gpu::module_configs`] whose key (file and
 /// `-DNAME=VALUE` defines) contains each word, compiled by NVRTC for `sm_90a` with no device.
-pub fn kernels(words: &[String]) -> Result<(), String> {
-    use modern_attention::gpu::{module_configs, nvrtc_present, ptxas_report, ModuleConfig};
+/// With `--json FILE` first, the reports are also written to FILE with `stamp` (commit, date).
+pub fn kernels(args: &[String], stamp: (String, String)) -> Result<(), String> {
+    use modern_attention::gpu::{
+        module_configs, nvrtc_present, nvrtc_version, ptxas_report, ModuleConfig,
+    };
+    use modern_attention::measure::ptxas::{ModuleRow, PtxasFile};
     use rayon::prelude::*;
+    let (json, words) = match args {
+        [flag, path, rest @ ..] if flag == "--json" => (Some(path.clone()), rest),
+        [flag] if flag == "--json" => return Err("--json needs a file".into()),
+        rest => (None, rest),
+    };
     if !nvrtc_present() {
         return Err("NVRTC (libnvrtc) cannot be loaded here: see the README's \
                     `.ci/fetch_nvrtc.py` for a copy that needs no CUDA toolkit"
@@ -1078,10 +1087,16 @@ pub fn kernels(words: &[String]) -> Result<(), String> {
         .map(|(_, (file, defines))| ptxas_report(file, defines, "sm_90a"))
         .collect();
     let mut failed = 0;
+    let mut rows = Vec::new();
     for ((key, _), report) in chosen.iter().zip(reports) {
         println!("{key}");
         match report {
             Ok((kernels, warnings)) => {
+                rows.push(ModuleRow {
+                    module: key.clone(),
+                    kernels: kernels.clone(),
+                    warnings: warnings.clone(),
+                });
                 for k in kernels {
                     println!(
                         "  {:32} {:4} registers  spills {} / {} bytes (stores / loads)  \
@@ -1109,6 +1124,21 @@ pub fn kernels(words: &[String]) -> Result<(), String> {
             "{failed} of {} modules did not compile",
             chosen.len()
         ));
+    }
+    if let Some(path) = json {
+        let file = PtxasFile {
+            arch: "sm_90a".into(),
+            nvrtc: nvrtc_version().unwrap_or_else(|| "unknown".into()),
+            commit: stamp.0,
+            date: stamp.1,
+            modules: rows,
+        };
+        let text = serde_json::to_string_pretty(&file).map_err(|e| e.to_string())? + "\n";
+        if let Some(dir) = std::path::Path::new(&path).parent() {
+            std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        }
+        std::fs::write(&path, text).map_err(|e| format!("{path}: {e}"))?;
+        println!("wrote {path}");
     }
     Ok(())
 }

@@ -29,11 +29,12 @@
 //!                              one shape; saved inputs and outputs for the check against PyTorch's math
 //!                              backend; v8's trace; lab 03's decode step, paged and contiguous;
 //!                              `serve`: those commands read from stdin, one a line
-//! modern-attention kernels [WORD...]
+//! modern-attention kernels [--json FILE] [WORD...]
 //!                              compile every kernel module the book builds whose name and defines
 //!                              contain each WORD (e.g. `flash_fwd FA_VERSION=8`) with NVRTC for sm_90a,
 //!                              no GPU needed, and print ptxas's registers, spills, shared memory and
-//!                              machine-code size a kernel, and its warnings
+//!                              machine-code size a kernel, and its warnings (`--json`: also write them,
+//!                              as measurements/ptxas/sm_90a.json is, for Lab 02's Table 02.8)
 //! ```
 
 mod gpu_cli;
@@ -421,7 +422,8 @@ fn run() -> Result<(), String> {
         }
         "kernels" => {
             let rest: Vec<String> = std::env::args().skip(2).collect();
-            gpu_cli::kernels(&rest)
+            let stamp = (git_commit(&root), output_of("date", &["-u", "+%Y-%m-%d"]));
+            gpu_cli::kernels(&rest, stamp)
         }
         "-h" | "--help" | "help" => {
             println!(
@@ -429,7 +431,7 @@ fn run() -> Result<(), String> {
                  measure-cpu [--quick] [--with-torch] [--peer FILE]|\
                  measure-gpu [--quick] [--only flash|paged|race] [--peer FILE] [--peer-decode FILE] \
                  [--peer-check FILE] [--race FILE] [--dram FILE] [--out DIR]|gpu-probe ...|\
-                 kernels [WORD...]]"
+                 kernels [--json FILE] [WORD...]]"
             );
             Ok(())
         }

@@ -187,24 +187,7 @@ pub fn compile_module(
 }
 // ANCHOR_END: nvrtc_compile
 
-/// What ptxas reports for one kernel of a module: registers a thread, spill stores and loads (bytes),
-/// static shared memory (bytes).
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct KernelReport {
-    /// The entry function.
-    pub name: String,
-    /// Registers a thread.
-    pub registers: u32,
-    /// Bytes of spill stores.
-    pub spill_stores: u32,
-    /// Bytes of spill loads.
-    pub spill_loads: u32,
-    /// Static shared memory, bytes.
-    pub smem: u32,
-    /// Machine code (SASS), bytes: the size of the kernel's `.text` section in the cubin. The
-    /// instruction cache holds a fraction of a large kernel (Lab 02's changelog, entry t).
-    pub code: u64,
-}
+pub use crate::measure::ptxas::KernelReport;
 
 /// Compile `file` with `defines` to a cubin for `arch` with NVRTC and `--ptxas-options=-v`: ptxas's own
 /// report of every kernel (registers, spills, shared memory) and every line of the log that is a warning
@@ -351,6 +334,19 @@ fn parse_ptxas(log: &str) -> (Vec<KernelReport>, Vec<String>) {
     (kernels, warnings)
 }
 
+/// NVRTC's version, e.g. `13.5` (`None` where it cannot be loaded).
+pub fn nvrtc_version() -> Option<String> {
+    if !nvrtc_present() {
+        return None;
+    }
+    let (mut major, mut minor) = (0, 0);
+    // SAFETY: the library is present; two plain out-parameters.
+    unsafe { cudarc::nvrtc::sys::nvrtcVersion(&mut major, &mut minor) }
+        .result()
+        .ok()?;
+    Some(format!("{major}.{minor}"))
+}
+
 /// Whether NVRTC can be loaded here (it can be, with no GPU and no driver: [`compile_module`]).
 pub fn nvrtc_present() -> bool {
     // SAFETY: this only tries to dlopen the library.
@@ -368,6 +364,9 @@ pub fn module_configs() -> Vec<ModuleConfig> {
     let mut out: Vec<ModuleConfig> = vec![("ceilings.cu", vec![]), ("tma.cu", vec![])];
     out.extend(flash::module_configs());
     out.extend(paged::module_configs());
+    // v1 and v1b share a module: each configuration once.
+    let mut seen = std::collections::HashSet::new();
+    out.retain(|c| seen.insert(c.clone()));
     out
 }
 

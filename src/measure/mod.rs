@@ -6,6 +6,7 @@ pub mod cpu;
 pub mod decode;
 pub mod gpu;
 pub mod gpu_paged;
+pub mod ptxas;
 pub mod trace;
 
 use crate::minimodel::paged::block_manager::{BlockError, BlockManager, ManagerConfig};

@@ -636,6 +636,80 @@ fn cycles_per_item(r: &TraceRun) -> f64 {
     per.iter().sum::<f64>() / per.len().max(1) as f64
 }
 
+/// Table 02.8: what ptxas made of every flash kernel in f16 for Hopper, from the committed report
+/// (`measurements/ptxas/sm_90a.json`, written by `modern-attention kernels --json`): registers a thread,
+/// spills, static shared memory and machine code, kernel by kernel (MiniGPT's head size 32 and v8's trace
+/// build left out).
+pub fn render_ptxas(files: &[crate::measure::ptxas::PtxasFile]) -> Artifact {
+    let name = "lab02_ptxas.md";
+    let Some(f) = files.iter().find(|f| f.arch == "sm_90a") else {
+        return Artifact {
+            name,
+            contents: "*No ptxas report is committed yet (`modern-attention kernels --json \
+                       measurements/ptxas/sm_90a.json flash_fwd FA_BF16=0`).*\n"
+                .into(),
+        };
+    };
+    let mut rows: Vec<Vec<String>> = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for m in f.modules.iter().filter(|m| {
+        m.module.starts_with("flash_fwd.cu")
+            && m.module.contains("-DFA_BF16=0")
+            && !m.module.contains("FA_TRACE")
+    }) {
+        for k in &m.kernels {
+            if k.name.ends_with("_32") || k.name.contains("_32_") || !seen.insert(k.name.clone()) {
+                continue;
+            }
+            // flash_v1b_scores_128 -> v1b
+            let version = k
+                .name
+                .strip_prefix("flash_")
+                .and_then(|r| r.split('_').next())
+                .unwrap_or("?");
+            rows.push(vec![
+                version.to_string(),
+                format!("`{}`", k.name),
+                k.registers.to_string(),
+                format!("{} / {}", k.spill_stores, k.spill_loads),
+                if k.smem == 0 {
+                    "—".into()
+                } else {
+                    format!("{:.1}", k.smem as f64 / 1024.0)
+                },
+                format!("{:.1}", k.code as f64 / 1024.0),
+            ]);
+        }
+    }
+    rows.sort_by(|a, b| (&a[0], &a[1]).cmp(&(&b[0], &b[1])));
+    let mut out = md_table(
+        &[
+            "version",
+            "kernel",
+            "registers a thread",
+            "spills, bytes (stores / loads)",
+            "static shared memory, KB",
+            "machine code, KB",
+        ],
+        &rows,
+    );
+    out += &format!(
+        "\n*Table 02.8. What ptxas made of each flash kernel in f16 for Hopper (`{}`): registers a thread at \
+         launch (v8's warpgroups then move theirs with `setmaxnreg`: the producer gives some up, the consumers \
+         take them), bytes spilled to local memory, static shared memory (a dash: none; the tiles of v4 and later \
+         are dynamic, sized at launch) and the kernel's machine code (its `.text` section). A kernel's name \
+         gives its head size, then for v4 to v7 its warps (`w`), for v8 its K/V stages (`s`), consumer \
+         warpgroups (`c`) and whether O leaves through a shared tile (`_o`). Compiled, not measured: NVRTC {} \
+         at commit {}, {}, with no GPU (`modern-attention kernels --json measurements/ptxas/sm_90a.json \
+         flash_fwd FA_BF16=0`); from `measurements/ptxas/sm_90a.json`.*\n",
+        f.arch, f.nvrtc, f.commit, f.date
+    );
+    Artifact {
+        name,
+        contents: out,
+    }
+}
+
 /// Table 02.5 (where a consumer warpgroup's cycles go, per traced shape) and Figure 02.1 (a stretch
 /// of block 0's timeline at the short and the long rows), from `measurements/traces/`.
 pub fn render_trace(traces: &[TraceFile]) -> Vec<Artifact> {

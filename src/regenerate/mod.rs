@@ -42,6 +42,9 @@ pub fn render_all() -> Vec<Artifact> {
     let traces = crate::measure::trace::load_all(&dir.join("traces"))
         .unwrap_or_else(|e| panic!("unreadable traces: {e}"));
     out.extend(lab02::render_trace(&traces));
+    let ptxas = crate::measure::ptxas::load_all(&dir.join("ptxas"))
+        .unwrap_or_else(|e| panic!("unreadable ptxas reports: {e}"));
+    out.push(lab02::render_ptxas(&ptxas));
     out.extend(lab03::render(&files));
     out.extend(lab04::render(&files));
     out.extend(roofline_fig::render(&files));
