@@ -51,3 +51,60 @@ fn every_kernel_module_compiles_for_hopper() {
     );
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
 }
+
+/// Table 02.8 renders `measurements/ptxas/sm_90a.json`; where this machine's NVRTC is the version that
+/// wrote it, every module in it is compiled again and ptxas must report the same registers, spills,
+/// shared memory and code, so a kernel changed without regenerating the report fails here (regenerate
+/// with `modern-attention kernels --json measurements/ptxas/sm_90a.json flash_fwd FA_BF16=0`).
+#[test]
+fn the_committed_ptxas_report_is_what_ptxas_says_now() {
+    use modern_attention::gpu::{nvrtc_version, ptxas_report};
+    use modern_attention::measure::ptxas::load_all;
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("measurements/ptxas");
+    let files = load_all(&dir).expect("the committed reports parse");
+    let Some(file) = files.iter().find(|f| f.arch == "sm_90a") else {
+        eprintln!("skipped: no sm_90a report is committed");
+        return;
+    };
+    let here = nvrtc_version();
+    if here.as_deref() != Some(file.nvrtc.as_str())
+        || !modern_attention::gpu::cuda_include_dir()
+            .join("cuda_fp16.h")
+            .exists()
+    {
+        eprintln!(
+            "skipped: the report was written by NVRTC {}, this machine has {} (or no CUDA headers)",
+            file.nvrtc,
+            here.as_deref().unwrap_or("none")
+        );
+        return;
+    }
+    let stale: Vec<String> = file
+        .modules
+        .par_iter()
+        .filter_map(|m| {
+            let mut words = m.module.split_whitespace();
+            let src = words.next().expect("a module names its file");
+            let defines: Vec<(&str, i64)> = words
+                .map(|w| {
+                    let (name, value) = w
+                        .strip_prefix("-D")
+                        .and_then(|d| d.split_once('='))
+                        .expect("-DNAME=VALUE");
+                    (name, value.parse().expect("an integer define"))
+                })
+                .collect();
+            match ptxas_report(src, &defines, "sm_90a") {
+                Ok((kernels, warnings)) if kernels == m.kernels && warnings == m.warnings => None,
+                Ok(_) => Some(format!("{}: ptxas now reports otherwise", m.module)),
+                Err(e) => Some(format!("{}: {e}", m.module)),
+            }
+        })
+        .collect();
+    assert!(
+        stale.is_empty(),
+        "measurements/ptxas/sm_90a.json is stale (regenerate it with `modern-attention kernels \
+         --json measurements/ptxas/sm_90a.json flash_fwd FA_BF16=0`):\n{}",
+        stale.join("\n")
+    );
+}
