@@ -1055,7 +1055,7 @@ fn probe_on(dev: &Device, args: &[String], session: &mut Session) -> Result<(), 
 /// With `--json FILE` first, the reports are also written to FILE with `stamp` (commit, date).
 pub fn kernels(args: &[String], stamp: (String, String)) -> Result<(), String> {
     use modern_attention::gpu::{
-        module_configs, nvrtc_present, nvrtc_version, ptxas_report, ModuleConfig,
+        module_configs, module_key, nvrtc_present, nvrtc_version, ptxas_report, ModuleConfig,
     };
     use modern_attention::measure::ptxas::{ModuleRow, PtxasFile};
     use rayon::prelude::*;
@@ -1071,12 +1071,7 @@ pub fn kernels(args: &[String], stamp: (String, String)) -> Result<(), String> {
     }
     let chosen: Vec<(String, ModuleConfig)> = module_configs()
         .into_iter()
-        .map(|(file, defines)| {
-            let key = defines
-                .iter()
-                .fold(file.to_string(), |k, (n, v)| format!("{k} -D{n}={v}"));
-            (key, (file, defines))
-        })
+        .map(|(file, defines)| (module_key(file, &defines), (file, defines)))
         .filter(|(key, _)| words.iter().all(|w| key.contains(w.as_str())))
         .collect();
     if chosen.is_empty() {

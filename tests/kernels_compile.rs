@@ -4,7 +4,9 @@
 //! of on the GPU machine. Skipped with a printed reason where NVRTC cannot be loaded; with
 //! `REQUIRE_NVRTC=1` that is a failure.
 
-use modern_attention::gpu::{compile_module, cuda_include_dir, module_configs, nvrtc_present};
+use modern_attention::gpu::{
+    compile_module, cuda_include_dir, module_configs, module_key, nvrtc_present,
+};
 use rayon::prelude::*;
 
 #[test]
@@ -35,9 +37,7 @@ fn every_kernel_module_compiles_for_hopper() {
     let failures: Vec<String> = configs
         .par_iter()
         .filter_map(|(file, defines)| {
-            let key = defines
-                .iter()
-                .fold(file.to_string(), |k, (n, v)| format!("{k} -D{n}={v}"));
+            let key = module_key(file, defines);
             compile_module(file, defines, "sm_90a", &key)
                 .err()
                 .map(|e| format!("{key}:\n{e}"))

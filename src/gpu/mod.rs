@@ -202,9 +202,7 @@ pub fn ptxas_report(
         compile_program, create_program, destroy_program, get_program_log,
     };
     use std::ffi::CString;
-    let key = defines
-        .iter()
-        .fold(file.to_string(), |k, (n, v)| format!("{k} -D{n}={v}"));
+    let key = module_key(file, defines);
     let fail = |options: Vec<String>, log: String| GpuError::Compile {
         module: key.clone(),
         options,
@@ -353,6 +351,14 @@ pub fn nvrtc_present() -> bool {
     unsafe { cudarc::nvrtc::sys::is_culib_present() }
 }
 
+/// A module's name: its file and its defines, `file -DNAME=VALUE ...` (the module cache's key, and what
+/// errors and `modern-attention kernels` print).
+pub fn module_key(file: &str, defines: &[(&str, i64)]) -> String {
+    defines
+        .iter()
+        .fold(file.to_string(), |k, (n, v)| format!("{k} -D{n}={v}"))
+}
+
 /// One module the crate builds: a file of `kernels/` and its `-D` defines.
 pub type ModuleConfig = (&'static str, Vec<(&'static str, i64)>);
 
@@ -364,7 +370,7 @@ pub fn module_configs() -> Vec<ModuleConfig> {
     let mut out: Vec<ModuleConfig> = vec![("ceilings.cu", vec![]), ("tma.cu", vec![])];
     out.extend(flash::module_configs());
     out.extend(paged::module_configs());
-    // v1 and v1b share a module: each configuration once.
+    // v1 and v1b share a module, the paged sweep and defaults some tunings: each configuration once.
     let mut seen = std::collections::HashSet::new();
     out.retain(|c| seen.insert(c.clone()));
     out
@@ -464,9 +470,7 @@ impl Device {
     /// The module built from `file` of `kernels/` with `defines` (`-DNAME=VALUE` each), compiled by
     /// NVRTC the first time a process asks for it and loaded once per device.
     pub fn module(&self, file: &str, defines: &[(&str, i64)]) -> Result<Arc<CudaModule>, GpuError> {
-        let key = defines
-            .iter()
-            .fold(file.to_string(), |k, (n, v)| format!("{k} -D{n}={v}"));
+        let key = module_key(file, defines);
         let mut modules = self.modules.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(m) = modules.get(&key) {
             return Ok(m.clone());

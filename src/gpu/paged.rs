@@ -1355,12 +1355,7 @@ pub fn module_configs() -> Vec<super::ModuleConfig> {
             out.push(vec![("PA_HINT", hint), ("PA_READ", order)]);
         }
     }
-    // The sweep and the defaults share some: each once.
-    let mut seen = std::collections::HashSet::new();
-    out.into_iter()
-        .filter(|d| seen.insert(d.clone()))
-        .map(|d| ("paged_attention.cu", d))
-        .collect()
+    out.into_iter().map(|d| ("paged_attention.cu", d)).collect()
 }
 
 /// Registers per thread of the partition kernel for head size `d`, group `g`, block size `bs`.

@@ -545,26 +545,18 @@ pub fn measure(
                     t
                 })
                 .collect();
-            let after = served_tables(&ServedConfig {
-                placement: Placement::AfterLast,
-                ..ServedConfig::book(b, n, bs)
-            })
-            .expect("the book's scenario fits its pool");
-            let chunked = served_tables(&ServedConfig {
-                placement: CHUNKED,
-                ..ServedConfig::book(b, n, bs)
-            })
-            .expect("the book's scenario fits its pool");
-            let chunked_wide = served_tables(&ServedConfig {
-                placement: CHUNKED_WIDE,
-                ..ServedConfig::book(b, n, bs)
-            })
-            .expect("the book's scenario fits its pool");
-            let chunked_2m = served_tables(&ServedConfig {
-                placement: CHUNKED_2M,
-                ..ServedConfig::book(b, n, bs)
-            })
-            .expect("the book's scenario fits its pool");
+            // The book's served scenario under another placement.
+            let served_under = |placement| {
+                served_tables(&ServedConfig {
+                    placement,
+                    ..ServedConfig::book(b, n, bs)
+                })
+                .expect("the book's scenario fits its pool")
+            };
+            let after = served_under(Placement::AfterLast);
+            let chunked = served_under(CHUNKED);
+            let chunked_wide = served_under(CHUNKED_WIDE);
+            let chunked_2m = served_under(CHUNKED_2M);
             // The chunked placement first (on both pool layouts), then the diagnoses; an entry whose pool
             // would leave less than 1 GiB of device memory free is skipped, said so (at 64k tokens every
             // pool at once is more than an 80 GB card holds).

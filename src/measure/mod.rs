@@ -278,6 +278,18 @@ pub fn load_all(dir: &Path) -> Result<Vec<(String, MeasurementFile)>, String> {
     Ok(out)
 }
 
+/// Every `*.json` file in `dir` (none if it does not exist), sorted by name, parsed as `T`; an error names
+/// the file.
+pub fn load_json_dir<T: serde::de::DeserializeOwned>(dir: &Path) -> Result<Vec<T>, String> {
+    json_files(dir)
+        .iter()
+        .map(|p| {
+            let text = std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))?;
+            serde_json::from_str(&text).map_err(|e| format!("{}: {e}", p.display()))
+        })
+        .collect()
+}
+
 /// The `.json` files directly in `dir`, sorted by name (none if `dir` cannot be read).
 pub fn json_files(dir: &Path) -> Vec<std::path::PathBuf> {
     let Ok(rd) = std::fs::read_dir(dir) else {

@@ -52,11 +52,5 @@ pub struct PtxasFile {
 
 /// Every report file in `dir` (none if it does not exist).
 pub fn load_all(dir: &Path) -> Result<Vec<PtxasFile>, String> {
-    super::json_files(dir)
-        .iter()
-        .map(|p| {
-            let text = std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))?;
-            serde_json::from_str(&text).map_err(|e| format!("{}: {e}", p.display()))
-        })
-        .collect()
+    super::load_json_dir(dir)
 }

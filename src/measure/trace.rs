@@ -184,13 +184,7 @@ pub fn boundaries(writers: &[&[[u64; 4]]]) -> Boundaries {
 
 /// Every trace file under `dir` (`measurements/traces/*.json`), sorted by name.
 pub fn load_all(dir: &Path) -> Result<Vec<TraceFile>, String> {
-    super::json_files(dir)
-        .iter()
-        .map(|p| {
-            let text = std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))?;
-            serde_json::from_str(&text).map_err(|e| format!("{}: {e}", p.display()))
-        })
-        .collect()
+    super::load_json_dir(dir)
 }
 
 #[cfg(test)]
