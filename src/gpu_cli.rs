@@ -1049,21 +1049,36 @@ fn probe_on(dev: &Device, args: &[String], session: &mut Session) -> Result<(), 
     }
 }
 
-/// `modern-attention kernels [--json FILE] [WORD...]`: ptxas's report (registers, spills, shared memory
-/// and code size a kernel, and its warnings) for every module of [`modern_attention::gpu::module_configs`] whose key (file and
-/// `-DNAME=VALUE` defines) contains each word, compiled by NVRTC for `sm_90a` with no device.
-/// With `--json FILE` first, the reports are also written to FILE with `stamp` (commit, date).
+/// `modern-attention kernels [--json FILE] [--cubin DIR] [WORD...]`: ptxas's report (registers, spills,
+/// shared memory and code size a kernel, and its warnings) for every module of
+/// [`modern_attention::gpu::module_configs`] whose key (file and `-DNAME=VALUE` defines) contains each
+/// word, compiled by NVRTC for `sm_90a` with no device. With `--json FILE`, the reports are also written
+/// to FILE with `stamp` (commit, date); with `--cubin DIR`, each module's cubin is written into DIR
+/// (named after its key), for a disassembler (`nvdisasm -c`, `cuobjdump -sass`) to read.
 pub fn kernels(args: &[String], stamp: (String, String)) -> Result<(), String> {
     use modern_attention::gpu::{
         module_configs, module_key, nvrtc_present, nvrtc_version, ptxas_report, ModuleConfig,
     };
     use modern_attention::measure::ptxas::{ModuleRow, PtxasFile};
     use rayon::prelude::*;
-    let (json, words) = match args {
-        [flag, path, rest @ ..] if flag == "--json" => (Some(path.clone()), rest),
-        [flag] if flag == "--json" => return Err("--json needs a file".into()),
-        rest => (None, rest),
-    };
+    let (mut json, mut cubin_dir) = (None, None);
+    let mut words = args;
+    loop {
+        match words {
+            [flag, value, rest @ ..] if flag == "--json" || flag == "--cubin" => {
+                *(if flag == "--json" {
+                    &mut json
+                } else {
+                    &mut cubin_dir
+                }) = Some(value.clone());
+                words = rest;
+            }
+            [flag, ..] if flag == "--json" || flag == "--cubin" => {
+                return Err(format!("{flag} needs a value"))
+            }
+            _ => break,
+        }
+    }
     if !nvrtc_present() {
         return Err("NVRTC (libnvrtc) cannot be loaded here: see the README's \
                     `.ci/fetch_nvrtc.py` for a copy that needs no CUDA toolkit"
@@ -1086,12 +1101,29 @@ pub fn kernels(args: &[String], stamp: (String, String)) -> Result<(), String> {
     for ((key, _), report) in chosen.iter().zip(reports) {
         println!("{key}");
         match report {
-            Ok((kernels, warnings)) => {
+            Ok(report) => {
+                if let Some(dir) = &cubin_dir {
+                    let name: String = key
+                        .chars()
+                        .map(|c| {
+                            if c.is_ascii_alphanumeric() || c == '=' {
+                                c
+                            } else {
+                                '_'
+                            }
+                        })
+                        .collect();
+                    let path = std::path::Path::new(dir).join(format!("{name}.cubin"));
+                    std::fs::create_dir_all(dir).map_err(|e| format!("{dir}: {e}"))?;
+                    std::fs::write(&path, &report.cubin)
+                        .map_err(|e| format!("{}: {e}", path.display()))?;
+                }
                 rows.push(ModuleRow {
                     module: key.clone(),
-                    kernels: kernels.clone(),
-                    warnings: warnings.clone(),
+                    kernels: report.kernels.clone(),
+                    warnings: report.warnings.clone(),
                 });
+                let (kernels, warnings) = (report.kernels, report.warnings);
                 for k in kernels {
                     println!(
                         "  {:32} {:4} registers  spills {} / {} bytes (stores / loads)  \

@@ -29,7 +29,7 @@
 //!                              one shape; saved inputs and outputs for the check against PyTorch's math
 //!                              backend; v8's trace; lab 03's decode step, paged and contiguous;
 //!                              `serve`: those commands read from stdin, one a line
-//! modern-attention kernels [--json FILE] [WORD...]
+//! modern-attention kernels [--json FILE] [--cubin DIR] [WORD...]
 //!                              compile every kernel module the book builds whose name and defines
 //!                              contain each WORD (e.g. `flash_fwd FA_VERSION=8`) with NVRTC for sm_90a,
 //!                              no GPU needed, and print ptxas's registers, spills, shared memory and
@@ -431,7 +431,7 @@ fn run() -> Result<(), String> {
                  measure-cpu [--quick] [--with-torch] [--peer FILE]|\
                  measure-gpu [--quick] [--only flash|paged|race] [--peer FILE] [--peer-decode FILE] \
                  [--peer-check FILE] [--race FILE] [--dram FILE] [--out DIR]|gpu-probe ...|\
-                 kernels [--json FILE] [WORD...]]"
+                 kernels [--json FILE] [--cubin DIR] [WORD...]]"
             );
             Ok(())
         }

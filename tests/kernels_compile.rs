@@ -95,7 +95,7 @@ fn the_committed_ptxas_report_is_what_ptxas_says_now() {
                 })
                 .collect();
             match ptxas_report(src, &defines, "sm_90a") {
-                Ok((kernels, warnings)) if kernels == m.kernels && warnings == m.warnings => None,
+                Ok(r) if r.kernels == m.kernels && r.warnings == m.warnings => None,
                 Ok(_) => Some(format!("{}: ptxas now reports otherwise", m.module)),
                 Err(e) => Some(format!("{}: {e}", m.module)),
             }

@@ -189,6 +189,17 @@ pub fn compile_module(
 
 pub use crate::measure::ptxas::KernelReport;
 
+/// What [`ptxas_report`] returns for one module.
+#[derive(Debug, Clone)]
+pub struct PtxasReport {
+    /// ptxas's report of every kernel, with its machine code's size.
+    pub kernels: Vec<KernelReport>,
+    /// Every line of the log that is a warning.
+    pub warnings: Vec<String>,
+    /// The cubin itself (an ELF file), for a disassembler such as `nvdisasm` or `cuobjdump -sass`.
+    pub cubin: Vec<u8>,
+}
+
 /// Compile `file` with `defines` to a cubin for `arch` with NVRTC and `--ptxas-options=-v`: ptxas's own
 /// report of every kernel (registers, spills, shared memory) and every line of the log that is a warning
 /// (ptxas's `C75xx` notes on serialised `wgmma`s among them). No device needed: what a kernel change does
@@ -197,7 +208,7 @@ pub fn ptxas_report(
     file: &str,
     defines: &[(&str, i64)],
     arch: &'static str,
-) -> Result<(Vec<KernelReport>, Vec<String>), GpuError> {
+) -> Result<PtxasReport, GpuError> {
     use cudarc::nvrtc::result::{
         compile_program, create_program, destroy_program, get_program_log,
     };
@@ -263,7 +274,11 @@ pub fn ptxas_report(
             .find(|(name, _)| name.strip_prefix(".text.") == Some(k.name.as_str()))
             .map_or(0, |(_, size)| *size);
     }
-    Ok((kernels, warnings))
+    Ok(PtxasReport {
+        kernels,
+        warnings,
+        cubin,
+    })
 }
 
 /// The `.text.*` sections of an ELF64 file (a cubin) with their sizes; empty if `elf` is not one.
