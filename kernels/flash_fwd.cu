@@ -514,6 +514,26 @@
 //            132). About 100 KB a kernel, of which a loop step runs a small part: entry t's reading (the
 //            item boundary's code fetched again at every item) is still untested, and a change that
 //            shrinks the boundary's code can now be sized here before it is timed.
+//         an. Following t. and am.: the default kernels compiled once more for each mask class they are
+//            picked for (`MASK` in `flash_ws`, `v8_kernel` on the host): `_u` for no mask and whole key
+//            tiles, every masked tile's code left out; `_c` for a causal mask without a window, the
+//            window's code left out (it was the larger of the two masked copies in each of the five
+//            inlined softmaxes). Executed instructions unchanged; machine code (f16, `kernels`): D = 128
+//            110-111 KB -> 65-67 (`_u`) / 93-94 (`_c`), D = 64 95-97 -> 53 (`_o_u`) / 77-80 (`_c`). The
+//            loop step's code is then one run of about 500 instructions where it was 892 with the masked
+//            block in its middle, and the item boundary's hot path about 16 KB where it was 23 (nvdisasm
+//            of the cubins from `kernels --cubin`). Checked (gpu-probe check v8: all match; REQUIRE_GPU
+//            flash tests pass), and against the build without it, twice in one call each (H200,
+//            2026-11-30, means of the two rounds): unmasked D = 128 N = 512 513.8 -> 523.1 TFLOP/s
+//            (+1.8%), 1024 598.6 -> 607.2, 2048 644.2 -> 652.9, 4096 667.8 -> 673.0, 16384 609.8 -> 619.3
+//            (+0.8..+1.6%, in both rounds); D = 64 N = 512 395.6 -> 407.0 (+2.9%), 1024 level, 2048 /
+//            4096 / 16384 0.996x in both rounds (the plain three-consumer `_u` kernel; so not compiled:
+//            from N = 1024 D = 64 runs the general kernel as before). Causal D = 64 N = 512 246.9 -> 250.2
+//            (+1.3%), 1024 +0.5%, 2048 +0.7%, 4096 +0.4%; D = 128 512 +0.6%, 1024 +0.7%, 2048 +0.9%, 4096
+//            +1.4%, each in both rounds; 16384 moved by 4-9% between the rounds of one build in either
+//            direction, as before. Less code, same instructions, faster: the first direct evidence for
+//            t.'s instruction-cache reading; the gain is largest where items are shortest, as it
+//            predicts, but not zero at long rows, where the loop alone now fits in less cache.
 //         Where short rows lose (ncu, one launch each, H200, a0e81e9): D = 128 N = 512 unmasked, L2 hit
 //         rate 64% (N = 4096: 91%), DRAM at 32% and L2 at 62% of peak, SM throughput 45% (4096: 69%),
 //         no eligible warp in 68% of cycles; D = 64 causal N = 512 alike (L2 hits 57%, DRAM 28%, SM
@@ -1568,12 +1588,27 @@ __device__ __forceinline__ void issue_pv(float (&o)[D / 2], const unsigned int (
 // leaves the exponentials p = 2^(s scale - m) in s (f32), updates m and l, and returns in alpha the
 // factor O must be scaled by before this tile's P V is added; `wg_pack` rounds them into P V's A
 // fragments, with LOW also the rounding residual P - fp16(P). `wg_softmax` is both.
-template <int BC, bool LAZY = false>
+// The masks a kernel is compiled for (v8's `_u` and `_c` kernels; every other kernel is MASK_ANY): the
+// masked tiles' code for what the kernel never meets is not compiled at all (changelog entry an).
+enum { MASK_NONE = 0, MASK_CAUSAL = 1, MASK_ANY = 2 };
+// MASK_NONE: no mask and Nk a multiple of the key tile, so no tile is ever masked. MASK_CAUSAL: a
+// causal mask and no window. MASK_ANY: whatever the parameters say.
+template <int MASK>
+__device__ __forceinline__ bool is_causal(const Params& p) {
+    return MASK == MASK_ANY ? p.causal != 0 : MASK == MASK_CAUSAL;
+}
+template <int MASK>
+__device__ __forceinline__ int window_of(const Params& p) {
+    return MASK == MASK_ANY ? p.window : 0;
+}
+template <int BC, bool LAZY = false, int MASK = MASK_ANY>
 __device__ __forceinline__ void wg_exp(float (&s)[BC / 2], const Params& p, int j0, int iw, int row_a, int tg,
                                       float (&m)[2], float (&l)[2], float (&alpha)[2]) {
     const int off = p.nk - p.nq;
-    const bool need_mask = j0 + BC > p.nk || (p.causal && j0 + BC - 1 > iw + off) ||
-                           (p.window && j0 <= iw + 63 + off - p.window);
+    const bool causal = is_causal<MASK>(p);
+    const int window = window_of<MASK>(p);
+    const bool need_mask = MASK != MASK_NONE && (j0 + BC > p.nk || (causal && j0 + BC - 1 > iw + off) ||
+                                                 (window && j0 <= iw + 63 + off - window));
     if (need_mask) {
         // `visible` per element, with the row's part done once: row r of this thread sees the keys
         // jb + c for c in [lo[r], hi[r]), where jb is its first column; an element then costs a compare
@@ -1583,10 +1618,10 @@ __device__ __forceinline__ void wg_exp(float (&s)[BC / 2], const Params& p, int 
 #pragma unroll
         for (int r = 0; r < 2; ++r) {
             const int pos = row_a + 8 * r + off;
-            hi[r] = (p.causal ? min(p.nk, pos + 1) : p.nk) - jb;
-            lo[r] = pos - p.window + 1 - jb;
+            hi[r] = (causal ? min(p.nk, pos + 1) : p.nk) - jb;
+            lo[r] = pos - window + 1 - jb;
         }
-        if (p.window) {
+        if (window) {
 #pragma unroll
             for (int nt = 0; nt < BC / 8; ++nt)
 #pragma unroll
@@ -1660,11 +1695,11 @@ __device__ __forceinline__ void wg_pack(const float (&s)[BC / 2], unsigned int (
         }
     }
 }
-template <typename T, int BC, bool LOW>
+template <typename T, int BC, bool LOW, int MASK = MASK_ANY>
 __device__ __forceinline__ void wg_softmax(float (&s)[BC / 2], const Params& p, int j0, int iw, int row_a,
                                           int tg, float (&m)[2], float (&l)[2], float (&alpha)[2],
                                           unsigned int (&pf)[BC / 16][4], unsigned int (&pl)[BC / 16][4]) {
-    wg_exp<BC>(s, p, j0, iw, row_a, tg, m, l, alpha);
+    wg_exp<BC, false, MASK>(s, p, j0, iw, row_a, tg, m, l, alpha);
     wg_pack<T, BC, LOW>(s, pf, pl);
 }
 // ANCHOR_END: wg_softmax
@@ -2129,7 +2164,7 @@ enum TraceCode : unsigned {
 // (its Q's load, its first S and softmax, which nothing overlaps) is paid in full. Shared memory: QB Q
 // tiles (64 NWG x D), STAGES stages of K, STAGES of V (128 x D each), the barriers, the items in hand and
 // v7's one word a consumer thread.
-template <typename T, int D, int STAGES, int NWG, bool OTILE>
+template <typename T, int D, int STAGES, int NWG, bool OTILE, int MASK>
 __device__ void flash_ws(const TensorMap* tq, const TensorMap* tk, const TensorMap* tv, const TensorMap* to,
                          T* __restrict__ o,
                          float* __restrict__ lse, Params p, unsigned* sched,
@@ -2348,9 +2383,9 @@ __device__ void flash_ws(const TensorMap* tq, const TensorMap* tk, const TensorM
         const int i0 = tile * BR;
         x.iw = i0 + wg * 64;
         int min_keys = p.nk;  // as v7 (`short_rows`)
-        if (p.causal) min_keys = min(min_keys, i0 + p.nk - p.nq + 1);
-        if (p.window) min_keys = min(min_keys, p.window);
-        x.short_rows = min_keys < BC;
+        if (is_causal<MASK>(p)) min_keys = min(min_keys, i0 + p.nk - p.nq + 1);
+        if (window_of<MASK>(p)) min_keys = min(min_keys, window_of<MASK>(p));
+        x.short_rows = MASK != MASK_NONE && min_keys < BC;
         return x;
     };
     auto row_of = [&](const Item& x) { return x.iw + warp * 16 + g; };
@@ -2437,9 +2472,9 @@ __device__ void flash_ws(const TensorMap* tq, const TensorMap* tk, const TensorM
         // it is used (changelog entry w, as u at LATE_S's boundary); with two, only the block's first
         // item does, and one softmax is less code.
         if (!LATE_S && !x.short_rows) {
-            wg_softmax<T, BC, false>(s, p, x.t_begin * BC, x.iw, row_of(x), tg, m, l, alpha, pf, pl);
+            wg_softmax<T, BC, false, MASK>(s, p, x.t_begin * BC, x.iw, row_of(x), tg, m, l, alpha, pf, pl);
         } else {
-            wg_softmax<T, BC, true>(s, p, x.t_begin * BC, x.iw, row_of(x), tg, m, l, alpha, pf, pl);
+            wg_softmax<T, BC, true, MASK>(s, p, x.t_begin * BC, x.iw, row_of(x), tg, m, l, alpha, pf, pl);
             if (x.short_rows) correct_first(pl, n, kv);
         }
     };
@@ -2472,7 +2507,7 @@ __device__ void flash_ws(const TensorMap* tq, const TensorMap* tk, const TensorM
             tr(TR_SOFTMAX, n, t);
             release(K_EMPTY, u);
             if (t == cur.ntiles - 1) release_q(n);
-            wg_exp<BC, FA_LAZY>(s, p, j0, cur.iw, row_a, tg, m, l, alpha);
+            wg_exp<BC, FA_LAZY, MASK>(s, p, j0, cur.iw, row_a, tg, m, l, alpha);
             asm volatile("st.shared.f32 [%0], %1;\n" ::"r"(smem_addr(sink)), "f"(l[0] + l[1]));
             tr(TR_WAIT_PV, n, t);
             wg_wait<0>();  // P_{t-1} V_{t-1} is done
@@ -2528,12 +2563,12 @@ __device__ void flash_ws(const TensorMap* tq, const TensorMap* tk, const TensorM
                 // The rounding residual only where it is used (changelog entry u): its conversions
                 // are a visible share of the boundary's instructions.
                 if (nx.short_rows) {
-                    wg_softmax<T, BC, true>(s, p, nx.t_begin * BC, nx.iw, row_of(nx), tg, m, l, alpha, pf, pl);
+                    wg_softmax<T, BC, true, MASK>(s, p, nx.t_begin * BC, nx.iw, row_of(nx), tg, m, l, alpha, pf, pl);
                     tr(TR_RESCALE, n + 1, 0);
                     correct_first(pl, n + 1, kv_next);
                     tr(TR_RESCALE, n + 1, 0);
                 } else {
-                    wg_softmax<T, BC, false>(s, p, nx.t_begin * BC, nx.iw, row_of(nx), tg, m, l, alpha, pf, pl);
+                    wg_softmax<T, BC, false, MASK>(s, p, nx.t_begin * BC, nx.iw, row_of(nx), tg, m, l, alpha, pf, pl);
                     tr(TR_RESCALE, n + 1, 0);
                 }
             } else {
@@ -2582,26 +2617,35 @@ __device__ void flash_ws(const TensorMap* tq, const TensorMap* tk, const TensorM
 #define TRACE_PARAM
 #define TRACE_ARG nullptr
 #endif
-#define WS(DD, S, C, OT, SUFFIX)                                                                        \
+#define WS(DD, S, C, OT, MK, SUFFIX)                                                                    \
     extern "C" __global__ void __launch_bounds__(128 * (C + 1), 1)                                      \
         flash_v8_##DD##_s##S##_c##C##SUFFIX(const __grid_constant__ TensorMap tq,                       \
                                     const __grid_constant__ TensorMap tk,                               \
                                     const __grid_constant__ TensorMap tv,                               \
                                     const __grid_constant__ TensorMap to, elem_t* o, float* lse,        \
                                     Params p, unsigned* sched TRACE_PARAM) {                            \
-        flash_ws<elem_t, DD, S, C, OT>(&tq, &tk, &tv, &to, o, lse, p, sched, TRACE_ARG);                \
+        flash_ws<elem_t, DD, S, C, OT, MK>(&tq, &tk, &tv, &to, o, lse, p, sched, TRACE_ARG);            \
     }
-WS(64, 2, 2, false, )
-WS(64, 4, 2, false, )
-WS(64, 2, 3, false, )
-WS(64, 4, 3, false, )
-WS(128, 2, 2, false, )
-WS(128, 3, 2, false, )
-WS(128, 2, 2, true, _o)
-WS(64, 2, 2, true, _o)
-WS(64, 4, 2, true, _o)
-WS(64, 2, 3, true, _o)
-WS(64, 4, 3, true, _o)
+WS(64, 2, 2, false, MASK_ANY, )
+WS(64, 4, 2, false, MASK_ANY, )
+WS(64, 2, 3, false, MASK_ANY, )
+WS(64, 4, 3, false, MASK_ANY, )
+WS(128, 2, 2, false, MASK_ANY, )
+WS(128, 3, 2, false, MASK_ANY, )
+WS(128, 2, 2, true, MASK_ANY, _o)
+WS(64, 2, 2, true, MASK_ANY, _o)
+WS(64, 4, 2, true, MASK_ANY, _o)
+WS(64, 2, 3, true, MASK_ANY, _o)
+WS(64, 4, 3, true, MASK_ANY, _o)
+// The default configurations again, each for the one mask class it is picked for (`v8_kernel` on the
+// host): `_u` no mask and whole key tiles, `_c` causal without a window.
+WS(128, 2, 2, false, MASK_NONE, _u)
+WS(128, 2, 2, true, MASK_NONE, _o_u)
+WS(64, 4, 3, true, MASK_NONE, _o_u)
+WS(128, 2, 2, false, MASK_CAUSAL, _c)
+WS(128, 2, 2, true, MASK_CAUSAL, _o_c)
+WS(64, 4, 3, false, MASK_CAUSAL, _c)
+WS(64, 4, 2, true, MASK_CAUSAL, _o_c)
 #endif  // FA_VERSION == 8
 #endif  // FA_VERSION >= 6
 #endif  // FA_VERSION >= 4
