@@ -699,7 +699,9 @@ pub fn render_ptxas(files: &[crate::measure::ptxas::PtxasFile]) -> Artifact {
          take them), bytes spilled to local memory, static shared memory (a dash: none; the tiles of v4 and later \
          are dynamic, sized at launch) and the kernel's machine code (its `.text` section). A kernel's name \
          gives its head size, then for v4 to v7 its warps (`w`), for v8 its K/V stages (`s`), consumer \
-         warpgroups (`c`) and whether O leaves through a shared tile (`_o`). Compiled, not measured: NVRTC {} \
+         warpgroups (`c`), whether O leaves through a shared tile (`_o`) and, for the default kernels, the \
+         masks one is compiled for (`_u`: none and whole key tiles; `_c`: causal without a window; neither: \
+         any). Compiled, not measured: NVRTC {} \
          at commit {}, {}, with no GPU (`modern-attention kernels --json measurements/ptxas/sm_90a.json \
          flash_fwd FA_BF16=0`); from `measurements/ptxas/sm_90a.json`.*\n",
         f.arch, f.nvrtc, f.commit, f.date
