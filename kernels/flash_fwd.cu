@@ -534,6 +534,15 @@
 //            direction, as before. Less code, same instructions, faster: the first direct evidence for
 //            t.'s instruction-cache reading; the gain is largest where items are shortest, as it
 //            predicts, but not zero at long rows, where the loop alone now fits in less cache.
+//         ao. Host side, after an.: D = 64's `_o_u` kernel (the O tile, no masked code: 53 KB against
+//            the general plain kernel's 95) for whole unmasked rows up to N = 2048, where the general
+//            `_o` kernel stops at 512 (entry ah); and D = 128's `_o_u` past N = 4096. Against e2e61cd,
+//            three rounds in one call (H200, 2026-11-30; the same kernels, only the choice differs):
+//            D = 64 N = 1024 438.2 -> 445.3 TFLOP/s (+1.6%, every round), 2048 506.8 -> 509.6 (+0.2..
+//            +0.7%, every round); D = 128 8192 and 16384 undecided (a round of the unchanged build moved
+//            by 7-9%), so D = 128 keeps the O tile to 4096. D = 64 rows past 2048 ran the same kernel in
+//            both builds and still read 0.94-1.07x between them at 8192 in single rounds: at long rows
+//            one round says nothing below several percent. Kept for D = 64 (`v8_kernel`).
 //         Where short rows lose (ncu, one launch each, H200, a0e81e9): D = 128 N = 512 unmasked, L2 hit
 //         rate 64% (N = 4096: 91%), DRAM at 32% and L2 at 62% of peak, SM throughput 45% (4096: 69%),
 //         no eligible warp in 68% of cycles; D = 64 causal N = 512 alike (L2 hits 57%, DRAM 28%, SM

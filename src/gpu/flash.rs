@@ -335,29 +335,49 @@ pub fn v8_o_tile(d: usize, nq: usize, causal: bool, stages: usize, consumers: us
     short && v8_smem_bytes_o(d, stages, consumers) <= 232_448
 }
 
+/// The v8 kernel a call runs ([`v8_kernel`]): its name, consumer warpgroups and whether it has the O
+/// tile.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct V8Kernel {
+    /// `flash_v8_<d>_s<stages>_c<consumers>`, then `_o` with the O tile, then the mask class.
+    pub name: String,
+    /// Consumer warpgroups ([`v8_consumers`]).
+    pub consumers: usize,
+    /// Whether O leaves through a shared-memory tile ([`v8_o_tile`], and below).
+    pub o_tile: bool,
+}
+
 /// The v8 kernel a call runs: `flash_v8_<d>_s<stages>_c<consumers>`, `_o` where [`v8_o_tile`] says,
 /// then the mask class it is compiled for. The default configurations (the first of
 /// [`v8_stage_choices`], with the consumers and O tile the rules above pick) are compiled three times:
 /// for any mask (no suffix), for none (`_u`: no mask and `nk` a multiple of the 128-key tile, so no tile
 /// is masked) and for a causal mask without a window (`_c`); each leaves out the masked tiles' code it
 /// can never run (`MASK` in the kernel). The instructions a call executes are the same; the machine
-/// code is a third to a half smaller (Table 02.8), and with it what the instruction cache must hold
-/// at every item (the kernel's changelog, entries t and an: 1-3% faster at D = 128 and at D = 64,
-/// N = 512; D = 64's plain `_u` kernel, from N = 1024, was 0.4% slower and is not compiled).
-pub fn v8_kernel(d: usize, nq: usize, nk: usize, mask: Mask, stages: usize) -> String {
+/// code is a sixth to a half smaller (Table 02.8), and with it what the instruction cache must hold
+/// (the kernel's changelog, entries t and an: 0.4-2.9% faster on the H200). D = 64's plain `_u`
+/// kernel lost a fraction of a percent from N = 2048 and is not compiled; its `_o_u` kernel, about
+/// half the general `_o` kernel's code, runs up to N = 2048 (entry ao: +1.6% at 1024, +0.5% at 2048
+/// against the general kernel without the tile), where the general `_o` stops at 512.
+pub fn v8_kernel(d: usize, nq: usize, nk: usize, mask: Mask, stages: usize) -> V8Kernel {
     let consumers = v8_consumers(d, nq, mask.causal);
-    let o_tile = v8_o_tile(d, nq, mask.causal, stages, consumers);
     let default = stages == v8_stage_choices(d)[0] && mask.window.is_none();
+    let whole = default && !mask.causal && nk > 0 && nk % 128 == 0;
+    let o_tile =
+        v8_o_tile(d, nq, mask.causal, stages, consumers) || (whole && d == 64 && nq <= 2048);
     let class = match (default, mask.causal, d, o_tile) {
         (false, _, _, _) => "",
         (true, true, 128 | 64, _) => "_c",
-        (true, false, 128, _) | (true, false, 64, true) if nk > 0 && nk % 128 == 0 => "_u",
+        (true, false, 128, _) | (true, false, 64, true) if whole => "_u",
         _ => "",
     };
-    format!(
-        "flash_v8_{d}_s{stages}_c{consumers}{}{class}",
-        if o_tile { "_o" } else { "" }
-    )
+    V8Kernel {
+        name: format!(
+            "flash_v8_{d}_s{stages}_c{consumers}{}{class}",
+            if o_tile { "_o" } else { "" }
+        ),
+        consumers,
+        o_tile,
+    }
 }
 
 /// The warps per block `version` runs with by default; for v8, whose block is always 12 warps (two
@@ -698,9 +718,12 @@ fn launch_v8<T: GpuElement>(
     } else {
         choices[0]
     };
-    let consumers = v8_consumers(s.d, s.nq, mask.causal);
-    let o_tile = v8_o_tile(s.d, s.nq, mask.causal, stages, consumers);
-    let f = module.load_function(&v8_kernel(s.d, s.nq, s.nk, mask, stages))?;
+    let V8Kernel {
+        name,
+        consumers,
+        o_tile,
+    } = v8_kernel(s.d, s.nq, s.nk, mask, stages);
+    let f = module.load_function(&name)?;
     let br = 64 * consumers; // the block's query rows: Q's box
     let [tq, tk, tv, to] = v8_maps(dev, bufs, br)?;
     if bufs.sched.is_none() {
@@ -986,7 +1009,7 @@ mod tests {
                 for mask in [Mask::NONE, Mask::CAUSAL, window, causal_window] {
                     for nq in [1, 100, 512, 1024, 2048, 4096, 8192, 8193, 16384] {
                         for nk in [1, 200, 512, 1000, 2048, 8192, 16384] {
-                            let name = v8_kernel(d, nq, nk, mask, stages);
+                            let name = v8_kernel(d, nq, nk, mask, stages).name;
                             assert!(compiled.contains(&name), "{name} is not compiled");
                             picked.insert(name);
                         }
@@ -1000,26 +1023,40 @@ mod tests {
             assert!(picked.iter().any(|n| n.ends_with(suffix)), "{picked:?}");
         }
         assert_eq!(
-            v8_kernel(128, 512, 512, Mask::NONE, 2),
+            v8_kernel(128, 512, 512, Mask::NONE, 2).name,
             "flash_v8_128_s2_c2_o_u"
         );
         assert_eq!(
-            v8_kernel(128, 512, 500, Mask::NONE, 2),
+            v8_kernel(128, 512, 500, Mask::NONE, 2).name,
             "flash_v8_128_s2_c2_o"
         );
-        assert_eq!(v8_kernel(128, 512, 512, window, 2), "flash_v8_128_s2_c2_o");
         assert_eq!(
-            v8_kernel(128, 512, 512, Mask::NONE, 3),
+            v8_kernel(128, 512, 512, window, 2).name,
+            "flash_v8_128_s2_c2_o"
+        );
+        assert_eq!(
+            v8_kernel(128, 512, 512, Mask::NONE, 3).name,
             "flash_v8_128_s3_c2"
         );
         assert_eq!(
-            v8_kernel(64, 512, 512, Mask::CAUSAL, 4),
+            v8_kernel(64, 512, 512, Mask::CAUSAL, 4).name,
             "flash_v8_64_s4_c2_o_c"
         );
+        // D = 64 unmasked: the `_o_u` kernel up to N = 2048 with whole tiles, the general one without
+        // the tile beyond, or with a partial tile from N = 1024.
         assert_eq!(
-            v8_kernel(64, 2048, 2048, Mask::NONE, 4),
+            v8_kernel(64, 2048, 2048, Mask::NONE, 4).name,
+            "flash_v8_64_s4_c3_o_u"
+        );
+        assert_eq!(
+            v8_kernel(64, 4096, 4096, Mask::NONE, 4).name,
             "flash_v8_64_s4_c3"
         );
+        assert_eq!(
+            v8_kernel(64, 2048, 2000, Mask::NONE, 4).name,
+            "flash_v8_64_s4_c3"
+        );
+        assert!(v8_kernel(64, 1024, 1024, Mask::NONE, 4).o_tile);
     }
 
     /// The trace buffer's layout: block-major, four writer slots a block, two words an event (the
