@@ -262,6 +262,9 @@ fn probe_cases() -> Vec<(AttnShape, Mask)> {
         ((1, 2, 1, 300, 300, 64), Mask::CAUSAL),
         ((1, 2, 2, 200, 330, 64), w(100, true)),
         ((1, 1, 1, 330, 200, 64), Mask::CAUSAL),
+        // No mask over whole key tiles: v8's `_u` kernels (no masked tile's code), with the O tile.
+        ((1, 2, 1, 200, 256, 64), Mask::NONE),
+        ((1, 2, 2, 130, 384, 128), Mask::NONE),
     ]
     .into_iter()
     .map(|((b, hq, hkv, nq, nk, d), m)| (AttnShape::new(b, hq, hkv, nq, nk, d).expect("case"), m))

@@ -21,7 +21,8 @@ use rayon::prelude::*;
 mod common;
 use common::device;
 
-/// The edge grid: lengths 1, 17, 64, 113, 1023, 2048 (square and Nq != Nk), D in {32, 64, 128},
+/// The edge grid: lengths 1, 17, 64, 113, 1023, 2048 (square and Nq != Nk), and 4352 query rows over
+/// 256 keys (long enough that v8 drops the O tile, whole key tiles: its `_u` and `_c` kernels), D in {32, 64, 128},
 /// Hkv in {Hq, Hq/2, 1} and the four masks, combined so that every pair of (lengths, D) meets every mask
 /// and the kv-head counts rotate.
 fn edge_grid() -> Vec<(AttnShape, Mask)> {
@@ -36,6 +37,7 @@ fn edge_grid() -> Vec<(AttnShape, Mask)> {
         (113, 17),
         (1, 1023),
         (1023, 64),
+        (4352, 256),
     ];
     let masks = [
         Mask::NONE,
