@@ -361,7 +361,7 @@ pub struct V8Kernel {
 pub fn v8_kernel(d: usize, nq: usize, nk: usize, mask: Mask, stages: usize) -> V8Kernel {
     let consumers = v8_consumers(d, nq, mask.causal);
     let default = stages == v8_stage_choices(d)[0] && mask.window.is_none();
-    let whole = default && !mask.causal && nk > 0 && nk % 128 == 0;
+    let whole = default && !mask.causal && nk > 0 && nk.is_multiple_of(128);
     let o_tile =
         v8_o_tile(d, nq, mask.causal, stages, consumers) || (whole && d == 64 && nq <= 2048);
     let class = match (default, mask.causal, d, o_tile) {
