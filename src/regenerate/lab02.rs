@@ -116,7 +116,7 @@ pub fn render(files: &[(String, MeasurementFile)]) -> Vec<Artifact> {
 }
 
 /// The median of `v` (the mean of the middle two for an even count); `None` for none.
-fn median(v: &[f64]) -> Option<f64> {
+pub(super) fn median(v: &[f64]) -> Option<f64> {
     let mut v = v.to_vec();
     v.sort_by(f64::total_cmp);
     let n = v.len();
@@ -125,6 +125,49 @@ fn median(v: &[f64]) -> Option<f64> {
         _ if n % 2 == 1 => Some(v[n / 2]),
         _ => Some((v[n / 2 - 1] + v[n / 2]) / 2.0),
     }
+}
+
+/// The race's shapes (D, mask, N), in order, each with ours over `peer` taken within each round
+/// (variant `race`, checked records only; a round missing either side is left out).
+pub(super) fn race_ratios(
+    f: &MeasurementFile,
+    peer: &str,
+) -> Vec<((usize, String, usize), Vec<f64>)> {
+    let recs: Vec<&Record> = f
+        .records
+        .iter()
+        .filter(|r| r.variant == "race" && r.checked)
+        .collect();
+    let mut shapes: Vec<(usize, String, usize)> =
+        recs.iter().map(|r| (r.d, r.mask.clone(), r.nq)).collect();
+    shapes.sort();
+    shapes.dedup();
+    let mut rounds: Vec<usize> = recs.iter().filter_map(|r| r.round).collect();
+    rounds.sort_unstable();
+    rounds.dedup();
+    let at = |(d, mask, n): &(usize, String, usize), ours: bool, round: usize| {
+        recs.iter().find(|r| {
+            r.d == *d
+                && r.mask == *mask
+                && r.nq == *n
+                && r.round == Some(round)
+                && (if ours {
+                    r.implementation.starts_with("ours/")
+                } else {
+                    r.implementation == peer
+                })
+        })
+    };
+    shapes
+        .into_iter()
+        .map(|shape| {
+            let v = rounds
+                .iter()
+                .filter_map(|&k| Some(at(&shape, true, k)?.tflops / at(&shape, false, k)?.tflops))
+                .collect();
+            (shape, v)
+        })
+        .collect()
 }
 
 /// Table 02.7: our default kernel against cuDNN and FA2 with each shape timed back to back, in rounds
@@ -168,10 +211,11 @@ fn race_table(name: &str, f: &MeasurementFile) -> String {
         };
         // Ours over `peer`, each round's ratio within that round.
         let within = |peer: &str| -> Vec<f64> {
-            rounds
-                .iter()
-                .filter_map(|&k| Some(at(ours_name, k)?.tflops / at(peer, k)?.tflops))
-                .collect()
+            let shape = (*d, mask.clone(), *n);
+            race_ratios(f, peer)
+                .into_iter()
+                .find(|(s, _)| *s == shape)
+                .map_or_else(Vec::new, |(_, v)| v)
         };
         let ratio = |peer: &str| -> String {
             let v = within(peer);
