@@ -532,8 +532,10 @@
 //            (+1.3%), 1024 +0.5%, 2048 +0.7%, 4096 +0.4%; D = 128 512 +0.6%, 1024 +0.7%, 2048 +0.9%, 4096
 //            +1.4%, each in both rounds; 16384 moved by 4-9% between the rounds of one build in either
 //            direction, as before. Less code, same instructions, faster: the first direct evidence for
-//            t.'s instruction-cache reading; the gain is largest where items are shortest, as it
-//            predicts, but not zero at long rows, where the loop alone now fits in less cache.
+//            t.'s instruction-cache reading. Its prediction held only in part: the largest gain is at
+//            the shortest unmasked rows, but long unmasked rows at D = 128 gained nearly as much, and
+//            causal D = 128 more at 4096 than at 512; the loop step's own code, now one unbroken run,
+//            takes fewer cache lines too.
 //         ao. Host side, after an.: D = 64's `_o_u` kernel (the O tile, no masked code: 53 KB against
 //            the general plain kernel's 95) for whole unmasked rows up to N = 2048, where the general
 //            `_o` kernel stops at 512 (entry ah); and D = 128's `_o_u` past N = 4096. Against e2e61cd,

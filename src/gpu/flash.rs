@@ -347,17 +347,19 @@ pub struct V8Kernel {
     pub o_tile: bool,
 }
 
-/// The v8 kernel a call runs: `flash_v8_<d>_s<stages>_c<consumers>`, `_o` where [`v8_o_tile`] says,
-/// then the mask class it is compiled for. The default configurations (the first of
-/// [`v8_stage_choices`], with the consumers and O tile the rules above pick) are compiled three times:
-/// for any mask (no suffix), for none (`_u`: no mask and `nk` a multiple of the 128-key tile, so no tile
-/// is masked) and for a causal mask without a window (`_c`); each leaves out the masked tiles' code it
-/// can never run (`MASK` in the kernel). The instructions a call executes are the same; the machine
-/// code is a sixth to a half smaller (Table 02.8), and with it what the instruction cache must hold
-/// (the kernel's changelog, entries t and an: 0.4-2.9% faster on the H200). D = 64's plain `_u`
-/// kernel lost a fraction of a percent from N = 2048 and is not compiled; its `_o_u` kernel, about
-/// half the general `_o` kernel's code, runs up to N = 2048 (entry ao: +1.6% at 1024, +0.5% at 2048
-/// against the general kernel without the tile), where the general `_o` stops at 512.
+/// The v8 kernel a call runs: `flash_v8_<d>_s<stages>_c<consumers>`, `_o` where [`v8_o_tile`] says
+/// (and, at D = 64, for whole unmasked rows up to N = 2048), then the mask class it is compiled for.
+/// The default configurations (the first of [`v8_stage_choices`], with the consumers and O tile the
+/// rules pick) are compiled again for each class of mask they are picked for: `_u` (no mask and `nk` a
+/// multiple of the 128-key tile, so no tile is masked) and `_c` (a causal mask without a window); each
+/// leaves out the masked tiles' code it can never run (`MASK` in the kernel). Every other call (a
+/// window, a partial last key tile, other stages) takes the general kernel. The instructions a call
+/// executes are the same; the machine code is a sixth to nearly a half smaller (Table 02.8), and with
+/// it what the instruction cache must hold (the kernel's changelog, entries t and an: 0.4-2.9% faster
+/// on the H200). D = 64's plain `_u` kernel was level at N = 1024 and lost a fraction of a percent
+/// from 2048, so it is not compiled; its `_o_u` kernel, about half the general `_o` kernel's code,
+/// runs up to N = 2048 (entry ao: +1.6% at 1024, +0.5% at 2048 against the general kernel without the
+/// tile), where the general `_o` stops at 512.
 pub fn v8_kernel(d: usize, nq: usize, nk: usize, mask: Mask, stages: usize) -> V8Kernel {
     let consumers = v8_consumers(d, nq, mask.causal);
     let default = stages == v8_stage_choices(d)[0] && mask.window.is_none();
