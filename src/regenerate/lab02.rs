@@ -190,6 +190,10 @@ fn race_table(name: &str, f: &MeasurementFile) -> String {
         .iter()
         .find(|r| r.implementation.starts_with("ours/"))
         .map_or("ours", |r| r.implementation.as_str());
+    let peers: Vec<(&str, _)> = ["torch/cudnn", "torch/flash"]
+        .into_iter()
+        .map(|peer| (peer, race_ratios(f, peer)))
+        .collect();
     let mut rows = Vec::new();
     // Against cuDNN, each shape by where its rounds' ratios lie: all above 1, on both sides, all below.
     let (mut ahead, mut level, mut behind) = (Vec::new(), Vec::new(), Vec::new());
@@ -212,10 +216,11 @@ fn race_table(name: &str, f: &MeasurementFile) -> String {
         // Ours over `peer`, each round's ratio within that round.
         let within = |peer: &str| -> Vec<f64> {
             let shape = (*d, mask.clone(), *n);
-            race_ratios(f, peer)
-                .into_iter()
-                .find(|(s, _)| *s == shape)
-                .map_or_else(Vec::new, |(_, v)| v)
+            peers
+                .iter()
+                .find(|(p, _)| *p == peer)
+                .and_then(|(_, all)| all.iter().find(|(s, _)| *s == shape))
+                .map_or_else(Vec::new, |(_, v)| v.clone())
         };
         let ratio = |peer: &str| -> String {
             let v = within(peer);
