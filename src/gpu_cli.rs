@@ -674,9 +674,12 @@ fn probe_on(dev: &Device, args: &[String], session: &mut Session) -> Result<(), 
             // checks each version's output as the harness does, then times it over four rotated input
             // sets (`nocheck` skips the check and marks the line UNCHECKED). `time` takes lists, so
             // that one process (one compile of each module) compares several versions and lengths:
-            // `time v7,v8,v8:w3 512,2048 128 causal`.
+            // `time v7,v8,v8:w3 512,2048 128 causal`; `v8@NAME` runs v8 through the kernel NAME
+            // instead of the one the host's rules pick (`flash::v8_named` refuses a name that cannot
+            // run the call), so that two rules' choices compare in one build:
+            // `time v8,v8@flash_v8_64_s4_c3_c 1024 64 causal`.
             let usage =
-                format!("gpu-probe {cmd} VERSION[:wK],... N,... D [causal] [wWARPS] [bBATCH] [nocheck]");
+                format!("gpu-probe {cmd} VERSION[:wK|@KERNEL],... N,... D [causal] [wWARPS] [bBATCH] [nocheck]");
             let n_list: Vec<usize> = args
                 .get(2)
                 .map(|x| x.split(',').filter_map(|n| n.parse().ok()).collect())
@@ -701,11 +704,19 @@ fn probe_on(dev: &Device, args: &[String], session: &mut Session) -> Result<(), 
                 .filter(|&b| b > 0);
             let mut versions = Vec::new();
             for item in args.get(1).ok_or(usage.clone())?.split(',') {
+                let (item, kernel) = match item.split_once('@') {
+                    Some((v, k)) => (v, Some(k.to_string())),
+                    None => (item, None),
+                };
                 let (name, w) = match item.split_once(":w") {
                     Some((name, w)) => (name, Some(w.parse::<usize>().map_err(|e| e.to_string())?)),
                     None => (item, warps),
                 };
-                versions.push((Version::parse(name).ok_or(usage.clone())?, w));
+                let ver = Version::parse(name).ok_or(usage.clone())?;
+                if kernel.is_some() && ver != Version::V8Tma {
+                    return Err(format!("{item}@KERNEL: only v8 takes a kernel by name"));
+                }
+                versions.push((ver, w, kernel));
             }
             if n_list.is_empty() {
                 return Err("N".into());
@@ -722,33 +733,44 @@ fn probe_on(dev: &Device, args: &[String], session: &mut Session) -> Result<(), 
                 let s = *s;
                 // `check`: each version's output first checked as the harness checks it.
                 let checker = check.then(|| gpu::Checker::new(q, k, v, &s, mask));
-                for &(ver, w) in &versions {
+                for (ver, w, kernel) in &versions {
+                    let (ver, w) = (*ver, *w);
+                    // One launch: the host's pick, or the kernel named.
+                    let run = |set: &mut flash::Buffers<f16>| match kernel {
+                        Some(k) => flash::forward_v8_named(dev, set, mask, k),
+                        None => flash::forward_knob(dev, ver, set, mask, w),
+                    };
                     if cmd == "one" {
-                        flash::forward_knob(dev, ver, &mut sets[0], mask, w)
-                            .map_err(|e| e.to_string())?;
+                        run(&mut sets[0]).map_err(|e| e.to_string())?;
                         dev.synchronize().map_err(|e| e.to_string())?;
                         println!("ran {} on {s:?} {}", ver.name(), mask.name());
                         continue;
                     }
                     let label = format!(
-                        "{}{} N={n} D={d} {}{}",
+                        "{}{}{} N={n} D={d} {}{}",
                         ver.name(),
                         w.map_or(String::new(), |w| format!("_w{w}")),
+                        kernel.as_ref().map_or(String::new(), |k| format!("@{k}")),
                         mask.name(),
                         batch.map_or(String::new(), |b| format!(" B={b}"))
                     );
                     if let Some(checker) = &checker {
                         sets[0].poison(dev).map_err(|e| e.to_string())?;
-                        flash::forward_knob(dev, ver, &mut sets[0], mask, w)
-                            .map_err(|e| e.to_string())?;
+                        run(&mut sets[0]).map_err(|e| e.to_string())?;
                         let (o, _) = sets[0].download(dev).map_err(|e| e.to_string())?;
                         let r = checker
                             .check(&label, &o, &s)
                             .map_err(|e| format!("check failed, not timed: {e}"))?;
                         println!("check {label}: max error {:.2e}", r.candidate.max);
                     }
-                    let mut t = flash::time_ms(dev, ver, w, sets, mask, 5, 40)
-                        .map_err(|e| e.to_string())?;
+                    let mut t = match kernel {
+                        Some(_) => {
+                            let n_sets = sets.len().max(1);
+                            dev.time_each(5, 40, |i| run(&mut sets[i % n_sets]))
+                        }
+                        None => flash::time_ms(dev, ver, w, sets, mask, 5, 40),
+                    }
+                    .map_err(|e| e.to_string())?;
                     t.sort_by(f64::total_cmp);
                     let flops =
                         4.0 * (s.b * s.hq * n * n * d) as f64 / if causal { 2.0 } else { 1.0 };
@@ -1046,7 +1068,7 @@ fn probe_on(dev: &Device, args: &[String], session: &mut Session) -> Result<(), 
             save_check(dev, &dir)
         }
         _ => Err(
-            "usage: gpu-probe sanitize | gpu-probe check VERSION,... | gpu-probe one|time VERSION N D [causal] [wWARPS] | gpu-probe paged N [async|tc|read] | gpu-probe trace OUT.json COMMIT DATE | gpu-probe save-check DIR"
+            "usage: gpu-probe sanitize | gpu-probe check VERSION,... | gpu-probe one|time VERSION[:wK|@KERNEL],... N,... D [causal] [wWARPS] [bBATCH] [nocheck] | gpu-probe paged N [async|tc|read] | gpu-probe trace OUT.json COMMIT DATE | gpu-probe save-check DIR"
                 .into(),
         ),
     }

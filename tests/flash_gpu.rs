@@ -354,6 +354,61 @@ fn refuses_invalid_calls() {
     assert!(matches!(err, Some(GpuError::Shape(_))));
 }
 
+/// v8 through a kernel named by the caller (`gpu-probe time v8@NAME`): a name that can run the call
+/// gives what the host's pick gives, to the bar; one that cannot is refused with the reason before
+/// anything is launched, and the output is left as it was.
+#[test]
+fn a_named_v8_kernel_runs_or_is_refused() {
+    let Some(dev) = device() else { return };
+    let s = AttnShape::new(1, 2, 1, 300, 384, 64).unwrap();
+    let mut rng = Rng::new(7);
+    let q: Vec<f16> = convert(&rng.normal_vec_f32(s.q_len()));
+    let k: Vec<f16> = convert(&rng.normal_vec_f32(s.kv_len()));
+    let v: Vec<f16> = convert(&rng.normal_vec_f32(s.kv_len()));
+    let mut bufs = Buffers::upload(&dev, s, &q, &k, &v).unwrap();
+    match flash::forward(&dev, Version::V8Tma, &mut bufs, Mask::CAUSAL) {
+        Err(GpuError::NotSupported { arch, .. }) => {
+            eprintln!("skipped: v8 needs sm_90a, this device is {arch}");
+            return;
+        }
+        other => other.unwrap(),
+    }
+    let (picked, _) = bufs.download(&dev).unwrap();
+    // Three consumer warpgroups where the host's rule takes two (causal, N <= 1024).
+    bufs.poison(&dev).unwrap();
+    flash::forward_v8_named(&dev, &mut bufs, Mask::CAUSAL, "flash_v8_64_s4_c3_c").unwrap();
+    let (named, _) = bufs.download(&dev).unwrap();
+    let worst = picked
+        .iter()
+        .zip(&named)
+        .map(|(a, b)| (a.to_f32() - b.to_f32()).abs())
+        .fold(0.0f32, f32::max);
+    // Each is within the bar of the reference (the edge grid checks both kernels), so within twice it
+    // of each other; the two tile the rows differently, so they need not agree bit for bit.
+    assert!(
+        worst <= 2.0 * FP16_BAR as f32,
+        "named kernel differs from the host's pick by {worst}"
+    );
+    // Refused: a `_u` kernel under a mask, another head size, a name not compiled.
+    bufs.poison(&dev).unwrap();
+    for name in [
+        "flash_v8_64_s4_c3_o_u",
+        "flash_v8_128_s2_c2_c",
+        "flash_v8_64_s9_c3",
+    ] {
+        let err = flash::forward_v8_named(&dev, &mut bufs, Mask::CAUSAL, name).unwrap_err();
+        assert!(
+            matches!(err, GpuError::KernelChoice { .. }),
+            "{name}: {err}"
+        );
+    }
+    let (o, lse) = bufs.download(&dev).unwrap();
+    assert!(
+        o.iter().all(|x| x.is_nan()) && lse.iter().all(|x| x.is_nan()),
+        "a refused launch writes nothing"
+    );
+}
+
 /// Without a driver `open` answers `Ok(None)` (never a panic); with one, it opens.
 #[test]
 fn open_never_panics() {

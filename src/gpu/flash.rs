@@ -272,6 +272,17 @@ pub fn v8_stage_choices(d: usize) -> &'static [usize] {
     }
 }
 
+/// The K/V stages v8 runs with when asked for `stages` (its knob): those, where compiled for head size
+/// `d`, else the default (the first of [`v8_stage_choices`]).
+pub fn v8_stages(d: usize, stages: usize) -> usize {
+    let choices = v8_stage_choices(d);
+    if choices.contains(&stages) {
+        stages
+    } else {
+        choices[0]
+    }
+}
+
 /// v8's consumer warpgroups (64 query rows each) for head size `d`, `nq` query rows and the mask:
 /// three at D = 64 (192 rows share each K/V tile, FlashAttention-3's shape there), except causal up to
 /// N = 1024, where a 192-row tile leaves too few and too unequal items (H200, one call, against two:
@@ -345,6 +356,72 @@ pub struct V8Kernel {
     pub consumers: usize,
     /// Whether O leaves through a shared-memory tile ([`v8_o_tile`], and below).
     pub o_tile: bool,
+    /// K/V stages.
+    pub stages: usize,
+}
+
+/// Every v8 kernel the kernel file compiles (its `WS(...)` lines: head size, stages, consumers, O tile,
+/// mask class), by name.
+pub fn v8_compiled() -> Vec<String> {
+    super::kernel_source("flash_fwd.cu")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.strip_prefix("WS(")?.strip_suffix(')').map(str::to_string))
+        .filter_map(|args| {
+            let a: Vec<&str> = args.split(',').map(str::trim).collect();
+            (a.len() == 6).then(|| format!("flash_v8_{}_s{}_c{}{}", a[0], a[1], a[2], a[5]))
+        })
+        .collect()
+}
+
+/// A v8 kernel named by the caller instead of the host's rules (`gpu-probe time v8@NAME`: two rules'
+/// choices compared in one process, one build), refused with a typed error where it is not compiled or
+/// cannot compute this call correctly: another head size, a `_u` kernel for a mask or a partial key
+/// tile, a `_c` kernel for anything but a causal mask without a window.
+pub fn v8_named(name: &str, s: &AttnShape, mask: Mask) -> Result<V8Kernel, GpuError> {
+    let refuse = |why: String| GpuError::KernelChoice {
+        name: name.to_string(),
+        why,
+    };
+    if !v8_compiled().iter().any(|k| k == name) {
+        return Err(refuse("no such kernel in kernels/flash_fwd.cu".into()));
+    }
+    let rest = name.strip_prefix("flash_v8_").unwrap_or(name);
+    let mut parts = rest.split('_');
+    let mut field =
+        |prefix: &str| -> Option<usize> { parts.next()?.strip_prefix(prefix)?.parse().ok() };
+    let (Some(d), Some(stages), Some(consumers)) = (field(""), field("s"), field("c")) else {
+        return Err(refuse(
+            "not a flash_v8_<d>_s<stages>_c<consumers> name".into(),
+        ));
+    };
+    let suffixes: Vec<&str> = parts.collect();
+    let o_tile = suffixes.contains(&"o");
+    if d != s.d {
+        return Err(refuse(format!(
+            "compiled for D = {d}, the call has D = {}",
+            s.d
+        )));
+    }
+    if suffixes.contains(&"u")
+        && (mask.causal || mask.window.is_some() || s.nk == 0 || !s.nk.is_multiple_of(128))
+    {
+        return Err(refuse(
+            "a `_u` kernel has no masked tiles' code: no mask and Nk a multiple of 128 only".into(),
+        ));
+    }
+    if suffixes.contains(&"c") && (!mask.causal || mask.window.is_some()) {
+        return Err(refuse(
+            "a `_c` kernel has only the causal mask's code: a causal mask without a window only"
+                .into(),
+        ));
+    }
+    Ok(V8Kernel {
+        name: name.to_string(),
+        consumers,
+        o_tile,
+        stages,
+    })
 }
 
 /// The v8 kernel a call runs: `flash_v8_<d>_s<stages>_c<consumers>`, `_o` where [`v8_o_tile`] says
@@ -379,6 +456,7 @@ pub fn v8_kernel(d: usize, nq: usize, nk: usize, mask: Mask, stages: usize) -> V
         ),
         consumers,
         o_tile,
+        stages,
     }
 }
 
@@ -479,6 +557,23 @@ pub fn forward_knob<T: GpuElement>(
         Some(w) => forward_with(dev, version, bufs, mask, w),
         None => forward(dev, version, bufs, mask),
     }
+}
+
+/// v8 through the kernel `name` instead of the one [`v8_kernel`]'s rules pick ([`v8_named`] says which
+/// names this call may take), with every check [`forward_with`] makes: how `gpu-probe time v8@NAME`
+/// compares two rules' choices in one process.
+pub fn forward_v8_named<T: GpuElement>(
+    dev: &Device,
+    bufs: &mut Buffers<T>,
+    mask: Mask,
+    name: &str,
+) -> Result<(), GpuError> {
+    let pick = v8_named(name, &bufs.shape, mask)?;
+    check_buffers(bufs)?;
+    let p = params(&bufs.shape, mask)?;
+    check_fits("B * Hq", bufs.shape.b * bufs.shape.hq, 65_535)?;
+    let module = dev.module("flash_fwd.cu", &forward_defines(Version::V8Tma, T::BF16))?;
+    launch_v8(dev, &module, bufs, &p, &pick, None)
 }
 
 /// The defines of `version`'s module (`flash_fwd.cu`), in bf16 or f16.
@@ -689,20 +784,24 @@ pub fn forward_with<T: GpuElement>(
             launch_qkv(dev, &f, cfg, bufs, &p)?;
             // ANCHOR_END: wg_launch
         }
-        Version::V8Tma => launch_v8(dev, &module, bufs, mask, &p, warps, None)?,
+        Version::V8Tma => {
+            let kernel = v8_kernel(s.d, s.nq, s.nk, mask, v8_stages(s.d, warps));
+            launch_v8(dev, &module, bufs, &p, &kernel, None)?
+        }
     }
     Ok(())
 }
 
 // ANCHOR: ws_launch
-/// v8's launch, from [`forward_with`] (`trace` None) or [`v8_trace`] (the trace build, its buffer).
+/// v8's launch of `kernel` (the host's pick, [`v8_kernel`], or one named through [`forward_v8_named`]),
+/// from [`forward_with`] and [`forward_v8_named`] (`trace` None) or [`v8_trace`] (the trace build, its
+/// buffer).
 fn launch_v8<T: GpuElement>(
     dev: &Device,
     module: &std::sync::Arc<cudarc::driver::CudaModule>,
     bufs: &mut Buffers<T>,
-    mask: Mask,
     p: &Params,
-    warps: usize,
+    kernel: &V8Kernel,
     trace: Option<&mut CudaSlice<u64>>,
 ) -> Result<(), GpuError> {
     let s = bufs.shape;
@@ -714,18 +813,14 @@ fn launch_v8<T: GpuElement>(
             arch: dev.arch(),
         });
     }
-    let choices = v8_stage_choices(s.d);
-    let stages = if choices.contains(&warps) {
-        warps
-    } else {
-        choices[0]
-    };
     let V8Kernel {
         name,
         consumers,
         o_tile,
-    } = v8_kernel(s.d, s.nq, s.nk, mask, stages);
-    let f = module.load_function(&name)?;
+        stages,
+    } = kernel;
+    let (consumers, o_tile, stages) = (*consumers, *o_tile, *stages);
+    let f = module.load_function(name)?;
     let br = 64 * consumers; // the block's query rows: Q's box
     let [tq, tk, tv, to] = v8_maps(dev, bufs, br)?;
     if bufs.sched.is_none() {
@@ -811,7 +906,8 @@ pub fn v8_trace<T: GpuElement>(
     let module = dev.module("flash_fwd.cu", &trace_defines(T::BF16))?;
     let st = dev.stream();
     let mut buf = st.alloc_zeros::<u64>(TRACE_BLOCKS * 4 * TRACE_EVENTS * 2)?;
-    launch_v8(dev, &module, bufs, mask, &p, stages, Some(&mut buf))?;
+    let kernel = v8_kernel(s.d, s.nq, s.nk, mask, v8_stages(s.d, stages));
+    launch_v8(dev, &module, bufs, &p, &kernel, Some(&mut buf))?;
     let raw = st.clone_dtoh(&buf)?;
     let writers = v8_consumers(s.d, s.nq, mask.causal) + 1;
     Ok(decode_trace(&raw, writers))
@@ -987,15 +1083,7 @@ mod tests {
     /// rule's threshold, with Nk a multiple of the tile or not.
     #[test]
     fn every_v8_kernel_the_host_picks_is_compiled() {
-        let src = crate::gpu::kernel_source("flash_fwd.cu").expect("embedded");
-        let compiled: Vec<String> = src
-            .lines()
-            .filter_map(|l| l.strip_prefix("WS(")?.strip_suffix(')').map(str::to_string))
-            .map(|args| {
-                let a: Vec<&str> = args.split(',').map(str::trim).collect();
-                format!("flash_v8_{}_s{}_c{}{}", a[0], a[1], a[2], a[5])
-            })
-            .collect();
+        let compiled = v8_compiled();
         assert!(compiled.len() >= 11, "{compiled:?}");
         let window = Mask {
             causal: false,
@@ -1059,6 +1147,42 @@ mod tests {
             "flash_v8_64_s4_c3"
         );
         assert!(v8_kernel(64, 1024, 1024, Mask::NONE, 4).o_tile);
+    }
+
+    /// A kernel named by the caller runs only where it computes the call correctly; every other name is
+    /// refused with the reason, and the host's own picks are always accepted.
+    #[test]
+    fn a_named_v8_kernel_is_refused_where_it_cannot_run() {
+        let s = |nq, nk, d| AttnShape::new(1, 2, 2, nq, nk, d).unwrap();
+        let window = Mask::sliding(100, true).unwrap();
+        let ok = |name: &str, shape, mask| v8_named(name, &shape, mask).is_ok();
+        assert!(ok("flash_v8_64_s4_c3_c", s(1024, 1024, 64), Mask::CAUSAL));
+        assert!(ok("flash_v8_64_s4_c3_o_u", s(1024, 1024, 64), Mask::NONE));
+        assert!(ok("flash_v8_128_s3_c2", s(1000, 1000, 128), window));
+        for (name, shape, mask) in [
+            ("flash_v8_64_s4_c3_o_u", s(1024, 1000, 64), Mask::NONE), // a partial key tile
+            ("flash_v8_64_s4_c3_o_u", s(1024, 1024, 64), Mask::CAUSAL),
+            ("flash_v8_64_s4_c3_c", s(1024, 1024, 64), window), // a window
+            ("flash_v8_64_s4_c3_c", s(1024, 1024, 64), Mask::NONE),
+            ("flash_v8_64_s4_c3_c", s(1024, 1024, 128), Mask::CAUSAL), // another head size
+            ("flash_v8_64_s3_c3", s(1024, 1024, 64), Mask::NONE),      // not compiled
+            ("flash_v7_64_w4", s(1024, 1024, 64), Mask::NONE),
+        ] {
+            let e = v8_named(name, &shape, mask).expect_err(name);
+            assert!(
+                matches!(&e, GpuError::KernelChoice { name: n, .. } if n == name),
+                "{e}"
+            );
+        }
+        for d in [64, 128] {
+            for mask in [Mask::NONE, Mask::CAUSAL, window] {
+                for (nq, nk) in [(512, 512), (2048, 2048), (4352, 256), (1000, 700)] {
+                    let pick = v8_kernel(d, nq, nk, mask, v8_stage_choices(d)[0]);
+                    let named = v8_named(&pick.name, &s(nq, nk, d), mask).expect("the host's pick");
+                    assert_eq!(named, pick);
+                }
+            }
+        }
     }
 
     /// The trace buffer's layout: block-major, four writer slots a block, two words an event (the

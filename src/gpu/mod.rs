@@ -49,6 +49,14 @@ pub enum GpuError {
         /// The device's NVRTC target.
         arch: &'static str,
     },
+    /// A kernel asked for by name (`flash::forward_v8_named`) cannot run this call, or is not compiled.
+    #[error("kernel {name} cannot run this call: {why}")]
+    KernelChoice {
+        /// The name asked for.
+        name: String,
+        /// Why not.
+        why: String,
+    },
     /// The shape itself is invalid.
     #[error(transparent)]
     Shape(#[from] ShapeError),
