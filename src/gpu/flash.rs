@@ -346,8 +346,8 @@ pub fn v8_o_tile(d: usize, nq: usize, causal: bool, stages: usize, consumers: us
     short && v8_smem_bytes_o(d, stages, consumers) <= 232_448
 }
 
-/// The v8 kernel a call runs ([`v8_kernel`]): its name, consumer warpgroups and whether it has the O
-/// tile.
+/// The v8 kernel a call runs ([`v8_kernel`], or [`v8_named`]): its name, consumer warpgroups, whether
+/// it has the O tile, and its K/V stages.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct V8Kernel {
     /// `flash_v8_<d>_s<stages>_c<consumers>`, then `_o` with the O tile, then the mask class.
