@@ -9,8 +9,11 @@
 #
 #   bash bench/ab.sh OUT ROUNDS BIN_A BIN_B [BIN ...]
 #
-# The builds are named by their file names (give them distinct ones, e.g. old-ma, new-ma).
-# Environment: VERSION (default v8), NS (default 512,1024,2048,4096), SHAPES (semicolon-separated
+# The builds are named by their file names (give them distinct ones, e.g. old-ma, new-ma). One build
+# may also be compared with itself through the host's alternatives: VERSION="v8,v8@flash_v8_64_s4_c3_c"
+# times v8 as the host picks and through the named kernel (`gpu-probe time v8@KERNEL`), the list's
+# order reversed every other round; each (build, variant) is then a column.
+# Environment: VERSION (default v8; a comma-separated list), NS (default 512,1024,2048,4096), SHAPES (semicolon-separated
 # `D [causal]`, default "128;128 causal;64;64 causal"), RACECHECK=1 to also run compute-sanitizer's
 # racecheck on each build's check.
 # OUT receives ab.log (every timing line, prefixed with its round and build) and ab.md (per shape, the
@@ -28,25 +31,31 @@ nvidia-smi --query-gpu=name,driver_version,clocks.max.sm --format=csv,noheader >
   echo "no nvidia-smi" > "$log"
 ok=1
 for b in "$@"; do
-  if timeout 120 "$b" gpu-probe check "$VERSION" > "$OUT/check-$(basename "$b").log" 2>&1; then
+  # `check` takes versions, not kernels: v8@KERNEL is checked by `time` itself before it is timed.
+  if timeout 120 "$b" gpu-probe check "$(echo "$VERSION" | sed 's/@[^,]*//g' | tr ',' '\n' | sort -u | paste -sd,)" \
+    > "$OUT/check-$(basename "$b").log" 2>&1; then
     echo "check $(basename "$b"): all match" >> "$log"
   else
     echo "check $(basename "$b"): FAILED (see check-$(basename "$b").log); not timed" >> "$log"
     ok=0
   fi
   if [ "${RACECHECK:-0}" = 1 ]; then
-    timeout 200 compute-sanitizer --tool racecheck --error-exitcode 3 "$b" gpu-probe check "$VERSION" \
+    timeout 200 compute-sanitizer --tool racecheck --error-exitcode 3 "$b" gpu-probe check \
+      "$(echo "$VERSION" | sed 's/@[^,]*//g' | tr ',' '\n' | sort -u | paste -sd,)" \
       > "$OUT/race-$(basename "$b").log" 2>&1
     echo "racecheck $(basename "$b") rc=$?: $(grep 'RACECHECK SUMMARY' "$OUT/race-$(basename "$b").log" | tail -1)" >> "$log"
   fi
 done
 if [ $ok = 1 ]; then
   for r in $(seq 1 "$ROUNDS"); do
+    # Within a build the variants run back to back; their order alternates by round.
+    versions=$VERSION
+    [ $((r % 2)) = 0 ] && versions=$(echo "$VERSION" | tr ',' '\n' | tac | paste -sd,)
     for b in "$@"; do
       IFS=';' read -ra shapes <<< "$SHAPES"
       for shape in "${shapes[@]}"; do
         # shellcheck disable=SC2086 # the shape is `D [causal]`, two words on purpose
-        timeout 120 "$b" gpu-probe time "$VERSION" "$NS" $shape 2>&1 | sed "s|^|r$r $(basename "$b") |" >> "$log"
+        timeout 120 "$b" gpu-probe time "$versions" "$NS" $shape 2>&1 | sed "s|^|r$r $(basename "$b") |" >> "$log"
       done
     done
   done
@@ -54,13 +63,20 @@ fi
 python3 - "$log" "$OUT/ab.md" "$@" <<'PY'
 import re, sys, collections
 log, out, bins = sys.argv[1], sys.argv[2], [b.rsplit('/', 1)[-1] for b in sys.argv[3:]]
-runs = collections.defaultdict(list)  # (shape, build) -> TFLOP/s of each round
-pat = re.compile(r'^r\d+ (\S+) time \S+ N=(\d+) D=(\d+) (\S+): \S+ ms ([\d.]+) TFLOP/s')
+runs = collections.defaultdict(list)  # (shape, column) -> TFLOP/s of each round
+pat = re.compile(r'^r\d+ (\S+) time (\S+) N=(\d+) D=(\d+) (\S+): \S+ ms ([\d.]+) TFLOP/s')
+labels = collections.defaultdict(set)  # build -> the variants it timed
 for line in open(log):
     m = pat.match(line)
     if m:
-        b, n, d, mask, tf = m.groups()
-        runs[(int(d), mask, int(n)), b].append(float(tf))
+        b, label, n, d, mask, tf = m.groups()
+        labels[b].add(label)
+        runs[(int(d), mask, int(n)), (b, label)].append(float(tf))
+# A column per build, or per (build, variant) where a build timed several (`v8,v8@KERNEL`).
+cols = [(b, l) for b in bins for l in sorted(labels[b], key=lambda l: ('@' in l, l))]
+name = lambda c: c[0] if len(labels[c[0]]) == 1 else f'{c[0]} {c[1]}'
+runs = {(s, name(c)): v for (s, c), v in runs.items()}
+bins = [name(c) for c in cols]
 shapes = sorted({s for s, _ in runs})
 rows = ['| D | mask | N | ' + ' | '.join(bins) + ' |', '|---|---|---|' + '---|' * len(bins)]
 for s in shapes:
