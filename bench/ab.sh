@@ -30,18 +30,17 @@ log=$OUT/ab.log
 nvidia-smi --query-gpu=name,driver_version,clocks.max.sm --format=csv,noheader > "$log" 2>/dev/null ||
   echo "no nvidia-smi" > "$log"
 ok=1
+# `check` takes versions, not kernels: v8@KERNEL is checked by `time` itself before it is timed.
+checked=$(echo "$VERSION" | sed 's/@[^,]*//g' | tr ',' '\n' | sort -u | paste -sd,)
 for b in "$@"; do
-  # `check` takes versions, not kernels: v8@KERNEL is checked by `time` itself before it is timed.
-  if timeout 120 "$b" gpu-probe check "$(echo "$VERSION" | sed 's/@[^,]*//g' | tr ',' '\n' | sort -u | paste -sd,)" \
-    > "$OUT/check-$(basename "$b").log" 2>&1; then
+  if timeout 120 "$b" gpu-probe check "$checked" > "$OUT/check-$(basename "$b").log" 2>&1; then
     echo "check $(basename "$b"): all match" >> "$log"
   else
     echo "check $(basename "$b"): FAILED (see check-$(basename "$b").log); not timed" >> "$log"
     ok=0
   fi
   if [ "${RACECHECK:-0}" = 1 ]; then
-    timeout 200 compute-sanitizer --tool racecheck --error-exitcode 3 "$b" gpu-probe check \
-      "$(echo "$VERSION" | sed 's/@[^,]*//g' | tr ',' '\n' | sort -u | paste -sd,)" \
+    timeout 200 compute-sanitizer --tool racecheck --error-exitcode 3 "$b" gpu-probe check "$checked" \
       > "$OUT/race-$(basename "$b").log" 2>&1
     echo "racecheck $(basename "$b") rc=$?: $(grep 'RACECHECK SUMMARY' "$OUT/race-$(basename "$b").log" | tail -1)" >> "$log"
   fi

@@ -127,25 +127,30 @@ pub(super) fn median(v: &[f64]) -> Option<f64> {
     }
 }
 
-/// The race's shapes (D, mask, N), in order, each with ours over `peer` taken within each round
-/// (variant `race`, checked records only; a round missing either side is left out).
-pub(super) fn race_ratios(
-    f: &MeasurementFile,
-    peer: &str,
-) -> Vec<((usize, String, usize), Vec<f64>)> {
+/// A race shape: (D, mask, N).
+pub(super) type RaceShape = (usize, String, usize);
+
+/// The race's checked records (variant `race`), its shapes in order and its rounds in order.
+fn race_records(f: &MeasurementFile) -> (Vec<&Record>, Vec<RaceShape>, Vec<usize>) {
     let recs: Vec<&Record> = f
         .records
         .iter()
         .filter(|r| r.variant == "race" && r.checked)
         .collect();
-    let mut shapes: Vec<(usize, String, usize)> =
-        recs.iter().map(|r| (r.d, r.mask.clone(), r.nq)).collect();
+    let mut shapes: Vec<RaceShape> = recs.iter().map(|r| (r.d, r.mask.clone(), r.nq)).collect();
     shapes.sort();
     shapes.dedup();
     let mut rounds: Vec<usize> = recs.iter().filter_map(|r| r.round).collect();
     rounds.sort_unstable();
     rounds.dedup();
-    let at = |(d, mask, n): &(usize, String, usize), ours: bool, round: usize| {
+    (recs, shapes, rounds)
+}
+
+/// The race's shapes (D, mask, N), in order, each with ours over `peer` taken within each round
+/// (variant `race`, checked records only; a round missing either side is left out).
+pub(super) fn race_ratios(f: &MeasurementFile, peer: &str) -> Vec<(RaceShape, Vec<f64>)> {
+    let (recs, shapes, rounds) = race_records(f);
+    let at = |(d, mask, n): &RaceShape, ours: bool, round: usize| {
         recs.iter().find(|r| {
             r.d == *d
                 && r.mask == *mask
@@ -174,18 +179,7 @@ pub(super) fn race_ratios(
 /// (`bench/peers/torch_race.py`): per shape, each side's median rate over the rounds and the ratios
 /// taken within each round (median, and the lowest and highest round).
 fn race_table(name: &str, f: &MeasurementFile) -> String {
-    let recs: Vec<&Record> = f
-        .records
-        .iter()
-        .filter(|r| r.variant == "race" && r.checked)
-        .collect();
-    let mut shapes: Vec<(usize, String, usize)> =
-        recs.iter().map(|r| (r.d, r.mask.clone(), r.nq)).collect();
-    shapes.sort();
-    shapes.dedup();
-    let mut rounds: Vec<usize> = recs.iter().filter_map(|r| r.round).collect();
-    rounds.sort_unstable();
-    rounds.dedup();
+    let (recs, shapes, rounds) = race_records(f);
     let ours_name = recs
         .iter()
         .find(|r| r.implementation.starts_with("ours/"))

@@ -208,7 +208,7 @@ fn flash_cudnn(f: &MeasurementFile) -> Option<(String, bool, &Record)> {
         .iter()
         .filter(|(_, v)| v.iter().all(|&r| r < 1.0))
         .count();
-    let medians: Vec<(f64, &(usize, String, usize))> = race
+    let medians: Vec<(f64, &super::lab02::RaceShape)> = race
         .iter()
         .filter_map(|(s, v)| super::lab02::median(v).map(|m| (m, s)))
         .collect();
