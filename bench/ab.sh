@@ -26,6 +26,11 @@ VERSION=${VERSION:-v8}
 NS=${NS:-512,1024,2048,4096}
 SHAPES=${SHAPES:-128;128 causal;64;64 causal}
 mkdir -p "$OUT"
+# Compiled PTX kept between the binary's processes (NVRTC once per module and build, not per process;
+# `MA_PTX_CACHE`, src/gpu), and the driver's JIT cache of the machine code beside it.
+export MA_PTX_CACHE=${MA_PTX_CACHE:-${TMPDIR:-/tmp}/ma-ptx-cache}
+export CUDA_CACHE_PATH=${CUDA_CACHE_PATH:-${TMPDIR:-/tmp}/ma-cuda-cache}
+export CUDA_CACHE_MAXSIZE=${CUDA_CACHE_MAXSIZE:-1073741824}
 log=$OUT/ab.log
 nvidia-smi --query-gpu=name,driver_version,clocks.max.sm --format=csv,noheader > "$log" 2>/dev/null ||
   echo "no nvidia-smi" > "$log"

@@ -48,6 +48,11 @@ fi
 B=$W/bin/modern-attention
 PEERS=$(cd "$(dirname "$0")" && pwd)/peers
 export PYTHONUNBUFFERED=1
+# Compiled PTX kept between the binary's processes (NVRTC once per module and build, not per process;
+# `MA_PTX_CACHE`, src/gpu), and the driver's JIT cache of the machine code beside it.
+export MA_PTX_CACHE=${MA_PTX_CACHE:-${TMPDIR:-/tmp}/ma-ptx-cache}
+export CUDA_CACHE_PATH=${CUDA_CACHE_PATH:-${TMPDIR:-/tmp}/ma-cuda-cache}
+export CUDA_CACHE_MAXSIZE=${CUDA_CACHE_MAXSIZE:-1073741824}
 log=$OUT/summary.log
 say() { echo "$@" | tee -a "$log"; }
 say "== $(date -u +%FT%TZ) commit $(cat "$W/COMMIT" 2>/dev/null) phases: $phases"

@@ -5,19 +5,21 @@
 //! `REQUIRE_NVRTC=1` that is a failure.
 
 use modern_attention::gpu::{
-    compile_module, cuda_include_dir, module_configs, module_key, nvrtc_present,
+    compile_module, compile_module_cached, cuda_include_dir, module_configs, module_key,
+    nvrtc_present,
 };
 use rayon::prelude::*;
 
-#[test]
-fn every_kernel_module_compiles_for_hopper() {
+/// Whether NVRTC and the toolkit's headers are here; without them a printed reason (a failure with
+/// `REQUIRE_NVRTC=1`).
+fn nvrtc_ready() -> bool {
     if !nvrtc_present() {
         assert!(
             std::env::var_os("REQUIRE_NVRTC").is_none(),
             "REQUIRE_NVRTC is set, but NVRTC (libnvrtc) cannot be loaded"
         );
         eprintln!("skipped: NVRTC (libnvrtc) cannot be loaded here, so no kernel was compiled");
-        return;
+        return false;
     }
     let headers = cuda_include_dir();
     if !headers.join("cuda_fp16.h").exists() {
@@ -30,6 +32,14 @@ fn every_kernel_module_compiles_for_hopper() {
             "skipped: NVRTC loads, but {} has no cuda_fp16.h (set CUDA_HOME to a CUDA toolkit)",
             headers.display()
         );
+        return false;
+    }
+    true
+}
+
+#[test]
+fn every_kernel_module_compiles_for_hopper() {
+    if !nvrtc_ready() {
         return;
     }
     let configs = module_configs();
@@ -107,4 +117,40 @@ fn the_committed_ptxas_report_is_what_ptxas_says_now() {
          --json measurements/ptxas/sm_90a.json flash_fwd FA_BF16=0`):\n{}",
         stale.join("\n")
     );
+}
+
+/// A module compiled through a PTX cache directory is written there once, read back the next time
+/// (the same PTX, no compile), and another module's defines make another file.
+#[test]
+fn a_ptx_cache_keeps_one_file_per_module_and_gives_back_the_same_ptx() {
+    if !nvrtc_ready() {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("ma-ptx-cache-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let (file, defines) = module_configs()
+        .into_iter()
+        .find(|(f, _)| *f == "tma.cu")
+        .expect("the TMA check is a module of the book");
+    let key = module_key(file, &defines);
+    let first = compile_module_cached(file, &defines, "sm_90a", &key, Some(&dir)).unwrap();
+    let files = || std::fs::read_dir(&dir).map(|d| d.count()).unwrap_or(0);
+    assert_eq!(files(), 1, "the first compile writes one file");
+    // The file, not NVRTC, answers the second call: overwrite it and the marker comes back.
+    let path = std::fs::read_dir(&dir)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let marked = format!("{}\n// read from the cache\n", first.to_src());
+    std::fs::write(&path, &marked).unwrap();
+    let second = compile_module_cached(file, &defines, "sm_90a", &key, Some(&dir)).unwrap();
+    assert_eq!(second.to_src(), marked);
+    let mut other = defines.clone();
+    other.push(("MA_CACHE_TEST", 1));
+    let key2 = module_key(file, &other);
+    compile_module_cached(file, &other, "sm_90a", &key2, Some(&dir)).unwrap();
+    assert_eq!(files(), 2, "other defines, another file");
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -18,7 +18,7 @@ use cudarc::driver::{
 };
 use cudarc::nvrtc::{compile_ptx_with_opts, CompileError, CompileOptions, Ptx};
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 use thiserror::Error;
 
@@ -137,6 +137,18 @@ pub struct Device {
 }
 
 /// PTX compiled in this process, keyed by (module defines, arch): NVRTC runs once per key.
+/// Where set, the directory in which compiled PTX is kept between processes (each module once per
+/// source text, defines, architecture and NVRTC version): a script that starts the binary many times
+/// on one machine (`bench/ab.sh`) then pays NVRTC's compile once per build instead of once per process.
+pub const PTX_CACHE_ENV: &str = "MA_PTX_CACHE";
+
+/// FNV-1a, 64 bits: a name for a cache file that does not change with the compiler's hasher.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
 fn ptx_cache() -> &'static Mutex<HashMap<(String, &'static str), Ptx>> {
     static CACHE: OnceLock<Mutex<HashMap<(String, &'static str), Ptx>>> = OnceLock::new();
     CACHE.get_or_init(Default::default)
@@ -194,6 +206,31 @@ pub fn compile_module(
     })
 }
 // ANCHOR_END: nvrtc_compile
+
+/// [`compile_module`] through a directory of compiled PTX (`cache`, where given): a file named by
+/// everything the PTX depends on (the source text, the defines, the architecture and NVRTC's version;
+/// the toolkit's headers aside: one cache per machine) is read instead of compiling, and written after
+/// a compile. A cache that cannot be written costs only the next process's compile.
+pub fn compile_module_cached(
+    file: &str,
+    defines: &[(&str, i64)],
+    arch: &'static str,
+    key: &str,
+    cache: Option<&Path>,
+) -> Result<Ptx, GpuError> {
+    let Some(dir) = cache else {
+        return compile_module(file, defines, arch, key);
+    };
+    let src = kernel_source(file).unwrap_or_default();
+    let stamp = format!("{key}|{arch}|{}|{src}", nvrtc_version().unwrap_or_default());
+    let path = dir.join(format!("{file}-{:016x}.ptx", fnv1a(stamp.as_bytes())));
+    if let Ok(text) = std::fs::read_to_string(&path) {
+        return Ok(Ptx::from_src(text));
+    }
+    let ptx = compile_module(file, defines, arch, key)?;
+    let _ = std::fs::create_dir_all(dir).and_then(|_| std::fs::write(&path, ptx.to_src()));
+    Ok(ptx)
+}
 
 pub use crate::measure::ptxas::KernelReport;
 
@@ -515,7 +552,8 @@ impl Device {
     }
 
     fn compile(&self, file: &str, defines: &[(&str, i64)], key: &str) -> Result<Ptx, GpuError> {
-        compile_module(file, defines, self.arch, key)
+        let dir = std::env::var_os(PTX_CACHE_ENV).map(PathBuf::from);
+        compile_module_cached(file, defines, self.arch, key, dir.as_deref())
     }
 
     // ANCHOR: timing_event
