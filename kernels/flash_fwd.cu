@@ -545,6 +545,26 @@
 //            by 7-9%), so D = 128 keeps the O tile to 4096. D = 64 rows past 2048 ran the same kernel in
 //            both builds and still read 0.94-1.07x between them at 8192 in single rounds: at long rows
 //            one round says nothing below several percent. Kept for D = 64 (`v8_kernel`).
+//         ap. Not kept: at the item boundary the next item's exponentials computed once (`wg_exp`), only
+//            the rounding differing between short-row items and the others (`wg_pack<LOW>`): the same
+//            instructions executed, machine code `_c` 80 -> 74 KB (D = 64) and 94 -> 87 (D = 128), the
+//            general kernels about a tenth smaller. Against the build without it, three rounds in one
+//            call (H200, 2026-11-30, `bench/ab.sh`, every build checked first): D = 128 causal N = 512 /
+//            1024 / 2048 / 4096 0.989x / 0.991x / 0.995x / 0.998x, unmasked 0.995x / 0.996x / 0.998x /
+//            0.999x, each in every round; D = 64 causal 1.000x / 1.006x / 0.993x / 0.997x. Smaller code
+//            and slower: entry an's gains came with code that also ran in one piece; here two branches
+//            that each ran a whole softmax became one softmax and a branch between two roundings, and
+//            the boundary waits on more of it before the branch.
+//         aq. D = 128's causal kernels (`_c`, `_o_c`) take each item decoded from the producer, as D = 64's
+//            kernels do (DECODED above). Same call as ap.: D = 128 causal N = 512 332.1 -> 333.0 TFLOP/s,
+//            1024 459.3 -> 463.7 (+0.9%), 2048 551.5 -> 553.4, 4096 606.9 -> 607.8, faster in every
+//            round (+0.1..+1.0%); D = 64 unchanged (0.996x-1.001x, the same kernels). The same for the
+//            unmasked `_u` kernels was 0.992x / 0.994x at N = 512 / 1024 and 1.002x / 1.009x at 2048 /
+//            4096, each in every round: not taken, as short unmasked rows are where v8 is behind.
+//         ar. Not kept, entry y. asked again with the mask-class kernels: three consumers at short causal
+//            rows (`gpu-probe time v8,v8@flash_v8_64_s4_c3_c 512,1024 64 causal`, one build, three
+//            rounds in each order, same call as ap.): 228 against 250 TFLOP/s at N = 512 (0.91x), 295
+//            against 329 at 1024 (0.90x). Two consumers stay the rule there (`v8_consumers`).
 //         Where short rows lose (ncu, one launch each, H200, a0e81e9): D = 128 N = 512 unmasked, L2 hit
 //         rate 64% (N = 4096: 91%), DRAM at 32% and L2 at 62% of peak, SM throughput 45% (4096: 69%),
 //         no eligible warp in 68% of cycles; D = 64 causal N = 512 alike (L2 hits 57%, DRAM 28%, SM
@@ -2185,8 +2205,10 @@ __device__ void flash_ws(const TensorMap* tq, const TensorMap* tk, const TensorM
     // DECODED: the producer publishes each item decoded (its key tiles, head, first key tile and query
     // tile), so the consumers' item boundary does no division; otherwise the item's number, which
     // each consumer warpgroup decodes. Measured: it pays in every D = 64 block (changelog entries n and
-    // ad), and in three attempts the D = 128 kernels' loops compiled slower with it (n, r and af).
-    constexpr bool DECODED = D == 64;
+    // ad), and in three attempts the D = 128 kernels' loops compiled slower with it (n, r and af);
+    // D = 128's causal kernels without the window's code are faster with it, its unmasked ones at short
+    // rows slower (entry aq).
+    constexpr bool DECODED = D == 64 || MASK == MASK_CAUSAL;
     // Q tiles: two where they fit beside the stages in an SM's 227 KB (the host's `v8_q_buffers`).
     constexpr int QB = (2 * BR + 2 * STAGES * BC) * D * (int)sizeof(T) + 4096 <= 232448 ? 2 : 1;
     // LATE_S (changelog entry p): at an item boundary, this item's last P V is issued first and the
