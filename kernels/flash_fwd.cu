@@ -552,9 +552,9 @@
 //            call (H200, 2026-11-30, `bench/ab.sh`, every build checked first): D = 128 causal N = 512 /
 //            1024 / 2048 / 4096 0.989x / 0.991x / 0.995x / 0.998x, unmasked 0.995x / 0.996x / 0.998x /
 //            0.999x, each in every round; D = 64 causal 1.000x / 1.006x / 0.993x / 0.997x. Smaller code
-//            and slower: entry an's gains came with code that also ran in one piece; here two branches
-//            that each ran a whole softmax became one softmax and a branch between two roundings, and
-//            the boundary waits on more of it before the branch.
+//            and slower: less code is not by itself faster. Not measured why; a candidate: entry an's
+//            kernels lost code that never ran, while here the one softmax now runs before a branch on
+//            the item, where each of the two had been scheduled with its own rounding after it.
 //         aq. D = 128's causal kernels (`_c`, `_o_c`) take each item decoded from the producer, as D = 64's
 //            kernels do (DECODED above). Same call as ap.: D = 128 causal N = 512 332.1 -> 333.0 TFLOP/s,
 //            1024 459.3 -> 463.7 (+0.9%), 2048 551.5 -> 553.4, 4096 606.9 -> 607.8, faster in every
