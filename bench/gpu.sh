@@ -12,6 +12,7 @@
 #           psanitize (memcheck and racecheck on the paged decode's sanitizer cases alone)
 #           xcheck (our output vs PyTorch's math backend on the same saved inputs; merged by paged/measure)
 #           fmeasure (lab 02's grid alone, merged into the committed file with peer and ncu rows)
+#           ncu alone merges its DRAM counts into the committed file's grid (measure-gpu --only dram)
 #           tma (the tensor memory accelerator's boxes against v6/v7's swizzled tile layout)
 #           trace (v8's trace build on Lab 02's traced shapes: OUT/trace.json, commit it as
 #           measurements/traces/gpu-<card>.json)
@@ -186,6 +187,11 @@ for (imp, n), s in sums.items():
                      l2_bytes=s.get("lts__t_bytes.sum")))
 json.dump(rows, open(sys.argv[2], "w"), indent=1)
 PY
+      # Without a grid measured in this run, the counts join the committed file's grid.
+      if ! has measure && ! has fmeasure && [ -f "$OUT/dram.json" ]; then
+        timeout 120 "$B" measure-gpu --only dram --dram "$OUT/dram.json" --out "$OUT" --commit "$(cat "$W/COMMIT")" \
+          --date "$(date -u +%F)" --rustc "$(cat "$W/RUSTC" 2>/dev/null || echo unknown)" 2>&1 | tee -a "$log"
+      fi
       ;;
     measure|fmeasure)
       extra=""

@@ -54,12 +54,34 @@ struct DramRow {
     dram_bytes: f64,
 }
 
+/// ncu's DRAM counts onto the lab 02 grid's records (variants `naive` and `flash`, fp16) of the same
+/// kernel, N, D and mask.
+fn merge_dram(records: &mut [Record], rows: &[DramRow]) {
+    for row in rows {
+        let hit = records.iter_mut().find(|r| {
+            (r.variant == "naive" || r.variant == "flash")
+                && r.dtype == "f16"
+                && r.implementation == row.implementation
+                && r.nq == row.n
+                && r.d == row.d
+                && r.mask == row.mask
+        });
+        match hit {
+            Some(r) => r.dram_bytes = Some(row.dram_bytes),
+            None => println!(
+                "[measure-gpu] no record for ncu row {} N={} D={}",
+                row.implementation, row.n, row.d
+            ),
+        }
+    }
+}
+
 fn read_peer(p: &str) -> Result<PeerFile, String> {
     let text = std::fs::read_to_string(p).map_err(|e| format!("{p}: {e}"))?;
     serde_json::from_str(&text).map_err(|e| format!("{p}: {e}"))
 }
 
-/// `measure-gpu [--quick] [--only flash|paged|race] [--peer FILE] [--peer-decode FILE] [--peer-check FILE]
+/// `measure-gpu [--quick] [--only flash|paged|race|dram] [--peer FILE] [--peer-decode FILE] [--peer-check FILE]
 /// [--race FILE] [--dram FILE] [--out DIR] [--commit C] [--date D] [--rustc R]`
 ///
 /// Without `--only`, measures lab 02's flash grid and lab 03's paged decode and writes a whole file.
@@ -68,7 +90,8 @@ fn read_peer(p: &str) -> Result<PeerFile, String> {
 /// measured now (e.g. `paged_decode`, `paged_decode_sweep`, and `crosscheck` from `--peer-check FILE`)
 /// and marking the new ones with their own commit and date (`measured`). `--only race` measures no
 /// attention itself and merges the interleaved comparison of `--race FILE` (variant `race`, from
-/// `bench/peers/torch_race.py`) the same way.
+/// `bench/peers/torch_race.py`) the same way, and `--only dram` ncu's DRAM counts of `--dram FILE`
+/// (bench/gpu.sh's `ncu` phase) onto the committed grid's records.
 pub fn measure_gpu(
     root: &Path,
     args: &[String],
@@ -78,11 +101,16 @@ pub fn measure_gpu(
     let dev = open()?;
     let quick = args.iter().any(|a| a == "--quick");
     let only = flag(args, "--only").map(String::as_str);
-    if only.is_some_and(|o| o != "flash" && o != "paged" && o != "race") {
-        return Err(format!("--only takes flash, paged or race, not {only:?}"));
+    if only.is_some_and(|o| !["flash", "paged", "race", "dram"].contains(&o)) {
+        return Err(format!(
+            "--only takes flash, paged, race or dram, not {only:?}"
+        ));
     }
     if only == Some("race") && flag(args, "--race").is_none() {
         return Err("--only race merges a --race FILE and measures nothing itself".into());
+    }
+    if only == Some("dram") && flag(args, "--dram").is_none() {
+        return Err("--only dram merges a --dram FILE and measures nothing itself".into());
     }
     let date = flag(args, "--date").cloned().unwrap_or_default();
     let commit = flag(args, "--commit").cloned().unwrap_or(commit);
@@ -132,24 +160,15 @@ pub fn measure_gpu(
         driver = driver.or(peer.machine.driver);
         records.extend(peer.records);
     }
-    if let Some(p) = flag(args, "--dram") {
-        let text = std::fs::read_to_string(p).map_err(|e| format!("{p}: {e}"))?;
-        let rows: Vec<DramRow> = serde_json::from_str(&text).map_err(|e| format!("{p}: {e}"))?;
-        for row in rows {
-            let hit = records.iter_mut().find(|r| {
-                r.implementation == row.implementation
-                    && r.nq == row.n
-                    && r.d == row.d
-                    && r.mask == row.mask
-            });
-            match hit {
-                Some(r) => r.dram_bytes = Some(row.dram_bytes),
-                None => println!(
-                    "[measure-gpu] no record for ncu row {} N={} D={}",
-                    row.implementation, row.n, row.d
-                ),
-            }
+    let dram = match flag(args, "--dram") {
+        Some(p) => {
+            let text = std::fs::read_to_string(p).map_err(|e| format!("{p}: {e}"))?;
+            serde_json::from_str::<Vec<DramRow>>(&text).map_err(|e| format!("{p}: {e}"))?
         }
+        None => Vec::new(),
+    };
+    if only != Some("dram") {
+        merge_dram(&mut records, &dram);
     }
     let generated = Generated {
         date: date.clone(),
@@ -198,9 +217,12 @@ pub fn measure_gpu(
                 base.machine.bandwidth_gbps = bw;
                 base.generated = file.generated;
             }
-            if only == Some("race") {
+            if only == Some("race") || only == Some("dram") {
                 // The race's ratios need no ceiling: the committed ones stay with the records they
-                // were measured beside.
+                // were measured beside. ncu's counts join the committed grid's records of the same
+                // kernel and shape (the grid and the counts then come from two calls: the caller
+                // runs both on one build).
+                merge_dram(&mut base.records, &dram);
                 file = base;
                 let dir = flag(args, "--out")
                     .map(PathBuf::from)

@@ -14,7 +14,7 @@
 //!                              check then time every CPU version on this machine; with --with-torch,
 //!                              time PyTorch's CPU SDPA (bench/peers/torch_cpu_sdpa.py --serve) in
 //!                              windows alternating with ours; write measurements/cpu-<name>.json
-//! modern-attention measure-gpu [--quick] [--only flash|paged|race] [--peer FILE] [--peer-decode FILE]
+//! modern-attention measure-gpu [--quick] [--only flash|paged|race|dram] [--peer FILE] [--peer-decode FILE]
 //!                              [--peer-check FILE] [--race FILE] [--dram FILE] [--out DIR] [--commit C]
 //!                              [--date D]
 //!                              check then time every GPU kernel version (lab 02) and the paged decode
@@ -429,7 +429,7 @@ fn run() -> Result<(), String> {
             println!(
                 "usage: modern-attention [all|render|check|book|predict KEY=VALUE...|\
                  measure-cpu [--quick] [--with-torch] [--peer FILE]|\
-                 measure-gpu [--quick] [--only flash|paged|race] [--peer FILE] [--peer-decode FILE] \
+                 measure-gpu [--quick] [--only flash|paged|race|dram] [--peer FILE] [--peer-decode FILE] \
                  [--peer-check FILE] [--race FILE] [--dram FILE] [--out DIR]|gpu-probe ...|\
                  kernels [--json FILE] [--cubin DIR] [WORD...]]"
             );
