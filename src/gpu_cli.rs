@@ -1216,3 +1216,39 @@ pub fn kernels(args: &[String], stamp: (String, String)) -> Result<(), String> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dram_counts_join_the_grid_record_not_the_race_or_bf16_ones() {
+        let shape = AttnShape::new(8, 32, 32, 2048, 2048, 64).unwrap();
+        let mut records = vec![
+            Record::new("race", "ours/v8_tma", "f16", &shape, "none"),
+            Record::new("flash", "ours/v8_tma", "bf16", &shape, "none"),
+            Record::new("flash", "ours/v8_tma", "f16", &shape, "causal"),
+            Record::new("flash", "ours/v8_tma", "f16", &shape, "none"),
+        ];
+        let rows = vec![
+            DramRow {
+                implementation: "ours/v8_tma".into(),
+                n: 2048,
+                d: 64,
+                mask: "none".into(),
+                dram_bytes: 2.6e8,
+            },
+            // No record of this kernel: reported, nothing changed.
+            DramRow {
+                implementation: "ours/v9".into(),
+                n: 2048,
+                d: 64,
+                mask: "none".into(),
+                dram_bytes: 1.0,
+            },
+        ];
+        merge_dram(&mut records, &rows);
+        let counts: Vec<Option<f64>> = records.iter().map(|r| r.dram_bytes).collect();
+        assert_eq!(counts, vec![None, None, None, Some(2.6e8)]);
+    }
+}
