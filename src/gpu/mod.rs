@@ -228,7 +228,12 @@ pub fn compile_module_cached(
         return Ok(Ptx::from_src(text));
     }
     let ptx = compile_module(file, defines, arch, key)?;
-    let _ = std::fs::create_dir_all(dir).and_then(|_| std::fs::write(&path, ptx.to_src()));
+    // Written under another name and renamed: a process killed mid-write, or two writing at once,
+    // leave no partial file under the name that is read.
+    let tmp = path.with_extension(format!("ptx.{}", std::process::id()));
+    let _ = std::fs::create_dir_all(dir)
+        .and_then(|_| std::fs::write(&tmp, ptx.to_src()))
+        .and_then(|_| std::fs::rename(&tmp, &path));
     Ok(ptx)
 }
 
