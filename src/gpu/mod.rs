@@ -136,7 +136,6 @@ pub struct Device {
     modules: Mutex<HashMap<String, Arc<CudaModule>>>,
 }
 
-/// PTX compiled in this process, keyed by (module defines, arch): NVRTC runs once per key.
 /// Where set, the directory in which compiled PTX is kept between processes (each module once per
 /// source text, defines, architecture and NVRTC version): a script that starts the binary many times
 /// on one machine (`bench/ab.sh`) then pays NVRTC's compile once per build instead of once per process.
@@ -149,6 +148,7 @@ fn fnv1a(bytes: &[u8]) -> u64 {
     })
 }
 
+/// PTX compiled in this process, keyed by (module defines, arch): NVRTC runs once per key.
 fn ptx_cache() -> &'static Mutex<HashMap<(String, &'static str), Ptx>> {
     static CACHE: OnceLock<Mutex<HashMap<(String, &'static str), Ptx>>> = OnceLock::new();
     CACHE.get_or_init(Default::default)
