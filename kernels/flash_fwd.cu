@@ -565,6 +565,25 @@
 //            rows (`gpu-probe time v8,v8@flash_v8_64_s4_c3_c 512,1024 64 causal`, one build, three
 //            rounds in each order, same call as ap.): 228 against 250 TFLOP/s at N = 512 (0.91x), 295
 //            against 329 at 1024 (0.90x). Two consumers stay the rule there (`v8_consumers`).
+//         as. The row reductions (`wg_exp`'s RED): the maximum as a tree of four partial maxima
+//            (RED_TREE_MAX; the chain of dependent FMNMX 7 deep instead of 17), and l kept as each
+//            thread's share of its row's sum, the quad's four shares added once an item where O is
+//            divided (RED_L_SHARE; two shuffles and two adds a row fewer at every tile). Both
+//            exact in the maximum, the sum's rounding order changed. Two calls (H200, 2026-11-30,
+//            `bench/ab.sh`, every build checked first), against the build without either: both at
+//            once, three rounds, D = 128 unmasked N = 512 / 1024 / 2048 / 4096 +0.7% / +1.2% / +1.6% /
+//            +2.2%, D = 64 causal 1024 +1.2% but 512 -1.0% and 2048 / 4096 -0.6%, D = 64 unmasked 4096
+//            -0.9%, each in every round. So each alone, two rounds (ratios in both rounds within
+//            0.4% of each other): the shares +0.6..+1.7% at D = 128 unmasked, level at D = 128
+//            causal (-0.4% at 512, +0.5% at 4096), +0.5..+1.2% at D = 64 unmasked up to 2048 (the
+//            `_o_u` kernel), -0.7% / +0.8% / -1.2% / -1.2% at D = 64 causal 512 / 1024 / 2048 / 4096,
+//            -0.9% at D = 64 unmasked 4096 (the general kernel); the tree +0.5% / +0.9% at D = 64
+//            causal 512 / 1024 (the two-consumer kernel), -0.6..-1.4% at D = 64 unmasked, level
+//            elsewhere. Neither is a rule on its own: ptxas schedules each kernel's loop around it
+//            differently. Kept by kernel where it measured faster (`flash_ws`'s RED): the shares in
+//            every D = 128 kernel and D = 64's `_o_u`, the tree in D = 64's two-consumer kernels.
+//            Every fp16 v8 kernel's machine code (cubin .text, `kernels --cubin`) is byte for byte
+//            that of the build it was measured in, so the timings above are this source's.
 //         Where short rows lose (ncu, one launch each, H200, a0e81e9): D = 128 N = 512 unmasked, L2 hit
 //         rate 64% (N = 4096: 91%), DRAM at 32% and L2 at 62% of peak, SM throughput 45% (4096: 69%),
 //         no eligible warp in 68% of cycles; D = 64 causal N = 512 alike (L2 hits 57%, DRAM 28%, SM
@@ -1632,7 +1651,15 @@ template <int MASK>
 __device__ __forceinline__ int window_of(const Params& p) {
     return MASK == MASK_ANY ? p.window : 0;
 }
-template <int BC, bool LAZY = false, int MASK = MASK_ANY>
+// How a row's maximum and sum are reduced over the thread's 32 columns (bits of RED; changelog
+// entry as). RED_TREE_MAX: the maximum as a tree of four partial maxima, so the chain of dependent
+// FMNMX a thread waits on is 7 deep instead of 17 (BC = 128). RED_L_SHARE: l holds this thread's
+// share of the row's sum, and the quad's four shares are added once, where O is divided by them
+// (`row_sum`), instead of two shuffles and two adds a row at every tile. Each pays in some kernels
+// and costs in others, as ptxas schedules the rest around it: v8 picks them by kernel (`flash_ws`),
+// v6 and v7 use neither.
+enum { RED_CHAIN = 0, RED_TREE_MAX = 1, RED_L_SHARE = 2 };
+template <int BC, bool LAZY = false, int MASK = MASK_ANY, int RED = RED_CHAIN>
 __device__ __forceinline__ void wg_exp(float (&s)[BC / 2], const Params& p, int j0, int iw, int row_a, int tg,
                                       float (&m)[2], float (&l)[2], float (&alpha)[2]) {
     const int off = p.nk - p.nq;
@@ -1669,10 +1696,33 @@ __device__ __forceinline__ void wg_exp(float (&s)[BC / 2], const Params& p, int 
         }
     }
     float mx[2] = {m[0], m[1]};
+    if constexpr (RED & RED_TREE_MAX) {
+        constexpr int NP = BC / 8 < 4 ? BC / 8 : 4;
+        float pm[2][NP];
 #pragma unroll
-    for (int nt = 0; nt < BC / 8; ++nt) {
-        mx[0] = fmaxf(mx[0], fmaxf(s[4 * nt], s[4 * nt + 1]));
-        mx[1] = fmaxf(mx[1], fmaxf(s[4 * nt + 2], s[4 * nt + 3]));
+        for (int k = 0; k < NP; ++k) {
+            pm[0][k] = fmaxf(s[4 * k], s[4 * k + 1]);
+            pm[1][k] = fmaxf(s[4 * k + 2], s[4 * k + 3]);
+        }
+#pragma unroll
+        for (int nt = NP; nt < BC / 8; ++nt) {
+            pm[0][nt % NP] = fmaxf(pm[0][nt % NP], fmaxf(s[4 * nt], s[4 * nt + 1]));
+            pm[1][nt % NP] = fmaxf(pm[1][nt % NP], fmaxf(s[4 * nt + 2], s[4 * nt + 3]));
+        }
+#pragma unroll
+        for (int r = 0; r < 2; ++r) {
+#pragma unroll
+            for (int w = 1; w < NP; w *= 2)
+#pragma unroll
+                for (int k = 0; k + w < NP; k += 2 * w) pm[r][k] = fmaxf(pm[r][k], pm[r][k + w]);
+            mx[r] = fmaxf(mx[r], pm[r][0]);
+        }
+    } else {
+#pragma unroll
+        for (int nt = 0; nt < BC / 8; ++nt) {
+            mx[0] = fmaxf(mx[0], fmaxf(s[4 * nt], s[4 * nt + 1]));
+            mx[1] = fmaxf(mx[1], fmaxf(s[4 * nt + 2], s[4 * nt + 3]));
+        }
     }
     float msc[2];
 #pragma unroll
@@ -1706,10 +1756,22 @@ __device__ __forceinline__ void wg_exp(float (&s)[BC / 2], const Params& p, int 
     }
 #pragma unroll
     for (int r = 0; r < 2; ++r) {
-        lt[r] += __shfl_xor_sync(0xffffffffu, lt[r], 1);
-        lt[r] += __shfl_xor_sync(0xffffffffu, lt[r], 2);
+        if constexpr (!(RED & RED_L_SHARE)) {
+            lt[r] += __shfl_xor_sync(0xffffffffu, lt[r], 1);
+            lt[r] += __shfl_xor_sync(0xffffffffu, lt[r], 2);
+        }
         l[r] += lt[r];
     }
+}
+// A row's sum from the four shares its quad holds, with RED_L_SHARE (every lane of the warp calls it).
+template <int RED>
+__device__ __forceinline__ float row_sum(const float (&l)[2], int r) {
+    float x = l[r];
+    if constexpr (RED & RED_L_SHARE) {
+        x += __shfl_xor_sync(0xffffffffu, x, 1);
+        x += __shfl_xor_sync(0xffffffffu, x, 2);
+    }
+    return x;
 }
 template <typename T, int BC, bool LOW>
 __device__ __forceinline__ void wg_pack(const float (&s)[BC / 2], unsigned int (&pf)[BC / 16][4],
@@ -1726,11 +1788,11 @@ __device__ __forceinline__ void wg_pack(const float (&s)[BC / 2], unsigned int (
         }
     }
 }
-template <typename T, int BC, bool LOW, int MASK = MASK_ANY>
+template <typename T, int BC, bool LOW, int MASK = MASK_ANY, int RED = RED_CHAIN>
 __device__ __forceinline__ void wg_softmax(float (&s)[BC / 2], const Params& p, int j0, int iw, int row_a,
                                           int tg, float (&m)[2], float (&l)[2], float (&alpha)[2],
                                           unsigned int (&pf)[BC / 16][4], unsigned int (&pl)[BC / 16][4]) {
-    wg_exp<BC, false, MASK>(s, p, j0, iw, row_a, tg, m, l, alpha);
+    wg_exp<BC, false, MASK, RED>(s, p, j0, iw, row_a, tg, m, l, alpha);
     wg_pack<T, BC, LOW>(s, pf, pl);
 }
 // ANCHOR_END: wg_softmax
@@ -1758,21 +1820,22 @@ __device__ __forceinline__ void copy_rows(T* dst, const T* src, int r0, int n, i
 // ANCHOR: wg_store
 // O /= l and lse = m scale + ln l for this thread's rows row_a and row_a + 8 (rows past Nq are not
 // stored), from the wgmma accumulator layout (8-column fragments of rows g and g + 8: [4 dn + 2 r + c]).
-template <typename T, int D>
+template <typename T, int D, int RED = RED_CHAIN>
 __device__ __forceinline__ void wg_store(T* __restrict__ o, float* __restrict__ lse, const Params& p, int bh,
                                          int row_a, int tg, const float (&oacc)[D / 2], const float (&m)[2],
                                          const float (&l)[2]) {
     T* ob = o + (size_t)bh * p.nq * D;
+    const float lr[2] = {row_sum<RED>(l, 0), row_sum<RED>(l, 1)};
 #pragma unroll
     for (int r = 0; r < 2; ++r) {
         const int row = row_a + r * 8;
         if (row >= p.nq) continue;
-        const float inv = l[r] > 0.f ? 1.f / l[r] : 0.f;
+        const float inv = lr[r] > 0.f ? 1.f / lr[r] : 0.f;
 #pragma unroll
         for (int dn = 0; dn < D / 8; ++dn)
             *reinterpret_cast<unsigned int*>(ob + (size_t)row * D + dn * 8 + tg * 2) =
                 pack2(oacc[4 * dn + 2 * r] * inv, oacc[4 * dn + 2 * r + 1] * inv, T());
-        if (tg == 0) lse[(size_t)bh * p.nq + row] = row_lse(p, m[r], l[r]);
+        if (tg == 0) lse[(size_t)bh * p.nq + row] = row_lse(p, m[r], lr[r]);
     }
 }
 // ANCHOR_END: wg_store
@@ -2215,6 +2278,11 @@ __device__ void flash_ws(const TensorMap* tq, const TensorMap* tk, const TensorM
     // next item read under it, then the next item's first S issued and this item's O stored under
     // that. It needs the next item's Q in hand, so two Q tiles.
     constexpr bool LATE_S = QB == 2;
+    // The row reductions (`wg_exp`'s RED; changelog entry as): the quad's sums added once an item in
+    // the D = 128 kernels and in D = 64's unmasked one, the maximum as a tree in D = 64's
+    // two-consumer kernels (causal rows up to 1024 keys), each where it measured faster.
+    constexpr int RED =
+        (D == 128 || MASK == MASK_NONE ? RED_L_SHARE : 0) | (D == 64 && NWG == 2 ? RED_TREE_MAX : 0);
     extern __shared__ __align__(1024) unsigned char smem_raw[];
     T* Qs = reinterpret_cast<T*>(smem_raw + ((1024 - (smem_addr(smem_raw) & 1023)) & 1023));
     T* Ks = Qs + QB * BR * D;      // stage s at Ks + s BC D
@@ -2425,6 +2493,7 @@ __device__ void flash_ws(const TensorMap* tq, const TensorMap* tk, const TensorM
 
     float oacc[D / 2];
     float m[2], l[2], alpha[2];
+    if constexpr ((RED & RED_L_SHARE) != 0) l[0] = l[1] = 0.f;  // as measured (entry as)
     unsigned int pf[BC / 16][4];  // P of the tile whose P V is next
     // O of the item at rows iw.. (this thread's row_a, row_a + 8) divided by its sums, and its LSE.
     auto store_o = [&](int bh, int iw, int row_a) {
@@ -2435,9 +2504,10 @@ __device__ void flash_ws(const TensorMap* tq, const TensorMap* tk, const TensorM
             // stmatrix: columns 8dn.. and 8dn + 8.. of the warp's 16 rows, four 8 x 8 matrices an
             // instruction (rows 0-7 and 8-15 of each): lane L gives row 8 (L / 8 % 2) + L % 8 of
             // chunk dn + L / 16.
+            const float lr[2] = {row_sum<RED>(l, 0), row_sum<RED>(l, 1)};
             float inv[2];
 #pragma unroll
-            for (int r = 0; r < 2; ++r) inv[r] = l[r] > 0.f ? 1.f / l[r] : 0.f;
+            for (int r = 0; r < 2; ++r) inv[r] = lr[r] > 0.f ? 1.f / lr[r] : 0.f;
             const int rl = warp * 16 + (lane >> 3 & 1) * 8 + (lane & 7), cl = lane >> 4;
 #pragma unroll
             for (int dn = 0; dn < D / 8; dn += 2)
@@ -2449,7 +2519,7 @@ __device__ void flash_ws(const TensorMap* tq, const TensorMap* tk, const TensorM
 #pragma unroll
             for (int r = 0; r < 2; ++r)
                 if (tg == 0 && row_a + 8 * r < p.nq)
-                    lse[(size_t)bh * p.nq + row_a + 8 * r] = row_lse(p, m[r], l[r]);
+                    lse[(size_t)bh * p.nq + row_a + 8 * r] = row_lse(p, m[r], lr[r]);
             fence_proxy_async();  // the copy engine must see these writes
             wg_bar(1 + wg);
             if (tid % 128 == 0) {
@@ -2458,7 +2528,7 @@ __device__ void flash_ws(const TensorMap* tq, const TensorMap* tk, const TensorM
                 bulk_commit();
             }
         } else {
-            wg_store<T, D>(o, lse, p, bh, row_a, tg, oacc, m, l);
+            wg_store<T, D, RED>(o, lse, p, bh, row_a, tg, oacc, m, l);
         }
     };
     // A new item's state: O zero, no maximum, no sum.
@@ -2505,9 +2575,9 @@ __device__ void flash_ws(const TensorMap* tq, const TensorMap* tk, const TensorM
         // it is used (changelog entry w, as u at LATE_S's boundary); with two, only the block's first
         // item does, and one softmax is less code.
         if (!LATE_S && !x.short_rows) {
-            wg_softmax<T, BC, false, MASK>(s, p, x.t_begin * BC, x.iw, row_of(x), tg, m, l, alpha, pf, pl);
+            wg_softmax<T, BC, false, MASK, RED>(s, p, x.t_begin * BC, x.iw, row_of(x), tg, m, l, alpha, pf, pl);
         } else {
-            wg_softmax<T, BC, true, MASK>(s, p, x.t_begin * BC, x.iw, row_of(x), tg, m, l, alpha, pf, pl);
+            wg_softmax<T, BC, true, MASK, RED>(s, p, x.t_begin * BC, x.iw, row_of(x), tg, m, l, alpha, pf, pl);
             if (x.short_rows) correct_first(pl, n, kv);
         }
     };
@@ -2540,7 +2610,7 @@ __device__ void flash_ws(const TensorMap* tq, const TensorMap* tk, const TensorM
             tr(TR_SOFTMAX, n, t);
             release(K_EMPTY, u);
             if (t == cur.ntiles - 1) release_q(n);
-            wg_exp<BC, FA_LAZY, MASK>(s, p, j0, cur.iw, row_a, tg, m, l, alpha);
+            wg_exp<BC, FA_LAZY, MASK, RED>(s, p, j0, cur.iw, row_a, tg, m, l, alpha);
             asm volatile("st.shared.f32 [%0], %1;\n" ::"r"(smem_addr(sink)), "f"(l[0] + l[1]));
             tr(TR_WAIT_PV, n, t);
             wg_wait<0>();  // P_{t-1} V_{t-1} is done
@@ -2596,12 +2666,12 @@ __device__ void flash_ws(const TensorMap* tq, const TensorMap* tk, const TensorM
                 // The rounding residual only where it is used (changelog entry u): its conversions
                 // are a visible share of the boundary's instructions.
                 if (nx.short_rows) {
-                    wg_softmax<T, BC, true, MASK>(s, p, nx.t_begin * BC, nx.iw, row_of(nx), tg, m, l, alpha, pf, pl);
+                    wg_softmax<T, BC, true, MASK, RED>(s, p, nx.t_begin * BC, nx.iw, row_of(nx), tg, m, l, alpha, pf, pl);
                     tr(TR_RESCALE, n + 1, 0);
                     correct_first(pl, n + 1, kv_next);
                     tr(TR_RESCALE, n + 1, 0);
                 } else {
-                    wg_softmax<T, BC, false, MASK>(s, p, nx.t_begin * BC, nx.iw, row_of(nx), tg, m, l, alpha, pf, pl);
+                    wg_softmax<T, BC, false, MASK, RED>(s, p, nx.t_begin * BC, nx.iw, row_of(nx), tg, m, l, alpha, pf, pl);
                     tr(TR_RESCALE, n + 1, 0);
                 }
             } else {
