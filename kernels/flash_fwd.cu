@@ -584,6 +584,24 @@
 //            every D = 128 kernel and D = 64's `_o_u`, the tree in D = 64's two-consumer kernels.
 //            Every fp16 v8 kernel's machine code (cubin .text, `kernels --cubin`) is byte for byte
 //            that of the build it was measured in, so the timings above are this source's.
+//         at. O's rescale one issue later (LATE_RESCALE in `flash_ws`): step t issues S_t, then
+//            multiplies O by the factor step t - 1's softmax left, then issues P_{t-1} V_{t-1}, as
+//            FlashAttention-3's loop does; before, O was rescaled at the end of step t - 1, after its
+//            P V was done, so S_t waited for the multiplies (D / 2 a thread, behind entry x's vote).
+//            An item's first softmax leaves factor 1, and the item's last P V takes the last factor
+//            first. Same instructions, one more wgmma fence a step. No spill, no C75xx note. Against
+//            the 2844eb3 build, three rounds in one call (H200, 2026-11-30, `bench/ab.sh`, both
+//            builds checked first: check v8 all match), ratio in each round: D = 64 causal N = 1024
+//            1.035 / 1.034 / 1.037, 512 1.004-1.006; D = 64 unmasked 1024 1.007-1.023, 2048
+//            1.011-1.027, 512 1.000-1.008; D = 128 causal 512 / 1024 / 2048 / 4096 +0.1..+0.8%,
+//            +0.2..+1.0%, +1.1..+1.2%, +1.7..+2.2%, unmasked +0.1..+0.4%, +0.6..+0.8%, +1.4..+1.5%,
+//            +2.1..+2.3%; level in the three-consumer D = 64 kernels with a mask (causal 2048
+//            0.991-0.999, 4096 0.998-1.003; unmasked 4096, the general kernel, 0.982-1.004). Entry k
+//            had read the rescale as off the loop's critical path; it was on the path to the next S.
+//            Kept where it measured faster: every kernel but D = 64's three-consumer ones with a mask
+//            (`_c` and the general kernel), whose machine code is byte for byte 2844eb3's; every other
+//            fp16 v8 kernel's is the measured build's. Not yet run on this source: the REQUIRE_GPU
+//            flash tests and compute-sanitizer (the device time of the day was spent).
 //         Where short rows lose (ncu, one launch each, H200, a0e81e9): D = 128 N = 512 unmasked, L2 hit
 //         rate 64% (N = 4096: 91%), DRAM at 32% and L2 at 62% of peak, SM throughput 45% (4096: 69%),
 //         no eligible warp in 68% of cycles; D = 64 causal N = 512 alike (L2 hits 57%, DRAM 28%, SM
@@ -2283,6 +2301,10 @@ __device__ void flash_ws(const TensorMap* tq, const TensorMap* tk, const TensorM
     // two-consumer kernels (causal rows up to 1024 keys), each where it measured faster.
     constexpr int RED =
         (D == 128 || MASK == MASK_NONE ? RED_L_SHARE : 0) | (D == 64 && NWG == 2 ? RED_TREE_MAX : 0);
+    // LATE_RESCALE (changelog entry at): a step rescales O by the last softmax's factor between its S's
+    // issue and its P V's, FlashAttention-3's order, instead of before its S: S starts that much
+    // earlier. Every kernel but D = 64's three-consumer ones with a mask, where it measured level.
+    constexpr bool LATE_RESCALE = !(D == 64 && NWG == 3 && MASK != MASK_NONE);
     extern __shared__ __align__(1024) unsigned char smem_raw[];
     T* Qs = reinterpret_cast<T*>(smem_raw + ((1024 - (smem_addr(smem_raw) & 1023)) & 1023));
     T* Ks = Qs + QB * BR * D;      // stage s at Ks + s BC D
@@ -2493,6 +2515,7 @@ __device__ void flash_ws(const TensorMap* tq, const TensorMap* tk, const TensorM
 
     float oacc[D / 2];
     float m[2], l[2], alpha[2];
+    if constexpr (LATE_RESCALE) alpha[0] = alpha[1] = 1.f;
     if constexpr ((RED & RED_L_SHARE) != 0) l[0] = l[1] = 0.f;  // as measured (entry as)
     unsigned int pf[BC / 16][4];  // P of the tile whose P V is next
     // O of the item at rows iw.. (this thread's row_a, row_a + 8) divided by its sums, and its LSE.
@@ -2552,6 +2575,21 @@ __device__ void flash_ws(const TensorMap* tq, const TensorMap* tk, const TensorM
     };
     // An item's first tile on its own: S, then its softmax, nothing under either (and, for short
     // rows, the rounding correction's P V).
+    // O *= alpha, the factor the last softmax left (with FA_LAZY, a warp whose rows all kept their
+    // maximum skips it).
+    auto rescale_o = [&](const float (&a)[2]) {
+        if (!FA_LAZY || __any_sync(0xffffffffu, a[0] != 1.f || a[1] != 1.f)) {
+#pragma unroll
+            for (int dn = 0; dn < D / 8; ++dn)
+#pragma unroll
+                for (int x = 0; x < 4; ++x) oacc[4 * dn + x] *= a[x >> 1];
+        }
+    };
+    // LATE_RESCALE: the factor is applied in the next step, after its S is issued; an item's first
+    // softmax leaves none (O is new).
+    auto no_rescale = [&]() {
+        if constexpr (LATE_RESCALE) alpha[0] = alpha[1] = 1.f;
+    };
     auto first_tile = [&](const Item& x, int n, int kv) {
         reset();
         if (x.ntiles == 0) {
@@ -2580,6 +2618,7 @@ __device__ void flash_ws(const TensorMap* tq, const TensorMap* tk, const TensorM
             wg_softmax<T, BC, true, MASK, RED>(s, p, x.t_begin * BC, x.iw, row_of(x), tg, m, l, alpha, pf, pl);
             if (x.short_rows) correct_first(pl, n, kv);
         }
+        no_rescale();
     };
 
     int kv = 0, n = 0;
@@ -2596,13 +2635,21 @@ __device__ void flash_ws(const TensorMap* tq, const TensorMap* tk, const TensorM
             const int j0 = (cur.t_begin + t) * BC, u = kv + t;
             tr(TR_WAIT_K, n, t);
             wait_full(K_FULL, u);
-            tr(TR_WAIT_V, n, t);
-            wait_full(V_FULL, u - 1);
+            if constexpr (!LATE_RESCALE) {
+                tr(TR_WAIT_V, n, t);
+                wait_full(V_FULL, u - 1);
+            }
             float s[BC / 2];
             tr(TR_ISSUE, n, t);
             wg_fence();
             issue_qk<D, BR, BC>(s, q_tile(n), k_tile(u));
             wg_commit();
+            if constexpr (LATE_RESCALE) {
+                rescale_o(alpha);  // the last step's factor, while S runs
+                tr(TR_WAIT_V, n, t);
+                wait_full(V_FULL, u - 1);
+                wg_fence();
+            }
             issue_pv<D, BC>(oacc, pf, v_tile(u - 1));
             wg_commit();
             tr(TR_WAIT_S, n, t);
@@ -2616,13 +2663,7 @@ __device__ void flash_ws(const TensorMap* tq, const TensorMap* tk, const TensorM
             wg_wait<0>();  // P_{t-1} V_{t-1} is done
             tr(TR_RESCALE, n, t);
             release(V_EMPTY, u - 1);
-            // With FA_LAZY, a warp whose rows all kept their maximum skips the rescale.
-            if (!FA_LAZY || __any_sync(0xffffffffu, alpha[0] != 1.f || alpha[1] != 1.f)) {
-#pragma unroll
-                for (int dn = 0; dn < D / 8; ++dn)
-#pragma unroll
-                    for (int x = 0; x < 4; ++x) oacc[4 * dn + x] *= alpha[x >> 1];
-            }
+            if constexpr (!LATE_RESCALE) rescale_o(alpha);
             unsigned int unused[BC / 16][4];
             wg_pack<T, BC, false>(s, pf, unused);
         }
@@ -2636,6 +2677,7 @@ __device__ void flash_ws(const TensorMap* tq, const TensorMap* tk, const TensorM
             // item has keys, its first S issued and this item's O stored while that S runs (its
             // exponentials have nothing under them). Every path waits for the products before it
             // leaves this block: a product in flight where paths join would be serialised.
+            if constexpr (LATE_RESCALE) rescale_o(alpha);
             tr(TR_WAIT_V, n, cur.ntiles);
             wait_full(V_FULL, u);
             tr(TR_ISSUE, n, cur.ntiles);
@@ -2674,6 +2716,7 @@ __device__ void flash_ws(const TensorMap* tq, const TensorMap* tk, const TensorM
                     wg_softmax<T, BC, false, MASK, RED>(s, p, nx.t_begin * BC, nx.iw, row_of(nx), tg, m, l, alpha, pf, pl);
                     tr(TR_RESCALE, n + 1, 0);
                 }
+                no_rescale();
             } else {
                 tr(TR_WAIT_PV, n, cur.ntiles);
                 wg_wait<0>();
@@ -2685,6 +2728,7 @@ __device__ void flash_ws(const TensorMap* tq, const TensorMap* tk, const TensorM
         } else {  // one Q tile, or this item has no keys
             if constexpr (QB == 2) nx = item_at(n + 1);  // its Q was asked for early in this item
             if (cur.ntiles > 0) {  // the last tile's P V on its own
+                if constexpr (LATE_RESCALE) rescale_o(alpha);
                 tr(TR_WAIT_V, n, cur.ntiles);
                 wait_full(V_FULL, u);
                 tr(TR_ISSUE, n, cur.ntiles);
