@@ -2240,7 +2240,8 @@ __device__ __forceinline__ void wg_bar(int id) { asm volatile("bar.sync %0, 128;
 enum TraceCode : unsigned {
     TR_START = 0,
     // a consumer warpgroup: waiting for Q (the next item), for K, for V; issuing products; waiting for
-    // S; the exponentials; waiting for P V; rescaling O and rounding P; storing O; finished
+    // S; the exponentials; waiting for P V; rescaling O and rounding P (with LATE_RESCALE, rounding P
+    // only: O's rescale falls between the two issues); storing O; finished
     TR_WAIT_Q = 1,
     TR_WAIT_K = 2,
     TR_WAIT_V = 3,
