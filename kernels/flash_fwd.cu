@@ -2517,7 +2517,8 @@ __device__ void flash_ws(const TensorMap* tq, const TensorMap* tk, const TensorM
     float oacc[D / 2];
     float m[2], l[2], alpha[2];
     if constexpr (LATE_RESCALE) alpha[0] = alpha[1] = 1.f;
-    if constexpr ((RED & RED_L_SHARE) != 0) l[0] = l[1] = 0.f;  // as measured (entry as)
+    // `reset` sets l for every item; this line only keeps these kernels' code the one entry as timed.
+    if constexpr ((RED & RED_L_SHARE) != 0) l[0] = l[1] = 0.f;
     unsigned int pf[BC / 16][4];  // P of the tile whose P V is next
     // O of the item at rows iw.. (this thread's row_a, row_a + 8) divided by its sums, and its LSE.
     auto store_o = [&](int bh, int iw, int row_a) {
@@ -2574,8 +2575,6 @@ __device__ void flash_ws(const TensorMap* tq, const TensorMap* tk, const TensorM
         tr(TR_WAIT_PV, n, 0);
         wg_wait<0>();
     };
-    // An item's first tile on its own: S, then its softmax, nothing under either (and, for short
-    // rows, the rounding correction's P V).
     // O *= alpha, the factor the last softmax left (with FA_LAZY, a warp whose rows all kept their
     // maximum skips it).
     auto rescale_o = [&](const float (&a)[2]) {
@@ -2591,6 +2590,8 @@ __device__ void flash_ws(const TensorMap* tq, const TensorMap* tk, const TensorM
     auto no_rescale = [&]() {
         if constexpr (LATE_RESCALE) alpha[0] = alpha[1] = 1.f;
     };
+    // An item's first tile on its own: S, then its softmax, nothing under either (and, for short
+    // rows, the rounding correction's P V).
     auto first_tile = [&](const Item& x, int n, int kv) {
         reset();
         if (x.ntiles == 0) {
