@@ -1669,6 +1669,11 @@ template <int MASK>
 __device__ __forceinline__ int window_of(const Params& p) {
     return MASK == MASK_ANY ? p.window : 0;
 }
+// The sum of x over the four lanes of a quad (which hold one row; every lane of the warp calls it).
+__device__ __forceinline__ float quad_sum(float x) {
+    x += __shfl_xor_sync(0xffffffffu, x, 1);
+    return x + __shfl_xor_sync(0xffffffffu, x, 2);
+}
 // How a row's maximum and sum are reduced over the thread's 32 columns (bits of RED; changelog
 // entry as). RED_TREE_MAX: the maximum as a tree of four partial maxima, so the chain of dependent
 // FMNMX a thread waits on is 7 deep instead of 17 (BC = 128). RED_L_SHARE: l holds this thread's
@@ -1773,23 +1778,12 @@ __device__ __forceinline__ void wg_exp(float (&s)[BC / 2], const Params& p, int 
         lt[1] += s[4 * nt + 2] + s[4 * nt + 3];
     }
 #pragma unroll
-    for (int r = 0; r < 2; ++r) {
-        if constexpr (!(RED & RED_L_SHARE)) {
-            lt[r] += __shfl_xor_sync(0xffffffffu, lt[r], 1);
-            lt[r] += __shfl_xor_sync(0xffffffffu, lt[r], 2);
-        }
-        l[r] += lt[r];
-    }
+    for (int r = 0; r < 2; ++r) l[r] += RED & RED_L_SHARE ? lt[r] : quad_sum(lt[r]);
 }
 // A row's sum from the four shares its quad holds, with RED_L_SHARE (every lane of the warp calls it).
 template <int RED>
 __device__ __forceinline__ float row_sum(const float (&l)[2], int r) {
-    float x = l[r];
-    if constexpr (RED & RED_L_SHARE) {
-        x += __shfl_xor_sync(0xffffffffu, x, 1);
-        x += __shfl_xor_sync(0xffffffffu, x, 2);
-    }
-    return x;
+    return RED & RED_L_SHARE ? quad_sum(l[r]) : l[r];
 }
 template <typename T, int BC, bool LOW>
 __device__ __forceinline__ void wg_pack(const float (&s)[BC / 2], unsigned int (&pf)[BC / 16][4],
